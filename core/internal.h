@@ -1,0 +1,181 @@
+/* Names shared between the core's files (mb__ prefix).  Not installed. */
+#ifndef MB_INTERNAL_H
+#define MB_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "moonbeam.h"
+
+/* ---- map.c: u64 -> pointer hash map (not thread-safe: callers lock) ---- */
+typedef struct {
+  uint64_t *keys; /* 0 marks an empty slot, so 0 is not a valid key */
+  void **vals;
+  size_t cap, len;
+} mb__map_t;
+void mb__map_init(mb__map_t *m);
+void mb__map_free(mb__map_t *m);
+void *mb__map_get(const mb__map_t *m, uint64_t key);
+int mb__map_put(mb__map_t *m, uint64_t key, void *val);
+void *mb__map_del(mb__map_t *m, uint64_t key);
+
+/* ---- atom.c: the node's atom table; atoms live until the node ends ---- */
+typedef struct {
+  uint32_t index;
+  uint32_t len;
+  char name[]; /* NUL-terminated */
+} mb__atom_t;
+#define MB_ATOM_MAXLEN 255
+int mb__atom_intern(const char *name, size_t len, const mb__atom_t **out);
+const mb__atom_t *mb__atom_at(uint32_t index);
+
+/* ---- msg.c: messages and signals ----
+ * A message holds one Lua value in moonbeam's copy format.  Signals travel
+ * in the same queue as messages so that the order between one sender and
+ * one receiver is kept for both (as Erlang guarantees). */
+typedef enum {
+  MB_SIG_MSG = 0,
+} mb__sig_kind_t;
+
+struct mb_msg_s {
+  struct mb_msg_s *next;
+  uint8_t kind; /* mb__sig_kind_t */
+  uint8_t has_refs; /* the value holds shared tables, cycles or functions */
+  mb_pid_t from;
+  size_t len, cap;
+  unsigned char *data; /* points into the same allocation or elsewhere */
+};
+mb_msg_t *mb__msg_new(size_t cap);
+/* Encode value `idx` of L; `root` names the value in error paths. */
+int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
+                   char *err, size_t errlen);
+
+void mb__require(lua_State *L, const char *name); /* proc.c */
+
+/* ---- value.c: Lua representation of pids, refs, atoms and tuples ---- */
+#define MB_TUPLE_MT "moonbeam.tuple"
+#define MB_LIST_MT "moonbeam.list"
+#define MB_MAP_MT "moonbeam.map"
+#define MB_PID_MT "moonbeam.pid"
+#define MB_REF_MT "moonbeam.ref"
+typedef enum {
+  MB_KIND_PLAIN = 0,
+  MB_KIND_TUPLE,
+  MB_KIND_LIST,
+  MB_KIND_MAP
+} mb__table_kind_t;
+typedef struct {
+  mb_pid_t id;
+} mb__lpid_t;
+typedef struct {
+  uint64_t id;
+} mb__lref_t;
+void mb__push_pid(lua_State *L, mb_pid_t pid);
+void mb__push_ref(lua_State *L, uint64_t ref);
+void mb__push_atom(lua_State *L, const mb__atom_t *a);
+const mb__atom_t *mb__to_atom(lua_State *L, int idx);
+mb__lpid_t *mb__to_pid(lua_State *L, int idx);
+mb__lref_t *mb__to_ref(lua_State *L, int idx);
+/* Metatable for a table kind; created on first use in a state. */
+void mb__push_kind_mt(lua_State *L, mb__table_kind_t kind);
+mb__table_kind_t mb__table_kind(lua_State *L, int idx);
+uint64_t mb__ref_next(void);
+
+/* ---- proc.c: processes ---- */
+typedef enum {
+  MB_PS_RUNNABLE, /* in a run queue, or about to be put in one */
+  MB_PS_RUNNING,
+  MB_PS_WAITING,  /* blocked in receive or sleep */
+  MB_PS_EXITING
+} mb__proc_state_t;
+
+typedef enum {
+  MB_YIELD_NONE,
+  MB_YIELD_PREEMPT, /* reductions spent: back to the run queue */
+  MB_YIELD_WAIT     /* wants a message, a timeout or a signal */
+} mb__yield_kind_t;
+
+typedef struct mb_proc_s mb_proc_t;
+typedef struct mb__waitlink_s mb__waitlink_t;
+
+/* A process.  Fields are grouped by who may touch them. */
+struct mb_proc_s {
+  /* Set at spawn, then read-only. */
+  mb_pid_t pid;
+  atomic_int refs; /* the process table holds one while alive */
+
+  /* Under `lock`: what other threads hand to the process. */
+  uv_mutex_t lock;
+  mb_msg_t *inbox_head, *inbox_tail;
+  mb__proc_state_t state;
+  uint32_t timer_gen; /* generation of the armed timer */
+  bool timed_out;     /* the armed timer fired */
+  mb__waitlink_t *waiters;
+
+  /* Owned by the thread running the process. */
+  lua_State *L;
+  mb_msg_t *q_head, *q_tail; /* drained from inbox, not yet decoded */
+  size_t q_len;
+  int saved_ref;             /* registry ref of decoded-but-skipped queue */
+  lua_Integer sq_head, sq_tail;
+  int cache_ref;             /* registry ref of interned pids/refs */
+  uint64_t timer_id;         /* armed timer, 0 = none */
+  mb__yield_kind_t yield_kind;
+  int budget;
+  uint64_t reductions;
+  size_t mem, max_mem;
+  bool started, mem_exceeded;
+  mb_msg_t *start_fn, *start_args; /* consumed at first run */
+  char *start_mod, *start_fun;
+  int nargs;
+
+  /* Under the scheduler's run queue lock. */
+  mb_proc_t *rq_next;
+  /* Under the process table shard lock. */
+  mb_proc_t *hash_next;
+};
+
+#define MB_PROC(L) (*(mb_proc_t **)lua_getextraspace(L))
+
+mb_proc_t *mb__proc_lookup(mb_pid_t pid); /* returns a counted ref */
+void mb__proc_unref(mb_proc_t *p);
+/* Run the process for one slice on the calling scheduler thread. */
+void mb__proc_run(mb_proc_t *p);
+/* Make a WAITING process runnable; call with p->lock held.  Returns true if
+ * the caller must enqueue it after unlocking. */
+bool mb__proc_wake_locked(mb_proc_t *p);
+void mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);
+void mb__proc_shutdown_all(void);
+int mb__proc_init(void);
+/* Called by the process's own thread. */
+void mb__proc_drain(mb_proc_t *p);
+void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms);
+void mb__proc_timer_disarm(mb_proc_t *p);
+const mb_config_t *mb__config(void);
+void mb__proc_config(const mb_config_t *cfg);
+size_t mb__proc_queue_len(mb_proc_t *p);
+/* The calling process, or a Lua error naming `fname`. */
+mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
+int mb__receive(lua_State *L);
+int mb__sleep(lua_State *L);
+
+/* ---- sched.c: M:N scheduler ---- */
+int mb__sched_start(int n);
+void mb__sched_stop(void);
+void mb__sched_enqueue(mb_proc_t *p);
+int mb__sched_count(void);
+
+/* ---- timer.c: timers on the node's libuv loop thread ---- */
+typedef enum { MB_TIMER_WAKE, MB_TIMER_SEND } mb__timer_kind_t;
+int mb__timer_start(void);
+void mb__timer_stop(void);
+/* Wake `pid` after ms unless its timer_gen moved on.  Returns the timer id. */
+uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen);
+/* Send `m` to `dest` after ms.  `id` is the timer's ref. */
+int mb__timer_send(uint64_t ms, mb_pid_t dest, mb_msg_t *m, uint64_t id);
+/* Cancel a timer; returns milliseconds left, or -1 if it already fired. */
+int64_t mb__timer_cancel(uint64_t id);
+
+#endif

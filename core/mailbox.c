@@ -1,0 +1,277 @@
+/* Mailboxes.  Senders append to the inbox under the process lock; the
+ * process moves the whole inbox to its private queue in one step and works
+ * on that without locking.  Messages a selective receive skipped are kept,
+ * decoded and in arrival order, in a Lua table (the save queue), so each
+ * message is decoded once. */
+#include <math.h>
+
+#include <lauxlib.h>
+
+#include "internal.h"
+
+bool mb__proc_wake_locked(mb_proc_t *p) {
+  if (p->state != MB_PS_WAITING)
+    return false;
+  p->state = MB_PS_RUNNABLE;
+  return true;
+}
+
+void mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
+  m->next = NULL;
+  uv_mutex_lock(&p->lock);
+  if (p->state == MB_PS_EXITING) {
+    uv_mutex_unlock(&p->lock);
+    mb_msg_free(m);
+    return;
+  }
+  if (p->inbox_tail)
+    p->inbox_tail->next = m;
+  else
+    p->inbox_head = m;
+  p->inbox_tail = m;
+  bool wake = mb__proc_wake_locked(p);
+  uv_mutex_unlock(&p->lock);
+  if (wake)
+    mb__sched_enqueue(p);
+}
+
+int mb_proc_send(mb_pid_t to, mb_msg_t *m) {
+  mb_proc_t *p = mb__proc_lookup(to);
+  if (p == NULL) {
+    mb_msg_free(m);
+    return 0;
+  }
+  m->kind = MB_SIG_MSG;
+  mb__proc_deliver(p, m);
+  mb__proc_unref(p);
+  return 0;
+}
+
+void mb__proc_drain(mb_proc_t *p) {
+  uv_mutex_lock(&p->lock);
+  mb_msg_t *head = p->inbox_head, *tail = p->inbox_tail;
+  p->inbox_head = p->inbox_tail = NULL;
+  uv_mutex_unlock(&p->lock);
+  if (head == NULL)
+    return;
+  size_t n = 0;
+  for (mb_msg_t *m = head; m; m = m->next)
+    n++;
+  if (p->q_tail)
+    p->q_tail->next = head;
+  else
+    p->q_head = head;
+  p->q_tail = tail;
+  p->q_len += n;
+}
+
+static mb_msg_t *q_pop(mb_proc_t *p) {
+  mb_msg_t *m = p->q_head;
+  if (m == NULL)
+    return NULL;
+  p->q_head = m->next;
+  if (p->q_head == NULL)
+    p->q_tail = NULL;
+  p->q_len--;
+  return m;
+}
+
+/* ---- timers of receive and sleep ---- */
+
+void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
+  uv_mutex_lock(&p->lock);
+  uint32_t gen = ++p->timer_gen;
+  p->timed_out = false;
+  uv_mutex_unlock(&p->lock);
+  p->timer_id = mb__timer_wake(ms, p->pid, gen);
+}
+
+void mb__proc_timer_disarm(mb_proc_t *p) {
+  uv_mutex_lock(&p->lock);
+  p->timer_gen++;
+  p->timed_out = false;
+  uv_mutex_unlock(&p->lock);
+  if (p->timer_id != 0) {
+    mb__timer_cancel(p->timer_id);
+    p->timer_id = 0;
+  }
+}
+
+static bool timed_out(mb_proc_t *p) {
+  uv_mutex_lock(&p->lock);
+  bool t = p->timed_out;
+  uv_mutex_unlock(&p->lock);
+  return t;
+}
+
+/* ---- the save queue ---- */
+
+static void push_saved(lua_State *L, mb_proc_t *p) {
+  if (p->saved_ref == LUA_NOREF) {
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    p->saved_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->sq_head = p->sq_tail = 1;
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->saved_ref);
+}
+
+/* Remove entry i of the save queue at `t`, keeping the others in order. */
+static void saved_remove(lua_State *L, mb_proc_t *p, int t, lua_Integer i) {
+  if (i == p->sq_head) {
+    lua_pushnil(L);
+    lua_rawseti(L, t, p->sq_head++);
+  } else {
+    for (lua_Integer j = i; j < p->sq_tail - 1; j++) {
+      lua_rawgeti(L, t, j + 1);
+      lua_rawseti(L, t, j);
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, t, --p->sq_tail);
+  }
+  if (p->sq_head == p->sq_tail)
+    p->sq_head = p->sq_tail = 1;
+}
+
+/* Does the matcher at index 1 accept the value on top?  The value stays. */
+static bool matches(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 1);
+  bool ok = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return ok;
+}
+
+size_t mb__proc_queue_len(mb_proc_t *p) {
+  return p->q_len + (size_t)(p->sq_tail - p->sq_head);
+}
+
+/* Try to take a message: pushes it and returns true, or pushes nothing. */
+static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
+  bool has_matcher = !lua_isnil(L, 1);
+  if (p->saved_ref != LUA_NOREF && p->sq_head < p->sq_tail) {
+    push_saved(L, p);
+    int t = lua_gettop(L);
+    for (lua_Integer i = p->sq_head + *scanned; i < p->sq_tail; i++) {
+      lua_rawgeti(L, t, i);
+      if (!has_matcher || matches(L)) {
+        saved_remove(L, p, t, i);
+        lua_remove(L, t);
+        return true;
+      }
+      lua_pop(L, 1);
+      ++*scanned;
+    }
+    lua_pop(L, 1);
+  }
+  mb_msg_t *m;
+  while ((m = q_pop(p)) != NULL) {
+    if (!has_matcher) {
+      /* Decoding may raise (memory): keep the message until it is done. */
+      m->next = p->q_head;
+      p->q_head = m;
+      if (p->q_tail == NULL)
+        p->q_tail = m;
+      p->q_len++;
+      mb_msg_decode(L, m);
+      q_pop(p);
+      mb_msg_free(m);
+      return true;
+    }
+    push_saved(L, p);
+    mb_msg_decode(L, m);
+    mb_msg_free(m);
+    /* Saved before the matcher runs, so an error in it loses nothing. */
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, p->sq_tail++);
+    lua_remove(L, -2);
+    if (matches(L)) {
+      push_saved(L, p);
+      saved_remove(L, p, lua_gettop(L), p->sq_tail - 1);
+      lua_pop(L, 1);
+      return true;
+    }
+    lua_pop(L, 1);
+    ++*scanned;
+  }
+  return false;
+}
+
+static int receive_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mb_proc_t *p = MB_PROC(L);
+  lua_Integer scanned = (lua_Integer)ctx;
+  mb__proc_drain(p);
+  if (take(L, p, &scanned)) {
+    mb__proc_timer_disarm(p);
+    return 1;
+  }
+  lua_Integer timeout = lua_tointeger(L, 2);
+  if (timeout == 0 || (p->timer_id != 0 && timed_out(p))) {
+    mb__proc_timer_disarm(p);
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  if (timeout > 0 && p->timer_id == 0)
+    mb__proc_timer_arm(p, (uint64_t)timeout);
+  p->yield_kind = MB_YIELD_WAIT;
+  return lua_yieldk(L, 0, (lua_KContext)scanned, receive_k);
+}
+
+mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
+  mb_proc_t *p = MB_PROC(L);
+  if (p == NULL)
+    luaL_error(L, "%s: not called inside a moonbeam process", fname);
+  if (L != p->L)
+    luaL_error(L, "%s: cannot block inside a coroutine", fname);
+  return p;
+}
+
+/* receive([matcher], [timeout_ms]) -> message | nil, "timeout" */
+int mb__receive(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "receive");
+  if (lua_type(L, 1) != LUA_TFUNCTION) {
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    lua_insert(L, 1);
+  }
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) {
+    lua_Number t = luaL_checknumber(L, 2);
+    luaL_argcheck(L, t >= 0, 2, "timeout must not be negative");
+    if (t == HUGE_VAL)
+      lua_pushinteger(L, -1);
+    else
+      lua_pushinteger(L, (lua_Integer)t);
+  } else {
+    lua_pushinteger(L, -1);
+  }
+  lua_replace(L, 2);
+  (void)p;
+  return receive_k(L, LUA_OK, 0);
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  mb_proc_t *p = MB_PROC(L);
+  mb__proc_drain(p);
+  if (timed_out(p)) {
+    mb__proc_timer_disarm(p);
+    return 0;
+  }
+  p->yield_kind = MB_YIELD_WAIT;
+  return lua_yieldk(L, 0, 0, sleep_k);
+}
+
+/* sleep(ms): suspend the process; messages stay queued. */
+int mb__sleep(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "sleep");
+  lua_Number t = luaL_checknumber(L, 1);
+  luaL_argcheck(L, t >= 0, 1, "time must not be negative");
+  mb__proc_timer_arm(p, (uint64_t)t);
+  return sleep_k(L, LUA_OK, 0);
+}

@@ -1,0 +1,130 @@
+/* moonbeam: an actor runtime for Lua 5.4.
+ *
+ * The public C API of the core.  Names follow three tiers: mb_<subsystem>_<verb>
+ * here, mb__<name> in internal.h for cross-file use, and unprefixed statics.
+ * Every function that can fail returns 0 or a negative MB_E* code. */
+#ifndef MOONBEAM_H
+#define MOONBEAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#define MB_VERSION "0.1.0"
+
+/* Error codes.  Each entry: name, text. */
+#define MB_ERRNO_MAP(XX)                                                      \
+  XX(NOMEM, "out of memory")                                                 \
+  XX(INVAL, "invalid argument")                                              \
+  XX(NOPROC, "no such process")                                              \
+  XX(BADTERM, "value cannot be sent")                                        \
+  XX(TOOBIG, "value too large")                                              \
+  XX(EXIST, "already exists")                                                \
+  XX(NOTFOUND, "not found")                                                  \
+  XX(STATE, "invalid state for this operation")                              \
+  XX(THREAD, "thread operation failed")                                      \
+  XX(LUA, "Lua error")                                                       \
+  XX(TIMEDOUT, "timed out")
+
+typedef enum {
+  MB_OK = 0,
+#define XX(name, _) MB_E##name,
+  MB__ERRFIRST = -100,
+  MB_ERRNO_MAP(XX)
+#undef XX
+  MB__ERRLAST
+} mb_errno_t;
+
+const char *mb_strerror(int err);
+const char *mb_err_name(int err);
+
+/* A process identifier.  Local pids carry node 0; the number is unique on
+ * the node until it wraps after 2^28 spawns (ID:15 bits, serial:13 bits as
+ * the Erlang distribution protocol expects). */
+typedef uint32_t mb_pid_t;
+
+#define MB_PID_ID(pid) ((pid)&0x7fffu)
+#define MB_PID_SERIAL(pid) (((pid) >> 15) & 0x1fffu)
+#define MB_PID_MAX 0x0fffffffu
+
+/* Node configuration, read once by mb_node_start. */
+typedef struct {
+  int schedulers;          /* scheduler threads; 0 = number of cores */
+  size_t max_heap;         /* default per-process memory limit, 0 = none */
+  const char *lua_path;    /* package.path for processes, NULL = default */
+  const char *lua_cpath;   /* package.cpath for processes, NULL = default */
+} mb_config_t;
+
+/* Node lifecycle.  One node per OS process, as one BEAM is one node. */
+int mb_node_start(const mb_config_t *cfg);
+int mb_node_started(void);
+int mb_node_stop(void);
+int mb_node_schedulers(void);
+/* Make `open` the loader of module `name` in every process (as
+ * package.preload does).  Call before mb_node_start. */
+int mb_node_preload(const char *name, lua_CFunction open);
+
+/* A value handed to or returned from a process, in the message format. */
+typedef struct mb_msg_s mb_msg_t;
+
+/* Encode the value at `idx` of L into a new message.  On MB_EBADTERM the
+ * error text (with the path to the bad value) is left in `err`. */
+int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
+                  size_t errlen);
+/* Push a copy of the message's value onto L. */
+int mb_msg_decode(lua_State *L, const mb_msg_t *m);
+void mb_msg_free(mb_msg_t *m);
+size_t mb_msg_size(const mb_msg_t *m);
+
+typedef struct mb_waiter_s mb_waiter_t;
+
+/* What a new process runs: exactly one of `fn` (a message holding a Lua
+ * function), `module` + `function` (module.function), or `file` (a Lua
+ * script, which also gets `args` as its global `arg`).  `args` is a message
+ * holding a table of arguments ({n = count, ...}) or NULL.  The messages
+ * pass to the core, even on error. */
+typedef struct {
+  mb_msg_t *fn;
+  const char *module;
+  const char *function;
+  const char *file;
+  mb_msg_t *args;
+  size_t max_heap;       /* memory limit in bytes; 0 = the node's default */
+  mb_waiter_t **waiter;  /* if set, receives a waiter for the exit */
+} mb_spawn_opts_t;
+
+int mb_proc_spawn_opts(const mb_spawn_opts_t *opts, mb_pid_t *out);
+int mb_proc_spawn(mb_msg_t *fn, mb_msg_t *args, mb_pid_t *out);
+int mb_proc_spawn_mfa(const char *mod, const char *fun, mb_msg_t *args,
+                      mb_pid_t *out);
+/* Send a message; ownership passes to the core even on error.  Sending to a
+ * pid that no longer exists drops the message and returns 0, as in Erlang. */
+int mb_proc_send(mb_pid_t to, mb_msg_t *m);
+int mb_proc_alive(mb_pid_t pid);
+size_t mb_proc_count(void);
+
+/* Wait for a process to exit.  On return *reason holds, when the process
+ * returned, a table of its return values ({n = count, ...}) and *normal is
+ * 1; when it crashed, its exit reason and *normal is 0.  The message is the
+ * caller's to free.
+ * timeout_ms < 0 waits forever.  Returns MB_ENOPROC if the pid never existed
+ * or was already reaped. */
+int mb_waiter_new(mb_pid_t pid, mb_waiter_t **out);
+int mb_waiter_wait(mb_waiter_t *w, long timeout_ms, mb_msg_t **reason,
+                   int *normal);
+void mb_waiter_free(mb_waiter_t *w);
+
+/* Logging. */
+typedef enum {
+  MB_LOG_DEBUG,
+  MB_LOG_INFO,
+  MB_LOG_NOTICE,
+  MB_LOG_WARNING,
+  MB_LOG_ERROR
+} mb_log_level_t;
+void mb_log(mb_log_level_t level, const char *fmt, ...);
+void mb_log_set_level(mb_log_level_t level);
+mb_log_level_t mb_log_get_level(void);
+
+#endif

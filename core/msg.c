@@ -1,0 +1,617 @@
+/* Messages: a Lua value copied out of one state into a flat buffer, and
+ * out of the buffer into another state.  Two states never touch each
+ * other, so a message is always encoded by the sender and decoded by the
+ * receiver on its own thread.
+ *
+ * What is copied: nil, booleans, integers and floats (subtype kept),
+ * strings (binary-safe), tables with any keys (shared sub-tables and cycles
+ * are kept), the markers of tuples/lists/maps, atoms, pids, refs, and Lua
+ * functions (bytecode plus copies of their upvalues; an upvalue holding the
+ * globals table is rebound to the receiver's globals, one holding a loaded
+ * module is sent by name and required by the receiver).  Other metatables
+ * are not copied. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "internal.h"
+
+enum {
+  T_NIL,
+  T_FALSE,
+  T_TRUE,
+  T_INT8,
+  T_INT,
+  T_FLOAT,
+  T_STR,
+  T_TABLE,
+  T_BACKREF,
+  T_ATOM,
+  T_PID,
+  T_REF,
+  T_FUNC,
+  T_MODULE,
+  T_ENV
+};
+
+#define MAX_DEPTH 200
+#define SMALL_SEEN 8
+
+typedef struct {
+  lua_State *L;
+  mb_msg_t *m;
+  int depth;
+  uint32_t nobj;
+  /* Tables and functions seen so far: a few inline, then a hash map. */
+  const void *small[SMALL_SEEN];
+  mb__map_t seen;
+  /* Error: what went wrong, and the path to it built from the leaf up. */
+  const char *what;
+  char path[512];
+  size_t path_pos;
+} enc_t;
+
+/* ---- buffer ---- */
+
+mb_msg_t *mb__msg_new(size_t cap) {
+  mb_msg_t *m = malloc(sizeof *m + cap);
+  if (m == NULL)
+    return NULL;
+  memset(m, 0, sizeof *m);
+  m->cap = cap;
+  m->data = (unsigned char *)(m + 1);
+  return m;
+}
+
+void mb_msg_free(mb_msg_t *m) { free(m); }
+
+size_t mb_msg_size(const mb_msg_t *m) { return m->len; }
+
+static int reserve(enc_t *e, size_t n) {
+  mb_msg_t *m = e->m;
+  if (m->len + n <= m->cap)
+    return 0;
+  size_t cap = m->cap * 2;
+  while (cap < m->len + n)
+    cap *= 2;
+  m = realloc(m, sizeof *m + cap);
+  if (m == NULL) {
+    e->what = "out of memory";
+    return -1;
+  }
+  m->cap = cap;
+  m->data = (unsigned char *)(m + 1);
+  e->m = m;
+  return 0;
+}
+
+static int put(enc_t *e, const void *p, size_t n) {
+  if (reserve(e, n))
+    return -1;
+  memcpy(e->m->data + e->m->len, p, n);
+  e->m->len += n;
+  return 0;
+}
+
+static int put1(enc_t *e, unsigned char c) { return put(e, &c, 1); }
+
+static int put_varint(enc_t *e, uint64_t v) {
+  unsigned char b[10];
+  int n = 0;
+  do {
+    b[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  return put(e, b, (size_t)n);
+}
+
+/* ---- errors with paths ---- */
+
+static void path_prepend(enc_t *e, const char *seg) {
+  size_t n = strlen(seg);
+  if (n > e->path_pos)
+    return;
+  e->path_pos -= n;
+  memcpy(e->path + e->path_pos, seg, n);
+}
+
+static int is_identifier(const char *s, size_t len) {
+  if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_'))
+      return 0;
+  }
+  return 1;
+}
+
+/* Name the key at `kidx` as a path segment: .name, [2], ["a b"], [table]. */
+static void path_key(enc_t *e, int kidx) {
+  lua_State *L = e->L;
+  char seg[96];
+  size_t len;
+  switch (lua_type(L, kidx)) {
+  case LUA_TSTRING: {
+    const char *s = lua_tolstring(L, kidx, &len);
+    if (is_identifier(s, len) && len < 64)
+      snprintf(seg, sizeof seg, ".%s", s);
+    else
+      snprintf(seg, sizeof seg, "[\"%.60s\"]", s);
+    break;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, kidx))
+      snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, kidx));
+    else
+      snprintf(seg, sizeof seg, "[%g]", (double)lua_tonumber(L, kidx));
+    break;
+  default:
+    snprintf(seg, sizeof seg, "[<%s key>]", luaL_typename(L, kidx));
+  }
+  path_prepend(e, seg);
+}
+
+static int fail(enc_t *e, const char *what) {
+  e->what = what;
+  return -1;
+}
+
+/* ---- seen objects ---- */
+
+/* Returns the object's index if seen, else registers it and returns 0. */
+static uint32_t seen(enc_t *e, const void *p) {
+  uint32_t n = e->nobj < SMALL_SEEN ? e->nobj : SMALL_SEEN;
+  for (uint32_t i = 0; i < n; i++)
+    if (e->small[i] == p)
+      return i + 1;
+  if (e->nobj >= SMALL_SEEN) {
+    uintptr_t v = (uintptr_t)mb__map_get(&e->seen, (uint64_t)(uintptr_t)p);
+    if (v != 0)
+      return (uint32_t)v;
+  }
+  e->nobj++;
+  if (e->nobj <= SMALL_SEEN)
+    e->small[e->nobj - 1] = p;
+  else if (mb__map_put(&e->seen, (uint64_t)(uintptr_t)p,
+                       (void *)(uintptr_t)e->nobj) != 0)
+    return UINT32_MAX;
+  return 0;
+}
+
+/* ---- encoder ---- */
+
+static int enc(enc_t *e, int idx);
+
+static int enc_table(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  mb__table_kind_t kind = mb__table_kind(L, idx);
+  lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
+  if (put1(e, T_TABLE) || put1(e, (unsigned char)kind) ||
+      put_varint(e, (uint64_t)narr))
+    return -1;
+  for (lua_Integer i = 1; i <= narr; i++) {
+    lua_rawgeti(L, idx, i);
+    int r = enc(e, lua_gettop(L));
+    lua_pop(L, 1);
+    if (r) {
+      char seg[32];
+      snprintf(seg, sizeof seg, "[%lld]", (long long)i);
+      path_prepend(e, seg);
+      return -1;
+    }
+  }
+  size_t count_at = e->m->len;
+  uint32_t nhash = 0;
+  if (put(e, &nhash, sizeof nhash))
+    return -1;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_isinteger(L, -2)) {
+      lua_Integer k = lua_tointeger(L, -2);
+      if (k >= 1 && k <= narr) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    int top = lua_gettop(L);
+    if (enc(e, top - 1)) {
+      lua_pop(L, 2);
+      path_prepend(e, " used as a key");
+      return -1;
+    }
+    if (enc(e, top)) {
+      path_key(e, top - 1);
+      lua_pop(L, 2);
+      return -1;
+    }
+    lua_pop(L, 1);
+    nhash++;
+  }
+  memcpy(e->m->data + count_at, &nhash, sizeof nhash);
+  return 0;
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+  (void)L;
+  return put(ud, p, sz);
+}
+
+/* Is the table at idx a loaded module?  Leaves its name on the stack. */
+static int module_name(lua_State *L, int idx) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_remove(L, -2);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int enc_upvalues(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  unsigned char n = 0;
+  while (n < 255 && lua_getupvalue(L, idx, n + 1) != NULL) {
+    lua_pop(L, 1);
+    n++;
+  }
+  if (put1(e, n))
+    return -1;
+  for (int i = 1; i <= n; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    int top = lua_gettop(L), r;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    if (lua_rawequal(L, -1, top)) {
+      r = put1(e, T_ENV);
+    } else if (lua_type(L, top) == LUA_TTABLE && module_name(L, top)) {
+      size_t len;
+      const char *s = lua_tolstring(L, -1, &len);
+      r = put1(e, T_MODULE) || put_varint(e, len) || put(e, s, len);
+    } else {
+      r = enc(e, top);
+      if (r) {
+        char seg[96];
+        snprintf(seg, sizeof seg, "<upvalue %.64s>",
+                 name && *name ? name : "?");
+        path_prepend(e, seg);
+      }
+    }
+    lua_settop(L, top - 1);
+    if (r)
+      return -1;
+  }
+  return 0;
+}
+
+static int enc_function(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  if (lua_iscfunction(L, idx))
+    return fail(e, "a C function (require its module inside the process "
+                   "instead)");
+  if (put1(e, T_FUNC))
+    return -1;
+  size_t len_at = e->m->len;
+  uint32_t len = 0;
+  if (put(e, &len, sizeof len))
+    return -1;
+  lua_pushvalue(L, idx);
+  int r = lua_dump(L, dump_writer, e, 0);
+  lua_pop(L, 1);
+  if (r)
+    return -1;
+  len = (uint32_t)(e->m->len - len_at - sizeof len);
+  memcpy(e->m->data + len_at, &len, sizeof len);
+  return enc_upvalues(e, idx);
+}
+
+static int enc_object(enc_t *e, int idx, int type) {
+  uint32_t ix = seen(e, lua_topointer(e->L, idx));
+  if (ix == UINT32_MAX)
+    return fail(e, "out of memory");
+  if (ix != 0) {
+    e->m->has_refs = 1;
+    return put1(e, T_BACKREF) || put_varint(e, ix);
+  }
+  if (e->depth >= MAX_DEPTH)
+    return fail(e, "a value nested more than 200 levels deep");
+  if (!lua_checkstack(e->L, 8))
+    return fail(e, "a value nested too deeply");
+  e->depth++;
+  int r = type == LUA_TTABLE ? enc_table(e, idx) : enc_function(e, idx);
+  e->depth--;
+  return r;
+}
+
+static int enc(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return put1(e, T_NIL);
+  case LUA_TBOOLEAN:
+    return put1(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      lua_Integer v = lua_tointeger(L, idx);
+      if (v >= -128 && v <= 127)
+        return put1(e, T_INT8) || put1(e, (unsigned char)(int8_t)v);
+      return put1(e, T_INT) || put(e, &v, sizeof v);
+    } else {
+      lua_Number v = lua_tonumber(L, idx);
+      return put1(e, T_FLOAT) || put(e, &v, sizeof v);
+    }
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    return put1(e, T_STR) || put_varint(e, len) || put(e, s, len);
+  }
+  case LUA_TTABLE:
+  case LUA_TFUNCTION:
+    e->m->has_refs |= lua_type(L, idx) == LUA_TFUNCTION;
+    return enc_object(e, idx, lua_type(L, idx));
+  case LUA_TLIGHTUSERDATA: {
+    const mb__atom_t *a = mb__to_atom(L, idx);
+    if (a == NULL)
+      return fail(e, "a light userdata");
+    return put1(e, T_ATOM) || put(e, &a->index, sizeof a->index);
+  }
+  case LUA_TUSERDATA: {
+    mb__lpid_t *p = mb__to_pid(L, idx);
+    if (p != NULL)
+      return put1(e, T_PID) || put(e, &p->id, sizeof p->id);
+    mb__lref_t *r = mb__to_ref(L, idx);
+    if (r != NULL)
+      return put1(e, T_REF) || put(e, &r->id, sizeof r->id);
+    return fail(e, "a userdata");
+  }
+  case LUA_TTHREAD:
+    return fail(e, "a coroutine");
+  default:
+    return fail(e, "a value of unknown type");
+  }
+}
+
+int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
+                   char *err, size_t errlen) {
+  enc_t e;
+  e.L = L;
+  e.m = mb__msg_new(64);
+  if (e.m == NULL)
+    return MB_ENOMEM;
+  e.depth = 0;
+  e.nobj = 0;
+  mb__map_init(&e.seen);
+  e.what = NULL;
+  e.path_pos = sizeof e.path - 1;
+  e.path[e.path_pos] = '\0';
+  idx = lua_absindex(L, idx);
+  int top = lua_gettop(L);
+  int r = enc(&e, idx);
+  lua_settop(L, top);
+  mb__map_free(&e.seen);
+  if (r == 0) {
+    *out = e.m;
+    return 0;
+  }
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "cannot send %s at %s%s",
+             e.what ? e.what : "a value", root, e.path + e.path_pos);
+  mb_msg_free(e.m);
+  return MB_EBADTERM;
+}
+
+int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
+                  size_t errlen) {
+  return mb__msg_encode(L, idx, "value", out, err, errlen);
+}
+
+/* ---- decoder ---- */
+
+typedef struct {
+  lua_State *L;
+  const unsigned char *p, *end;
+  int objs; /* stack index of the objects table, 0 if none */
+  lua_Integer nobj;
+} dec_t;
+
+static void get(dec_t *d, void *out, size_t n) {
+  if ((size_t)(d->end - d->p) < n)
+    luaL_error(d->L, "corrupt message");
+  memcpy(out, d->p, n);
+  d->p += n;
+}
+
+static uint64_t get_varint(dec_t *d) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    unsigned char b;
+    get(d, &b, 1);
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80))
+      return v;
+  }
+  luaL_error(d->L, "corrupt message");
+  return 0;
+}
+
+static void register_obj(dec_t *d) {
+  if (d->objs) {
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->objs, ++d->nobj);
+  }
+}
+
+static void dec(dec_t *d);
+
+static void dec_table(dec_t *d) {
+  lua_State *L = d->L;
+  unsigned char kind;
+  get(d, &kind, 1);
+  uint64_t narr = get_varint(d);
+  if (narr > (uint64_t)(d->end - d->p))
+    luaL_error(L, "corrupt message");
+  lua_createtable(L, (int)narr, 0);
+  register_obj(d);
+  for (uint64_t i = 1; i <= narr; i++) {
+    dec(d);
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  uint32_t nhash;
+  get(d, &nhash, sizeof nhash);
+  for (uint32_t i = 0; i < nhash; i++) {
+    dec(d);
+    dec(d);
+    lua_rawset(L, -3);
+  }
+  if (kind != MB_KIND_PLAIN && kind <= MB_KIND_MAP) {
+    mb__push_kind_mt(L, (mb__table_kind_t)kind);
+    lua_setmetatable(L, -2);
+  }
+}
+
+typedef struct {
+  const unsigned char *p;
+  size_t n;
+} chunk_t;
+
+static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
+  (void)L;
+  chunk_t *c = ud;
+  *size = c->n;
+  c->n = 0;
+  return (const char *)c->p;
+}
+
+static void dec_function(dec_t *d) {
+  lua_State *L = d->L;
+  uint32_t len;
+  get(d, &len, sizeof len);
+  if (len > (size_t)(d->end - d->p))
+    luaL_error(L, "corrupt message");
+  chunk_t c = {d->p, len};
+  if (lua_load(L, chunk_reader, &c, "=message", "b") != LUA_OK)
+    lua_error(L);
+  d->p += len;
+  register_obj(d);
+  unsigned char n;
+  get(d, &n, 1);
+  for (int i = 1; i <= n; i++) {
+    dec(d);
+    if (lua_setupvalue(L, -2, i) == NULL)
+      lua_pop(L, 1);
+  }
+}
+
+static void dec(dec_t *d) {
+  lua_State *L = d->L;
+  unsigned char tag;
+  luaL_checkstack(L, 4, "message nested too deeply");
+  get(d, &tag, 1);
+  switch (tag) {
+  case T_NIL:
+    lua_pushnil(L);
+    break;
+  case T_FALSE:
+  case T_TRUE:
+    lua_pushboolean(L, tag == T_TRUE);
+    break;
+  case T_INT8: {
+    int8_t v;
+    get(d, &v, 1);
+    lua_pushinteger(L, v);
+    break;
+  }
+  case T_INT: {
+    lua_Integer v;
+    get(d, &v, sizeof v);
+    lua_pushinteger(L, v);
+    break;
+  }
+  case T_FLOAT: {
+    lua_Number v;
+    get(d, &v, sizeof v);
+    lua_pushnumber(L, v);
+    break;
+  }
+  case T_STR: {
+    uint64_t len = get_varint(d);
+    if (len > (uint64_t)(d->end - d->p))
+      luaL_error(L, "corrupt message");
+    lua_pushlstring(L, (const char *)d->p, (size_t)len);
+    d->p += len;
+    break;
+  }
+  case T_TABLE:
+    dec_table(d);
+    break;
+  case T_BACKREF: {
+    uint64_t ix = get_varint(d);
+    if (!d->objs || ix == 0 || (lua_Integer)ix > d->nobj)
+      luaL_error(L, "corrupt message");
+    lua_rawgeti(L, d->objs, (lua_Integer)ix);
+    break;
+  }
+  case T_ATOM: {
+    uint32_t ix;
+    get(d, &ix, sizeof ix);
+    const mb__atom_t *a = mb__atom_at(ix);
+    if (a == NULL)
+      luaL_error(L, "corrupt message");
+    mb__push_atom(L, a);
+    break;
+  }
+  case T_PID: {
+    mb_pid_t pid;
+    get(d, &pid, sizeof pid);
+    mb__push_pid(L, pid);
+    break;
+  }
+  case T_REF: {
+    uint64_t ref;
+    get(d, &ref, sizeof ref);
+    mb__push_ref(L, ref);
+    break;
+  }
+  case T_FUNC:
+    dec_function(d);
+    break;
+  case T_MODULE: {
+    uint64_t len = get_varint(d);
+    if (len > 255 || len > (uint64_t)(d->end - d->p))
+      luaL_error(L, "corrupt message");
+    char name[256];
+    memcpy(name, d->p, (size_t)len);
+    name[len] = '\0';
+    d->p += len;
+    mb__require(L, name);
+    break;
+  }
+  case T_ENV:
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    break;
+  default:
+    luaL_error(L, "corrupt message");
+  }
+}
+
+int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
+  dec_t d = {L, m->data, m->data + m->len, 0, 0};
+  if (m->has_refs) {
+    lua_newtable(L);
+    d.objs = lua_gettop(L);
+  }
+  dec(&d);
+  if (d.objs)
+    lua_remove(L, d.objs);
+  return 0;
+}

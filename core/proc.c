@@ -1,0 +1,696 @@
+/* Processes: the process table, spawning, the Lua state of each process,
+ * running a slice, and exiting.
+ *
+ * Threads: a process's Lua state and the fields under "owned by the thread
+ * running the process" are touched by one scheduler thread at a time (the
+ * one that took it from a run queue).  Other threads reach a process only
+ * through its lock: they append to the inbox, wake it, or wait for it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "internal.h"
+
+#define SHARDS 64
+#define HOOK_COUNT 1000 /* VM instructions between two hook calls */
+#define SLICE 10        /* hook calls per time slice */
+
+typedef struct {
+  uv_mutex_t lock;
+  mb__map_t map; /* pid -> mb_proc_t* */
+} shard_t;
+
+struct mb__waitlink_s {
+  mb__waitlink_t *next;
+  uv_mutex_t lock;
+  uv_cond_t cond;
+  bool done;
+  int normal;
+  mb_msg_t *reason;
+  mb_pid_t pid;
+};
+
+static shard_t shards[SHARDS];
+static atomic_uint next_pid = 1;
+static atomic_size_t nprocs;
+static mb_config_t config;
+
+#define MAX_PRELOAD 16
+static struct {
+  char name[64];
+  lua_CFunction open;
+} preload[MAX_PRELOAD];
+static int npreload;
+
+const mb_config_t *mb__config(void) { return &config; }
+
+int mb_node_preload(const char *name, lua_CFunction open) {
+  for (int i = 0; i < npreload; i++)
+    if (strcmp(preload[i].name, name) == 0) {
+      preload[i].open = open;
+      return 0;
+    }
+  if (npreload == MAX_PRELOAD || strlen(name) >= sizeof preload[0].name)
+    return MB_ENOMEM;
+  strcpy(preload[npreload].name, name);
+  preload[npreload++].open = open;
+  return 0;
+}
+
+int mb__proc_init(void) {
+  static bool once;
+  if (once)
+    return 0;
+  once = true;
+  for (int i = 0; i < SHARDS; i++) {
+    uv_mutex_init(&shards[i].lock);
+    mb__map_init(&shards[i].map);
+  }
+  return 0;
+}
+
+void mb__proc_config(const mb_config_t *cfg) {
+  config = *cfg;
+  config.lua_path = cfg->lua_path ? strdup(cfg->lua_path) : NULL;
+  config.lua_cpath = cfg->lua_cpath ? strdup(cfg->lua_cpath) : NULL;
+}
+
+/* ---- the process table ---- */
+
+static shard_t *shard_of(mb_pid_t pid) { return &shards[pid % SHARDS]; }
+
+static mb_pid_t table_add(mb_proc_t *p) {
+  for (;;) {
+    mb_pid_t pid = atomic_fetch_add(&next_pid, 1) & MB_PID_MAX;
+    if (pid == 0)
+      continue;
+    shard_t *s = shard_of(pid);
+    uv_mutex_lock(&s->lock);
+    int taken = mb__map_get(&s->map, pid) != NULL;
+    int err = taken ? 0 : mb__map_put(&s->map, pid, p);
+    uv_mutex_unlock(&s->lock);
+    if (err)
+      return 0;
+    if (!taken) {
+      atomic_fetch_add(&nprocs, 1);
+      return pid;
+    }
+  }
+}
+
+static void table_remove(mb_pid_t pid) {
+  shard_t *s = shard_of(pid);
+  uv_mutex_lock(&s->lock);
+  mb__map_del(&s->map, pid);
+  uv_mutex_unlock(&s->lock);
+  atomic_fetch_sub(&nprocs, 1);
+}
+
+mb_proc_t *mb__proc_lookup(mb_pid_t pid) {
+  if (pid == 0)
+    return NULL;
+  shard_t *s = shard_of(pid);
+  uv_mutex_lock(&s->lock);
+  mb_proc_t *p = mb__map_get(&s->map, pid);
+  if (p != NULL)
+    atomic_fetch_add(&p->refs, 1);
+  uv_mutex_unlock(&s->lock);
+  return p;
+}
+
+void mb__proc_unref(mb_proc_t *p) {
+  if (atomic_fetch_sub(&p->refs, 1) == 1) {
+    uv_mutex_destroy(&p->lock);
+    free(p);
+  }
+}
+
+size_t mb_proc_count(void) { return atomic_load(&nprocs); }
+
+int mb_proc_alive(mb_pid_t pid) {
+  mb_proc_t *p = mb__proc_lookup(pid);
+  if (p == NULL)
+    return 0;
+  mb__proc_unref(p);
+  return 1;
+}
+
+/* ---- the Lua state of a process ---- */
+
+/* Every allocation of a process's state goes through here, so that its
+ * memory is known and its limit enforced. */
+static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  mb_proc_t *p = ud;
+  if (ptr == NULL)
+    osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    p->mem -= osize;
+    return NULL;
+  }
+  if (nsize > osize && p->max_mem != 0 && p->mem + nsize - osize > p->max_mem) {
+    p->mem_exceeded = true;
+    return NULL;
+  }
+  void *n = realloc(ptr, nsize);
+  if (n != NULL)
+    p->mem += nsize - osize;
+  return n;
+}
+
+static const luaL_Reg stdlibs[] = {
+    {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
+    {LUA_IOLIBNAME, luaopen_io},        {LUA_OSLIBNAME, luaopen_os},
+    {LUA_STRLIBNAME, luaopen_string},   {LUA_MATHLIBNAME, luaopen_math},
+    {LUA_UTF8LIBNAME, luaopen_utf8},    {LUA_DBLIBNAME, luaopen_debug},
+    {LUA_LOADLIBNAME, luaopen_package}, {NULL, NULL}};
+
+static lua_CFunction stdlib_opener(const char *name) {
+  for (const luaL_Reg *l = stdlibs; l->name; l++)
+    if (strcmp(l->name, name) == 0)
+      return l->func;
+  return NULL;
+}
+
+static void open_package(lua_State *L) {
+  luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
+  if (config.lua_path) {
+    lua_pushstring(L, config.lua_path);
+    lua_setfield(L, -2, "path");
+  }
+  if (config.lua_cpath) {
+    lua_pushstring(L, config.lua_cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_getfield(L, -1, "preload");
+  for (int i = 0; i < npreload; i++) {
+    lua_pushcfunction(L, preload[i].open);
+    lua_setfield(L, -2, preload[i].name);
+  }
+  lua_pop(L, 2);
+}
+
+/* Standard libraries are opened on first use, so an idle process pays only
+ * for the bare state. */
+static void ensure_base(lua_State *L) {
+  lua_pushglobaltable(L);
+  lua_pushliteral(L, LUA_GNAME);
+  int loaded = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (!loaded) {
+    luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
+    lua_pop(L, 1);
+  }
+}
+
+/* Push module `name`, opening standard and preloaded libraries directly and
+ * anything else through require. */
+void mb__require(lua_State *L, const char *name) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, name) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 2);
+  if (strcmp(name, LUA_GNAME) == 0) {
+    ensure_base(L);
+    lua_pushglobaltable(L);
+    return;
+  }
+  if (strcmp(name, LUA_LOADLIBNAME) == 0) {
+    open_package(L);
+    lua_getglobal(L, LUA_LOADLIBNAME);
+    return;
+  }
+  lua_CFunction open = stdlib_opener(name);
+  if (open != NULL) {
+    luaL_requiref(L, name, open, 1);
+    return;
+  }
+  for (int i = 0; i < npreload; i++)
+    if (strcmp(preload[i].name, name) == 0) {
+      luaL_requiref(L, name, preload[i].open, 0);
+      return;
+    }
+  ensure_base(L);
+  lua_getglobal(L, "require");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    open_package(L);
+    lua_getglobal(L, "require");
+  }
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+}
+
+/* __index of the globals table: opens a library when its name is used. */
+static int lazy_global(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL)
+    return 0;
+  if (strcmp(k, "require") == 0) {
+    ensure_base(L);
+    open_package(L);
+  } else if (stdlib_opener(k) != NULL) {
+    mb__require(L, k);
+    return 1;
+  } else {
+    ensure_base(L);
+  }
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* __index of strings until the string library is opened. */
+static int lazy_string(lua_State *L) {
+  mb__require(L, LUA_STRLIBNAME);
+  lua_pushvalue(L, 2);
+  lua_gettable(L, -2);
+  return 1;
+}
+
+static void hook(lua_State *L, lua_Debug *ar);
+
+static lua_State *new_state(mb_proc_t *p) {
+  lua_State *L = lua_newstate(proc_alloc, p);
+  if (L == NULL)
+    return NULL;
+  MB_PROC(L) = p;
+  lua_pushglobaltable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_global);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+  lua_pushliteral(L, "");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_string);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+  lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_COUNT);
+  return L;
+}
+
+/* Preemption: after SLICE hook calls the process yields to its scheduler.
+ * The hook can yield only from the process's main thread and outside
+ * non-yieldable C calls; elsewhere it tries again at its next call. */
+static void hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mb_proc_t *p = MB_PROC(L);
+  p->reductions += HOOK_COUNT;
+  if (--p->budget > 0)
+    return;
+  if (L != p->L || !lua_isyieldable(L))
+    return;
+  p->yield_kind = MB_YIELD_PREEMPT;
+  lua_yield(L, 0);
+}
+
+/* ---- spawning ---- */
+
+static mb__waitlink_t *waitlink_new(void);
+static void waitlink_free(mb__waitlink_t *w);
+
+static void proc_free(mb_proc_t *p) {
+  mb_msg_free(p->start_fn);
+  mb_msg_free(p->start_args);
+  free(p->start_mod);
+  free(p->start_fun);
+  uv_mutex_destroy(&p->lock);
+  free(p);
+}
+
+static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
+  int kinds = (o->fn != NULL) + (o->module != NULL) + (o->file != NULL);
+  if (kinds != 1 || (o->module != NULL) != (o->function != NULL))
+    return MB_EINVAL;
+  if (o->module != NULL) {
+    p->start_mod = strdup(o->module);
+    p->start_fun = strdup(o->function);
+  } else if (o->file != NULL) {
+    p->start_mod = strdup(o->file);
+  }
+  if (o->fn == NULL && (p->start_mod == NULL ||
+                        (o->module != NULL && p->start_fun == NULL)))
+    return MB_ENOMEM;
+  return 0;
+}
+
+int mb_proc_spawn_opts(const mb_spawn_opts_t *o, mb_pid_t *out) {
+  mb_proc_t *p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    mb_msg_free(o->fn);
+    mb_msg_free(o->args);
+    return MB_ENOMEM;
+  }
+  atomic_init(&p->refs, 1);
+  uv_mutex_init(&p->lock);
+  p->state = MB_PS_RUNNABLE;
+  p->saved_ref = LUA_NOREF;
+  p->max_mem = o->max_heap ? o->max_heap : config.max_heap;
+  p->start_fn = o->fn;
+  p->start_args = o->args;
+  int err = set_start(p, o);
+  if (err == 0 && (p->L = new_state(p)) == NULL)
+    err = MB_ENOMEM;
+  if (err == 0 && o->waiter != NULL &&
+      (p->waiters = waitlink_new()) == NULL)
+    err = MB_ENOMEM;
+  if (err == 0 && (p->pid = table_add(p)) == 0)
+    err = MB_ENOMEM;
+  if (err) {
+    if (p->L != NULL)
+      lua_close(p->L);
+    if (p->waiters != NULL)
+      waitlink_free(p->waiters);
+    proc_free(p);
+    return err;
+  }
+  if (o->waiter != NULL) {
+    p->waiters->pid = p->pid;
+    *o->waiter = (mb_waiter_t *)p->waiters;
+  }
+  if (out != NULL)
+    *out = p->pid;
+  mb__sched_enqueue(p);
+  return 0;
+}
+
+int mb_proc_spawn(mb_msg_t *fn, mb_msg_t *args, mb_pid_t *out) {
+  mb_spawn_opts_t o = {0};
+  o.fn = fn;
+  o.args = args;
+  return mb_proc_spawn_opts(&o, out);
+}
+
+int mb_proc_spawn_mfa(const char *mod, const char *fun, mb_msg_t *args,
+                      mb_pid_t *out) {
+  mb_spawn_opts_t o = {0};
+  o.module = mod;
+  o.function = fun;
+  o.args = args;
+  return mb_proc_spawn_opts(&o, out);
+}
+
+/* ---- the first slice: find the function and call it ---- */
+
+static int main_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+/* Push the start arguments and return how many there are. */
+static int push_args(lua_State *L, mb_proc_t *p, bool as_arg_global) {
+  if (p->start_args == NULL)
+    return 0;
+  mb_msg_decode(L, p->start_args);
+  mb_msg_free(p->start_args);
+  p->start_args = NULL;
+  if (as_arg_global) {
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "arg");
+  }
+  int t = lua_gettop(L);
+  lua_getfield(L, t, "n");
+  lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1)
+                                       : (lua_Integer)lua_rawlen(L, t);
+  lua_pop(L, 1);
+  luaL_checkstack(L, (int)n, "too many arguments");
+  for (lua_Integer i = 1; i <= n; i++)
+    lua_rawgeti(L, t, i);
+  lua_remove(L, t);
+  return (int)n;
+}
+
+static int proc_main(lua_State *L) {
+  mb_proc_t *p = MB_PROC(L);
+  lua_settop(L, 0);
+  if (p->start_fn != NULL) {
+    mb_msg_decode(L, p->start_fn);
+    mb_msg_free(p->start_fn);
+    p->start_fn = NULL;
+    if (!lua_isfunction(L, 1))
+      return luaL_error(L, "spawn: not a function");
+  } else if (p->start_fun == NULL) {
+    ensure_base(L);
+    if (luaL_loadfile(L, p->start_mod) != LUA_OK)
+      return lua_error(L);
+  } else {
+    mb__require(L, p->start_mod);
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "spawn: module '%s' is not a table", p->start_mod);
+    if (lua_getfield(L, -1, p->start_fun) != LUA_TFUNCTION)
+      return luaL_error(L, "spawn: module '%s' has no function '%s'",
+                        p->start_mod, p->start_fun);
+    lua_remove(L, -2);
+  }
+  int n = push_args(L, p, p->start_fn == NULL && p->start_fun == NULL);
+  lua_callk(L, n, LUA_MULTRET, 0, main_k);
+  return main_k(L, LUA_OK, 0);
+}
+
+/* ---- running and exiting ---- */
+
+/* Build the exit reason of a crashed process on its stack: a tuple of the
+ * error value and the traceback, as Erlang gives {Reason, Stack}. */
+static void push_crash_reason(lua_State *L, mb_proc_t *p) {
+  int err = lua_gettop(L);
+  if (p->mem_exceeded) {
+    lua_pushfstring(L, "memory limit exceeded (%I bytes)",
+                    (lua_Integer)config.max_heap);
+    lua_replace(L, err);
+  }
+  luaL_traceback(L, L, NULL, 0);
+  lua_createtable(L, 2, 1);
+  lua_pushvalue(L, err);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 2);
+  lua_pushinteger(L, 2);
+  lua_setfield(L, -2, "n");
+  mb__push_kind_mt(L, MB_KIND_TUPLE);
+  lua_setmetatable(L, -2);
+}
+
+static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
+  lua_rawgeti(L, reason, 1);
+  const char *what = luaL_tolstring(L, -1, NULL);
+  lua_rawgeti(L, reason, 2);
+  const char *tb = lua_tostring(L, -1);
+  mb_log(MB_LOG_ERROR, "process <0.%u.%u> crashed\n  reason: %s\n  %s",
+         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), what, tb ? tb : "");
+  lua_pop(L, 3);
+}
+
+static mb_msg_t *msg_dup(const mb_msg_t *m) {
+  mb_msg_t *c = mb__msg_new(m->len);
+  if (c != NULL) {
+    memcpy(c->data, m->data, m->len);
+    c->len = m->len;
+    c->has_refs = m->has_refs;
+  }
+  return c;
+}
+
+static void free_queue(mb_msg_t *m) {
+  while (m != NULL) {
+    mb_msg_t *next = m->next;
+    mb_msg_free(m);
+    m = next;
+  }
+}
+
+/* Pack the values left on the stack by a finished process into a table. */
+static void pack_results(lua_State *L, int nres) {
+  lua_createtable(L, nres, 1);
+  lua_insert(L, -nres - 1);
+  for (int i = nres; i >= 1; i--)
+    lua_rawseti(L, -i - 1, i);
+  lua_pushinteger(L, nres);
+  lua_setfield(L, -2, "n");
+}
+
+static void notify_waiters(mb__waitlink_t *w, mb_msg_t *result, int normal) {
+  while (w != NULL) {
+    mb__waitlink_t *next = w->next;
+    uv_mutex_lock(&w->lock);
+    w->reason = result ? msg_dup(result) : NULL;
+    w->normal = normal;
+    w->done = true;
+    uv_cond_signal(&w->cond);
+    uv_mutex_unlock(&w->lock);
+    w = next;
+  }
+}
+
+static void proc_exit(mb_proc_t *p, int status, int nres) {
+  lua_State *L = p->L;
+  int normal = status == LUA_OK;
+  p->max_mem = 0; /* the report may need memory the limit denied */
+  if (!normal) {
+    push_crash_reason(L, p);
+    log_crash(L, p, lua_gettop(L));
+  } else {
+    pack_results(L, nres);
+  }
+  uv_mutex_lock(&p->lock);
+  p->state = MB_PS_EXITING;
+  mb__waitlink_t *waiters = p->waiters;
+  p->waiters = NULL;
+  mb_msg_t *inbox = p->inbox_head;
+  p->inbox_head = p->inbox_tail = NULL;
+  p->timer_gen++;
+  uv_mutex_unlock(&p->lock);
+  mb_msg_t *result = NULL;
+  if (waiters != NULL) {
+    char err[256];
+    if (mb__msg_encode(L, -1, "result", &result, err, sizeof err) != 0) {
+      lua_pushstring(L, err);
+      normal = 0;
+      mb__msg_encode(L, -1, "result", &result, NULL, 0);
+    }
+  }
+  table_remove(p->pid);
+  mb__proc_timer_disarm(p);
+  free_queue(inbox);
+  free_queue(p->q_head);
+  p->q_head = p->q_tail = NULL;
+  lua_close(L);
+  p->L = NULL;
+  mb_msg_free(p->start_fn);
+  mb_msg_free(p->start_args);
+  free(p->start_mod);
+  free(p->start_fun);
+  p->start_fn = p->start_args = NULL;
+  p->start_mod = p->start_fun = NULL;
+  notify_waiters(waiters, result, normal);
+  mb_msg_free(result);
+  mb__proc_unref(p);
+}
+
+void mb__proc_run(mb_proc_t *p) {
+  lua_State *L = p->L;
+  int nargs = 0, nres = 0;
+  p->budget = SLICE;
+  p->yield_kind = MB_YIELD_NONE;
+  if (!p->started) {
+    p->started = true;
+    lua_pushcfunction(L, proc_main);
+  }
+  int status = lua_resume(L, NULL, nargs, &nres);
+  if (status != LUA_YIELD) {
+    proc_exit(p, status, nres);
+    return;
+  }
+  lua_pop(L, nres);
+  bool again = true;
+  uv_mutex_lock(&p->lock);
+  if (p->yield_kind == MB_YIELD_WAIT && p->inbox_head == NULL &&
+      !p->timed_out) {
+    p->state = MB_PS_WAITING;
+    again = false;
+  } else {
+    p->state = MB_PS_RUNNABLE;
+  }
+  uv_mutex_unlock(&p->lock);
+  if (again)
+    mb__sched_enqueue(p);
+}
+
+/* ---- waiting for a process from outside ---- */
+
+static mb__waitlink_t *waitlink_new(void) {
+  mb__waitlink_t *w = calloc(1, sizeof *w);
+  if (w != NULL) {
+    uv_mutex_init(&w->lock);
+    uv_cond_init(&w->cond);
+  }
+  return w;
+}
+
+static void waitlink_free(mb__waitlink_t *w) {
+  mb_msg_free(w->reason);
+  uv_cond_destroy(&w->cond);
+  uv_mutex_destroy(&w->lock);
+  free(w);
+}
+
+int mb_waiter_new(mb_pid_t pid, mb_waiter_t **out) {
+  mb_proc_t *p = mb__proc_lookup(pid);
+  if (p == NULL)
+    return MB_ENOPROC;
+  mb__waitlink_t *w = waitlink_new();
+  if (w == NULL) {
+    mb__proc_unref(p);
+    return MB_ENOMEM;
+  }
+  w->pid = pid;
+  int err = 0;
+  uv_mutex_lock(&p->lock);
+  if (p->state == MB_PS_EXITING) {
+    err = MB_ENOPROC;
+  } else {
+    w->next = p->waiters;
+    p->waiters = w;
+  }
+  uv_mutex_unlock(&p->lock);
+  mb__proc_unref(p);
+  if (err) {
+    waitlink_free(w);
+    return err;
+  }
+  *out = (mb_waiter_t *)w;
+  return 0;
+}
+
+int mb_waiter_wait(mb_waiter_t *waiter, long timeout_ms, mb_msg_t **reason,
+                   int *normal) {
+  mb__waitlink_t *w = (mb__waitlink_t *)waiter;
+  uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+  int err = 0;
+  uv_mutex_lock(&w->lock);
+  while (!w->done && err == 0) {
+    if (timeout_ms < 0) {
+      uv_cond_wait(&w->cond, &w->lock);
+      continue;
+    }
+    uint64_t now = uv_hrtime();
+    if (now >= deadline ||
+        uv_cond_timedwait(&w->cond, &w->lock, deadline - now) != 0)
+      err = w->done ? 0 : MB_ETIMEDOUT;
+  }
+  if (w->done) {
+    *reason = w->reason;
+    *normal = w->normal;
+    w->reason = NULL;
+  }
+  uv_mutex_unlock(&w->lock);
+  return err;
+}
+
+void mb_waiter_free(mb_waiter_t *waiter) {
+  mb__waitlink_t *w = (mb__waitlink_t *)waiter;
+  bool unlinked = false;
+  mb_proc_t *p = mb__proc_lookup(w->pid);
+  if (p != NULL) {
+    uv_mutex_lock(&p->lock);
+    for (mb__waitlink_t **pp = &p->waiters; *pp; pp = &(*pp)->next)
+      if (*pp == w) {
+        *pp = w->next;
+        unlinked = true;
+        break;
+      }
+    uv_mutex_unlock(&p->lock);
+    mb__proc_unref(p);
+  }
+  /* Not in the list: the exiting process took it and will signal it. */
+  uv_mutex_lock(&w->lock);
+  while (!unlinked && !w->done)
+    uv_cond_wait(&w->cond, &w->lock);
+  uv_mutex_unlock(&w->lock);
+  waitlink_free(w);
+}

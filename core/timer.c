@@ -1,0 +1,198 @@
+/* Timers run on the node's libuv loop, in a thread of their own.  Other
+ * threads hand start and cancel requests to the loop through a queue and a
+ * uv_async_t; the table of live timers (by id) is shared under `lock` so
+ * that cancel can answer at once how much time was left. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+typedef struct timer_s {
+  uv_timer_t handle;
+  uint64_t id;
+  mb__timer_kind_t kind;
+  mb_pid_t pid;
+  uint32_t gen;     /* WAKE: the process's timer generation */
+  mb_msg_t *msg;    /* SEND: the message, owned by the timer */
+  uint64_t ms;
+  uint64_t deadline; /* uv_hrtime() at which it fires */
+  bool cancelled;
+  bool started;
+  struct timer_s *next_req;
+  int req; /* REQ_START or REQ_CANCEL */
+} timer_t_;
+
+enum { REQ_START, REQ_CANCEL };
+
+static uv_loop_t loop;
+static uv_async_t async;
+static uv_thread_t thread;
+static uv_mutex_t lock;
+static mb__map_t live; /* id -> timer_t_* */
+static timer_t_ *req_head, *req_tail;
+static bool stopping;
+
+static void close_cb(uv_handle_t *h) {
+  timer_t_ *t = h->data;
+  mb_msg_free(t->msg);
+  free(t);
+}
+
+static void fire(uv_timer_t *h) {
+  timer_t_ *t = h->data;
+  uv_mutex_lock(&lock);
+  bool cancelled = t->cancelled;
+  if (!cancelled)
+    mb__map_del(&live, t->id);
+  uv_mutex_unlock(&lock);
+  if (cancelled)
+    return; /* the cancel request closes it */
+  if (t->kind == MB_TIMER_WAKE) {
+    mb_proc_t *p = mb__proc_lookup(t->pid);
+    if (p != NULL) {
+      uv_mutex_lock(&p->lock);
+      bool wake = false;
+      if (p->timer_gen == t->gen) {
+        p->timed_out = true;
+        wake = mb__proc_wake_locked(p);
+      }
+      uv_mutex_unlock(&p->lock);
+      if (wake)
+        mb__sched_enqueue(p);
+      mb__proc_unref(p);
+    }
+  } else {
+    mb_proc_send(t->pid, t->msg);
+    t->msg = NULL;
+  }
+  uv_close((uv_handle_t *)h, close_cb);
+}
+
+static void on_requests(uv_async_t *a) {
+  (void)a;
+  uv_mutex_lock(&lock);
+  timer_t_ *r = req_head;
+  req_head = req_tail = NULL;
+  bool stop = stopping;
+  uv_mutex_unlock(&lock);
+  while (r != NULL) {
+    timer_t_ *next = r->next_req;
+    if (r->req == REQ_START) {
+      uv_timer_init(&loop, &r->handle);
+      r->handle.data = r;
+      r->started = true;
+      uint64_t now = uv_hrtime();
+      uint64_t left = r->deadline > now ? (r->deadline - now) / 1000000u : 0;
+      uv_timer_start(&r->handle, fire, left, 0);
+    } else if (r->started) {
+      uv_timer_stop(&r->handle);
+      uv_close((uv_handle_t *)&r->handle, close_cb);
+    } else {
+      close_cb((uv_handle_t *)&r->handle);
+    }
+    r = next;
+  }
+  if (stop)
+    uv_stop(&loop);
+}
+
+static void request(timer_t_ *t, int req) {
+  t->req = req;
+  t->next_req = NULL;
+  if (req_tail)
+    req_tail->next_req = t;
+  else
+    req_head = t;
+  req_tail = t;
+}
+
+static uint64_t start(timer_t_ *t, uint64_t id) {
+  t->id = id;
+  t->deadline = uv_hrtime() + t->ms * 1000000u;
+  uv_mutex_lock(&lock);
+  int err = mb__map_put(&live, id, t);
+  if (!err)
+    request(t, REQ_START);
+  uv_mutex_unlock(&lock);
+  if (err) {
+    mb_msg_free(t->msg);
+    free(t);
+    return 0;
+  }
+  uv_async_send(&async);
+  return id;
+}
+
+uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen) {
+  timer_t_ *t = calloc(1, sizeof *t);
+  if (t == NULL)
+    return 0;
+  t->kind = MB_TIMER_WAKE;
+  t->pid = pid;
+  t->gen = gen;
+  t->ms = ms;
+  return start(t, mb__ref_next());
+}
+
+int mb__timer_send(uint64_t ms, mb_pid_t dest, mb_msg_t *m, uint64_t id) {
+  timer_t_ *t = calloc(1, sizeof *t);
+  if (t == NULL) {
+    mb_msg_free(m);
+    return MB_ENOMEM;
+  }
+  t->kind = MB_TIMER_SEND;
+  t->pid = dest;
+  t->msg = m;
+  t->ms = ms;
+  return start(t, id) ? 0 : MB_ENOMEM;
+}
+
+int64_t mb__timer_cancel(uint64_t id) {
+  int64_t left = -1;
+  uv_mutex_lock(&lock);
+  timer_t_ *t = mb__map_del(&live, id);
+  if (t != NULL) {
+    t->cancelled = true;
+    uint64_t now = uv_hrtime();
+    left = t->deadline > now ? (int64_t)((t->deadline - now) / 1000000u) : 0;
+    request(t, REQ_CANCEL);
+  }
+  uv_mutex_unlock(&lock);
+  if (t != NULL)
+    uv_async_send(&async);
+  return left;
+}
+
+static void loop_main(void *arg) {
+  (void)arg;
+  uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+int mb__timer_start(void) {
+  mb__map_init(&live);
+  uv_mutex_init(&lock);
+  stopping = false;
+  if (uv_loop_init(&loop) != 0)
+    return MB_ENOMEM;
+  uv_async_init(&loop, &async, on_requests);
+  if (uv_thread_create(&thread, loop_main, NULL) != 0)
+    return MB_ETHREAD;
+  return 0;
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, h->type == UV_TIMER ? close_cb : NULL);
+}
+
+void mb__timer_stop(void) {
+  uv_mutex_lock(&lock);
+  stopping = true;
+  uv_mutex_unlock(&lock);
+  uv_async_send(&async);
+  uv_thread_join(&thread);
+  uv_walk(&loop, close_any, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  mb__map_free(&live);
+}
