@@ -123,6 +123,8 @@ struct mb_proc_s {
   int cache_ref;             /* registry ref of interned pids/refs */
   uint64_t timer_id;         /* armed timer, 0 = none */
   mb__yield_kind_t yield_kind;
+  bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */
+  int co_depth;     /* coroutines being resumed by coro.c */
   int budget;
   uint64_t reductions;
   size_t mem, max_mem;
@@ -160,6 +162,13 @@ size_t mb__proc_queue_len(mb_proc_t *p);
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
 int mb__receive(lua_State *L);
 int mb__sleep(lua_State *L);
+/* Yield the calling thread to the scheduler (from a process's main thread
+ * or a coroutine resumed by coro.c) with continuation k. */
+int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
+                   lua_KFunction k);
+
+/* ---- coro.c ---- */
+void mb__coro_patch(lua_State *L);
 
 /* ---- sched.c: M:N scheduler ---- */
 int mb__sched_start(int n);

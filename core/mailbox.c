@@ -217,16 +217,16 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   }
   if (timeout > 0 && p->timer_id == 0)
     mb__proc_timer_arm(p, (uint64_t)timeout);
-  p->yield_kind = MB_YIELD_WAIT;
-  return lua_yieldk(L, 0, (lua_KContext)scanned, receive_k);
+  return mb__proc_yield(L, MB_YIELD_WAIT, (lua_KContext)scanned, receive_k);
 }
 
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
   mb_proc_t *p = MB_PROC(L);
   if (p == NULL)
     luaL_error(L, "%s: not called inside a moonbeam process", fname);
-  if (L != p->L)
-    luaL_error(L, "%s: cannot block inside a coroutine", fname);
+  if (L != p->L && p->co_depth == 0)
+    luaL_error(L, "%s: cannot block inside a coroutine resumed from C",
+               fname);
   return p;
 }
 
@@ -263,8 +263,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
     mb__proc_timer_disarm(p);
     return 0;
   }
-  p->yield_kind = MB_YIELD_WAIT;
-  return lua_yieldk(L, 0, 0, sleep_k);
+  return mb__proc_yield(L, MB_YIELD_WAIT, 0, sleep_k);
 }
 
 /* sleep(ms): suspend the process; messages stay queued. */

@@ -227,6 +227,8 @@ void mb__require(lua_State *L, const char *name) {
   lua_CFunction open = stdlib_opener(name);
   if (open != NULL) {
     luaL_requiref(L, name, open, 1);
+    if (open == luaopen_coroutine)
+      mb__coro_patch(L);
     return;
   }
   for (int i = 0; i < npreload; i++)
@@ -303,10 +305,19 @@ static void hook(lua_State *L, lua_Debug *ar) {
   p->reductions += HOOK_COUNT;
   if (--p->budget > 0)
     return;
-  if (L != p->L || !lua_isyieldable(L))
+  if ((L != p->L && p->co_depth == 0) || !lua_isyieldable(L))
     return;
   p->yield_kind = MB_YIELD_PREEMPT;
+  p->sched_yield = L != p->L;
   lua_yield(L, 0);
+}
+
+int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
+                   lua_KFunction k) {
+  mb_proc_t *p = MB_PROC(L);
+  p->yield_kind = kind;
+  p->sched_yield = L != p->L;
+  return lua_yieldk(L, 0, ctx, k);
 }
 
 /* ---- spawning ---- */
@@ -577,6 +588,7 @@ void mb__proc_run(mb_proc_t *p) {
   int nargs = 0, nres = 0;
   p->budget = SLICE;
   p->yield_kind = MB_YIELD_NONE;
+  p->sched_yield = false;
   if (!p->started) {
     p->started = true;
     lua_pushcfunction(L, proc_main);

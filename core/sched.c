@@ -20,6 +20,8 @@ typedef struct {
   mb_proc_t *head, *tail;
   atomic_size_t len;
   int index;
+  atomic_bool sleeping; /* waiting on `wakeup` under sleep_lock */
+  uv_cond_t wakeup;
 } sched_t;
 
 static sched_t *scheds;
@@ -28,7 +30,6 @@ static atomic_bool stopping;
 static atomic_int nsleeping;
 static atomic_uint round_robin;
 static uv_mutex_t sleep_lock;
-static uv_cond_t sleep_cond;
 static _Thread_local sched_t *current;
 
 int mb__sched_count(void) { return nscheds; }
@@ -60,41 +61,62 @@ static mb_proc_t *pop(sched_t *s) {
   return p;
 }
 
-static void wake_one(void) {
-  if (atomic_load(&nsleeping) == 0)
-    return;
+static void wake(sched_t *s) {
   uv_mutex_lock(&sleep_lock);
-  uv_cond_signal(&sleep_cond);
+  uv_cond_signal(&s->wakeup);
   uv_mutex_unlock(&sleep_lock);
+}
+
+static sched_t *find_sleeper(void) {
+  if (atomic_load(&nsleeping) == 0)
+    return NULL;
+  for (int i = 0; i < nscheds; i++)
+    if (atomic_load(&scheds[i].sleeping))
+      return &scheds[i];
+  return NULL;
 }
 
 void mb__sched_enqueue(mb_proc_t *p) {
   sched_t *s = current;
   if (s == NULL) {
-    s = &scheds[atomic_fetch_add(&round_robin, 1) % (unsigned)nscheds];
+    /* From outside the schedulers (timers, the host): prefer a sleeping
+     * scheduler, which will find the process in its own queue. */
+    sched_t *sleeper = find_sleeper();
+    s = sleeper ? sleeper
+                : &scheds[atomic_fetch_add(&round_robin, 1) % (unsigned)nscheds];
     push(s, p);
-    wake_one();
+    if (atomic_load(&s->sleeping))
+      wake(s);
     return;
   }
   push(s, p);
   /* One queued process will run when this one yields; a second one is
    * work another core could do now. */
-  if (atomic_load(&s->len) >= 2)
-    wake_one();
+  if (atomic_load(&s->len) >= 2) {
+    sched_t *sleeper = find_sleeper();
+    if (sleeper != NULL)
+      wake(sleeper);
+  }
 }
 
+/* Take work from another queue, but only from one holding more than the
+ * process its owner will run next: stealing that one would move a process
+ * away from its cache for at most one time slice of waiting. */
 static mb_proc_t *steal(sched_t *self) {
   for (int i = 1; i < nscheds; i++) {
-    mb_proc_t *p = pop(&scheds[(self->index + i) % nscheds]);
+    sched_t *victim = &scheds[(self->index + i) % nscheds];
+    if (atomic_load(&victim->len) < 2)
+      continue;
+    mb_proc_t *p = pop(victim);
     if (p != NULL)
       return p;
   }
   return NULL;
 }
 
-static bool any_work(void) {
+static bool any_work(sched_t *self) {
   for (int i = 0; i < nscheds; i++)
-    if (atomic_load(&scheds[i].len) > 0)
+    if (atomic_load(&scheds[i].len) > (&scheds[i] == self ? 0u : 1u))
       return true;
   return false;
 }
@@ -115,10 +137,12 @@ static mb_proc_t *next_proc(sched_t *s) {
     if (atomic_load(&stopping))
       return NULL;
     uv_mutex_lock(&sleep_lock);
+    atomic_store(&s->sleeping, true);
     atomic_fetch_add(&nsleeping, 1);
-    if (!any_work() && !atomic_load(&stopping))
-      uv_cond_timedwait(&sleep_cond, &sleep_lock, IDLE_WAIT_NS);
+    if (!any_work(s) && !atomic_load(&stopping))
+      uv_cond_timedwait(&s->wakeup, &sleep_lock, IDLE_WAIT_NS);
     atomic_fetch_sub(&nsleeping, 1);
+    atomic_store(&s->sleeping, false);
     uv_mutex_unlock(&sleep_lock);
   }
 }
@@ -143,10 +167,10 @@ int mb__sched_start(int n) {
     return MB_ENOMEM;
   atomic_store(&stopping, false);
   uv_mutex_init(&sleep_lock);
-  uv_cond_init(&sleep_cond);
   for (int i = 0; i < n; i++) {
     scheds[i].index = i;
     uv_mutex_init(&scheds[i].lock);
+    uv_cond_init(&scheds[i].wakeup);
   }
   for (int i = 0; i < n; i++)
     if (uv_thread_create(&scheds[i].thread, sched_main, &scheds[i]) != 0)
@@ -157,7 +181,8 @@ int mb__sched_start(int n) {
 void mb__sched_stop(void) {
   atomic_store(&stopping, true);
   uv_mutex_lock(&sleep_lock);
-  uv_cond_broadcast(&sleep_cond);
+  for (int i = 0; i < nscheds; i++)
+    uv_cond_signal(&scheds[i].wakeup);
   uv_mutex_unlock(&sleep_lock);
   for (int i = 0; i < nscheds; i++)
     uv_thread_join(&scheds[i].thread);

@@ -1,4 +1,4 @@
-/* moonbeam.core: the Lua binding of the core, one function per primitive.
+/* moonbeam: the Lua binding of the core, one function per primitive.
  * The friendly layer lives in stdlib/. */
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,7 @@ static void ensure_node(lua_State *L) {
   if (mb_node_started())
     return;
   mb_config_t cfg = {0};
+  int top = lua_gettop(L);
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "path");
@@ -28,7 +29,7 @@ static void ensure_node(lua_State *L) {
     cfg.lua_cpath = lua_tostring(L, -1);
   }
   int err = mb_node_start(&cfg);
-  lua_settop(L, lua_gettop(L));
+  lua_settop(L, top);
   check_err(L, err, "start");
 }
 
@@ -351,8 +352,8 @@ static int l_names(lua_State *L) {
   return 1;
 }
 
-int luaopen_moonbeam_core(lua_State *L) {
-  mb_node_preload("moonbeam.core", luaopen_moonbeam_core);
+int luaopen_moonbeam(lua_State *L) {
+  mb_node_preload("moonbeam", luaopen_moonbeam);
   lua_createtable(L, 0, 2);
   lua_pushliteral(L, MB_VERSION);
   lua_setfield(L, -2, "version");

@@ -14,7 +14,7 @@
 
 #include "../core/internal.h"
 
-int luaopen_moonbeam_core(lua_State *L);
+int luaopen_moonbeam(lua_State *L);
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
 
   char *path = lua_path();
   cfg.lua_path = path;
-  mb_node_preload("moonbeam.core", luaopen_moonbeam_core);
+  mb_node_preload("moonbeam", luaopen_moonbeam);
   int err = mb_node_start(&cfg);
   free(path);
   if (err) {
