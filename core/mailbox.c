@@ -233,15 +233,19 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
 /* receive([matcher], [timeout_ms]) -> message | nil, "timeout" */
 int mb__receive(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "receive");
-  if (lua_type(L, 1) != LUA_TFUNCTION) {
+  int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
+  if (targ == 1) {
     lua_settop(L, 1);
     lua_pushnil(L);
     lua_insert(L, 1);
   }
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
-    lua_Number t = luaL_checknumber(L, 2);
-    luaL_argcheck(L, t >= 0, 2, "timeout must not be negative");
+    if (!lua_isnumber(L, 2))
+      return luaL_typeerror(L, targ, "number");
+    lua_Number t = lua_tonumber(L, 2);
+    if (t < 0)
+      return luaL_argerror(L, targ, "timeout must not be negative");
     if (t == HUGE_VAL)
       lua_pushinteger(L, -1);
     else

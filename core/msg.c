@@ -49,6 +49,7 @@ typedef struct {
   mb__map_t seen;
   /* Error: what went wrong, and the path to it built from the leaf up. */
   const char *what;
+  bool as_key;
   char path[512];
   size_t path_pos;
 } enc_t;
@@ -220,7 +221,7 @@ static int enc_table(enc_t *e, int idx) {
     int top = lua_gettop(L);
     if (enc(e, top - 1)) {
       lua_pop(L, 2);
-      path_prepend(e, " used as a key");
+      e->as_key = true;
       return -1;
     }
     if (enc(e, top)) {
@@ -272,7 +273,10 @@ static int enc_upvalues(enc_t *e, int idx) {
     const char *name = lua_getupvalue(L, idx, i);
     int top = lua_gettop(L), r;
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    if (lua_rawequal(L, -1, top)) {
+    /* A function's environment is never copied: in the new state it is
+     * that state's globals, whether it was the sender's globals or a
+     * sandbox table of the sender's. */
+    if (lua_rawequal(L, -1, top) || (name && strcmp(name, "_ENV") == 0)) {
       r = put1(e, T_ENV);
     } else if (lua_type(L, top) == LUA_TTABLE && module_name(L, top)) {
       size_t len;
@@ -392,6 +396,7 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   e.nobj = 0;
   mb__map_init(&e.seen);
   e.what = NULL;
+  e.as_key = false;
   e.path_pos = sizeof e.path - 1;
   e.path[e.path_pos] = '\0';
   idx = lua_absindex(L, idx);
@@ -404,8 +409,9 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
     return 0;
   }
   if (err != NULL && errlen > 0)
-    snprintf(err, errlen, "cannot send %s at %s%s",
-             e.what ? e.what : "a value", root, e.path + e.path_pos);
+    snprintf(err, errlen, "cannot send %s%s at %s%s",
+             e.what ? e.what : "a value", e.as_key ? " used as a key" : "",
+             root, e.path + e.path_pos);
   mb_msg_free(e.m);
   return MB_EBADTERM;
 }

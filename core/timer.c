@@ -15,13 +15,11 @@ typedef struct timer_s {
   mb_msg_t *msg;    /* SEND: the message, owned by the timer */
   uint64_t ms;
   uint64_t deadline; /* uv_hrtime() at which it fires */
-  bool cancelled;
-  bool started;
-  struct timer_s *next_req;
-  int req; /* REQ_START or REQ_CANCEL */
+  bool cancelled;         /* under lock */
+  bool queued;            /* in the request queue; under lock */
+  bool started;           /* loop thread only */
+  struct timer_s *next_req; /* under lock */
 } timer_t_;
-
-enum { REQ_START, REQ_CANCEL };
 
 static uv_loop_t loop;
 static uv_async_t async;
@@ -32,7 +30,7 @@ static timer_t_ *req_head, *req_tail;
 static bool stopping;
 
 static void close_cb(uv_handle_t *h) {
-  timer_t_ *t = h->data;
+  timer_t_ *t = (timer_t_ *)h;
   mb_msg_free(t->msg);
   free(t);
 }
@@ -67,36 +65,49 @@ static void fire(uv_timer_t *h) {
   uv_close((uv_handle_t *)h, close_cb);
 }
 
+/* A queued timer is either new (start it) or cancelled (stop it, or free it
+ * if it never started).  Requests are taken one at a time under the lock,
+ * so a cancel that arrives meanwhile can queue the same timer again. */
 static void on_requests(uv_async_t *a) {
   (void)a;
-  uv_mutex_lock(&lock);
-  timer_t_ *r = req_head;
-  req_head = req_tail = NULL;
-  bool stop = stopping;
-  uv_mutex_unlock(&lock);
-  while (r != NULL) {
-    timer_t_ *next = r->next_req;
-    if (r->req == REQ_START) {
+  for (;;) {
+    uv_mutex_lock(&lock);
+    timer_t_ *r = req_head;
+    if (r != NULL) {
+      req_head = r->next_req;
+      if (req_head == NULL)
+        req_tail = NULL;
+      r->queued = false;
+    }
+    bool cancelled = r != NULL && r->cancelled;
+    bool stop = stopping;
+    uv_mutex_unlock(&lock);
+    if (r == NULL) {
+      if (stop)
+        uv_stop(&loop);
+      return;
+    }
+    if (cancelled && r->started) {
+      uv_timer_stop(&r->handle);
+      uv_close((uv_handle_t *)&r->handle, close_cb);
+    } else if (cancelled) {
+      close_cb((uv_handle_t *)&r->handle);
+    } else if (!r->started) {
       uv_timer_init(&loop, &r->handle);
       r->handle.data = r;
       r->started = true;
       uint64_t now = uv_hrtime();
       uint64_t left = r->deadline > now ? (r->deadline - now) / 1000000u : 0;
       uv_timer_start(&r->handle, fire, left, 0);
-    } else if (r->started) {
-      uv_timer_stop(&r->handle);
-      uv_close((uv_handle_t *)&r->handle, close_cb);
-    } else {
-      close_cb((uv_handle_t *)&r->handle);
     }
-    r = next;
   }
-  if (stop)
-    uv_stop(&loop);
 }
 
-static void request(timer_t_ *t, int req) {
-  t->req = req;
+/* Call with lock held. */
+static void request(timer_t_ *t) {
+  if (t->queued)
+    return;
+  t->queued = true;
   t->next_req = NULL;
   if (req_tail)
     req_tail->next_req = t;
@@ -111,7 +122,7 @@ static uint64_t start(timer_t_ *t, uint64_t id) {
   uv_mutex_lock(&lock);
   int err = mb__map_put(&live, id, t);
   if (!err)
-    request(t, REQ_START);
+    request(t);
   uv_mutex_unlock(&lock);
   if (err) {
     mb_msg_free(t->msg);
@@ -154,7 +165,7 @@ int64_t mb__timer_cancel(uint64_t id) {
     t->cancelled = true;
     uint64_t now = uv_hrtime();
     left = t->deadline > now ? (int64_t)((t->deadline - now) / 1000000u) : 0;
-    request(t, REQ_CANCEL);
+    request(t);
   }
   uv_mutex_unlock(&lock);
   if (t != NULL)

@@ -16,6 +16,17 @@ static void check_err(lua_State *L, int err, const char *fname) {
     luaL_error(L, "%s: %s", fname, mb_strerror(err));
 }
 
+/* A host that started the node stops it when it exits, so that no
+ * scheduler thread runs while the OS process tears itself down. */
+static void stop_at_exit(void) { mb_node_stop(); }
+
+static int start_node(mb_config_t *cfg) {
+  int err = mb_node_start(cfg);
+  if (err == 0)
+    atexit(stop_at_exit);
+  return err;
+}
+
 static void ensure_node(lua_State *L) {
   if (mb_node_started())
     return;
@@ -28,7 +39,7 @@ static void ensure_node(lua_State *L) {
     cfg.lua_path = lua_tostring(L, -2);
     cfg.lua_cpath = lua_tostring(L, -1);
   }
-  int err = mb_node_start(&cfg);
+  int err = start_node(&cfg);
   lua_settop(L, top);
   check_err(L, err, "start");
 }
@@ -245,7 +256,7 @@ static int l_start(lua_State *L) {
     cfg.lua_path = lua_tostring(L, -2);
     cfg.lua_cpath = lua_tostring(L, -1);
   }
-  check_err(L, mb_node_start(&cfg), "start");
+  check_err(L, start_node(&cfg), "start");
   lua_pushboolean(L, 1);
   return 1;
 }

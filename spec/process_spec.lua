@@ -1,7 +1,187 @@
 local mb = require "moonbeam"
 
 describe("a process", function()
-  it("runs a function and returns its results to run()", function()
+  it("runs a function and hands its results to run()", function()
     assert.same({5, "x"}, {mb.run(function(a, b) return a + b, "x" end, 2, 3)})
+  end)
+
+  it("ends with its error and a traceback as reason when it raises", function()
+    local ok, err = pcall(mb.run, function()
+      local function inner() error("boom") end
+      inner()
+    end)
+    assert.is_false(ok)
+    assert.matches("process crashed: .*boom", err)
+    assert.matches("stack traceback", err)
+    assert.matches("inner", err)
+  end)
+
+  it("has its own globals", function()
+    _G.shared_by_host = 1
+    assert.is_nil(mb.run(function() return shared_by_host end))
+    assert.same({nil, 2}, {mb.run(function()
+      local mb = require "moonbeam"
+      counter = 1
+      local child = mb.spawn(function(parent)
+        counter = (counter or 0) + 1
+        mb.send(parent, counter)
+      end, mb.self())
+      return counter == 1 and nil, mb.receive(1000) + 1
+    end)})
+  end)
+
+  it("gets the standard libraries on first use", function()
+    assert.same({"HELLO", 3, "table"}, {mb.run(function()
+      return string.upper("hello"), math.max(1, 3), type(table)
+    end)})
+    assert.equal("abc", mb.run(function() return ("ABC"):lower() end))
+  end)
+
+  it("prints its pid Erlang-style, and equal pids are one value", function()
+    local s, same, keyed = mb.run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local t = {[me] = "me"}
+      local child = mb.spawn(function(p) mb.send(p, mb.self()) end, me)
+      local reported = mb.receive(1000)
+      return tostring(me), reported == child, t[mb.self()]
+    end)
+    assert.matches("^<0%.%d+%.%d+>$", s)
+    assert.is_true(same)
+    assert.equal("me", keyed)
+  end)
+
+  it("spawns a module function with arguments", function()
+    assert.equal("HI!", mb.run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      package.loaded["greeter"] = nil
+      mb.spawn("spec_helper_greeter", "shout", me, "hi")
+      return mb.receive(2000)
+    end))
+  end)
+
+  it("crashes the new process, not the spawner, for a missing module or function", function()
+    local alive_after, r1, r2 = mb.run(function()
+      local mb = require "moonbeam"
+      local a = mb.spawn("no_such_module_xyz", "f")
+      local b = mb.spawn("spec_helper_greeter", "no_such_function")
+      mb.sleep(50)
+      return true, mb.is_alive(a), mb.is_alive(b)
+    end)
+    assert.is_true(alive_after)
+    assert.is_false(r1)
+    assert.is_false(r2)
+  end)
+
+  it("refuses to spawn a function with an upvalue it cannot copy, naming it", function()
+    local co = coroutine.create(function() end)
+    local ok, err = pcall(mb.spawn, function() return co end)
+    assert.is_false(ok)
+    assert.matches("cannot send a coroutine at function<upvalue co>", err, 1, true)
+    local insert = table.insert
+    ok, err = pcall(mb.spawn, function() insert({}, 1) end)
+    assert.is_false(ok)
+    assert.matches("C function", err)
+    assert.matches("<upvalue insert>", err, 1, true)
+  end)
+
+  it("copies upvalues and rebinds globals and modules in the child", function()
+    local base = {10, 20}
+    local s = "str"
+    assert.same({30, "STR", true}, {mb.run(function()
+      return base[1] + base[2], string.upper(s), type(print) == "function"
+    end)})
+  end)
+
+  it("is counted while alive and uncounted after it ends", function()
+    local during, after = mb.run(function()
+      local mb = require "moonbeam"
+      local before = mb.process_count()
+      local pids = {}
+      for i = 1, 50 do pids[i] = mb.spawn(function() mb.receive() end) end
+      local during = mb.process_count() - before
+      for i = 1, 50 do mb.send(pids[i], "stop") end
+      for _ = 1, 200 do
+        if mb.process_count() == before then break end
+        mb.sleep(5)
+      end
+      return during, mb.process_count() - before
+    end)
+    assert.equal(50, during)
+    assert.equal(0, after)
+  end)
+end)
+
+describe("preemption", function()
+  it("lets other processes run while one spins forever, on one scheduler too", function()
+    assert.equal("pong", mb.run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local spinners = {}
+      -- Each spinner runs a pure Lua loop; it looks at its mailbox only
+      -- every 10 million iterations, so that the spec can stop it.
+      for i = 1, 4 do
+        spinners[i] = mb.spawn(function()
+          local n = 0
+          while true do
+            n = n + 1
+            if n % 10000000 == 0 and mb.receive(0) then return end
+          end
+        end)
+      end
+      mb.spawn(function() mb.send(me, "pong") end)
+      local got = mb.receive(5000)
+      for i = 1, 4 do mb.send(spinners[i], "stop") end
+      return got
+    end))
+  end)
+
+  it("preempts a spinning coroutine inside a process", function()
+    assert.equal("pong", mb.run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local spinners = {}
+      for i = 1, 2 do
+        spinners[i] = mb.spawn(function()
+          coroutine.wrap(function()
+            local n = 0
+            while true do
+              n = n + 1
+              if n % 10000000 == 0 and mb.receive(0) then return end
+            end
+          end)()
+        end)
+      end
+      mb.spawn(function() mb.send(me, "pong") end)
+      local got = mb.receive(5000)
+      for i = 1, 2 do mb.send(spinners[i], "stop") end
+      return got
+    end))
+  end)
+end)
+
+describe("coroutines in a process", function()
+  it("can receive and sleep inside a coroutine", function()
+    assert.same({true, "hello!", true, "done"}, {mb.run(function()
+      local mb = require "moonbeam"
+      local co = coroutine.create(function(suffix)
+        local m = mb.receive(1000)
+        mb.sleep(1)
+        coroutine.yield(m .. suffix)
+        return "done"
+      end)
+      mb.send(mb.self(), "hello")
+      local ok1, v1 = coroutine.resume(co, "!")
+      local ok2, v2 = coroutine.resume(co)
+      return ok1, v1, ok2, v2
+    end)})
+  end)
+
+  it("keeps coroutine.wrap generators working", function()
+    assert.same({1, 2, 3}, {mb.run(function()
+      local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+      return gen(), gen(), gen()
+    end)})
   end)
 end)

@@ -1,0 +1,55 @@
+--- Helpers shared by the moonbeam side of the benchmarks: a wall clock,
+-- the resident set size, and the result lines that bench/run reads.
+-- The Erlang side has the same helpers in bench.erl.
+local M = {}
+
+-- The core has no wall clock yet.  lua-system (a dependency of busted, so
+-- present wherever the specs run) gives CLOCK_MONOTONIC; without it we fall
+-- back to forking date(1), which is good enough around a whole workload but
+-- far too slow to time a single message.
+local ok, system = pcall(require, "system")
+if ok and system.monotime then
+  M.now = system.monotime
+  M.clock = "CLOCK_MONOTONIC (lua-system)"
+  M.fine_clock = true
+else
+  M.now = function()
+    local p = io.popen("date +%s%N")
+    local ns = p:read("n")
+    p:close()
+    return ns / 1e9
+  end
+  M.clock = "date +%s%N (coarse: lua-system not found)"
+  M.fine_clock = false
+end
+
+--- Resident set size of this OS process.
+-- @return bytes
+function M.rss()
+  local f = assert(io.open("/proc/self/status"))
+  local kb = f:read("a"):match("VmRSS:%s*(%d+) kB")
+  f:close()
+  return tonumber(kb) * 1024
+end
+
+--- Print one figure as a line that bench/run collects.
+-- @param name figure name, the same on the Erlang side
+-- @param value number
+-- @param unit unit of the value, without spaces
+-- @param better "lower" or "higher"
+function M.report(name, value, unit, better)
+  print(string.format("RESULT %s %.6g %s %s", name, value, unit, better))
+end
+
+--- Print a line that bench/run shows as it is.
+function M.note(fmt, ...)
+  print("# " .. string.format(fmt, ...))
+end
+
+--- The p-th percentile (0..100) of a sorted array, nearest rank.
+function M.percentile(sorted, p)
+  local i = math.max(1, math.ceil(#sorted * p / 100))
+  return sorted[i]
+end
+
+return M
