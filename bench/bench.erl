@@ -28,7 +28,7 @@ percentile(Sorted, P) ->
     lists:nth(I, Sorted).
 
 %% The N-th command-line argument as an integer, or Default.
-int_arg(Args, N, Default) when length(Args) >= N ->
+int_arg(Args, N, _Default) when length(Args) >= N ->
     list_to_integer(lists:nth(N, Args));
 int_arg(_, _, Default) ->
     Default.

@@ -139,7 +139,10 @@ struct mb_proc_s {
   mb_proc_t *hash_next;
 };
 
-#define MB_PROC(L) (*(mb_proc_t **)lua_getextraspace(L))
+/* The process whose state L is (or a coroutine of), or NULL for any other
+ * Lua state, such as a host's. */
+mb_proc_t *mb__proc_of(lua_State *L);
+#define MB_PROC(L) mb__proc_of(L)
 
 mb_proc_t *mb__proc_lookup(mb_pid_t pid); /* returns a counted ref */
 void mb__proc_unref(mb_proc_t *p);

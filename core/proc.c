@@ -38,25 +38,48 @@ static atomic_size_t nprocs;
 static mb_config_t config;
 
 #define MAX_PRELOAD 16
+/* Preloaded modules: appended under preload_lock, read without a lock by
+ * every process (an entry is complete before npreload counts it). */
 static struct {
   char name[64];
   lua_CFunction open;
 } preload[MAX_PRELOAD];
-static int npreload;
+static atomic_int npreload;
+static uv_mutex_t preload_lock;
+static uv_once_t preload_once = UV_ONCE_INIT;
+
+static void preload_init(void) { uv_mutex_init(&preload_lock); }
 
 const mb_config_t *mb__config(void) { return &config; }
 
+static lua_CFunction find_preload(const char *name) {
+  int n = atomic_load_explicit(&npreload, memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (strcmp(preload[i].name, name) == 0)
+      return preload[i].open;
+  return NULL;
+}
+
 int mb_node_preload(const char *name, lua_CFunction open) {
-  for (int i = 0; i < npreload; i++)
-    if (strcmp(preload[i].name, name) == 0) {
-      preload[i].open = open;
-      return 0;
+  lua_CFunction have = find_preload(name);
+  if (have != NULL)
+    return have == open ? 0 : MB_EEXIST;
+  if (strlen(name) >= sizeof preload[0].name)
+    return MB_EINVAL;
+  uv_once(&preload_once, preload_init);
+  uv_mutex_lock(&preload_lock);
+  int n = atomic_load(&npreload), err = 0;
+  if (find_preload(name) == NULL) {
+    if (n == MAX_PRELOAD) {
+      err = MB_ENOMEM;
+    } else {
+      strcpy(preload[n].name, name);
+      preload[n].open = open;
+      atomic_store_explicit(&npreload, n + 1, memory_order_release);
     }
-  if (npreload == MAX_PRELOAD || strlen(name) >= sizeof preload[0].name)
-    return MB_ENOMEM;
-  strcpy(preload[npreload].name, name);
-  preload[npreload++].open = open;
-  return 0;
+  }
+  uv_mutex_unlock(&preload_lock);
+  return err;
 }
 
 int mb__proc_init(void) {
@@ -160,6 +183,11 @@ static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return n;
 }
 
+mb_proc_t *mb__proc_of(lua_State *L) {
+  void *ud;
+  return lua_getallocf(L, &ud) == proc_alloc ? ud : NULL;
+}
+
 static const luaL_Reg stdlibs[] = {
     {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},
     {LUA_IOLIBNAME, luaopen_io},        {LUA_OSLIBNAME, luaopen_os},
@@ -185,7 +213,8 @@ static void open_package(lua_State *L) {
     lua_setfield(L, -2, "cpath");
   }
   lua_getfield(L, -1, "preload");
-  for (int i = 0; i < npreload; i++) {
+  int n = atomic_load_explicit(&npreload, memory_order_acquire);
+  for (int i = 0; i < n; i++) {
     lua_pushcfunction(L, preload[i].open);
     lua_setfield(L, -2, preload[i].name);
   }
@@ -231,11 +260,11 @@ void mb__require(lua_State *L, const char *name) {
       mb__coro_patch(L);
     return;
   }
-  for (int i = 0; i < npreload; i++)
-    if (strcmp(preload[i].name, name) == 0) {
-      luaL_requiref(L, name, preload[i].open, 0);
-      return;
-    }
+  lua_CFunction pre = find_preload(name);
+  if (pre != NULL) {
+    luaL_requiref(L, name, pre, 0);
+    return;
+  }
   ensure_base(L);
   lua_getglobal(L, "require");
   if (lua_isnil(L, -1)) {
@@ -279,7 +308,6 @@ static lua_State *new_state(mb_proc_t *p) {
   lua_State *L = lua_newstate(proc_alloc, p);
   if (L == NULL)
     return NULL;
-  MB_PROC(L) = p;
   lua_pushglobaltable(L);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_global);
