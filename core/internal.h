@@ -37,13 +37,24 @@ const mb__atom_t *mb__atom_at(uint32_t index);
  * one receiver is kept for both (as Erlang guarantees). */
 typedef enum {
   MB_SIG_MSG = 0,
+  MB_SIG_EXIT,      /* from, data = reason; flags: MB_SIGF_LINKED */
+  MB_SIG_LINK,      /* from */
+  MB_SIG_UNLINK,    /* from */
+  MB_SIG_MONITOR,   /* from = watcher, ref */
+  MB_SIG_DEMONITOR, /* ref */
+  MB_SIG_DOWN       /* a 'DOWN' message: the watcher forgets ref, then
+                       it is an ordinary message */
 } mb__sig_kind_t;
+
+#define MB_SIGF_LINKED 1 /* an exit signal sent because of a link */
 
 struct mb_msg_s {
   struct mb_msg_s *next;
   uint8_t kind; /* mb__sig_kind_t */
   uint8_t has_refs; /* the value holds shared tables, cycles or functions */
+  uint8_t flags;
   mb_pid_t from;
+  uint64_t ref;
   size_t len, cap;
   unsigned char *data; /* points into the same allocation or elsewhere */
 };
@@ -53,6 +64,26 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
                    char *err, size_t errlen);
 
 void mb__require(lua_State *L, const char *name); /* proc.c */
+
+/* Tuples written directly, for signals turned into messages. */
+mb_msg_t *mb__tuple_new(unsigned n);
+int mb__tuple_atom(mb_msg_t **m, const mb__atom_t *a);
+int mb__tuple_pid(mb_msg_t **m, mb_pid_t pid);
+int mb__tuple_ref(mb_msg_t **m, uint64_t ref);
+int mb__tuple_int(mb_msg_t **m, lua_Integer v);
+int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v);
+int mb__tuple_end(mb_msg_t **m, unsigned n);
+mb_msg_t *mb__msg_atom(const mb__atom_t *a);
+mb_msg_t *mb__msg_dup(const mb_msg_t *m);
+bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
+
+/* Atoms the core itself uses, interned at start. */
+typedef struct {
+  const mb__atom_t *normal, *kill, *killed, *noproc, *EXIT, *DOWN, *process,
+      *memory_limit, *shutdown;
+} mb__atoms_t;
+extern mb__atoms_t mb__atoms;
+int mb__atoms_init(void);
 
 /* ---- value.c: Lua representation of pids, refs, atoms and tuples ---- */
 #define MB_TUPLE_MT "moonbeam.tuple"
@@ -94,7 +125,8 @@ typedef enum {
 typedef enum {
   MB_YIELD_NONE,
   MB_YIELD_PREEMPT, /* reductions spent: back to the run queue */
-  MB_YIELD_WAIT     /* wants a message, a timeout or a signal */
+  MB_YIELD_WAIT,    /* wants a message, a timeout or a signal */
+  MB_YIELD_EXIT     /* ends with p->exit_reason */
 } mb__yield_kind_t;
 
 typedef struct mb_proc_s mb_proc_t;
@@ -113,6 +145,20 @@ struct mb_proc_s {
   uint32_t timer_gen; /* generation of the armed timer */
   bool timed_out;     /* the armed timer fired */
   mb__waitlink_t *waiters;
+  atomic_bool sig_pending; /* the inbox holds a signal other than a message */
+
+  /* Written by the owner under `lock`, so that process_info can read them
+   * from another thread. */
+  mb__map_t links;        /* pid -> 1 */
+  mb__map_t monitors;     /* ref -> target pid: monitors this process holds */
+  mb__map_t monitored_by; /* ref -> watcher pid */
+  bool trap_exit;
+  const mb__atom_t *name; /* registered name; under the registry lock too */
+
+  /* Written by the owner, read by anyone (relaxed). */
+  atomic_size_t mem;
+  atomic_size_t mq_len;
+  _Atomic uint64_t reductions;
 
   /* Owned by the thread running the process. */
   lua_State *L;
@@ -126,9 +172,9 @@ struct mb_proc_s {
   bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */
   int co_depth;     /* coroutines being resumed by coro.c */
   int budget;
-  uint64_t reductions;
-  size_t mem, max_mem;
+  size_t max_mem;
   bool started, mem_exceeded;
+  mb_msg_t *exit_reason; /* set when an exit signal or exit() ends it */
   mb_msg_t *start_fn, *start_args; /* consumed at first run */
   char *start_mod, *start_fun;
   int nargs;
@@ -151,7 +197,14 @@ void mb__proc_run(mb_proc_t *p);
 /* Make a WAITING process runnable; call with p->lock held.  Returns true if
  * the caller must enqueue it after unlocking. */
 bool mb__proc_wake_locked(mb_proc_t *p);
-void mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);
+/* Append a message or signal to p's inbox; false (and m freed) if p is
+ * exiting. */
+bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);
+/* Send a signal to `to`: MB_ENOPROC if there is no such live process. */
+int mb__signal(mb_pid_t to, mb_msg_t *m);
+/* Handle the signals in the process's inbox (owner only).  Returns true if
+ * one of them ends the process (p->exit_reason is then set). */
+bool mb__proc_handle_signals(mb_proc_t *p);
 void mb__proc_shutdown_all(void);
 int mb__proc_init(void);
 /* Called by the process's own thread. */
@@ -164,11 +217,39 @@ size_t mb__proc_queue_len(mb_proc_t *p);
 /* The calling process, or a Lua error naming `fname`. */
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
 int mb__receive(lua_State *L);
+int mb__process_info(lua_State *L);
+int mb__processes(lua_State *L);
 int mb__sleep(lua_State *L);
 /* Yield the calling thread to the scheduler (from a process's main thread
  * or a coroutine resumed by coro.c) with continuation k. */
 int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
                    lua_KFunction k);
+
+/* ---- link.c: links, monitors, exit signals ---- */
+/* Act on one signal taken from the inbox; messages are queued. */
+void mb__link_handle(mb_proc_t *p, mb_msg_t *m);
+/* What a process does with its links and monitors as it ends. */
+void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox);
+int mb__link(lua_State *L);
+int mb__unlink(lua_State *L);
+int mb__monitor(lua_State *L);
+int mb__demonitor(lua_State *L);
+int mb__exit(lua_State *L);
+int mb__trap_exit(lua_State *L);
+/* Set up a link or monitor with a process that has not started yet. */
+int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
+                       uint64_t monitor_ref);
+/* Encode an exit reason given from Lua ("kill"/"normal" strings are the
+ * atoms of the same name). */
+mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname);
+
+/* ---- registry.c: registered names ---- */
+int mb__registry_register(const mb__atom_t *name, mb_pid_t pid);
+int mb__registry_unregister(const mb__atom_t *name);
+mb_pid_t mb__registry_whereis(const mb__atom_t *name);
+void mb__registry_remove_proc(mb_proc_t *p);
+/* Push a table of all registered names (strings). */
+void mb__registry_push_all(lua_State *L);
 
 /* ---- coro.c ---- */
 void mb__coro_patch(lua_State *L);

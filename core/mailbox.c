@@ -16,53 +16,68 @@ bool mb__proc_wake_locked(mb_proc_t *p) {
   return true;
 }
 
-void mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
+bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
   m->next = NULL;
   uv_mutex_lock(&p->lock);
   if (p->state == MB_PS_EXITING) {
     uv_mutex_unlock(&p->lock);
     mb_msg_free(m);
-    return;
+    return false;
   }
   if (p->inbox_tail)
     p->inbox_tail->next = m;
   else
     p->inbox_head = m;
   p->inbox_tail = m;
+  if (m->kind != MB_SIG_MSG)
+    atomic_store(&p->sig_pending, true);
   bool wake = mb__proc_wake_locked(p);
   uv_mutex_unlock(&p->lock);
   if (wake)
     mb__sched_enqueue(p);
+  return true;
 }
 
-int mb_proc_send(mb_pid_t to, mb_msg_t *m) {
+int mb__signal(mb_pid_t to, mb_msg_t *m) {
   mb_proc_t *p = mb__proc_lookup(to);
   if (p == NULL) {
     mb_msg_free(m);
-    return 0;
+    return MB_ENOPROC;
   }
-  m->kind = MB_SIG_MSG;
-  mb__proc_deliver(p, m);
+  bool ok = mb__proc_deliver(p, m);
   mb__proc_unref(p);
+  return ok ? 0 : MB_ENOPROC;
+}
+
+int mb_proc_send(mb_pid_t to, mb_msg_t *m) {
+  m->kind = MB_SIG_MSG;
+  mb__signal(to, m);
   return 0;
+}
+
+static void publish_len(mb_proc_t *p) {
+  atomic_store_explicit(&p->mq_len,
+                        p->q_len + (size_t)(p->sq_tail - p->sq_head),
+                        memory_order_relaxed);
 }
 
 void mb__proc_drain(mb_proc_t *p) {
   uv_mutex_lock(&p->lock);
-  mb_msg_t *head = p->inbox_head, *tail = p->inbox_tail;
+  mb_msg_t *m = p->inbox_head;
   p->inbox_head = p->inbox_tail = NULL;
+  atomic_store(&p->sig_pending, false);
   uv_mutex_unlock(&p->lock);
-  if (head == NULL)
-    return;
-  size_t n = 0;
-  for (mb_msg_t *m = head; m; m = m->next)
-    n++;
-  if (p->q_tail)
-    p->q_tail->next = head;
-  else
-    p->q_head = head;
-  p->q_tail = tail;
-  p->q_len += n;
+  while (m != NULL) {
+    mb_msg_t *next = m->next;
+    mb__link_handle(p, m);
+    m = next;
+  }
+  publish_len(p);
+}
+
+bool mb__proc_handle_signals(mb_proc_t *p) {
+  mb__proc_drain(p);
+  return p->exit_reason != NULL;
 }
 
 static mb_msg_t *q_pop(mb_proc_t *p) {
@@ -203,11 +218,14 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mb_proc_t *p = MB_PROC(L);
   lua_Integer scanned = (lua_Integer)ctx;
-  mb__proc_drain(p);
+  if (mb__proc_handle_signals(p))
+    return mb__proc_yield(L, MB_YIELD_EXIT, ctx, receive_k);
   if (take(L, p, &scanned)) {
+    publish_len(p);
     mb__proc_timer_disarm(p);
     return 1;
   }
+  publish_len(p);
   lua_Integer timeout = lua_tointeger(L, 2);
   if (timeout == 0 || (p->timer_id != 0 && timed_out(p))) {
     mb__proc_timer_disarm(p);
@@ -262,7 +280,8 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   mb_proc_t *p = MB_PROC(L);
-  mb__proc_drain(p);
+  if (mb__proc_handle_signals(p))
+    return mb__proc_yield(L, MB_YIELD_EXIT, 0, sleep_k);
   if (timed_out(p)) {
     mb__proc_timer_disarm(p);
     return 0;
@@ -277,4 +296,37 @@ int mb__sleep(lua_State *L) {
   luaL_argcheck(L, t >= 0, 1, "time must not be negative");
   mb__proc_timer_arm(p, (uint64_t)t);
   return sleep_k(L, LUA_OK, 0);
+}
+
+/* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
+int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
+  mb__proc_drain(p);
+  /* Bring every queued message into the save queue, decoded, then look. */
+  mb_msg_t *m;
+  push_saved(L, p);
+  int t = lua_gettop(L);
+  while ((m = q_pop(p)) != NULL) {
+    mb_msg_decode(L, m);
+    mb_msg_free(m);
+    lua_rawseti(L, t, p->sq_tail++);
+  }
+  for (lua_Integer i = p->sq_head; i < p->sq_tail; i++) {
+    lua_rawgeti(L, t, i);
+    bool hit = false;
+    if (mb__table_kind(L, -1) == MB_KIND_TUPLE) {
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      mb__lref_t *r = mb__to_ref(L, -1);
+      hit = mb__to_atom(L, -2) == mb__atoms.DOWN && r != NULL && r->id == ref;
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    if (hit) {
+      saved_remove(L, p, t, i);
+      break;
+    }
+  }
+  lua_pop(L, 1);
+  publish_len(p);
+  return 0;
 }

@@ -92,9 +92,14 @@ typedef struct {
   mb_msg_t *args;
   size_t max_heap;       /* memory limit in bytes; 0 = the node's default */
   mb_waiter_t **waiter;  /* if set, receives a waiter for the exit */
+  /* Link and/or monitor the new process with `parent` (the calling
+   * process) before it runs; the monitor's ref is written back. */
+  mb_pid_t parent;
+  int link, monitor;
+  uint64_t monitor_ref;
 } mb_spawn_opts_t;
 
-int mb_proc_spawn_opts(const mb_spawn_opts_t *opts, mb_pid_t *out);
+int mb_proc_spawn_opts(mb_spawn_opts_t *opts, mb_pid_t *out);
 int mb_proc_spawn(mb_msg_t *fn, mb_msg_t *args, mb_pid_t *out);
 int mb_proc_spawn_mfa(const char *mod, const char *fun, mb_msg_t *args,
                       mb_pid_t *out);

@@ -324,8 +324,10 @@ static int enc_object(enc_t *e, int idx, int type) {
   if (ix == UINT32_MAX)
     return fail(e, "out of memory");
   if (ix != 0) {
+    /* Relative to the objects seen so far, so that an encoded value can be
+     * spliced into another message (see mb__tuple_*) and stay valid. */
     e->m->has_refs = 1;
-    return put1(e, T_BACKREF) || put_varint(e, ix);
+    return put1(e, T_BACKREF) || put_varint(e, e->nobj - ix);
   }
   if (e->depth >= MAX_DEPTH)
     return fail(e, "a value nested more than 200 levels deep");
@@ -561,10 +563,10 @@ static void dec(dec_t *d) {
     dec_table(d);
     break;
   case T_BACKREF: {
-    uint64_t ix = get_varint(d);
-    if (!d->objs || ix == 0 || (lua_Integer)ix > d->nobj)
+    uint64_t back = get_varint(d);
+    if (!d->objs || back >= (uint64_t)d->nobj)
       luaL_error(L, "corrupt message");
-    lua_rawgeti(L, d->objs, (lua_Integer)ix);
+    lua_rawgeti(L, d->objs, d->nobj - (lua_Integer)back);
     break;
   }
   case T_ATOM: {
@@ -620,4 +622,85 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
   if (d.objs)
     lua_remove(L, d.objs);
   return 0;
+}
+
+/* ---- building tuples in C ----
+ * Signals turn into messages such as {'EXIT', Pid, Reason} without a Lua
+ * state: the tuple is written directly, with the reason spliced in as it
+ * was encoded by the process that died. */
+
+static int raw_put(mb_msg_t **m, const void *p, size_t n) {
+  enc_t e;
+  e.m = *m;
+  int r = put(&e, p, n);
+  *m = e.m;
+  return r;
+}
+
+mb_msg_t *mb__tuple_new(unsigned n) {
+  mb_msg_t *m = mb__msg_new(64);
+  unsigned char head[3] = {T_TABLE, MB_KIND_TUPLE, (unsigned char)n};
+  if (m == NULL || n > 127 || raw_put(&m, head, sizeof head)) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+int mb__tuple_atom(mb_msg_t **m, const mb__atom_t *a) {
+  unsigned char t = T_ATOM;
+  return raw_put(m, &t, 1) || raw_put(m, &a->index, sizeof a->index);
+}
+
+int mb__tuple_pid(mb_msg_t **m, mb_pid_t pid) {
+  unsigned char t = T_PID;
+  return raw_put(m, &t, 1) || raw_put(m, &pid, sizeof pid);
+}
+
+int mb__tuple_ref(mb_msg_t **m, uint64_t ref) {
+  unsigned char t = T_REF;
+  return raw_put(m, &t, 1) || raw_put(m, &ref, sizeof ref);
+}
+
+int mb__tuple_int(mb_msg_t **m, lua_Integer v) {
+  unsigned char t = T_INT;
+  return raw_put(m, &t, 1) || raw_put(m, &v, sizeof v);
+}
+
+int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v) {
+  (*m)->has_refs |= v->has_refs;
+  return raw_put(m, v->data, v->len);
+}
+
+/* Close a tuple of n elements: its "n" field. */
+int mb__tuple_end(mb_msg_t **m, unsigned n) {
+  uint32_t nhash = 1;
+  unsigned char key[3] = {T_STR, 1, 'n'};
+  unsigned char val[2] = {T_INT8, (unsigned char)n};
+  return raw_put(m, &nhash, sizeof nhash) || raw_put(m, key, sizeof key) ||
+         raw_put(m, val, sizeof val);
+}
+
+mb_msg_t *mb__msg_atom(const mb__atom_t *a) {
+  mb_msg_t *m = mb__msg_new(8);
+  if (m != NULL && mb__tuple_atom(&m, a)) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+mb_msg_t *mb__msg_dup(const mb_msg_t *m) {
+  mb_msg_t *c = mb__msg_new(m->len ? m->len : 1);
+  if (c != NULL) {
+    memcpy(c->data, m->data, m->len);
+    c->len = m->len;
+    c->has_refs = m->has_refs;
+  }
+  return c;
+}
+
+bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a) {
+  return m->len == 1 + sizeof a->index && m->data[0] == T_ATOM &&
+         memcmp(m->data + 1, &a->index, sizeof a->index) == 0;
 }

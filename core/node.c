@@ -18,6 +18,9 @@ int mb_node_start(const mb_config_t *cfg) {
     c.schedulers = n > 0 ? n : 1;
   }
   mb__proc_init();
+  int aerr = mb__atoms_init();
+  if (aerr)
+    return aerr;
   mb__proc_config(&c);
   int err = mb__timer_start();
   if (err == 0)

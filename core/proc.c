@@ -166,20 +166,22 @@ int mb_proc_alive(mb_pid_t pid) {
  * memory is known and its limit enforced. */
 static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   mb_proc_t *p = ud;
+  /* Only the owner writes mem; others read it for process_info. */
+  size_t mem = atomic_load_explicit(&p->mem, memory_order_relaxed);
   if (ptr == NULL)
     osize = 0;
   if (nsize == 0) {
     free(ptr);
-    p->mem -= osize;
+    atomic_store_explicit(&p->mem, mem - osize, memory_order_relaxed);
     return NULL;
   }
-  if (nsize > osize && p->max_mem != 0 && p->mem + nsize - osize > p->max_mem) {
+  if (nsize > osize && p->max_mem != 0 && mem + nsize - osize > p->max_mem) {
     p->mem_exceeded = true;
     return NULL;
   }
   void *n = realloc(ptr, nsize);
   if (n != NULL)
-    p->mem += nsize - osize;
+    atomic_store_explicit(&p->mem, mem + nsize - osize, memory_order_relaxed);
   return n;
 }
 
@@ -330,12 +332,19 @@ static lua_State *new_state(mb_proc_t *p) {
 static void hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   mb_proc_t *p = MB_PROC(L);
-  p->reductions += HOOK_COUNT;
-  if (--p->budget > 0)
+  atomic_store_explicit(&p->reductions,
+                        atomic_load_explicit(&p->reductions,
+                                             memory_order_relaxed) +
+                            HOOK_COUNT,
+                        memory_order_relaxed);
+  bool ending = p->mem_exceeded || atomic_load(&p->sig_pending);
+  if (--p->budget > 0 && !ending)
     return;
   if ((L != p->L && p->co_depth == 0) || !lua_isyieldable(L))
     return;
   p->yield_kind = MB_YIELD_PREEMPT;
+  if (p->mem_exceeded || mb__proc_handle_signals(p))
+    p->yield_kind = MB_YIELD_EXIT;
   p->sched_yield = L != p->L;
   lua_yield(L, 0);
 }
@@ -343,6 +352,10 @@ static void hook(lua_State *L, lua_Debug *ar) {
 int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
                    lua_KFunction k) {
   mb_proc_t *p = MB_PROC(L);
+  if (!lua_isyieldable(L))
+    return luaL_error(L, "cannot wait or end the process here (inside a "
+                         "C call such as a receive matcher or a sort "
+                         "comparator)");
   p->yield_kind = kind;
   p->sched_yield = L != p->L;
   return lua_yieldk(L, 0, ctx, k);
@@ -378,7 +391,7 @@ static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
   return 0;
 }
 
-int mb_proc_spawn_opts(const mb_spawn_opts_t *o, mb_pid_t *out) {
+int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
   mb_proc_t *p = calloc(1, sizeof *p);
   if (p == NULL) {
     mb_msg_free(o->fn);
@@ -400,7 +413,17 @@ int mb_proc_spawn_opts(const mb_spawn_opts_t *o, mb_pid_t *out) {
     err = MB_ENOMEM;
   if (err == 0 && (p->pid = table_add(p)) == 0)
     err = MB_ENOMEM;
+  if (err == 0 && (o->link || o->monitor)) {
+    mb_proc_t *parent = mb__proc_lookup(o->parent);
+    if (parent != NULL) {
+      o->monitor_ref = o->monitor ? mb__ref_next() : 0;
+      mb__link_new_child(parent, p, o->link, o->monitor_ref);
+      mb__proc_unref(parent);
+    }
+  }
   if (err) {
+    if (p->pid != 0)
+      table_remove(p->pid);
     if (p->L != NULL)
       lua_close(p->L);
     if (p->waiters != NULL)
@@ -498,11 +521,6 @@ static int proc_main(lua_State *L) {
  * error value and the traceback, as Erlang gives {Reason, Stack}. */
 static void push_crash_reason(lua_State *L, mb_proc_t *p) {
   int err = lua_gettop(L);
-  if (p->mem_exceeded) {
-    lua_pushfstring(L, "memory limit exceeded (%I bytes)",
-                    (lua_Integer)config.max_heap);
-    lua_replace(L, err);
-  }
   luaL_traceback(L, L, NULL, 0);
   lua_createtable(L, 2, 1);
   lua_pushvalue(L, err);
@@ -520,19 +538,15 @@ static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
   const char *what = luaL_tolstring(L, -1, NULL);
   lua_rawgeti(L, reason, 2);
   const char *tb = lua_tostring(L, -1);
-  mb_log(MB_LOG_ERROR, "process <0.%u.%u> crashed\n  reason: %s\n  %s",
-         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), what, tb ? tb : "");
+  uv_mutex_lock(&p->lock);
+  const mb__atom_t *name = p->name;
+  uv_mutex_unlock(&p->lock);
+  mb_log(MB_LOG_ERROR,
+         "process <0.%u.%u>%s%s%s terminating\n"
+         "** (error) %s\n  %s",
+         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), name ? " (registered as " : "",
+         name ? name->name : "", name ? ")" : "", what, tb ? tb : "");
   lua_pop(L, 3);
-}
-
-static mb_msg_t *msg_dup(const mb_msg_t *m) {
-  mb_msg_t *c = mb__msg_new(m->len);
-  if (c != NULL) {
-    memcpy(c->data, m->data, m->len);
-    c->len = m->len;
-    c->has_refs = m->has_refs;
-  }
-  return c;
 }
 
 static void free_queue(mb_msg_t *m) {
@@ -553,11 +567,12 @@ static void pack_results(lua_State *L, int nres) {
   lua_setfield(L, -2, "n");
 }
 
-static void notify_waiters(mb__waitlink_t *w, mb_msg_t *result, int normal) {
+static void notify_waiters(mb__waitlink_t *w, const mb_msg_t *result,
+                           int normal) {
   while (w != NULL) {
     mb__waitlink_t *next = w->next;
     uv_mutex_lock(&w->lock);
-    w->reason = result ? msg_dup(result) : NULL;
+    w->reason = result ? mb__msg_dup(result) : NULL;
     w->normal = normal;
     w->done = true;
     uv_cond_signal(&w->cond);
@@ -566,16 +581,56 @@ static void notify_waiters(mb__waitlink_t *w, mb_msg_t *result, int normal) {
   }
 }
 
+/* The exit reason of a process that raised: {Error, Traceback}, logged in
+ * a crash report.  A process over its memory limit gets {memory_limit,
+ * Bytes} instead. */
+static mb_msg_t *crash_reason(mb_proc_t *p, lua_State *L) {
+  mb_msg_t *m = NULL;
+  if (p->mem_exceeded) {
+    mb_log(MB_LOG_ERROR,
+           "process <0.%u.%u> killed: it exceeded its memory limit of %zu "
+           "bytes",
+           MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), p->max_mem);
+    m = mb__tuple_new(2);
+    if (m != NULL && (mb__tuple_atom(&m, mb__atoms.memory_limit) ||
+                      mb__tuple_int(&m, (lua_Integer)p->max_mem) ||
+                      mb__tuple_end(&m, 2))) {
+      mb_msg_free(m);
+      m = NULL;
+    }
+    return m;
+  }
+  size_t limit = p->max_mem;
+  p->max_mem = 0; /* the report may need memory */
+  push_crash_reason(L, p);
+  log_crash(L, p, lua_gettop(L));
+  if (mb__msg_encode(L, -1, "reason", &m, NULL, 0) != 0) {
+    /* An error value that cannot be sent: keep its text. */
+    lua_rawgeti(L, -1, 1);
+    luaL_tolstring(L, -1, NULL);
+    lua_rawseti(L, -3, 1);
+    lua_pop(L, 1);
+    mb__msg_encode(L, -1, "reason", &m, NULL, 0);
+  }
+  p->max_mem = limit;
+  return m;
+}
+
+/* End the process.  status is the Lua status of its last resume (LUA_YIELD
+ * when an exit signal or exit() ends it, with p->exit_reason set). */
 static void proc_exit(mb_proc_t *p, int status, int nres) {
   lua_State *L = p->L;
-  int normal = status == LUA_OK;
-  p->max_mem = 0; /* the report may need memory the limit denied */
-  if (!normal) {
-    push_crash_reason(L, p);
-    log_crash(L, p, lua_gettop(L));
-  } else {
-    pack_results(L, nres);
-  }
+  mb_msg_t *reason = p->exit_reason, *result = NULL;
+  p->exit_reason = NULL;
+  int normal;
+  if (reason == NULL && status == LUA_OK)
+    reason = mb__msg_atom(mb__atoms.normal);
+  else if (reason == NULL)
+    reason = crash_reason(p, L);
+  if (reason == NULL)
+    reason = mb__msg_atom(mb__atoms.killed); /* out of memory */
+  normal = reason != NULL && mb__msg_is_atom(reason, mb__atoms.normal);
+
   uv_mutex_lock(&p->lock);
   p->state = MB_PS_EXITING;
   mb__waitlink_t *waiters = p->waiters;
@@ -584,16 +639,17 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   p->inbox_head = p->inbox_tail = NULL;
   p->timer_gen++;
   uv_mutex_unlock(&p->lock);
-  mb_msg_t *result = NULL;
-  if (waiters != NULL) {
+
+  if (waiters != NULL && status == LUA_OK && normal) {
+    p->max_mem = 0;
+    pack_results(L, nres);
     char err[256];
-    if (mb__msg_encode(L, -1, "result", &result, err, sizeof err) != 0) {
-      lua_pushstring(L, err);
-      normal = 0;
-      mb__msg_encode(L, -1, "result", &result, NULL, 0);
-    }
+    if (mb__msg_encode(L, -1, "result", &result, err, sizeof err) != 0)
+      result = NULL;
   }
   table_remove(p->pid);
+  if (reason != NULL)
+    mb__link_exit(p, reason, inbox);
   mb__proc_timer_disarm(p);
   free_queue(inbox);
   free_queue(p->q_head);
@@ -606,14 +662,19 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   free(p->start_fun);
   p->start_fn = p->start_args = NULL;
   p->start_mod = p->start_fun = NULL;
-  notify_waiters(waiters, result, normal);
+  notify_waiters(waiters, result ? result : reason, normal);
   mb_msg_free(result);
+  mb_msg_free(reason);
   mb__proc_unref(p);
 }
 
 void mb__proc_run(mb_proc_t *p) {
   lua_State *L = p->L;
   int nargs = 0, nres = 0;
+  if (atomic_load(&p->sig_pending) && mb__proc_handle_signals(p)) {
+    proc_exit(p, LUA_YIELD, 0);
+    return;
+  }
   p->budget = SLICE;
   p->yield_kind = MB_YIELD_NONE;
   p->sched_yield = false;
@@ -622,7 +683,8 @@ void mb__proc_run(mb_proc_t *p) {
     lua_pushcfunction(L, proc_main);
   }
   int status = lua_resume(L, NULL, nargs, &nres);
-  if (status != LUA_YIELD) {
+  if (status != LUA_YIELD || p->yield_kind == MB_YIELD_EXIT ||
+      p->mem_exceeded) {
     proc_exit(p, status, nres);
     return;
   }
@@ -733,4 +795,99 @@ void mb_waiter_free(mb_waiter_t *waiter) {
     uv_cond_wait(&w->cond, &w->lock);
   uv_mutex_unlock(&w->lock);
   waitlink_free(w);
+}
+
+/* ---- inspection ---- */
+
+static const char *state_name(mb__proc_state_t s) {
+  static const char *names[] = {"runnable", "running", "waiting", "exiting"};
+  return names[s];
+}
+
+static void push_keys(lua_State *L, const mb__map_t *m, bool pids,
+                      const char *field) {
+  lua_createtable(L, (int)m->len, 0);
+  int i = 0;
+  for (size_t k = 0; k < m->cap; k++) {
+    if (m->keys[k] == 0)
+      continue;
+    if (pids)
+      mb__push_pid(L, (mb_pid_t)m->keys[k]);
+    else
+      mb__push_pid(L, (mb_pid_t)(uintptr_t)m->vals[k]);
+    lua_rawseti(L, -2, ++i);
+  }
+  lua_setfield(L, -2, field);
+}
+
+/* process_info(pid) -> table, or nil if the process is not alive. */
+int mb__process_info(lua_State *L) {
+  mb__lpid_t *lp = mb__to_pid(L, 1);
+  if (lp == NULL)
+    return luaL_typeerror(L, 1, "pid");
+  mb_proc_t *p = mb__proc_lookup(lp->id);
+  if (p == NULL)
+    return 0;
+  lua_createtable(L, 0, 12);
+  {
+    uv_mutex_lock(&p->lock);
+    bool exiting = p->state == MB_PS_EXITING;
+    size_t inbox = 0;
+    for (mb_msg_t *m = p->inbox_head; m; m = m->next)
+      inbox += m->kind == MB_SIG_MSG;
+    lua_pushstring(L, state_name(p->state));
+    lua_setfield(L, -2, "status");
+    lua_pushinteger(L, (lua_Integer)(inbox + atomic_load_explicit(
+                                                 &p->mq_len,
+                                                 memory_order_relaxed)));
+    lua_setfield(L, -2, "message_queue_len");
+    push_keys(L, &p->links, true, "links");
+    push_keys(L, &p->monitors, false, "monitors");
+    push_keys(L, &p->monitored_by, false, "monitored_by");
+    lua_pushboolean(L, p->trap_exit);
+    lua_setfield(L, -2, "trap_exit");
+    if (p->name != NULL) {
+      lua_pushlstring(L, p->name->name, p->name->len);
+      lua_setfield(L, -2, "registered_name");
+    }
+    uv_mutex_unlock(&p->lock);
+    if (exiting) {
+      mb__proc_unref(p);
+      lua_pop(L, 1);
+      return 0;
+    }
+  }
+  lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&p->mem,
+                                                       memory_order_relaxed));
+  lua_setfield(L, -2, "memory");
+  lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&p->reductions,
+                                                       memory_order_relaxed));
+  lua_setfield(L, -2, "reductions");
+  lua_pushinteger(L, (lua_Integer)p->max_mem);
+  lua_setfield(L, -2, "max_heap");
+  mb__proc_unref(p);
+  return 1;
+}
+
+/* processes() -> list of every live pid. */
+int mb__processes(lua_State *L) {
+  lua_createtable(L, (int)mb_proc_count(), 0);
+  int n = 0;
+  for (int i = 0; i < SHARDS; i++) {
+    shard_t *s = &shards[i];
+    uv_mutex_lock(&s->lock);
+    size_t cap = s->map.cap;
+    mb_pid_t *pids = cap ? malloc(cap * sizeof *pids) : NULL;
+    size_t k = 0;
+    for (size_t j = 0; pids != NULL && j < cap; j++)
+      if (s->map.keys[j] != 0)
+        pids[k++] = (mb_pid_t)s->map.keys[j];
+    uv_mutex_unlock(&s->lock);
+    for (size_t j = 0; j < k; j++) {
+      mb__push_pid(L, pids[j]);
+      lua_rawseti(L, -2, ++n);
+    }
+    free(pids);
+  }
+  return 1;
 }

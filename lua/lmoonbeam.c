@@ -81,6 +81,34 @@ static mb_pid_t check_pid(lua_State *L, int idx) {
   return p->id;
 }
 
+/* A registered name: an atom, or a string naming one. */
+static const mb__atom_t *check_name(lua_State *L, int idx) {
+  const mb__atom_t *a = mb__to_atom(L, idx);
+  if (a != NULL)
+    return a;
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (s == NULL || lua_type(L, idx) != LUA_TSTRING)
+    luaL_typeerror(L, idx, "name (string or atom)");
+  if (mb__atom_intern(s, len, &a) != 0)
+    luaL_argerror(L, idx, "name longer than 255 bytes");
+  return a;
+}
+
+/* A destination: a pid, or a registered name. */
+static mb_pid_t check_dest(lua_State *L, int idx, const char *fname) {
+  mb__lpid_t *p = mb__to_pid(L, idx);
+  if (p != NULL)
+    return p->id;
+  if (lua_type(L, idx) != LUA_TSTRING && mb__to_atom(L, idx) == NULL)
+    luaL_typeerror(L, idx, "pid or registered name");
+  const mb__atom_t *name = check_name(L, idx);
+  mb_pid_t pid = mb__registry_whereis(name);
+  if (pid == 0)
+    luaL_error(L, "%s: no process registered as '%s'", fname, name->name);
+  return pid;
+}
+
 /* ---- processes ---- */
 
 static int l_self(lua_State *L) {
@@ -105,19 +133,65 @@ static int spawn_target(lua_State *L, mb_spawn_opts_t *o, const char *fname) {
   return 2;
 }
 
-static int l_spawn(lua_State *L) {
+static int spawn_with(lua_State *L, mb_spawn_opts_t *o, int base,
+                      const char *fname) {
   ensure_node(L);
-  mb_spawn_opts_t o = {0};
-  int first = spawn_target(L, &o, "spawn");
-  o.args = encode_args(L, first, "spawn");
+  mb_proc_t *self = MB_PROC(L);
+  if ((o->link || o->monitor) && self == NULL)
+    return luaL_error(L, "%s: not called inside a moonbeam process", fname);
+  o->parent = self ? self->pid : 0;
+  lua_rotate(L, 1, -(base - 1)); /* the target first, options last */
+  int first = spawn_target(L, o, fname);
+  lua_settop(L, lua_gettop(L) - (base - 1));
+  o->args = encode_args(L, first, fname);
   mb_pid_t pid;
-  check_err(L, mb_proc_spawn_opts(&o, &pid), "spawn");
+  check_err(L, mb_proc_spawn_opts(o, &pid), fname);
   mb__push_pid(L, pid);
+  if (o->monitor) {
+    mb__push_ref(L, o->monitor_ref);
+    return 2;
+  }
   return 1;
 }
 
+/* spawn(fn, ...) or spawn(module, fname, ...) -> pid */
+static int l_spawn(lua_State *L) {
+  mb_spawn_opts_t o = {0};
+  return spawn_with(L, &o, 1, "spawn");
+}
+
+/* spawn_link(...) -> pid, linked to the caller before it runs. */
+static int l_spawn_link(lua_State *L) {
+  mb_spawn_opts_t o = {0};
+  o.link = 1;
+  return spawn_with(L, &o, 1, "spawn_link");
+}
+
+/* spawn_monitor(...) -> pid, ref */
+static int l_spawn_monitor(lua_State *L) {
+  mb_spawn_opts_t o = {0};
+  o.monitor = 1;
+  return spawn_with(L, &o, 1, "spawn_monitor");
+}
+
+/* spawn_opt({link=, monitor=, max_heap=}, fn or module, ...) */
+static int l_spawn_opt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  mb_spawn_opts_t o = {0};
+  lua_getfield(L, 1, "link");
+  o.link = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "monitor");
+  o.monitor = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "max_heap");
+  lua_Integer heap = luaL_optinteger(L, -1, 0);
+  luaL_argcheck(L, heap >= 0, 1, "max_heap must not be negative");
+  o.max_heap = (size_t)heap;
+  lua_pop(L, 3);
+  return spawn_with(L, &o, 2, "spawn_opt");
+}
+
 static int l_send(lua_State *L) {
-  mb_pid_t to = check_pid(L, 1);
+  mb_pid_t to = check_dest(L, 1, "send");
   luaL_checkany(L, 2);
   mb_msg_t *m = encode(L, 2, "msg", "send");
   mb_proc_t *self = MB_PROC(L);
@@ -129,7 +203,7 @@ static int l_send(lua_State *L) {
 static int l_send_after(lua_State *L) {
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_argcheck(L, ms >= 0, 1, "time must not be negative");
-  mb_pid_t to = check_pid(L, 2);
+  mb_pid_t to = check_dest(L, 2, "send_after");
   luaL_checkany(L, 3);
   ensure_node(L);
   mb_msg_t *m = encode(L, 3, "msg", "send_after");
@@ -168,7 +242,76 @@ static int l_process_count(lua_State *L) {
 
 static int l_memory(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "memory");
-  lua_pushinteger(L, (lua_Integer)p->mem);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&p->mem));
+  return 1;
+}
+
+/* ---- names ---- */
+
+static int l_register(lua_State *L) {
+  const mb__atom_t *name = check_name(L, 1);
+  mb_pid_t pid = check_pid(L, 2);
+  int err = mb__registry_register(name, pid);
+  if (err == MB_EEXIST)
+    return luaL_error(L, "register: the name '%s' is already registered",
+                      name->name);
+  if (err == MB_ESTATE)
+    return luaL_error(L, "register: %s already has a registered name",
+                      luaL_tolstring(L, 2, NULL));
+  if (err == MB_ENOPROC)
+    return luaL_error(L, "register: %s is not alive",
+                      luaL_tolstring(L, 2, NULL));
+  check_err(L, err, "register");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_unregister(lua_State *L) {
+  const mb__atom_t *name = check_name(L, 1);
+  if (mb__registry_unregister(name) != 0)
+    return luaL_error(L, "unregister: no process registered as '%s'",
+                      name->name);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* whereis(name) -> pid, or nil */
+static int l_whereis(lua_State *L) {
+  mb_pid_t pid = mb__registry_whereis(check_name(L, 1));
+  if (pid == 0 || !mb_proc_alive(pid))
+    return 0;
+  mb__push_pid(L, pid);
+  return 1;
+}
+
+static int l_registered(lua_State *L) {
+  mb__registry_push_all(L);
+  return 1;
+}
+
+/* ---- logging ---- */
+
+static const char *const level_names[] = {"debug", "info", "notice",
+                                          "warning", "error", NULL};
+
+static int l_log(lua_State *L) {
+  int level = luaL_checkoption(L, 1, NULL, level_names);
+  const char *text = luaL_tolstring(L, 2, NULL);
+  mb_proc_t *p = MB_PROC(L);
+  if (p != NULL)
+    mb_log((mb_log_level_t)level, "<0.%u.%u> %s", MB_PID_ID(p->pid),
+           MB_PID_SERIAL(p->pid), text);
+  else
+    mb_log((mb_log_level_t)level, "%s", text);
+  return 0;
+}
+
+/* log_level([level]) -> the previous level */
+static int l_log_level(lua_State *L) {
+  mb_log_level_t old = mb_log_get_level();
+  if (!lua_isnoneornil(L, 1))
+    mb_log_set_level((mb_log_level_t)luaL_checkoption(L, 1, NULL, level_names));
+  lua_pushstring(L, level_names[old]);
   return 1;
 }
 
@@ -176,6 +319,8 @@ static int l_memory(lua_State *L) {
 
 static int l_atom(lua_State *L) {
   size_t len;
+  if (lua_istable(L, 1))
+    lua_remove(L, 1); /* called as atom(name) on the atom table */
   const char *s = luaL_checklstring(L, 1, &len);
   const mb__atom_t *a;
   int err = mb__atom_intern(s, len, &a);
@@ -319,6 +464,23 @@ static int l_run(lua_State *L) {
 static const luaL_Reg funcs[] = {
     {"self", l_self},
     {"spawn", l_spawn},
+    {"spawn_link", l_spawn_link},
+    {"spawn_monitor", l_spawn_monitor},
+    {"spawn_opt", l_spawn_opt},
+    {"link", mb__link},
+    {"unlink", mb__unlink},
+    {"monitor", mb__monitor},
+    {"demonitor", mb__demonitor},
+    {"exit", mb__exit},
+    {"trap_exit", mb__trap_exit},
+    {"register", l_register},
+    {"unregister", l_unregister},
+    {"whereis", l_whereis},
+    {"registered", l_registered},
+    {"process_info", mb__process_info},
+    {"processes", mb__processes},
+    {"log", l_log},
+    {"log_level", l_log_level},
     {"send", l_send},
     {"receive", mb__receive},
     {"sleep", mb__sleep},
@@ -340,8 +502,34 @@ static const luaL_Reg funcs[] = {
 
 /* The module's functions are set on first use, so that a process that
  * uses two of them does not pay for a table of all of them. */
+static int atom_index(lua_State *L) {
+  l_atom(L);
+  lua_pushvalue(L, 1); /* the name, now at 1 */
+  lua_pushvalue(L, -2);
+  lua_rawset(L, lua_upvalueindex(1));
+  return 1;
+}
+
+/* mb.atom is a table: mb.atom("ok") and mb.atom.ok both give the atom. */
+static void push_atom_table(lua_State *L) {
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, l_atom);
+  lua_setfield(L, -2, "__call");
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, atom_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+}
+
 static int lazy_field(lua_State *L) {
   const char *k = lua_tostring(L, 2);
+  if (k != NULL && strcmp(k, "atom") == 0) {
+    push_atom_table(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, k);
+    return 1;
+  }
   for (const luaL_Reg *f = funcs; k != NULL && f->name; f++)
     if (strcmp(f->name, k) == 0) {
       lua_pushcfunction(L, f->func);

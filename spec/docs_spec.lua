@@ -2,10 +2,11 @@
 -- with the launcher and must exit with status 0.  Blocks that are not meant
 -- to run are fenced ```lua-norun and skipped.
 --
--- The launcher is build/bin/moonbeam, or $MOONBEAM to try another build.
+-- The launcher is build/bin/moonbeam, or bin/moonbeam in $MB_BUILD_DIR (set
+-- by .ci/specs to the build under test).
 local lfs = require "lfs"
 
-local launcher = os.getenv("MOONBEAM") or "build/bin/moonbeam"
+local launcher = (os.getenv("MB_BUILD_DIR") or "build") .. "/bin/moonbeam"
 
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"

@@ -1,8 +1,9 @@
 -- The programs in examples/ run with the launcher, exit with status 0 and
 -- print what they promise.
 --
--- The launcher is build/bin/moonbeam, or $MOONBEAM to try another build.
-local launcher = os.getenv("MOONBEAM") or "build/bin/moonbeam"
+-- The launcher is build/bin/moonbeam, or bin/moonbeam in $MB_BUILD_DIR (set
+-- by .ci/specs to the build under test).
+local launcher = (os.getenv("MB_BUILD_DIR") or "build") .. "/bin/moonbeam"
 
 local function shell_quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"

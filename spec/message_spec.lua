@@ -126,7 +126,7 @@ describe("send", function()
   it("refuses a destination that is not a pid", function()
     local ok, err = pcall(mb.send, {}, "x")
     assert.is_false(ok)
-    assert.matches("bad argument #1 to '[%w.]*send' %(pid expected, got table%)", err)
+    assert.matches("bad argument #1 to '[%w.]*send' %(pid or registered name expected, got table%)", err)
   end)
 
   it("drops messages to a dead process silently", function()

@@ -1,0 +1,98 @@
+/* Registered names: atom -> pid, one name per process, freed when the
+ * process ends.  Lock order: the registry, then a process. */
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "internal.h"
+
+static uv_mutex_t lock;
+static uv_once_t once = UV_ONCE_INIT;
+static mb__map_t names; /* atom index + 1 -> pid */
+
+static void init(void) {
+  uv_mutex_init(&lock);
+  mb__map_init(&names);
+}
+
+static uint64_t key(const mb__atom_t *name) { return (uint64_t)name->index + 1; }
+
+int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
+  uv_once(&once, init);
+  mb_proc_t *p = mb__proc_lookup(pid);
+  if (p == NULL)
+    return MB_ENOPROC;
+  int err = 0;
+  uv_mutex_lock(&lock);
+  if (mb__map_get(&names, key(name)) != NULL) {
+    err = MB_EEXIST;
+  } else {
+    uv_mutex_lock(&p->lock);
+    if (p->state == MB_PS_EXITING)
+      err = MB_ENOPROC;
+    else if (p->name != NULL)
+      err = MB_ESTATE;
+    else
+      p->name = name;
+    uv_mutex_unlock(&p->lock);
+    if (err == 0)
+      err = mb__map_put(&names, key(name), (void *)(uintptr_t)pid);
+  }
+  uv_mutex_unlock(&lock);
+  mb__proc_unref(p);
+  return err;
+}
+
+int mb__registry_unregister(const mb__atom_t *name) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  mb_pid_t pid = (mb_pid_t)(uintptr_t)mb__map_del(&names, key(name));
+  mb_proc_t *p = pid ? mb__proc_lookup(pid) : NULL;
+  if (p != NULL) {
+    uv_mutex_lock(&p->lock);
+    p->name = NULL;
+    uv_mutex_unlock(&p->lock);
+    mb__proc_unref(p);
+  }
+  uv_mutex_unlock(&lock);
+  return pid ? 0 : MB_ENOTFOUND;
+}
+
+mb_pid_t mb__registry_whereis(const mb__atom_t *name) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  mb_pid_t pid = (mb_pid_t)(uintptr_t)mb__map_get(&names, key(name));
+  uv_mutex_unlock(&lock);
+  return pid;
+}
+
+void mb__registry_remove_proc(mb_proc_t *p) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  uv_mutex_lock(&p->lock);
+  const mb__atom_t *name = p->name;
+  p->name = NULL;
+  uv_mutex_unlock(&p->lock);
+  if (name != NULL &&
+      (mb_pid_t)(uintptr_t)mb__map_get(&names, key(name)) == p->pid)
+    mb__map_del(&names, key(name));
+  uv_mutex_unlock(&lock);
+}
+
+void mb__registry_push_all(lua_State *L) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  size_t n = 0, cap = names.cap;
+  uint64_t *keys = cap ? malloc(cap * sizeof *keys) : NULL;
+  for (size_t i = 0; keys != NULL && i < cap; i++)
+    if (names.keys[i] != 0)
+      keys[n++] = names.keys[i];
+  uv_mutex_unlock(&lock);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const mb__atom_t *a = mb__atom_at((uint32_t)(keys[i] - 1));
+    lua_pushlstring(L, a->name, a->len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  free(keys);
+}
