@@ -43,15 +43,23 @@ static char *lua_path(void) {
   const char *env = getenv("LUA_PATH_5_4");
   if (env == NULL)
     env = getenv("LUA_PATH");
-  size_t n = 6 * strlen(exe) + (env ? strlen(env) : 0) + 512;
+  if (env == NULL)
+    env = ";;";
+  /* As Lua does, ";;" in the variable stands for the default path. */
+  const char *dflt = strstr(env, ";;");
+  size_t n = 6 * strlen(exe) + strlen(env) + strlen(LUA_PATH_DEFAULT) + 512;
   char *path = malloc(n);
   if (path == NULL)
     return NULL;
-  snprintf(path, n,
-           "%s/../stdlib/?.lua;%s/../stdlib/?/init.lua;"
-           "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
-           "%s;;",
-           exe, exe, exe, exe, env ? env : "");
+  int k = snprintf(path, n,
+                   "%s/../stdlib/?.lua;%s/../stdlib/?/init.lua;"
+                   "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
+                   exe, exe, exe, exe);
+  if (dflt == NULL)
+    snprintf(path + k, n - (size_t)k, "%s", env);
+  else
+    snprintf(path + k, n - (size_t)k, "%.*s;%s;%s", (int)(dflt - env), env,
+             LUA_PATH_DEFAULT, dflt + 2);
   return path;
 }
 

@@ -1,0 +1,60 @@
+/* Links, monitors and names under concurrency: a chain of linked processes
+ * spread over schedulers dies whole; many monitors fire once each; of many
+ * processes racing for one name exactly one gets it. */
+#include "test.h"
+
+int main(void) {
+  mb_config_t cfg = {0};
+  cfg.schedulers = 4;
+  ASSERT_EQ(0, mb_node_start(&cfg));
+  long long n = 0;
+  ASSERT(test_run(
+      "local mb = require 'moonbeam'\n"
+      "return function()\n"
+      "  local me, before = mb.self(), mb.process_count()\n"
+      "  local function node(n)\n"
+      "    if n == 0 then mb.send(me, mb.self()) end\n"
+      "    if n > 0 then mb.spawn_link(node, n - 1) end\n"
+      "    mb.receive()\n"
+      "  end\n"
+      "  local head = mb.spawn(node, 2000)\n"
+      "  local tail = mb.receive(10000)\n"
+      "  local ref = mb.monitor(tail)\n"
+      "  mb.exit(head, 'boom')\n"
+      "  local down = mb.receive(10000)\n"
+      "  assert(down[2] == ref and down[5] == 'boom', 'chain')\n"
+      "  while mb.process_count() > before do mb.sleep(5) end\n"
+      "  -- monitors from many processes at once\n"
+      "  local target = mb.spawn(function() mb.receive() end)\n"
+      "  for i = 1, 200 do mb.spawn(function()\n"
+      "    local refs = {}\n"
+      "    for j = 1, 50 do refs[mb.monitor(target)] = true end\n"
+      "    mb.send(me, 'armed')\n"
+      "    local got = 0\n"
+      "    for j = 1, 50 do local m = mb.receive(10000) refs[m[2]] = nil got = got + 1 end\n"
+      "    assert(next(refs) == nil)\n"
+      "    mb.send(me, got)\n"
+      "  end) end\n"
+      "  for i = 1, 200 do assert(mb.receive(10000) == 'armed') end\n"
+      "  mb.send(target, 'die')\n"
+      "  local total = 0\n"
+      "  for i = 1, 200 do total = total + mb.receive(10000) end\n"
+      "  assert(total == 10000, 'monitors')\n"
+      "  -- a race for one name\n"
+      "  for i = 1, 100 do mb.spawn(function()\n"
+      "    local ok = pcall(mb.register, 'the_one', mb.self())\n"
+      "    mb.send(me, ok and 1 or 0)\n"
+      "    if ok then mb.receive() end\n"
+      "  end) end\n"
+      "  local winners = 0\n"
+      "  for i = 1, 100 do winners = winners + mb.receive(10000) end\n"
+      "  assert(winners == 1, 'names')\n"
+      "  mb.exit(mb.whereis('the_one'), 'kill')\n"
+      "  return total\n"
+      "end\n",
+      &n));
+  ASSERT_EQ(10000, n);
+  ASSERT_EQ(0, mb_node_stop());
+  printf("ok\n");
+  return 0;
+}
