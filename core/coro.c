@@ -25,6 +25,7 @@ static int resume(lua_State *L, lua_State *co, int narg) {
     return -1;
   }
   int nres;
+  mb__proc_coro_hook(co);
   p->co_depth++;
   status = lua_resume(co, L, narg, &nres);
   p->co_depth--;

@@ -116,8 +116,7 @@ uint64_t mb__ref_next(void);
 
 /* ---- proc.c: processes ---- */
 typedef enum {
-  MB_PS_RUNNABLE, /* in a run queue, or about to be put in one */
-  MB_PS_RUNNING,
+  MB_PS_RUNNABLE, /* in a run queue, or running (see on_cpu) */
   MB_PS_WAITING,  /* blocked in receive or sleep */
   MB_PS_EXITING
 } mb__proc_state_t;
@@ -158,7 +157,9 @@ struct mb_proc_s {
   /* Written by the owner, read by anyone (relaxed). */
   atomic_size_t mem;
   atomic_size_t mq_len;
-  _Atomic uint64_t reductions;
+  _Atomic uint64_t reductions; /* slices run, and messages taken */
+  atomic_bool poked;            /* the watchdog ended its slice */
+  atomic_bool on_cpu;           /* running now (for process_info) */
 
   /* Owned by the thread running the process. */
   lua_State *L;
@@ -171,7 +172,6 @@ struct mb_proc_s {
   mb__yield_kind_t yield_kind;
   bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */
   int co_depth;     /* coroutines being resumed by coro.c */
-  int budget;
   size_t max_mem;
   bool started, mem_exceeded;
   mb_msg_t *exit_reason; /* set when an exit signal or exit() ends it */
@@ -181,6 +181,7 @@ struct mb_proc_s {
 
   /* Under the scheduler's run queue lock. */
   mb_proc_t *rq_next;
+  uint64_t slice; /* the scheduler's slice it inherits when woken */
   /* Under the process table shard lock. */
   mb_proc_t *hash_next;
 };
@@ -191,6 +192,10 @@ mb_proc_t *mb__proc_of(lua_State *L);
 #define MB_PROC(L) mb__proc_of(L)
 
 mb_proc_t *mb__proc_lookup(mb_pid_t pid); /* returns a counted ref */
+/* End the running process's slice (from the watchdog thread). */
+void mb__proc_poke(mb_proc_t *p);
+/* Give a coroutine the hook that ends slices inside coroutines. */
+void mb__proc_coro_hook(lua_State *co);
 void mb__proc_unref(mb_proc_t *p);
 /* Run the process for one slice on the calling scheduler thread. */
 void mb__proc_run(mb_proc_t *p);
@@ -257,8 +262,14 @@ void mb__coro_patch(lua_State *L);
 /* ---- sched.c: M:N scheduler ---- */
 int mb__sched_start(int n);
 void mb__sched_stop(void);
+/* Put a runnable process at the back of a run queue. */
 void mb__sched_enqueue(mb_proc_t *p);
+/* Make a process woken by a message runnable: on a scheduler thread it
+ * runs next, in what is left of the waker's time slice. */
+void mb__sched_wake(mb_proc_t *p);
 int mb__sched_count(void);
+/* The running process is about to end: the watchdog must let it be. */
+void mb__sched_leave(void);
 
 /* ---- timer.c: timers on the node's libuv loop thread ---- */
 typedef enum { MB_TIMER_WAKE, MB_TIMER_SEND } mb__timer_kind_t;

@@ -34,7 +34,7 @@ bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
   bool wake = mb__proc_wake_locked(p);
   uv_mutex_unlock(&p->lock);
   if (wake)
-    mb__sched_enqueue(p);
+    mb__sched_wake(p);
   return true;
 }
 
@@ -221,6 +221,10 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   if (mb__proc_handle_signals(p))
     return mb__proc_yield(L, MB_YIELD_EXIT, ctx, receive_k);
   if (take(L, p, &scanned)) {
+    atomic_store_explicit(&p->reductions,
+                          atomic_load_explicit(&p->reductions,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     publish_len(p);
     mb__proc_timer_disarm(p);
     return 1;

@@ -14,8 +14,9 @@
 #include "internal.h"
 
 #define SHARDS 64
-#define HOOK_COUNT 1000 /* VM instructions between two hook calls */
-#define SLICE 10        /* hook calls per time slice */
+/* Inside coroutines, where the watchdog cannot reach, a count hook checks
+ * every CORO_HOOK_COUNT instructions whether the slice is over. */
+#define CORO_HOOK_COUNT 1000
 
 typedef struct {
   uv_mutex_t lock;
@@ -322,31 +323,45 @@ static lua_State *new_state(mb_proc_t *p) {
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
-  lua_sethook(L, hook, LUA_MASKCOUNT, HOOK_COUNT);
   return L;
 }
 
-/* Preemption: after SLICE hook calls the process yields to its scheduler.
- * The hook can yield only from the process's main thread and outside
- * non-yieldable C calls; elsewhere it tries again at its next call. */
+/* Preemption.  A process runs without a hook (a count hook makes the Lua
+ * VM trace every instruction, which halves its speed).  When its time
+ * slice is over, the scheduler's watchdog thread pokes it: it sets a count
+ * hook on the process's main thread (lua_sethook is safe to call from
+ * another thread, as lua.c does from a signal handler) and raises `poked`.
+ * The hook then yields to the scheduler at the first point where the
+ * process can yield; code inside a C call that cannot yield (a sort
+ * comparator, a receive matcher) runs on until it returns. */
 static void hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   mb_proc_t *p = MB_PROC(L);
-  atomic_store_explicit(&p->reductions,
-                        atomic_load_explicit(&p->reductions,
-                                             memory_order_relaxed) +
-                            HOOK_COUNT,
-                        memory_order_relaxed);
-  bool ending = p->mem_exceeded || atomic_load(&p->sig_pending);
-  if (--p->budget > 0 && !ending)
+  bool main = L == p->L;
+  if (!main && !atomic_load(&p->poked) && !atomic_load(&p->sig_pending) &&
+      !p->mem_exceeded)
+    return; /* a coroutine's periodic check: the slice goes on */
+  if ((!main && p->co_depth == 0) || !lua_isyieldable(L)) {
+    if (main)
+      lua_sethook(L, hook, LUA_MASKCOUNT, 100); /* try again soon */
     return;
-  if ((L != p->L && p->co_depth == 0) || !lua_isyieldable(L))
-    return;
+  }
+  if (main)
+    lua_sethook(L, NULL, 0, 0);
   p->yield_kind = MB_YIELD_PREEMPT;
   if (p->mem_exceeded || mb__proc_handle_signals(p))
     p->yield_kind = MB_YIELD_EXIT;
-  p->sched_yield = L != p->L;
+  p->sched_yield = !main;
   lua_yield(L, 0);
+}
+
+void mb__proc_poke(mb_proc_t *p) {
+  atomic_store(&p->poked, true);
+  lua_sethook(p->L, hook, LUA_MASKCOUNT, 1);
+}
+
+void mb__proc_coro_hook(lua_State *co) {
+  lua_sethook(co, hook, LUA_MASKCOUNT, CORO_HOOK_COUNT);
 }
 
 int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
@@ -620,6 +635,7 @@ static mb_msg_t *crash_reason(mb_proc_t *p, lua_State *L) {
  * when an exit signal or exit() ends it, with p->exit_reason set). */
 static void proc_exit(mb_proc_t *p, int status, int nres) {
   lua_State *L = p->L;
+  mb__sched_leave();
   mb_msg_t *reason = p->exit_reason, *result = NULL;
   p->exit_reason = NULL;
   int normal;
@@ -668,6 +684,11 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   mb__proc_unref(p);
 }
 
+static void add_reductions(mb_proc_t *p, uint64_t n) {
+  uint64_t r = atomic_load_explicit(&p->reductions, memory_order_relaxed);
+  atomic_store_explicit(&p->reductions, r + n, memory_order_relaxed);
+}
+
 void mb__proc_run(mb_proc_t *p) {
   lua_State *L = p->L;
   int nargs = 0, nres = 0;
@@ -675,14 +696,18 @@ void mb__proc_run(mb_proc_t *p) {
     proc_exit(p, LUA_YIELD, 0);
     return;
   }
-  p->budget = SLICE;
   p->yield_kind = MB_YIELD_NONE;
   p->sched_yield = false;
+  atomic_store(&p->poked, false);
+  atomic_store_explicit(&p->on_cpu, true, memory_order_relaxed);
+  lua_sethook(L, NULL, 0, 0);
   if (!p->started) {
     p->started = true;
     lua_pushcfunction(L, proc_main);
   }
   int status = lua_resume(L, NULL, nargs, &nres);
+  atomic_store_explicit(&p->on_cpu, false, memory_order_relaxed);
+  add_reductions(p, 1);
   if (status != LUA_YIELD || p->yield_kind == MB_YIELD_EXIT ||
       p->mem_exceeded) {
     proc_exit(p, status, nres);
@@ -800,7 +825,7 @@ void mb_waiter_free(mb_waiter_t *waiter) {
 /* ---- inspection ---- */
 
 static const char *state_name(mb__proc_state_t s) {
-  static const char *names[] = {"runnable", "running", "waiting", "exiting"};
+  static const char *names[] = {"runnable", "waiting", "exiting"};
   return names[s];
 }
 
@@ -835,7 +860,9 @@ int mb__process_info(lua_State *L) {
     size_t inbox = 0;
     for (mb_msg_t *m = p->inbox_head; m; m = m->next)
       inbox += m->kind == MB_SIG_MSG;
-    lua_pushstring(L, state_name(p->state));
+    lua_pushstring(L, p->state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
+                          ? "running"
+                          : state_name(p->state));
     lua_setfield(L, -2, "status");
     lua_pushinteger(L, (lua_Integer)(inbox + atomic_load_explicit(
                                                  &p->mq_len,

@@ -1,18 +1,30 @@
-/* The M:N scheduler: N threads, each with its own run queue.  A process
- * made runnable by a scheduler thread goes to that thread's queue (it is
- * likely to find its data in that core's cache); an idle scheduler steals
- * from the others before it sleeps.
+/* The M:N scheduler: N threads, each with its own run queue, and a watchdog
+ * thread that ends time slices.
+ *
+ * - A process made runnable by a message from a process on a scheduler
+ *   thread goes to that thread's `runnext` slot: it runs as soon as the
+ *   sender yields, in what is left of the sender's time slice (so a pair of
+ *   processes exchanging messages costs no queueing, yet cannot keep the
+ *   others waiting for longer than one slice).
+ * - Other runnable processes go to the back of a queue.  An idle scheduler
+ *   steals from the others (only where more than one process waits: the
+ *   one at the head runs as soon as its owner is free) before it sleeps.
+ * - The watchdog looks at every scheduler each tick; a process past the
+ *   end of its slice is poked (see mb__proc_poke) and yields.
  *
  * Each queue is a FIFO of processes linked through rq_next, under the
- * queue's lock.  A process is in at most one queue, and only while its
- * state is RUNNABLE. */
+ * queue's lock.  A process is in at most one queue or runnext slot, and
+ * only while its state is RUNNABLE. */
 #include <sched.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
+#define TICK_NS 100000u      /* the watchdog's tick while processes run */
+#define SLICE_TICKS 5        /* a time slice: 5 ticks, about 0.5 ms */
+#define IDLE_TICK_NS 5000000u /* and while none has run for a while */
 #define SPIN_ROUNDS 64
-#define IDLE_WAIT_NS 10000000u /* a sleeping scheduler looks again every 10 ms */
+#define IDLE_WAIT_NS 10000000u /* a sleeping scheduler looks again */
 
 typedef struct {
   uv_thread_t thread;
@@ -22,6 +34,21 @@ typedef struct {
   int index;
   atomic_bool sleeping; /* waiting on `wakeup` under sleep_lock */
   uv_cond_t wakeup;
+  /* The running process.  The watchdog raises `watching` before it reads
+   * `running` and pokes it; a scheduler that clears `running` to end a
+   * process waits until `watching` is down before the process's state
+   * may be closed (a hazard pointer, in short). */
+  _Atomic(mb_proc_t *) running;
+  atomic_bool watching;
+  /* Slices are counted, not timed: the watchdog pokes the process that
+   * runs in a slice it has seen for SLICE_TICKS ticks, and marks the slice
+   * spent.  The scheduler reads no clock. */
+  atomic_uint_fast64_t slice;
+  atomic_uint_fast64_t spent; /* the last slice the watchdog ended */
+  uint64_t wd_slice;          /* watchdog thread only */
+  int wd_ticks;
+  /* Owner thread only. */
+  mb_proc_t *runnext;
 } sched_t;
 
 static sched_t *scheds;
@@ -30,6 +57,7 @@ static atomic_bool stopping;
 static atomic_int nsleeping;
 static atomic_uint round_robin;
 static uv_mutex_t sleep_lock;
+static uv_thread_t watchdog;
 static _Thread_local sched_t *current;
 
 int mb__sched_count(void) { return nscheds; }
@@ -76,22 +104,10 @@ static sched_t *find_sleeper(void) {
   return NULL;
 }
 
-void mb__sched_enqueue(mb_proc_t *p) {
-  sched_t *s = current;
-  if (s == NULL) {
-    /* From outside the schedulers (timers, the host): prefer a sleeping
-     * scheduler, which will find the process in its own queue. */
-    sched_t *sleeper = find_sleeper();
-    s = sleeper ? sleeper
-                : &scheds[atomic_fetch_add(&round_robin, 1) % (unsigned)nscheds];
-    push(s, p);
-    if (atomic_load(&s->sleeping))
-      wake(s);
-    return;
-  }
+/* Queue on this scheduler; a second waiting process is work another core
+ * could do now, so wake a sleeping scheduler to steal it. */
+static void push_local(sched_t *s, mb_proc_t *p) {
   push(s, p);
-  /* One queued process will run when this one yields; a second one is
-   * work another core could do now. */
   if (atomic_load(&s->len) >= 2) {
     sched_t *sleeper = find_sleeper();
     if (sleeper != NULL)
@@ -99,9 +115,34 @@ void mb__sched_enqueue(mb_proc_t *p) {
   }
 }
 
-/* Take work from another queue, but only from one holding more than the
- * process its owner will run next: stealing that one would move a process
- * away from its cache for at most one time slice of waiting. */
+void mb__sched_enqueue(mb_proc_t *p) {
+  sched_t *s = current;
+  if (s != NULL) {
+    push_local(s, p);
+    return;
+  }
+  /* From outside the schedulers (timers, the host): prefer a sleeping
+   * scheduler, which will find the process in its own queue. */
+  sched_t *sleeper = find_sleeper();
+  s = sleeper ? sleeper
+              : &scheds[atomic_fetch_add(&round_robin, 1) % (unsigned)nscheds];
+  push(s, p);
+  if (atomic_load(&s->sleeping))
+    wake(s);
+}
+
+void mb__sched_wake(mb_proc_t *p) {
+  sched_t *s = current;
+  if (s == NULL || atomic_load_explicit(&s->running, memory_order_relaxed) == NULL) {
+    mb__sched_enqueue(p);
+    return;
+  }
+  if (s->runnext != NULL)
+    push_local(s, s->runnext);
+  p->slice = atomic_load_explicit(&s->slice, memory_order_relaxed);
+  s->runnext = p;
+}
+
 static mb_proc_t *steal(sched_t *self) {
   for (int i = 1; i < nscheds; i++) {
     sched_t *victim = &scheds[(self->index + i) % nscheds];
@@ -121,9 +162,19 @@ static bool any_work(sched_t *self) {
   return false;
 }
 
-static mb_proc_t *next_proc(sched_t *s) {
+/* The next process to run, and whether it starts a new slice. */
+static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
+  mb_proc_t *p = s->runnext;
+  if (p != NULL) {
+    s->runnext = NULL;
+    if (atomic_load(&s->spent) != p->slice) {
+      *new_slice = false;
+      return p;
+    }
+    push(s, p); /* its slice is spent: to the back of the queue */
+  }
   for (;;) {
-    mb_proc_t *p = pop(s);
+    p = pop(s);
     if (p == NULL)
       p = steal(s);
     for (int i = 0; p == NULL && i < SPIN_ROUNDS; i++) {
@@ -132,8 +183,10 @@ static mb_proc_t *next_proc(sched_t *s) {
       if (p == NULL)
         p = steal(s);
     }
-    if (p != NULL)
+    if (p != NULL) {
+      *new_slice = true;
       return p;
+    }
     if (atomic_load(&stopping))
       return NULL;
     uv_mutex_lock(&sleep_lock);
@@ -147,17 +200,70 @@ static mb_proc_t *next_proc(sched_t *s) {
   }
 }
 
+void mb__sched_leave(void) {
+  sched_t *s = current;
+  if (s == NULL)
+    return;
+  atomic_store(&s->running, NULL);
+  while (atomic_load(&s->watching))
+    sched_yield();
+}
+
+static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
+  if (new_slice)
+    atomic_fetch_add_explicit(&s->slice, 1, memory_order_relaxed);
+  atomic_store(&s->running, p);
+  mb__proc_run(p);
+  /* Not a full mb__sched_leave: the process's state stays open. */
+  atomic_store(&s->running, NULL);
+}
+
 static void sched_main(void *arg) {
   sched_t *s = arg;
   current = s;
   mb_proc_t *p;
-  while (!atomic_load(&stopping) && (p = next_proc(s)) != NULL) {
-    uv_mutex_lock(&p->lock);
-    p->state = MB_PS_RUNNING;
-    uv_mutex_unlock(&p->lock);
-    mb__proc_run(p);
-  }
+  bool new_slice;
+  while (!atomic_load(&stopping) && (p = next_proc(s, &new_slice)) != NULL)
+    run(s, p, new_slice);
+  if (s->runnext != NULL)
+    push(s, s->runnext);
+  s->runnext = NULL;
   current = NULL;
+}
+
+/* One watchdog tick for scheduler s; true if a process runs there. */
+static bool watch(sched_t *s) {
+  uint64_t slice = atomic_load(&s->slice);
+  if (slice != s->wd_slice) {
+    s->wd_slice = slice;
+    s->wd_ticks = 0;
+  }
+  if (atomic_load(&s->running) == NULL)
+    return false;
+  if (++s->wd_ticks < SLICE_TICKS || atomic_load(&s->spent) == slice)
+    return true;
+  atomic_store(&s->watching, true);
+  mb_proc_t *p = atomic_load(&s->running);
+  if (p != NULL) {
+    atomic_store(&s->spent, slice);
+    mb__proc_poke(p);
+  }
+  atomic_store(&s->watching, false);
+  return true;
+}
+
+static void watchdog_main(void *arg) {
+  (void)arg;
+  int idle_ticks = 0;
+  while (!atomic_load(&stopping)) {
+    bool busy = false;
+    for (int i = 0; i < nscheds; i++)
+      busy |= watch(&scheds[i]);
+    idle_ticks = busy ? 0 : idle_ticks + 1;
+    /* Tick slowly once nothing has run for a while. */
+    struct timespec ts = {0, idle_ticks > 1000 ? IDLE_TICK_NS : TICK_NS};
+    nanosleep(&ts, NULL);
+  }
 }
 
 int mb__sched_start(int n) {
@@ -175,6 +281,8 @@ int mb__sched_start(int n) {
   for (int i = 0; i < n; i++)
     if (uv_thread_create(&scheds[i].thread, sched_main, &scheds[i]) != 0)
       return MB_ETHREAD;
+  if (uv_thread_create(&watchdog, watchdog_main, NULL) != 0)
+    return MB_ETHREAD;
   return 0;
 }
 
@@ -186,4 +294,5 @@ void mb__sched_stop(void) {
   uv_mutex_unlock(&sleep_lock);
   for (int i = 0; i < nscheds; i++)
     uv_thread_join(&scheds[i].thread);
+  uv_thread_join(&watchdog);
 }
