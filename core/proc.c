@@ -693,6 +693,7 @@ void mb__proc_run(mb_proc_t *p) {
   lua_State *L = p->L;
   int nargs = 0, nres = 0;
   if (atomic_load(&p->sig_pending) && mb__proc_handle_signals(p)) {
+    mb__sched_leave();
     proc_exit(p, LUA_YIELD, 0);
     return;
   }
@@ -706,6 +707,9 @@ void mb__proc_run(mb_proc_t *p) {
     lua_pushcfunction(L, proc_main);
   }
   int status = lua_resume(L, NULL, nargs, &nres);
+  /* Another scheduler may take the process (and end it) once it is queued
+   * again: the watchdog must be done with it first. */
+  mb__sched_leave();
   atomic_store_explicit(&p->on_cpu, false, memory_order_relaxed);
   add_reductions(p, 1);
   if (status != LUA_YIELD || p->yield_kind == MB_YIELD_EXIT ||

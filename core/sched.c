@@ -213,9 +213,7 @@ static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
   if (new_slice)
     atomic_fetch_add_explicit(&s->slice, 1, memory_order_relaxed);
   atomic_store(&s->running, p);
-  mb__proc_run(p);
-  /* Not a full mb__sched_leave: the process's state stays open. */
-  atomic_store(&s->running, NULL);
+  mb__proc_run(p); /* calls mb__sched_leave as soon as the slice ends */
 }
 
 static void sched_main(void *arg) {
