@@ -9,17 +9,35 @@
 
 #include "moonbeam.h"
 
+/* ---- memory of Lua states and messages ----
+ * mimalloc where available: processes allocate on one thread and free on
+ * another all the time, which glibc's malloc serves with locked arenas.
+ * Sanitizer builds use the C library's allocator, which they can see. */
+#ifdef MB_USE_MIMALLOC
+#include <mimalloc.h>
+#define mb__mem_realloc mi_realloc
+#define mb__mem_free mi_free
+#else
+#include <stdlib.h>
+#define mb__mem_realloc realloc
+#define mb__mem_free free
+#endif
+
 /* ---- map.c: u64 -> pointer hash map (not thread-safe: callers lock) ---- */
 typedef struct {
-  uint64_t *keys; /* 0 marks an empty slot, so 0 is not a valid key */
-  void **vals;
-  size_t cap, len;
+  struct mb__map_slot {
+    uint64_t key; /* 0 marks an empty slot, so 0 is not a valid key */
+    void *val;
+  } *slots;
+  uint32_t cap, len;
 } mb__map_t;
 void mb__map_init(mb__map_t *m);
 void mb__map_free(mb__map_t *m);
 void *mb__map_get(const mb__map_t *m, uint64_t key);
 int mb__map_put(mb__map_t *m, uint64_t key, void *val);
 void *mb__map_del(mb__map_t *m, uint64_t key);
+/* Iterate: start with *i = 0; false when there is no more. */
+bool mb__map_next(const mb__map_t *m, size_t *i, uint64_t *key, void **val);
 
 /* ---- atom.c: the node's atom table; atoms live until the node ends ---- */
 typedef struct {

@@ -213,18 +213,18 @@ void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox) {
   take_table(p, &p->links, &links);
   take_table(p, &p->monitors, &monitors);
   take_table(p, &p->monitored_by, &by);
-  for (size_t i = 0; i < links.cap; i++)
-    if (links.keys[i] != 0)
-      send_exit((mb_pid_t)links.keys[i], p->pid, reason);
-  for (size_t i = 0; i < by.cap; i++)
-    if (by.keys[i] != 0)
-      send_down(by.keys[i], (mb_pid_t)(uintptr_t)by.vals[i], p->pid, reason);
-  for (size_t i = 0; i < monitors.cap; i++)
-    if (monitors.keys[i] != 0) {
-      mb_msg_t *m = signal_new(MB_SIG_DEMONITOR, p->pid, monitors.keys[i]);
-      if (m != NULL)
-        mb__signal((mb_pid_t)(uintptr_t)monitors.vals[i], m);
-    }
+  size_t i;
+  uint64_t k;
+  void *v;
+  for (i = 0; mb__map_next(&links, &i, &k, &v);)
+    send_exit((mb_pid_t)k, p->pid, reason);
+  for (i = 0; mb__map_next(&by, &i, &k, &v);)
+    send_down(k, (mb_pid_t)(uintptr_t)v, p->pid, reason);
+  for (i = 0; mb__map_next(&monitors, &i, &k, &v);) {
+    mb_msg_t *m = signal_new(MB_SIG_DEMONITOR, p->pid, k);
+    if (m != NULL)
+      mb__signal((mb_pid_t)(uintptr_t)v, m);
+  }
   mb__map_free(&links);
   mb__map_free(&monitors);
   mb__map_free(&by);

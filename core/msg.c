@@ -57,7 +57,7 @@ typedef struct {
 /* ---- buffer ---- */
 
 mb_msg_t *mb__msg_new(size_t cap) {
-  mb_msg_t *m = malloc(sizeof *m + cap);
+  mb_msg_t *m = mb__mem_realloc(NULL, sizeof *m + cap);
   if (m == NULL)
     return NULL;
   memset(m, 0, sizeof *m);
@@ -66,7 +66,7 @@ mb_msg_t *mb__msg_new(size_t cap) {
   return m;
 }
 
-void mb_msg_free(mb_msg_t *m) { free(m); }
+void mb_msg_free(mb_msg_t *m) { mb__mem_free(m); }
 
 size_t mb_msg_size(const mb_msg_t *m) { return m->len; }
 
@@ -77,7 +77,7 @@ static int reserve(enc_t *e, size_t n) {
   size_t cap = m->cap * 2;
   while (cap < m->len + n)
     cap *= 2;
-  m = realloc(m, sizeof *m + cap);
+  m = mb__mem_realloc(m, sizeof *m + cap);
   if (m == NULL) {
     e->what = "out of memory";
     return -1;
@@ -298,6 +298,23 @@ static int enc_upvalues(enc_t *e, int idx) {
   return 0;
 }
 
+static const char dump_cache_key = 'd';
+
+/* The bytecode of a function, dumped once per closure and kept while the
+ * closure lives: spawning the same function again copies it. */
+static void push_dump_cache(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) == LUA_TTABLE)
+    return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
+}
+
 static int enc_function(enc_t *e, int idx) {
   lua_State *L = e->L;
   if (lua_iscfunction(L, idx))
@@ -309,11 +326,30 @@ static int enc_function(enc_t *e, int idx) {
   uint32_t len = 0;
   if (put(e, &len, sizeof len))
     return -1;
+  push_dump_cache(L);
   lua_pushvalue(L, idx);
-  int r = lua_dump(L, dump_writer, e, 0);
-  lua_pop(L, 1);
-  if (r)
-    return -1;
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    size_t n;
+    const char *code = lua_tolstring(L, -1, &n);
+    int r = put(e, code, n);
+    lua_pop(L, 2);
+    if (r)
+      return -1;
+  } else {
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    int r = lua_dump(L, dump_writer, e, 0);
+    lua_pop(L, 1);
+    if (r) {
+      lua_pop(L, 1);
+      return -1;
+    }
+    lua_pushvalue(L, idx);
+    lua_pushlstring(L, (const char *)e->m->data + len_at + sizeof len,
+                    e->m->len - len_at - sizeof len);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   len = (uint32_t)(e->m->len - len_at - sizeof len);
   memcpy(e->m->data + len_at, &len, sizeof len);
   return enc_upvalues(e, idx);
@@ -363,7 +399,6 @@ static int enc(enc_t *e, int idx) {
   }
   case LUA_TTABLE:
   case LUA_TFUNCTION:
-    e->m->has_refs |= lua_type(L, idx) == LUA_TFUNCTION;
     return enc_object(e, idx, lua_type(L, idx));
   case LUA_TLIGHTUSERDATA: {
     const mb__atom_t *a = mb__to_atom(L, idx);

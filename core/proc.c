@@ -147,7 +147,7 @@ mb_proc_t *mb__proc_lookup(mb_pid_t pid) {
 void mb__proc_unref(mb_proc_t *p) {
   if (atomic_fetch_sub(&p->refs, 1) == 1) {
     uv_mutex_destroy(&p->lock);
-    free(p);
+    mb__mem_free(p);
   }
 }
 
@@ -172,7 +172,7 @@ static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL)
     osize = 0;
   if (nsize == 0) {
-    free(ptr);
+    mb__mem_free(ptr);
     atomic_store_explicit(&p->mem, mem - osize, memory_order_relaxed);
     return NULL;
   }
@@ -180,7 +180,7 @@ static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     p->mem_exceeded = true;
     return NULL;
   }
-  void *n = realloc(ptr, nsize);
+  void *n = mb__mem_realloc(ptr, nsize);
   if (n != NULL)
     atomic_store_explicit(&p->mem, mem + nsize - osize, memory_order_relaxed);
   return n;
@@ -279,8 +279,16 @@ void mb__require(lua_State *L, const char *name) {
   lua_call(L, 1, 1);
 }
 
-/* __index of the globals table: opens a library when its name is used. */
-static int lazy_global(lua_State *L) {
+/* __index of the globals table, and of strings until the string library
+ * is opened: opens a library when its name is used.  (One metatable serves
+ * both, to keep a new state small.) */
+static int lazy_index(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    mb__require(L, LUA_STRLIBNAME);
+    lua_pushvalue(L, 2);
+    lua_gettable(L, -2);
+    return 1;
+  }
   const char *k = lua_tostring(L, 2);
   if (k == NULL)
     return 0;
@@ -297,14 +305,6 @@ static int lazy_global(lua_State *L) {
   return 1;
 }
 
-/* __index of strings until the string library is opened. */
-static int lazy_string(lua_State *L) {
-  mb__require(L, LUA_STRLIBNAME);
-  lua_pushvalue(L, 2);
-  lua_gettable(L, -2);
-  return 1;
-}
-
 static void hook(lua_State *L, lua_Debug *ar);
 
 static lua_State *new_state(mb_proc_t *p) {
@@ -312,17 +312,14 @@ static lua_State *new_state(mb_proc_t *p) {
   if (L == NULL)
     return NULL;
   lua_pushglobaltable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_global);
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
-  lua_pop(L, 1);
   lua_pushliteral(L, "");
   lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_string);
+  lua_pushcfunction(L, lazy_index);
   lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_setmetatable(L, -3);
+  lua_setmetatable(L, -3);
+  lua_pop(L, 2);
   return L;
 }
 
@@ -387,7 +384,7 @@ static void proc_free(mb_proc_t *p) {
   free(p->start_mod);
   free(p->start_fun);
   uv_mutex_destroy(&p->lock);
-  free(p);
+  mb__mem_free(p);
 }
 
 static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
@@ -407,7 +404,9 @@ static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
 }
 
 int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
-  mb_proc_t *p = calloc(1, sizeof *p);
+  mb_proc_t *p = mb__mem_realloc(NULL, sizeof *p);
+  if (p != NULL)
+    memset(p, 0, sizeof *p);
   if (p == NULL) {
     mb_msg_free(o->fn);
     mb_msg_free(o->args);
@@ -836,15 +835,13 @@ static const char *state_name(mb__proc_state_t s) {
 static void push_keys(lua_State *L, const mb__map_t *m, bool pids,
                       const char *field) {
   lua_createtable(L, (int)m->len, 0);
-  int i = 0;
-  for (size_t k = 0; k < m->cap; k++) {
-    if (m->keys[k] == 0)
-      continue;
-    if (pids)
-      mb__push_pid(L, (mb_pid_t)m->keys[k]);
-    else
-      mb__push_pid(L, (mb_pid_t)(uintptr_t)m->vals[k]);
-    lua_rawseti(L, -2, ++i);
+  int n = 0;
+  size_t i = 0;
+  uint64_t k;
+  void *v;
+  while (mb__map_next(m, &i, &k, &v)) {
+    mb__push_pid(L, pids ? (mb_pid_t)k : (mb_pid_t)(uintptr_t)v);
+    lua_rawseti(L, -2, ++n);
   }
   lua_setfield(L, -2, field);
 }
@@ -907,12 +904,12 @@ int mb__processes(lua_State *L) {
   for (int i = 0; i < SHARDS; i++) {
     shard_t *s = &shards[i];
     uv_mutex_lock(&s->lock);
-    size_t cap = s->map.cap;
+    size_t cap = s->map.cap, k = 0, it = 0;
     mb_pid_t *pids = cap ? malloc(cap * sizeof *pids) : NULL;
-    size_t k = 0;
-    for (size_t j = 0; pids != NULL && j < cap; j++)
-      if (s->map.keys[j] != 0)
-        pids[k++] = (mb_pid_t)s->map.keys[j];
+    uint64_t key;
+    void *val;
+    while (pids != NULL && mb__map_next(&s->map, &it, &key, &val))
+      pids[k++] = (mb_pid_t)key;
     uv_mutex_unlock(&s->lock);
     for (size_t j = 0; j < k; j++) {
       mb__push_pid(L, pids[j]);

@@ -82,11 +82,11 @@ void mb__registry_remove_proc(mb_proc_t *p) {
 void mb__registry_push_all(lua_State *L) {
   uv_once(&once, init);
   uv_mutex_lock(&lock);
-  size_t n = 0, cap = names.cap;
-  uint64_t *keys = cap ? malloc(cap * sizeof *keys) : NULL;
-  for (size_t i = 0; keys != NULL && i < cap; i++)
-    if (names.keys[i] != 0)
-      keys[n++] = names.keys[i];
+  size_t n = 0, cap = names.cap, it = 0;
+  uint64_t *keys = cap ? malloc(cap * sizeof *keys) : NULL, k;
+  void *v;
+  while (keys != NULL && mb__map_next(&names, &it, &k, &v))
+    keys[n++] = k;
   uv_mutex_unlock(&lock);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {

@@ -461,6 +461,8 @@ static int l_run(lua_State *L) {
   return n;
 }
 
+static int l_names(lua_State *L);
+
 static const luaL_Reg funcs[] = {
     {"self", l_self},
     {"spawn", l_spawn},
@@ -481,6 +483,7 @@ static const luaL_Reg funcs[] = {
     {"processes", mb__processes},
     {"log", l_log},
     {"log_level", l_log_level},
+    {"names", l_names},
     {"send", l_send},
     {"receive", mb__receive},
     {"sleep", mb__sleep},
@@ -522,22 +525,44 @@ static void push_atom_table(lua_State *L) {
   lua_setmetatable(L, -2);
 }
 
+static luaL_Reg sorted[sizeof funcs / sizeof funcs[0]];
+static size_t nsorted;
+static uv_once_t sort_once = UV_ONCE_INIT;
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(((const luaL_Reg *)a)->name, ((const luaL_Reg *)b)->name);
+}
+
+static void sort_funcs(void) {
+  for (const luaL_Reg *f = funcs; f->name; f++)
+    sorted[nsorted++] = *f;
+  qsort(sorted, nsorted, sizeof sorted[0], by_name);
+}
+
 static int lazy_field(lua_State *L) {
   const char *k = lua_tostring(L, 2);
-  if (k != NULL && strcmp(k, "atom") == 0) {
+  if (k == NULL)
+    return 0;
+  if (strcmp(k, "atom") == 0) {
     push_atom_table(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, 1, k);
     return 1;
   }
-  for (const luaL_Reg *f = funcs; k != NULL && f->name; f++)
-    if (strcmp(f->name, k) == 0) {
-      lua_pushcfunction(L, f->func);
-      lua_pushvalue(L, -1);
-      lua_setfield(L, 1, k);
-      return 1;
-    }
-  return 0;
+  if (strcmp(k, "version") == 0) {
+    lua_pushliteral(L, MB_VERSION);
+    return 1;
+  }
+  uv_once(&sort_once, sort_funcs);
+  luaL_Reg key = {k, NULL};
+  const luaL_Reg *f =
+      bsearch(&key, sorted, nsorted, sizeof sorted[0], by_name);
+  if (f == NULL)
+    return 0;
+  lua_pushcfunction(L, f->func);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 1, k);
+  return 1;
 }
 
 /* names(): every function of the module, for pairs-minded callers. */
@@ -553,11 +578,7 @@ static int l_names(lua_State *L) {
 
 int luaopen_moonbeam(lua_State *L) {
   mb_node_preload("moonbeam", luaopen_moonbeam);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, MB_VERSION);
-  lua_setfield(L, -2, "version");
-  lua_pushcfunction(L, l_names);
-  lua_setfield(L, -2, "names");
+  lua_createtable(L, 0, 0);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_field);
   lua_setfield(L, -2, "__index");
