@@ -115,8 +115,10 @@ typedef enum {
   MB_KIND_LIST,
   MB_KIND_MAP
 } mb__table_kind_t;
+typedef struct mb_proc_s mb_proc_t;
 typedef struct {
   mb_pid_t id;
+  mb_proc_t *proc; /* a counted ref taken on first send, or NULL */
 } mb__lpid_t;
 typedef struct {
   uint64_t id;
@@ -146,7 +148,6 @@ typedef enum {
   MB_YIELD_EXIT     /* ends with p->exit_reason */
 } mb__yield_kind_t;
 
-typedef struct mb_proc_s mb_proc_t;
 typedef struct mb__waitlink_s mb__waitlink_t;
 
 /* A process.  Fields are grouped by who may touch them. */
@@ -155,12 +156,15 @@ struct mb_proc_s {
   mb_pid_t pid;
   atomic_int refs; /* the process table holds one while alive */
 
-  /* Under `lock`: what other threads hand to the process. */
+  /* Under `lock`: what other threads hand to the process.  `state`,
+   * `inbox_head` and `timed_out` are also read without the lock, to decide
+   * who wakes a waiting process (see mb__proc_wake). */
   uv_mutex_t lock;
-  mb_msg_t *inbox_head, *inbox_tail;
-  mb__proc_state_t state;
+  _Atomic(mb_msg_t *) inbox_head;
+  mb_msg_t *inbox_tail;
+  _Atomic int state;  /* mb__proc_state_t */
   uint32_t timer_gen; /* generation of the armed timer */
-  bool timed_out;     /* the armed timer fired */
+  atomic_bool timed_out; /* the armed timer fired */
   mb__waitlink_t *waiters;
   atomic_bool sig_pending; /* the inbox holds a signal other than a message */
 
@@ -217,9 +221,11 @@ void mb__proc_coro_hook(lua_State *co);
 void mb__proc_unref(mb_proc_t *p);
 /* Run the process for one slice on the calling scheduler thread. */
 void mb__proc_run(mb_proc_t *p);
-/* Make a WAITING process runnable; call with p->lock held.  Returns true if
- * the caller must enqueue it after unlocking. */
-bool mb__proc_wake_locked(mb_proc_t *p);
+/* After making a reason to run true (a message in the inbox, a timer
+ * fired): make the process runnable if it waits.  The waker and the
+ * process going to wait each store then load (state against inbox or
+ * timed_out), so one of them always sees the other. */
+void mb__proc_wake(mb_proc_t *p);
 /* Append a message or signal to p's inbox; false (and m freed) if p is
  * exiting. */
 bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);

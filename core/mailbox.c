@@ -9,17 +9,17 @@
 
 #include "internal.h"
 
-bool mb__proc_wake_locked(mb_proc_t *p) {
-  if (p->state != MB_PS_WAITING)
-    return false;
-  p->state = MB_PS_RUNNABLE;
-  return true;
+void mb__proc_wake(mb_proc_t *p) {
+  int waiting = MB_PS_WAITING;
+  if (atomic_load(&p->state) == MB_PS_WAITING &&
+      atomic_compare_exchange_strong(&p->state, &waiting, MB_PS_RUNNABLE))
+    mb__sched_wake(p);
 }
 
 bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
   m->next = NULL;
   uv_mutex_lock(&p->lock);
-  if (p->state == MB_PS_EXITING) {
+  if (atomic_load(&p->state) == MB_PS_EXITING) {
     uv_mutex_unlock(&p->lock);
     mb_msg_free(m);
     return false;
@@ -27,14 +27,12 @@ bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
   if (p->inbox_tail)
     p->inbox_tail->next = m;
   else
-    p->inbox_head = m;
+    atomic_store(&p->inbox_head, m);
   p->inbox_tail = m;
   if (m->kind != MB_SIG_MSG)
     atomic_store(&p->sig_pending, true);
-  bool wake = mb__proc_wake_locked(p);
   uv_mutex_unlock(&p->lock);
-  if (wake)
-    mb__sched_wake(p);
+  mb__proc_wake(p);
   return true;
 }
 
@@ -63,8 +61,9 @@ static void publish_len(mb_proc_t *p) {
 
 void mb__proc_drain(mb_proc_t *p) {
   uv_mutex_lock(&p->lock);
-  mb_msg_t *m = p->inbox_head;
-  p->inbox_head = p->inbox_tail = NULL;
+  mb_msg_t *m = atomic_load(&p->inbox_head);
+  atomic_store(&p->inbox_head, NULL);
+  p->inbox_tail = NULL;
   atomic_store(&p->sig_pending, false);
   uv_mutex_unlock(&p->lock);
   while (m != NULL) {
@@ -96,7 +95,7 @@ static mb_msg_t *q_pop(mb_proc_t *p) {
 void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
   uv_mutex_lock(&p->lock);
   uint32_t gen = ++p->timer_gen;
-  p->timed_out = false;
+  atomic_store(&p->timed_out, false);
   uv_mutex_unlock(&p->lock);
   p->timer_id = mb__timer_wake(ms, p->pid, gen);
 }
@@ -104,7 +103,7 @@ void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
 void mb__proc_timer_disarm(mb_proc_t *p) {
   uv_mutex_lock(&p->lock);
   p->timer_gen++;
-  p->timed_out = false;
+  atomic_store(&p->timed_out, false);
   uv_mutex_unlock(&p->lock);
   if (p->timer_id != 0) {
     mb__timer_cancel(p->timer_id);
@@ -112,12 +111,7 @@ void mb__proc_timer_disarm(mb_proc_t *p) {
   }
 }
 
-static bool timed_out(mb_proc_t *p) {
-  uv_mutex_lock(&p->lock);
-  bool t = p->timed_out;
-  uv_mutex_unlock(&p->lock);
-  return t;
-}
+static bool timed_out(mb_proc_t *p) { return atomic_load(&p->timed_out); }
 
 /* ---- the save queue ---- */
 

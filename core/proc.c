@@ -647,11 +647,12 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   normal = reason != NULL && mb__msg_is_atom(reason, mb__atoms.normal);
 
   uv_mutex_lock(&p->lock);
-  p->state = MB_PS_EXITING;
+  atomic_store(&p->state, MB_PS_EXITING);
   mb__waitlink_t *waiters = p->waiters;
   p->waiters = NULL;
-  mb_msg_t *inbox = p->inbox_head;
-  p->inbox_head = p->inbox_tail = NULL;
+  mb_msg_t *inbox = atomic_load(&p->inbox_head);
+  atomic_store(&p->inbox_head, NULL);
+  p->inbox_tail = NULL;
   p->timer_gen++;
   uv_mutex_unlock(&p->lock);
 
@@ -717,18 +718,21 @@ void mb__proc_run(mb_proc_t *p) {
     return;
   }
   lua_pop(L, nres);
-  bool again = true;
-  uv_mutex_lock(&p->lock);
-  if (p->yield_kind == MB_YIELD_WAIT && p->inbox_head == NULL &&
-      !p->timed_out) {
-    p->state = MB_PS_WAITING;
-    again = false;
-  } else {
-    p->state = MB_PS_RUNNABLE;
-  }
-  uv_mutex_unlock(&p->lock);
-  if (again)
+  if (p->yield_kind != MB_YIELD_WAIT) {
     mb__sched_enqueue(p);
+    return;
+  }
+  /* Wait, unless what it waits for came meanwhile (see mb__proc_wake).
+   * Once WAITING, a waker may run it elsewhere, even to its end: hold a
+   * reference while looking. */
+  atomic_fetch_add(&p->refs, 1);
+  atomic_store(&p->state, MB_PS_WAITING);
+  if (atomic_load(&p->inbox_head) != NULL || atomic_load(&p->timed_out)) {
+    int waiting = MB_PS_WAITING;
+    if (atomic_compare_exchange_strong(&p->state, &waiting, MB_PS_RUNNABLE))
+      mb__sched_enqueue(p);
+  }
+  mb__proc_unref(p);
 }
 
 /* ---- waiting for a process from outside ---- */
@@ -761,7 +765,7 @@ int mb_waiter_new(mb_pid_t pid, mb_waiter_t **out) {
   w->pid = pid;
   int err = 0;
   uv_mutex_lock(&p->lock);
-  if (p->state == MB_PS_EXITING) {
+  if (atomic_load(&p->state) == MB_PS_EXITING) {
     err = MB_ENOPROC;
   } else {
     w->next = p->waiters;
@@ -857,13 +861,14 @@ int mb__process_info(lua_State *L) {
   lua_createtable(L, 0, 12);
   {
     uv_mutex_lock(&p->lock);
-    bool exiting = p->state == MB_PS_EXITING;
+    int state = atomic_load(&p->state);
+    bool exiting = state == MB_PS_EXITING;
     size_t inbox = 0;
-    for (mb_msg_t *m = p->inbox_head; m; m = m->next)
+    for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
       inbox += m->kind == MB_SIG_MSG;
-    lua_pushstring(L, p->state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
+    lua_pushstring(L, state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
                           ? "running"
-                          : state_name(p->state));
+                          : state_name((mb__proc_state_t)state));
     lua_setfield(L, -2, "status");
     lua_pushinteger(L, (lua_Integer)(inbox + atomic_load_explicit(
                                                  &p->mq_len,

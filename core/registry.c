@@ -28,7 +28,7 @@ int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
     err = MB_EEXIST;
   } else {
     uv_mutex_lock(&p->lock);
-    if (p->state == MB_PS_EXITING)
+    if (atomic_load(&p->state) == MB_PS_EXITING)
       err = MB_ENOPROC;
     else if (p->name != NULL)
       err = MB_ESTATE;

@@ -48,14 +48,12 @@ static void fire(uv_timer_t *h) {
     mb_proc_t *p = mb__proc_lookup(t->pid);
     if (p != NULL) {
       uv_mutex_lock(&p->lock);
-      bool wake = false;
-      if (p->timer_gen == t->gen) {
-        p->timed_out = true;
-        wake = mb__proc_wake_locked(p);
-      }
+      bool current = p->timer_gen == t->gen;
+      if (current)
+        atomic_store(&p->timed_out, true);
       uv_mutex_unlock(&p->lock);
-      if (wake)
-        mb__sched_enqueue(p);
+      if (current)
+        mb__proc_wake(p);
       mb__proc_unref(p);
     }
   } else {

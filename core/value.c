@@ -122,9 +122,23 @@ static int ref_lt(lua_State *L) {
   return 1;
 }
 
+/* A pid keeps the process it last sent to, so that sending again skips
+ * the process table; the reference goes when the pid is collected. */
+static int pid_gc(lua_State *L) {
+  mb__lpid_t *p = lua_touserdata(L, 1);
+  if (p->proc != NULL)
+    mb__proc_unref(p->proc);
+  p->proc = NULL;
+  return 0;
+}
+
 static void set_mt(lua_State *L, const char *name, lua_CFunction tostring,
                    lua_CFunction lt, lua_CFunction le) {
   if (luaL_newmetatable(L, name)) {
+    if (tostring == pid_tostring) {
+      lua_pushcfunction(L, pid_gc);
+      lua_setfield(L, -2, "__gc");
+    }
     lua_pushcfunction(L, tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, lt);
@@ -151,6 +165,7 @@ void mb__push_pid(lua_State *L, mb_pid_t pid) {
   lua_pop(L, 1);
   mb__lpid_t *p = lua_newuserdatauv(L, sizeof *p, 0);
   p->id = pid;
+  p->proc = NULL;
   set_mt(L, MB_PID_MT, pid_tostring, pid_lt, pid_le);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, (lua_Integer)pid);

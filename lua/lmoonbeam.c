@@ -191,12 +191,18 @@ static int l_spawn_opt(lua_State *L) {
 }
 
 static int l_send(lua_State *L) {
-  mb_pid_t to = check_dest(L, 1, "send");
+  mb__lpid_t *lp = mb__to_pid(L, 1);
+  mb_pid_t to = lp ? lp->id : check_dest(L, 1, "send");
   luaL_checkany(L, 2);
   mb_msg_t *m = encode(L, 2, "msg", "send");
   mb_proc_t *self = MB_PROC(L);
   m->from = self ? self->pid : 0;
-  mb_proc_send(to, m);
+  if (lp != NULL && lp->proc == NULL)
+    lp->proc = mb__proc_lookup(to);
+  if (lp != NULL && lp->proc != NULL)
+    mb__proc_deliver(lp->proc, m); /* dropped if it has ended */
+  else
+    mb_proc_send(to, m);
   return 0;
 }
 
