@@ -101,14 +101,14 @@ void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
 }
 
 void mb__proc_timer_disarm(mb_proc_t *p) {
+  if (p->timer_id == 0)
+    return;
   uv_mutex_lock(&p->lock);
   p->timer_gen++;
   atomic_store(&p->timed_out, false);
   uv_mutex_unlock(&p->lock);
-  if (p->timer_id != 0) {
-    mb__timer_cancel(p->timer_id);
-    p->timer_id = 0;
-  }
+  mb__timer_cancel(p->timer_id);
+  p->timer_id = 0;
 }
 
 static bool timed_out(mb_proc_t *p) { return atomic_load(&p->timed_out); }
