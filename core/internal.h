@@ -301,8 +301,10 @@ int mb__timer_start(void);
 void mb__timer_stop(void);
 /* Wake `pid` after ms unless its timer_gen moved on.  Returns the timer id. */
 uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen);
-/* Send `m` to `dest` after ms.  `id` is the timer's ref. */
-int mb__timer_send(uint64_t ms, mb_pid_t dest, mb_msg_t *m, uint64_t id);
+/* Send `m` to `dest` (or to the process registered as `name` then) after
+ * ms.  `id` is the timer's ref. */
+int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
+                   mb_msg_t *m, uint64_t id);
 /* Cancel a timer; returns milliseconds left, or -1 if it already fired. */
 int64_t mb__timer_cancel(uint64_t id);
 

@@ -207,6 +207,8 @@ static void take_table(mb_proc_t *p, mb__map_t *t, mb__map_t *out) {
 }
 
 void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox) {
+  /* The name goes first: whoever hears of the end may take it at once. */
+  mb__registry_remove_proc(p);
   answer_pending(p, p->q_head, reason);
   answer_pending(p, inbox, reason);
   mb__map_t links, monitors, by;
@@ -228,7 +230,6 @@ void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox) {
   mb__map_free(&links);
   mb__map_free(&monitors);
   mb__map_free(&by);
-  mb__registry_remove_proc(p);
 }
 
 int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
@@ -367,12 +368,12 @@ int mb__exit(lua_State *L) {
   if (lua_gettop(L) <= 1) {
     mb_proc_t *p = mb__proc_self(L, "exit");
     luaL_checkany(L, 1);
-    mb_msg_t *reason = mb__reason_encode(L, 1, "exit");
-    mb_msg_free(p->exit_reason);
-    p->exit_reason = reason;
     if (!lua_isyieldable(L))
       return luaL_error(L, "exit: cannot end the process from here "
                            "(inside a C call)");
+    mb_msg_t *reason = mb__reason_encode(L, 1, "exit");
+    mb_msg_free(p->exit_reason);
+    p->exit_reason = reason;
     return mb__proc_yield(L, MB_YIELD_EXIT, 0, exit_k);
   }
   mb_pid_t to = check_pid(L, 1);

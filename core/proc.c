@@ -177,6 +177,10 @@ static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (nsize > osize && p->max_mem != 0 && mem + nsize - osize > p->max_mem) {
+    /* Refused: Lua raises "not enough memory", and the process ends at
+     * the next instruction where it can, even if it catches the error. */
+    if (!p->mem_exceeded && p->L != NULL)
+      mb__proc_poke(p);
     p->mem_exceeded = true;
     return NULL;
   }
@@ -190,6 +194,8 @@ mb_proc_t *mb__proc_of(lua_State *L) {
   void *ud;
   return lua_getallocf(L, &ud) == proc_alloc ? ud : NULL;
 }
+
+void mb__proc_poke(mb_proc_t *p);
 
 static const luaL_Reg stdlibs[] = {
     {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},

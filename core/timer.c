@@ -13,6 +13,7 @@ typedef struct timer_s {
   mb_pid_t pid;
   uint32_t gen;     /* WAKE: the process's timer generation */
   mb_msg_t *msg;    /* SEND: the message, owned by the timer */
+  const mb__atom_t *name; /* SEND to a registered name, looked up at the end */
   uint64_t ms;
   uint64_t deadline; /* uv_hrtime() at which it fires */
   bool cancelled;         /* under lock */
@@ -57,7 +58,11 @@ static void fire(uv_timer_t *h) {
       mb__proc_unref(p);
     }
   } else {
-    mb_proc_send(t->pid, t->msg);
+    mb_pid_t to = t->name ? mb__registry_whereis(t->name) : t->pid;
+    if (to != 0)
+      mb_proc_send(to, t->msg);
+    else
+      mb_msg_free(t->msg);
     t->msg = NULL;
   }
   uv_close((uv_handle_t *)h, close_cb);
@@ -142,7 +147,8 @@ uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen) {
   return start(t, mb__ref_next());
 }
 
-int mb__timer_send(uint64_t ms, mb_pid_t dest, mb_msg_t *m, uint64_t id) {
+int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
+                   mb_msg_t *m, uint64_t id) {
   timer_t_ *t = calloc(1, sizeof *t);
   if (t == NULL) {
     mb_msg_free(m);
@@ -150,6 +156,7 @@ int mb__timer_send(uint64_t ms, mb_pid_t dest, mb_msg_t *m, uint64_t id) {
   }
   t->kind = MB_TIMER_SEND;
   t->pid = dest;
+  t->name = name;
   t->msg = m;
   t->ms = ms;
   return start(t, id) ? 0 : MB_ENOMEM;

@@ -87,9 +87,9 @@ static const mb__atom_t *check_name(lua_State *L, int idx) {
   if (a != NULL)
     return a;
   size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
-  if (s == NULL || lua_type(L, idx) != LUA_TSTRING)
+  if (lua_type(L, idx) != LUA_TSTRING)
     luaL_typeerror(L, idx, "name (string or atom)");
+  const char *s = lua_tolstring(L, idx, &len);
   if (mb__atom_intern(s, len, &a) != 0)
     luaL_argerror(L, idx, "name longer than 255 bytes");
   return a;
@@ -209,12 +209,14 @@ static int l_send(lua_State *L) {
 static int l_send_after(lua_State *L) {
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_argcheck(L, ms >= 0, 1, "time must not be negative");
-  mb_pid_t to = check_dest(L, 2, "send_after");
+  mb__lpid_t *lp = mb__to_pid(L, 2);
+  const mb__atom_t *name = lp ? NULL : check_name(L, 2);
   luaL_checkany(L, 3);
   ensure_node(L);
   mb_msg_t *m = encode(L, 3, "msg", "send_after");
   uint64_t id = mb__ref_next();
-  check_err(L, mb__timer_send((uint64_t)ms, to, m, id), "send_after");
+  check_err(L, mb__timer_send((uint64_t)ms, lp ? lp->id : 0, name, m, id),
+            "send_after");
   mb__push_ref(L, id);
   return 1;
 }

@@ -325,6 +325,12 @@ describe("registered names", function()
     assert.matches("is not alive", e3)
   end)
 
+  it("are strings or atoms, not numbers", function()
+    local ok, err = pcall(mb.register, 42, nil)
+    assert.is_false(ok)
+    assert.matches("name %(string or atom%) expected, got number", err)
+  end)
+
   it("are freed when their process dies, and unregister frees them too", function()
     assert.same({true, true, "no process registered"}, {in_process(function()
       local mb = require "moonbeam"

@@ -277,6 +277,17 @@ describe("timers", function()
     assert.is_false(again)
   end)
 
+  it("send_after to a name looks the name up when the timer fires", function()
+    assert.equal("late", mb.run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      mb.send_after(50, "late_comer", "late")
+      local p = mb.spawn(function() mb.send(me, mb.receive(2000)) end)
+      mb.register("late_comer", p)
+      return mb.receive(2000)
+    end))
+  end)
+
   it("cancel_timer returns false for a timer that already fired", function()
     assert.same({"tick", false}, {mb.run(function()
       local mb = require "moonbeam"
