@@ -3,12 +3,14 @@
 -- The Erlang side has the same helpers in bench.erl.
 local M = {}
 
--- The core has no wall clock yet.  lua-system (a dependency of busted, so
--- present wherever the specs run) gives CLOCK_MONOTONIC; without it we fall
--- back to forking date(1), which is good enough around a whole workload but
--- far too slow to time a single message.
+-- The clock: moonbeam's monotonic_time (nanoseconds), as Erlang's.
+local mb = require "moonbeam"
 local ok, system = pcall(require, "system")
-if ok and system.monotime then
+if mb.monotonic_time then
+  M.now = function() return mb.monotonic_time() / 1e9 end
+  M.clock = "monotonic_time"
+  M.fine_clock = true
+elseif ok and system.monotime then
   M.now = system.monotime
   M.clock = "CLOCK_MONOTONIC (lua-system)"
   M.fine_clock = true

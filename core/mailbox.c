@@ -143,8 +143,19 @@ static void saved_remove(lua_State *L, mb_proc_t *p, int t, lua_Integer i) {
     p->sq_head = p->sq_tail = 1;
 }
 
-/* Does the matcher at index 1 accept the value on top?  The value stays. */
+/* Does the matcher at index 1 accept the value on top?  The value stays.
+ * A prefilter at index 3 (a table of the first elements the matcher can
+ * accept) turns most messages away without calling into Lua. */
 static bool matches(lua_State *L) {
+  if (lua_type(L, 3) == LUA_TTABLE) {
+    if (lua_type(L, -1) != LUA_TTABLE)
+      return false;
+    lua_rawgeti(L, -1, 1);
+    bool may = lua_rawget(L, 3) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!may)
+      return false;
+  }
   lua_pushvalue(L, 1);
   lua_pushvalue(L, -2);
   lua_call(L, 1, 1);
@@ -246,7 +257,8 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
   return p;
 }
 
-/* receive([matcher], [timeout_ms]) -> message | nil, "timeout" */
+/* receive([matcher, [timeout_ms, [prefilter]]]) or receive(timeout_ms)
+ *   -> message | nil, "timeout" */
 int mb__receive(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "receive");
   int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
@@ -255,7 +267,9 @@ int mb__receive(lua_State *L) {
     lua_pushnil(L);
     lua_insert(L, 1);
   }
-  lua_settop(L, 2);
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
   if (!lua_isnil(L, 2)) {
     if (!lua_isnumber(L, 2))
       return luaL_typeerror(L, targ, "number");

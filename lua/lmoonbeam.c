@@ -243,6 +243,13 @@ static int l_is_alive(lua_State *L) {
   return 1;
 }
 
+/* monotonic_time() -> nanoseconds from an arbitrary point, never going
+ * back (Erlang's erlang:monotonic_time(nanosecond)). */
+static int l_monotonic_time(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_hrtime());
+  return 1;
+}
+
 static int l_process_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)mb_proc_count());
   return 1;
@@ -500,6 +507,7 @@ static const luaL_Reg funcs[] = {
     {"make_ref", l_make_ref},
     {"is_alive", l_is_alive},
     {"process_count", l_process_count},
+    {"monotonic_time", l_monotonic_time},
     {"memory", l_memory},
     {"atom", l_atom},
     {"tuple", l_tuple},

@@ -30,8 +30,10 @@ static void usage(FILE *out) {
           "  --help           print this help and exit\n");
 }
 
-/* package.path for processes: the stdlib next to the binary (build tree
- * or install tree), then LUA_PATH_5_4 / LUA_PATH, then Lua's default. */
+/* package.path for processes: the stdlib next to the binary (the build
+ * tree's build/bin/../../stdlib, or an install tree's share/lua/5.4), then
+ * LUA_PATH_5_4 or LUA_PATH, where ";;" stands for Lua's default path as it
+ * does for lua itself, then (if the variable is unset) that default. */
 static char *lua_path(void) {
   char exe[4096];
   size_t len = sizeof exe;
@@ -45,21 +47,23 @@ static char *lua_path(void) {
     env = getenv("LUA_PATH");
   if (env == NULL)
     env = ";;";
-  /* As Lua does, ";;" in the variable stands for the default path. */
   const char *dflt = strstr(env, ";;");
-  size_t n = 6 * strlen(exe) + strlen(env) + strlen(LUA_PATH_DEFAULT) + 512;
+  size_t n = 8 * strlen(exe) + strlen(env) + strlen(LUA_PATH_DEFAULT) + 512;
   char *path = malloc(n);
   if (path == NULL)
     return NULL;
   int k = snprintf(path, n,
-                   "%s/../stdlib/?.lua;%s/../stdlib/?/init.lua;"
-                   "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
+                   "%s/../../stdlib/?.lua;%s/../../stdlib/?/init.lua;"
+                   "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua",
                    exe, exe, exe, exe);
-  if (dflt == NULL)
-    snprintf(path + k, n - (size_t)k, "%s", env);
-  else
-    snprintf(path + k, n - (size_t)k, "%.*s;%s;%s", (int)(dflt - env), env,
-             LUA_PATH_DEFAULT, dflt + 2);
+  if (dflt == NULL) {
+    snprintf(path + k, n - (size_t)k, ";%s", env);
+  } else {
+    int before = (int)(dflt - env);
+    const char *after = dflt + 2;
+    snprintf(path + k, n - (size_t)k, "%s%.*s;%s%s%s", before ? ";" : "",
+             before, env, LUA_PATH_DEFAULT, *after ? ";" : "", after);
+  }
   return path;
 }
 
