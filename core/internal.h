@@ -60,11 +60,15 @@ typedef enum {
   MB_SIG_UNLINK,    /* from */
   MB_SIG_MONITOR,   /* from = watcher, ref */
   MB_SIG_DEMONITOR, /* ref */
-  MB_SIG_DOWN       /* a 'DOWN' message: the watcher forgets ref, then
+  MB_SIG_DOWN,      /* a 'DOWN' message: the watcher forgets ref, then
                        it is an ordinary message */
+  MB_SIG_ALIAS      /* a message sent to a monitor's ref as an alias:
+                       delivered only while that monitor is active (so a
+                       reply that comes after its call gave up is dropped) */
 } mb__sig_kind_t;
 
 #define MB_SIGF_LINKED 1 /* an exit signal sent because of a link */
+#define MB_SIGF_DOWN 2   /* a queued message that came as a DOWN signal */
 
 struct mb_msg_s {
   struct mb_msg_s *next;
@@ -265,6 +269,7 @@ int mb__monitor(lua_State *L);
 int mb__demonitor(lua_State *L);
 int mb__exit(lua_State *L);
 int mb__trap_exit(lua_State *L);
+int mb__send_alias(lua_State *L);
 /* Set up a link or monitor with a process that has not started yet. */
 int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
                        uint64_t monitor_ref);

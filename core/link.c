@@ -149,10 +149,17 @@ void mb__link_handle(mb_proc_t *p, mb_msg_t *m) {
     queue_message(p, m);
     return;
   case MB_SIG_DOWN:
+    m->flags |= MB_SIGF_DOWN; /* for demonitor's flush */
     if (table_del(p, &p->monitors, m->ref) != 0)
       queue_message(p, m);
     else
       mb_msg_free(m); /* demonitored meanwhile: no DOWN after demonitor */
+    return;
+  case MB_SIG_ALIAS:
+    if (mb__map_get(&p->monitors, m->ref) != NULL)
+      queue_message(p, m);
+    else
+      mb_msg_free(m); /* the alias is gone: the caller gave up */
     return;
   case MB_SIG_LINK:
     table_put(p, &p->links, m->from, 1);
@@ -389,6 +396,27 @@ int mb__exit(lua_State *L) {
       lua_isyieldable(L))
     return mb__proc_yield(L, MB_YIELD_EXIT, 0, exit_k);
   return 1;
+}
+
+/* send_alias(pid, ref, msg): send msg to pid, delivered only while pid
+ * still holds the monitor `ref` (Erlang's alias, as gen calls use it). */
+int mb__send_alias(lua_State *L) {
+  mb_proc_t *self = MB_PROC(L);
+  mb_pid_t to = check_pid(L, 1);
+  mb__lref_t *r = mb__to_ref(L, 2);
+  if (r == NULL)
+    return luaL_typeerror(L, 2, "ref");
+  luaL_checkany(L, 3);
+  char err[600];
+  mb_msg_t *m;
+  int e = mb__msg_encode(L, 3, "msg", &m, err, sizeof err);
+  if (e != 0)
+    return luaL_error(L, "send_alias: %s", e == MB_EBADTERM ? err : mb_strerror(e));
+  m->kind = MB_SIG_ALIAS;
+  m->ref = r->id;
+  m->from = self ? self->pid : 0;
+  mb__signal(to, m);
+  return 0;
 }
 
 /* trap_exit([flag]) -> the previous value. */

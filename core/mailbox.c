@@ -313,15 +313,23 @@ int mb__sleep(lua_State *L) {
 /* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
   mb__proc_drain(p);
-  /* Bring every queued message into the save queue, decoded, then look. */
-  mb_msg_t *m;
+  /* Undecoded messages remember whether they came as that DOWN. */
+  for (mb_msg_t **pp = &p->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+    mb_msg_t *m = *pp;
+    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
+      *pp = m->next;
+      if (p->q_tail == m)
+        p->q_tail = prev;
+      p->q_len--;
+      mb_msg_free(m);
+      publish_len(p);
+      return 0;
+    }
+  }
+  if (p->saved_ref == LUA_NOREF || p->sq_head == p->sq_tail)
+    return 0;
   push_saved(L, p);
   int t = lua_gettop(L);
-  while ((m = q_pop(p)) != NULL) {
-    mb_msg_decode(L, m);
-    mb_msg_free(m);
-    lua_rawseti(L, t, p->sq_tail++);
-  }
   for (lua_Integer i = p->sq_head; i < p->sq_tail; i++) {
     lua_rawgeti(L, t, i);
     bool hit = false;

@@ -490,6 +490,7 @@ static const luaL_Reg funcs[] = {
     {"demonitor", mb__demonitor},
     {"exit", mb__exit},
     {"trap_exit", mb__trap_exit},
+    {"send_alias", mb__send_alias},
     {"register", l_register},
     {"unregister", l_unregister},
     {"whereis", l_whereis},
