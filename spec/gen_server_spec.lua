@@ -1,0 +1,267 @@
+-- Modelled on OTP's gen_server_SUITE: start, call, cast, info, reply,
+-- timeouts, continue, stop and terminate, bad returns.
+local mb = require "moonbeam"
+
+local function in_process(fn, ...) return mb.run(fn, ...) end
+
+-- The callback module the specs start (a table: it is copied into the
+-- server process with its functions).
+local counter = {
+  init = function(args)
+    if args == "ignore" then return "ignore" end
+    if args == "stop" then return "stop", "init_said_no" end
+    if args == "crash" then error("init blew up") end
+    if args == "bad" then return "what" end
+    if args == "continue" then return "ok", 0, {continue = "bump"} end
+    if args == "timeout" then return "ok", 0, 30 end
+    return "ok", args or 0
+  end,
+  handle_call = function(req, from, n)
+    if req == "get" then return "reply", n, n end
+    if req == "inc" then return "reply", n + 1, n + 1 end
+    if req == "later" then
+      local mb = require "moonbeam"
+      local gen_server = require "moonbeam.gen_server"
+      mb.spawn(function() mb.sleep(10) gen_server.reply(from, "deferred") end)
+      return "noreply", n
+    end
+    if req == "stop" then return "stop", "normal", "bye", n end
+    if req == "crash" then error("handle_call blew up") end
+    if req == "bad" then return "nonsense" end
+    if req == "slow" then require("moonbeam").sleep(300) return "reply", "slow", n end
+    if req == "die" then require("moonbeam").exit("died_in_call") end
+  end,
+  handle_cast = function(msg, n)
+    if msg == "inc" then return "noreply", n + 1 end
+    if msg == "stop" then return "stop", "cast_stop", n end
+  end,
+  handle_info = function(msg, n)
+    local mb = require "moonbeam"
+    if msg == mb.atom.timeout then return "noreply", n + 100 end
+    if type(msg) == "table" and msg.report then mb.send(msg.report, n) end
+    return "noreply", n
+  end,
+  handle_continue = function(c, n)
+    if c == "bump" then return "noreply", n + 10 end
+  end,
+  terminate = function(reason, n)
+    local mb = require "moonbeam"
+    local watcher = mb.whereis("terminate_watcher")
+    if watcher then mb.send(watcher, {reason = tostring(reason), state = n}) end
+  end,
+}
+
+describe("gen_server.start_link", function()
+  it("returns the pid once init has finished, and registers a name", function()
+    assert.same({true, 5, true}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 5, {name = "counter1"})
+      return mb.typeof(pid) == "pid", gs.call("counter1", "get"), mb.whereis("counter1") == pid
+    end, counter)})
+  end)
+
+  it("returns nil and the reason when init stops, fails or returns garbage", function()
+    assert.same({"init_said_no", "init blew up", "bad_return_value", "ignore", true},
+      {in_process(function(cb)
+        local mb = require "moonbeam"
+        local gs = require "moonbeam.gen_server"
+        local _, r1 = gs.start_link(cb, "stop")
+        local _, r2 = gs.start_link(cb, "crash")
+        local _, r3 = gs.start_link(cb, "bad")
+        local _, r4 = gs.start_link(cb, "ignore")
+        -- the caller was not brought down by the failed inits
+        return r1, tostring(r2[1]):match("init blew up"), tostring(r3[1]), tostring(r4), true
+      end, counter)})
+  end)
+
+  it("refuses a name that is taken with {already_started, Pid}", function()
+    assert.is_true(in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 0, {name = "taken_gs"})
+      local none, why = gs.start_link(cb, 0, {name = "taken_gs"})
+      return none == nil and tostring(why[1]) == "already_started" and why[2] == pid
+    end, counter))
+  end)
+
+  it("runs handle_continue before any message", function()
+    assert.equal(10, in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      return gs.call(gs.start_link(cb, "continue"), "get")
+    end, counter))
+  end)
+
+  it("gives handle_info a timeout when no message comes in time", function()
+    assert.equal(100, in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, "timeout")
+      mb.sleep(100)
+      return gs.call(pid, "get")
+    end, counter))
+  end)
+end)
+
+describe("gen_server.call", function()
+  it("returns the reply and lets handle_call change the state", function()
+    assert.same({1, 2, 2}, {in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 0)
+      return gs.call(pid, "inc"), gs.call(pid, "inc"), gs.call(pid, "get")
+    end, counter)})
+  end)
+
+  it("waits for a reply sent later with gen_server.reply", function()
+    assert.equal("deferred", in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      return gs.call(gs.start_link(cb, 0), "later")
+    end, counter))
+  end)
+
+  it("fails at once with noproc for a dead or unknown server", function()
+    assert.same({"noproc", "noproc"}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local dead = mb.spawn(function() end)
+      while mb.is_alive(dead) do mb.sleep(1) end
+      local _, e1 = pcall(gs.call, dead, "get")
+      local _, e2 = pcall(gs.call, "nobody_here", "get")
+      return tostring(e1[1]), tostring(e2[1])
+    end, counter)})
+  end)
+
+  it("fails with timeout, and the late reply never reaches the caller's mailbox", function()
+    assert.same({"timeout", "timeout", "slow"}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 0)
+      local ok, e = pcall(gs.call, pid, "slow", 50)
+      mb.sleep(400)
+      local _, empty = mb.receive(0)
+      return tostring(e[1]), empty, gs.call(pid, "slow")
+    end, counter)})
+  end)
+
+  it("fails with the server's reason when it dies during the call", function()
+    assert.equal("died_in_call", in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.trap_exit(true)
+      local pid = gs.start_link(cb, 0)
+      local ok, e = pcall(gs.call, pid, "die")
+      return e[1]
+    end, counter))
+  end)
+
+  it("stops the server with {Error, Traceback} when a callback raises", function()
+    assert.same({true, true}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.log_level("error")
+      mb.trap_exit(true)
+      local pid = gs.start_link(cb, 0)
+      local _, e = pcall(gs.call, pid, "crash")
+      local reason = e[1]
+      return tostring(reason[1]):match("handle_call blew up") ~= nil,
+        tostring(reason[2]):match("traceback") ~= nil
+    end, counter)})
+  end)
+
+  it("stops the server with bad_return_value on a bad callback return", function()
+    assert.equal("bad_return_value", in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.log_level("error")
+      mb.trap_exit(true)
+      local pid = gs.start_link(cb, 0)
+      local _, e = pcall(gs.call, pid, "bad")
+      return tostring(e[1][1])
+    end, counter))
+  end)
+end)
+
+describe("gen_server.cast and handle_info", function()
+  it("casts change the state without a reply, in order with calls", function()
+    assert.equal(3, in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 0)
+      for _ = 1, 3 do gs.cast(pid, "inc") end
+      return gs.call(pid, "get")
+    end, counter))
+  end)
+
+  it("passes other messages to handle_info", function()
+    assert.equal(7, in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start_link(cb, 7)
+      mb.send(pid, {report = mb.self()})
+      return mb.receive(1000)
+    end, counter))
+  end)
+
+  it("casting to an unknown name does nothing", function()
+    assert.is_true(in_process(function()
+      local gs = require "moonbeam.gen_server"
+      gs.cast("no_such_server", "x")
+      return true
+    end))
+  end)
+end)
+
+describe("stopping", function()
+  it("gen_server.stop runs terminate with the reason and returns when the server is gone", function()
+    assert.same({"normal", 4, false}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.register("terminate_watcher", mb.self())
+      local pid = gs.start(cb, 4)
+      gs.stop(pid)
+      local t = mb.receive(1000)
+      return t.reason, t.state, mb.is_alive(pid)
+    end, counter)})
+  end)
+
+  it("a stop return from handle_call replies, then terminates", function()
+    assert.same({"bye", "normal"}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.register("terminate_watcher", mb.self())
+      local pid = gs.start(cb, 0)
+      local reply = gs.call(pid, "stop")
+      return reply, mb.receive(1000).reason
+    end, counter)})
+  end)
+
+  it("a stop return from handle_cast terminates with its reason", function()
+    assert.equal("cast_stop", in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      mb.log_level("error")
+      mb.register("terminate_watcher", mb.self())
+      local pid = gs.start(cb, 0)
+      gs.cast(pid, "stop")
+      return mb.receive(1000).reason
+    end, counter))
+  end)
+
+  it("calls terminate on shutdown from the parent when trapping exits", function()
+    assert.equal("shutdown", in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local me = mb.self()
+      local trapping = {}
+      for k, v in pairs(cb) do trapping[k] = v end
+      trapping.init = function(n) require("moonbeam").trap_exit(true) return "ok", n end
+      mb.register("terminate_watcher", me)
+      local parent = mb.spawn(function()
+        local pid = gs.start_link(trapping, 0)
+        mb.send(me, "started")
+        mb.receive()
+      end)
+      assert(mb.receive(1000) == "started")
+      mb.exit(parent, "shutdown")
+      return mb.receive(1000).reason
+    end, counter))
+  end)
+end)

@@ -1,0 +1,144 @@
+--- The plumbing every behaviour shares, as OTP's gen and proc_lib:
+-- starting a process and waiting for its init, calls with a monitor, and
+-- replies.
+--
+-- Message shapes are Erlang's, so that Erlang and Elixir processes can talk
+-- to ours once nodes are connected:
+--   call   {'$gen_call', {From, Tag}, Request}   reply {Tag, Reply}
+--   cast   {'$gen_cast', Request}
+-- Tag is the caller's monitor ref of the server; the reply is sent to that
+-- ref as an alias (mb.send_alias), so a reply that comes after the caller
+-- gave up is dropped and never pollutes its mailbox.
+local mb = require "moonbeam"
+
+local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local type, error, select = type, error, select
+
+local M = {}
+
+local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
+local DOWN, ACK = atom.DOWN, atom["$gen_ack"]
+M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
+
+--- The pid of a server: a pid, or a registered name (string or atom).
+-- @return the pid, or nil if no process has that name
+function M.whereis(server)
+  if typeof(server) == "pid" then return server end
+  if type(server) == "string" or typeof(server) == "atom" then
+    return mb.whereis(server)
+  end
+  error("bad server (pid or registered name expected, got " .. typeof(server) .. ")", 3)
+end
+
+--- Raise a call's failure in the caller, as OTP exits the caller with
+-- {Reason, {Module, call, [Server, Request]}}.
+function M.fail(reason, module, server, request)
+  error(tuple(reason, tuple(atom[module], atom.call, tuple(server, request))), 0)
+end
+
+--- Call a server and wait for its reply.
+-- @param server pid or registered name
+-- @param request any sendable value
+-- @param timeout milliseconds (default 5000), or math.huge
+-- @param module name used in the failure reason (default "gen_server")
+-- @return the reply; raises {noproc | timeout | Reason, {...}} on failure
+function M.call(server, request, timeout, module)
+  module = module or "gen_server"
+  timeout = timeout or 5000
+  local pid = M.whereis(server)
+  if pid == nil then M.fail(atom.noproc, module, server, request) end
+  local ref = mb.monitor(pid)
+  mb.send(pid, tuple(GEN_CALL, tuple(mb.self(), ref), request))
+  local msg, why = mb.receive(function(m)
+    return m[1] == ref or m[2] == ref
+  end, timeout, {[ref] = true, [DOWN] = true})
+  if why == "timeout" then
+    mb.demonitor(ref, {flush = true})
+    M.fail(atom.timeout, module, server, request)
+  end
+  if msg[1] == DOWN then M.fail(msg[5], module, server, request) end
+  mb.demonitor(ref, {flush = true})
+  return msg[2]
+end
+
+--- Reply to a call, from the process handling it (or any other).
+-- @param from the From of the call ({Pid, Tag})
+-- @param reply any sendable value
+function M.reply(from, reply)
+  local pid, tag = from[1], from[2]
+  if typeof(tag) == "ref" then
+    mb.send_alias(pid, tag, tuple(tag, reply))
+  else
+    mb.send(pid, tuple(tag, reply))
+  end
+end
+
+--- Send a cast: {'$gen_cast', Request}, to a pid or name; never fails.
+function M.cast(server, request)
+  local pid = (typeof(server) == "pid") and server or mb.whereis(server)
+  if pid then mb.send(pid, tuple(GEN_CAST, request)) end
+end
+
+-- ---------------------------------------------------------------------------
+-- Starting
+
+--- Start a process running `behaviour.init_it(starter, ref, parent, ...)`
+-- and wait until it acknowledges (gen.ack) that its init is done.
+-- @param behaviour module name of the behaviour (e.g. "moonbeam.gen_server")
+-- @param link whether to link the new process to the caller
+-- @param opts table: name (register under it), timeout (ms, default
+--   infinity), max_heap
+-- @return pid, or nil and the reason
+function M.start(behaviour, link, opts, ...)
+  opts = opts or {}
+  local me = mb.self()
+  local ref = mb.make_ref()
+  local pid = mb.spawn_opt({link = link, max_heap = opts.max_heap},
+    behaviour, "init_it", me, ref, link and me or nil, opts.name, ...)
+  local mon = mb.monitor(pid)
+  local msg, why = mb.receive(function(m)
+    return m[2] == ref or m[2] == mon
+  end, opts.timeout, {[ACK] = true, [DOWN] = true})
+  if why == "timeout" then
+    if link then mb.unlink(pid) end
+    mb.exit(pid, "kill")
+    mb.demonitor(mon, {flush = true})
+    return nil, atom.timeout
+  end
+  mb.demonitor(mon, {flush = true})
+  if msg[1] == DOWN then return nil, msg[5] end
+  if msg[3] == true then return pid end
+  return nil, msg[4]
+end
+
+--- Tell the starter how init went: ok (true) or failed with reason.
+function M.ack(starter, ref, ok, reason)
+  mb.send(starter, tuple(ACK, ref, ok, reason))
+end
+
+--- Register the calling process under opts' name, or say who has it.
+-- @return true, or false and {already_started, Pid}
+function M.register_name(name)
+  if name == nil then return true end
+  if pcall(mb.register, name, mb.self()) then return true end
+  return false, tuple(atom.already_started, mb.whereis(name))
+end
+
+--- The callback module: a table, or the name of a module to require.
+function M.callback_module(module)
+  if type(module) == "string" then return require(module) end
+  return module
+end
+
+--- The tag of a callback's return, as a string: "ok", "reply", "stop"...
+-- Both strings and atoms are accepted.
+function M.tag(v)
+  if type(v) == "string" then return v end
+  if typeof(v) == "atom" then return tostring(v) end
+  return nil
+end
+
+--- Pack a callback's results (they may hold nils).
+function M.pack(...) return {n = select("#", ...), ...} end
+
+return M
