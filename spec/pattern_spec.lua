@@ -80,6 +80,18 @@ describe("pattern.match", function()
     assert.same({E = 2}, P.match(P.tuple(P.var("E"), function(v) return v == "x" end), {2, "x"}))
   end)
 
+  it("keeps no bindings from a match that raised", function()
+    assert.is_false(pcall(P.match, "{X, ^r}", {1, "a"}))
+    assert.same({X = 2}, P.match("{X, ^r}", {2, "a"}, {r = "a"}))
+  end)
+
+  it("raises for a pin with no value, and reads decimal escapes as Lua does", function()
+    local ok, err = pcall(P.match, "{^Ref}", {1}, {})
+    assert.is_false(ok)
+    assert.matches("no value was given for it", err)
+    assert.same({}, P.match('"\\065\\0"', "A\0"))
+  end)
+
   it("compiles a pattern string once", function()
     assert.equal(P.compile("{a, B}"), P.compile("{a, B}"))
   end)

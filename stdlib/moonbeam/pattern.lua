@@ -93,8 +93,8 @@ local function build_grammar()
     / function(s) return node("lit", {value = tonumber(s)}) end
 
   local escapes = {n = "\n", t = "\t", r = "\r", ['"'] = '"', ["\\"] = "\\",
-                   ["'"] = "'", ["0"] = "\0"}
-  local escape = P"\\" * (C(S"ntr\"\\'0") / escapes
+                   ["'"] = "'"}
+  local escape = P"\\" * (C(S"ntr\"\\'") / escapes
     + C(R"09" * R"09" ^ -2) / function(d) return string.char(tonumber(d)) end)
   local function quoted(q)
     return P(q) * Ct((escape + C((1 - S(q .. "\\")) ^ 1)) ^ 0) / concat * P(q)
@@ -210,8 +210,10 @@ local function equal(a, b, seen)
 end
 M.equal = equal
 
-local function seq_len(v)
-  local n = v.n
+-- The length of a sequence: tuples and lists carry it in n; a plain table
+-- has its border.
+local function seq_len(v, mt)
+  local n = mt ~= nil and v.n
   if type(n) == "number" then return n end
   return rawlen(v)
 end
@@ -256,8 +258,9 @@ function compile(t)
   elseif kind == "pin" then
     local name = t.name
     return function(v, _, pins)
-      if pins == nil then error("pattern pins ^" .. name .. " but no pins were given", 0) end
-      return equal(v, pins[name])
+      local x = pins and pins[name]
+      if x == nil then error("pattern pins ^" .. name .. " but no value was given for it", 0) end
+      return equal(v, x)
     end
   elseif kind == "tuple" then
     local n = t.n
@@ -266,7 +269,7 @@ function compile(t)
       if type(v) ~= "table" then return false end
       local mt = getmetatable(v)
       if mt ~= TUPLE and (mt ~= nil or rawlen(v) ~= n) then return false end
-      if mt == TUPLE and seq_len(v) ~= n then return false end
+      if mt == TUPLE and seq_len(v, mt) ~= n then return false end
       for i = 1, n do
         if not ms[i](v[i], b, pins) then return false end
       end
@@ -280,7 +283,7 @@ function compile(t)
       if type(v) ~= "table" then return false end
       local mt = getmetatable(v)
       if mt ~= LIST and mt ~= nil then return false end
-      local len = seq_len(v)
+      local len = seq_len(v, mt)
       if len < k or (not tail and len ~= k) then return false end
       for i = 1, k do
         if not ms[i](v[i], b, pins) then return false end
@@ -342,12 +345,11 @@ function M.compile(p)
   -- so a failed attempt allocates nothing.
   local scratch = {}
   m = function(v, pins)
-    local ok = f(v, scratch, pins)
-    local b = ok and {} or nil
-    for k, x in pairs(scratch) do
-      if b then b[k] = x end
-      scratch[k] = nil
-    end
+    -- Cleared first: a match that raised may have left bindings behind.
+    for k in pairs(scratch) do scratch[k] = nil end
+    if not f(v, scratch, pins) then return nil end
+    local b = {}
+    for k, x in pairs(scratch) do b[k] = x end
     return b
   end
   local tag = tag_of(tree)
