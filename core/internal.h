@@ -120,16 +120,46 @@ typedef enum {
   MB_KIND_MAP
 } mb__table_kind_t;
 typedef struct mb_proc_s mb_proc_t;
+/* A pid in Lua.  node is 0 for this node's pids (id is then the process
+ * number); for another node's, the index + 1 of the node name's atom, with
+ * the ID, Serial and Creation it has on the wire. */
 typedef struct {
   mb_pid_t id;
-  mb_proc_t *proc; /* a counted ref taken on first send, or NULL */
+  mb_proc_t *proc; /* local: a counted ref taken on first send, or NULL */
+  uint32_t node, creation, num, serial;
 } mb__lpid_t;
+/* A ref in Lua: this node's are a 64-bit number; another node's keep their
+ * words (up to 5) as they came. */
+#define MB_REF_MAXWORDS 5
 typedef struct {
   uint64_t id;
+  uint32_t node, creation, len;
+  uint32_t words[MB_REF_MAXWORDS];
 } mb__lref_t;
+/* Erlang values Lua has no type for, kept as their external term format so
+ * they go back unchanged: big integers, bitstrings, funs, ports. */
+typedef enum {
+  MB_TERM_BIGNUM = 1,
+  MB_TERM_BITSTRING,
+  MB_TERM_FUN,
+  MB_TERM_PORT
+} mb__term_kind_t;
+typedef struct {
+  uint8_t kind;
+  uint32_t len;
+  unsigned char bytes[]; /* the ETF encoding, tag included, without 131 */
+} mb__lterm_t;
+#define MB_TERM_MT "moonbeam.term"
 void mb__push_pid(lua_State *L, mb_pid_t pid);
 void mb__push_ref(lua_State *L, uint64_t ref);
 void mb__push_atom(lua_State *L, const mb__atom_t *a);
+void mb__push_remote_pid(lua_State *L, uint32_t node, uint32_t creation,
+                         uint32_t num, uint32_t serial);
+void mb__push_remote_ref(lua_State *L, uint32_t node, uint32_t creation,
+                         uint32_t len, const uint32_t *words);
+void mb__push_term(lua_State *L, mb__term_kind_t kind, const void *bytes,
+                   size_t len);
+mb__lterm_t *mb__to_term(lua_State *L, int idx);
 const mb__atom_t *mb__to_atom(lua_State *L, int idx);
 mb__lpid_t *mb__to_pid(lua_State *L, int idx);
 mb__lref_t *mb__to_ref(lua_State *L, int idx);

@@ -258,6 +258,8 @@ static mb_pid_t check_pid(lua_State *L, int idx) {
   mb__lpid_t *p = mb__to_pid(L, idx);
   if (p == NULL)
     luaL_typeerror(L, idx, "pid");
+  if (p->node != 0)
+    luaL_argerror(L, idx, "a pid of another node (distribution is not running)");
   return p->id;
 }
 

@@ -33,7 +33,10 @@ enum {
   T_REF,
   T_FUNC,
   T_MODULE,
-  T_ENV
+  T_ENV,
+  T_RPID, /* another node's pid: node, creation, num, serial */
+  T_RREF, /* another node's ref: node, creation, len, words */
+  T_TERM  /* an opaque Erlang term: kind, length, bytes */
 };
 
 #define MAX_DEPTH 200
@@ -408,11 +411,24 @@ static int enc(enc_t *e, int idx) {
   }
   case LUA_TUSERDATA: {
     mb__lpid_t *p = mb__to_pid(L, idx);
-    if (p != NULL)
+    if (p != NULL && p->node == 0)
       return put1(e, T_PID) || put(e, &p->id, sizeof p->id);
+    if (p != NULL) {
+      uint32_t f[4] = {p->node, p->creation, p->num, p->serial};
+      return put1(e, T_RPID) || put(e, f, sizeof f);
+    }
     mb__lref_t *r = mb__to_ref(L, idx);
-    if (r != NULL)
+    if (r != NULL && r->node == 0)
       return put1(e, T_REF) || put(e, &r->id, sizeof r->id);
+    if (r != NULL)
+      return put1(e, T_RREF) || put(e, &r->node, sizeof r->node) ||
+             put(e, &r->creation, sizeof r->creation) ||
+             put(e, &r->len, sizeof r->len) ||
+             put(e, r->words, r->len * sizeof r->words[0]);
+    mb__lterm_t *t = mb__to_term(L, idx);
+    if (t != NULL)
+      return put1(e, T_TERM) || put1(e, t->kind) ||
+             put(e, &t->len, sizeof t->len) || put(e, t->bytes, t->len);
     return fail(e, "a userdata");
   }
   case LUA_TTHREAD:
@@ -628,6 +644,34 @@ static void dec(dec_t *d) {
   case T_FUNC:
     dec_function(d);
     break;
+  case T_RPID: {
+    uint32_t f[4];
+    get(d, f, sizeof f);
+    mb__push_remote_pid(L, f[0], f[1], f[2], f[3]);
+    break;
+  }
+  case T_RREF: {
+    uint32_t node, creation, len, words[MB_REF_MAXWORDS];
+    get(d, &node, sizeof node);
+    get(d, &creation, sizeof creation);
+    get(d, &len, sizeof len);
+    if (len > MB_REF_MAXWORDS)
+      luaL_error(L, "corrupt message");
+    get(d, words, len * sizeof words[0]);
+    mb__push_remote_ref(L, node, creation, len, words);
+    break;
+  }
+  case T_TERM: {
+    unsigned char kind;
+    uint32_t len;
+    get(d, &kind, 1);
+    get(d, &len, sizeof len);
+    if (len > (size_t)(d->end - d->p))
+      luaL_error(L, "corrupt message");
+    mb__push_term(L, (mb__term_kind_t)kind, d->p, len);
+    d->p += len;
+    break;
+  }
   case T_MODULE: {
     uint64_t len = get_varint(d);
     if (len > 255 || len > (uint64_t)(d->end - d->p))

@@ -861,6 +861,8 @@ int mb__process_info(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
     return luaL_typeerror(L, 1, "pid");
+  if (lp->node != 0)
+    return 0; /* not a process of this node */
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;

@@ -8,6 +8,7 @@
  *           list also carry their length in field `n` (as table.pack does),
  *           so nil elements survive. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -87,38 +88,71 @@ static void push_cache(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
 }
 
+/* Pids print as Erlang prints them: <Node.ID.Serial>, Node 0 for ours. */
 static int pid_tostring(lua_State *L) {
   mb__lpid_t *p = luaL_checkudata(L, 1, MB_PID_MT);
-  lua_pushfstring(L, "<0.%d.%d>", (int)MB_PID_ID(p->id),
-                  (int)MB_PID_SERIAL(p->id));
+  if (p->node == 0)
+    lua_pushfstring(L, "<0.%d.%d>", (int)MB_PID_ID(p->id),
+                    (int)MB_PID_SERIAL(p->id));
+  else
+    lua_pushfstring(L, "<%d.%d.%d>", (int)p->node, (int)p->num,
+                    (int)p->serial);
   return 1;
 }
 
-static int pid_lt(lua_State *L) {
+/* Order: by node, then number (Erlang orders pids of a node by number). */
+static int pid_cmp(lua_State *L) {
   mb__lpid_t *a = luaL_checkudata(L, 1, MB_PID_MT);
   mb__lpid_t *b = luaL_checkudata(L, 2, MB_PID_MT);
-  lua_pushboolean(L, a->id < b->id);
+  uint64_t ka = a->node ? ((uint64_t)a->serial << 32 | a->num) : a->id;
+  uint64_t kb = b->node ? ((uint64_t)b->serial << 32 | b->num) : b->id;
+  if (a->node != b->node)
+    return a->node < b->node ? -1 : 1;
+  return ka < kb ? -1 : ka > kb;
+}
+
+static int pid_lt(lua_State *L) {
+  lua_pushboolean(L, pid_cmp(L) < 0);
   return 1;
 }
 
 static int pid_le(lua_State *L) {
-  mb__lpid_t *a = luaL_checkudata(L, 1, MB_PID_MT);
-  mb__lpid_t *b = luaL_checkudata(L, 2, MB_PID_MT);
-  lua_pushboolean(L, a->id <= b->id);
+  lua_pushboolean(L, pid_cmp(L) <= 0);
   return 1;
 }
 
 static int ref_tostring(lua_State *L) {
   mb__lref_t *r = luaL_checkudata(L, 1, MB_REF_MT);
-  lua_pushfstring(L, "#Ref<0.%d.%d.0>", (int)(r->id >> 32),
-                  (int)(r->id & 0xffffffffu));
+  if (r->node == 0) {
+    lua_pushfstring(L, "#Ref<0.%d.%d.0>", (int)(r->id >> 32),
+                    (int)(r->id & 0xffffffffu));
+    return 1;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "#Ref<%d", (int)r->node);
+  luaL_addvalue(&b);
+  for (uint32_t i = r->len; i > 0; i--) {
+    lua_pushfstring(L, ".%I", (lua_Integer)r->words[i - 1]);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '>');
+  luaL_pushresult(&b);
   return 1;
 }
 
-static int ref_lt(lua_State *L) {
+static int ref_cmp(lua_State *L) {
   mb__lref_t *a = luaL_checkudata(L, 1, MB_REF_MT);
   mb__lref_t *b = luaL_checkudata(L, 2, MB_REF_MT);
-  lua_pushboolean(L, a->id < b->id);
+  if (a->node != b->node)
+    return a->node < b->node ? -1 : 1;
+  if (a->node == 0)
+    return a->id < b->id ? -1 : a->id > b->id;
+  return memcmp(a->words, b->words, sizeof a->words);
+}
+
+static int ref_lt(lua_State *L) {
+  lua_pushboolean(L, ref_cmp(L) < 0);
   return 1;
 }
 
@@ -150,9 +184,7 @@ static void set_mt(lua_State *L, const char *name, lua_CFunction tostring,
 }
 
 static int ref_le(lua_State *L) {
-  mb__lref_t *a = luaL_checkudata(L, 1, MB_REF_MT);
-  mb__lref_t *b = luaL_checkudata(L, 2, MB_REF_MT);
-  lua_pushboolean(L, a->id <= b->id);
+  lua_pushboolean(L, ref_cmp(L) <= 0);
   return 1;
 }
 
@@ -164,8 +196,8 @@ void mb__push_pid(lua_State *L, mb_pid_t pid) {
   }
   lua_pop(L, 1);
   mb__lpid_t *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
   p->id = pid;
-  p->proc = NULL;
   set_mt(L, MB_PID_MT, pid_tostring, pid_lt, pid_le);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, (lua_Integer)pid);
@@ -182,11 +214,174 @@ void mb__push_ref(lua_State *L, uint64_t ref) {
   }
   lua_pop(L, 1);
   mb__lref_t *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
   r->id = ref;
   set_mt(L, MB_REF_MT, ref_tostring, ref_lt, ref_le);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, key);
   lua_remove(L, -2);
+}
+
+/* Another node's pids and refs are interned by a string key. */
+static bool push_cached(lua_State *L, const void *key, size_t len) {
+  push_cache(L);
+  lua_pushlstring(L, key, len);
+  if (lua_rawget(L, -2) != LUA_TNIL) {
+    lua_remove(L, -2);
+    return true;
+  }
+  lua_pop(L, 1);
+  return false;
+}
+
+static void cache_top(lua_State *L, const void *key, size_t len) {
+  lua_pushlstring(L, key, len);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+}
+
+void mb__push_remote_pid(lua_State *L, uint32_t node, uint32_t creation,
+                         uint32_t num, uint32_t serial) {
+  uint32_t key[5] = {'p', node, creation, num, serial};
+  if (push_cached(L, key, sizeof key))
+    return;
+  mb__lpid_t *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  p->node = node;
+  p->creation = creation;
+  p->num = num;
+  p->serial = serial;
+  set_mt(L, MB_PID_MT, pid_tostring, pid_lt, pid_le);
+  cache_top(L, key, sizeof key);
+}
+
+void mb__push_remote_ref(lua_State *L, uint32_t node, uint32_t creation,
+                         uint32_t len, const uint32_t *words) {
+  uint32_t key[3 + MB_REF_MAXWORDS] = {'r', node, creation};
+  if (len > MB_REF_MAXWORDS)
+    len = MB_REF_MAXWORDS;
+  memcpy(key + 3, words, len * sizeof *words);
+  if (push_cached(L, key, sizeof key))
+    return;
+  mb__lref_t *r = lua_newuserdatauv(L, sizeof *r, 0);
+  memset(r, 0, sizeof *r);
+  r->node = node;
+  r->creation = creation;
+  r->len = len;
+  memcpy(r->words, words, len * sizeof *words);
+  set_mt(L, MB_REF_MT, ref_tostring, ref_lt, ref_le);
+  cache_top(L, key, sizeof key);
+}
+
+/* ---- opaque terms ---- */
+
+/* Decimal digits of a bignum from its SMALL/LARGE_BIG_EXT bytes. */
+static void push_bignum_text(lua_State *L, const mb__lterm_t *t) {
+  const unsigned char *b = t->bytes;
+  size_t n, off;
+  if (b[0] == 110) { /* SMALL_BIG_EXT: n:8 sign:8 */
+    n = b[1];
+    off = 2;
+  } else { /* LARGE_BIG_EXT: n:32 sign:8 */
+    n = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    off = 5;
+  }
+  int sign = b[off];
+  const unsigned char *digits = b + off + 1;
+  /* Repeated division by 10 of the little-endian base-256 magnitude. */
+  unsigned char *mag = malloc(n ? n : 1);
+  char *out = malloc(n * 3 + 3);
+  if (mag == NULL || out == NULL) {
+    free(mag);
+    free(out);
+    luaL_error(L, "out of memory");
+  }
+  memcpy(mag, digits, n);
+  size_t len = 0, top = n;
+  while (top > 0 && mag[top - 1] == 0)
+    top--;
+  do {
+    unsigned rem = 0;
+    for (size_t i = top; i > 0; i--) {
+      unsigned cur = rem << 8 | mag[i - 1];
+      mag[i - 1] = (unsigned char)(cur / 10);
+      rem = cur % 10;
+    }
+    out[len++] = (char)('0' + rem);
+    while (top > 0 && mag[top - 1] == 0)
+      top--;
+  } while (top > 0);
+  if (sign)
+    out[len++] = '-';
+  for (size_t i = 0; i < len / 2; i++) {
+    char c = out[i];
+    out[i] = out[len - 1 - i];
+    out[len - 1 - i] = c;
+  }
+  lua_pushlstring(L, out, len);
+  free(mag);
+  free(out);
+}
+
+static int term_tostring(lua_State *L) {
+  mb__lterm_t *t = luaL_checkudata(L, 1, MB_TERM_MT);
+  switch (t->kind) {
+  case MB_TERM_BIGNUM:
+    push_bignum_text(L, t);
+    return 1;
+  case MB_TERM_BITSTRING:
+    lua_pushfstring(L, "<<bitstring of %d bits>>",
+                    (int)((t->len > 6 ? (t->len - 6) * 8 : 0) -
+                          (t->len > 6 ? 8 - t->bytes[5] : 0)));
+    return 1;
+  case MB_TERM_FUN:
+    lua_pushliteral(L, "#Fun<erlang>");
+    return 1;
+  default:
+    lua_pushliteral(L, "#Port<erlang>");
+    return 1;
+  }
+}
+
+static int term_eq(lua_State *L) {
+  mb__lterm_t *a = luaL_checkudata(L, 1, MB_TERM_MT);
+  mb__lterm_t *b = luaL_checkudata(L, 2, MB_TERM_MT);
+  lua_pushboolean(L, a->kind == b->kind && a->len == b->len &&
+                         memcmp(a->bytes, b->bytes, a->len) == 0);
+  return 1;
+}
+
+static int term_kind(lua_State *L) {
+  static const char *names[] = {NULL, "bignum", "bitstring", "fun", "port"};
+  mb__lterm_t *t = luaL_checkudata(L, 1, MB_TERM_MT);
+  lua_pushstring(L, names[t->kind]);
+  return 1;
+}
+
+void mb__push_term(lua_State *L, mb__term_kind_t kind, const void *bytes,
+                   size_t len) {
+  mb__lterm_t *t = lua_newuserdatauv(L, sizeof *t + len, 0);
+  t->kind = (uint8_t)kind;
+  t->len = (uint32_t)len;
+  memcpy(t->bytes, bytes, len);
+  if (luaL_newmetatable(L, MB_TERM_MT)) {
+    lua_pushcfunction(L, term_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, term_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, term_kind);
+    lua_setfield(L, -2, "kind");
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "term");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setmetatable(L, -2);
+}
+
+mb__lterm_t *mb__to_term(lua_State *L, int idx) {
+  return luaL_testudata(L, idx, MB_TERM_MT);
 }
 
 mb__lpid_t *mb__to_pid(lua_State *L, int idx) {

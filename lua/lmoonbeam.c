@@ -78,6 +78,8 @@ static mb_pid_t check_pid(lua_State *L, int idx) {
   mb__lpid_t *p = mb__to_pid(L, idx);
   if (p == NULL)
     luaL_typeerror(L, idx, "pid");
+  if (p->node != 0)
+    luaL_argerror(L, idx, "a pid of another node (distribution is not running)");
   return p->id;
 }
 
@@ -192,6 +194,8 @@ static int l_spawn_opt(lua_State *L) {
 
 static int l_send(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
+  if (lp != NULL && lp->node != 0)
+    return luaL_argerror(L, 1, "a pid of another node (distribution is not running)");
   mb_pid_t to = lp ? lp->id : check_dest(L, 1, "send");
   luaL_checkany(L, 2);
   mb_msg_t *m = encode(L, 2, "msg", "send");
@@ -383,6 +387,10 @@ static int l_typeof(lua_State *L) {
     t = "pid";
   else if (mb__to_ref(L, 1))
     t = "ref";
+  else if (mb__to_term(L, 1)) {
+    static const char *kinds[] = {"term", "bignum", "bitstring", "fun", "port"};
+    t = kinds[mb__to_term(L, 1)->kind];
+  }
   else if (lua_istable(L, 1)) {
     static const char *kinds[] = {"table", "tuple", "list", "map"};
     t = kinds[mb__table_kind(L, 1)];
