@@ -330,6 +330,17 @@ int mb__sched_count(void);
 /* The running process is about to end: the watchdog must let it be. */
 void mb__sched_leave(void);
 
+/* ---- loop.c: the node's libuv loop, in a thread of its own ---- */
+typedef void (*mb__loop_fn)(void *arg);
+/* For a handle left open at stop: the close callback that frees it. */
+typedef uv_close_cb (*mb__loop_close_cb)(uv_handle_t *h);
+int mb__loop_start(void);
+void mb__loop_stop(mb__loop_close_cb closer);
+uv_loop_t *mb__loop(void);
+bool mb__on_loop(void);
+/* Run fn(arg) on the loop thread, soon. */
+int mb__loop_call(mb__loop_fn fn, void *arg);
+
 /* ---- timer.c: timers on the node's libuv loop thread ---- */
 typedef enum { MB_TIMER_WAKE, MB_TIMER_SEND } mb__timer_kind_t;
 int mb__timer_start(void);

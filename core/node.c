@@ -22,7 +22,9 @@ int mb_node_start(const mb_config_t *cfg) {
   if (aerr)
     return aerr;
   mb__proc_config(&c);
-  int err = mb__timer_start();
+  int err = mb__loop_start();
+  if (err == 0)
+    err = mb__timer_start();
   if (err == 0)
     err = mb__sched_start(c.schedulers);
   if (err == 0)

@@ -1,7 +1,7 @@
-/* Timers run on the node's libuv loop, in a thread of their own.  Other
- * threads hand start and cancel requests to the loop through a queue and a
- * uv_async_t; the table of live timers (by id) is shared under `lock` so
- * that cancel can answer at once how much time was left. */
+/* Timers run on the node's libuv loop (loop.c).  Other threads hand start
+ * and cancel requests to the loop through a queue; the table of live timers
+ * (by id) is shared under `lock` so that cancel can answer at once how much
+ * time was left. */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -22,13 +22,9 @@ typedef struct timer_s {
   struct timer_s *next_req; /* under lock */
 } timer_t_;
 
-static uv_loop_t loop;
-static uv_async_t async;
-static uv_thread_t thread;
 static uv_mutex_t lock;
 static mb__map_t live; /* id -> timer_t_* */
 static timer_t_ *req_head, *req_tail;
-static bool stopping;
 
 static void close_cb(uv_handle_t *h) {
   timer_t_ *t = (timer_t_ *)h;
@@ -71,8 +67,8 @@ static void fire(uv_timer_t *h) {
 /* A queued timer is either new (start it) or cancelled (stop it, or free it
  * if it never started).  Requests are taken one at a time under the lock,
  * so a cancel that arrives meanwhile can queue the same timer again. */
-static void on_requests(uv_async_t *a) {
-  (void)a;
+static void on_requests(void *arg) {
+  (void)arg;
   for (;;) {
     uv_mutex_lock(&lock);
     timer_t_ *r = req_head;
@@ -83,20 +79,16 @@ static void on_requests(uv_async_t *a) {
       r->queued = false;
     }
     bool cancelled = r != NULL && r->cancelled;
-    bool stop = stopping;
     uv_mutex_unlock(&lock);
-    if (r == NULL) {
-      if (stop)
-        uv_stop(&loop);
+    if (r == NULL)
       return;
-    }
     if (cancelled && r->started) {
       uv_timer_stop(&r->handle);
       uv_close((uv_handle_t *)&r->handle, close_cb);
     } else if (cancelled) {
       close_cb((uv_handle_t *)&r->handle);
     } else if (!r->started) {
-      uv_timer_init(&loop, &r->handle);
+      uv_timer_init(mb__loop(), &r->handle);
       r->handle.data = r;
       r->started = true;
       uint64_t now = uv_hrtime();
@@ -106,10 +98,10 @@ static void on_requests(uv_async_t *a) {
   }
 }
 
-/* Call with lock held. */
-static void request(timer_t_ *t) {
+/* Call with lock held; returns true if the loop must be told. */
+static bool request(timer_t_ *t) {
   if (t->queued)
-    return;
+    return false;
   t->queued = true;
   t->next_req = NULL;
   if (req_tail)
@@ -117,6 +109,7 @@ static void request(timer_t_ *t) {
   else
     req_head = t;
   req_tail = t;
+  return req_head == t;
 }
 
 static uint64_t start(timer_t_ *t, uint64_t id) {
@@ -124,15 +117,15 @@ static uint64_t start(timer_t_ *t, uint64_t id) {
   t->deadline = uv_hrtime() + t->ms * 1000000u;
   uv_mutex_lock(&lock);
   int err = mb__map_put(&live, id, t);
-  if (!err)
-    request(t);
+  bool tell = !err && request(t);
   uv_mutex_unlock(&lock);
   if (err) {
     mb_msg_free(t->msg);
     free(t);
     return 0;
   }
-  uv_async_send(&async);
+  if (tell)
+    mb__loop_call(on_requests, NULL);
   return id;
 }
 
@@ -166,49 +159,31 @@ int64_t mb__timer_cancel(uint64_t id) {
   int64_t left = -1;
   uv_mutex_lock(&lock);
   timer_t_ *t = mb__map_del(&live, id);
+  bool tell = false;
   if (t != NULL) {
     t->cancelled = true;
     uint64_t now = uv_hrtime();
     left = t->deadline > now ? (int64_t)((t->deadline - now) / 1000000u) : 0;
-    request(t);
+    tell = request(t);
   }
   uv_mutex_unlock(&lock);
-  if (t != NULL)
-    uv_async_send(&async);
+  if (tell)
+    mb__loop_call(on_requests, NULL);
   return left;
-}
-
-static void loop_main(void *arg) {
-  (void)arg;
-  uv_run(&loop, UV_RUN_DEFAULT);
 }
 
 int mb__timer_start(void) {
   mb__map_init(&live);
   uv_mutex_init(&lock);
-  stopping = false;
-  if (uv_loop_init(&loop) != 0)
-    return MB_ENOMEM;
-  uv_async_init(&loop, &async, on_requests);
-  if (uv_thread_create(&thread, loop_main, NULL) != 0)
-    return MB_ETHREAD;
   return 0;
 }
 
-static void close_any(uv_handle_t *h, void *arg) {
-  (void)arg;
-  if (!uv_is_closing(h))
-    uv_close(h, h->type == UV_TIMER ? close_cb : NULL);
+static uv_close_cb closer(uv_handle_t *h) {
+  return h->type == UV_TIMER ? close_cb : NULL;
 }
 
+/* Stops the loop too: timers are the loop's first users. */
 void mb__timer_stop(void) {
-  uv_mutex_lock(&lock);
-  stopping = true;
-  uv_mutex_unlock(&lock);
-  uv_async_send(&async);
-  uv_thread_join(&thread);
-  uv_walk(&loop, close_any, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
+  mb__loop_stop(closer);
   mb__map_free(&live);
 }
