@@ -107,6 +107,16 @@ typedef struct {
 extern mb__atoms_t mb__atoms;
 int mb__atoms_init(void);
 
+/* ---- remote.c: pids and refs of other nodes as 64-bit keys ---- */
+mb_pid_t mb__remote_pid_key(uint32_t node, uint32_t creation, uint32_t num,
+                            uint32_t serial);
+bool mb__remote_pid(mb_pid_t key, uint32_t *node, uint32_t *creation,
+                    uint32_t *num, uint32_t *serial);
+uint64_t mb__remote_ref_key(uint32_t node, uint32_t creation, uint32_t len,
+                            const uint32_t *words);
+bool mb__remote_ref(uint64_t key, uint32_t *node, uint32_t *creation,
+                    uint32_t *len, uint32_t *words);
+
 /* ---- value.c: Lua representation of pids, refs, atoms and tuples ---- */
 #define MB_TUPLE_MT "moonbeam.tuple"
 #define MB_LIST_MT "moonbeam.list"

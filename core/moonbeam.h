@@ -39,14 +39,17 @@ typedef enum {
 const char *mb_strerror(int err);
 const char *mb_err_name(int err);
 
-/* A process identifier.  Local pids carry node 0; the number is unique on
- * the node until it wraps after 2^28 spawns (ID:15 bits, serial:13 bits as
- * the Erlang distribution protocol expects). */
-typedef uint32_t mb_pid_t;
+/* A process identifier.  A process of this node has a number that is
+ * unique until it wraps after 2^28 spawns (ID:15 bits, serial:13 bits, as
+ * the Erlang distribution protocol expects); a process of another node has
+ * a key with MB_PID_REMOTE set, interned by the core (see remote.c). */
+typedef uint64_t mb_pid_t;
 
-#define MB_PID_ID(pid) ((pid)&0x7fffu)
-#define MB_PID_SERIAL(pid) (((pid) >> 15) & 0x1fffu)
+#define MB_PID_ID(pid) ((unsigned)((pid)&0x7fffu))
+#define MB_PID_SERIAL(pid) ((unsigned)(((pid) >> 15) & 0x1fffu))
 #define MB_PID_MAX 0x0fffffffu
+#define MB_PID_REMOTE (1ULL << 63)
+#define MB_PID_IS_REMOTE(pid) (((pid)&MB_PID_REMOTE) != 0)
 
 /* Node configuration, read once by mb_node_start. */
 typedef struct {

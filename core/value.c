@@ -189,6 +189,12 @@ static int ref_le(lua_State *L) {
 }
 
 void mb__push_pid(lua_State *L, mb_pid_t pid) {
+  uint32_t node, creation, num, serial;
+  if (MB_PID_IS_REMOTE(pid) &&
+      mb__remote_pid(pid, &node, &creation, &num, &serial)) {
+    mb__push_remote_pid(L, node, creation, num, serial);
+    return;
+  }
   push_cache(L);
   if (lua_rawgeti(L, -1, (lua_Integer)pid) != LUA_TNIL) {
     lua_remove(L, -2);
@@ -205,6 +211,12 @@ void mb__push_pid(lua_State *L, mb_pid_t pid) {
 }
 
 void mb__push_ref(lua_State *L, uint64_t ref) {
+  uint32_t node, creation, len, words[MB_REF_MAXWORDS];
+  if (MB_PID_IS_REMOTE(ref) &&
+      mb__remote_ref(ref, &node, &creation, &len, words)) {
+    mb__push_remote_ref(L, node, creation, len, words);
+    return;
+  }
   /* Pids use integer keys in the cache; refs use negative ones. */
   lua_Integer key = -(lua_Integer)(ref & 0x7fffffffffffffffULL) - 1;
   push_cache(L);
