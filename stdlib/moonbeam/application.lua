@@ -43,7 +43,7 @@ local logger = require "moonbeam.logger"
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
 local type, pairs, ipairs, tostring, error = type, pairs, ipairs, tostring, error
 local pcall, xpcall, select = pcall, xpcall, select
-local format, insert, remove = string.format, table.insert, table.remove
+local format, insert, remove, unpack = string.format, table.insert, table.remove, table.unpack
 local traceback = debug.traceback
 
 local M = {}
@@ -178,7 +178,7 @@ end
 
 -- Start the application, tell the controller how it went, then watch the
 -- top supervisor until it ends or the controller says stop.
-local function master_main(controller, name, mod, start_type)
+local function master(controller, name, mod, start_type)
   mb.trap_exit(true)
   local me = mb.self()
   local function started(ok, reason)
@@ -228,10 +228,10 @@ local function master_main(controller, name, mod, start_type)
 end
 
 -- ---------------------------------------------------------------------------
--- The application controller: a gen_server (the callbacks are copied into
--- its process, as any table callback module)
+-- The application controller: a gen_server whose callback module is this
+-- module (M.init, M.handle_call and M.handle_info, at the end)
 
--- Replies are {true, value} or {false, reason}: see `result`.
+-- Replies are {true, value} or {false, reason}: see `request`.
 local function ok(v) return {true, v == nil and true or v} end
 local function fail(reason) return {false, reason} end
 
@@ -259,7 +259,7 @@ local function continue_node_stop(s)
   local last = s.order[#s.order]
   if last == nil then
     local reason = s.node_stopping
-    s.node_stopping = nil
+    s.node_stopping, s.node_stop_token = nil, nil
     return run_hook(s, reason)
   end
   local app = s.running[last]
@@ -275,9 +275,11 @@ end
 
 local function stop_node(s, reason)
   if s.node_stopping ~= nil then return end
-  logger.error("Application controller: stopping the node: %s", tostring(reason))
+  logger.error("Stopping the node: %s", tostring(reason))
   s.node_stopping = reason
-  mb.send_after(NODE_STOP_LIMIT, mb.self(), tuple(NODE_STOP_TIMEOUT))
+  -- The token tells this stop's deadline from an earlier one's.
+  s.node_stop_token = mb.make_ref()
+  mb.send_after(NODE_STOP_LIMIT, mb.self(), tuple(NODE_STOP_TIMEOUT, s.node_stop_token))
   continue_node_stop(s)
 end
 
@@ -328,9 +330,10 @@ local function start_app(s, name, start_type, from)
     logger.progress_report(format("Application %s started", name), {{"Type", start_type}})
     return ok()
   end
-  local master = mb.spawn_link(master_main, mb.self(), name, spec.mod, start_type)
-  s.masters[master] = name
-  s.starting[name] = {master = master, type = start_type, waiters = {from}}
+  local pid = mb.spawn_link("moonbeam.application", "master", mb.self(), name,
+    spec.mod, start_type)
+  s.masters[pid] = name
+  s.starting[name] = {master = pid, type = start_type, waiters = {from}}
   return nil
 end
 
@@ -385,7 +388,7 @@ end
 
 local requests = {}
 
-function requests.load(s, spec)
+function requests.load(s, _, spec)
   local name = spec.name
   if s.loaded[name] then return fail(tuple(atom.already_loaded, name)) end
   s.loaded[name] = spec
@@ -398,42 +401,42 @@ function requests.load(s, spec)
   return ok()
 end
 
-function requests.unload(s, name)
+function requests.unload(s, _, name)
   if s.running[name] or s.starting[name] then return fail(tuple(atom.running, name)) end
   if not s.loaded[name] then return fail(tuple(atom.not_loaded, name)) end
   s.loaded[name], s.env[name] = nil, nil
   return ok()
 end
 
-function requests.info(s, name)
+function requests.info(s, _, name)
   local spec = s.loaded[name]
   return ok({loaded = spec ~= nil, running = s.running[name] ~= nil,
              applications = spec and spec.applications or {}})
 end
 
-function requests.start(s, name, start_type, from) return start_app(s, name, start_type, from) end
+function requests.start(s, from, name, start_type) return start_app(s, name, start_type, from) end
 
-function requests.stop(s, name, _, from) return stop_app(s, name, from) end
+function requests.stop(s, from, name) return stop_app(s, name, from) end
 
-function requests.get_env(s, name, key)
+function requests.get_env(s, _, name, key)
   local env = s.env[name]
   return ok({env and env[key]})
 end
 
-function requests.get_all_env(s, name)
+function requests.get_all_env(s, _, name)
   local out = {}
   for k, v in pairs(s.env[name] or {}) do out[k] = v end
   return ok(out)
 end
 
-function requests.set_env(s, name, key, value)
+function requests.set_env(s, _, name, key, value)
   local env = s.env[name] or {}
   s.env[name] = env
   env[key] = value
   return ok()
 end
 
-function requests.unset_env(s, name, key)
+function requests.unset_env(s, _, name, key)
   if s.env[name] then s.env[name][key] = nil end
   return ok()
 end
@@ -451,11 +454,12 @@ function requests.loaded(s)
   return ok(app_list(s, names))
 end
 
-function requests.set_hook(s, hook)
+function requests.set_hook(s, _, hook)
   s.hook = hook
   return ok()
 end
 
+-- The controller's callbacks, exported at the end of the file.
 local controller = {}
 
 function controller.init()
@@ -472,7 +476,7 @@ function controller.init()
 end
 
 function controller.handle_call(req, from, s)
-  local r = requests[req[1]](s, req[2], req[3], from, req[4])
+  local r = requests[req[1]](s, from, unpack(req, 2, req.n))
   if r == nil then return "noreply", s end
   return "reply", r, s
 end
@@ -483,9 +487,11 @@ function controller.handle_info(msg, s)
       master_exited(s, msg[2], msg[3])
     elseif msg[1] == STARTED then
       master_started(s, msg[2], msg[3], msg[4])
-    elseif msg[1] == NODE_STOP_TIMEOUT and s.node_stopping ~= nil then
+    elseif msg[1] == NODE_STOP_TIMEOUT and msg[2] == s.node_stop_token then
       local reason = s.node_stopping
-      s.node_stopping = nil
+      s.node_stopping, s.node_stop_token = nil, nil
+      logger.error("Stopping the node: the applications did not stop within %d ms",
+        NODE_STOP_LIMIT)
       run_hook(s, reason)
     end
   end
@@ -501,7 +507,7 @@ local function controller_pid()
     local pid = mb.whereis(CONTROLLER)
     if pid then return pid end
     local why
-    pid, why = gen_server.start(controller, nil, {name = CONTROLLER})
+    pid, why = gen_server.start("moonbeam.application", nil, {name = CONTROLLER})
     if pid then return pid end
     if not (typeof(why) == "tuple" and why[1] == atom.already_started) then
       error("application: cannot start the application controller: " .. tostring(why), 0)
@@ -512,7 +518,7 @@ end
 
 -- Send a request to the controller; unpack {true, v} / {false, reason}.
 local function request(...)
-  local r = gen_server.call(controller_pid(), {...}, math.huge)
+  local r = gen_server.call(controller_pid(), {n = select("#", ...), ...}, math.huge)
   if r[1] then return r[2] end
   return nil, r[2]
 end
@@ -590,37 +596,38 @@ function M.ensure_all_started(name, start_type)
   name = check_name(name, "ensure_all_started", 1)
   start_type = check_type(start_type, "ensure_all_started", 2)
   local started, visiting = {}, {}
+  local failed -- the application that could not be started
   local function visit(app)
-    if visiting[app] then return nil, tuple(atom.circular_dependencies, app) end
+    if visiting[app] then
+      failed = app
+      return nil, tuple(atom.circular_dependencies, app)
+    end
     local loaded, why = ensure_loaded(app)
-    if not loaded then return nil, why end
+    if not loaded then
+      failed = app
+      return nil, why
+    end
     local i = info(app)
     if i.running then return true end
     visiting[app] = true
     for _, dep in ipairs(i.applications) do
       local done, err = visit(dep)
-      if not done then return nil, err, true end
+      if not done then return nil, err end
     end
     visiting[app] = nil
     local done, err = request("start", app, start_type)
     if done then
       started[#started + 1] = app
     elseif not (typeof(err) == "tuple" and err[1] == atom.already_started) then
+      failed = app
       return nil, err
     end
     return true
   end
-  -- The failed application is the innermost one: pass its reason up as is.
-  local failed
-  local function walk(app)
-    local done, err, nested = visit(app)
-    if not done and not nested then failed = app end
-    return done, err
-  end
-  local done, err = walk(name)
+  local done, err = visit(name)
   if done then return started end
   for i = #started, 1, -1 do M.stop(started[i]) end
-  return nil, tuple(failed or name, err)
+  return nil, tuple(failed, err)
 end
 
 --- Stop a running application: its top supervisor is shut down (and with
@@ -667,11 +674,11 @@ function M.which_applications() return request("which") end
 -- {name, description, version} as which_applications.
 function M.loaded_applications() return request("loaded") end
 
---- What stopping the node does by default: log the reason, then exit the
--- operating system process with status 1. Runs in the controller process.
+--- What stopping the node does by default, once the controller has logged
+-- why and stopped the other applications: exit the operating system
+-- process with status 1. Runs in the controller process.
 -- @param reason {application_terminated, Name, Reason}
-function M.on_node_stop(reason)
-  logger.error("stopping the node: %s", tostring(reason))
+function M.on_node_stop(reason) -- luacheck: no unused args
   os.exit(1)
 end
 
@@ -687,5 +694,22 @@ function M.set_node_stop_hook(hook)
   end
   return request("set_hook", hook)
 end
+
+-- ---------------------------------------------------------------------------
+-- Internal entry points. They are in the module table because the processes
+-- that run them are started by module name (a function copied into a new
+-- process could not take this module's local C functions with it).
+
+--- gen_server callback of the application controller; not for users.
+M.init = controller.init
+
+--- gen_server callback of the application controller; not for users.
+M.handle_call = controller.handle_call
+
+--- gen_server callback of the application controller; not for users.
+M.handle_info = controller.handle_info
+
+--- Entry point of an application master process; not for users.
+M.master = master
 
 return M

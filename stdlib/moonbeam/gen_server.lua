@@ -103,14 +103,9 @@ end
 
 -- A readable report, as Elixir's: the error and its traceback apart.
 local function report(name, reason, last, state)
-  local what = tostring(reason)
-  if typeof(reason) == "tuple" and reason.n == 2 and type(reason[2]) == "string"
-      and reason[2]:find("^stack traceback") then
-    what = tostring(reason[1]) .. "\n" .. reason[2]
-  end
-  mb.log("error", ("GenServer %s terminating\n** (stop) %s\nLast message: %s\nState: %s")
-    :format(name and tostring(name) or tostring(mb.self()), what,
-      tostring(last), tostring(state)))
+  require("moonbeam.logger").crash_report(
+    ("GenServer %s terminating"):format(name and tostring(name) or tostring(mb.self())),
+    reason, {{"Last message", last}, {"State", require("moonbeam.inspect")(state)}})
 end
 
 -- End the server: run terminate (if any), report an abnormal end, exit.

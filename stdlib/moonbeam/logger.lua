@@ -140,13 +140,25 @@ function M.format_reason(reason)
   return "** (exit) " .. tostring(reason)
 end
 
-local function report_text(title, reason, has_reason, fields)
-  local lines = {tostring(title)}
-  if has_reason then lines[#lines + 1] = M.format_reason(reason) end
-  for i, f in ipairs(fields or {}) do
+-- Fields are checked whether or not the report is written, so that a bad
+-- one shows at once, not the day the level is lowered.
+local function check_fields(fields)
+  if fields == nil then return end
+  if type(fields) ~= "table" then
+    error("bad fields in report (list of {label, value} expected, got " ..
+      typeof(fields) .. ")", 3)
+  end
+  for i, f in ipairs(fields) do
     if type(f) ~= "table" or f[1] == nil then
       error(format("bad field #%d in report ({label, value} expected)", i), 3)
     end
+  end
+end
+
+local function report_text(title, reason, has_reason, fields)
+  local lines = {tostring(title)}
+  if has_reason then lines[#lines + 1] = M.format_reason(reason) end
+  for _, f in ipairs(fields or {}) do
     lines[#lines + 1] = tostring(f[1]) .. ": " .. tostring(f[2])
   end
   return concat(lines, "\n")
@@ -160,6 +172,7 @@ end
 -- @param fields a list of {label, value} pairs, in the order to print
 function M.report(level, title, reason, fields)
   level = check_level(level, "report", 1)
+  check_fields(fields)
   if enabled(level) then
     mb_log(level, report_text(title, reason, reason ~= nil, fields))
   end
@@ -173,6 +186,7 @@ end
 -- @param reason the exit reason
 -- @param fields optional list of {label, value} pairs
 function M.crash_report(title, reason, fields)
+  check_fields(fields)
   if enabled("error") then
     mb_log("error", report_text(title, reason, true, fields))
   end
@@ -186,6 +200,7 @@ end
 -- @param title the first line
 -- @param fields optional list of {label, value} pairs
 function M.progress_report(title, fields)
+  check_fields(fields)
   if enabled("info") then
     mb_log("info", report_text(title, nil, false, fields))
   end

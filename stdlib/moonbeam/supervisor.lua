@@ -140,10 +140,11 @@ local function start_one(c, extra)
   return nil, why == nil and tuple(atom.bad_start_return, tostring(pid)) or why
 end
 
-local function log_child(s, c, what, reason)
-  mb.log("error", ("Supervisor %s: child %s (%s) %s\n** (exit) %s"):format(
-    tostring(s.name or mb.self()), tostring(c.id), tostring(c.pid), what,
-    tostring(reason)))
+local function log_child(s, c, pid, what, reason)
+  require("moonbeam.logger").crash_report(
+    ("Child %s of Supervisor %s %s"):format(tostring(c.id),
+      tostring(s.name or mb.self()), what), reason,
+    {{"Pid", pid}, {"Restart", c.restart}, {"Shutdown", c.shutdown}, {"Type", c.type}})
 end
 
 -- Wait for the EXIT of a child we linked to (we trap exits).
@@ -163,7 +164,7 @@ local function shutdown(c)
     await_exit(pid)
   else
     mb.exit(pid, "shutdown")
-    local timeout = c.shutdown == "infinity" and nil or c.shutdown
+    local timeout = c.shutdown ~= "infinity" and c.shutdown or nil
     if await_exit(pid, timeout) == nil then
       mb.exit(pid, "kill")
       await_exit(pid)
@@ -232,7 +233,7 @@ local function restart_from(s, first, only_one)
     if c and c.pid == nil and not c.terminated then
       local pid, why = start_child_record(s, c, c.extra)
       if not pid and why ~= atom.ignore then
-        log_child(s, c, "failed to restart", why)
+        log_child(s, c, nil, "failed to restart", why)
         return false
       end
     end
@@ -262,9 +263,10 @@ local function restart(s, c)
 end
 
 local function child_exited(s, c, reason)
-  s.by_pid[c.pid] = nil
+  local pid = c.pid
+  s.by_pid[pid] = nil
   c.pid = nil
-  if is_abnormal(reason) then log_child(s, c, "terminated", reason) end
+  if is_abnormal(reason) then log_child(s, c, pid, "terminated", reason) end
   local r = c.restart
   if r == "temporary" or (r == "transient" and not is_abnormal(reason)) then
     if r == "temporary" or s.dynamic then remove_child(s, c) end
