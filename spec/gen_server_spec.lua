@@ -2,7 +2,20 @@
 -- timeouts, continue, stop and terminate, bad returns.
 local mb = require "moonbeam"
 
-local function in_process(fn, ...) return mb.run(fn, ...) end
+-- Run fn in a process; then kill whatever it started that is still alive,
+-- so that no example leaves a server behind.
+local function in_process(fn, ...)
+  return mb.run(function(fn, ...)
+    local mb = require "moonbeam"
+    local before = {}
+    for _, p in ipairs(mb.processes()) do before[p] = true end
+    local results = table.pack(fn(...))
+    for _, p in ipairs(mb.processes()) do
+      if not before[p] and p ~= mb.self() then mb.exit(p, "kill") end
+    end
+    return table.unpack(results, 1, results.n)
+  end, fn, ...)
+end
 
 -- The callback module the specs start (a table: it is copied into the
 -- server process with its functions).
@@ -222,7 +235,18 @@ describe("stopping", function()
     end, counter)})
   end)
 
-  it("a stop return from handle_call replies, then terminates", function()
+  it("stop of a dead server raises noproc", function()
+    assert.equal("noproc", in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start(cb, 0)
+      gs.stop(pid)
+      local _, e = pcall(gs.stop, pid)
+      return tostring(e[1])
+    end, counter))
+  end)
+
+  it("a stop return from handle_call runs terminate, then replies", function()
     assert.same({"bye", "normal"}, {in_process(function(cb)
       local mb = require "moonbeam"
       local gs = require "moonbeam.gen_server"

@@ -25,7 +25,6 @@ local mb = require "moonbeam"
 local gen_server = require "moonbeam.gen_server"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
-local type, error = type, error
 
 local M = {}
 
@@ -33,7 +32,8 @@ local GET, UPDATE, GET_AND_UPDATE, CAST =
   atom.get, atom.update, atom.get_and_update, atom.cast
 
 -- The GenServer callbacks. They are copied into the agent's process, so
--- they use only atoms and the functions they are given.
+-- they use only atoms, the functions they are given and globals (a local
+-- holding a C function could not be copied).
 local Server = {}
 
 function Server.init(fn) return "ok", fn() end
@@ -55,6 +55,8 @@ function Server.handle_cast(req, state)
   if req[1] == CAST then return "noreply", req[2](state) end
   return "noreply", state
 end
+
+local type, error = type, error
 
 local function check_fn(fn, fname, arg)
   if type(fn) ~= "function" then

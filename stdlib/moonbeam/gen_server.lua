@@ -79,13 +79,21 @@ function M.reply(from, reply) gen.reply(from, reply) end
 function M.stop(server, reason, timeout)
   local pid = gen.whereis(server)
   if pid == nil then gen.fail(atom.noproc, "gen_server", server, "stop") end
+  reason = reason == nil and NORMAL or reason
   local ref = mb.monitor(pid)
-  mb.send(pid, tuple(STOP, reason == nil and NORMAL or reason))
+  mb.send(pid, tuple(STOP, reason))
   local msg, why = mb.receive(function(m) return m[2] == ref end, timeout,
     {[atom.DOWN] = true})
   if why == "timeout" then
     mb.demonitor(ref, {flush = true})
     gen.fail(TIMEOUT, "gen_server", server, "stop")
+  end
+  -- As proc_lib:stop: the server must have ended with the reason asked for.
+  local got = msg[5]
+  if got == atom.noproc then gen.fail(atom.noproc, "gen_server", server, "stop") end
+  local want = type(reason) == "string" and atom[reason] or reason
+  if got ~= want and not (type(reason) == "string" and got == reason) then
+    gen.fail(got, "gen_server", server, "stop")
   end
   return true
 end
@@ -108,14 +116,16 @@ local function report(name, reason, last, state)
     reason, {{"Last message", last}, {"State", require("moonbeam.inspect")(state)}})
 end
 
--- End the server: run terminate (if any), report an abnormal end, exit.
-local function terminate(s, reason, last)
+-- End the server: run terminate (if any), reply to a call that asked for
+-- the stop (after terminate, as OTP does), report an abnormal end, exit.
+local function terminate(s, reason, last, from, reply)
   reason = QUIET[reason] or reason
   local cb = s.mod.terminate
   if cb then
     local ok, err = pcall(cb, reason, s.state)
     if not ok then reason = tuple(err, "in terminate") end
   end
+  if from then gen.reply(from, reply) end
   if not is_normal(reason) then report(s.name, reason, last, s.state) end
   mb.exit(reason)
 end
@@ -171,9 +181,8 @@ local function handle_call(s, msg)
     s.state = r[4]
     if next_action(s, r[5]) then return end
   elseif tag == "stop" and r.n == 5 then
-    gen.reply(from, r[4])
     s.state = r[5]
-    terminate(s, r[3], msg)
+    terminate(s, r[3], msg, from, r[4])
   elseif tag == "noreply" or tag == "stop" then
     return handle_noreply(s, r, msg)
   end

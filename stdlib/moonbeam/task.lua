@@ -8,10 +8,12 @@
 -- An async task is linked to the process that started it (its owner) and
 -- monitored by it; when its function returns, it sends the owner
 -- {Ref, Result...}, where Ref is the owner's monitor of the task, sent as
--- an alias (mb.send_alias): once the owner has stopped waiting (the result
--- taken, or the task shut down), a late result is dropped and never fills
--- its mailbox. A task is a table {pid = Pid, ref = Ref, owner = Pid}; only
--- its owner may await, yield or shut it down.
+-- an alias (mb.send_alias): once the owner has stopped waiting for it (the
+-- result taken, the task ignored or shut down), a late result is dropped
+-- and never fills its mailbox. The task learns Ref from a first message of
+-- its owner, {'$task_go', Ref}. A task is a table
+-- {pid = Pid, ref = Ref, owner = Pid}; only its owner may await, yield,
+-- ignore or shut it down.
 --
 -- The task supervisor (task.supervisor_*) is a GenServer of its own: it
 -- starts tasks linked to it, forgets them when they end and never restarts
@@ -38,8 +40,7 @@ local unpack, huge = table.unpack, math.huge
 local M = {}
 
 local DOWN, EXIT = atom.DOWN, atom.EXIT
-local NORMAL, SHUTDOWN, KILLED, NOPROC =
-  atom.normal, atom.shutdown, atom.killed, atom.noproc
+local SHUTDOWN, KILLED, NOPROC = atom.shutdown, atom.killed, atom.noproc
 -- The owner's go-ahead to an async task: {'$task_go', Ref}.
 local GO = atom["$task_go"]
 local START, CHILDREN, TERMINATE =
@@ -202,6 +203,22 @@ function M.shutdown(t, timeout)
   return nil, "exit", reason
 end
 
+--- Stop caring about a task: it goes on running, unlinked from the caller,
+-- and a result it sends later is dropped. The task may no longer be
+-- awaited, yielded or shut down.
+-- @param t the task
+-- @return the task's results if they had come; nil, "exit", reason if it
+--   had ended without; nil, "running" otherwise
+function M.ignore(t)
+  check_task(t, "ignore")
+  local msg = receive_result(t.ref, 0)
+  mb.unlink(t.pid)
+  if msg and msg[1] == DOWN then return nil, "exit", msg[5] end
+  mb.demonitor(t.ref, {flush = true})
+  if msg then return unpack(msg, 2, msg.n) end
+  return nil, "running"
+end
+
 --- Start `fn(...)` in a process that nobody waits for (fire and forget).
 -- @return the pid
 function M.start(fn, ...)
@@ -309,9 +326,17 @@ end
 -- @return its pid, or nil and the reason
 function M.supervisor_start_link(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'supervisor_start_link' (table expected, got "
-      .. typeof(opts) .. ")", 2)
+  local function bad(what)
+    error("bad argument #1 to 'supervisor_start_link' (" .. what .. ")", 3)
+  end
+  if type(opts) ~= "table" then bad("table expected, got " .. typeof(opts)) end
+  local grace, max = opts.shutdown, opts.max_children
+  if grace ~= nil and grace ~= "brutal_kill" and
+      not (type(grace) == "number" and grace >= 0) then
+    bad("shutdown must be a number of ms or \"brutal_kill\"")
+  end
+  if max ~= nil and not (type(max) == "number" and max >= 0) then
+    bad("max_children must be a number")
   end
   return gen_server.start_link(Supervisor, opts, opts)
 end
