@@ -156,7 +156,7 @@ void mb__link_handle(mb_proc_t *p, mb_msg_t *m) {
       mb_msg_free(m); /* demonitored meanwhile: no DOWN after demonitor */
     return;
   case MB_SIG_ALIAS:
-    if (mb__map_get(&p->monitors, m->ref) != NULL)
+    if (!(m->ref & MB_REF_ALIAS) || mb__map_get(&p->monitors, m->ref) != NULL)
       queue_message(p, m);
     else
       mb_msg_free(m); /* the alias is gone: the caller gave up */
@@ -185,8 +185,10 @@ void mb__link_handle(mb_proc_t *p, mb_msg_t *m) {
 static void send_down(uint64_t ref, mb_pid_t watcher, mb_pid_t pid,
                       const mb_msg_t *reason) {
   mb_msg_t *m = down_message(ref, pid, reason);
-  if (m != NULL)
+  if (m != NULL) {
+    m->from = pid;
     mb__signal(watcher, m);
+  }
 }
 
 static void send_exit(mb_pid_t to, mb_pid_t from, const mb_msg_t *reason) {
@@ -255,12 +257,7 @@ int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
 /* ---- the Lua side ---- */
 
 static mb_pid_t check_pid(lua_State *L, int idx) {
-  mb__lpid_t *p = mb__to_pid(L, idx);
-  if (p == NULL)
-    luaL_typeerror(L, idx, "pid");
-  if (p->node != 0)
-    luaL_argerror(L, idx, "a pid of another node (distribution is not running)");
-  return p->id;
+  return mb__check_pid(L, idx);
 }
 
 mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname) {
@@ -319,15 +316,26 @@ int mb__unlink(lua_State *L) {
   return 1;
 }
 
-/* monitor(pid) -> ref.  A dead or unknown pid gives 'DOWN' with noproc at
- * once. */
+void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target) {
+  table_put(p, &p->monitors, ref, target);
+}
+
+/* monitor(pid or {Name, Node}) -> ref.  A dead or unknown process gives
+ * 'DOWN' with noproc at once. */
 int mb__monitor(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "monitor");
-  mb_pid_t to = check_pid(L, 1);
-  uint64_t ref = mb__ref_next();
+  const mb__atom_t *rname, *rnode;
+  mb_pid_t to;
+  uint64_t ref = mb__ref_next() | MB_REF_ALIAS;
+  if (mb__to_remote_name(L, 1, &rname, &rnode))
+    to = rnode == mb__dist_node() || mb__dist_node() == NULL
+             ? mb__registry_whereis(rname)
+             : mb__dist_name_key(rname, rnode);
+  else
+    to = check_pid(L, 1);
   table_put(p, &p->monitors, ref, to);
   mb_msg_t *m = signal_new(MB_SIG_MONITOR, p->pid, ref);
-  if (m == NULL || mb__signal(to, m) != 0) {
+  if (m == NULL || to == 0 || mb__signal(to, m) != 0) {
     mb_msg_t *reason = mb__msg_atom(mb__atoms.noproc);
     mb_msg_t *down = reason ? down_message(ref, to, reason) : NULL;
     mb_msg_free(reason);

@@ -37,6 +37,8 @@ bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
 }
 
 int mb__signal(mb_pid_t to, mb_msg_t *m) {
+  if (MB_PID_IS_REMOTE(to))
+    return mb__dist_route(to, m);
   mb_proc_t *p = mb__proc_lookup(to);
   if (p == NULL) {
     mb_msg_free(m);

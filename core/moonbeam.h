@@ -25,7 +25,11 @@
   XX(STATE, "invalid state for this operation")                              \
   XX(THREAD, "thread operation failed")                                      \
   XX(LUA, "Lua error")                                                       \
-  XX(TIMEDOUT, "timed out")
+  XX(TIMEDOUT, "timed out")                                                  \
+  XX(CONN, "connection failed")                                              \
+  XX(PROTO, "protocol error")                                                \
+  XX(NOHOST, "host not found")                                               \
+  XX(CANCELED, "operation canceled")
 
 typedef enum {
   MB_OK = 0,
@@ -122,6 +126,20 @@ int mb_waiter_new(mb_pid_t pid, mb_waiter_t **out);
 int mb_waiter_wait(mb_waiter_t *w, long timeout_ms, mb_msg_t **reason,
                    int *normal);
 void mb_waiter_free(mb_waiter_t *w);
+
+/* Distribution: make this node a node of a cluster (Erlang's
+ * distribution protocol).  The node must be started. */
+typedef struct {
+  const char *name;   /* alive@host */
+  const char *cookie;
+  int hidden;         /* not in other nodes' nodes() */
+  unsigned ticktime;  /* net_ticktime in seconds; 0 = 60 */
+  int port;           /* listen port; 0 = any */
+} mb_dist_config_t;
+int mb_dist_start(const mb_dist_config_t *cfg);
+int mb_dist_port(void);
+/* The cookie Erlang would use: ~/.erlang.cookie (created if missing). */
+int mb_dist_default_cookie(char *out, size_t len);
 
 /* Logging. */
 typedef enum {

@@ -692,6 +692,12 @@ static void dec(dec_t *d) {
 }
 
 int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
+  if (m->flags & MB_MSGF_ETF) {
+    char err[200];
+    if (mb__etf_decode(L, m->data, m->len, err, sizeof err) != 0)
+      luaL_error(L, "a message from another node could not be read: %s", err);
+    return 0;
+  }
   dec_t d = {L, m->data, m->data + m->len, 0, 0};
   if (m->has_refs) {
     lua_newtable(L);

@@ -40,6 +40,7 @@ int mb_node_stop(void) {
   if (!started)
     return MB_ESTATE;
   mb__sched_stop();
+  mb__dist_stop();
   mb__timer_stop();
   started = 0;
   return 0;

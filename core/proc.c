@@ -436,7 +436,7 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
   if (err == 0 && (o->link || o->monitor)) {
     mb_proc_t *parent = mb__proc_lookup(o->parent);
     if (parent != NULL) {
-      o->monitor_ref = o->monitor ? mb__ref_next() : 0;
+      o->monitor_ref = o->monitor ? mb__ref_next() | MB_REF_ALIAS : 0;
       mb__link_new_child(parent, p, o->link, o->monitor_ref);
       mb__proc_unref(parent);
     }

@@ -6,8 +6,11 @@
 
 #include "internal.h"
 
+#define TIMER_MAGIC 0x7431u
+
 typedef struct timer_s {
   uv_timer_t handle;
+  unsigned magic; /* tells our timers from other uv_timer_t at stop */
   uint64_t id;
   mb__timer_kind_t kind;
   mb_pid_t pid;
@@ -133,6 +136,7 @@ uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen) {
   timer_t_ *t = calloc(1, sizeof *t);
   if (t == NULL)
     return 0;
+  t->magic = TIMER_MAGIC;
   t->kind = MB_TIMER_WAKE;
   t->pid = pid;
   t->gen = gen;
@@ -147,6 +151,7 @@ int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
     mb_msg_free(m);
     return MB_ENOMEM;
   }
+  t->magic = TIMER_MAGIC;
   t->kind = MB_TIMER_SEND;
   t->pid = dest;
   t->name = name;
@@ -179,7 +184,7 @@ int mb__timer_start(void) {
 }
 
 static uv_close_cb closer(uv_handle_t *h) {
-  return h->type == UV_TIMER ? close_cb : NULL;
+  return h->type == UV_TIMER && ((timer_t_ *)h)->magic == TIMER_MAGIC ? close_cb : NULL;
 }
 
 /* Stops the loop too: timers are the loop's first users. */

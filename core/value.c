@@ -406,24 +406,31 @@ mb__lref_t *mb__to_ref(lua_State *L, int idx) {
 
 /* ---- tuples, lists, maps ---- */
 
-static void put_quoted(luaL_Buffer *b, lua_State *L, int idx) {
+/* Replace the string on top with its quoted form ("a\"b", controls as
+ * \ddd).  Built aside: a luaL_Buffer must not see the stack move. */
+static void quote_top(lua_State *L) {
   size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
-  luaL_addchar(b, '"');
+  const char *s = lua_tolstring(L, -1, &len);
+  char *out = malloc(len * 4 + 3);
+  if (out == NULL)
+    luaL_error(L, "out of memory");
+  size_t k = 0;
+  out[k++] = '"';
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c == '"' || c == '\\') {
-      luaL_addchar(b, '\\');
-      luaL_addchar(b, (char)c);
+      out[k++] = '\\';
+      out[k++] = (char)c;
     } else if (c < 32 || c == 127) {
-      char esc[8];
-      snprintf(esc, sizeof esc, "\\%d", c);
-      luaL_addstring(b, esc);
+      k += (size_t)snprintf(out + k, 5, "\\%d", c);
     } else {
-      luaL_addchar(b, (char)c);
+      out[k++] = (char)c;
     }
   }
-  luaL_addchar(b, '"');
+  out[k++] = '"';
+  lua_pushlstring(L, out, k);
+  free(out);
+  lua_remove(L, -2);
 }
 
 /* Shallow, Erlang-looking rendering: {a, b} for tuples, [a, b] for lists. */
@@ -440,14 +447,13 @@ static int seq_tostring(lua_State *L, char open, char close) {
     if (i > 1)
       luaL_addstring(&b, ", ");
     lua_rawgeti(L, 1, i);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      put_quoted(&b, L, -1);
-      lua_pop(L, 1);
-    } else {
+    if (lua_type(L, -1) == LUA_TSTRING)
+      quote_top(L);
+    else {
       luaL_tolstring(L, -1, NULL);
       lua_remove(L, -2);
-      luaL_addvalue(&b);
     }
+    luaL_addvalue(&b);
   }
   luaL_addchar(&b, close);
   luaL_pushresult(&b);
@@ -486,4 +492,43 @@ mb__table_kind_t mb__table_kind(lua_State *L, int idx) {
   }
   lua_pop(L, 1);
   return kind;
+}
+
+/* ---- pids as the core addresses them ---- */
+
+mb_pid_t mb__pid_key(const mb__lpid_t *p) {
+  if (p->node == 0)
+    return p->id;
+  return mb__remote_pid_key(p->node, p->creation, p->num, p->serial);
+}
+
+mb_pid_t mb__check_pid(lua_State *L, int idx) {
+  mb__lpid_t *p = mb__to_pid(L, idx);
+  if (p == NULL)
+    luaL_typeerror(L, idx, "pid");
+  return mb__pid_key(p);
+}
+
+/* {Name, Node} as a table or tuple of two strings or atoms, or nil. */
+static const mb__atom_t *name_part(lua_State *L, int idx, int i) {
+  const mb__atom_t *a = NULL;
+  lua_rawgeti(L, idx, i);
+  a = mb__to_atom(L, -1);
+  if (a == NULL && lua_type(L, -1) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (mb__atom_intern(s, len, &a) != 0)
+      a = NULL;
+  }
+  lua_pop(L, 1);
+  return a;
+}
+
+bool mb__to_remote_name(lua_State *L, int idx, const mb__atom_t **name,
+                        const mb__atom_t **node) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return false;
+  *name = name_part(L, idx, 1);
+  *node = name_part(L, idx, 2);
+  return *name != NULL && *node != NULL;
 }

@@ -1,5 +1,6 @@
 /* moonbeam: the Lua binding of the core, one function per primitive.
  * The friendly layer lives in stdlib/. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,12 +76,7 @@ static mb_msg_t *encode_args(lua_State *L, int first, const char *fname) {
 }
 
 static mb_pid_t check_pid(lua_State *L, int idx) {
-  mb__lpid_t *p = mb__to_pid(L, idx);
-  if (p == NULL)
-    luaL_typeerror(L, idx, "pid");
-  if (p->node != 0)
-    luaL_argerror(L, idx, "a pid of another node (distribution is not running)");
-  return p->id;
+  return mb__check_pid(L, idx);
 }
 
 /* A registered name: an atom, or a string naming one. */
@@ -97,11 +93,21 @@ static const mb__atom_t *check_name(lua_State *L, int idx) {
   return a;
 }
 
-/* A destination: a pid, or a registered name. */
+/* A destination: a pid, a registered name, or {Name, Node}. */
 static mb_pid_t check_dest(lua_State *L, int idx, const char *fname) {
   mb__lpid_t *p = mb__to_pid(L, idx);
   if (p != NULL)
-    return p->id;
+    return mb__pid_key(p);
+  const mb__atom_t *rname, *rnode;
+  if (mb__to_remote_name(L, idx, &rname, &rnode)) {
+    if (rnode == mb__dist_node() || mb__dist_node() == NULL) {
+      mb_pid_t pid = mb__registry_whereis(rname);
+      if (pid == 0 && mb__dist_node() == NULL)
+        luaL_error(L, "%s: this node is not distributed (node %s)", fname, rnode->name);
+      return pid;
+    }
+    return mb__dist_name_key(rname, rnode);
+  }
   if (lua_type(L, idx) != LUA_TSTRING && mb__to_atom(L, idx) == NULL)
     luaL_typeerror(L, idx, "pid or registered name");
   const mb__atom_t *name = check_name(L, idx);
@@ -192,12 +198,31 @@ static int l_spawn_opt(lua_State *L) {
   return spawn_with(L, &o, 2, "spawn_opt");
 }
 
+/* Send to another node: the value is encoded as a term at once. */
+static int send_remote(lua_State *L, mb_pid_t to) {
+  char err[600];
+  mb_msg_t *m;
+  int r = mb__etf_encode(L, 2, "msg", &m, err, sizeof err);
+  if (r == MB_EBADTERM)
+    return luaL_error(L, "send: %s", err);
+  check_err(L, r, "send");
+  m->flags |= MB_MSGF_ETF;
+  mb_proc_t *self = MB_PROC(L);
+  m->from = self ? self->pid : 0;
+  mb__dist_route(to, m);
+  return 0;
+}
+
 static int l_send(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
-  if (lp != NULL && lp->node != 0)
-    return luaL_argerror(L, 1, "a pid of another node (distribution is not running)");
+  if (lp != NULL && lp->node != 0) {
+    luaL_checkany(L, 2);
+    return send_remote(L, mb__pid_key(lp));
+  }
   mb_pid_t to = lp ? lp->id : check_dest(L, 1, "send");
   luaL_checkany(L, 2);
+  if (MB_PID_IS_REMOTE(to))
+    return send_remote(L, to);
   mb_msg_t *m = encode(L, 2, "msg", "send");
   mb_proc_t *self = MB_PROC(L);
   m->from = self ? self->pid : 0;
@@ -305,6 +330,163 @@ static int l_whereis(lua_State *L) {
 
 static int l_registered(lua_State *L) {
   mb__registry_push_all(L);
+  return 1;
+}
+
+/* ---- distribution ---- */
+
+static const mb__atom_t *check_node(lua_State *L, int idx) {
+  const mb__atom_t *a = mb__to_atom(L, idx);
+  if (a != NULL)
+    return a;
+  size_t len;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_typeerror(L, idx, "node name (string or atom)");
+  const char *s = lua_tolstring(L, idx, &len);
+  if (memchr(s, '@', len) == NULL)
+    luaL_argerror(L, idx, "a node name is name@host");
+  if (mb__atom_intern(s, len, &a) != 0)
+    luaL_argerror(L, idx, "node name too long");
+  return a;
+}
+
+/* The host part of -sname (short) or -name (long) names. */
+static void host_name(char *out, size_t len, bool shortname) {
+  size_t n = len;
+  if (uv_os_gethostname(out, &n) != 0)
+    snprintf(out, len, "localhost");
+  if (shortname) {
+    char *dot = strchr(out, '.');
+    if (dot)
+      *dot = '\0';
+  }
+}
+
+/* start_distribution{name = "a@host" | sname = "a", cookie =, hidden =,
+ * ticktime =, port =} -> the node name (an atom) */
+static int l_start_distribution(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ensure_node(L);
+  char name[600], host[256], cookie[256];
+  lua_getfield(L, 1, "name");
+  lua_getfield(L, 1, "sname");
+  const char *lname = lua_tostring(L, -2), *sname = lua_tostring(L, -1);
+  if ((lname == NULL) == (sname == NULL))
+    return luaL_argerror(L, 1, "give name or sname");
+  const char *base = lname ? lname : sname;
+  if (strchr(base, '@') != NULL) {
+    snprintf(name, sizeof name, "%s", base);
+  } else {
+    host_name(host, sizeof host, sname != NULL);
+    snprintf(name, sizeof name, "%s@%s", base, host);
+  }
+  lua_pop(L, 2);
+  mb_dist_config_t cfg = {0};
+  cfg.name = name;
+  lua_getfield(L, 1, "cookie");
+  if (lua_isstring(L, -1)) {
+    snprintf(cookie, sizeof cookie, "%s", lua_tostring(L, -1));
+  } else {
+    int err = mb_dist_default_cookie(cookie, sizeof cookie);
+    if (err)
+      return luaL_error(L, "start_distribution: no cookie (~/.erlang.cookie: %s)",
+                        mb_strerror(err));
+  }
+  cfg.cookie = cookie;
+  lua_getfield(L, 1, "hidden");
+  cfg.hidden = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "ticktime");
+  cfg.ticktime = (unsigned)luaL_optinteger(L, -1, 60);
+  lua_getfield(L, 1, "port");
+  cfg.port = (int)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 4);
+  int err = mb_dist_start(&cfg);
+  if (err == MB_EEXIST)
+    return luaL_error(L, "start_distribution: the name %s is already registered with epmd", name);
+  check_err(L, err, "start_distribution");
+  /* net_kernel answers other nodes' pings. */
+  mb_proc_spawn_mfa("moonbeam.net_kernel", "start", NULL, NULL);
+  mb__push_atom(L, mb__dist_node());
+  return 1;
+}
+
+/* node() -> this node's name, or nonode@nohost */
+static int l_node(lua_State *L) {
+  const mb__atom_t *a = mb__dist_node();
+  if (a == NULL)
+    mb__atom_intern("nonode@nohost", 13, &a);
+  mb__push_atom(L, a);
+  return 1;
+}
+
+/* nodes(["visible" | "hidden" | "connected"]) -> list of node names */
+static int l_nodes(lua_State *L) {
+  static const char *const kinds[] = {"visible", "connected", "hidden", NULL};
+  int kind = luaL_checkoption(L, 1, "visible", kinds);
+  const mb__atom_t *list[1024];
+  int n = mb__dist_node() ? mb__dist_nodes(list, 1024, kind != 0) : 0;
+  lua_createtable(L, n, 0);
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    mb__push_atom(L, list[i]);
+    lua_rawseti(L, -2, ++k);
+  }
+  return 1;
+}
+
+/* monitor_node(node, flag): {nodedown, Node} when the connection goes. */
+static int l_monitor_node(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "monitor_node");
+  const mb__atom_t *n = check_node(L, 1);
+  int err = mb__dist_monitor_node(p->pid, n, lua_isnone(L, 2) || lua_toboolean(L, 2));
+  if (err == MB_ESTATE)
+    return luaL_error(L, "monitor_node: this node is not distributed");
+  check_err(L, err, "monitor_node");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* monitor_nodes(flag): {nodeup, Node} and {nodedown, Node} for all. */
+static int l_monitor_nodes(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "monitor_nodes");
+  mb__dist_monitor_nodes(p->pid, lua_isnone(L, 1) || lua_toboolean(L, 1));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_disconnect(lua_State *L) {
+  const mb__atom_t *n = check_node(L, 1);
+  if (mb__dist_node() == NULL || !mb__dist_connected(n)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  mb__dist_disconnect(n);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* spawn_request(node, module, function, args) -> ref: the other node runs
+ * module:function(args...) monitored by the caller, which gets
+ * {spawn_reply, Ref, ok, Pid} (or error, Reason), then the DOWN. */
+static int l_spawn_request(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "spawn_request");
+  const mb__atom_t *n = check_node(L, 1);
+  const mb__atom_t *mod = mb__to_atom(L, 2), *fun = mb__to_atom(L, 3);
+  if (mod == NULL)
+    mod = check_name(L, 2);
+  if (fun == NULL)
+    fun = check_name(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  if (mb__dist_node() == NULL)
+    return luaL_error(L, "spawn_request: this node is not distributed");
+  uint64_t ref = mb__ref_next();
+  mb__link_monitor_add(p, ref, mb__dist_name_key(mod, n));
+  char err[600];
+  int r = mb__dist_spawn_request(L, n, p->pid, ref, mod, fun, 4, err, sizeof err);
+  if (r == MB_EBADTERM)
+    return luaL_error(L, "spawn_request: %s", err);
+  check_err(L, r, "spawn_request");
+  mb__push_ref(L, ref);
   return 1;
 }
 
@@ -508,6 +690,13 @@ static const luaL_Reg funcs[] = {
     {"log", l_log},
     {"log_level", l_log_level},
     {"names", l_names},
+    {"start_distribution", l_start_distribution},
+    {"node", l_node},
+    {"nodes", l_nodes},
+    {"monitor_node", l_monitor_node},
+    {"monitor_nodes", l_monitor_nodes},
+    {"disconnect", l_disconnect},
+    {"spawn_request", l_spawn_request},
     {"send", l_send},
     {"receive", mb__receive},
     {"sleep", mb__sleep},

@@ -14,7 +14,7 @@ local M = {}
 local callbacks = {
   init = function(flags)
     return "ok", {strategy = "one_for_one", intensity = flags.intensity,
-                  period = flags.period}, {}
+                  period = flags.period, anonymous = true}, {}
   end,
 }
 

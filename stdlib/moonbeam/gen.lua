@@ -138,6 +138,16 @@ function M.tag(v)
   return nil
 end
 
+--- Deep equality of two values (tables compared by contents).
+function M.equal(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  if getmetatable(a) ~= getmetatable(b) then return false end
+  for k, v in pairs(a) do if not M.equal(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
 --- Pack a callback's results (they may hold nils).
 function M.pack(...) return {n = select("#", ...), ...} end
 

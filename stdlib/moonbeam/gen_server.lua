@@ -92,7 +92,7 @@ function M.stop(server, reason, timeout)
   local got = msg[5]
   if got == atom.noproc then gen.fail(atom.noproc, "gen_server", server, "stop") end
   local want = type(reason) == "string" and atom[reason] or reason
-  if got ~= want and not (type(reason) == "string" and got == reason) then
+  if not gen.equal(got, want) and not (type(reason) == "string" and got == reason) then
     gen.fail(got, "gen_server", server, "stop")
   end
   return true
@@ -238,9 +238,11 @@ function M.init_it(starter, ref, parent, name, module, args)
     gen.ack(starter, ref, false, why)
     return
   end
-  local mod = gen.callback_module(module)
-  local s = {mod = mod, name = name, parent = parent}
-  local r = gen.pack(xpcall(mod.init, on_error, args))
+  local s = {name = name, parent = parent}
+  local r = gen.pack(xpcall(function()
+    s.mod = gen.callback_module(module)
+    return s.mod.init(args)
+  end, on_error))
   local tag = r[1] and gen.tag(r[2])
   if tag == "ok" and r.n <= 4 then
     s.state = r[3]

@@ -137,6 +137,7 @@ local function start_one(c, extra)
   if not ok then return nil, tuple(pid, "in start") end
   if typeof(pid) == "pid" then return pid end
   if why == nil and (pid == "ignore" or pid == atom.ignore) then why = atom.ignore end
+  if why == "ignore" then why = atom.ignore end
   return nil, why == nil and tuple(atom.bad_start_return, tostring(pid)) or why
 end
 
@@ -147,29 +148,30 @@ local function log_child(s, c, pid, what, reason)
     {{"Pid", pid}, {"Restart", c.restart}, {"Shutdown", c.shutdown}, {"Type", c.type}})
 end
 
--- Wait for the EXIT of a child we linked to (we trap exits).
-local function await_exit(pid, timeout)
-  local msg = mb.receive(function(m) return m[1] == EXIT and m[2] == pid end,
-    timeout, {[EXIT] = true})
-  return msg and msg[3]
-end
-
--- Stop a running child as its shutdown says; the EXIT is consumed here.
+-- Stop a running child as its shutdown says.  As OTP does, it is watched
+-- with a monitor (a child may have unlinked itself); its EXIT, if one
+-- comes, is taken out of the mailbox too.
 local function shutdown(c)
   local pid = c.pid
   if not pid then return end
   c.pid = nil
+  local ref = mb.monitor(pid)
+  local DOWN = atom.DOWN
+  local function down(timeout)
+    return mb.receive(function(m) return m[1] == DOWN and m[2] == ref end,
+      timeout, {[DOWN] = true})
+  end
   if c.shutdown == "brutal_kill" then
     mb.exit(pid, "kill")
-    await_exit(pid)
+    down()
   else
     mb.exit(pid, "shutdown")
-    local timeout = c.shutdown ~= "infinity" and c.shutdown or nil
-    if await_exit(pid, timeout) == nil then
+    if down(c.shutdown ~= "infinity" and c.shutdown or nil) == nil then
       mb.exit(pid, "kill")
-      await_exit(pid)
+      down()
     end
   end
+  mb.receive(function(m) return m[1] == EXIT and m[2] == pid end, 0, {[EXIT] = true})
 end
 
 local function is_abnormal(reason)
@@ -269,7 +271,7 @@ local function child_exited(s, c, reason)
   if is_abnormal(reason) then log_child(s, c, pid, "terminated", reason) end
   local r = c.restart
   if r == "temporary" or (r == "transient" and not is_abnormal(reason)) then
-    if r == "temporary" or s.dynamic then remove_child(s, c) end
+    if r == "temporary" or s.dynamic or s.anonymous then remove_child(s, c) end
     return true
   end
   return restart(s, c)
@@ -294,6 +296,7 @@ function M.init(a)
     period = flags.period or 5,
     children = {}, by_pid = {}, restarts = {},
     name = mb.process_info(mb.self()).registered_name,
+    anonymous = flags.anonymous, -- a DynamicSupervisor: children by pid
   }
   local strategies = {one_for_one = true, one_for_all = true, rest_for_one = true,
                       simple_one_for_one = true}
@@ -345,7 +348,7 @@ function handlers.start_child(s, arg)
     insert(s.children, c)
     return {true, pid}
   end
-  if err == atom.ignore and not s.template then insert(s.children, c) end
+  if err == atom.ignore and not s.template and not s.anonymous then insert(s.children, c) end
   return {false, err}
 end
 

@@ -1,0 +1,1129 @@
+/* Signals between nodes: what distribution frames carry (messages, links,
+ * monitors, exits, spawn requests), both ways, and what happens to them
+ * when a connection goes down.
+ *
+ * Incoming frames are read on the loop thread with the ETF reader and
+ * turned into the signals local processes already understand (a remote pid
+ * becomes an interned key, see remote.c); messages stay in ETF and are
+ * decoded by the receiving process.  Outgoing signals to a remote key come
+ * here from mb__signal on any thread and leave as frames.
+ *
+ * For `noconnection`, each node keeps the links and monitors that cross to
+ * it (under `lock`). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "internal.h"
+
+enum {
+  OP_LINK = 1,
+  OP_SEND = 2,
+  OP_EXIT = 3,
+  OP_UNLINK = 4,
+  OP_NODE_LINK = 5,
+  OP_REG_SEND = 6,
+  OP_GROUP_LEADER = 7,
+  OP_EXIT2 = 8,
+  OP_SEND_TT = 12,
+  OP_EXIT_TT = 13,
+  OP_REG_SEND_TT = 16,
+  OP_EXIT2_TT = 18,
+  OP_MONITOR_P = 19,
+  OP_DEMONITOR_P = 20,
+  OP_MONITOR_P_EXIT = 21,
+  OP_SEND_SENDER = 22,
+  OP_SEND_SENDER_TT = 23,
+  OP_SPAWN_REQUEST = 29,
+  OP_SPAWN_REQUEST_TT = 30,
+  OP_SPAWN_REPLY = 31,
+  OP_SPAWN_REPLY_TT = 32,
+  OP_UNLINK_ID = 35,
+  OP_UNLINK_ID_ACK = 36
+};
+
+/* A remote key whose num is NAME_NUM stands for the process registered as
+ * the atom (serial = atom index) on that node: {Name, Node}. */
+#define NAME_NUM 0xffffffffu
+
+typedef struct {
+  mb_pid_t local;  /* the process of this node */
+  mb_pid_t remote; /* its peer's key */
+  const mb__atom_t *name; /* in-monitors by name: the name watched */
+} crossing_t;
+
+/* What crosses to one node. */
+typedef struct {
+  mb__map_t links;   /* hash of (local, remote) -> crossing_t* */
+  mb__map_t out_mon; /* local ref -> crossing_t*: we watch them */
+  mb__map_t in_mon;  /* remote ref key -> crossing_t*: they watch us */
+  mb__map_t spawns;  /* local ref -> crossing_t*: spawn requests waiting */
+  mb__map_t watchers; /* local pid -> 1: monitor_node(Node) */
+} node_t;
+
+static uv_mutex_t lock;
+static uv_once_t once = UV_ONCE_INIT;
+static mb__map_t nodes;     /* node atom index + 1 -> node_t* */
+static mb__map_t all_watch; /* local pid -> 1: monitor_nodes */
+static uint64_t next_unlink_id = 1;
+
+static void init(void) {
+  uv_mutex_init(&lock);
+  mb__map_init(&nodes);
+  mb__map_init(&all_watch);
+}
+
+/* Call with lock held. */
+static node_t *node_of(const mb__atom_t *a, bool create) {
+  node_t *n = mb__map_get(&nodes, (uint64_t)a->index + 1);
+  if (n == NULL && create) {
+    n = calloc(1, sizeof *n);
+    if (n != NULL && mb__map_put(&nodes, (uint64_t)a->index + 1, n) != 0) {
+      free(n);
+      n = NULL;
+    }
+  }
+  return n;
+}
+
+static uint64_t pair_key(mb_pid_t local, mb_pid_t remote) {
+  uint64_t h = local * 0x9E3779B97F4A7C15ULL ^ remote;
+  return h ? h : 1;
+}
+
+static void track(mb__map_t *m, uint64_t key, mb_pid_t local, mb_pid_t remote,
+                  const mb__atom_t *name) {
+  crossing_t *c = mb__map_get(m, key);
+  if (c == NULL) {
+    c = malloc(sizeof *c);
+    if (c == NULL || mb__map_put(m, key, c) != 0) {
+      free(c);
+      return;
+    }
+  }
+  c->local = local;
+  c->remote = remote;
+  c->name = name;
+}
+
+static crossing_t *untrack(mb__map_t *m, uint64_t key) {
+  return mb__map_del(m, key);
+}
+
+/* ---- remote keys ---- */
+
+static const mb__atom_t *node_atom(uint32_t node) { return mb__atom_at(node - 1); }
+
+static mb_pid_t key_of_pid(const mb__etf_pid_t *p) {
+  mb_pid_t local;
+  if (mb__etf_pid_local(p, &local))
+    return local;
+  return mb__remote_pid_key(p->node->index + 1, p->creation, p->id, p->serial);
+}
+
+/* The wire form of a remote key: a pid, or a name on a node. */
+static bool wire_pid(mb_pid_t key, mb__etf_pid_t *out, const mb__atom_t **name,
+                     const mb__atom_t **node) {
+  uint32_t n, creation, num, serial;
+  if (!mb__remote_pid(key, &n, &creation, &num, &serial))
+    return false;
+  *node = node_atom(n);
+  *name = NULL;
+  if (num == NAME_NUM) {
+    *name = mb__atom_at(serial);
+    return true;
+  }
+  out->node = *node;
+  out->id = num;
+  out->serial = serial;
+  out->creation = creation;
+  return true;
+}
+
+mb_pid_t mb__dist_name_key(const mb__atom_t *name, const mb__atom_t *node) {
+  return mb__remote_pid_key(node->index + 1, 0, NAME_NUM, name->index);
+}
+
+static bool wire_ref(uint64_t key, mb__etf_ref_t *out) {
+  uint32_t n;
+  if (!mb__remote_ref(key, &n, &out->creation, &out->len, out->words))
+    return false;
+  out->node = node_atom(n);
+  return true;
+}
+
+/* ---- converting payloads (a Lua state per thread does it) ---- */
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *L) { lua_close(L); }
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+/* A Lua state of the calling thread's own, closed when the thread ends. */
+static lua_State *scratch_state(void) {
+  pthread_once(&scratch_once, scratch_init);
+  lua_State *L = pthread_getspecific(scratch_key);
+  if (L == NULL) {
+    L = luaL_newstate();
+    pthread_setspecific(scratch_key, L);
+  }
+  return L;
+}
+
+static int decode_msg(lua_State *L) {
+  mb_msg_decode(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+/* Our message format -> a term appended to the frame (for reasons). */
+static int write_local_value(mb_msg_t **frame, const mb_msg_t *v, int elem) {
+  if (v->flags & MB_MSGF_ETF) {
+    if (elem == 0)
+      return mb__etf_write_raw(frame, v->data + 1, v->len - 1);
+  }
+  lua_State *L = scratch_state();
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, decode_msg);
+  lua_pushlightuserdata(L, (void *)v);
+  int err = lua_pcall(L, 1, 1, 0) == LUA_OK ? 0 : MB_EBADTERM;
+  if (err == 0 && elem > 0)
+    lua_rawgeti(L, -1, elem);
+  if (err == 0) {
+    char why[200];
+    if (mb__etf_write_value(frame, L, -1, "reason", why, sizeof why) != 0) {
+      /* A reason Erlang cannot hold (a function...): send its text. */
+      lua_settop(L, top);
+      lua_pushstring(L, why);
+      err = mb__etf_write_value(frame, L, -1, "reason", NULL, 0);
+    }
+  }
+  lua_settop(L, top);
+  return err;
+}
+
+/* A term read off the wire -> our message format (for exit reasons, which
+ * the core splices into {'EXIT', Pid, Reason}). */
+static mb_msg_t *local_from_wire(const unsigned char *p, size_t n) {
+  lua_State *L = scratch_state();
+  int top = lua_gettop(L);
+  unsigned char *buf = malloc(n + 1);
+  if (buf == NULL)
+    return NULL;
+  buf[0] = MB_ETF_VERSION;
+  memcpy(buf + 1, p, n);
+  mb_msg_t *m = NULL;
+  if (mb__etf_decode(L, buf, n + 1, NULL, 0) == 0)
+    mb__msg_encode(L, -1, "reason", &m, NULL, 0);
+  free(buf);
+  lua_settop(L, top);
+  return m;
+}
+
+/* A whole term (from a 131) as a message for a process to decode. */
+static mb_msg_t *etf_message(const unsigned char *p, size_t n) {
+  mb_msg_t *m = mb__msg_new(n + 1);
+  if (m == NULL)
+    return NULL;
+  m->data[0] = MB_ETF_VERSION;
+  memcpy(m->data + 1, p, n);
+  m->len = n + 1;
+  m->flags |= MB_MSGF_ETF;
+  return m;
+}
+
+/* ---- frames out ---- */
+
+static mb_msg_t *frame_start(uint32_t arity) {
+  mb_msg_t *f = mb__msg_new(128);
+  static const unsigned char head[5] = {0, 0, 0, 0, 'p'};
+  if (f == NULL || mb__etf_write_raw(&f, head, sizeof head) ||
+      mb__etf_write_version(&f) || mb__etf_write_tuple(&f, arity) ||
+      0) {
+    mb_msg_free(f);
+    return NULL;
+  }
+  return f;
+}
+
+static int frame_send(const mb__atom_t *node, mb_msg_t *f) {
+  if (f == NULL)
+    return MB_ENOMEM;
+  uint32_t n = (uint32_t)(f->len - 4);
+  f->data[0] = (unsigned char)(n >> 24);
+  f->data[1] = (unsigned char)(n >> 16);
+  f->data[2] = (unsigned char)(n >> 8);
+  f->data[3] = (unsigned char)n;
+  int err = mb__dist_queue(node, f->data, f->len);
+  mb_msg_free(f);
+  return err;
+}
+
+static int put_pid(mb_msg_t **f, mb_pid_t pid) {
+  mb__etf_pid_t w;
+  const mb__atom_t *name, *node;
+  if (!MB_PID_IS_REMOTE(pid))
+    return mb__etf_write_local_pid(f, pid);
+  if (!wire_pid(pid, &w, &name, &node))
+    return MB_EINVAL;
+  return name ? mb__etf_write_atom(f, name) : mb__etf_write_pid(f, &w);
+}
+
+static int put_ref(mb_msg_t **f, uint64_t ref) {
+  mb__etf_ref_t w;
+  if (!MB_PID_IS_REMOTE(ref))
+    return mb__etf_write_local_ref(f, ref);
+  if (!wire_ref(ref, &w))
+    return MB_EINVAL;
+  return mb__etf_write_ref(f, &w);
+}
+
+static const mb__atom_t *empty_atom(void) {
+  static const mb__atom_t *a;
+  if (a == NULL)
+    mb__atom_intern("", 0, &a);
+  return a;
+}
+
+/* ---- signals out ---- */
+
+static void route_message(const mb__atom_t *node, const mb__atom_t *name,
+                          mb_pid_t to, mb_msg_t *m) {
+  mb_msg_t *f;
+  if (name != NULL) { /* {6, From, '', ToName} */
+    f = frame_start(4);
+    if (f && (mb__etf_write_int(&f, OP_REG_SEND) || put_pid(&f, m->from ? m->from : 0) ||
+              mb__etf_write_atom(&f, empty_atom()) || mb__etf_write_atom(&f, name))) {
+      mb_msg_free(f);
+      f = NULL;
+    }
+  } else { /* {2, '', To} */
+    f = frame_start(3);
+    if (f && (mb__etf_write_int(&f, OP_SEND) || mb__etf_write_atom(&f, empty_atom()) ||
+              put_pid(&f, to))) {
+      mb_msg_free(f);
+      f = NULL;
+    }
+  }
+  if (f != NULL && (m->flags & MB_MSGF_ETF)) {
+    if (mb__etf_write_raw(&f, m->data, m->len)) {
+      mb_msg_free(f);
+      f = NULL;
+    }
+  } else if (f != NULL) {
+    if (mb__etf_write_version(&f) || write_local_value(&f, m, 0)) {
+      mb_msg_free(f);
+      f = NULL;
+    }
+  }
+  frame_send(node, f);
+}
+
+/* A local signal addressed to a process of another node. */
+int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
+  uv_once(&once, init);
+  mb__etf_pid_t w;
+  const mb__atom_t *name, *node;
+  if (mb__dist_node() == NULL || !wire_pid(to, &w, &name, &node)) {
+    mb_msg_free(m);
+    return MB_ENOPROC;
+  }
+  mb_msg_t *f = NULL;
+  int op = 0;
+  switch ((mb__sig_kind_t)m->kind) {
+  case MB_SIG_MSG:
+  case MB_SIG_ALIAS:
+    route_message(node, name, to, m);
+    mb_msg_free(m);
+    return 0;
+  case MB_SIG_LINK: {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, true);
+    if (n)
+      track(&n->links, pair_key(m->from, to), m->from, to, NULL);
+    uv_mutex_unlock(&lock);
+    f = frame_start(3);
+    if (f && (mb__etf_write_int(&f, OP_LINK) || put_pid(&f, m->from) || put_pid(&f, to)))
+      goto bad;
+    break;
+  }
+  case MB_SIG_UNLINK: {
+    uv_mutex_lock(&lock);
+    node_t *n2 = node_of(node, false);
+    if (n2)
+      free(untrack(&n2->links, pair_key(m->from, to)));
+    uint64_t id = next_unlink_id++;
+    uv_mutex_unlock(&lock);
+    f = frame_start(4);
+    if (f && (mb__etf_write_int(&f, OP_UNLINK_ID) || mb__etf_write_int(&f, (int64_t)id) ||
+              put_pid(&f, m->from) || put_pid(&f, to)))
+      goto bad;
+    break;
+  }
+  case MB_SIG_EXIT: {
+    op = (m->flags & MB_SIGF_LINKED) ? OP_EXIT : OP_EXIT2;
+    if (op == OP_EXIT) {
+      uv_mutex_lock(&lock);
+      node_t *n3 = node_of(node, false);
+      if (n3)
+        free(untrack(&n3->links, pair_key(m->from, to)));
+      uv_mutex_unlock(&lock);
+    }
+    f = frame_start(4);
+    if (f && (mb__etf_write_int(&f, op) || put_pid(&f, m->from) || put_pid(&f, to) ||
+              write_local_value(&f, m, 0)))
+      goto bad;
+    break;
+  }
+  case MB_SIG_MONITOR: {
+    uv_mutex_lock(&lock);
+    node_t *n4 = node_of(node, true);
+    if (n4)
+      track(&n4->out_mon, m->ref, m->from, to, name);
+    uv_mutex_unlock(&lock);
+    f = frame_start(4);
+    if (f && (mb__etf_write_int(&f, OP_MONITOR_P) || put_pid(&f, m->from) ||
+              put_pid(&f, to) || put_ref(&f, m->ref)))
+      goto bad;
+    break;
+  }
+  case MB_SIG_DEMONITOR: {
+    uv_mutex_lock(&lock);
+    node_t *n5 = node_of(node, false);
+    if (n5)
+      free(untrack(&n5->out_mon, m->ref));
+    uv_mutex_unlock(&lock);
+    f = frame_start(4);
+    if (f && (mb__etf_write_int(&f, OP_DEMONITOR_P) || put_pid(&f, m->from) ||
+              put_pid(&f, to) || put_ref(&f, m->ref)))
+      goto bad;
+    break;
+  }
+  case MB_SIG_DOWN: { /* to a remote watcher: {21, Watched, Watcher, Ref, Reason} */
+    uv_mutex_lock(&lock);
+    node_t *n6 = node_of(node, false);
+    crossing_t *c = n6 ? untrack(&n6->in_mon, m->ref) : NULL;
+    const mb__atom_t *watched_name = c ? c->name : NULL;
+    free(c);
+    uv_mutex_unlock(&lock);
+    f = frame_start(5);
+    if (f && (mb__etf_write_int(&f, OP_MONITOR_P_EXIT) ||
+              (watched_name ? mb__etf_write_atom(&f, watched_name)
+                            : put_pid(&f, m->from)) ||
+              put_pid(&f, to) || put_ref(&f, m->ref) ||
+              write_local_value(&f, m, 5)))
+      goto bad;
+    break;
+  }
+  }
+  mb_msg_free(m);
+  return frame_send(node, f);
+bad:
+  mb_msg_free(f);
+  mb_msg_free(m);
+  return MB_ENOMEM;
+}
+
+/* ---- signals in ---- */
+
+static const mb__atom_t *A(const char *s) {
+  const mb__atom_t *a = NULL;
+  mb__atom_intern(s, strlen(s), &a);
+  return a;
+}
+
+static mb_msg_t *make_signal(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref) {
+  mb_msg_t *m = mb__msg_new(16);
+  if (m != NULL) {
+    m->kind = (uint8_t)kind;
+    m->from = from;
+    m->ref = ref;
+  }
+  return m;
+}
+
+static void reply_exit(const mb__atom_t *node, mb_pid_t from, const mb__etf_pid_t *to,
+                       const char *reason) {
+  mb_msg_t *f = frame_start(4);
+  if (f && (mb__etf_write_int(&f, OP_EXIT) || mb__etf_write_local_pid(&f, from) ||
+            mb__etf_write_pid(&f, to) || mb__etf_write_atom(&f, A(reason)))) {
+    mb_msg_free(f);
+    f = NULL;
+  }
+  frame_send(node, f);
+}
+
+/* The rest of the frame after the control tuple: the message term. */
+static int rest_message(mb__etf_reader_t *r, const unsigned char **p, size_t *n) {
+  if (r->p >= r->end || r->p[0] != MB_ETF_VERSION)
+    return MB_EBADTERM;
+  const unsigned char *start = r->p + 1;
+  mb__etf_reader_t check;
+  if (mb__etf_reader_init(&check, r->p, (size_t)(r->end - r->p)) != 0 ||
+      mb__etf_skip(&check) != 0 || check.p != r->end)
+    return MB_EBADTERM;
+  *p = start;
+  *n = (size_t)(r->end - start);
+  return 0;
+}
+
+static void deliver_message(mb_pid_t to, mb__etf_reader_t *r) {
+  const unsigned char *p;
+  size_t n;
+  if (rest_message(r, &p, &n) != 0)
+    return;
+  mb_msg_t *m = etf_message(p, n);
+  if (m != NULL)
+    mb_proc_send(to, m);
+}
+
+static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
+  mb__etf_pid_t from, to;
+  if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
+    return MB_EBADTERM;
+  mb_pid_t local, remote = key_of_pid(&from);
+  if (!mb__etf_pid_local(&to, &local))
+    return 0; /* a previous incarnation's pid */
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, true);
+  if (n && !unlink)
+    track(&n->links, pair_key(local, remote), local, remote, NULL);
+  else if (n)
+    free(untrack(&n->links, pair_key(local, remote)));
+  uv_mutex_unlock(&lock);
+  mb_msg_t *m = make_signal(unlink ? MB_SIG_UNLINK : MB_SIG_LINK, remote, 0);
+  if (m != NULL && mb__signal(local, m) != 0 && !unlink) {
+    uv_mutex_lock(&lock);
+    if (n)
+      free(untrack(&n->links, pair_key(local, remote)));
+    uv_mutex_unlock(&lock);
+    reply_exit(node, local, &from, "noproc");
+  }
+  return 0;
+}
+
+static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r, bool linked) {
+  mb__etf_pid_t from, to;
+  if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
+    return MB_EBADTERM;
+  const unsigned char *reason = r->p;
+  if (mb__etf_skip(r))
+    return MB_EBADTERM;
+  mb_pid_t local, remote = key_of_pid(&from);
+  if (!mb__etf_pid_local(&to, &local))
+    return 0;
+  if (linked) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, false);
+    if (n)
+      free(untrack(&n->links, pair_key(local, remote)));
+    uv_mutex_unlock(&lock);
+  }
+  mb_msg_t *m = local_from_wire(reason, (size_t)(r->p - reason));
+  if (m == NULL)
+    return 0;
+  m->kind = MB_SIG_EXIT;
+  m->from = remote;
+  m->flags = linked ? MB_SIGF_LINKED : 0;
+  mb__signal(local, m);
+  return 0;
+}
+
+/* MONITOR_P and DEMONITOR_P: {_, Watcher, Target (pid or name), Ref}. */
+static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonitor) {
+  mb__etf_pid_t from, to;
+  mb__etf_ref_t ref;
+  const mb__atom_t *name = NULL;
+  if (mb__etf_read_pid(r, &from))
+    return MB_EBADTERM;
+  if (mb__etf_peek(r) == MB_ETF_NEW_PID || mb__etf_peek(r) == MB_ETF_PID) {
+    if (mb__etf_read_pid(r, &to))
+      return MB_EBADTERM;
+  } else if (mb__etf_read_atom(r, &name)) {
+    return MB_EBADTERM;
+  }
+  if (mb__etf_read_ref(r, &ref))
+    return MB_EBADTERM;
+  mb_pid_t watcher = key_of_pid(&from), target = 0;
+  uint64_t refkey = mb__remote_ref_key(ref.node->index + 1, ref.creation, ref.len, ref.words);
+  if (name != NULL)
+    target = mb__registry_whereis(name);
+  else if (!mb__etf_pid_local(&to, &target))
+    target = 0;
+  if (demonitor) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, false);
+    if (n)
+      free(untrack(&n->in_mon, refkey));
+    uv_mutex_unlock(&lock);
+    if (target != 0) {
+      mb_msg_t *m = make_signal(MB_SIG_DEMONITOR, watcher, refkey);
+      if (m)
+        mb__signal(target, m);
+    }
+    return 0;
+  }
+  if (target != 0) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, true);
+    if (n)
+      track(&n->in_mon, refkey, target, watcher, name);
+    uv_mutex_unlock(&lock);
+    mb_msg_t *m = make_signal(MB_SIG_MONITOR, watcher, refkey);
+    if (m != NULL && mb__signal(target, m) == 0)
+      return 0;
+    uv_mutex_lock(&lock);
+    if (n)
+      free(untrack(&n->in_mon, refkey));
+    uv_mutex_unlock(&lock);
+  }
+  /* No such process: {21, Target as given, Watcher, Ref, noproc}. */
+  mb_msg_t *f = frame_start(5);
+  if (f && (mb__etf_write_int(&f, OP_MONITOR_P_EXIT) ||
+            (name ? mb__etf_write_atom(&f, name) : mb__etf_write_pid(&f, &to)) ||
+            mb__etf_write_pid(&f, &from) || mb__etf_write_ref(&f, &ref) ||
+            mb__etf_write_atom(&f, A("noproc")))) {
+    mb_msg_free(f);
+    f = NULL;
+  }
+  frame_send(node, f);
+  return 0;
+}
+
+/* {'DOWN', Ref, process, Object, Reason} as an ETF message. */
+static mb_msg_t *down_message(uint64_t ref, const unsigned char *object, size_t olen,
+                              const unsigned char *reason, size_t rlen) {
+  mb_msg_t *m = mb__msg_new(64 + olen + rlen);
+  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 5) ||
+      mb__etf_write_atom(&m, A("DOWN")) || mb__etf_write_local_ref(&m, ref) ||
+      mb__etf_write_atom(&m, A("process")) || mb__etf_write_raw(&m, object, olen) ||
+      mb__etf_write_raw(&m, reason, rlen)) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  m->kind = MB_SIG_DOWN;
+  m->ref = ref;
+  m->flags |= MB_MSGF_ETF;
+  return m;
+}
+
+/* MONITOR_P_EXIT: {21, Watched (pid or name), Watcher, Ref, Reason}. */
+static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
+  const unsigned char *object = r->p;
+  const mb__atom_t *name = NULL;
+  mb__etf_pid_t watched, to;
+  mb__etf_ref_t ref;
+  if (mb__etf_peek(r) == MB_ETF_NEW_PID || mb__etf_peek(r) == MB_ETF_PID) {
+    if (mb__etf_read_pid(r, &watched))
+      return MB_EBADTERM;
+  } else if (mb__etf_read_atom(r, &name)) {
+    return MB_EBADTERM;
+  }
+  size_t olen = (size_t)(r->p - object);
+  if (mb__etf_read_pid(r, &to) || mb__etf_read_ref(r, &ref))
+    return MB_EBADTERM;
+  const unsigned char *reason = r->p;
+  if (mb__etf_skip(r))
+    return MB_EBADTERM;
+  mb_pid_t watcher;
+  uint64_t local_ref;
+  if (!mb__etf_pid_local(&to, &watcher) || !mb__etf_ref_local(&ref, &local_ref))
+    return 0;
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, false);
+  if (n) {
+    free(untrack(&n->out_mon, local_ref));
+    free(untrack(&n->spawns, local_ref));
+  }
+  uv_mutex_unlock(&lock);
+  mb_msg_t *m;
+  if (name != NULL) { /* the object is {Name, Node} */
+    mb_msg_t *obj = mb__msg_new(32);
+    if (obj == NULL || mb__etf_write_tuple(&obj, 2) || mb__etf_write_atom(&obj, name) ||
+        mb__etf_write_atom(&obj, node)) {
+      mb_msg_free(obj);
+      return 0;
+    }
+    m = down_message(local_ref, obj->data, obj->len, reason, (size_t)(r->p - reason));
+    mb_msg_free(obj);
+  } else {
+    m = down_message(local_ref, object, olen, reason, (size_t)(r->p - reason));
+  }
+  if (m != NULL)
+    mb__signal(watcher, m);
+  return 0;
+}
+
+/* SPAWN_REQUEST: {29, ReqId, From, GroupLeader, {M, F, Arity}, Opts} + Args.
+ * The new process runs moonbeam.rpc's spawned(m, f, args) (which maps
+ * erpc's execute_call/execute_cast onto Lua functions). */
+static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
+  mb__etf_ref_t req;
+  mb__etf_pid_t from, gl;
+  uint32_t arity;
+  const mb__atom_t *mod, *fun;
+  int64_t nargs;
+  if (mb__etf_read_ref(r, &req) || mb__etf_read_pid(r, &from) ||
+      mb__etf_read_pid(r, &gl) || mb__etf_read_tuple(r, &arity) || arity != 3 ||
+      mb__etf_read_atom(r, &mod) || mb__etf_read_atom(r, &fun) ||
+      mb__etf_read_int(r, &nargs))
+    return MB_EBADTERM;
+  /* Options: a list of atoms and tuples; link and monitor matter. */
+  bool link = false, monitor = false;
+  const unsigned char *opts = r->p;
+  if (mb__etf_skip(r))
+    return MB_EBADTERM;
+  mb__etf_reader_t o = {opts, r->p, NULL};
+  if (mb__etf_peek(&o) == MB_ETF_LIST) {
+    uint32_t len = (uint32_t)o.p[1] << 24 | (uint32_t)o.p[2] << 16 | (uint32_t)o.p[3] << 8 | o.p[4];
+    o.p += 5;
+    for (uint32_t i = 0; i < len; i++) {
+      const mb__atom_t *a;
+      if (mb__etf_peek(&o) == MB_ETF_SMALL_ATOM_UTF8 || mb__etf_peek(&o) == MB_ETF_ATOM ||
+          mb__etf_peek(&o) == MB_ETF_ATOM_UTF8 || mb__etf_peek(&o) == MB_ETF_SMALL_ATOM) {
+        if (mb__etf_read_atom(&o, &a))
+          return MB_EBADTERM;
+        link |= strcmp(a->name, "link") == 0;
+        monitor |= strcmp(a->name, "monitor") == 0;
+      } else if (mb__etf_skip(&o)) {
+        return MB_EBADTERM;
+      }
+    }
+  }
+  const unsigned char *args;
+  size_t alen;
+  if (rest_message(r, &args, &alen) != 0)
+    return MB_EBADTERM;
+  /* The arguments of moonbeam.rpc.spawned: module, function, the list. */
+  mb_msg_t *a = mb__msg_new(64 + alen);
+  if (a == NULL || mb__etf_write_version(&a) || mb__etf_write_tuple(&a, 3) ||
+      mb__etf_write_atom(&a, mod) || mb__etf_write_atom(&a, fun) ||
+      mb__etf_write_raw(&a, args, alen)) {
+    mb_msg_free(a);
+    return 0;
+  }
+  a->flags |= MB_MSGF_ETF;
+  mb_spawn_opts_t so = {0};
+  so.module = "moonbeam.rpc";
+  so.function = "spawned";
+  so.args = a;
+  mb_pid_t pid = 0;
+  int err = mb_proc_spawn_opts(&so, &pid);
+  mb_pid_t caller = key_of_pid(&from);
+  uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
+  if (err == 0 && (link || monitor)) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, true);
+    if (n && link)
+      track(&n->links, pair_key(pid, caller), pid, caller, NULL);
+    if (n && monitor)
+      track(&n->in_mon, refkey, pid, caller, NULL);
+    uv_mutex_unlock(&lock);
+    if (link) {
+      mb_msg_t *m = make_signal(MB_SIG_LINK, caller, 0);
+      if (m)
+        mb__signal(pid, m);
+    }
+    if (monitor) {
+      mb_msg_t *m = make_signal(MB_SIG_MONITOR, caller, refkey);
+      if (m)
+        mb__signal(pid, m);
+    }
+  }
+  mb_msg_t *f = frame_start(5);
+  int flags = err ? 0 : (link ? 1 : 0) | (monitor ? 2 : 0);
+  if (f && (mb__etf_write_int(&f, OP_SPAWN_REPLY) || mb__etf_write_ref(&f, &req) ||
+            mb__etf_write_pid(&f, &from) || mb__etf_write_int(&f, flags) ||
+            (err ? mb__etf_write_atom(&f, A("system_limit"))
+                 : mb__etf_write_local_pid(&f, pid)))) {
+    mb_msg_free(f);
+    f = NULL;
+  }
+  frame_send(node, f);
+  return 0;
+}
+
+/* SPAWN_REPLY: {31, ReqId, To, Flags, Result} -> to the caller
+ * {spawn_reply, ReqId, ok, Pid} or {spawn_reply, ReqId, error, Reason}. */
+static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
+  mb__etf_ref_t req;
+  mb__etf_pid_t to;
+  int64_t flags;
+  if (mb__etf_read_ref(r, &req) || mb__etf_read_pid(r, &to) || mb__etf_read_int(r, &flags))
+    return MB_EBADTERM;
+  const unsigned char *result = r->p;
+  bool ok = mb__etf_peek(r) == MB_ETF_NEW_PID || mb__etf_peek(r) == MB_ETF_PID;
+  mb__etf_pid_t child;
+  if (ok ? mb__etf_read_pid(r, &child) : mb__etf_skip(r))
+    return MB_EBADTERM;
+  mb_pid_t caller;
+  uint64_t ref;
+  if (!mb__etf_pid_local(&to, &caller) || !mb__etf_ref_local(&req, &ref))
+    return 0;
+  if (ok && (flags & 1)) {
+    mb_pid_t ckey = key_of_pid(&child);
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, true);
+    if (n)
+      track(&n->links, pair_key(caller, ckey), caller, ckey, NULL);
+    uv_mutex_unlock(&lock);
+    mb_msg_t *m = make_signal(MB_SIG_LINK, ckey, 0);
+    if (m)
+      mb__signal(caller, m);
+  }
+  if (ok && (flags & 2)) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, true);
+    crossing_t *c = n ? untrack(&n->spawns, ref) : NULL;
+    free(c);
+    if (n)
+      track(&n->out_mon, ref, caller, key_of_pid(&child), NULL);
+    uv_mutex_unlock(&lock);
+  }
+  mb_msg_t *m = mb__msg_new(64 + (size_t)(r->p - result));
+  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 4) ||
+      mb__etf_write_atom(&m, A("spawn_reply")) || mb__etf_write_local_ref(&m, ref) ||
+      mb__etf_write_atom(&m, A(ok ? "ok" : "error")) ||
+      mb__etf_write_raw(&m, result, (size_t)(r->p - result))) {
+    mb_msg_free(m);
+    return 0;
+  }
+  m->flags |= MB_MSGF_ETF;
+  mb_proc_send(caller, m);
+  return 0;
+}
+
+static int on_unlink_id(const mb__atom_t *node, mb__etf_reader_t *r) {
+  int64_t id;
+  mb__etf_pid_t from, to;
+  const unsigned char *id_term = r->p;
+  if (mb__etf_read_int(r, &id) && mb__etf_skip(r))
+    return MB_EBADTERM;
+  size_t id_len = (size_t)(r->p - id_term);
+  if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
+    return MB_EBADTERM;
+  mb_pid_t local, remote = key_of_pid(&from);
+  if (mb__etf_pid_local(&to, &local)) {
+    uv_mutex_lock(&lock);
+    node_t *n = node_of(node, false);
+    if (n)
+      free(untrack(&n->links, pair_key(local, remote)));
+    uv_mutex_unlock(&lock);
+    mb_msg_t *m = make_signal(MB_SIG_UNLINK, remote, 0);
+    if (m)
+      mb__signal(local, m);
+  }
+  /* UNLINK_ID_ACK {36, Id, From = us, To = them}. */
+  mb_msg_t *f = frame_start(4);
+  if (f && (mb__etf_write_int(&f, OP_UNLINK_ID_ACK) || mb__etf_write_raw(&f, id_term, id_len) ||
+            mb__etf_write_pid(&f, &to) || mb__etf_write_pid(&f, &from))) {
+    mb_msg_free(f);
+    f = NULL;
+  }
+  frame_send(node, f);
+  return 0;
+}
+
+/* One frame from a node (loop thread): nonzero closes the connection. */
+int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p,
+                   size_t n) {
+  (void)c;
+  uv_once(&once, init);
+  if (n < 2 || p[0] != 'p')
+    return MB_EBADTERM;
+  mb__etf_reader_t r;
+  uint32_t arity;
+  int64_t op;
+  if (mb__etf_reader_init(&r, p + 1, n - 1) || mb__etf_read_tuple(&r, &arity) ||
+      arity < 1 || mb__etf_read_int(&r, &op))
+    return MB_EBADTERM;
+  switch (op) {
+  case OP_SEND:
+  case OP_SEND_TT:
+  case OP_SEND_SENDER:
+  case OP_SEND_SENDER_TT: {
+    mb__etf_pid_t to;
+    if (mb__etf_skip(&r) || mb__etf_read_pid(&r, &to) ||
+        ((op == OP_SEND_TT || op == OP_SEND_SENDER_TT) && mb__etf_skip(&r)))
+      return MB_EBADTERM;
+    mb_pid_t local;
+    if (mb__etf_pid_local(&to, &local))
+      deliver_message(local, &r);
+    else if (rest_message(&r, &p, &n) != 0)
+      return MB_EBADTERM;
+    return 0;
+  }
+  case OP_REG_SEND:
+  case OP_REG_SEND_TT: {
+    mb__etf_pid_t from;
+    const mb__atom_t *name;
+    if (mb__etf_read_pid(&r, &from) || mb__etf_skip(&r) || mb__etf_read_atom(&r, &name) ||
+        (op == OP_REG_SEND_TT && mb__etf_skip(&r)))
+      return MB_EBADTERM;
+    mb_pid_t to = mb__registry_whereis(name);
+    if (to != 0)
+      deliver_message(to, &r);
+    else if (rest_message(&r, &p, &n) != 0)
+      return MB_EBADTERM;
+    return 0;
+  }
+  case OP_LINK:
+    return on_link(node, &r, false);
+  case OP_UNLINK:
+    return on_link(node, &r, true);
+  case OP_UNLINK_ID:
+    return on_unlink_id(node, &r);
+  case OP_UNLINK_ID_ACK:
+  case OP_NODE_LINK:
+  case OP_GROUP_LEADER:
+    return 0;
+  case OP_EXIT:
+  case OP_EXIT2:
+    return on_exit_signal(node, &r, op == OP_EXIT);
+  case OP_EXIT_TT:
+  case OP_EXIT2_TT: {
+    /* {_, From, To, Token, Reason}: drop the token. */
+    mb__etf_pid_t from, to;
+    const unsigned char *start = r.p;
+    if (mb__etf_read_pid(&r, &from) || mb__etf_read_pid(&r, &to))
+      return MB_EBADTERM;
+    const unsigned char *mid = r.p;
+    if (mb__etf_skip(&r))
+      return MB_EBADTERM;
+    /* Re-read without the token: build a reader over From, To, Reason. */
+    size_t a = (size_t)(mid - start), rest = (size_t)(r.end - r.p);
+    unsigned char *buf = malloc(1 + a + rest);
+    if (buf == NULL)
+      return 0;
+    buf[0] = MB_ETF_VERSION;
+    memcpy(buf + 1, start, a);
+    memcpy(buf + 1 + a, r.p, rest);
+    mb__etf_reader_t r2;
+    mb__etf_reader_init(&r2, buf, 1 + a + rest);
+    int err = on_exit_signal(node, &r2, op == OP_EXIT_TT);
+    free(buf);
+    return err;
+  }
+  case OP_MONITOR_P:
+    return on_monitor(node, &r, false);
+  case OP_DEMONITOR_P:
+    return on_monitor(node, &r, true);
+  case OP_MONITOR_P_EXIT:
+    return on_monitor_exit(node, &r);
+  case OP_SPAWN_REQUEST:
+    return on_spawn_request(node, &r);
+  case OP_SPAWN_REPLY:
+    return on_spawn_reply(node, &r);
+  default:
+    mb_log(MB_LOG_WARNING, "dist: %s sent an operation moonbeam does not know (%d)",
+           node->name, (int)op);
+    return 0;
+  }
+}
+
+/* ---- spawn requests out (rpc) ---- */
+
+/* Ask `node` to spawn module:function(args...) (an Erlang MFA) for the
+ * calling process, monitored; the reply comes as {spawn_reply, Ref, ok,
+ * Pid} or {spawn_reply, Ref, error, Reason}, then {'DOWN', Ref, ...}. */
+int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller,
+                           uint64_t ref, const mb__atom_t *mod, const mb__atom_t *fun,
+                           int args_idx, char *err, size_t errlen) {
+  uv_once(&once, init);
+  lua_Integer nargs = (lua_Integer)lua_rawlen(L, args_idx);
+  mb_msg_t *f = frame_start(6);
+  if (f == NULL)
+    return MB_ENOMEM;
+  static const unsigned char empty_list[] = {MB_ETF_NIL};
+  int e = mb__etf_write_int(&f, OP_SPAWN_REQUEST) || mb__etf_write_local_ref(&f, ref) ||
+          mb__etf_write_local_pid(&f, caller) || mb__etf_write_local_pid(&f, caller) ||
+          mb__etf_write_tuple(&f, 3) || mb__etf_write_atom(&f, mod) ||
+          mb__etf_write_atom(&f, fun) || mb__etf_write_int(&f, nargs);
+  /* Options: [monitor]. */
+  static const unsigned char monitor_opt[] = {MB_ETF_LIST, 0, 0, 0, 1};
+  if (!e)
+    e = mb__etf_write_raw(&f, monitor_opt, sizeof monitor_opt) ||
+        mb__etf_write_atom(&f, A("monitor")) ||
+        mb__etf_write_raw(&f, empty_list, sizeof empty_list);
+  if (!e)
+    e = mb__etf_write_version(&f);
+  if (!e) {
+    int r = mb__etf_write_value(&f, L, args_idx, "args", err, errlen);
+    if (r) {
+      mb_msg_free(f);
+      return r;
+    }
+  }
+  if (e) {
+    mb_msg_free(f);
+    return MB_ENOMEM;
+  }
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, true);
+  if (n)
+    track(&n->spawns, ref, caller, 0, NULL);
+  uv_mutex_unlock(&lock);
+  return frame_send(node, f);
+}
+
+/* ---- nodes up and down ---- */
+
+static void notify(mb_pid_t to, const char *what, const mb__atom_t *node) {
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 2) ||
+      mb__etf_write_atom(&m, A(what)) || mb__etf_write_atom(&m, node)) {
+    mb_msg_free(m);
+    return;
+  }
+  m->flags |= MB_MSGF_ETF;
+  mb_proc_send(to, m);
+}
+
+void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
+  (void)c;
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  size_t n = all_watch.len, i = 0, k = 0;
+  mb_pid_t *to = n ? malloc(n * sizeof *to) : NULL;
+  uint64_t key;
+  void *v;
+  while (to && mb__map_next(&all_watch, &i, &key, &v))
+    to[k++] = key;
+  uv_mutex_unlock(&lock);
+  for (size_t j = 0; j < k; j++)
+    notify(to[j], "nodeup", node);
+  free(to);
+}
+
+static void fire_map(mb__map_t *m, void (*fn)(crossing_t *, uint64_t, const mb__atom_t *),
+                     const mb__atom_t *node) {
+  size_t i = 0;
+  uint64_t k;
+  void *v;
+  while (mb__map_next(m, &i, &k, &v)) {
+    fn(v, k, node);
+    free(v);
+  }
+  mb__map_free(m);
+}
+
+static void link_down(crossing_t *c, uint64_t k, const mb__atom_t *node) {
+  (void)k;
+  (void)node;
+  mb_msg_t *m = mb__msg_atom(A("noconnection"));
+  if (m == NULL)
+    return;
+  m->kind = MB_SIG_EXIT;
+  m->from = c->remote;
+  m->flags = MB_SIGF_LINKED;
+  mb__signal(c->local, m);
+}
+
+static void out_mon_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
+  mb_msg_t *obj = mb__msg_new(64), *reason = mb__msg_new(32);
+  if (obj && reason) {
+    mb__etf_pid_t w;
+    const mb__atom_t *name, *rnode;
+    if (c->remote && wire_pid(c->remote, &w, &name, &rnode)) {
+      if (name)
+        (void)(mb__etf_write_tuple(&obj, 2) || mb__etf_write_atom(&obj, name) ||
+               mb__etf_write_atom(&obj, node));
+      else
+        (void)mb__etf_write_pid(&obj, &w);
+    } else {
+      mb__etf_write_atom(&obj, node);
+    }
+    mb__etf_write_atom(&reason, A("noconnection"));
+    mb_msg_t *m = down_message(ref, obj->data, obj->len, reason->data, reason->len);
+    if (m)
+      mb__signal(c->local, m);
+  }
+  mb_msg_free(obj);
+  mb_msg_free(reason);
+}
+
+static void spawn_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 4) ||
+      mb__etf_write_atom(&m, A("spawn_reply")) || mb__etf_write_local_ref(&m, ref) ||
+      mb__etf_write_atom(&m, A("error")) || mb__etf_write_atom(&m, A("noconnection"))) {
+    mb_msg_free(m);
+    return;
+  }
+  (void)node;
+  m->flags |= MB_MSGF_ETF;
+  mb_proc_send(c->local, m);
+}
+
+static void in_mon_down(crossing_t *c, uint64_t refkey, const mb__atom_t *node) {
+  (void)node;
+  mb_msg_t *m = make_signal(MB_SIG_DEMONITOR, c->remote, refkey);
+  if (m)
+    mb__signal(c->local, m);
+}
+
+void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up) {
+  (void)conn_id;
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, false);
+  if (n)
+    mb__map_del(&nodes, (uint64_t)node->index + 1);
+  size_t cap = all_watch.len, i = 0, k = 0;
+  mb_pid_t *to = cap ? malloc(cap * sizeof *to) : NULL;
+  uint64_t key;
+  void *v;
+  while (to && was_up && mb__map_next(&all_watch, &i, &key, &v))
+    to[k++] = key;
+  uv_mutex_unlock(&lock);
+  if (n != NULL) {
+    fire_map(&n->links, link_down, node);
+    fire_map(&n->out_mon, out_mon_down, node);
+    fire_map(&n->spawns, spawn_down, node);
+    fire_map(&n->in_mon, in_mon_down, node);
+    i = 0;
+    while (mb__map_next(&n->watchers, &i, &key, &v))
+      notify(key, "nodedown", node);
+    mb__map_free(&n->watchers);
+    free(n);
+  }
+  for (size_t j = 0; j < k; j++)
+    notify(to[j], "nodedown", node);
+  free(to);
+}
+
+/* monitor_node(Node, true/false) for a local process; a node that is not
+ * connected is dialled (a tick frame), and a failure reports nodedown. */
+int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on) {
+  uv_once(&once, init);
+  if (mb__dist_node() == NULL)
+    return MB_ESTATE;
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, on);
+  if (n && on)
+    mb__map_put(&n->watchers, who, (void *)1);
+  else if (n)
+    mb__map_del(&n->watchers, who);
+  uv_mutex_unlock(&lock);
+  if (on) {
+    unsigned char tick[4] = {0, 0, 0, 0};
+    int err = mb__dist_queue(node, tick, sizeof tick);
+    if (err)
+      return err;
+  }
+  return 0;
+}
+
+int mb__dist_monitor_nodes(mb_pid_t who, bool on) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  if (on)
+    mb__map_put(&all_watch, who, (void *)1);
+  else
+    mb__map_del(&all_watch, who);
+  uv_mutex_unlock(&lock);
+  return 0;
+}

@@ -1,0 +1,1974 @@
+/* The external term format (ETF): how terms travel between Erlang nodes.
+ *
+ * Three users.  The encoder turns a Lua value into a term and the decoder
+ * does the reverse (the mapping is in docs/terms.md); the distribution
+ * layer reads and writes control tuples with the reader and writer
+ * functions, without a Lua state.
+ *
+ * What is written is canonical, as OTP 25 writes it with
+ * term_to_binary(T, [{minor_version, 2}]): the smallest integer form,
+ * STRING_EXT for short lists of bytes, UTF-8 atoms, NEW_PID_EXT,
+ * NEWER_REFERENCE_EXT, and maps of up to 32 keys in Erlang's key order.
+ * What is read may use the older and non-canonical forms too.  Terms Lua
+ * has no type for (big integers, bitstrings, funs, ports) are kept as
+ * opaque values holding their canonical encoding, so that a term decoded
+ * and encoded again comes back byte for byte as Erlang would write it.
+ *
+ * Input comes from the network: every length is checked against what is
+ * left before anything is allocated, nesting is bounded, and the decoder
+ * returns errors rather than raising them. */
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "internal.h"
+
+typedef mb__etf_reader_t rd_t;
+
+/* ---- this node ---- */
+
+/* One word, (atom index + 1) << 32 | creation, so that no reader sees a
+ * name with another name's creation.  0 until set: nonode@nohost, 0. */
+static _Atomic uint64_t local_id;
+static const mb__atom_t *_Atomic nonode;
+
+void mb__etf_set_local(const mb__atom_t *node, uint32_t creation) {
+  uint64_t v = node ? ((uint64_t)node->index + 1) << 32 | creation : 0;
+  atomic_store_explicit(&local_id, v, memory_order_release);
+}
+
+int mb__etf_get_local(const mb__atom_t **node, uint32_t *creation) {
+  uint64_t v = atomic_load_explicit(&local_id, memory_order_acquire);
+  if (v != 0) {
+    *node = mb__atom_at((uint32_t)(v >> 32) - 1);
+    *creation = (uint32_t)v;
+    return 0;
+  }
+  *creation = 0;
+  *node = atomic_load_explicit(&nonode, memory_order_acquire);
+  if (*node != NULL)
+    return 0;
+  int err = mb__atom_intern("nonode@nohost", 13, node);
+  if (err == 0)
+    atomic_store_explicit(&nonode, *node, memory_order_release);
+  return err;
+}
+
+bool mb__etf_pid_local(const mb__etf_pid_t *pid, mb_pid_t *out) {
+  const mb__atom_t *node;
+  uint32_t creation;
+  if (mb__etf_get_local(&node, &creation) != 0 || pid->node != node ||
+      pid->creation != creation || pid->id > 0x7fff || pid->serial > 0x1fff)
+    return false;
+  *out = pid->id | pid->serial << 15;
+  return true;
+}
+
+/* This node's refs are the ones it writes: 3 words, the third 0, and no
+ * top bit (that marks the keys of other nodes' refs, see remote.c). */
+bool mb__etf_ref_local(const mb__etf_ref_t *ref, uint64_t *out) {
+  const mb__atom_t *node;
+  uint32_t creation;
+  if (mb__etf_get_local(&node, &creation) != 0 || ref->node != node ||
+      ref->creation != creation || ref->len != 3 || ref->words[2] != 0 ||
+      (ref->words[1] & 0x80000000u) != 0)
+    return false;
+  *out = (uint64_t)ref->words[1] << 32 | ref->words[0];
+  return true;
+}
+
+/* ---- writing into a message ---- */
+
+static int reserve(mb_msg_t **mp, size_t n) {
+  mb_msg_t *m = *mp;
+  if (n <= m->cap - m->len)
+    return 0;
+  if (n > (SIZE_MAX >> 2) - m->len)
+    return -1;
+  size_t cap = m->cap ? m->cap * 2 : 64;
+  while (cap < m->len + n)
+    cap *= 2;
+  m = mb__mem_realloc(m, sizeof *m + cap);
+  if (m == NULL)
+    return -1;
+  m->cap = cap;
+  m->data = (unsigned char *)(m + 1);
+  *mp = m;
+  return 0;
+}
+
+static int put(mb_msg_t **m, const void *p, size_t n) {
+  if (reserve(m, n))
+    return -1;
+  memcpy((*m)->data + (*m)->len, p, n);
+  (*m)->len += n;
+  return 0;
+}
+
+static int put1(mb_msg_t **m, unsigned c) {
+  unsigned char b = (unsigned char)c;
+  return put(m, &b, 1);
+}
+
+static void be32_store(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24);
+  p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);
+  p[3] = (unsigned char)v;
+}
+
+static int put2(mb_msg_t **m, unsigned v) {
+  unsigned char b[2] = {(unsigned char)(v >> 8), (unsigned char)v};
+  return put(m, b, 2);
+}
+
+static int put4(mb_msg_t **m, uint32_t v) {
+  unsigned char b[4];
+  be32_store(b, v);
+  return put(m, b, 4);
+}
+
+/* A tag with a 32-bit count, as tuples, lists, maps and binaries have. */
+static int put_head(mb_msg_t **m, unsigned tag, uint32_t n) {
+  unsigned char b[5] = {(unsigned char)tag};
+  be32_store(b + 1, n);
+  return put(m, b, 5);
+}
+
+static int put_atom_text(mb_msg_t **m, const char *s, size_t len) {
+  if (len <= 255)
+    return put1(m, MB_ETF_SMALL_ATOM_UTF8) || put1(m, (unsigned)len) ||
+           put(m, s, len);
+  return put1(m, MB_ETF_ATOM_UTF8) || put2(m, (unsigned)len) || put(m, s, len);
+}
+
+static int put_atom(mb_msg_t **m, const mb__atom_t *a) {
+  return put_atom_text(m, a->name, a->len);
+}
+
+/* The smallest form: SMALL_INTEGER_EXT, INTEGER_EXT, then SMALL_BIG_EXT. */
+static int put_int(mb_msg_t **m, int64_t v) {
+  if (v >= 0 && v <= 255)
+    return put1(m, MB_ETF_SMALL_INTEGER) || put1(m, (unsigned)v);
+  if (v >= INT32_MIN && v <= INT32_MAX)
+    return put1(m, MB_ETF_INTEGER) || put4(m, (uint32_t)v);
+  uint64_t mag = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  unsigned char b[11] = {MB_ETF_SMALL_BIG, 0, v < 0};
+  unsigned n = 0;
+  for (; mag != 0; mag >>= 8)
+    b[3 + n++] = (unsigned char)mag;
+  b[1] = (unsigned char)n;
+  return put(m, b, 3 + n);
+}
+
+static int put_float(mb_msg_t **m, double d) {
+  uint64_t bits;
+  memcpy(&bits, &d, sizeof bits);
+  unsigned char b[9] = {MB_ETF_NEW_FLOAT};
+  be32_store(b + 1, (uint32_t)(bits >> 32));
+  be32_store(b + 5, (uint32_t)bits);
+  return put(m, b, 9);
+}
+
+static int put_pid(mb_msg_t **m, const mb__atom_t *node, uint32_t id,
+                   uint32_t serial, uint32_t creation) {
+  return put1(m, MB_ETF_NEW_PID) || put_atom(m, node) || put4(m, id) ||
+         put4(m, serial) || put4(m, creation);
+}
+
+static int put_ref(mb_msg_t **m, const mb__atom_t *node, uint32_t creation,
+                   uint32_t len, const uint32_t *words) {
+  if (put1(m, MB_ETF_NEWER_REFERENCE) || put2(m, len) || put_atom(m, node) ||
+      put4(m, creation))
+    return -1;
+  for (uint32_t i = 0; i < len; i++)
+    if (put4(m, words[i]))
+      return -1;
+  return 0;
+}
+
+/* A local ref's 64 bits as three words, the third 0 (see the decoder). */
+static int put_local_ref(mb_msg_t **m, const mb__atom_t *node,
+                         uint32_t creation, uint64_t id) {
+  uint32_t words[3] = {(uint32_t)id, (uint32_t)(id >> 32), 0};
+  return put_ref(m, node, creation, 3, words);
+}
+
+/* ---- reading: bounds, numbers, atoms ---- */
+
+static int bad(rd_t *r, const char *why) {
+  r->why = why;
+  return MB_EBADTERM;
+}
+
+static size_t left(const rd_t *r) { return (size_t)(r->end - r->p); }
+
+static uint32_t be16(const unsigned char *p) {
+  return (uint32_t)p[0] << 8 | p[1];
+}
+
+static uint32_t be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+         p[3];
+}
+
+/* Take n bytes; they start at the returned pointer. */
+static const unsigned char *take(rd_t *r, size_t n) {
+  if (left(r) < n)
+    return NULL;
+  const unsigned char *p = r->p;
+  r->p += n;
+  return p;
+}
+
+#define TAKE(r, var, n)                                                        \
+  do {                                                                         \
+    if ((var = take(r, n)) == NULL)                                            \
+      return bad(r, "truncated");                                              \
+  } while (0)
+
+/* Characters in s, or -1 unless it is UTF-8 as Erlang accepts it for atoms:
+ * shortest forms, no surrogates, nothing above U+10FFFF. */
+static long utf8_chars(const unsigned char *s, size_t n) {
+  long chars = 0;
+  for (size_t i = 0; i < n; chars++) {
+    unsigned c = s[i];
+    size_t k = c < 0x80   ? 1
+               : c < 0xc2 ? 0
+               : c < 0xe0 ? 2
+               : c < 0xf0 ? 3
+               : c < 0xf5 ? 4
+                          : 0;
+    if (k == 0 || k > n - i)
+      return -1;
+    for (size_t j = 1; j < k; j++)
+      if ((s[i + j] & 0xc0) != 0x80)
+        return -1;
+    if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0) ||
+        (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90))
+      return -1;
+    i += k;
+  }
+  return chars;
+}
+
+/* An atom's name, converted to UTF-8.  Erlang allows 255 characters; the
+ * atom table holds 255 bytes, so longer UTF-8 names are refused too. */
+typedef struct {
+  size_t len;
+  char s[MB_ATOM_MAXLEN + 1];
+} atext_t;
+
+static int latin1_atom(rd_t *r, const unsigned char *s, size_t n, atext_t *a) {
+  if (n > 255)
+    return bad(r, "an atom longer than 255 characters");
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (len + (s[i] < 0x80 ? 1 : 2) > MB_ATOM_MAXLEN)
+      return bad(r, "an atom longer than 255 bytes in UTF-8 (unsupported)");
+    if (s[i] < 0x80) {
+      a->s[len++] = (char)s[i];
+    } else {
+      a->s[len++] = (char)(0xc0 | s[i] >> 6);
+      a->s[len++] = (char)(0x80 | (s[i] & 0x3f));
+    }
+  }
+  a->len = len;
+  return 0;
+}
+
+static int utf8_atom(rd_t *r, const unsigned char *s, size_t n, atext_t *a) {
+  long chars = utf8_chars(s, n);
+  if (chars < 0)
+    return bad(r, "an atom that is not valid UTF-8");
+  if (chars > 255)
+    return bad(r, "an atom longer than 255 characters");
+  if (n > MB_ATOM_MAXLEN)
+    return bad(r, "an atom longer than 255 bytes in UTF-8 (unsupported)");
+  memcpy(a->s, s, n);
+  a->len = n;
+  return 0;
+}
+
+static int get_atom(rd_t *r, atext_t *a) {
+  const unsigned char *start = r->p, *h, *s;
+  TAKE(r, h, 1);
+  unsigned tag = h[0];
+  size_t n;
+  if (tag == MB_ETF_SMALL_ATOM || tag == MB_ETF_SMALL_ATOM_UTF8) {
+    TAKE(r, h, 1);
+    n = h[0];
+  } else if (tag == MB_ETF_ATOM || tag == MB_ETF_ATOM_UTF8) {
+    TAKE(r, h, 2);
+    n = be16(h);
+  } else {
+    r->p = start;
+    return bad(r, "an atom expected");
+  }
+  TAKE(r, s, n);
+  int err = tag == MB_ETF_ATOM || tag == MB_ETF_SMALL_ATOM
+                ? latin1_atom(r, s, n, a)
+                : utf8_atom(r, s, n, a);
+  if (err)
+    r->p = start;
+  return err;
+}
+
+static bool atom_is(const atext_t *a, const char *name) {
+  size_t n = strlen(name);
+  return a->len == n && memcmp(a->s, name, n) == 0;
+}
+
+/* An integer of any form: sign and little-endian magnitude without high
+ * zero bytes (`d` points into the input, or into `small`). */
+typedef struct {
+  bool neg;
+  size_t n;
+  const unsigned char *d;
+  unsigned char small[4];
+} bigv_t;
+
+static int get_integer(rd_t *r, bigv_t *v) {
+  const unsigned char *h;
+  TAKE(r, h, 1);
+  v->neg = false;
+  if (h[0] == MB_ETF_SMALL_INTEGER || h[0] == MB_ETF_INTEGER) {
+    uint32_t u;
+    if (h[0] == MB_ETF_SMALL_INTEGER) {
+      TAKE(r, h, 1);
+      u = h[0];
+    } else {
+      TAKE(r, h, 4);
+      int32_t s = (int32_t)be32(h);
+      v->neg = s < 0;
+      u = s < 0 ? 0 - (uint32_t)s : (uint32_t)s;
+    }
+    for (int i = 0; i < 4; i++)
+      v->small[i] = (unsigned char)(u >> (8 * i));
+    v->d = v->small;
+    v->n = 4;
+  } else if (h[0] == MB_ETF_SMALL_BIG || h[0] == MB_ETF_LARGE_BIG) {
+    size_t hn = h[0] == MB_ETF_SMALL_BIG ? 1 : 4;
+    TAKE(r, h, hn + 1);
+    v->n = hn == 1 ? h[0] : be32(h);
+    v->neg = h[hn] != 0;
+    TAKE(r, v->d, v->n);
+  } else {
+    return bad(r, "an integer expected");
+  }
+  while (v->n > 0 && v->d[v->n - 1] == 0)
+    v->n--;
+  return 0;
+}
+
+/* The value if it fits in 64 signed bits. */
+static bool big_to_int(const bigv_t *v, int64_t *out) {
+  if (v->n > 8)
+    return false;
+  uint64_t mag = 0;
+  for (size_t i = v->n; i > 0; i--)
+    mag = mag << 8 | v->d[i - 1];
+  if (v->neg ? mag > (uint64_t)INT64_MAX + 1 : mag > (uint64_t)INT64_MAX)
+    return false;
+  *out = v->neg ? (int64_t)(0 - mag) : (int64_t)mag;
+  return true;
+}
+
+/* FLOAT_EXT: a "%.20e" string in 31 bytes.  strtod follows the C locale's
+ * decimal point, which a host program may have changed. */
+static bool parse_float_text(const unsigned char *s, double *d) {
+  char buf[32], *end;
+  memcpy(buf, s, 31);
+  buf[31] = '\0';
+  char point = localeconv()->decimal_point[0];
+  for (char *c = buf; *c; c++)
+    if (*c == '.')
+      *c = point;
+  *d = strtod(buf, &end);
+  if (end == buf)
+    return false;
+  for (; end < buf + 31; end++)
+    if (*end != '\0')
+      return false;
+  return true;
+}
+
+static int get_float(rd_t *r, double *d) {
+  const unsigned char *h;
+  TAKE(r, h, 1);
+  if (h[0] == MB_ETF_NEW_FLOAT) {
+    TAKE(r, h, 8);
+    uint64_t bits = (uint64_t)be32(h) << 32 | be32(h + 4);
+    memcpy(d, &bits, sizeof *d);
+  } else {
+    TAKE(r, h, 31);
+    if (!parse_float_text(h, d))
+      return bad(r, "a FLOAT_EXT that is not a number");
+  }
+  if (!isfinite(*d))
+    return bad(r, "a NaN or infinite float");
+  return 0;
+}
+
+/* BIT_BINARY_EXT: Len:32, Bits:8 (used bits of the last byte), Data. */
+static int get_bits(rd_t *r, const unsigned char **data, uint32_t *len,
+                    unsigned *bits) {
+  const unsigned char *h;
+  TAKE(r, h, 6);
+  *len = be32(h + 1);
+  *bits = h[5];
+  if ((*len == 0) != (*bits == 0) || *bits > 8)
+    return bad(r, "a bitstring with a bad bit count");
+  TAKE(r, *data, *len);
+  return 0;
+}
+
+/* The node, numbers and creation of a pid (NEW_PID_EXT or PID_EXT) or a
+ * port (NEW_PORT_EXT, PORT_EXT, V4_PORT_EXT), after the tag. */
+static int get_node_ids(rd_t *r, atext_t *node, size_t n,
+                        const unsigned char **ids) {
+  int err = get_atom(r, node);
+  if (err)
+    return err;
+  TAKE(r, *ids, n);
+  return 0;
+}
+
+/* A reference of any form, with its words in order (lowest first). */
+static int get_ref_parts(rd_t *r, atext_t *node, uint32_t *creation,
+                         uint32_t *len, uint32_t *words) {
+  const unsigned char *h;
+  TAKE(r, h, 1);
+  unsigned tag = h[0];
+  if (tag == MB_ETF_REFERENCE) {
+    int err = get_node_ids(r, node, 5, &h);
+    if (err)
+      return err;
+    *len = 1;
+    words[0] = be32(h);
+    *creation = h[4];
+    return 0;
+  }
+  TAKE(r, h, 2);
+  *len = be16(h);
+  if (*len == 0 || *len > MB_REF_MAXWORDS)
+    return bad(r, "a reference of more than 5 or no words");
+  size_t cn = tag == MB_ETF_NEWER_REFERENCE ? 4 : 1;
+  int err = get_node_ids(r, node, cn + 4 * *len, &h);
+  if (err)
+    return err;
+  *creation = cn == 4 ? be32(h) : h[0];
+  for (uint32_t i = 0; i < *len; i++)
+    words[i] = be32(h + cn + 4 * i);
+  return 0;
+}
+
+/* ---- skipping (and checking) a term ---- */
+
+static int skip_term(rd_t *r, int depth);
+
+static int container(rd_t *r, int depth, uint64_t n, uint64_t min_bytes) {
+  if (depth >= MB_ETF_MAX_DEPTH)
+    return bad(r, "terms nested more than 512 levels deep");
+  if (n * min_bytes > left(r))
+    return bad(r, "a count beyond the end of the input");
+  return 0;
+}
+
+static int skip_n(rd_t *r, uint64_t n, int depth) {
+  for (uint64_t i = 0; i < n; i++) {
+    int err = skip_term(r, depth);
+    if (err)
+      return err;
+  }
+  return 0;
+}
+
+static int skip_pid(rd_t *r) {
+  const unsigned char *h;
+  atext_t node;
+  TAKE(r, h, 1);
+  if (h[0] != MB_ETF_NEW_PID && h[0] != MB_ETF_PID)
+    return bad(r, "a pid expected");
+  return get_node_ids(r, &node, h[0] == MB_ETF_PID ? 9 : 12, &h);
+}
+
+/* NEW_FUN_EXT: Size counts from itself to the end of the free variables;
+ * the parts in between must fill it exactly. */
+static int skip_new_fun(rd_t *r, int depth) {
+  const unsigned char *h;
+  TAKE(r, h, 4);
+  uint32_t size = be32(h);
+  if (size < 4 + 1 + 16 + 4 + 4 || size - 4 > left(r))
+    return bad(r, "a fun whose size is wrong");
+  rd_t in = {r->p, r->p + (size - 4), NULL};
+  uint32_t nfree = be32(take(&in, 1 + 16 + 4 + 4) + 21);
+  atext_t module;
+  bigv_t v;
+  int err;
+  if ((err = get_atom(&in, &module)) == 0 &&
+      (err = get_integer(&in, &v)) == 0 && (err = get_integer(&in, &v)) == 0 &&
+      (err = skip_pid(&in)) == 0 &&
+      (err = container(&in, depth, nfree, 1)) == 0)
+    err = skip_n(&in, nfree, depth + 1);
+  if (err == 0 && in.p != in.end)
+    err = bad(&in, "a fun whose size is wrong");
+  r->p = err ? in.p : in.end;
+  return err ? bad(r, in.why) : 0;
+}
+
+/* A list's elements and tail.  A tail that is itself a list continues the
+ * same list (Erlang reads [1 | [2]] as [1, 2]), so a chain of them takes
+ * no stack; a list of no elements is its tail. */
+static int skip_list(rd_t *r, uint32_t n, int depth) {
+  uint64_t count = 0;
+  for (;;) {
+    int err = container(r, depth, n, 1);
+    if (err || (err = skip_n(r, n, depth + 1)))
+      return err;
+    count += n;
+    const unsigned char *h;
+    TAKE(r, h, 1);
+    if (h[0] == MB_ETF_NIL)
+      return 0;
+    if (h[0] == MB_ETF_STRING) {
+      TAKE(r, h, 2);
+      TAKE(r, h, be16(h));
+      return 0;
+    }
+    if (h[0] != MB_ETF_LIST) {
+      r->p--;
+      return skip_term(r, count ? depth + 1 : depth);
+    }
+    TAKE(r, h, 4);
+    n = be32(h);
+  }
+}
+
+static int skip_port(rd_t *r, unsigned tag) {
+  atext_t node;
+  const unsigned char *ids;
+  size_t n = tag == MB_ETF_PORT ? 5 : tag == MB_ETF_NEW_PORT ? 8 : 12;
+  return get_node_ids(r, &node, n, &ids);
+}
+
+static int skip_export(rd_t *r) {
+  atext_t a;
+  const unsigned char *h;
+  int err = get_atom(r, &a);
+  if (err || (err = get_atom(r, &a)))
+    return err;
+  TAKE(r, h, 2);
+  if (h[0] != MB_ETF_SMALL_INTEGER)
+    return bad(r, "a fun's arity that is not a small integer");
+  return 0;
+}
+
+static int skip_compound(rd_t *r, unsigned tag, int depth) {
+  const unsigned char *h;
+  int err;
+  r->p++;
+  switch (tag) {
+  case MB_ETF_SMALL_TUPLE:
+    TAKE(r, h, 1);
+    err = container(r, depth, h[0], 1);
+    return err ? err : skip_n(r, h[0], depth + 1);
+  case MB_ETF_LARGE_TUPLE:
+    TAKE(r, h, 4);
+    err = container(r, depth, be32(h), 1);
+    return err ? err : skip_n(r, be32(h), depth + 1);
+  case MB_ETF_MAP:
+    TAKE(r, h, 4);
+    err = container(r, depth, be32(h), 2);
+    return err ? err : skip_n(r, 2 * (uint64_t)be32(h), depth + 1);
+  case MB_ETF_LIST:
+    TAKE(r, h, 4);
+    return skip_list(r, be32(h), depth);
+  default:
+    return skip_new_fun(r, depth);
+  }
+}
+
+static int skip_term(rd_t *r, int depth) {
+  const unsigned char *h;
+  atext_t a;
+  bigv_t v;
+  double d;
+  uint32_t u[MB_REF_MAXWORDS + 2];
+  unsigned bits;
+  if (left(r) == 0)
+    return bad(r, "truncated");
+  unsigned tag = r->p[0];
+  switch (tag) {
+  case MB_ETF_SMALL_INTEGER:
+  case MB_ETF_INTEGER:
+  case MB_ETF_SMALL_BIG:
+  case MB_ETF_LARGE_BIG:
+    return get_integer(r, &v);
+  case MB_ETF_NEW_FLOAT:
+  case MB_ETF_FLOAT:
+    return get_float(r, &d);
+  case MB_ETF_ATOM:
+  case MB_ETF_SMALL_ATOM:
+  case MB_ETF_ATOM_UTF8:
+  case MB_ETF_SMALL_ATOM_UTF8:
+    return get_atom(r, &a);
+  case MB_ETF_BINARY:
+    TAKE(r, h, 5);
+    TAKE(r, h, be32(h + 1));
+    return 0;
+  case MB_ETF_BIT_BINARY:
+    return get_bits(r, &h, u, &bits);
+  case MB_ETF_NIL:
+  case MB_ETF_STRING: /* no container, but a table in Lua */
+    if (depth >= MB_ETF_MAX_DEPTH)
+      return bad(r, "terms nested more than 512 levels deep");
+    TAKE(r, h, tag == MB_ETF_NIL ? 1 : 3);
+    if (tag == MB_ETF_STRING)
+      TAKE(r, h, be16(h + 1));
+    return 0;
+  case MB_ETF_NEW_PID:
+  case MB_ETF_PID:
+    r->p++;
+    return get_node_ids(r, &a, tag == MB_ETF_PID ? 9 : 12, &h);
+  case MB_ETF_NEW_PORT:
+  case MB_ETF_PORT:
+  case MB_ETF_V4_PORT:
+    r->p++;
+    return skip_port(r, tag);
+  case MB_ETF_NEWER_REFERENCE:
+  case MB_ETF_NEW_REFERENCE:
+  case MB_ETF_REFERENCE:
+    return get_ref_parts(r, &a, u, u + 1, u + 2);
+  case MB_ETF_EXPORT:
+    r->p++;
+    return skip_export(r);
+  case MB_ETF_SMALL_TUPLE:
+  case MB_ETF_LARGE_TUPLE:
+  case MB_ETF_MAP:
+  case MB_ETF_LIST:
+  case MB_ETF_NEW_FUN:
+    return skip_compound(r, tag, depth);
+  default:
+    return bad(r, "an unknown tag");
+  }
+}
+
+/* ---- the reader API ---- */
+
+int mb__etf_reader_init(mb__etf_reader_t *r, const void *buf, size_t len) {
+  r->p = r->end = buf;
+  r->why = NULL;
+  if (len == 0 || r->p[0] != MB_ETF_VERSION)
+    return bad(r, "not an external term (no version byte 131)");
+  r->end = r->p + len;
+  r->p++;
+  return 0;
+}
+
+int mb__etf_peek(const mb__etf_reader_t *r) {
+  return r->p < r->end ? r->p[0] : -1;
+}
+
+/* Run a read; on error put the reader back where it was. */
+#define ATOMIC_READ(r, expr)                                                   \
+  do {                                                                         \
+    const unsigned char *start_ = (r)->p;                                      \
+    int err_ = (expr);                                                         \
+    if (err_)                                                                  \
+      (r)->p = start_;                                                         \
+    return err_;                                                               \
+  } while (0)
+
+static int read_tuple(rd_t *r, uint32_t *arity) {
+  const unsigned char *h;
+  TAKE(r, h, 1);
+  if (h[0] == MB_ETF_SMALL_TUPLE) {
+    TAKE(r, h, 1);
+    *arity = h[0];
+  } else if (h[0] == MB_ETF_LARGE_TUPLE) {
+    TAKE(r, h, 4);
+    *arity = be32(h);
+  } else {
+    return bad(r, "a tuple expected");
+  }
+  return *arity > left(r) ? bad(r, "a count beyond the end of the input") : 0;
+}
+
+int mb__etf_read_tuple(mb__etf_reader_t *r, uint32_t *arity) {
+  ATOMIC_READ(r, read_tuple(r, arity));
+}
+
+static int read_int(rd_t *r, int64_t *out) {
+  bigv_t v;
+  int err = get_integer(r, &v);
+  if (err == 0 && !big_to_int(&v, out))
+    err = bad(r, "an integer beyond 64 bits");
+  return err;
+}
+
+int mb__etf_read_int(mb__etf_reader_t *r, int64_t *v) {
+  ATOMIC_READ(r, read_int(r, v));
+}
+
+static int intern(rd_t *r, const atext_t *a, const mb__atom_t **out) {
+  if (mb__atom_intern(a->s, a->len, out) != 0)
+    return bad(r, "the atom table is full");
+  return 0;
+}
+
+static int read_atom(rd_t *r, const mb__atom_t **a) {
+  atext_t t;
+  int err = get_atom(r, &t);
+  return err ? err : intern(r, &t, a);
+}
+
+int mb__etf_read_atom(mb__etf_reader_t *r, const mb__atom_t **a) {
+  ATOMIC_READ(r, read_atom(r, a));
+}
+
+static int read_pid(rd_t *r, mb__etf_pid_t *pid) {
+  const unsigned char *h;
+  atext_t node;
+  TAKE(r, h, 1);
+  if (h[0] != MB_ETF_NEW_PID && h[0] != MB_ETF_PID)
+    return bad(r, "a pid expected");
+  bool old = h[0] == MB_ETF_PID;
+  int err = get_node_ids(r, &node, old ? 9 : 12, &h);
+  if (err || (err = intern(r, &node, &pid->node)))
+    return err;
+  pid->id = be32(h);
+  pid->serial = be32(h + 4);
+  pid->creation = old ? h[8] : be32(h + 8);
+  return 0;
+}
+
+int mb__etf_read_pid(mb__etf_reader_t *r, mb__etf_pid_t *pid) {
+  ATOMIC_READ(r, read_pid(r, pid));
+}
+
+static int read_ref(rd_t *r, mb__etf_ref_t *ref) {
+  atext_t node;
+  int tag = mb__etf_peek(r);
+  if (tag != MB_ETF_NEWER_REFERENCE && tag != MB_ETF_NEW_REFERENCE &&
+      tag != MB_ETF_REFERENCE)
+    return bad(r, "a reference expected");
+  int err = get_ref_parts(r, &node, &ref->creation, &ref->len, ref->words);
+  return err ? err : intern(r, &node, &ref->node);
+}
+
+int mb__etf_read_ref(mb__etf_reader_t *r, mb__etf_ref_t *ref) {
+  ATOMIC_READ(r, read_ref(r, ref));
+}
+
+int mb__etf_skip(mb__etf_reader_t *r) { ATOMIC_READ(r, skip_term(r, 0)); }
+
+/* ---- the writer API ---- */
+
+static int nomem(int r) { return r ? MB_ENOMEM : 0; }
+
+int mb__etf_write_version(mb_msg_t **m) {
+  return nomem(put1(m, MB_ETF_VERSION));
+}
+
+int mb__etf_write_tuple(mb_msg_t **m, uint32_t arity) {
+  if (arity <= 255)
+    return nomem(put1(m, MB_ETF_SMALL_TUPLE) || put1(m, arity));
+  return nomem(put_head(m, MB_ETF_LARGE_TUPLE, arity));
+}
+
+int mb__etf_write_int(mb_msg_t **m, int64_t v) { return nomem(put_int(m, v)); }
+
+int mb__etf_write_atom(mb_msg_t **m, const mb__atom_t *a) {
+  return nomem(put_atom(m, a));
+}
+
+int mb__etf_write_nil(mb_msg_t **m) { return nomem(put1(m, MB_ETF_NIL)); }
+
+int mb__etf_write_pid(mb_msg_t **m, const mb__etf_pid_t *pid) {
+  return nomem(put_pid(m, pid->node, pid->id, pid->serial, pid->creation));
+}
+
+/* A pid as the core holds it: this node's, or another's by its key. */
+int mb__etf_write_local_pid(mb_msg_t **m, mb_pid_t pid) {
+  const mb__atom_t *node;
+  uint32_t n, creation, num, serial;
+  if (MB_PID_IS_REMOTE(pid)) {
+    if (!mb__remote_pid(pid, &n, &creation, &num, &serial) ||
+        (node = mb__atom_at(n - 1)) == NULL)
+      return MB_EINVAL;
+    return nomem(put_pid(m, node, num, serial, creation));
+  }
+  int err = mb__etf_get_local(&node, &creation);
+  if (err)
+    return err;
+  return nomem(put_pid(m, node, MB_PID_ID(pid), MB_PID_SERIAL(pid), creation));
+}
+
+int mb__etf_write_ref(mb_msg_t **m, const mb__etf_ref_t *ref) {
+  return nomem(put_ref(m, ref->node, ref->creation, ref->len, ref->words));
+}
+
+/* A ref as the core holds it: this node's, or another's by its key. */
+int mb__etf_write_local_ref(mb_msg_t **m, uint64_t ref) {
+  const mb__atom_t *node;
+  uint32_t n, creation, len, words[MB_REF_MAXWORDS];
+  if (MB_PID_IS_REMOTE(ref)) {
+    if (!mb__remote_ref(ref, &n, &creation, &len, words) ||
+        (node = mb__atom_at(n - 1)) == NULL)
+      return MB_EINVAL;
+    return nomem(put_ref(m, node, creation, len, words));
+  }
+  int err = mb__etf_get_local(&node, &creation);
+  if (err)
+    return err;
+  return nomem(put_local_ref(m, node, creation, ref));
+}
+
+int mb__etf_write_raw(mb_msg_t **m, const void *bytes, size_t len) {
+  return nomem(put(m, bytes, len));
+}
+
+/* ---- Erlang's order of terms, for the keys of small maps ----
+ * term_to_binary writes a map of up to 32 keys in key order, compared
+ * exactly: integers < floats < atoms < refs < funs < ports < pids <
+ * tuples < maps < [] < lists < bitstrings.  The terms compared here are
+ * the encoder's own, so they are canonical. */
+
+enum {
+  C_INT,
+  C_FLOAT,
+  C_ATOM,
+  C_REF,
+  C_FUN,
+  C_PORT,
+  C_PID,
+  C_TUPLE,
+  C_MAP,
+  C_NIL,
+  C_LIST,
+  C_BITS
+};
+
+static int term_class(int tag) {
+  switch (tag) {
+  case MB_ETF_SMALL_INTEGER:
+  case MB_ETF_INTEGER:
+  case MB_ETF_SMALL_BIG:
+  case MB_ETF_LARGE_BIG:
+    return C_INT;
+  case MB_ETF_NEW_FLOAT:
+    return C_FLOAT;
+  case MB_ETF_SMALL_ATOM_UTF8:
+  case MB_ETF_ATOM_UTF8:
+    return C_ATOM;
+  case MB_ETF_NEWER_REFERENCE:
+    return C_REF;
+  case MB_ETF_NEW_FUN:
+  case MB_ETF_EXPORT:
+    return C_FUN;
+  case MB_ETF_NEW_PORT:
+  case MB_ETF_V4_PORT:
+    return C_PORT;
+  case MB_ETF_NEW_PID:
+    return C_PID;
+  case MB_ETF_SMALL_TUPLE:
+  case MB_ETF_LARGE_TUPLE:
+    return C_TUPLE;
+  case MB_ETF_MAP:
+    return C_MAP;
+  case MB_ETF_NIL:
+    return C_NIL;
+  case MB_ETF_STRING:
+  case MB_ETF_LIST:
+    return C_LIST;
+  default:
+    return C_BITS;
+  }
+}
+
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
+
+static int cmp_term(rd_t *a, rd_t *b);
+
+static int cmp_bytes(const void *a, size_t an, const void *b, size_t bn) {
+  int c = memcmp(a, b, an < bn ? an : bn);
+  return c ? (c < 0 ? -1 : 1) : CMP(an, bn);
+}
+
+static int cmp_ints(rd_t *a, rd_t *b) {
+  bigv_t x, y;
+  get_integer(a, &x);
+  get_integer(b, &y);
+  if (x.neg != y.neg)
+    return x.neg ? -1 : 1;
+  int c = CMP(x.n, y.n);
+  for (size_t i = x.n; c == 0 && i > 0; i--)
+    c = CMP(x.d[i - 1], y.d[i - 1]);
+  return x.neg ? -c : c;
+}
+
+static int cmp_floats(rd_t *a, rd_t *b) {
+  double x, y;
+  get_float(a, &x);
+  get_float(b, &y);
+  return CMP(x, y);
+}
+
+static int cmp_atoms(rd_t *a, rd_t *b) {
+  atext_t x, y;
+  get_atom(a, &x);
+  get_atom(b, &y);
+  return cmp_bytes(x.s, x.len, y.s, y.len);
+}
+
+/* Refs: by node, creation, then words from the most significant. */
+static int cmp_refs(rd_t *a, rd_t *b) {
+  atext_t xn, yn;
+  uint32_t xc, yc, xl, yl;
+  uint32_t xw[MB_REF_MAXWORDS] = {0}, yw[MB_REF_MAXWORDS] = {0};
+  get_ref_parts(a, &xn, &xc, &xl, xw);
+  get_ref_parts(b, &yn, &yc, &yl, yw);
+  int c = cmp_bytes(xn.s, xn.len, yn.s, yn.len);
+  if (c == 0)
+    c = CMP(xc, yc);
+  for (int i = MB_REF_MAXWORDS; c == 0 && i > 0; i--)
+    c = CMP(xw[i - 1], yw[i - 1]);
+  return c;
+}
+
+/* Pids: by serial, number, node, then creation. */
+static int cmp_pids(rd_t *a, rd_t *b) {
+  atext_t xn, yn;
+  const unsigned char *x, *y;
+  a->p++;
+  b->p++;
+  if (get_node_ids(a, &xn, 12, &x) || get_node_ids(b, &yn, 12, &y))
+    return 0;
+  int c = CMP(be32(x + 4), be32(y + 4));
+  if (c == 0)
+    c = CMP(be32(x), be32(y));
+  if (c == 0)
+    c = cmp_bytes(xn.s, xn.len, yn.s, yn.len);
+  return c ? c : CMP(be32(x + 8), be32(y + 8));
+}
+
+static int cmp_n(rd_t *a, rd_t *b, uint64_t n) {
+  int c = 0;
+  for (uint64_t i = 0; c == 0 && i < n; i++)
+    c = cmp_term(a, b);
+  return c;
+}
+
+static int cmp_tuples(rd_t *a, rd_t *b) {
+  uint32_t x, y;
+  read_tuple(a, &x);
+  read_tuple(b, &y);
+  return x != y ? CMP(x, y) : cmp_n(a, b, x);
+}
+
+/* Maps: by size, then the keys in order, then the values in order. */
+static int cmp_maps(rd_t *a, rd_t *b) {
+  uint32_t n = be32(a->p + 1), m = be32(b->p + 1);
+  if (n != m)
+    return CMP(n, m);
+  a->p += 5;
+  b->p += 5;
+  rd_t va = *a, vb = *b;
+  int c = 0;
+  for (uint32_t i = 0; c == 0 && i < n; i++) {
+    c = cmp_term(a, b);
+    skip_term(a, 0);
+    skip_term(b, 0);
+  }
+  for (uint32_t i = 0; c == 0 && i < n; i++) {
+    skip_term(&va, 0);
+    skip_term(&vb, 0);
+    c = cmp_term(&va, &vb);
+  }
+  return c;
+}
+
+/* Walking a list's elements, whether it is a STRING_EXT or a LIST_EXT. */
+typedef struct {
+  rd_t r;
+  uint32_t left;
+  bool string;
+  unsigned char byte[2]; /* a STRING_EXT element as a SMALL_INTEGER_EXT */
+} lcur_t;
+
+static void lcur_init(lcur_t *l, const rd_t *r) {
+  l->r = *r;
+  l->string = r->p[0] == MB_ETF_STRING;
+  l->left = l->string ? be16(r->p + 1) : be32(r->p + 1);
+  l->r.p += l->string ? 3 : 5;
+}
+
+/* The next element, as a reader of its own. */
+static rd_t lcur_next(lcur_t *l) {
+  l->left--;
+  if (!l->string)
+    return l->r;
+  l->byte[0] = MB_ETF_SMALL_INTEGER;
+  l->byte[1] = *l->r.p++;
+  return (rd_t){l->byte, l->byte + 2, NULL};
+}
+
+static void lcur_done(lcur_t *l, rd_t *elem) {
+  if (!l->string)
+    l->r = *elem;
+}
+
+/* The class of the tail, once the elements are done: a STRING_EXT's is
+ * []. */
+static int lcur_tail_class(const lcur_t *l) {
+  return l->string ? C_NIL : term_class(l->r.p[0]);
+}
+
+static int cmp_lists(rd_t *a, rd_t *b) {
+  lcur_t x, y;
+  lcur_init(&x, a);
+  lcur_init(&y, b);
+  int c = 0;
+  while (c == 0 && x.left > 0 && y.left > 0) {
+    rd_t ex = lcur_next(&x), ey = lcur_next(&y);
+    c = cmp_term(&ex, &ey);
+    lcur_done(&x, &ex);
+    lcur_done(&y, &ey);
+  }
+  if (c != 0)
+    return c;
+  /* One list goes on where the other has its tail, which is no list. */
+  if (x.left > 0)
+    return CMP(C_LIST, lcur_tail_class(&y));
+  if (y.left > 0)
+    return CMP(lcur_tail_class(&x), C_LIST);
+  if (x.string || y.string)
+    return CMP(lcur_tail_class(&x), lcur_tail_class(&y));
+  return cmp_term(&x.r, &y.r);
+}
+
+/* Binaries and bitstrings: bit by bit, a prefix first. */
+static void bits_of(rd_t *r, const unsigned char **d, uint64_t *nbits) {
+  uint32_t len;
+  unsigned bits = 8;
+  if (r->p[0] == MB_ETF_BINARY) {
+    len = be32(r->p + 1);
+    *d = r->p + 5;
+  } else {
+    get_bits(r, d, &len, &bits);
+  }
+  *nbits = len ? (uint64_t)(len - 1) * 8 + bits : 0;
+}
+
+static int cmp_bits(rd_t *a, rd_t *b) {
+  const unsigned char *x, *y;
+  uint64_t xn, yn;
+  bits_of(a, &x, &xn);
+  bits_of(b, &y, &yn);
+  uint64_t n = xn < yn ? xn : yn;
+  int c = memcmp(x, y, n / 8);
+  if (c != 0)
+    return c < 0 ? -1 : 1;
+  if (n % 8) {
+    unsigned mask = 0xffu << (8 - n % 8) & 0xff;
+    c = CMP(x[n / 8] & mask, y[n / 8] & mask);
+  }
+  return c ? c : CMP(xn, yn);
+}
+
+/* fun M:F/A by module, function, arity; other funs and ports by their
+ * bytes (not Erlang's order, but a stable one). */
+static int cmp_other(rd_t *a, rd_t *b, const rd_t *a_end, const rd_t *b_end) {
+  if (a->p[0] == MB_ETF_EXPORT && b->p[0] == MB_ETF_EXPORT) {
+    a->p++;
+    b->p++;
+    return cmp_n(a, b, 3);
+  }
+  return cmp_bytes(a->p, (size_t)(a_end->p - a->p), b->p,
+                   (size_t)(b_end->p - b->p));
+}
+
+/* Compare the next term of a and of b, and step over both. */
+static int cmp_term(rd_t *a, rd_t *b) {
+  rd_t x = *a, y = *b;
+  skip_term(a, 0);
+  skip_term(b, 0);
+  int cx = term_class(x.p[0]), cy = term_class(y.p[0]);
+  if (cx != cy)
+    return CMP(cx, cy);
+  switch (cx) {
+  case C_INT:
+    return cmp_ints(&x, &y);
+  case C_FLOAT:
+    return cmp_floats(&x, &y);
+  case C_ATOM:
+    return cmp_atoms(&x, &y);
+  case C_REF:
+    return cmp_refs(&x, &y);
+  case C_PID:
+    return cmp_pids(&x, &y);
+  case C_TUPLE:
+    return cmp_tuples(&x, &y);
+  case C_MAP:
+    return cmp_maps(&x, &y);
+  case C_NIL:
+    return 0;
+  case C_LIST:
+    return cmp_lists(&x, &y);
+  case C_BITS:
+    return cmp_bits(&x, &y);
+  default:
+    return cmp_other(&x, &y, a, b);
+  }
+}
+
+/* ---- the encoder ---- */
+
+#define SORTED_MAP_MAX 32
+
+typedef struct {
+  lua_State *L;
+  mb_msg_t *m;
+  const mb__atom_t *lnode;
+  uint32_t lcreation;
+  int depth;
+  const void *open[MB_ETF_MAX_DEPTH]; /* tables being encoded, for cycles */
+  /* Error: what went wrong, and the path to it built from the leaf up. */
+  const char *what;
+  bool as_key;
+  char path[512];
+  size_t path_pos;
+} enc_t;
+
+static int fail(enc_t *e, const char *what) {
+  e->what = what;
+  return -1;
+}
+
+static void path_prepend(enc_t *e, const char *seg) {
+  size_t n = strlen(seg);
+  if (n > e->path_pos)
+    return;
+  e->path_pos -= n;
+  memcpy(e->path + e->path_pos, seg, n);
+}
+
+static bool is_identifier(const char *s, size_t len) {
+  if (len == 0 || len >= 64 || (s[0] >= '0' && s[0] <= '9'))
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_'))
+      return false;
+  }
+  return true;
+}
+
+/* Name the key at kidx as a path segment: .name, [2], ["a b"], [ok]. */
+static void path_key(enc_t *e, int kidx) {
+  lua_State *L = e->L;
+  char seg[96];
+  size_t len;
+  const mb__atom_t *a;
+  if (lua_type(L, kidx) == LUA_TSTRING) {
+    const char *s = lua_tolstring(L, kidx, &len);
+    if (is_identifier(s, len))
+      snprintf(seg, sizeof seg, ".%s", s);
+    else
+      snprintf(seg, sizeof seg, "[\"%.60s\"]", s);
+  } else if (lua_isinteger(L, kidx)) {
+    snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, kidx));
+  } else if ((a = mb__to_atom(L, kidx)) != NULL) {
+    snprintf(seg, sizeof seg, "[%.60s]", a->name);
+  } else {
+    snprintf(seg, sizeof seg, "[<%s key>]", luaL_typename(L, kidx));
+  }
+  path_prepend(e, seg);
+}
+
+static void path_index(enc_t *e, lua_Integer i) {
+  char seg[32];
+  snprintf(seg, sizeof seg, "[%lld]", (long long)i);
+  path_prepend(e, seg);
+}
+
+static int enc_value(enc_t *e, int idx);
+
+/* A tuple's or list's length: its n field, or the border of a table
+ * without one. */
+static int seq_len(enc_t *e, int idx, lua_Integer *n) {
+  lua_State *L = e->L;
+  int ok = 1;
+  lua_pushliteral(L, "n");
+  if (lua_rawget(L, idx) == LUA_TNIL)
+    *n = (lua_Integer)lua_rawlen(L, idx);
+  else if (lua_type(L, -1) == LUA_TNUMBER)
+    *n = lua_tointegerx(L, -1, &ok);
+  else
+    ok = 0;
+  lua_pop(L, 1);
+  if (!ok || *n < 0 || *n > (lua_Integer)UINT32_MAX)
+    return fail(e, "a tuple or list whose n is not a count");
+  return 0;
+}
+
+static int enc_elems(enc_t *e, int idx, lua_Integer n) {
+  lua_State *L = e->L;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    int r = enc_value(e, lua_gettop(L));
+    lua_pop(L, 1);
+    if (r) {
+      path_index(e, i);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int enc_tuple(enc_t *e, int idx) {
+  lua_Integer n;
+  if (seq_len(e, idx, &n))
+    return -1;
+  int r = n <= 255 ? put1(&e->m, MB_ETF_SMALL_TUPLE) || put1(&e->m, (unsigned)n)
+                   : put_head(&e->m, MB_ETF_LARGE_TUPLE, (uint32_t)n);
+  return r || enc_elems(e, idx, n);
+}
+
+/* Erlang writes a proper list of up to 65535 integers 0..255 as a
+ * STRING_EXT.  Try that; on the first element that is not such an
+ * integer, take back what was written. */
+static bool try_string(enc_t *e, int idx, lua_Integer n) {
+  lua_State *L = e->L;
+  if (n > 65535 || reserve(&e->m, 3 + (size_t)n))
+    return false;
+  unsigned char *b = e->m->data + e->m->len;
+  b[0] = MB_ETF_STRING;
+  b[1] = (unsigned char)(n >> 8);
+  b[2] = (unsigned char)n;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1);
+    if (v < 0 || v > 255)
+      return false;
+    b[2 + i] = (unsigned char)v;
+  }
+  e->m->len += 3 + (size_t)n;
+  return true;
+}
+
+static int enc_proper_list(enc_t *e, int idx, lua_Integer n) {
+  if (n == 0)
+    return put1(&e->m, MB_ETF_NIL);
+  if (try_string(e, idx, n))
+    return 0;
+  return put_head(&e->m, MB_ETF_LIST, (uint32_t)n) || enc_elems(e, idx, n) ||
+         put1(&e->m, MB_ETF_NIL);
+}
+
+static int enc_list(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer n;
+  if (seq_len(e, idx, &n))
+    return -1;
+  lua_pushliteral(L, "tail");
+  if (lua_rawget(L, idx) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return enc_proper_list(e, idx, n);
+  }
+  if (n == 0)
+    return fail(e, "an improper list with no elements");
+  int tail = lua_gettop(L);
+  if (put_head(&e->m, MB_ETF_LIST, (uint32_t)n) || enc_elems(e, idx, n))
+    return -1;
+  if (enc_value(e, tail)) {
+    path_prepend(e, ".tail");
+    return -1;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Where each pair of a map was written, to sort small maps by key. */
+typedef struct {
+  size_t key, val, end;
+} pair_t;
+
+static int pair_cmp(const mb_msg_t *m, const pair_t *x, const pair_t *y) {
+  rd_t a = {m->data + x->key, m->data + x->val, NULL};
+  rd_t b = {m->data + y->key, m->data + y->val, NULL};
+  return cmp_term(&a, &b);
+}
+
+/* Sort by key, in place.  Two keys equal as terms (two tables with the
+ * same content) would make a map Erlang refuses. */
+static int sort_pairs(enc_t *e, pair_t *pairs, size_t n) {
+  for (size_t i = 1; i < n; i++) { /* insertion sort: n <= 32 */
+    size_t j = i;
+    int c = 1;
+    for (; j > 0 && (c = pair_cmp(e->m, &pairs[j - 1], &pairs[j])) > 0; j--) {
+      pair_t t = pairs[j];
+      pairs[j] = pairs[j - 1];
+      pairs[j - 1] = t;
+    }
+    if (c == 0)
+      return fail(e, "a map with two keys equal as terms");
+  }
+  size_t from = pairs[0].key, to = e->m->len;
+  for (size_t i = 0; i < n; i++)
+    from = pairs[i].key < from ? pairs[i].key : from;
+  unsigned char *copy = malloc(to - from);
+  if (copy == NULL)
+    return fail(e, "out of memory");
+  memcpy(copy, e->m->data + from, to - from);
+  size_t at = from;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = pairs[i].end - pairs[i].key;
+    memcpy(e->m->data + at, copy + (pairs[i].key - from), len);
+    at += len;
+  }
+  free(copy);
+  return 0;
+}
+
+static int enc_map(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  pair_t pairs[SORTED_MAP_MAX + 1];
+  size_t count_at = e->m->len + 1, n = 0;
+  if (put_head(&e->m, MB_ETF_MAP, 0))
+    return -1;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    pair_t p = {e->m->len, 0, 0};
+    if (enc_value(e, top - 1)) {
+      e->path_pos = sizeof e->path - 1; /* the key's inside is not a path */
+      e->as_key = true;
+      return -1;
+    }
+    p.val = e->m->len;
+    if (enc_value(e, top)) {
+      path_key(e, top - 1);
+      return -1;
+    }
+    p.end = e->m->len;
+    if (n <= SORTED_MAP_MAX)
+      pairs[n] = p;
+    n++;
+    lua_pop(L, 1);
+  }
+  if (n > UINT32_MAX)
+    return fail(e, "a map of more than 2^32 keys");
+  be32_store(e->m->data + count_at, (uint32_t)n);
+  return n >= 2 && n <= SORTED_MAP_MAX ? sort_pairs(e, pairs, n) : 0;
+}
+
+/* A plain table: a list if its keys are exactly 1..#t, [] if empty,
+ * otherwise a map. */
+static int enc_plain(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+  bool seq = n > 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (k < 1 || k > n) {
+      seq = false;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  if (count == 0)
+    return put1(&e->m, MB_ETF_NIL);
+  if (seq && count == n)
+    return n > UINT32_MAX ? fail(e, "a list of more than 2^32 elements")
+                          : enc_proper_list(e, idx, n);
+  return enc_map(e, idx);
+}
+
+static int enc_table(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  const void *p = lua_topointer(L, idx);
+  if (e->depth >= MB_ETF_MAX_DEPTH)
+    return fail(e, "a value nested more than 512 levels deep");
+  for (int i = 0; i < e->depth; i++)
+    if (e->open[i] == p)
+      return fail(e, "a cycle");
+  if (!lua_checkstack(L, 8))
+    return fail(e, "a value nested too deeply");
+  e->open[e->depth++] = p;
+  int r;
+  switch (mb__table_kind(L, idx)) {
+  case MB_KIND_TUPLE:
+    r = enc_tuple(e, idx);
+    break;
+  case MB_KIND_LIST:
+    r = enc_list(e, idx);
+    break;
+  case MB_KIND_MAP:
+    r = enc_map(e, idx);
+    break;
+  default:
+    r = enc_plain(e, idx);
+  }
+  e->depth--;
+  return r;
+}
+
+static int enc_atom(enc_t *e, const mb__atom_t *a) {
+  if (utf8_chars((const unsigned char *)a->name, a->len) < 0)
+    return fail(e, "an atom that is not valid UTF-8");
+  return put_atom(&e->m, a);
+}
+
+static int enc_pid(enc_t *e, const mb__lpid_t *p) {
+  if (p->node == 0)
+    return put_pid(&e->m, e->lnode, MB_PID_ID(p->id), MB_PID_SERIAL(p->id),
+                   e->lcreation);
+  const mb__atom_t *node = mb__atom_at(p->node - 1);
+  if (node == NULL)
+    return fail(e, "a pid of an unknown node");
+  return put_pid(&e->m, node, p->num, p->serial, p->creation);
+}
+
+static int enc_ref(enc_t *e, const mb__lref_t *r) {
+  if (r->node == 0)
+    return put_local_ref(&e->m, e->lnode, e->lcreation, r->id);
+  const mb__atom_t *node = mb__atom_at(r->node - 1);
+  if (node == NULL || r->len == 0 || r->len > MB_REF_MAXWORDS)
+    return fail(e, "a ref of an unknown node");
+  return put_ref(&e->m, node, r->creation, r->len, r->words);
+}
+
+static int enc_userdata(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  mb__lpid_t *p;
+  mb__lref_t *r;
+  mb__lterm_t *t;
+  if ((p = mb__to_pid(L, idx)) != NULL)
+    return enc_pid(e, p);
+  if ((r = mb__to_ref(L, idx)) != NULL)
+    return enc_ref(e, r);
+  if ((t = mb__to_term(L, idx)) != NULL)
+    return put(&e->m, t->bytes, t->len);
+  return fail(e, "a userdata");
+}
+
+static int enc_number(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  if (lua_isinteger(L, idx))
+    return put_int(&e->m, lua_tointeger(L, idx));
+  double d = (double)lua_tonumber(L, idx);
+  if (!isfinite(d))
+    return fail(e, "a NaN or infinite float");
+  return put_float(&e->m, d);
+}
+
+static int enc_value(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  const mb__atom_t *a;
+  size_t len;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return put_atom_text(&e->m, "nil", 3);
+  case LUA_TBOOLEAN:
+    return lua_toboolean(L, idx) ? put_atom_text(&e->m, "true", 4)
+                                 : put_atom_text(&e->m, "false", 5);
+  case LUA_TNUMBER:
+    return enc_number(e, idx);
+  case LUA_TSTRING: {
+    const char *s = lua_tolstring(L, idx, &len);
+    if (len > UINT32_MAX)
+      return fail(e, "a string longer than 4 GB");
+    return put_head(&e->m, MB_ETF_BINARY, (uint32_t)len) || put(&e->m, s, len);
+  }
+  case LUA_TTABLE:
+    return enc_table(e, idx);
+  case LUA_TLIGHTUSERDATA:
+    if ((a = mb__to_atom(L, idx)) == NULL)
+      return fail(e, "a light userdata");
+    return enc_atom(e, a);
+  case LUA_TUSERDATA:
+    return enc_userdata(e, idx);
+  case LUA_TFUNCTION:
+    return fail(e, "a function");
+  case LUA_TTHREAD:
+    return fail(e, "a coroutine");
+  default:
+    return fail(e, "a value of unknown type");
+  }
+}
+
+int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
+                        char *err, size_t errlen) {
+  enc_t enc, *e = &enc;
+  e->L = L;
+  e->m = *m;
+  e->depth = 0;
+  e->what = NULL;
+  e->as_key = false;
+  e->path_pos = sizeof e->path - 1;
+  e->path[e->path_pos] = '\0';
+  int rc = mb__etf_get_local(&e->lnode, &e->lcreation);
+  if (rc)
+    return rc;
+  idx = lua_absindex(L, idx);
+  int top = lua_gettop(L);
+  size_t start = e->m->len;
+  if (enc_value(e, idx) == 0) {
+    rc = 0;
+  } else if (e->what == NULL || strcmp(e->what, "out of memory") == 0) {
+    rc = MB_ENOMEM;
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen, "out of memory");
+  } else {
+    rc = MB_EBADTERM;
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen, "cannot send %s%s to another node at %s%s", e->what,
+               e->as_key ? " used as a key" : "", root, e->path + e->path_pos);
+  }
+  lua_settop(L, top);
+  if (rc)
+    e->m->len = start;
+  *m = e->m;
+  return rc;
+}
+
+int mb__etf_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
+                   char *err, size_t errlen) {
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL)
+    return MB_ENOMEM;
+  int rc = mb__etf_write_version(&m);
+  if (rc == 0)
+    rc = mb__etf_write_value(&m, L, idx, root, err, errlen);
+  if (rc) {
+    mb_msg_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+/* ---- the decoder ---- */
+
+typedef struct {
+  lua_State *L;
+  rd_t r;
+  const mb__atom_t *lnode;
+  uint32_t lcreation;
+} dec_t;
+
+static int dec_term(dec_t *d, int depth, bool nil_ok);
+
+/* How many slots to make room for: the count was checked against the
+ * input left, but an int holds less than a size_t. */
+static int presize(uint64_t n) { return n > INT32_MAX ? 0 : (int)n; }
+
+static void set_kind(lua_State *L, mb__table_kind_t kind) {
+  mb__push_kind_mt(L, kind);
+  lua_setmetatable(L, -2);
+}
+
+static void set_count(lua_State *L, lua_Integer n, mb__table_kind_t kind) {
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  set_kind(L, kind);
+}
+
+/* true, false, and (where a position can hold it) nil are Lua's own. */
+static int push_atom(dec_t *d, const atext_t *a, bool nil_ok) {
+  lua_State *L = d->L;
+  const mb__atom_t *atom;
+  if (atom_is(a, "true") || atom_is(a, "false")) {
+    lua_pushboolean(L, a->s[0] == 't');
+    return 0;
+  }
+  if (nil_ok && atom_is(a, "nil")) {
+    lua_pushnil(L);
+    return 0;
+  }
+  int err = intern(&d->r, a, &atom);
+  if (err == 0)
+    mb__push_atom(L, atom);
+  return err;
+}
+
+/* Append a STRING_EXT's bytes to the list at the top, from index i + 1. */
+static int dec_string_elems(dec_t *d, lua_Integer *i) {
+  const unsigned char *h, *s;
+  rd_t *r = &d->r;
+  TAKE(r, h, 2);
+  TAKE(r, s, be16(h));
+  for (uint32_t k = 0; k < be16(h); k++) {
+    lua_pushinteger(d->L, s[k]);
+    lua_rawseti(d->L, -2, ++*i);
+  }
+  return 0;
+}
+
+static int dec_string(dec_t *d, int depth) {
+  rd_t *r = &d->r;
+  lua_Integer i = 0;
+  if (depth >= MB_ETF_MAX_DEPTH)
+    return bad(r, "terms nested more than 512 levels deep");
+  if (left(r) < 3 || left(r) - 3 < be16(r->p + 1))
+    return bad(r, "truncated");
+  r->p++;
+  lua_createtable(d->L, presize(be16(r->p)), 1);
+  dec_string_elems(d, &i);
+  set_count(d->L, i, MB_KIND_LIST);
+  return 0;
+}
+
+static int dec_tuple(dec_t *d, uint32_t n, int depth) {
+  lua_State *L = d->L;
+  int err = container(&d->r, depth, n, 1);
+  if (err)
+    return err;
+  lua_createtable(L, presize(n), 1);
+  for (uint32_t i = 1; i <= n; i++) {
+    if ((err = dec_term(d, depth + 1, true)))
+      return err;
+    lua_rawseti(L, -2, i);
+  }
+  set_count(L, n, MB_KIND_TUPLE);
+  return 0;
+}
+
+/* As skip_list: tails that are lists continue the list, a list of no
+ * elements is its tail, another tail is kept in field `tail`. */
+static int dec_list(dec_t *d, uint32_t n, int depth, bool nil_ok) {
+  lua_State *L = d->L;
+  rd_t *r = &d->r;
+  const unsigned char *h;
+  lua_Integer i = 0;
+  int err = container(r, depth, n, 1);
+  if (err)
+    return err;
+  lua_createtable(L, presize(n), 2);
+  for (;;) {
+    for (uint32_t k = 0; k < n; k++) {
+      if ((err = dec_term(d, depth + 1, true)))
+        return err;
+      lua_rawseti(L, -2, ++i);
+    }
+    TAKE(r, h, 1);
+    if (h[0] == MB_ETF_NIL)
+      break;
+    if (h[0] == MB_ETF_STRING) {
+      if ((err = dec_string_elems(d, &i)))
+        return err;
+      break;
+    }
+    if (h[0] != MB_ETF_LIST) {
+      r->p--;
+      if (i == 0) {
+        lua_pop(L, 1);
+        return dec_term(d, depth, nil_ok);
+      }
+      if ((err = dec_term(d, depth + 1, false)))
+        return err;
+      lua_setfield(L, -2, "tail");
+      break;
+    }
+    TAKE(r, h, 4);
+    n = be32(h);
+    if ((err = container(r, depth, n, 1)))
+      return err;
+  }
+  set_count(L, i, MB_KIND_LIST);
+  return 0;
+}
+
+static int dec_map(dec_t *d, uint32_t n, int depth) {
+  lua_State *L = d->L;
+  int err = container(&d->r, depth, n, 2);
+  if (err)
+    return err;
+  lua_createtable(L, 0, presize(n));
+  for (uint32_t i = 0; i < n; i++) {
+    if ((err = dec_term(d, depth + 1, false)))
+      return err;
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) != LUA_TNIL)
+      return bad(&d->r, "a map with a key twice (or keys equal in Lua)");
+    lua_pop(L, 1);
+    if ((err = dec_term(d, depth + 1, false)))
+      return err;
+    lua_rawset(L, -3);
+  }
+  set_kind(L, MB_KIND_MAP);
+  return 0;
+}
+
+/* A big integer: a Lua integer if it fits, else an opaque term in the
+ * canonical form (no high zero digits, the smaller header). */
+static int dec_big(dec_t *d) {
+  bigv_t v;
+  int64_t i;
+  int err = get_integer(&d->r, &v);
+  if (err)
+    return err;
+  if (big_to_int(&v, &i)) {
+    lua_pushinteger(d->L, i);
+    return 0;
+  }
+  size_t hdr = v.n <= 255 ? 3 : 6;
+  /* The input has at least as large a header before the digits: copy
+   * from there and write the canonical header over it. */
+  mb__push_term(d->L, MB_TERM_BIGNUM, v.d - hdr, hdr + v.n);
+  unsigned char *b = mb__to_term(d->L, -1)->bytes;
+  if (hdr == 3) {
+    b[0] = MB_ETF_SMALL_BIG;
+    b[1] = (unsigned char)v.n;
+    b[2] = v.neg;
+  } else {
+    b[0] = MB_ETF_LARGE_BIG;
+    be32_store(b + 1, (uint32_t)v.n);
+    b[5] = v.neg;
+  }
+  return 0;
+}
+
+/* A bitstring of whole bytes is a binary; otherwise the unused low bits
+ * of the last byte are cleared, as Erlang writes them. */
+static int dec_bits(dec_t *d) {
+  const unsigned char *start = d->r.p, *data;
+  uint32_t len;
+  unsigned bits;
+  int err = get_bits(&d->r, &data, &len, &bits);
+  if (err)
+    return err;
+  if (bits == 8 || len == 0) {
+    lua_pushlstring(d->L, (const char *)data, len);
+    return 0;
+  }
+  mb__push_term(d->L, MB_TERM_BITSTRING, start, 6 + (size_t)len);
+  mb__lterm_t *t = mb__to_term(d->L, -1);
+  t->bytes[t->len - 1] &= (unsigned char)(0xff << (8 - bits));
+  return 0;
+}
+
+static int dec_pid(dec_t *d) {
+  const unsigned char *h;
+  atext_t text;
+  const mb__atom_t *node;
+  bool old = *d->r.p++ == MB_ETF_PID;
+  int err = get_node_ids(&d->r, &text, old ? 9 : 12, &h);
+  if (err || (err = intern(&d->r, &text, &node)))
+    return err;
+  uint32_t id = be32(h), serial = be32(h + 4);
+  uint32_t creation = old ? h[8] : be32(h + 8);
+  if (node == d->lnode && creation == d->lcreation && id <= 0x7fff &&
+      serial <= 0x1fff)
+    mb__push_pid(d->L, id | serial << 15);
+  else
+    mb__push_remote_pid(d->L, node->index + 1, creation, id, serial);
+  return 0;
+}
+
+static int dec_ref(dec_t *d) {
+  atext_t text;
+  uint32_t creation, len, words[MB_REF_MAXWORDS];
+  const mb__atom_t *node;
+  int err = get_ref_parts(&d->r, &text, &creation, &len, words);
+  if (err || (err = intern(&d->r, &text, &node)))
+    return err;
+  mb__etf_ref_t ref = {node, creation, len, {0}};
+  memcpy(ref.words, words, len * sizeof *words);
+  uint64_t id;
+  if (mb__etf_ref_local(&ref, &id))
+    mb__push_ref(d->L, id);
+  else
+    mb__push_remote_ref(d->L, node->index + 1, creation, len, words);
+  return 0;
+}
+
+/* Ports are kept as NEW_PORT_EXT (V4_PORT_EXT as it came), with the
+ * node written as a UTF-8 atom. */
+static int dec_port(dec_t *d) {
+  unsigned char b[1 + 2 + MB_ATOM_MAXLEN + 12];
+  const unsigned char *ids;
+  atext_t node;
+  unsigned tag = *d->r.p++;
+  size_t n = tag == MB_ETF_PORT ? 5 : tag == MB_ETF_NEW_PORT ? 8 : 12;
+  int err = get_node_ids(&d->r, &node, n, &ids);
+  if (err)
+    return err;
+  size_t len = 0;
+  b[len++] = tag == MB_ETF_V4_PORT ? MB_ETF_V4_PORT : MB_ETF_NEW_PORT;
+  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
+  b[len++] = (unsigned char)node.len;
+  memcpy(b + len, node.s, node.len);
+  len += node.len;
+  if (tag == MB_ETF_PORT) {
+    memcpy(b + len, ids, 4);
+    be32_store(b + len + 4, ids[4]);
+  } else {
+    memcpy(b + len, ids, n);
+  }
+  mb__push_term(d->L, MB_TERM_PORT, b, len + (tag == MB_ETF_PORT ? 8 : n));
+  return 0;
+}
+
+/* fun M:F/A, with UTF-8 atoms. */
+static int dec_export(dec_t *d) {
+  unsigned char b[1 + 2 * (2 + MB_ATOM_MAXLEN) + 2];
+  atext_t mod, fun;
+  const unsigned char *h;
+  rd_t *r = &d->r;
+  r->p++;
+  int err = get_atom(r, &mod);
+  if (err || (err = get_atom(r, &fun)))
+    return err;
+  TAKE(r, h, 2);
+  if (h[0] != MB_ETF_SMALL_INTEGER)
+    return bad(r, "a fun's arity that is not a small integer");
+  size_t len = 0;
+  b[len++] = MB_ETF_EXPORT;
+  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
+  b[len++] = (unsigned char)mod.len;
+  memcpy(b + len, mod.s, mod.len);
+  len += mod.len;
+  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
+  b[len++] = (unsigned char)fun.len;
+  memcpy(b + len, fun.s, fun.len);
+  len += fun.len;
+  b[len++] = MB_ETF_SMALL_INTEGER;
+  b[len++] = h[1];
+  mb__push_term(d->L, MB_TERM_FUN, b, len);
+  return 0;
+}
+
+/* A fun with its environment: checked, then kept as it came. */
+static int dec_new_fun(dec_t *d, int depth) {
+  const unsigned char *start = d->r.p++;
+  int err = skip_new_fun(&d->r, depth);
+  if (err == 0)
+    mb__push_term(d->L, MB_TERM_FUN, start, (size_t)(d->r.p - start));
+  return err;
+}
+
+static int dec_scalar(dec_t *d, unsigned tag, int depth, bool nil_ok) {
+  lua_State *L = d->L;
+  rd_t *r = &d->r;
+  const unsigned char *h;
+  atext_t a;
+  double f;
+  int err;
+  switch (tag) {
+  case MB_ETF_SMALL_INTEGER:
+    TAKE(r, h, 2);
+    lua_pushinteger(L, h[1]);
+    return 0;
+  case MB_ETF_INTEGER:
+    TAKE(r, h, 5);
+    lua_pushinteger(L, (int32_t)be32(h + 1));
+    return 0;
+  case MB_ETF_NEW_FLOAT:
+  case MB_ETF_FLOAT:
+    if ((err = get_float(r, &f)) == 0)
+      lua_pushnumber(L, (lua_Number)f);
+    return err;
+  case MB_ETF_ATOM:
+  case MB_ETF_SMALL_ATOM:
+  case MB_ETF_ATOM_UTF8:
+  case MB_ETF_SMALL_ATOM_UTF8:
+    return (err = get_atom(r, &a)) ? err : push_atom(d, &a, nil_ok);
+  case MB_ETF_BINARY:
+    TAKE(r, h, 5);
+    TAKE(r, h, be32(h + 1));
+    lua_pushlstring(L, (const char *)h, (size_t)(r->p - h));
+    return 0;
+  case MB_ETF_NIL:
+    if ((err = container(r, depth, 0, 1)))
+      return err;
+    r->p++;
+    lua_createtable(L, 0, 1);
+    set_count(L, 0, MB_KIND_LIST);
+    return 0;
+  default:
+    r->p++;
+    return bad(r, tag == MB_ETF_COMPRESSED ? "a compressed term (unsupported)"
+                  : tag == MB_ETF_ATOM_CACHE_REF
+                      ? "an atom cache reference (no atom cache)"
+                      : "an unknown tag");
+  }
+}
+
+static int dec_term(dec_t *d, int depth, bool nil_ok) {
+  rd_t *r = &d->r;
+  const unsigned char *h;
+  if (!lua_checkstack(d->L, 10))
+    return bad(r, "no room on the Lua stack");
+  if (left(r) == 0)
+    return bad(r, "truncated");
+  unsigned tag = r->p[0];
+  switch (tag) {
+  case MB_ETF_SMALL_BIG:
+  case MB_ETF_LARGE_BIG:
+    return dec_big(d);
+  case MB_ETF_BIT_BINARY:
+    return dec_bits(d);
+  case MB_ETF_STRING:
+    return dec_string(d, depth);
+  case MB_ETF_SMALL_TUPLE:
+    TAKE(r, h, 2);
+    return dec_tuple(d, h[1], depth);
+  case MB_ETF_LARGE_TUPLE:
+    TAKE(r, h, 5);
+    return dec_tuple(d, be32(h + 1), depth);
+  case MB_ETF_LIST:
+    TAKE(r, h, 5);
+    return dec_list(d, be32(h + 1), depth, nil_ok);
+  case MB_ETF_MAP:
+    TAKE(r, h, 5);
+    return dec_map(d, be32(h + 1), depth);
+  case MB_ETF_NEW_PID:
+  case MB_ETF_PID:
+    return dec_pid(d);
+  case MB_ETF_NEWER_REFERENCE:
+  case MB_ETF_NEW_REFERENCE:
+  case MB_ETF_REFERENCE:
+    return dec_ref(d);
+  case MB_ETF_NEW_PORT:
+  case MB_ETF_PORT:
+  case MB_ETF_V4_PORT:
+    return dec_port(d);
+  case MB_ETF_EXPORT:
+    return dec_export(d);
+  case MB_ETF_NEW_FUN:
+    return dec_new_fun(d, depth);
+  default:
+    return dec_scalar(d, tag, depth, nil_ok);
+  }
+}
+
+int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
+                   char *err, size_t errlen) {
+  dec_t d;
+  d.L = L;
+  int top = lua_gettop(L);
+  int rc = mb__etf_reader_init(&d.r, buf, len);
+  if (rc == 0 && mb__etf_get_local(&d.lnode, &d.lcreation) != 0)
+    rc = bad(&d.r, "out of memory");
+  if (rc == 0 && (rc = dec_term(&d, 0, true)) == 0 && d.r.p != d.r.end)
+    rc = bad(&d.r, "bytes after the term");
+  if (rc == 0)
+    return 0;
+  lua_settop(L, top);
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "malformed external term at byte %zu: %s",
+             (size_t)(d.r.p - buf), d.r.why ? d.r.why : "?");
+  return rc;
+}

@@ -1,0 +1,27 @@
+--- The net_kernel process of a distributed node. Other nodes' pings
+-- (net_adm:ping, Node.ping) are calls {is_auth, Node} to the process
+-- registered as net_kernel; it answers yes. Other requests are answered
+-- with an error rather than left waiting.
+local mb = require "moonbeam"
+local gen = require "moonbeam.gen"
+
+local M = {}
+
+--- Run the net_kernel process (started by mb.start_distribution).
+function M.start()
+  if not pcall(mb.register, "net_kernel", mb.self()) then return end
+  local GEN_CALL, is_auth = mb.atom["$gen_call"], mb.atom.is_auth
+  while true do
+    local m = mb.receive()
+    if mb.typeof(m) == "tuple" and m[1] == GEN_CALL then
+      local req = m[3]
+      if mb.typeof(req) == "tuple" and req[1] == is_auth then
+        gen.reply(m[2], mb.atom.yes)
+      else
+        gen.reply(m[2], mb.tuple(mb.atom.error, mb.atom.not_supported))
+      end
+    end
+  end
+end
+
+return M

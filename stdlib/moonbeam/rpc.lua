@@ -1,0 +1,102 @@
+--- Remote procedure calls, both ways, as Erlang's erpc does them: a spawn
+-- request for erpc:execute_call/4, whose process ends with
+-- {ResRef, return, Value}.
+--
+--   local rpc = require "moonbeam.rpc"
+--   local n = rpc.call("e@localhost", "erlang", "length", {{1, 2, 3}})
+--
+-- Other nodes' rpc:call/erpc:call into this node run a Lua function:
+-- module M is require(M), function F its field F.
+local mb = require "moonbeam"
+
+local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local unpack = table.unpack
+
+local M = {}
+
+local function fail(reason) error(tuple(atom.erpc, reason), 0) end
+
+--- Call module.fun(args...) on node and return its result.
+-- Raises {erpc, Reason} on a failure of the call itself (noconnection,
+-- timeout), and the remote error as Erlang's erpc reports it:
+-- {exception, Class, Reason} with Class error, exit or throw.
+-- @param node "name@host" or atom
+-- @param module, fun names (strings or atoms)
+-- @param args a list of arguments
+-- @param timeout milliseconds (default infinity)
+function M.call(node, module, fun, args, timeout)
+  local resref = mb.make_ref()
+  local req = mb.spawn_request(node, "erpc", "execute_call",
+    mb.list(resref, atom(tostring(module)), atom(tostring(fun)), mb.list(unpack(args or {}))))
+  local SPAWN_REPLY, DOWN = atom.spawn_reply, atom.DOWN
+  local reply, why = mb.receive(function(m) return m[1] == SPAWN_REPLY and m[2] == req end,
+    timeout, {[SPAWN_REPLY] = true})
+  if why == "timeout" then
+    mb.demonitor(req, {flush = true})
+    fail(atom.timeout)
+  end
+  if reply[3] == atom.error then
+    mb.demonitor(req, {flush = true})
+    fail(reply[4])
+  end
+  local down
+  down, why = mb.receive(function(m) return m[1] == DOWN and m[2] == req end,
+    timeout, {[DOWN] = true})
+  if why == "timeout" then
+    mb.demonitor(req, {flush = true})
+    mb.exit(reply[4], "kill")
+    fail(atom.timeout)
+  end
+  local r = down[5]
+  if typeof(r) == "tuple" and r[1] == resref then
+    if r[2] == atom["return"] then return r[3] end
+    error(tuple(atom.exception, r[2], r[3]), 0)
+  end
+  fail(r)
+end
+
+--- Ask node to run module.fun(args...) without waiting for it.
+function M.cast(node, module, fun, args)
+  local req = mb.spawn_request(node, "erpc", "execute_cast",
+    mb.list(atom(tostring(module)), atom(tostring(fun)), mb.list(unpack(args or {}))))
+  mb.demonitor(req, {flush = true})
+end
+
+-- The function a spawn request from another node names.
+local function lookup(m, f)
+  local ok, mod = pcall(require, tostring(m))
+  local fn = ok and type(mod) == "table" and mod[tostring(f)]
+  if type(fn) ~= "function" then return nil end
+  return fn
+end
+
+local function undef(m, f, a)
+  return tuple(atom.undef, mb.list(tuple(m, f, a, mb.list())))
+end
+
+--- Entry point of processes spawned for other nodes; not for users.
+-- @param m, f the module and function the request named (atoms)
+-- @param a the argument list
+function M.spawned(m, f, a)
+  a = a or {}
+  if m == atom.erpc and f == atom.execute_call then
+    local resref, rm, rf, ra = a[1], a[2], a[3], a[4] or {}
+    local fn = lookup(rm, rf)
+    if fn == nil then
+      mb.exit(tuple(resref, atom.error, undef(rm, rf, ra), mb.list()))
+    end
+    local ok, v = xpcall(fn, debug.traceback, unpack(ra, 1, ra.n or #ra))
+    if ok then mb.exit(tuple(resref, atom["return"], v)) end
+    mb.exit(tuple(resref, atom.error, tuple(atom.lua_error, tostring(v)), mb.list()))
+  elseif m == atom.erpc and f == atom.execute_cast then
+    local fn = lookup(a[1], a[2])
+    if fn then fn(unpack(a[3] or {}, 1, (a[3] or {}).n)) end
+    return
+  end
+  -- spawn(Node, M, F, Args) from Erlang: run the Lua function.
+  local fn = lookup(m, f)
+  if fn == nil then error("no Lua function " .. tostring(m) .. "." .. tostring(f)) end
+  return fn(unpack(a, 1, a.n or #a))
+end
+
+return M
