@@ -482,6 +482,9 @@ int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
                            const mb__atom_t *mod, const mb__atom_t *fun,
                            int args_idx, char *err, size_t errlen);
 
+/* ---- modcache.c: Lua modules compiled once per node ---- */
+void mb__modcache_install(lua_State *L);
+
 /* ---- coro.c ---- */
 void mb__coro_patch(lua_State *L);
 

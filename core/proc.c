@@ -221,6 +221,7 @@ static void open_package(lua_State *L) {
     lua_pushstring(L, config.lua_cpath);
     lua_setfield(L, -2, "cpath");
   }
+  mb__modcache_install(L);
   lua_getfield(L, -1, "preload");
   int n = atomic_load_explicit(&npreload, memory_order_acquire);
   for (int i = 0; i < n; i++) {
