@@ -194,7 +194,7 @@ static void conn_close(mb__conn_t *c, const char *why) {
   }
   uv_mutex_unlock(&tab_lock);
   if (why != NULL)
-    mb_log(was_up ? MB_LOG_WARNING : MB_LOG_INFO, "dist: connection to %s closed: %s",
+    mb_log(was_up ? MB_LOG_WARNING : MB_LOG_DEBUG, "dist: connection to %s closed: %s",
            c->node ? c->node->name : "(unknown node)", why);
   if (c->node != NULL)
     mb__dist_node_down(c->node, c->id, was_up);

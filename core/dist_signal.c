@@ -774,15 +774,16 @@ static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
     if (m)
       mb__signal(caller, m);
   }
-  if (ok && (flags & 2)) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, true);
-    crossing_t *c = n ? untrack(&n->spawns, ref) : NULL;
-    free(c);
-    if (n)
-      track(&n->out_mon, ref, caller, key_of_pid(&child), NULL);
-    uv_mutex_unlock(&lock);
-  }
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, true);
+  crossing_t *c = n ? untrack(&n->spawns, ref) : NULL;
+  bool quiet = c != NULL && c->name != NULL;
+  free(c);
+  if (ok && (flags & 2) && n && !quiet)
+    track(&n->out_mon, ref, caller, key_of_pid(&child), NULL);
+  uv_mutex_unlock(&lock);
+  if (quiet)
+    return 0;
   mb_msg_t *m = mb__msg_new(64 + (size_t)(r->p - result));
   if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 4) ||
       mb__etf_write_atom(&m, A("spawn_reply")) || mb__etf_write_local_ref(&m, ref) ||
@@ -931,7 +932,7 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p
  * Pid} or {spawn_reply, Ref, error, Reason}, then {'DOWN', Ref, ...}. */
 int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller,
                            uint64_t ref, const mb__atom_t *mod, const mb__atom_t *fun,
-                           int args_idx, char *err, size_t errlen) {
+                           int args_idx, bool reply, char *err, size_t errlen) {
   uv_once(&once, init);
   lua_Integer nargs = (lua_Integer)lua_rawlen(L, args_idx);
   mb_msg_t *f = frame_start(6);
@@ -963,8 +964,9 @@ int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller
   }
   uv_mutex_lock(&lock);
   node_t *n = node_of(node, true);
+  /* A spawn without a reply (a cast) is marked by a name in its record. */
   if (n)
-    track(&n->spawns, ref, caller, 0, NULL);
+    track(&n->spawns, ref, caller, 0, reply ? NULL : A("noreply"));
   uv_mutex_unlock(&lock);
   return frame_send(node, f);
 }

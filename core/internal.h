@@ -480,7 +480,8 @@ int mb__dist_monitor_nodes(mb_pid_t who, bool on);
 int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
                            mb_pid_t caller, uint64_t ref,
                            const mb__atom_t *mod, const mb__atom_t *fun,
-                           int args_idx, char *err, size_t errlen);
+                           int args_idx, bool reply, char *err,
+                           size_t errlen);
 
 /* ---- modcache.c: Lua modules compiled once per node ---- */
 void mb__modcache_install(lua_State *L);

@@ -399,7 +399,10 @@ static int l_start_distribution(lua_State *L) {
   cfg.ticktime = (unsigned)luaL_optinteger(L, -1, 60);
   lua_getfield(L, 1, "port");
   cfg.port = (int)luaL_optinteger(L, -1, 0);
-  lua_pop(L, 4);
+  lua_getfield(L, 1, "epmd_port");
+  if (!lua_isnil(L, -1)) /* read by epmd.c, as Erlang reads it */
+    setenv("ERL_EPMD_PORT", lua_tostring(L, -1), 1);
+  lua_pop(L, 5);
   int err = mb_dist_start(&cfg);
   if (err == MB_EEXIST)
     return luaL_error(L, "start_distribution: the name %s is already registered with epmd", name);
@@ -465,9 +468,10 @@ static int l_disconnect(lua_State *L) {
   return 1;
 }
 
-/* spawn_request(node, module, function, args) -> ref: the other node runs
- * module:function(args...) monitored by the caller, which gets
- * {spawn_reply, Ref, ok, Pid} (or error, Reason), then the DOWN. */
+/* spawn_request(node, module, function, args, [{reply = false}]) -> ref:
+ * the other node runs module:function(args...) monitored by the caller,
+ * which gets {spawn_reply, Ref, ok, Pid} (or error, Reason), then the DOWN;
+ * with reply = false, neither (a cast). */
 static int l_spawn_request(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "spawn_request");
   const mb__atom_t *n = check_node(L, 1);
@@ -479,10 +483,18 @@ static int l_spawn_request(lua_State *L) {
   luaL_checktype(L, 4, LUA_TTABLE);
   if (mb__dist_node() == NULL)
     return luaL_error(L, "spawn_request: this node is not distributed");
-  uint64_t ref = mb__ref_next();
-  mb__link_monitor_add(p, ref, mb__dist_name_key(mod, n));
+  bool reply = true;
+  if (lua_istable(L, 5)) {
+    lua_getfield(L, 5, "reply");
+    reply = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  uint64_t ref = mb__ref_next() | MB_REF_ALIAS;
+  if (reply)
+    mb__link_monitor_add(p, ref, mb__dist_name_key(mod, n));
   char err[600];
-  int r = mb__dist_spawn_request(L, n, p->pid, ref, mod, fun, 4, err, sizeof err);
+  int r = mb__dist_spawn_request(L, n, p->pid, ref, mod, fun, 4, reply, err,
+                                 sizeof err);
   if (r == MB_EBADTERM)
     return luaL_error(L, "spawn_request: %s", err);
   check_err(L, r, "spawn_request");

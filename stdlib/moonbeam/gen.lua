@@ -20,14 +20,19 @@ local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
 local DOWN, ACK = atom.DOWN, atom["$gen_ack"]
 M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
 
---- The pid of a server: a pid, or a registered name (string or atom).
--- @return the pid, or nil if no process has that name
+--- The address of a server: a pid, a registered name (string or atom),
+-- or {Name, Node} for a process registered on another node (returned as
+-- it is: sends and monitors go by name).
+-- @return the pid or {Name, Node}, or nil if no local process has the name
 function M.whereis(server)
-  if typeof(server) == "pid" then return server end
-  if type(server) == "string" or typeof(server) == "atom" then
-    return mb.whereis(server)
+  local t = typeof(server)
+  if t == "pid" then return server end
+  if t == "string" or t == "atom" then return mb.whereis(server) end
+  if (t == "table" or t == "tuple") and server[1] ~= nil and server[2] ~= nil then
+    if tostring(server[2]) == tostring(mb.node()) then return mb.whereis(server[1]) end
+    return server
   end
-  error("bad server (pid or registered name expected, got " .. typeof(server) .. ")", 3)
+  error("bad server (pid, registered name or {Name, Node} expected, got " .. t .. ")", 3)
 end
 
 --- Raise a call's failure in the caller, as OTP exits the caller with

@@ -57,9 +57,9 @@ end
 
 --- Ask node to run module.fun(args...) without waiting for it.
 function M.cast(node, module, fun, args)
-  local req = mb.spawn_request(node, "erpc", "execute_cast",
-    mb.list(atom(tostring(module)), atom(tostring(fun)), mb.list(unpack(args or {}))))
-  mb.demonitor(req, {flush = true})
+  mb.spawn_request(node, "erpc", "execute_cast",
+    mb.list(atom(tostring(module)), atom(tostring(fun)), mb.list(unpack(args or {}))),
+    {reply = false})
 end
 
 -- The function a spawn request from another node names.

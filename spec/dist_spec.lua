@@ -1,0 +1,365 @@
+-- Distribution against real peers: Erlang/OTP and Elixir nodes on
+-- 127.0.0.1, and other moonbeam nodes run by the launcher.  This file's
+-- own node (the host's) serves EPMD on a test port; every OS process a spec
+-- starts is stopped by its pid, and temp files are removed.
+local mb = require "moonbeam"
+
+local EPMD_PORT = 43000 + math.random(0, 999)
+local COOKIE = "specsecret"
+local build = os.getenv("MB_BUILD_DIR") or "build"
+local launcher = build .. "/bin/moonbeam"
+
+local function sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local host = sh("hostname -s"):gsub("%s+$", "")
+local tmp = sh("mktemp -d"):gsub("%s+$", "")
+local have_erl = sh("command -v erl"):match("%S") ~= nil
+local have_elixir = sh("command -v elixir"):match("%S") ~= nil
+
+-- An OS process in the background: its pid, and how to stop it.
+local started = {}
+local function spawn_os(cmd, log)
+  -- erl and elixir exec their way down to the VM, which keeps this pid
+  local p = io.popen(("ERL_EPMD_PORT=%d exec %s > %s 2>&1 & echo $!")
+    :format(EPMD_PORT, cmd, log))
+  local pid = p:read("l")
+  p:close()
+  started[#started + 1] = pid
+  return pid
+end
+
+local function kill_os(pid, sig)
+  os.execute(("kill -%s %s 2>/dev/null"):format(sig or "TERM", pid))
+end
+
+-- Run fn inside a process of this node and return its results.
+local function run(fn, ...) return mb.run(fn, ...) end
+
+local erl_node = "e1@" .. host
+
+setup(function()
+  mb.start{run_timeout = 60000}
+  mb.run(function(port, cookie)
+    local mb = require "moonbeam"
+    mb.start_distribution{sname = "mbspec", cookie = cookie, epmd_port = port}
+  end, EPMD_PORT, COOKIE)
+  if have_erl then
+    assert(os.execute(("erlc -o %s spec/fixtures/mbpeer.erl"):format(tmp)))
+    spawn_os(("erl -sname e1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+      :format(COOKIE, tmp), tmp .. "/e1.log")
+    -- wait (bounded) until it answers a ping
+    assert(run(function(node)
+      local dist = require "moonbeam.dist"
+      local mb = require "moonbeam"
+      for _ = 1, 100 do
+        if dist.ping(node, 1000) == "pong" then return true end
+        mb.sleep(100)
+      end
+      return false
+    end, erl_node), "the Erlang peer did not come up")
+  end
+end)
+
+teardown(function()
+  for _, pid in ipairs(started) do kill_os(pid, "KILL") end
+  os.execute("rm -rf " .. tmp)
+end)
+
+-- Ask the Erlang peer to apply M:F(A) and return the result.
+local function erl_apply(m, f, args)
+  return run(function(node, m, f, args)
+    local mb = require "moonbeam"
+    local ref = mb.make_ref()
+    mb.send({"ctl", node}, mb.tuple(mb.self(), ref, mb.tuple(mb.atom.apply, mb.atom(m), mb.atom(f), mb.list(table.unpack(args)))))
+    local r = mb.receive(function(x) return x[1] == ref end, 20000)
+    return r and r[2]
+  end, erl_node, m, f, args)
+end
+
+describe("distribution with an Erlang node", function()
+  if not have_erl then pending("erl is not installed") return end
+
+  it("answers net_adm:ping from Erlang, and pings Erlang", function()
+    local r = erl_apply("net_adm", "ping", {mb.atom("mbspec@" .. host)})
+    assert.equal("pong", tostring(r))
+    assert.equal("pong", run(function(node) return require("moonbeam.dist").ping(node) end, erl_node))
+  end)
+
+  it("lists the Erlang node among its nodes, and Erlang lists us", function()
+    local ours = run(function(node)
+      local mb = require "moonbeam"
+      for _, n in ipairs(mb.nodes()) do if tostring(n) == node then return true end end
+      return false
+    end, erl_node)
+    assert.is_true(ours)
+    local theirs = erl_apply("erlang", "nodes", {})
+    local found = false
+    for _, n in ipairs(theirs) do found = found or tostring(n) == "mbspec@" .. host end
+    assert.is_true(found)
+  end)
+
+  it("sends to {name, node} and to remote pids, and gets replies", function()
+    local v = run(function(node)
+      local mb = require "moonbeam"
+      mb.send({"echo", node}, mb.tuple(mb.self(), {1, "two", mb.atom.three}))
+      local m = mb.receive(5000)
+      return m[1] == mb.atom.echoed and m[2][1] == 1 and m[2][2] == "two" and m[2][3] == mb.atom.three
+    end, erl_node)
+    assert.is_true(v)
+  end)
+
+  it("carries the term zoo from Erlang to Lua and back unchanged", function()
+    local same = {run(function(node)
+      local mb = require "moonbeam"
+      local rpc = require "moonbeam.rpc"
+      local zoo = rpc.call(node, "mbpeer", "zoo", {}, 30000)
+      -- each term goes back and Erlang compares it with =:=
+      local bad = {}
+      for i = 1, zoo.n do
+        local ok = rpc.call(node, "mbpeer", "same", {zoo[i], zoo[i]}, 30000)
+        if ok ~= true then bad[#bad + 1] = i end
+      end
+      -- and the whole list compared with a fresh copy made there
+      return #bad, zoo.n, mb.typeof(zoo[8]), #zoo[36], zoo[35].n
+    end, erl_node)}
+    assert.same({0, 36, "bignum", 2000000, 100000}, same)
+  end)
+
+  it("sends Lua tables to Erlang and gets them back equal", function()
+    local r = run(function(node)
+      local mb = require "moonbeam"
+      local t = {1, 2, {3, {4}}, name = "n", nested = {a = {b = "c"}}, [2.5] = true}
+      mb.send({"echo", node}, mb.tuple(mb.self(), t))
+      local back = mb.receive(5000)[2]
+      return back[1] == 1 and back[3][2][1] == 4 and back.name == "n" and back.nested.a.b == "c"
+        and back[2.5] == true
+    end, erl_node)
+    assert.is_true(r)
+  end)
+
+  it("calls an Erlang gen_server, and a missing one fails with noproc at once", function()
+    local a, b, c = run(function(node)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local put = gs.call({"kv", node}, mb.tuple(mb.atom.put, "k", 42))
+      local got = gs.call({"kv", node}, mb.tuple(mb.atom.get, "k"))
+      local _, e = pcall(gs.call, {"no_such", node}, "x", 10000)
+      return tostring(put), got, tostring(e[1])
+    end, erl_node)
+    assert.same({"ok", 42, "noproc"}, {a, b, c})
+  end)
+
+  it("answers gen_server:call from Erlang to a Lua GenServer", function()
+    run(function()
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      gs.start({
+        init = function() return "ok", {} end,
+        handle_call = function(req, _, s)
+          local mb = require "moonbeam"
+          if mb.typeof(req) == "tuple" and req[1] == mb.atom.put then
+            s[req[2]] = req[3]
+            return "reply", mb.atom.ok, s
+          end
+          return "reply", s[req[2]], s
+        end,
+      }, nil, {name = "lua_kv"})
+    end)
+    local me = "mbspec@" .. host
+    assert.equal("ok", tostring(erl_apply("gen_server", "call", {mb.tuple(mb.atom.lua_kv, mb.atom(me)), mb.tuple(mb.atom.put, "x", 7)})))
+    assert.equal(7, erl_apply("gen_server", "call", {mb.tuple(mb.atom.lua_kv, mb.atom(me)), mb.tuple(mb.atom.get, "x")}))
+  end)
+
+  it("runs erpc:call from Erlang on a Lua function, and reports an undefined one", function()
+    local me = mb.atom("mbspec@" .. host)
+    assert.equal(5, erl_apply("erpc", "call", {me, mb.atom("fixtures.spec_rpc"), mb.atom.add, mb.list(2, 3)}))
+    local undef = erl_apply("rpc", "call", {me, mb.atom("fixtures.spec_rpc"), mb.atom.nope, mb.list()})
+    assert.equal("badrpc", tostring(undef[1]))
+    assert.matches("undef", tostring(undef[2][2][1]))
+  end)
+
+  it("calls Erlang functions with rpc, and reports an undefined one", function()
+    local n, err = run(function(node)
+      local rpc = require "moonbeam.rpc"
+      local n = rpc.call(node, "lists", "sum", {{1, 2, 3}})
+      local _, e = pcall(rpc.call, node, "no_module", "f", {})
+      return n, tostring(e[3])
+    end, erl_node)
+    assert.equal(6, n)
+    assert.equal("undef", err)
+  end)
+
+  it("links and monitors a remote process, which dies with its reason", function()
+    local exit_reason, down_reason = run(function(node)
+      local mb = require "moonbeam"
+      local rpc = require "moonbeam.rpc"
+      mb.trap_exit(true)
+      local p = rpc.call(node, "erlang", "spawn", {mb.atom.timer, mb.atom.sleep, {60000}})
+      mb.link(p)
+      local ref = mb.monitor(p)
+      mb.exit(p, "boom")
+      local e = mb.receive(function(m) return m[1] == mb.atom.EXIT end, 5000)
+      local d = mb.receive(function(m) return m[1] == mb.atom.DOWN and m[2] == ref end, 5000)
+      return e and tostring(e[3]), d and tostring(d[5])
+    end, erl_node)
+    assert.equal("boom", exit_reason)
+    assert.equal("boom", down_reason)
+  end)
+
+  it("lets an Erlang process link to and monitor a Lua process", function()
+    local saw_exit, saw_down = run(function(node)
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local victim = mb.spawn(function() mb.receive() mb.exit("lua_reason") end)
+      mb.send({"ctl", node}, mb.tuple(me, mb.make_ref(),
+        mb.tuple(mb.atom.apply, mb.atom.mbpeer, mb.atom.watch, mb.list(me, victim))))
+      mb.receive(function(m) return m[1] == mb.atom.watching end, 5000)
+      mb.sleep(100)
+      mb.send(victim, "go")
+      local e = mb.receive(function(m) return m[1] == mb.atom.peer_saw_exit end, 5000)
+      local d = mb.receive(function(m) return m[1] == mb.atom.peer_saw_down end, 5000)
+      return e and tostring(e[2]), d and tostring(d[2])
+    end, erl_node)
+    assert.equal("lua_reason", saw_exit)
+    assert.equal("lua_reason", saw_down)
+  end)
+end)
+
+describe("distribution with an Elixir node", function()
+  if not have_erl or not have_elixir then pending("elixir is not installed") return end
+
+  it("calls an Elixir GenServer", function()
+    local code = [[
+defmodule Counter do
+  use GenServer
+  def init(n), do: {:ok, n}
+  def handle_call(:get, _from, n), do: {:reply, n, n}
+  def handle_call({:add, k}, _from, n), do: {:reply, n + k, n + k}
+end
+GenServer.start(Counter, 10, name: :counter)
+Process.sleep(:infinity)
+]]
+    local f = io.open(tmp .. "/counter.exs", "w")
+    f:write(code)
+    f:close()
+    spawn_os(("elixir --sname x1 --cookie %s %s/counter.exs"):format(COOKIE, tmp), tmp .. "/x1.log")
+    local got = {run(function(node)
+      local mb = require "moonbeam"
+      local dist = require "moonbeam.dist"
+      local gs = require "moonbeam.gen_server"
+      for _ = 1, 200 do
+        if dist.ping(node, 1000) == "pong" then
+          local ok, v = pcall(gs.call, {"counter", node}, mb.tuple(mb.atom.add, 5))
+          if ok then return v, gs.call({"counter", node}, mb.atom.get) end
+        end
+        mb.sleep(100)
+      end
+    end, "x1@" .. host)}
+    assert.same({15, 15}, got)
+  end)
+end)
+
+describe("a connection that goes down", function()
+  if not have_erl then pending("erl is not installed") return end
+
+  it("fires links and monitors with noconnection when the node dies", function()
+    spawn_os(("erl -sname e2 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+      :format(COOKIE, tmp), tmp .. "/e2.log")
+    local pidfile = started[#started]
+    local e, d, down_event = run(function(node, ospid)
+      local mb = require "moonbeam"
+      local dist = require "moonbeam.dist"
+      local rpc = require "moonbeam.rpc"
+      for _ = 1, 100 do
+        if dist.ping(node, 1000) == "pong" then break end
+        mb.sleep(100)
+      end
+      mb.trap_exit(true)
+      local p = rpc.call(node, "erlang", "whereis", {mb.atom.echo})
+      mb.link(p)
+      local ref = mb.monitor(p)
+      mb.monitor_node(node, true)
+      os.execute("kill -KILL " .. ospid)
+      local ex = mb.receive(function(m) return m[1] == mb.atom.EXIT end, 10000)
+      local dn = mb.receive(function(m) return m[1] == mb.atom.DOWN and m[2] == ref end, 10000)
+      local nd = mb.receive(function(m) return m[1] == mb.atom.nodedown end, 10000)
+      return ex and tostring(ex[3]), dn and tostring(dn[5]), nd and tostring(nd[2])
+    end, "e2@" .. host, pidfile)
+    assert.equal("noconnection", e)
+    assert.equal("noconnection", d)
+    assert.equal("e2@" .. host, down_event)
+  end)
+end)
+
+describe("a cookie that does not match", function()
+  if not have_erl then pending("erl is not installed") return end
+
+  it("is refused and logged, and nothing else is affected", function()
+    spawn_os(("erl -sname e3 -setcookie wrong -noshell -eval 'R = net_adm:ping(mbspec@%s), io:format(\"~p~n\", [R]), halt()'")
+      :format(host), tmp .. "/e3.log")
+    local out = ""
+    for _ = 1, 100 do
+      local f = io.open(tmp .. "/e3.log")
+      out = f and f:read("a") or ""
+      if f then f:close() end
+      if out:match("pang") then break end
+      run(function() require("moonbeam").sleep(100) end)
+    end
+    assert.matches("pang", out)
+    -- the connection to e1 still works
+    assert.equal("pong", run(function(node) return require("moonbeam.dist").ping(node) end, erl_node))
+  end)
+end)
+
+describe("three moonbeam nodes", function()
+  it("form a cluster with no Erlang installed (the first serves EPMD)", function()
+    local script = tmp .. "/member.lua"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+local dist = require "moonbeam.dist"
+local me, port, cookie, peers = arg[1], tonumber(arg[2]), arg[3], {}
+for i = 4, #arg do peers[#peers + 1] = arg[i] end
+dist.start{sname = me, cookie = cookie, epmd_port = port}
+mb.register("member", mb.self())
+for _, p in ipairs(peers) do
+  for _ = 1, 100 do if dist.ping(p, 1000) == "pong" then break end mb.sleep(100) end
+end
+local names = {}
+for _, n in ipairs(mb.nodes()) do names[#names + 1] = tostring(n) end
+table.sort(names)
+print("NODES " .. table.concat(names, " "))
+io.stdout:flush()
+mb.receive(20000) -- until told to stop
+]])
+    f:close()
+    local port = EPMD_PORT + 1000
+    local function member(name, ...)
+      local p = io.popen(("exec %s %s %s %d %s %s > %s/%s.log 2>&1 & echo $!")
+        :format(launcher, script, name, port, COOKIE, table.concat({...}, " "), tmp, name))
+      local pid = p:read("l")
+      p:close()
+      started[#started + 1] = pid
+      return pid
+    end
+    member("m1")
+    run(function() require("moonbeam").sleep(500) end) -- m1 serves EPMD
+    member("m2", "m1@" .. host)
+    member("m3", "m1@" .. host, "m2@" .. host)
+    local want = "NODES m1@" .. host .. " m2@" .. host
+    local out = ""
+    for _ = 1, 150 do
+      local f3 = io.open(tmp .. "/m3.log")
+      out = f3 and f3:read("a") or ""
+      if f3 then f3:close() end
+      if out:match("NODES") then break end
+      run(function() require("moonbeam").sleep(100) end)
+    end
+    assert.matches(want, out, 1, true)
+  end)
+end)
