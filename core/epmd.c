@@ -11,10 +11,10 @@
  *
  * Where the built-in server listens, decided as epmd decides: when
  * ERL_EPMD_ADDRESS is set, on 127.0.0.1 and the IPv4 addresses it lists
- * (separated by commas or spaces); otherwise on every IPv4 interface
- * (0.0.0.0), so that nodes of other hosts can look names up, or on
- * 127.0.0.1 alone if that fails.  As with epmd, only peers on 127.0.0.0/8
- * may register; anyone who reaches it may look names up.
+ * (separated by commas or spaces; 0.0.0.0 for all); otherwise on every
+ * IPv4 interface (0.0.0.0), so that nodes of other hosts can look names
+ * up, or on 127.0.0.1 alone if that fails.  As with epmd, only peers on
+ * 127.0.0.0/8 may register; anyone who reaches it may look names up.
  *
  * The server lives as long as the node that started it: when that node
  * stops, the nodes registered with it lose their registration, as they do
@@ -428,21 +428,39 @@ static int listen_on(server_t *s, const char *ip) {
   return err;
 }
 
-/* The addresses of ERL_EPMD_ADDRESS other than loopback, which is always
- * served; one that cannot be served is logged and skipped. */
+/* The next address of an ERL_EPMD_ADDRESS list, into ip. */
+static bool next_ip(const char **list, char ip[64]) {
+  while (**list != '\0') {
+    const char *s = *list;
+    size_t n = strcspn(s, ", ");
+    *list += n + (s[n] != '\0');
+    if (n > 0 && n < 64) {
+      memcpy(ip, s, n);
+      ip[n] = '\0';
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Unset, or listing 0.0.0.0: every interface, loopback included. */
+static bool wants_any(const char *list) {
+  char ip[64];
+  while (list != NULL && next_ip(&list, ip))
+    if (strcmp(ip, "0.0.0.0") == 0)
+      return true;
+  return list == NULL;
+}
+
+/* The addresses listed other than loopback, which is always served; one
+ * that cannot be served is logged and skipped. */
 static void listen_extra(server_t *s, const char *list) {
   char ip[64];
-  while (*list != '\0' && s->n_listeners < SRV_MAX_LISTENERS) {
-    size_t n = strcspn(list, ", ");
-    if (n > 0 && n < sizeof ip) {
-      memcpy(ip, list, n);
-      ip[n] = '\0';
-      int err = strcmp(ip, "127.0.0.1") ? listen_on(s, ip) : 0;
-      if (err)
-        mb_log(MB_LOG_WARNING, "epmd: cannot listen on %s: %s", ip,
-               uv_strerror(err));
-    }
-    list += n + (list[n] != '\0');
+  while (s->n_listeners < SRV_MAX_LISTENERS && next_ip(&list, ip)) {
+    int err = strcmp(ip, "127.0.0.1") ? listen_on(s, ip) : 0;
+    if (err)
+      mb_log(MB_LOG_WARNING, "epmd: cannot listen on %s: %s", ip,
+             uv_strerror(err));
   }
 }
 
@@ -473,14 +491,15 @@ static int server_start(int port, const char *addresses) {
   block_sigpipe();
   s->port = port;
   s->creation = first_creation();
-  int err = addresses ? UV_EINVAL : listen_on(s, "0.0.0.0");
+  bool any = wants_any(addresses);
+  int err = any ? listen_on(s, "0.0.0.0") : UV_EINVAL;
   if (err)
     err = listen_on(s, "127.0.0.1");
   if (err) {
     server_close(s);
     return err;
   }
-  if (addresses)
+  if (!any)
     listen_extra(s, addresses);
   uv_timer_init(mb__loop(), &s->sweep);
   s->sweep.data = s;

@@ -465,6 +465,10 @@ int mb__dist_disconnect(const mb__atom_t *peer);
 int mb__dist_nodes(const mb__atom_t **out, int max, bool hidden);
 bool mb__dist_connected(const mb__atom_t *peer);
 void mb__dist_stop(void);
+/* For the fuzzer (core/fuzz/fuzz-handshake.c): a node identity with no
+ * listener, and input bytes fed to a socketless connection. */
+int mb__dist_fuzz_init(const char *name, const char *cookie);
+void mb__dist_fuzz_feed(const unsigned char *data, size_t len);
 
 /* ---- dist_signal.c: what frames carry ---- */
 int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node,

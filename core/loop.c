@@ -1,6 +1,8 @@
 /* The node's I/O loop: one libuv loop in a thread of its own, serving
  * timers and the network.  Other threads hand it work with mb__loop_call;
  * everything that touches a libuv handle runs on this thread. */
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -63,6 +65,12 @@ void mb__loop_wake(void) { uv_async_send(&async); }
 static void loop_main(void *arg) {
   (void)arg;
   on_loop = true;
+  /* A peer that goes away mid-write must not kill the node with SIGPIPE:
+   * the write fails with EPIPE instead. */
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
 }
 
