@@ -701,6 +701,15 @@ static void on_connected(uv_connect_t *req, int status) {
   conn_unref(c);
 }
 
+typedef struct {
+  uv_getaddrinfo_t req;
+  mb__conn_t *c;
+  int port;
+} resolve_t;
+
+static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr);
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+
 static void on_port(int err, int port, void *arg) {
   mb__conn_t *c = arg;
   if (c->state == C_CLOSING) {
@@ -714,11 +723,32 @@ static void on_port(int err, int port, void *arg) {
   }
   const char *host = strchr(c->node->name, '@') + 1;
   struct sockaddr_in addr;
-  if (uv_ip4_addr(host, port, &addr) != 0 && uv_ip4_addr("127.0.0.1", port, &addr) != 0) {
-    conn_close(c, "bad host");
-    conn_unref(c);
+  if (uv_ip4_addr(host, port, &addr) != 0) {
+    /* A host name: resolve it, then connect (the reference goes along). */
+    resolve_t *r = malloc(sizeof *r);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (r == NULL) {
+      conn_close(c, "out of memory");
+      conn_unref(c);
+      return;
+    }
+    r->c = c;
+    r->port = port;
+    r->req.data = r;
+    if (uv_getaddrinfo(mb__loop(), &r->req, on_resolved, host, NULL, &hints) != 0) {
+      free(r);
+      conn_close(c, "cannot resolve the host");
+      conn_unref(c);
+    }
     return;
   }
+  connect_to(c, &addr);
+}
+
+static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr) {
   uv_tcp_init(mb__loop(), &c->tcp);
   c->tcp.data = c;
   c->tcp_open = true;
@@ -727,10 +757,27 @@ static void on_port(int err, int port, void *arg) {
   c->state = C_CONNECTING;
   uv_mutex_unlock(&tab_lock);
   c->connect_req.data = c;
-  if (uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&addr, on_connected) != 0) {
+  if (uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)addr,
+                     on_connected) != 0) {
     conn_close(c, "cannot connect");
     conn_unref(c);
   }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  resolve_t *r = req->data;
+  mb__conn_t *c = r->c;
+  if (status != 0 || res == NULL || c->state == C_CLOSING) {
+    if (c->state != C_CLOSING)
+      conn_close(c, "cannot resolve the host");
+    conn_unref(c);
+  } else {
+    struct sockaddr_in addr = *(struct sockaddr_in *)res->ai_addr;
+    addr.sin_port = htons((uint16_t)r->port);
+    connect_to(c, &addr);
+  }
+  uv_freeaddrinfo(res);
+  free(r);
 }
 
 static void dial(void *arg) {
@@ -819,8 +866,8 @@ int mb__dist_disconnect(const mb__atom_t *peer) {
   return mb__loop_call(disconnect, (void *)peer);
 }
 
-/* The nodes connected now (visible, or hidden too). */
-int mb__dist_nodes(const mb__atom_t **out, int max, bool hidden) {
+/* The nodes connected now: mode 0 visible, 1 all, 2 hidden only. */
+int mb__dist_nodes(const mb__atom_t **out, int max, int mode) {
   int n = 0;
   uv_mutex_lock(&tab_lock);
   size_t i = 0;
@@ -828,7 +875,8 @@ int mb__dist_nodes(const mb__atom_t **out, int max, bool hidden) {
   void *v;
   while (n < max && mb__map_next(&conns, &i, &k, &v)) {
     mb__conn_t *c = v;
-    if (c->state == C_UP && (hidden || (c->flags & DFLAG_PUBLISHED)))
+    bool visible = (c->flags & DFLAG_PUBLISHED) != 0;
+    if (c->state == C_UP && (mode == 1 || (mode == 0) == visible))
       out[n++] = c->node;
   }
   uv_mutex_unlock(&tab_lock);

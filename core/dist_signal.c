@@ -657,6 +657,27 @@ static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
   return 0;
 }
 
+typedef struct {
+  const mb__atom_t *node;
+  const mb__etf_ref_t *req;
+  const mb__etf_pid_t *from;
+  int flags;
+} spawn_reply_t;
+
+/* {31, ReqId, To, Flags, Result}: the new pid, or system_limit (pid 0). */
+static void send_spawn_reply(mb_pid_t pid, void *arg) {
+  spawn_reply_t *sr = arg;
+  mb_msg_t *f = frame_start(5);
+  if (f && (mb__etf_write_int(&f, OP_SPAWN_REPLY) || mb__etf_write_ref(&f, sr->req) ||
+            mb__etf_write_pid(&f, sr->from) || mb__etf_write_int(&f, sr->flags) ||
+            (pid == 0 ? mb__etf_write_atom(&f, A("system_limit"))
+                      : mb__etf_write_local_pid(&f, pid)))) {
+    mb_msg_free(f);
+    f = NULL;
+  }
+  frame_send(sr->node, f);
+}
+
 /* SPAWN_REQUEST: {29, ReqId, From, GroupLeader, {M, F, Arity}, Opts} + Args.
  * The new process runs moonbeam.rpc's spawned(m, f, args) (which maps
  * erpc's execute_call/execute_cast onto Lua functions). */
@@ -706,15 +727,28 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
     return 0;
   }
   a->flags |= MB_MSGF_ETF;
+  mb_pid_t caller = key_of_pid(&from);
+  uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
+  spawn_reply_t sr = {node, &req, &from, (link ? 1 : 0) | (monitor ? 2 : 0)};
   mb_spawn_opts_t so = {0};
   so.module = "moonbeam.rpc";
   so.function = "spawned";
   so.args = a;
+  /* The link and monitor exist, and the reply is on its way, before the
+   * process can run: one that ends at once still reports to the caller,
+   * after the reply. */
+  so.watcher = caller;
+  so.watcher_link = link;
+  so.watch_ref = monitor ? refkey : 0;
+  so.before_start = send_spawn_reply;
+  so.before_start_arg = &sr;
   mb_pid_t pid = 0;
-  int err = mb_proc_spawn_opts(&so, &pid);
-  mb_pid_t caller = key_of_pid(&from);
-  uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
-  if (err == 0 && (link || monitor)) {
+  if (mb_proc_spawn_opts(&so, &pid) != 0) {
+    sr.flags = 0;
+    send_spawn_reply(0, &sr);
+    return 0;
+  }
+  if (link || monitor) {
     uv_mutex_lock(&lock);
     node_t *n = node_of(node, true);
     if (n && link)
@@ -722,27 +756,7 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
     if (n && monitor)
       track(&n->in_mon, refkey, pid, caller, NULL);
     uv_mutex_unlock(&lock);
-    if (link) {
-      mb_msg_t *m = make_signal(MB_SIG_LINK, caller, 0);
-      if (m)
-        mb__signal(pid, m);
-    }
-    if (monitor) {
-      mb_msg_t *m = make_signal(MB_SIG_MONITOR, caller, refkey);
-      if (m)
-        mb__signal(pid, m);
-    }
   }
-  mb_msg_t *f = frame_start(5);
-  int flags = err ? 0 : (link ? 1 : 0) | (monitor ? 2 : 0);
-  if (f && (mb__etf_write_int(&f, OP_SPAWN_REPLY) || mb__etf_write_ref(&f, &req) ||
-            mb__etf_write_pid(&f, &from) || mb__etf_write_int(&f, flags) ||
-            (err ? mb__etf_write_atom(&f, A("system_limit"))
-                 : mb__etf_write_local_pid(&f, pid)))) {
-    mb_msg_free(f);
-    f = NULL;
-  }
-  frame_send(node, f);
   return 0;
 }
 

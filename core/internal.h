@@ -462,7 +462,7 @@ bool mb__dist_hidden(void);
  * first use; the bytes are copied. */
 int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len);
 int mb__dist_disconnect(const mb__atom_t *peer);
-int mb__dist_nodes(const mb__atom_t **out, int max, bool hidden);
+int mb__dist_nodes(const mb__atom_t **out, int max, int mode);
 bool mb__dist_connected(const mb__atom_t *peer);
 void mb__dist_stop(void);
 /* For the fuzzer (core/fuzz/fuzz-handshake.c): a node identity with no
@@ -515,6 +515,11 @@ uv_loop_t *mb__loop(void);
 bool mb__on_loop(void);
 /* Run fn(arg) on the loop thread, soon. */
 int mb__loop_call(mb__loop_fn fn, void *arg);
+/* Run fn(arg) on the loop thread when it next wakes for any reason,
+ * without waking it. */
+int mb__loop_call_later(mb__loop_fn fn, void *arg);
+/* Wake the loop (to run what was queued with mb__loop_call_later). */
+void mb__loop_wake(void);
 
 /* ---- timer.c: timers on the node's libuv loop thread ---- */
 typedef enum { MB_TIMER_WAKE, MB_TIMER_SEND } mb__timer_kind_t;

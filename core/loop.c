@@ -15,6 +15,7 @@ typedef struct call_s {
 
 static uv_loop_t loop;
 static uv_async_t async;
+static uv_check_t check;
 static uv_thread_t thread;
 static uv_mutex_t lock;
 static call_t *head, *tail; /* under lock */
@@ -42,7 +43,7 @@ static void run_calls(uv_async_t *a) {
     uv_stop(&loop);
 }
 
-int mb__loop_call(mb__loop_fn fn, void *arg) {
+static int queue(mb__loop_fn fn, void *arg) {
   call_t *c = malloc(sizeof *c);
   if (c == NULL)
     return MB_ENOMEM;
@@ -56,11 +57,23 @@ int mb__loop_call(mb__loop_fn fn, void *arg) {
     head = c;
   tail = c;
   uv_mutex_unlock(&lock);
-  uv_async_send(&async);
   return 0;
 }
 
+int mb__loop_call(mb__loop_fn fn, void *arg) {
+  int err = queue(fn, arg);
+  if (err == 0)
+    uv_async_send(&async);
+  return err;
+}
+
+int mb__loop_call_later(mb__loop_fn fn, void *arg) { return queue(fn, arg); }
+
 void mb__loop_wake(void) { uv_async_send(&async); }
+
+/* Calls queued without a wake-up run at the loop's next turn, whatever
+ * woke it. */
+static void on_check(uv_check_t *h) { run_calls((uv_async_t *)h); }
 
 static void loop_main(void *arg) {
   (void)arg;
@@ -80,6 +93,8 @@ int mb__loop_start(void) {
   if (uv_loop_init(&loop) != 0)
     return MB_ENOMEM;
   uv_async_init(&loop, &async, run_calls);
+  uv_check_init(&loop, &check);
+  uv_check_start(&check, on_check);
   if (uv_thread_create(&thread, loop_main, NULL) != 0)
     return MB_ETHREAD;
   return 0;

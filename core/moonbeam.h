@@ -104,6 +104,15 @@ typedef struct {
   mb_pid_t parent;
   int link, monitor;
   uint64_t monitor_ref;
+  /* For a spawn another node asked for: link to and/or be monitored by
+   * `watcher` (a remote key) with ref `watch_ref`, before the process runs;
+   * and `before_start(pid, arg)` runs once the pid exists and before the
+   * process can run (to answer the request first). */
+  mb_pid_t watcher;
+  int watcher_link;
+  uint64_t watch_ref;
+  void (*before_start)(mb_pid_t pid, void *arg);
+  void *before_start_arg;
 } mb_spawn_opts_t;
 
 int mb_proc_spawn_opts(mb_spawn_opts_t *opts, mb_pid_t *out);

@@ -442,6 +442,14 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
       mb__proc_unref(parent);
     }
   }
+  if (err == 0 && o->watcher != 0) {
+    uv_mutex_lock(&p->lock);
+    if (o->watcher_link)
+      mb__map_put(&p->links, o->watcher, (void *)1);
+    if (o->watch_ref != 0)
+      mb__map_put(&p->monitored_by, o->watch_ref, (void *)(uintptr_t)o->watcher);
+    uv_mutex_unlock(&p->lock);
+  }
   if (err) {
     if (p->pid != 0)
       table_remove(p->pid);
@@ -458,6 +466,8 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
   }
   if (out != NULL)
     *out = p->pid;
+  if (o->before_start != NULL)
+    o->before_start(p->pid, o->before_start_arg);
   mb__sched_enqueue(p);
   return 0;
 }

@@ -94,8 +94,12 @@ static void on_requests(void *arg) {
       uv_timer_init(mb__loop(), &r->handle);
       r->handle.data = r;
       r->started = true;
+      /* libuv counts whole milliseconds from the loop's time: round up,
+       * so that a timer never fires before its deadline. */
+      uv_update_time(mb__loop());
       uint64_t now = uv_hrtime();
-      uint64_t left = r->deadline > now ? (r->deadline - now) / 1000000u : 0;
+      uint64_t left =
+          r->deadline > now ? (r->deadline - now + 999999u) / 1000000u : 0;
       uv_timer_start(&r->handle, fire, left, 0);
     }
   }
@@ -129,6 +133,8 @@ static uint64_t start(timer_t_ *t, uint64_t id) {
   }
   if (tell)
     mb__loop_call(on_requests, NULL);
+  else
+    mb__loop_wake(); /* queued behind cancels that did not wake it */
   return id;
 }
 
@@ -172,8 +178,10 @@ int64_t mb__timer_cancel(uint64_t id) {
     tell = request(t);
   }
   uv_mutex_unlock(&lock);
+  /* A cancelled timer can wait for the loop's next turn to be freed: no
+   * need to wake it (a call that got its reply cancels its timeout). */
   if (tell)
-    mb__loop_call(on_requests, NULL);
+    mb__loop_call_later(on_requests, NULL);
   return left;
 }
 

@@ -427,7 +427,7 @@ static int l_nodes(lua_State *L) {
   static const char *const kinds[] = {"visible", "connected", "hidden", NULL};
   int kind = luaL_checkoption(L, 1, "visible", kinds);
   const mb__atom_t *list[1024];
-  int n = mb__dist_node() ? mb__dist_nodes(list, 1024, kind != 0) : 0;
+  int n = mb__dist_node() ? mb__dist_nodes(list, 1024, kind) : 0;
   lua_createtable(L, n, 0);
   int k = 0;
   for (int i = 0; i < n; i++) {

@@ -1,149 +1,351 @@
-/* The moonbeam launcher.
+/* The moonbeam launcher: starts a node, runs a command's first process, and
+ * exits when that process ends or when a signal asks.
  *
- *   moonbeam [options] script.lua [args...]
+ *   moonbeam [run] script.lua [args...]  the script is the first process
+ *   moonbeam start app.lua               moonbeam.launcher.start
+ *   moonbeam eval CODE [args...]         moonbeam.launcher.eval
+ *   moonbeam shell [app.lua]             moonbeam.launcher.shell
  *
- * Starts a node, runs the script as its first process, and exits when the
- * script's process ends: 0 if it returned, 1 if it crashed (as `elixir
- * script.exs` does).  Other processes do not keep the node alive. */
+ * cli.c reads the command line and the settings.  The first process's end
+ * gives the exit status: for a script, 0 if it returned and 1 if it crashed
+ * (as `elixir script.exs`); the launcher's own entry points return the
+ * status.  Other processes do not keep the node alive.
+ *
+ * Signals: the main thread runs a libuv loop of its own (the node's loop
+ * belongs to the core) watching SIGINT and SIGTERM.  The first stops the
+ * node cleanly: a process runs moonbeam.launcher.stop_node, which stops the
+ * running applications, last started first, each shutting its supervision
+ * tree down; then the launcher exits 0.  A second signal exits at once,
+ * with 128 + its number as a shell reports a killed program. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "../core/internal.h"
+#include "launcher.h"
 
 int luaopen_moonbeam(lua_State *L);
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: moonbeam [options] script.lua [args...]\n"
-          "\n"
-          "Runs script.lua as the first process of a new node and exits\n"
-          "when it ends: status 0 if it returned, 1 if it crashed.\n"
-          "\n"
-          "options:\n"
-          "  --schedulers N   scheduler threads (default: one per core)\n"
-          "  --max-heap BYTES default memory limit of a process\n"
-          "  --version        print the version and exit\n"
-          "  --help           print this help and exit\n");
+#define LAUNCHER "moonbeam.launcher"
+#define PRELUDE_TIMEOUT_MS 60000
+
+/* A process whose end the main loop waits for: a thread blocks in the
+ * waiter and wakes the loop. */
+typedef struct {
+  uv_async_t async;
+  uv_thread_t thread;
+  mb_waiter_t *waiter;
+  mb_msg_t *result;
+  int normal;
+} watch_t;
+
+/* All of these belong to the main thread, but for a watch's `result` and
+ * `normal`, which its thread writes before it wakes the loop. */
+static uv_loop_t loop;
+static uv_signal_t sigint_h, sigterm_h;
+static watch_t entry, stopper;
+static cli_t cli;
+static lua_State *L; /* settings, arguments and results are built here */
+static int stopping;
+
+static void finish(int status) {
+  console_restore();
+  fflush(stdout);
+  fflush(stderr);
+  exit(status);
 }
 
-/* package.path for processes: the stdlib next to the binary (the build
- * tree's build/bin/../../stdlib, or an install tree's share/lua/5.4), then
- * LUA_PATH_5_4 or LUA_PATH, where ";;" stands for Lua's default path as it
- * does for lua itself, then (if the variable is unset) that default. */
-static char *lua_path(void) {
-  char exe[4096];
-  size_t len = sizeof exe;
-  if (uv_exepath(exe, &len) != 0)
-    exe[0] = '\0';
-  char *slash = strrchr(exe, '/');
-  if (slash != NULL)
-    *slash = '\0';
-  const char *env = getenv("LUA_PATH_5_4");
-  if (env == NULL)
-    env = getenv("LUA_PATH");
-  if (env == NULL)
-    env = ";;";
-  const char *dflt = strstr(env, ";;");
-  size_t n = 8 * strlen(exe) + strlen(env) + strlen(LUA_PATH_DEFAULT) + 512;
-  char *path = malloc(n);
-  if (path == NULL)
-    return NULL;
-  int k = snprintf(path, n,
-                   "%s/../../stdlib/?.lua;%s/../../stdlib/?/init.lua;"
-                   "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua",
-                   exe, exe, exe, exe);
-  if (dflt == NULL) {
-    snprintf(path + k, n - (size_t)k, ";%s", env);
-  } else {
-    int before = (int)(dflt - env);
-    const char *after = dflt + 2;
-    snprintf(path + k, n - (size_t)k, "%s%.*s;%s%s%s", before ? ";" : "",
-             before, env, LUA_PATH_DEFAULT, *after ? ";" : "", after);
+/* ---- processes the launcher starts ---- */
+
+/* Encode the top `n` values of L as an argument table {n = n, ...} and pop
+ * them; NULL (the error printed) if one of them cannot be sent. */
+static mb_msg_t *encode_args(int n) {
+  int first = lua_gettop(L) - n + 1;
+  lua_createtable(L, n, 1);
+  for (int i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, i + 1);
   }
-  return path;
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  char err[600];
+  mb_msg_t *m = NULL;
+  int r = mb_msg_encode(L, -1, &m, err, sizeof err);
+  if (r == MB_EBADTERM)
+    cli_say("%s", err);
+  else if (r != 0)
+    cli_say("%s", mb_strerror(r));
+  lua_settop(L, first - 1);
+  return r == 0 ? m : NULL;
+}
+
+/* Spawn moonbeam.launcher.<function>(args) with a waiter. */
+static int spawn_launcher(const char *function, mb_msg_t *args,
+                          mb_waiter_t **w) {
+  mb_spawn_opts_t o = {0};
+  o.module = LAUNCHER;
+  o.function = function;
+  o.args = args;
+  o.waiter = w;
+  return mb_proc_spawn_opts(&o, NULL);
+}
+
+static void wait_thread(void *arg) {
+  watch_t *w = arg;
+  mb_waiter_wait(w->waiter, -1, &w->result, &w->normal);
+  uv_async_send(&w->async);
+}
+
+static int watch(watch_t *w, uv_async_cb done) {
+  int err = uv_async_init(&loop, &w->async, done);
+  if (err == 0)
+    err = uv_thread_create(&w->thread, wait_thread, w);
+  return err;
+}
+
+/* The status an entry point returned: its first result if it is an
+ * integer, else 0. */
+static int returned_status(mb_msg_t *result) {
+  int status = 0;
+  if (result == NULL || mb_msg_decode(L, result) != 0)
+    return 0;
+  if (lua_istable(L, -1) && lua_rawgeti(L, -1, 1) == LUA_TNUMBER &&
+      lua_isinteger(L, -1))
+    status = (int)(lua_tointeger(L, -1) & 0xff);
+  lua_settop(L, 0);
+  return status;
+}
+
+/* ---- the main loop's events ---- */
+
+static void entry_ended(uv_async_t *a) {
+  (void)a;
+  if (stopping)
+    return; /* the stopper decides the status */
+  int status = 1;
+  if (entry.normal)
+    status = cli.command == CLI_RUN ? 0 : returned_status(entry.result);
+  mb_msg_free(entry.result);
+  finish(status);
+}
+
+static void stopper_ended(uv_async_t *a) {
+  (void)a;
+  finish(stopper.normal ? 0 : 1);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  if (stopping) {
+    mb_log(MB_LOG_WARNING, "%s received again: exiting at once", name);
+    finish(128 + signum);
+  }
+  stopping = 1;
+  if (isatty(STDOUT_FILENO)) {
+    fputc('\n', stdout); /* off the line of a prompt or of ^C */
+    fflush(stdout);
+  }
+  mb_log(MB_LOG_NOTICE, "%s received: stopping the node", name);
+  int err = spawn_launcher("stop_node", NULL, &stopper.waiter);
+  if (err == 0)
+    err = watch(&stopper, stopper_ended);
+  if (err != 0) {
+    cli_say("cannot stop the node cleanly: %s", mb_strerror(err));
+    finish(1);
+  }
+}
+
+/* ---- start-up ---- */
+
+/* TODO(distribution): --sname, --name and --cookie (also the config keys
+ * sname, name, cookie), shell --remsh NODE and epmd-names are parsed into
+ * `cli` and refused here, so that the command line has its final form.
+ * Wiring them: after start_node, mb_dist_start with cli.sname or cli.name
+ * and cli.cookie (MB_EEXIST: "the name is already registered with epmd",
+ * a start-up error, exit 1), and the net_kernel process, as the binding's
+ * start_distribution does; --remsh and epmd-names are commands of their
+ * own. */
+static int distribution_unavailable(void) {
+  const char *what = cli.command == CLI_EPMD_NAMES ? "epmd-names"
+                     : cli.remsh                   ? "--remsh"
+                     : cli.sname                   ? "--sname"
+                     : cli.name                    ? "--name"
+                     : cli.cookie                  ? "--cookie"
+                                                   : NULL;
+  if (what == NULL)
+    return 0;
+  cli_say("distribution is not available yet (%s)", what);
+  return 1;
+}
+
+static int check_readable(const char *file) {
+  FILE *f = fopen(file, "r");
+  if (f == NULL) {
+    cli_say("cannot open %s: %s", file, strerror(errno));
+    return -1;
+  }
+  fclose(f);
+  return 0;
+}
+
+static int start_node(void) {
+  mb_config_t cfg = {0};
+  cfg.schedulers = cli.schedulers;
+  cfg.max_heap = cli.max_heap;
+  char *path = cli_lua_path(&cli);
+  char *cpath = cli_lua_cpath(&cli);
+  cfg.lua_path = path;
+  cfg.lua_cpath = cpath;
+  if (cli.log_level >= 0)
+    mb_log_set_level((mb_log_level_t)cli.log_level);
+  mb_node_preload("moonbeam", luaopen_moonbeam);
+  mb_node_preload("moonbeam.console", luaopen_moonbeam_console);
+  int err = path && cpath ? mb_node_start(&cfg) : MB_ENOMEM;
+  free(path);
+  free(cpath);
+  if (err)
+    cli_say("cannot start the node: %s", mb_strerror(err));
+  return err;
+}
+
+/* For a script: set the application environment of the settings (at the
+ * top of L) before the script runs, if there is any. */
+static int prelude(void) {
+  lua_pushnil(L);
+  if (!lua_next(L, -2))
+    return 0;
+  lua_pop(L, 2);
+  mb_msg_t *args = encode_args(1);
+  if (args == NULL)
+    return -1;
+  mb_waiter_t *w = NULL;
+  int err = spawn_launcher("set_env", args, &w);
+  mb_msg_t *result = NULL;
+  int normal = 0;
+  if (err == 0)
+    err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
+  mb_msg_free(result);
+  if (err != 0 || !normal) {
+    cli_say("cannot set the application environment%s%s", err ? ": " : "",
+            err ? mb_strerror(err) : "");
+    return -1;
+  }
+  return 0;
+}
+
+/* Push {n = count, ...} of the command's arguments, with `zero` at [0]
+ * if it is not NULL (a script's `arg`). */
+static void push_args(const char *zero) {
+  lua_createtable(L, cli.nargs, 2);
+  if (zero != NULL) {
+    lua_pushstring(L, zero);
+    lua_rawseti(L, -2, 0);
+  }
+  for (int k = 0; k < cli.nargs; k++) {
+    lua_pushstring(L, cli.args[k]);
+    lua_rawseti(L, -2, k + 1);
+  }
+  lua_pushinteger(L, cli.nargs);
+  lua_setfield(L, -2, "n");
+}
+
+/* The script is the first process: the core loads it and sets `arg`. */
+static int spawn_script(void) {
+  if (prelude() != 0)
+    return -1;
+  lua_settop(L, 0);
+  push_args(cli.target);
+  mb_msg_t *args;
+  char why[600];
+  if (mb_msg_encode(L, -1, &args, why, sizeof why) != 0) {
+    cli_say("%s", why);
+    return -1;
+  }
+  lua_settop(L, 0);
+  mb_spawn_opts_t o = {0};
+  o.file = cli.target;
+  o.args = args;
+  o.waiter = &entry.waiter;
+  return mb_proc_spawn_opts(&o, NULL);
+}
+
+/* Spawn the command's first process; the application environment of the
+ * settings is at the top of L.  Returns 0, or -1 with the error printed. */
+static int spawn_entry(void) {
+  int err;
+  if (cli.command == CLI_RUN) {
+    err = spawn_script();
+    if (err == -1)
+      return -1;
+  } else {
+    const char *function;
+    if (cli.command == CLI_EVAL) {
+      /* eval(code, env, {n = count, ...}) */
+      function = "eval";
+      lua_pushstring(L, cli.target);
+      lua_insert(L, -2);
+      push_args(NULL);
+    } else {
+      /* start(file, type, env), shell(file or nil, type, env) */
+      function = cli.command == CLI_START ? "start" : "shell";
+      lua_pushstring(L, cli.target);
+      lua_pushstring(L, cli.start_type);
+      lua_rotate(L, -3, 2);
+    }
+    mb_msg_t *args = encode_args(3);
+    if (args == NULL)
+      return -1;
+    err = spawn_launcher(function, args, &entry.waiter);
+  }
+  if (err != 0) {
+    cli_say("cannot start the first process: %s", mb_strerror(err));
+    return -1;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
-  mb_config_t cfg = {0};
-  int i = 1;
-  for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0) {
-      usage(stdout);
-      return 0;
-    } else if (strcmp(a, "--version") == 0) {
-      printf("moonbeam %s\n", MB_VERSION);
-      return 0;
-    } else if (strcmp(a, "--schedulers") == 0 && i + 1 < argc) {
-      cfg.schedulers = atoi(argv[++i]);
-    } else if (strcmp(a, "--max-heap") == 0 && i + 1 < argc) {
-      cfg.max_heap = (size_t)strtoull(argv[++i], NULL, 10);
-    } else {
-      fprintf(stderr, "moonbeam: unknown option %s\n", a);
-      usage(stderr);
-      return 2;
-    }
+  int r = cli_parse(argc, argv, &cli);
+  if (r >= 0)
+    return r;
+  L = luaL_newstate();
+  if (L == NULL) {
+    cli_say("out of memory");
+    return 1;
   }
-  if (i >= argc) {
-    usage(stderr);
+  luaL_openlibs(L);
+  r = cli_settings(L, &cli);
+  if (r >= 0)
+    return r;
+  if (distribution_unavailable())
     return 2;
-  }
-  const char *script = argv[i];
-  FILE *f = fopen(script, "r");
-  if (f == NULL) {
-    fprintf(stderr, "moonbeam: cannot open %s\n", script);
+  if (cli.target != NULL && cli.command != CLI_EVAL &&
+      check_readable(cli.target) != 0)
     return 1;
-  }
-  fclose(f);
+  if (start_node() != 0)
+    return 1;
 
-  char *path = lua_path();
-  cfg.lua_path = path;
-  mb_node_preload("moonbeam", luaopen_moonbeam);
-  int err = mb_node_start(&cfg);
-  free(path);
-  if (err) {
-    fprintf(stderr, "moonbeam: cannot start node: %s\n", mb_strerror(err));
-    return 1;
-  }
+  uv_loop_init(&loop);
+  uv_signal_init(&loop, &sigint_h);
+  uv_signal_init(&loop, &sigterm_h);
+  uv_signal_start(&sigint_h, on_signal, SIGINT);
+  uv_signal_start(&sigterm_h, on_signal, SIGTERM);
 
-  /* The script's arguments, as a table {n = count, [0] = script, ...}. */
-  lua_State *L = luaL_newstate();
-  lua_createtable(L, argc - i, 2);
-  lua_pushstring(L, script);
-  lua_rawseti(L, -2, 0);
-  for (int k = i + 1; k < argc; k++) {
-    lua_pushstring(L, argv[k]);
-    lua_rawseti(L, -2, k - i);
+  if (spawn_entry() != 0)
+    finish(1);
+  int err = watch(&entry, entry_ended);
+  if (err != 0) {
+    cli_say("cannot wait for the first process: %s", uv_strerror(err));
+    finish(1);
   }
-  lua_pushinteger(L, argc - i - 1);
-  lua_setfield(L, -2, "n");
-  mb_msg_t *args;
-  err = mb_msg_encode(L, -1, &args, NULL, 0);
-  lua_close(L);
-  if (err) {
-    fprintf(stderr, "moonbeam: %s\n", mb_strerror(err));
-    return 1;
-  }
-
-  mb_spawn_opts_t o = {0};
-  mb_waiter_t *w;
-  o.file = script;
-  o.args = args;
-  o.waiter = &w;
-  err = mb_proc_spawn_opts(&o, NULL);
-  if (err) {
-    fprintf(stderr, "moonbeam: cannot start %s: %s\n", script,
-            mb_strerror(err));
-    return 1;
-  }
-  mb_msg_t *result = NULL;
-  int normal = 0;
-  mb_waiter_wait(w, -1, &result, &normal);
-  mb_msg_free(result);
-  fflush(stdout);
-  return normal ? 0 : 1;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  finish(1); /* not reached: the loop's handles stay active */
+  return 1;
 }

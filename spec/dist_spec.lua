@@ -16,7 +16,8 @@ local function sh(cmd)
   return out
 end
 
-local host = sh("hostname -s"):gsub("%s+$", "")
+-- Long names on 127.0.0.1: every connection stays on the loopback.
+local host = "127.0.0.1"
 local tmp = sh("mktemp -d"):gsub("%s+$", "")
 local have_erl = sh("command -v erl"):match("%S") ~= nil
 local have_elixir = sh("command -v elixir"):match("%S") ~= nil
@@ -46,11 +47,11 @@ setup(function()
   mb.start{run_timeout = 60000}
   mb.run(function(port, cookie)
     local mb = require "moonbeam"
-    mb.start_distribution{sname = "mbspec", cookie = cookie, epmd_port = port}
+    mb.start_distribution{name = "mbspec@127.0.0.1", cookie = cookie, epmd_port = port}
   end, EPMD_PORT, COOKIE)
   if have_erl then
     assert(os.execute(("erlc -o %s spec/fixtures/mbpeer.erl"):format(tmp)))
-    spawn_os(("erl -sname e1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+    spawn_os(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
       :format(COOKIE, tmp), tmp .. "/e1.log")
     -- wait (bounded) until it answers a ping
     assert(run(function(node)
@@ -65,24 +66,34 @@ setup(function()
   end
 end)
 
+
 teardown(function()
   for _, pid in ipairs(started) do kill_os(pid, "KILL") end
   os.execute("rm -rf " .. tmp)
 end)
 
 -- Ask the Erlang peer to apply M:F(A) and return the result.
-local function erl_apply(m, f, args)
-  return run(function(node, m, f, args)
+local function erl_apply(m, f, args, timeout)
+  return run(function(node, m, f, args, timeout)
     local mb = require "moonbeam"
     local ref = mb.make_ref()
     mb.send({"ctl", node}, mb.tuple(mb.self(), ref, mb.tuple(mb.atom.apply, mb.atom(m), mb.atom(f), mb.list(table.unpack(args)))))
-    local r = mb.receive(function(x) return x[1] == ref end, 20000)
+    local r = mb.receive(function(x) return x[1] == ref end, timeout or 20000)
     return r and r[2]
-  end, erl_node, m, f, args)
+  end, erl_node, m, f, args, timeout)
+end
+
+-- The peer answers pings before its -eval has registered ctl: wait for it.
+local function await_ctl()
+  for _ = 1, 100 do
+    if erl_apply("erlang", "node", {}, 200) ~= nil then return end
+  end
+  error("the Erlang peer's ctl process did not come up")
 end
 
 describe("distribution with an Erlang node", function()
   if not have_erl then pending("erl is not installed") return end
+  setup(await_ctl)
 
   it("answers net_adm:ping from Erlang, and pings Erlang", function()
     local r = erl_apply("net_adm", "ping", {mb.atom("mbspec@" .. host)})
@@ -247,7 +258,7 @@ Process.sleep(:infinity)
     local f = io.open(tmp .. "/counter.exs", "w")
     f:write(code)
     f:close()
-    spawn_os(("elixir --sname x1 --cookie %s %s/counter.exs"):format(COOKIE, tmp), tmp .. "/x1.log")
+    spawn_os(("elixir --name x1@127.0.0.1 --cookie %s %s/counter.exs"):format(COOKIE, tmp), tmp .. "/x1.log")
     local got = {run(function(node)
       local mb = require "moonbeam"
       local dist = require "moonbeam.dist"
@@ -268,7 +279,7 @@ describe("a connection that goes down", function()
   if not have_erl then pending("erl is not installed") return end
 
   it("fires links and monitors with noconnection when the node dies", function()
-    spawn_os(("erl -sname e2 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+    spawn_os(("erl -name e2@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
       :format(COOKIE, tmp), tmp .. "/e2.log")
     local pidfile = started[#started]
     local e, d, down_event = run(function(node, ospid)
@@ -280,7 +291,12 @@ describe("a connection that goes down", function()
         mb.sleep(100)
       end
       mb.trap_exit(true)
-      local p = rpc.call(node, "erlang", "whereis", {mb.atom.echo})
+      local p
+      for _ = 1, 100 do -- until its -eval has registered echo
+        p = rpc.call(node, "erlang", "whereis", {mb.atom.echo})
+        if mb.typeof(p) == "pid" then break end
+        mb.sleep(50)
+      end
       mb.link(p)
       local ref = mb.monitor(p)
       mb.monitor_node(node, true)
@@ -300,7 +316,7 @@ describe("a cookie that does not match", function()
   if not have_erl then pending("erl is not installed") return end
 
   it("is refused and logged, and nothing else is affected", function()
-    spawn_os(("erl -sname e3 -setcookie wrong -noshell -eval 'R = net_adm:ping(mbspec@%s), io:format(\"~p~n\", [R]), halt()'")
+    spawn_os(("erl -name e3@127.0.0.1 -setcookie wrong -noshell -eval 'R = net_adm:ping(list_to_atom(\"mbspec@%s\")), io:format(\"~p~n\", [R]), halt()'")
       :format(host), tmp .. "/e3.log")
     local out = ""
     for _ = 1, 100 do
@@ -325,7 +341,7 @@ local mb = require "moonbeam"
 local dist = require "moonbeam.dist"
 local me, port, cookie, peers = arg[1], tonumber(arg[2]), arg[3], {}
 for i = 4, #arg do peers[#peers + 1] = arg[i] end
-dist.start{sname = me, cookie = cookie, epmd_port = port}
+dist.start{name = me .. "@127.0.0.1", cookie = cookie, epmd_port = port}
 mb.register("member", mb.self())
 for _, p in ipairs(peers) do
   for _ = 1, 100 do if dist.ping(p, 1000) == "pong" then break end mb.sleep(100) end

@@ -80,8 +80,8 @@ end
 
 --- Send a cast: {'$gen_cast', Request}, to a pid or name; never fails.
 function M.cast(server, request)
-  local pid = (typeof(server) == "pid") and server or mb.whereis(server)
-  if pid then mb.send(pid, tuple(GEN_CAST, request)) end
+  local ok, to = pcall(M.whereis, server)
+  if ok and to then pcall(mb.send, to, tuple(GEN_CAST, request)) end
 end
 
 -- ---------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+%% dist: two Erlang nodes on 127.0.0.1, the twin of dist.lua (same
+%% requests, same sizes), for the Erlang-to-Erlang figures; and peer/1,
+%% the Erlang node dist.lua measures moonbeam against.
+%%
+%%   ERL_EPMD_PORT=P erl -noshell -setcookie C -start_epmd false \
+%%     -kernel inet_dist_use_interface '{127,0,0,1}' \
+%%     -run dist main [R] [N] -s init stop
+%%
+%% main starts epmd on the test port P (127.0.0.1 only), makes this node
+%% distributed, starts a peer node (erl -run dist peer NAME) and measures
+%% round_trip and throughput as dist.lua does; the peer and epmd run under
+%% timeout(1) (BENCH_TIMEOUT seconds, default 300) and are stopped by
+%% their pid at the end.
+%%
+%% The peer (peer/1) answers, as bench_peer: {hello, From, Node} (it
+%% watches Node and halts when Node goes down), {echo, From},
+%% {sink, From, N}, {source, From, N} and stop; see dist_peer.lua.
+-module(dist).
+-export([main/0, main/1, peer/1]).
+
+main() -> main([]).
+
+main(Args) ->
+    Rounds = bench:int_arg(Args, 1, 20000),
+    Count = bench:int_arg(Args, 2, 200000),
+    Port = case os:getenv("ERL_EPMD_PORT") of
+               false -> error("set ERL_EPMD_PORT to a test port");
+               P -> P
+           end,
+    Tmp = string:trim(os:cmd("mktemp -d")),
+    Tag = tag(),
+    Epmd = start_os("epmd -port " ++ Port ++ " -address 127.0.0.1",
+                    Tmp ++ "/epmd.log"),
+    try
+        wait_epmd(100),
+        {ok, _} = net_kernel:start([list_to_atom("beamdist_" ++ Tag ++ "@127.0.0.1"),
+                                    longnames]),
+        Peer = start_peer(Tag, Tmp),
+        try
+            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count)
+        catch C:E:S ->
+            show_logs(Tmp),
+            erlang:raise(C, E, S)
+        after
+            stop_os(Peer)
+        end
+    after
+        net_kernel:stop(),
+        stop_os(Epmd),
+        os:cmd("rm -rf '" ++ Tmp ++ "'")
+    end.
+
+measure(Peer, Rounds, Count) ->
+    Ctl = connect(Peer, 300),
+    bench:report("round_trip", round_trip(Ctl, Rounds), "ns", "lower"),
+    sink(Ctl, Count div 10),
+    bench:report("throughput", sink(Ctl, Count), "msg/s", "higher"),
+    bench:note("~b round trips, ~b messages one way, over 127.0.0.1",
+               [Rounds, Count]).
+
+%% Wait until the peer answers, and have it watch this node.
+connect(Peer, 0) ->
+    error({peer_not_up, Peer});
+connect(Peer, Tries) ->
+    case net_adm:ping(Peer) of
+        pong ->
+            {bench_peer, Peer} ! {hello, self(), node()},
+            receive {hello, Ctl} -> Ctl after 30000 -> error(no_hello) end;
+        pang ->
+            timer:sleep(100),
+            connect(Peer, Tries - 1)
+    end.
+
+round_trip(Ctl, Rounds) ->
+    Ctl ! {echo, self()},
+    Echo = receive {ready, E} -> E after 30000 -> error(no_echo) end,
+    ping(Echo, 1, Rounds div 10),
+    T0 = bench:now(),
+    ping(Echo, 1, Rounds),
+    (bench:now() - T0) / Rounds * 1.0e9.
+
+ping(_, I, N) when I > N -> ok;
+ping(Echo, I, N) ->
+    Echo ! I,
+    receive I -> ping(Echo, I + 1, N) end.
+
+%% This node sends N integers, the peer receives them.
+sink(Ctl, N) ->
+    Ctl ! {sink, self(), N},
+    To = receive {ready, S} -> S after 30000 -> error(no_sink) end,
+    T0 = bench:now(),
+    send_all(To, 1, N),
+    receive {done, N} -> ok after 30000 -> error(no_done) end,
+    N / (bench:now() - T0).
+
+send_all(_, I, N) when I > N -> ok;
+send_all(To, I, N) -> To ! I, send_all(To, I + 1, N).
+
+%% ---------------------------------------------------------------------
+%% The peer
+
+%% erl -setcookie C ... -run dist peer NAME@127.0.0.1: the name first,
+%% then distribution, so that bench_peer is there once the node answers a
+%% ping.
+peer([Name]) ->
+    register(bench_peer, spawn(fun peer_loop/0)),
+    {ok, _} = net_kernel:start([list_to_atom(Name), longnames]),
+    ok.
+
+peer_loop() ->
+    receive
+        {hello, From, Node} ->
+            monitor_node(Node, true),
+            From ! {hello, self()};
+        {echo, From} ->
+            From ! {ready, spawn(fun() -> echo(From) end)};
+        {sink, From, N} ->
+            From ! {ready, spawn(fun() -> take(From, N, N) end)};
+        {source, From, N} ->
+            send_all(From, 1, N);
+        {nodedown, _} ->
+            halt(0);
+        stop ->
+            halt(0);
+        _ ->
+            ok
+    end,
+    peer_loop().
+
+echo(From) ->
+    receive M -> From ! M end,
+    echo(From).
+
+take(From, 0, N) -> From ! {done, N};
+take(From, K, N) -> receive _ -> take(From, K - 1, N) end.
+
+%% ---------------------------------------------------------------------
+%% OS processes: in the background under timeout(1), stopped by their pid.
+
+start_peer(Tag, Tmp) ->
+    Ebin = filename:dirname(code:which(?MODULE)),
+    S = integer_to_list(erlang:system_info(schedulers)),
+    start_os("erl -noshell -noinput"
+             " -setcookie " ++ atom_to_list(erlang:get_cookie()) ++
+             " -start_epmd false -kernel inet_dist_use_interface '{127,0,0,1}'"
+             " +S " ++ S ++ ":" ++ S ++ " -pa '" ++ Ebin ++ "'"
+             " -run dist peer beampeer_" ++ Tag ++ "@127.0.0.1",
+             Tmp ++ "/beampeer.log").
+
+start_os(Cmd, Log) ->
+    Limit = case os:getenv("BENCH_TIMEOUT") of false -> "300"; L -> L end,
+    Pid = string:trim(os:cmd("exec timeout -k 5 " ++ Limit ++ " " ++ Cmd ++
+                             " >'" ++ Log ++ "' 2>&1 & echo $!")),
+    case proc_stat(Pid) of
+        {_, Since} -> {Pid, Since};
+        none -> {Pid, gone}
+    end.
+
+%% SIGTERM, which timeout passes on (and follows with SIGKILL 5 s later if
+%% need be); SIGKILL if still there after 10 s.
+stop_os(P) ->
+    stop_os(P, ["TERM", "KILL"]).
+
+stop_os(_, []) ->
+    ok;
+stop_os({Pid, _} = P, [Sig | Sigs]) ->
+    case running(P) of
+        true ->
+            os:cmd("kill -" ++ Sig ++ " " ++ Pid ++ " 2>/dev/null"),
+            case wait_gone(P, 100) of
+                true -> ok;
+                false -> stop_os(P, Sigs)
+            end;
+        false ->
+            ok
+    end.
+
+wait_gone(_, 0) ->
+    false;
+wait_gone(P, Tries) ->
+    case running(P) of
+        true -> timer:sleep(100), wait_gone(P, Tries - 1);
+        false -> true
+    end.
+
+%% Whether P is still the process started, and running (a zombie is not,
+%% and a pid used again by another process is not ours).
+running({Pid, Since}) ->
+    case proc_stat(Pid) of
+        {State, Since} -> State =/= "Z";
+        _ -> false
+    end.
+
+%% The state and start time of a process (fields 3 and 22 of
+%% /proc/PID/stat), or none.
+proc_stat(Pid) ->
+    case file:read_file("/proc/" ++ Pid ++ "/stat") of
+        {ok, Stat} ->
+            [_, After] = string:split(binary_to_list(Stat), ") ", trailing),
+            Fields = string:lexemes(After, " \n"),
+            {lists:nth(1, Fields), lists:nth(20, Fields)};
+        {error, _} ->
+            none
+    end.
+
+%% Until epmd answers on ERL_EPMD_PORT.
+wait_epmd(0) ->
+    error(no_epmd);
+wait_epmd(Tries) ->
+    case erl_epmd:names({127, 0, 0, 1}) of
+        {ok, _} -> ok;
+        {error, _} -> timer:sleep(50), wait_epmd(Tries - 1)
+    end.
+
+show_logs(Tmp) ->
+    [io:format(standard_error, "--- ~s~n~s", [F, element(2, file:read_file(F))])
+     || F <- filelib:wildcard(Tmp ++ "/*.log")].
+
+tag() ->
+    [$a + rand:uniform(26) - 1 || _ <- lists:seq(1, 6)].

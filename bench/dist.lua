@@ -1,0 +1,235 @@
+-- dist: two nodes on 127.0.0.1 talking over the Erlang distribution
+-- protocol.  This node drives; its peer is another moonbeam node
+-- (dist_peer.lua) and, when erl is installed, an Erlang node (dist.erl's
+-- peer/1).  dist.erl measures Erlang to Erlang the same way.
+--   ERL_EPMD_PORT=P moonbeam dist.lua [R] [N]
+--
+-- round_trip/A-B: R = 20,000 round trips of an integer between a process
+--   here and an echo process on the peer (after R/10 not timed), ns each.
+-- throughput/A->B: N = 200,000 integers sent one way as fast as the
+--   sender can, from the first send until the receiver has taken the
+--   last (after N/10 not timed), messages per second.
+-- mb is moonbeam, beam Erlang/OTP; bench/run puts each figure next to
+-- dist.erl's Erlang-to-Erlang one.
+--
+-- Environment:
+--   ERL_EPMD_PORT    the EPMD port, a test port (default: 47000 to 47999);
+--                    when nothing serves it, this node does, on the
+--                    addresses of ERL_EPMD_ADDRESS (bench/run: 127.0.0.1)
+--   DIST_COOKIE      the cookie of all the nodes (default: a random one)
+--   BENCH_EBIN       where dist.beam and bench.beam are (default: compiled
+--                    into a temporary directory)
+--   BENCH_MOONBEAM   the launcher of the moonbeam peer (default: this one)
+--   BENCH_TIMEOUT    seconds a peer may live (default 300)
+-- Each peer runs under timeout(1) and is stopped by its pid at the end.
+local mb = require "moonbeam"
+local bench = require "bench"
+local dist = require "moonbeam.dist"
+
+local rounds = math.tointeger(tonumber(arg[1])) or 20000
+local count = math.tointeger(tonumber(arg[2])) or 200000
+local limit = math.tointeger(tonumber(os.getenv("BENCH_TIMEOUT"))) or 300
+local epmd_port = math.tointeger(tonumber(os.getenv("ERL_EPMD_PORT")))
+  or 47000 + math.random(0, 999)
+local A = mb.atom
+local send, receive, tuple = mb.send, mb.receive, mb.tuple
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function random_word()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(12)
+  f:close()
+  return (bytes:gsub(".", function(c) return string.char(65 + c:byte() % 26) end))
+end
+
+local cookie = os.getenv("DIST_COOKIE") or random_word()
+local tag = random_word():sub(1, 6):lower()
+local tmp = sh("mktemp -d"):gsub("%s+$", "")
+local bench_dir = assert(package.searchpath("dist_peer", package.path),
+  "dist_peer.lua not found on package.path"):match("^(.*)/[^/]*$") or "."
+
+-- ---------------------------------------------------------------------
+-- OS processes: started in the background under timeout(1), stopped by
+-- their pid.
+
+local started = {}
+
+-- The state and start time of a process (fields 3 and 22 of
+-- /proc/PID/stat), or nil if there is none.
+local function proc_stat(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f == nil then return nil end
+  local fields = {}
+  for w in f:read("a"):match("^.*%) (.*)$"):gmatch("%S+") do
+    fields[#fields + 1] = w
+  end
+  f:close()
+  return fields[1], fields[20]
+end
+
+-- Whether p is still the process started, and running (a zombie is not,
+-- and a pid used again by another process is not ours).
+local function running(p)
+  local state, since = proc_stat(p.pid)
+  return state ~= nil and state ~= "Z" and since == p.since
+end
+
+local function start_os(cmd, log)
+  local pid = sh(("ERL_EPMD_PORT=%d exec timeout -k 5 %d %s >%s 2>&1 & echo $!")
+    :format(epmd_port, limit, cmd, quote(log))):match("%d+")
+  local p = {pid = pid, log = log}
+  p.since = select(2, proc_stat(pid))
+  started[#started + 1] = p
+  return p
+end
+
+-- SIGTERM, which timeout passes on to the peer (and follows with SIGKILL
+-- 5 s later if need be); SIGKILL if still there after 10 s.
+local function stop_os(p)
+  for _, sig in ipairs{"TERM", "KILL"} do
+    if not running(p) then return end
+    os.execute(("kill -%s %s 2>/dev/null"):format(sig, p.pid))
+    for _ = 1, 100 do
+      if not running(p) then return end
+      mb.sleep(100)
+    end
+  end
+end
+
+local function show_logs()
+  for _, p in ipairs(started) do
+    local f = io.open(p.log)
+    if f then
+      io.stderr:write("--- ", p.log, "\n", f:read("a"))
+      f:close()
+    end
+  end
+end
+
+-- ---------------------------------------------------------------------
+-- The measurements, against the peer node `peer`.
+
+local function await(pattern, what)
+  local m = receive(function(x)
+    return type(x) == "table" and x[1] == pattern
+  end, 30000)
+  return assert(m, "no " .. what .. " from the peer within 30 s")
+end
+
+-- Wait until the peer answers, and have it watch this node.
+local function connect(peer)
+  for _ = 1, 300 do
+    if dist.ping(peer, 1000) == "pong" then
+      send({"bench_peer", peer}, tuple(A.hello, mb.self(), mb.node()))
+      return await(A.hello, "hello")[2]
+    end
+    mb.sleep(100)
+  end
+  error("the peer " .. peer .. " did not come up")
+end
+
+local function round_trips(echo, n)
+  for i = 1, n do
+    send(echo, i)
+    assert(receive() == i)
+  end
+end
+
+local function round_trip(ctl)
+  send(ctl, tuple(A.echo, mb.self()))
+  local echo = await(A.ready, "echo process")[2]
+  round_trips(echo, rounds // 10)
+  local t0 = bench.now()
+  round_trips(echo, rounds)
+  return (bench.now() - t0) / rounds * 1e9
+end
+
+-- This node sends, the peer receives.
+local function sink(ctl, n)
+  send(ctl, tuple(A.sink, mb.self(), n))
+  local to = await(A.ready, "sink process")[2]
+  local t0 = bench.now()
+  for i = 1, n do send(to, i) end
+  await(A.done, "done")
+  return n / (bench.now() - t0)
+end
+
+local function throughput_out(ctl)
+  sink(ctl, count // 10)
+  return sink(ctl, count)
+end
+
+-- The peer sends, this node receives.
+local function source(ctl, n)
+  local t0 = bench.now()
+  send(ctl, tuple(A.source, mb.self(), n))
+  for _ = 1, n do receive() end
+  return n / (bench.now() - t0)
+end
+
+local function throughput_in(ctl)
+  source(ctl, count // 10)
+  return source(ctl, count)
+end
+
+-- ---------------------------------------------------------------------
+-- The peers
+
+local function moonbeam_peer()
+  local launcher = os.getenv("BENCH_MOONBEAM")
+    or sh("readlink -f /proc/$PPID/exe"):gsub("%s+$", "")
+  local node = "mbpeer_" .. tag .. "@127.0.0.1"
+  start_os(("%s --schedulers %d %s %s %s"):format(quote(launcher),
+    mb.schedulers(), quote(bench_dir .. "/dist_peer.lua"), node, cookie),
+    tmp .. "/mbpeer.log")
+  return node
+end
+
+local function beam_peer()
+  local ebin = os.getenv("BENCH_EBIN")
+  if ebin == nil then
+    ebin = tmp
+    assert(os.execute(("erlc -o %s %s %s"):format(quote(tmp),
+      quote(bench_dir .. "/dist.erl"), quote(bench_dir .. "/bench.erl"))))
+  end
+  local node = "beampeer_" .. tag .. "@127.0.0.1"
+  start_os(("erl -noshell -noinput -setcookie %s -start_epmd false "
+    .. "-kernel inet_dist_use_interface '{127,0,0,1}' +S %d:%d -pa %s "
+    .. "-run dist peer %s"):format(cookie, mb.schedulers(), mb.schedulers(),
+    quote(ebin), node), tmp .. "/beampeer.log")
+  return node
+end
+
+local function main()
+  mb.log_level("error") -- not each connection, nor the peers' going
+  mb.start_distribution{name = "mbdist_" .. tag .. "@127.0.0.1",
+                        cookie = cookie, epmd_port = epmd_port}
+  -- One peer at a time, so that the other does not take CPU time.
+  local ctl = connect(moonbeam_peer())
+  bench.report("round_trip/mb-mb", round_trip(ctl), "ns", "lower")
+  bench.report("throughput/mb->mb", throughput_out(ctl), "msg/s", "higher")
+  stop_os(started[#started])
+  if sh("command -v erl"):match("%S") then
+    ctl = connect(beam_peer())
+    bench.report("round_trip/mb-beam", round_trip(ctl), "ns", "lower")
+    bench.report("throughput/mb->beam", throughput_out(ctl), "msg/s", "higher")
+    bench.report("throughput/beam->mb", throughput_in(ctl), "msg/s", "higher")
+  else
+    bench.note("erl is not installed: no moonbeam-to-Erlang figures")
+  end
+  bench.note("%d round trips, %d messages one way, over 127.0.0.1", rounds, count)
+end
+
+local ok, err = xpcall(main, debug.traceback)
+for _, p in ipairs(started) do stop_os(p) end
+if not ok then show_logs() end
+os.execute("rm -rf " .. quote(tmp))
+if not ok then error(err, 0) end

@@ -1,0 +1,70 @@
+/* The launcher's files share these names: the command line and settings
+ * (cli.c), the shell's console (console.c), and main (moonbeam.c). */
+#ifndef MB_LAUNCHER_H
+#define MB_LAUNCHER_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+typedef enum {
+  CLI_RUN,       /* moonbeam [run] script.lua [args...] */
+  CLI_START,     /* moonbeam start app.lua */
+  CLI_EVAL,      /* moonbeam eval CODE [args...] */
+  CLI_SHELL,     /* moonbeam shell [app.lua] */
+  CLI_EPMD_NAMES /* moonbeam epmd-names (needs distribution) */
+} cli_command_t;
+
+/* What to run and with which settings, once the command line, the MOONBEAM_*
+ * variables and the config file are merged.  Strings point into argv, the
+ * environment, or the settings state (see cli_settings); the lists are
+ * malloc'd.  All of it lives as long as the launcher. */
+typedef struct {
+  cli_command_t command;
+  const char *target; /* the script, the app file (or NULL), or the code */
+  int nargs;          /* arguments after the target (run, eval) */
+  char **args;
+  const char *config;     /* --config or MOONBEAM_CONFIG, or NULL */
+  int schedulers;         /* 0: one per core */
+  size_t max_heap;        /* 0: no limit */
+  int log_level;          /* an mb_log_level_t, or -1: leave the default */
+  const char *start_type; /* start, shell: "permanent" unless --type */
+  const char **trees;     /* LuaRocks trees, in the order given */
+  int ntrees;
+  const char **envs; /* --env APP.KEY=VALUE, in the order given */
+  int nenvs;
+  /* Distribution, parsed but not available yet: main refuses them. */
+  const char *sname, *name, *cookie, *remsh;
+  unsigned given; /* the settings given by flag or variable (cli.c) */
+  char *owned;    /* storage the strings above may point into */
+} cli_t;
+
+/* Parse the command line into `cli`.  Returns -1 to go on, or the status
+ * to exit with at once (after --help, --version, or a usage error, which
+ * is printed). */
+int cli_parse(int argc, char **argv, cli_t *cli);
+
+/* Fill in what the command line left unset from the MOONBEAM_* variables,
+ * then from the config file, run in L.  Leaves on L's stack one table: the
+ * application environment to set, {app = {key = value}}, the file's `env`
+ * with the --env flags over it.  Returns -1 to go on, or the status to exit
+ * with (the error is printed). */
+int cli_settings(lua_State *L, cli_t *cli);
+
+/* package.path and package.cpath for the processes: malloc'd strings. */
+char *cli_lua_path(const cli_t *cli);
+char *cli_lua_cpath(const cli_t *cli);
+
+/* Write "moonbeam: <message>" on stderr: how the launcher reports an error
+ * that stops it. */
+void cli_say(const char *fmt, ...);
+
+/* The module `moonbeam.console`, preloaded in every process: it lets one
+ * process read lines from the terminal without blocking its scheduler. */
+int luaopen_moonbeam_console(lua_State *L);
+
+/* Put the terminal back as it was before the console edited a line; for
+ * exits that may interrupt a read. */
+void console_restore(void);
+
+#endif

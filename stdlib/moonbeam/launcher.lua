@@ -1,0 +1,247 @@
+--- The process side of the launcher (lua/moonbeam.c): what the first
+-- process of a node runs for `moonbeam start`, `eval` and `shell`, and what
+-- stops the node on SIGTERM or SIGINT. Each entry point returns the status
+-- the launcher exits with.
+--
+--   moonbeam start app.lua   ->  start(file, start_type, env)
+--   moonbeam eval CODE       ->  eval(code, env, args)
+--   moonbeam shell [app.lua] ->  shell(file, start_type, env)
+--   SIGTERM, SIGINT          ->  stop_node()
+--   settings' env, for run   ->  set_env(env)
+--
+-- `env` is the application environment of the settings, {app = {key =
+-- value}}: the config file's `env` with the --env flags over it. It is set
+-- before anything is loaded, so it wins over the specs' env.
+local mb = require "moonbeam"
+local application = require "moonbeam.application"
+local inspect = require "moonbeam.inspect"
+
+local atom, typeof = mb.atom, mb.typeof
+local type, pairs, ipairs, next, tostring, select = type, pairs, ipairs, next, tostring, select
+local format, concat, unpack = string.format, table.concat, table.unpack
+
+local M = {}
+
+local NODE_STOP = atom["$node_stop"]
+local DOWN = atom.DOWN
+
+-- How often the shell may end abnormally within a minute before the
+-- launcher gives up on it.
+local SHELL_RESTARTS = 10
+
+local function say(fmt, ...)
+  io.stderr:write("moonbeam: ", format(fmt, ...), "\n")
+  io.stderr:flush()
+end
+
+-- ---------------------------------------------------------------------------
+-- Applications
+
+--- Set the application environment of the settings.
+-- @param env {app = {key = value}}, or nil
+-- @return 0
+function M.set_env(env)
+  for app, settings in pairs(env or {}) do
+    for key, value in pairs(settings) do application.set_env(app, key, value) end
+  end
+  return 0
+end
+
+-- The text of an error raised inside a call: an argument error's reason.
+local function error_text(e)
+  e = tostring(e)
+  return e:match("^bad argument #%d+ to '[^']+' %((.*)%)$") or e
+end
+
+-- Load the application of an app file: a spec table, or a name to find
+-- on the path. Returns the application's name, or nil and a message.
+local function load_app_file(file)
+  local chunk, err = loadfile(file, "t", {})
+  if not chunk then return nil, err end
+  local ok, spec = pcall(chunk)
+  if not ok then return nil, tostring(spec) end
+  if type(spec) == "string" or typeof(spec) == "atom" then return tostring(spec) end
+  if type(spec) ~= "table" then
+    return nil, format("%s must return an application spec (a table) or an "
+      .. "application's name, not %s", file, typeof(spec))
+  end
+  local done, loaded, why = pcall(application.load, spec)
+  if not done then return nil, format("%s: %s", file, error_text(loaded)) end
+  if not loaded and not (typeof(why) == "tuple" and why[1] == atom.already_loaded) then
+    return nil, format("%s: %s", file, inspect(why))
+  end
+  return tostring(spec.name)
+end
+
+-- A sentence for the reason ensure_all_started gave: {app, reason}.
+local function start_failure(reason)
+  local app, why = reason[1], reason[2]
+  local kind = typeof(why) == "tuple" and why[1]
+  if kind == atom.not_found then
+    return format("application %s not found (no %s.app.lua on the path)", app, app)
+  elseif kind == atom.bad_app_file then
+    return format("%s: %s", why[2], why[3])
+  elseif kind == atom.circular_dependencies then
+    return format("application %s is in a dependency cycle", app)
+  end
+  -- A start that raised: {error, traceback}; the log has the traceback.
+  if typeof(why) == "tuple" and type(why[2]) == "string" and why[2]:find("stack traceback", 1, true) then
+    why = why[1]
+  end
+  return format("application %s did not start: %s", app,
+    type(why) == "string" and why or inspect(why))
+end
+
+-- Load and start the application of an app file, with its dependencies;
+-- a permanent application's death makes the node stop hook send this
+-- process {"$node_stop", reason}. Returns true, or nil (the error said).
+local function boot(file, start_type, env)
+  M.set_env(env)
+  local name, err = load_app_file(file)
+  if not name then
+    say("%s", err)
+    return nil
+  end
+  local me = mb.self()
+  application.set_node_stop_hook(function(reason)
+    local mb = require "moonbeam"
+    mb.send(me, mb.tuple(mb.atom["$node_stop"], reason))
+  end)
+  local started, why = application.ensure_all_started(name, start_type)
+  if not started then
+    say("cannot start %s: %s", name, start_failure(why))
+    return nil
+  end
+  return true
+end
+
+local function is_node_stop(m) return typeof(m) == "tuple" and m[1] == NODE_STOP end
+
+local function node_stopped(m)
+  local reason = m[2]
+  if typeof(reason) == "tuple" and reason[1] == atom.application_terminated then
+    say("the node stopped: application %s ended (%s)", tostring(reason[2]),
+      inspect(reason[3], 2))
+  else
+    say("the node stopped: %s", inspect(reason, 2))
+  end
+  return 1
+end
+
+--- moonbeam start: start the application of `file` and its dependencies,
+-- then wait: the node runs until a signal stops it (the launcher then
+-- calls stop_node and exits 0) or a permanent application dies.
+-- @return 1 when the application could not start or the node stopped
+function M.start(file, start_type, env)
+  if not boot(file, start_type, env) then return 1 end
+  return node_stopped(mb.receive(is_node_stop))
+end
+
+--- Stop every running application, last started first: each master shuts
+-- its supervision tree down. What SIGTERM and SIGINT run.
+-- @return 0
+function M.stop_node()
+  if mb.whereis("application_controller") == nil then return 0 end
+  for _, app in ipairs(application.which_applications()) do
+    application.stop(app.name)
+  end
+  return 0
+end
+
+-- ---------------------------------------------------------------------------
+-- eval
+
+local function pack(...) return {n = select("#", ...), ...} end
+
+--- moonbeam eval: run `code`, an expression or statements, with `mb`
+-- bound and the arguments in `...` and `arg`; print what it returns.
+-- @return 0, or 1 if it does not compile or raises
+function M.eval(code, env, args)
+  if next(env or {}) then M.set_env(env) end
+  args = args or {n = 0}
+  -- This process is the code's, as a script's is: it gets `arg` too.
+  _G.arg = {n = args.n, [0] = "eval", unpack(args, 1, args.n)}
+  -- `mb` is bound on the code's first line, so that error positions are
+  -- the code's own.
+  local prefix = "local mb = require 'moonbeam'; "
+  local chunk = load(prefix .. "return " .. code, "=eval", "t")
+  local err
+  if not chunk then chunk, err = load(prefix .. code, "=eval", "t") end
+  if not chunk then
+    say("%s", err)
+    return 1
+  end
+  local r = pack(xpcall(chunk, function(e)
+    return type(e) == "string" and e or inspect(e)
+  end, unpack(args, 1, args.n)))
+  if not r[1] then
+    say("%s", r[2])
+    return 1
+  end
+  if r.n > 1 then
+    local out = {}
+    for i = 2, r.n do out[#out + 1] = inspect(r[i]) end
+    io.stdout:write(concat(out, ", "), "\n")
+    io.stdout:flush()
+  end
+  return 0
+end
+
+-- ---------------------------------------------------------------------------
+-- shell
+
+-- An exit reason, short: a crash's error without its traceback (the crash
+-- report has it).
+local function reason_text(reason)
+  if typeof(reason) == "tuple" and reason.n == 2 and type(reason[2]) == "string"
+      and reason[2]:find("^stack traceback") then
+    reason = reason[1]
+    if type(reason) == "string" then return reason end
+  end
+  return inspect(reason, 3)
+end
+
+--- moonbeam shell: start the application of `file` if there is one, then
+-- run the shell (moonbeam.shell.run) in a process of its own, and start
+-- a new one when it dies (its bindings are lost). When the shell ends
+-- (q() or the end of input), stop the node as stop_node does.
+-- @return 0 when the shell ended, 1 when the node stopped or the
+--   application could not start
+function M.shell(file, start_type, env)
+  if file ~= nil then
+    if not boot(file, start_type, env) then return 1 end
+  elseif next(env or {}) then
+    M.set_env(env)
+  end
+  local ends = {}
+  local banner = true
+  while true do
+    local pid, ref = mb.spawn_monitor("moonbeam.shell", "run", {banner = banner})
+    banner = false
+    local m = mb.receive(function(m)
+      return is_node_stop(m) or (typeof(m) == "tuple" and m[1] == DOWN and m[2] == ref)
+    end)
+    if is_node_stop(m) then
+      mb.exit(pid, "kill")
+      return node_stopped(m)
+    end
+    local reason = m[5]
+    if reason == atom.normal then
+      M.stop_node()
+      return 0
+    end
+    local now = mb.monotonic_time()
+    ends[#ends + 1] = now
+    while now - ends[1] > 60e9 do table.remove(ends, 1) end
+    io.stdout:write("** (exit) ", reason_text(reason), "\n",
+      "** the shell process ", tostring(pid), " ended; a new one starts "
+      .. "(bindings are lost)\n")
+    io.stdout:flush()
+    if #ends >= SHELL_RESTARTS then
+      say("the shell ended %d times within a minute; giving up", #ends)
+      return 1
+    end
+  end
+end
+
+return M

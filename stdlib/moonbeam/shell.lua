@@ -1,0 +1,340 @@
+--- The interactive shell: a read-eval-print loop that is itself a process,
+-- as Erlang's shell is. `moonbeam shell` runs it (see moonbeam.launcher);
+-- any process may too: require("moonbeam.shell").run().
+--
+-- Lines come from the launcher's console (the C module moonbeam.console: a
+-- thread of its own, with line editing on a terminal) as messages, so that
+-- a shell waiting for input holds no scheduler. Without the launcher, the
+-- shell reads with io.read, in its own process.
+--
+-- Each input is compiled as `return <input>` when it is an expression
+-- (`=<input>` also means that), else as statements. Input that is not
+-- complete asks for more lines; `#break` drops it. What an expression
+-- gives is printed with moonbeam.inspect; an error is printed and the shell
+-- goes on.
+--
+-- The locals an input declares are kept for the inputs after it, as iex
+-- keeps bindings: each input is a chunk of its own, which starts with the
+-- locals of the inputs before it, holding the values they had at the end of
+-- their chunk. So a function spawned from the shell takes them as upvalues,
+-- and copies them, as it would in a script. Globals are the shell
+-- process's own, and are kept too. `mb` is bound to the moonbeam module.
+--
+-- Helpers, globals of the shell process (help() lists them): flush(),
+-- i(), i(pid), pid(0, 42, 0), regs(), q().
+local mb = require "moonbeam"
+local inspect = require "moonbeam.inspect"
+
+local typeof, atom = mb.typeof, mb.atom
+local type, ipairs, pairs, tostring, tonumber, select = type, ipairs, pairs, tostring, tonumber, select
+local load, xpcall, getlocal = load, xpcall, debug.getlocal
+local format, concat, sort, unpack = string.format, table.concat, table.sort, table.unpack
+
+local has_console, console = pcall(require, "moonbeam.console")
+if not has_console then console = nil end
+
+local M = {}
+
+local CONSOLE = atom["$console"]
+-- The first local of every chunk: the function that keeps its locals.
+local CAPTURE = "__shell_capture"
+-- Lua allows 200 locals in a function: the oldest bindings go first.
+local MAX_BINDINGS = 150
+
+local function write(...)
+  io.stdout:write(...)
+  io.stdout:flush()
+end
+
+-- ---------------------------------------------------------------------------
+-- Sessions: bindings, compiling, evaluating
+
+--- A new session: the bindings of one shell.
+-- @return a session, with `mb` bound
+function M.session()
+  local s = {names = {}, values = {}, index = {}, count = 1}
+  M.bind(s, "mb", mb)
+  return s
+end
+
+--- Bind a name in a session, as a local of the inputs to come.
+function M.bind(s, name, value)
+  local i = s.index[name]
+  if i == nil then
+    if #s.names >= MAX_BINDINGS then
+      table.remove(s.names, 1)
+      table.remove(s.values, 1)
+      s.index = {}
+      for k, n in ipairs(s.names) do s.index[n] = k end
+    end
+    i = #s.names + 1
+    s.names[i], s.index[name] = name, i
+  end
+  s.values[i] = value
+end
+
+--- The value bound to a name in a session, or nil.
+function M.binding(s, name)
+  local i = s.index[name]
+  return i and s.values[i]
+end
+
+local function incomplete(err) return err ~= nil and err:sub(-5) == "<eof>" end
+
+-- The chunk of an input: a function(capture, bindings...), and "expr" or
+-- "stmt"; or nil and "incomplete"; or nil and the syntax error.
+local function compile(s, text)
+  local head = "local " .. concat({CAPTURE, unpack(s.names)}, ", ") .. " = ...; "
+  local expr = text:match("^%s*=(.*)$") or text
+  local f, err1 = load(head .. "return " .. expr .. "\n", "=shell", "t")
+  if f then return f, "expr" end
+  local plain, err2 = load(head .. text, "=shell", "t")
+  if plain then
+    -- Keep its locals by calling the capture at its end; input that ends
+    -- with a return cannot be followed, and keeps none.
+    local kept = load(head .. text .. "\n;" .. CAPTURE .. "()", "=shell", "t")
+    return kept or plain, "stmt"
+  end
+  if incomplete(err1) or incomplete(err2) then return nil, "incomplete" end
+  return nil, err2
+end
+
+-- The capture: binds the active locals of the chunk calling it.
+local function capturer(s)
+  return function()
+    local i = 1
+    while true do
+      local name, value = getlocal(2, i)
+      if name == nil then return end
+      if name ~= CAPTURE and name:sub(1, 1) ~= "(" then M.bind(s, name, value) end
+      i = i + 1
+    end
+  end
+end
+
+local function error_text(e)
+  if type(e) == "string" then return e end
+  return inspect(e)
+end
+
+--- Evaluate one input in a session.
+-- @param s the session
+-- @param text the input (one or more lines)
+-- @return "ok" and the values it gave ({n = count, ...}); "error" and the
+--   message; or "incomplete" when more lines are needed
+function M.eval(s, text)
+  local f, why = compile(s, text)
+  if f == nil then
+    if why == "incomplete" then return "incomplete" end
+    return "error", why
+  end
+  local r = {n = 0}
+  local function keep(ok, ...)
+    r = {n = select("#", ...), ...}
+    return ok
+  end
+  if not keep(xpcall(f, error_text, capturer(s), unpack(s.values, 1, #s.names))) then
+    return "error", r[1]
+  end
+  return "ok", r
+end
+
+--- Render what an input gave, as the shell prints it.
+-- @param values {n = count, ...}
+-- @return the text, without a newline, or nil for no values
+function M.format_values(values)
+  if values.n == 0 then return nil end
+  local out = {}
+  for i = 1, values.n do out[i] = inspect(values[i]) end
+  return concat(out, ", ")
+end
+
+-- ---------------------------------------------------------------------------
+-- Helpers
+
+local quitting = false
+
+local function is_console(m) return typeof(m) == "tuple" and m[1] == CONSOLE end
+
+-- A pid from its numbers: the binding's mb.pid when it has one, else the
+-- console's; else a live process with that text.
+local function make_pid(node, id, serial)
+  if mb.pid then return mb.pid(node, id, serial) end
+  if console then return console.pid(node, id, serial) end
+  local text = format("<%d.%d.%d>", node, id, serial)
+  for _, p in ipairs(mb.processes()) do
+    if tostring(p) == text then return p end
+  end
+  error("pid: no live process " .. text, 3)
+end
+
+-- A pid from a pid, three numbers, "<0.42.0>" or a registered name.
+local function to_pid(a, b, c, fname)
+  if typeof(a) == "pid" then return a end
+  if type(a) == "number" then
+    if type(b) ~= "number" or type(c) ~= "number" then
+      error(format("bad argument #2 to '%s' (%s(node, id, serial) expects three numbers)",
+        fname, fname), 3)
+    end
+    return make_pid(a, b, c)
+  end
+  if type(a) == "string" or typeof(a) == "atom" then
+    local n, i, s = tostring(a):match("^<(%d+)%.(%d+)%.(%d+)>$")
+    if n then return make_pid(tonumber(n), tonumber(i), tonumber(s)) end
+    local p = mb.whereis(a)
+    if p == nil then error(format("%s: no process registered as '%s'", fname, tostring(a)), 3) end
+    return p
+  end
+  error(format("bad argument #1 to '%s' (pid, name or numbers expected, got %s)",
+    fname, typeof(a)), 3)
+end
+
+local helpers = {}
+
+local HELP = [[
+Shell helpers:
+  help()            this text
+  flush()           print and drop every message in the shell's mailbox
+  i()               the processes: pid, name, status, reductions, memory,
+                    mailbox length
+  i(pid)            what mb.process_info says of a process; also i(0, 42, 0),
+                    i("<0.42.0>") or i("name")
+  pid(0, 42, 0)     the pid <0.42.0>; also pid("<0.42.0>")
+  regs()            the registered names
+  q()               leave the shell (and stop the node, under moonbeam shell)
+`mb` is the moonbeam module. Locals are kept from one input to the next.
+An incomplete input asks for more lines; #break drops it.
+]]
+
+function helpers.help() write(HELP) end
+
+function helpers.flush()
+  while true do
+    local m, err = mb.receive(function(m) return not is_console(m) end, 0)
+    if m == nil and err == "timeout" then return end
+    write("Shell got ", inspect(m), "\n")
+  end
+end
+
+function helpers.pid(a, b, c) return to_pid(a, b, c, "pid") end
+
+local function by_pid(a, b) return a[1] < b[1] end
+
+local function process_list()
+  local rows, total = {}, {reductions = 0, memory = 0, mq = 0}
+  for _, p in ipairs(mb.processes()) do
+    local info = mb.process_info(p)
+    if info then rows[#rows + 1] = {p, info} end
+  end
+  sort(rows, by_pid)
+  local out = {format("%-14s %-24s %-9s %11s %10s %6s", "Pid", "Name", "Status",
+    "Reductions", "Memory", "MsgQ")}
+  for _, row in ipairs(rows) do
+    local p, info = row[1], row[2]
+    out[#out + 1] = format("%-14s %-24s %-9s %11d %10d %6d", tostring(p),
+      info.registered_name or "", info.status, info.reductions, info.memory,
+      info.message_queue_len)
+    total.reductions = total.reductions + info.reductions
+    total.memory = total.memory + info.memory
+    total.mq = total.mq + info.message_queue_len
+  end
+  out[#out + 1] = format("%-14s %-24s %-9s %11d %10d %6d", "Total",
+    #rows .. " processes", "", total.reductions, total.memory, total.mq)
+  return concat(out, "\n") .. "\n"
+end
+
+local function process_details(p)
+  local info = mb.process_info(p)
+  if info == nil then return tostring(p) .. " is not alive\n" end
+  local keys = {}
+  for k in pairs(info) do keys[#keys + 1] = k end
+  sort(keys)
+  local out = {"Process " .. tostring(p)}
+  for _, k in ipairs(keys) do
+    local v = info[k]
+    out[#out + 1] = format("  %-18s %s", k, type(v) == "string" and v or inspect(v, 2))
+  end
+  return concat(out, "\n") .. "\n"
+end
+
+function helpers.i(a, b, c)
+  if a == nil then
+    write(process_list())
+  else
+    write(process_details(to_pid(a, b, c, "i")))
+  end
+end
+
+function helpers.regs()
+  local names = mb.registered()
+  sort(names)
+  local out = {format("%-24s %-14s %s", "Name", "Pid", "Status")}
+  for _, name in ipairs(names) do
+    local p = mb.whereis(name)
+    local info = p and mb.process_info(p)
+    out[#out + 1] = format("%-24s %-14s %s", name, tostring(p), info and info.status or "dead")
+  end
+  write(concat(out, "\n"), "\n")
+end
+
+function helpers.q() quitting = true end
+
+--- The shell's helpers, by name: help, flush, i, pid, regs, q.
+M.helpers = helpers
+
+-- ---------------------------------------------------------------------------
+-- The loop
+
+-- One line, or nil at the end of input.
+local function read_line(prompt)
+  if console then
+    console.read(prompt)
+    local m = mb.receive(is_console)
+    return m[2] or nil
+  end
+  write(prompt)
+  return io.read("l")
+end
+
+-- Read an input, asking for more lines while it is incomplete, and
+-- evaluate it. Returns false at the end of input.
+local function step(s)
+  local buffer
+  local prompt = format("mb(%d)> ", s.count)
+  while true do
+    local line = read_line(prompt)
+    if line == nil then return false end
+    if buffer and line:match("^%s*#break%s*$") then return true end
+    buffer = buffer and buffer .. "\n" .. line or line
+    if buffer:match("^%s*$") then return true end
+    local status, result = M.eval(s, buffer)
+    if status ~= "incomplete" then
+      s.count = s.count + 1
+      if status == "error" then
+        write("** (error) ", result, "\n")
+      else
+        local text = M.format_values(result)
+        if text then write(text, "\n") end
+      end
+      return true
+    end
+    prompt = format("...(%d)> ", s.count)
+  end
+end
+
+--- Run the shell in the calling process until q() or the end of input.
+-- Sets the helpers as globals of the process.
+-- @param opts optional: banner (print one line about the shell first)
+function M.run(opts)
+  opts = opts or {}
+  for name, f in pairs(helpers) do _G[name] = f end
+  quitting = false
+  if opts.banner then
+    write(format("moonbeam %s shell, process %s. help() for help, q() or Ctrl-D to quit.\n",
+      mb.version, tostring(mb.self())))
+  end
+  local s = M.session()
+  while not quitting and step(s) do end
+end
+
+return M
