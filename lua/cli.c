@@ -63,10 +63,9 @@ static const command_t commands[] = {
      "With app.lua, starts that application first, as `start` does.  Type\n"
      "help() in the shell for its helpers; q() or Ctrl-D leaves it, stopping\n"
      "the node as SIGTERM would.  With --remsh NODE, a shell on a running\n"
-     "node (not available yet).\n"},
+     "node: lines are read here and evaluated there.\n"},
     {"epmd-names", CLI_EPMD_NAMES, "moonbeam epmd-names [options]",
-     "Lists the node names registered with epmd on this host (not available\n"
-     "yet: it needs distribution).\n"},
+     "Lists the node names registered with epmd on this host.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -130,13 +129,13 @@ static const option_t options[] = {
      "start type: permanent (default), transient or\n"
      "temporary"},
     {"--sname", "NAME", NODE, OPT_SNAME, NULL, NULL,
-     "distributed node, short name (not available yet)"},
+     "distributed node, short name (NAME@host)"},
     {"--name", "NAME", NODE, OPT_NAME, NULL, NULL,
-     "distributed node, long name (not available yet)"},
+     "distributed node, long name (NAME@host.domain or NAME@ip)"},
     {"--cookie", "COOKIE", ALL, OPT_COOKIE, NULL, NULL,
-     "distribution cookie (not available yet)"},
+     "distribution cookie (default: ~/.erlang.cookie)"},
     {"--remsh", "NODE", FOR(CLI_SHELL), OPT_REMSH, NULL, NULL,
-     "a shell on a running node (not available yet)"},
+     "a shell on a running node"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -191,7 +190,6 @@ static const char general_usage[] =
     "  eval CODE [args...]       evaluate Lua code and print the result\n"
     "  shell [app.lua]           an interactive shell\n"
     "  epmd-names                list the names registered with epmd\n"
-    "                            (not available yet)\n"
     "  help [COMMAND]            help on a command (or COMMAND --help)\n"
     "\n"
     "options (before or after the command; for run and eval, before the\n"

@@ -164,25 +164,107 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ---- */
 
-/* TODO(distribution): --sname, --name and --cookie (also the config keys
- * sname, name, cookie), shell --remsh NODE and epmd-names are parsed into
- * `cli` and refused here, so that the command line has its final form.
- * Wiring them: after start_node, mb_dist_start with cli.sname or cli.name
- * and cli.cookie (MB_EEXIST: "the name is already registered with epmd",
- * a start-up error, exit 1), and the net_kernel process, as the binding's
- * start_distribution does; --remsh and epmd-names are commands of their
- * own. */
-static int distribution_unavailable(void) {
-  const char *what = cli.command == CLI_EPMD_NAMES ? "epmd-names"
-                     : cli.remsh                   ? "--remsh"
-                     : cli.sname                   ? "--sname"
-                     : cli.name                    ? "--name"
-                     : cli.cookie                  ? "--cookie"
-                                                   : NULL;
-  if (what == NULL)
+/* The host part of a node name: the machine's name, cut at the first dot
+ * for short names (-sname), as Erlang does. */
+static void host_part(char *out, size_t len, int shortname) {
+  size_t n = len;
+  if (uv_os_gethostname(out, &n) != 0)
+    snprintf(out, len, "localhost");
+  char *dot = shortname ? strchr(out, '.') : NULL;
+  if (dot != NULL)
+    *dot = '\0';
+}
+
+/* Distribution, when --sname, --name or --remsh asks for it: after the
+ * node has started, before the first process runs.  A remote shell's own
+ * node is hidden and named after this OS process, on the target's host. */
+static int start_distribution(void) {
+  char name[600], host[256], cookie[256];
+  const char *base = cli.sname ? cli.sname : cli.name;
+  if (cli.remsh != NULL) {
+    const char *at = strchr(cli.remsh, '@');
+    if (at == NULL || at[1] == '\0') {
+      cli_say("--remsh: a node name is name@host (got %s)", cli.remsh);
+      return 2;
+    }
+    snprintf(name, sizeof name, "remsh%d@%s", (int)getpid(), at + 1);
+  } else if (base == NULL) {
+    if (cli.cookie != NULL) {
+      cli_say("--cookie needs --sname or --name");
+      return 2;
+    }
     return 0;
-  cli_say("distribution is not available yet (%s)", what);
-  return 1;
+  } else if (strchr(base, '@') != NULL) {
+    snprintf(name, sizeof name, "%s", base);
+  } else {
+    host_part(host, sizeof host, cli.sname != NULL);
+    snprintf(name, sizeof name, "%s@%s", base, host);
+  }
+  if (cli.cookie != NULL) {
+    snprintf(cookie, sizeof cookie, "%s", cli.cookie);
+  } else {
+    int err = mb_dist_default_cookie(cookie, sizeof cookie);
+    if (err) {
+      cli_say("no cookie: give --cookie, or see ~/.erlang.cookie (%s)",
+              mb_strerror(err));
+      return 1;
+    }
+  }
+  mb_dist_config_t dc = {0};
+  dc.name = name;
+  dc.cookie = cookie;
+  dc.hidden = cli.remsh != NULL;
+  int err = mb_dist_start(&dc);
+  if (err == MB_EEXIST) {
+    cli_say("the name %s is already registered with epmd", name);
+    return 1;
+  }
+  if (err) {
+    cli_say("cannot start distribution as %s: %s", name, mb_strerror(err));
+    return 1;
+  }
+  mb_proc_spawn_mfa("moonbeam.net_kernel", "start", NULL, NULL);
+  return 0;
+}
+
+/* epmd-names: what the EPMD of this host knows, as `epmd -names` prints. */
+typedef struct {
+  uv_mutex_t lock;
+  uv_cond_t cond;
+  int done, err;
+  char *text;
+} names_wait_t;
+
+static void got_names(int err, const char *text, void *arg) {
+  names_wait_t *w = arg;
+  uv_mutex_lock(&w->lock);
+  w->err = err;
+  w->text = text ? strdup(text) : NULL;
+  w->done = 1;
+  uv_cond_signal(&w->cond);
+  uv_mutex_unlock(&w->lock);
+}
+
+static int epmd_names(void) {
+  names_wait_t w;
+  memset(&w, 0, sizeof w);
+  uv_mutex_init(&w.lock);
+  uv_cond_init(&w.cond);
+  int err = mb__epmd_names("127.0.0.1", got_names, &w);
+  if (err == 0) {
+    uv_mutex_lock(&w.lock);
+    while (!w.done)
+      uv_cond_wait(&w.cond, &w.lock);
+    uv_mutex_unlock(&w.lock);
+    err = w.err;
+  }
+  if (err) {
+    cli_say("no epmd answers on this host: %s", mb_strerror(err));
+    return 1;
+  }
+  fputs(w.text ? w.text : "", stdout);
+  free(w.text);
+  return 0;
 }
 
 static int check_readable(const char *file) {
@@ -293,13 +375,14 @@ static int spawn_entry(void) {
       lua_insert(L, -2);
       push_args(NULL);
     } else {
-      /* start(file, type, env), shell(file or nil, type, env) */
+      /* start(file, type, env), shell(file or nil, type, env, remsh) */
       function = cli.command == CLI_START ? "start" : "shell";
       lua_pushstring(L, cli.target);
       lua_pushstring(L, cli.start_type);
       lua_rotate(L, -3, 2);
+      lua_pushstring(L, cli.remsh);
     }
-    mb_msg_t *args = encode_args(3);
+    mb_msg_t *args = encode_args(cli.command == CLI_EVAL ? 3 : 4);
     if (args == NULL)
       return -1;
     err = spawn_launcher(function, args, &entry.waiter);
@@ -324,13 +407,16 @@ int main(int argc, char **argv) {
   r = cli_settings(L, &cli);
   if (r >= 0)
     return r;
-  if (distribution_unavailable())
-    return 2;
   if (cli.target != NULL && cli.command != CLI_EVAL &&
       check_readable(cli.target) != 0)
     return 1;
   if (start_node() != 0)
     return 1;
+  if (cli.command == CLI_EPMD_NAMES)
+    return epmd_names();
+  r = start_distribution();
+  if (r != 0)
+    return r;
 
   uv_loop_init(&loop);
   uv_signal_init(&loop, &sigint_h);

@@ -405,17 +405,57 @@ describe("moonbeam start", function()
 end)
 
 describe("distribution", function()
-  -- Stubs until distribution comes: the options parse, then are refused.
-  for _, args in ipairs({
-    {"start", "x.app.lua", "--sname", "a", "--cookie", "c"},
-    {"--name", "a@127.0.0.1", "eval", "1"},
-    {"shell", "--remsh", "a@localhost"},
-    {"epmd-names"},
-  }) do
-    it("is not available yet: " .. table.concat(args, " "), function()
-      local s, _, err = run(args)
-      assert.equal(2, s)
-      assert.matches("^moonbeam: distribution is not available yet", err)
-    end)
-  end
+  local port = tostring(44000 + math.random(0, 999))
+
+  it("starts a named node that lists itself with epmd-names, and a remote shell evaluates there", function()
+    local script = os.tmpname()
+    local f = io.open(script, "w")
+    f:write('local mb = require "moonbeam"\nmb.register("keeper", mb.self())\nmb.receive(15000)\n')
+    f:close()
+    local env = "ERL_EPMD_PORT=" .. port .. " "
+    local p = io.popen(env .. "exec " .. H.launcher .. " run --name lsrv@127.0.0.1 --cookie lc " ..
+      script .. " > /dev/null 2>&1 & echo $!")
+    local pid = p:read("l")
+    p:close()
+    local names = ""
+    for _ = 1, 50 do
+      local q = io.popen(env .. "timeout 10 " .. H.launcher .. " epmd-names 2>/dev/null")
+      names = q:read("a")
+      q:close()
+      if names:match("lsrv") then break end
+      os.execute("sleep 0.1")
+    end
+    local sh = io.popen("printf 'return mb.node(), mb.whereis(\"keeper\") ~= nil\\nq()\\n' | " ..
+      env .. "timeout 20 " .. H.launcher .. " shell --remsh lsrv@127.0.0.1 --cookie lc 2>/dev/null")
+    local out = sh:read("a")
+    sh:close()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.remove(script)
+    assert.matches("name lsrv at port %d+", names)
+    assert.matches("lsrv@127%.0%.0%.1, true", out)
+  end)
+
+  it("refuses a name already registered with epmd, with one message", function()
+    local script = os.tmpname()
+    local f = io.open(script, "w")
+    f:write('require("moonbeam").receive(10000)\n')
+    f:close()
+    local env = "ERL_EPMD_PORT=" .. port .. " "
+    local p = io.popen(env .. "exec " .. H.launcher .. " run --name dup@127.0.0.1 --cookie c " ..
+      script .. " > /dev/null 2>&1 & echo $!")
+    local pid = p:read("l")
+    p:close()
+    local s, err
+    for _ = 1, 50 do
+      s, _, err = run({"--name", "dup@127.0.0.1", "--cookie", "c", "eval", "1"},
+        {env = {ERL_EPMD_PORT = port}})
+      if s == 1 then break end
+      os.execute("sleep 0.1")
+    end
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.remove(script)
+    assert.equal(1, s)
+    assert.matches("already registered with epmd", err)
+  end)
 end)
+

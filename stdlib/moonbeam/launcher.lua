@@ -207,7 +207,11 @@ end
 -- (q() or the end of input), stop the node as stop_node does.
 -- @return 0 when the shell ended, 1 when the node stopped or the
 --   application could not start
-function M.shell(file, start_type, env)
+function M.shell(file, start_type, env, remsh)
+  if remsh ~= nil and not require("moonbeam.dist").connect(remsh, 10000) then
+    io.stderr:write("moonbeam: cannot connect to ", remsh, "\n")
+    return 1
+  end
   if file ~= nil then
     if not boot(file, start_type, env) then return 1 end
   elseif next(env or {}) then
@@ -216,7 +220,7 @@ function M.shell(file, start_type, env)
   local ends = {}
   local banner = true
   while true do
-    local pid, ref = mb.spawn_monitor("moonbeam.shell", "run", {banner = banner})
+    local pid, ref = mb.spawn_monitor("moonbeam.shell", "run", {banner = banner, remote = remsh})
     banner = false
     local m = mb.receive(function(m)
       return is_node_stop(m) or (typeof(m) == "tuple" and m[1] == DOWN and m[2] == ref)

@@ -296,6 +296,51 @@ local function read_line(prompt)
   return io.read("l")
 end
 
+-- ---------------------------------------------------------------------------
+-- Remote shells (--remsh): the lines are read here and evaluated by a
+-- session process on the other node.
+
+local REMOTE_EVAL = mb.atom["$shell_eval"]
+
+--- A remote session's process (on the node the shell connects to): it
+-- evaluates what `owner` sends, and ends with it. Not for users.
+function M.serve(owner)
+  for name, f in pairs(helpers) do _G[name] = f end
+  local s = M.session()
+  mb.monitor(owner)
+  while true do
+    local m = mb.receive()
+    if typeof(m) == "tuple" and m[1] == REMOTE_EVAL then
+      local status, result = M.eval(s, m[4])
+      if status == "ok" then result = M.format_values(result) or "" end
+      mb.send(m[2], mb.tuple(m[3], status, result))
+    elseif typeof(m) == "tuple" and m[1] == mb.atom.DOWN then
+      return
+    end
+  end
+end
+
+--- Start a session for a remote shell; returns its pid. Not for users.
+function M.start_server(owner)
+  return mb.spawn("moonbeam.shell", "serve", owner)
+end
+
+local remote -- the session pid on the other node, when remote
+
+local function eval_text(s, text)
+  if remote == nil then
+    local status, result = M.eval(s, text)
+    if status == "ok" then result = M.format_values(result) end
+    return status, result
+  end
+  local ref = mb.make_ref()
+  mb.send(remote, mb.tuple(REMOTE_EVAL, mb.self(), ref, text))
+  local r = mb.receive(function(m) return typeof(m) == "tuple" and m[1] == ref end, 60000)
+  if r == nil then return "error", "no answer from the remote node" end
+  if r[3] == "" then r[3] = nil end
+  return r[2], r[3]
+end
+
 -- Read an input, asking for more lines while it is incomplete, and
 -- evaluate it. Returns false at the end of input.
 local function step(s)
@@ -307,14 +352,14 @@ local function step(s)
     if buffer and line:match("^%s*#break%s*$") then return true end
     buffer = buffer and buffer .. "\n" .. line or line
     if buffer:match("^%s*$") then return true end
-    local status, result = M.eval(s, buffer)
+    if remote and buffer:match("^%s*q%(%)%s*$") then quitting = true return true end
+    local status, result = eval_text(s, buffer)
     if status ~= "incomplete" then
       s.count = s.count + 1
       if status == "error" then
-        write("** (error) ", result, "\n")
-      else
-        local text = M.format_values(result)
-        if text then write(text, "\n") end
+        write("** (error) ", tostring(result), "\n")
+      elseif result then
+        write(result, "\n")
       end
       return true
     end
@@ -324,14 +369,21 @@ end
 
 --- Run the shell in the calling process until q() or the end of input.
 -- Sets the helpers as globals of the process.
--- @param opts optional: banner (print one line about the shell first)
+-- @param opts optional: banner (print one line about the shell first),
+--   remote (a node name: evaluate there, as --remsh does)
 function M.run(opts)
   opts = opts or {}
   for name, f in pairs(helpers) do _G[name] = f end
   quitting = false
+  remote = nil
+  if opts.remote then
+    remote = require("moonbeam.rpc").call(opts.remote, "moonbeam.shell", "start_server",
+      {mb.self()}, 10000)
+  end
   if opts.banner then
-    write(format("moonbeam %s shell, process %s. help() for help, q() or Ctrl-D to quit.\n",
-      mb.version, tostring(mb.self())))
+    write(format("moonbeam %s shell, process %s%s. help() for help, q() or Ctrl-D to quit.\n",
+      mb.version, tostring(mb.self()),
+      opts.remote and (" on " .. tostring(opts.remote)) or ""))
   end
   local s = M.session()
   while not quitting and step(s) do end
