@@ -281,7 +281,9 @@ static int enc_upvalues(enc_t *e, int idx) {
      * sandbox table of the sender's. */
     if (lua_rawequal(L, -1, top) || (name && strcmp(name, "_ENV") == 0)) {
       r = put1(e, T_ENV);
-    } else if (lua_type(L, top) == LUA_TTABLE && module_name(L, top)) {
+    } else if ((lua_type(L, top) == LUA_TTABLE ||
+                lua_type(L, top) == LUA_TFUNCTION) &&
+               module_name(L, top)) {
       size_t len;
       const char *s = lua_tolstring(L, -1, &len);
       r = put1(e, T_MODULE) || put_varint(e, len) || put(e, s, len);

@@ -62,6 +62,7 @@ local function doc_files()
     if name:match("%.md$") then files[#files + 1] = "docs/" .. name end
   end
   table.sort(files)
+  files[#files + 1] = "README.md" -- its tour is run too
   return files
 end
 
