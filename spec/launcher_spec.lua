@@ -445,13 +445,18 @@ describe("distribution", function()
       script .. " > /dev/null 2>&1 & echo $!")
     local pid = p:read("l")
     p:close()
-    local s, err
+    -- Wait until the first node holds the name: a second node started
+    -- before that could serve epmd itself and take the registrations
+    -- with it when it exits.
     for _ = 1, 50 do
-      s, _, err = run({"--name", "dup@127.0.0.1", "--cookie", "c", "eval", "1"},
-        {env = {ERL_EPMD_PORT = port}})
-      if s == 1 then break end
+      local q = io.popen(env .. "timeout 10 " .. H.launcher .. " epmd-names 2>/dev/null")
+      local names = q:read("a")
+      q:close()
+      if names:match("name dup at") then break end
       os.execute("sleep 0.1")
     end
+    local s, _, err = run({"--name", "dup@127.0.0.1", "--cookie", "c", "eval", "1"},
+      {env = {ERL_EPMD_PORT = port}})
     os.execute("kill " .. pid .. " 2>/dev/null")
     os.remove(script)
     assert.equal(1, s)
