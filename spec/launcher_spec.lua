@@ -406,15 +406,19 @@ end)
 
 describe("distribution", function()
   local port = tostring(44000 + math.random(0, 999))
+  local env = "ERL_EPMD_PORT=" .. port .. " "
 
-  it("starts a named node that lists itself with epmd-names, and a remote shell evaluates there", function()
+  -- Runs `body` as a script on a node named `alive`@127.0.0.1, and waits
+  -- until epmd lists that name, so that a later node cannot be the one
+  -- serving epmd (its registrations would go when it exits).  Returns the
+  -- node's OS pid, its script's path and what epmd-names printed.
+  local function start_node(alive, cookie, body)
     local script = os.tmpname()
     local f = io.open(script, "w")
-    f:write('local mb = require "moonbeam"\nmb.register("keeper", mb.self())\nmb.receive(15000)\n')
+    f:write(body)
     f:close()
-    local env = "ERL_EPMD_PORT=" .. port .. " "
-    local p = io.popen(env .. "exec " .. H.launcher .. " run --name lsrv@127.0.0.1 --cookie lc " ..
-      script .. " > /dev/null 2>&1 & echo $!")
+    local p = io.popen(env .. "exec " .. H.launcher .. " run --name " .. alive ..
+      "@127.0.0.1 --cookie " .. cookie .. " " .. script .. " > /dev/null 2>&1 & echo $!")
     local pid = p:read("l")
     p:close()
     local names = ""
@@ -422,43 +426,41 @@ describe("distribution", function()
       local q = io.popen(env .. "timeout 10 " .. H.launcher .. " epmd-names 2>/dev/null")
       names = q:read("a")
       q:close()
-      if names:match("lsrv") then break end
+      if names:match("name " .. alive .. " at") then break end
       os.execute("sleep 0.1")
     end
+    return pid, script, names
+  end
+
+  -- Stops the node and waits (5 s at most) until it has exited: the
+  -- epmd it may serve goes with it, before the next test starts a node.
+  local function stop_node(pid, script)
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    for _ = 1, 50 do
+      -- Gone, or a zombie waiting for whoever adopted it to reap it.
+      if not os.execute("ps -o stat= -p " .. pid .. " | grep -qv Z") then break end
+      os.execute("sleep 0.1")
+    end
+    os.remove(script)
+  end
+
+  it("starts a named node that lists itself with epmd-names, and a remote shell evaluates there", function()
+    local pid, script, names = start_node("lsrv", "lc",
+      'local mb = require "moonbeam"\nmb.register("keeper", mb.self())\nmb.receive(15000)\n')
     local sh = io.popen("printf 'return mb.node(), mb.whereis(\"keeper\") ~= nil\\nq()\\n' | " ..
       env .. "timeout 20 " .. H.launcher .. " shell --remsh lsrv@127.0.0.1 --cookie lc 2>/dev/null")
     local out = sh:read("a")
     sh:close()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    os.remove(script)
+    stop_node(pid, script)
     assert.matches("name lsrv at port %d+", names)
     assert.matches("lsrv@127%.0%.0%.1, true", out)
   end)
 
   it("refuses a name already registered with epmd, with one message", function()
-    local script = os.tmpname()
-    local f = io.open(script, "w")
-    f:write('require("moonbeam").receive(10000)\n')
-    f:close()
-    local env = "ERL_EPMD_PORT=" .. port .. " "
-    local p = io.popen(env .. "exec " .. H.launcher .. " run --name dup@127.0.0.1 --cookie c " ..
-      script .. " > /dev/null 2>&1 & echo $!")
-    local pid = p:read("l")
-    p:close()
-    -- Wait until the first node holds the name: a second node started
-    -- before that could serve epmd itself and take the registrations
-    -- with it when it exits.
-    for _ = 1, 50 do
-      local q = io.popen(env .. "timeout 10 " .. H.launcher .. " epmd-names 2>/dev/null")
-      local names = q:read("a")
-      q:close()
-      if names:match("name dup at") then break end
-      os.execute("sleep 0.1")
-    end
+    local pid, script = start_node("dup", "c", 'require("moonbeam").receive(10000)\n')
     local s, _, err = run({"--name", "dup@127.0.0.1", "--cookie", "c", "eval", "1"},
       {env = {ERL_EPMD_PORT = port}})
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    os.remove(script)
+    stop_node(pid, script)
     assert.equal(1, s)
     assert.matches("already registered with epmd", err)
   end)
