@@ -81,6 +81,7 @@ enum {
   OPT_NAME,
   OPT_COOKIE,
   OPT_REMSH,
+  OPT_HIDDEN,
   OPT_HELP,
   OPT_VERSION
 };
@@ -136,6 +137,8 @@ static const option_t options[] = {
      "distribution cookie (default: ~/.erlang.cookie)"},
     {"--remsh", "NODE", FOR(CLI_SHELL), OPT_REMSH, NULL, NULL,
      "a shell on a running node"},
+    {"--hidden", NULL, NODE, OPT_HIDDEN, NULL, NULL,
+     "a hidden node: it joins no cluster by connecting"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -332,6 +335,9 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     break;
   case OPT_REMSH:
     cli->remsh = value;
+    break;
+  case OPT_HIDDEN:
+    cli->hidden = 1;
     break;
   default:
     break;

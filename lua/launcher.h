@@ -33,8 +33,9 @@ typedef struct {
   int ntrees;
   const char **envs; /* --env APP.KEY=VALUE, in the order given */
   int nenvs;
-  /* Distribution, parsed but not available yet: main refuses them. */
+  /* Distribution. */
   const char *sname, *name, *cookie, *remsh;
+  int hidden; /* --hidden */
   unsigned given; /* the settings given by flag or variable (cli.c) */
   char *owned;    /* storage the strings above may point into */
 } cli_t;

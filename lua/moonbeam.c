@@ -189,8 +189,8 @@ static int start_distribution(void) {
     }
     snprintf(name, sizeof name, "remsh%d@%s", (int)getpid(), at + 1);
   } else if (base == NULL) {
-    if (cli.cookie != NULL) {
-      cli_say("--cookie needs --sname or --name");
+    if (cli.cookie != NULL || cli.hidden) {
+      cli_say("%s needs --sname or --name", cli.hidden ? "--hidden" : "--cookie");
       return 2;
     }
     return 0;
@@ -213,7 +213,7 @@ static int start_distribution(void) {
   mb_dist_config_t dc = {0};
   dc.name = name;
   dc.cookie = cookie;
-  dc.hidden = cli.remsh != NULL;
+  dc.hidden = cli.remsh != NULL || cli.hidden;
   int err = mb_dist_start(&dc);
   if (err == MB_EEXIST) {
     cli_say("the name %s is already registered with epmd", name);

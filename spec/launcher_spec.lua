@@ -456,6 +456,26 @@ describe("distribution", function()
     assert.matches("lsrv@127%.0%.0%.1, true", out)
   end)
 
+  it("starts a hidden node with --hidden: the node it reaches lists it among hidden nodes only", function()
+    local pid, script = start_node("open", "hc", 'require("moonbeam").receive(10000)\n')
+    local ask = 'local rpc = require "moonbeam.rpc"\n' ..
+      'return rpc.call("open@127.0.0.1", "moonbeam", "nodes", {}), ' ..
+      'rpc.call("open@127.0.0.1", "moonbeam", "nodes", {"hidden"})'
+    local s1, hidden = run({"--name", "shy@127.0.0.1", "--cookie", "hc", "--hidden", "eval", ask},
+      {env = {ERL_EPMD_PORT = port}})
+    local s2, visible = run({"--name", "bold@127.0.0.1", "--cookie", "hc", "eval", ask},
+      {env = {ERL_EPMD_PORT = port}})
+    stop_node(pid, script)
+    assert.equal(0, s1)
+    assert.equal("[], [shy@127.0.0.1]\n", hidden)
+    assert.equal(0, s2)
+    assert.equal("[bold@127.0.0.1], []\n", visible)
+  end)
+
+  it("refuses --hidden without a node name", function()
+    fails_with(2, "^moonbeam: %-%-hidden needs %-%-sname or %-%-name$", run({"--hidden", "eval", "1"}))
+  end)
+
   it("refuses a name already registered with epmd, with one message", function()
     local pid, script = start_node("dup", "c", 'require("moonbeam").receive(10000)\n')
     local s, _, err = run({"--name", "dup@127.0.0.1", "--cookie", "c", "eval", "1"},
