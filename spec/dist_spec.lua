@@ -312,6 +312,59 @@ describe("a connection that goes down", function()
   end)
 end)
 
+describe("a peer that stops answering", function()
+  if not have_erl then pending("erl is not installed") return end
+
+  it("is found dead by the ticks, with net_ticktime 4, while its socket stays open", function()
+    -- A stopped (SIGSTOP) Erlang node keeps its connection open and says
+    -- nothing: only the tick timeout can find it gone.
+    local erl = spawn_os(("erl -name e5@127.0.0.1 -setcookie %s -kernel net_ticktime 4 -noshell")
+      :format(COOKIE), tmp .. "/e5.log")
+    local script = tmp .. "/ticker.lua"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+local dist = require "moonbeam.dist"
+local peer = arg[1]
+dist.start{name = "ticker@127.0.0.1", cookie = arg[2], epmd_port = tonumber(arg[3]), ticktime = 4}
+local up = false
+for _ = 1, 100 do
+  if dist.ping(peer, 1000) == "pong" then up = true break end
+  mb.sleep(100)
+end
+mb.monitor_node(peer, true)
+print(up and "UP" or "NOT UP")
+io.stdout:flush()
+local m = mb.receive(function(m) return m[1] == mb.atom.nodedown end, 20000)
+print(m and ("DOWN " .. tostring(m[2])) or "NO NODEDOWN")
+io.stdout:flush()
+]])
+    f:close()
+    local p = io.popen(("exec %s %s e5@%s %s %d > %s/ticker.log 2>&1 & echo $!")
+      :format(launcher, script, host, COOKIE, EPMD_PORT, tmp))
+    started[#started + 1] = p:read("l")
+    p:close()
+    local function log_until(what)
+      local out = ""
+      for _ = 1, 250 do
+        local lf = io.open(tmp .. "/ticker.log")
+        out = lf and lf:read("a") or ""
+        if lf then lf:close() end
+        if out:match(what) then break end
+        run(function() require("moonbeam").sleep(100) end)
+      end
+      return out
+    end
+    local out = log_until("UP")
+    assert.matches("\nUP\n", "\n" .. out)
+    kill_os(erl, "STOP")
+    out = log_until("DOWN")
+    kill_os(erl, "KILL")
+    assert.matches("DOWN e5@127.0.0.1", out, 1, true)
+    assert.matches("net_tick_timeout", out, 1, true)
+  end)
+end)
+
 describe("a cookie that does not match", function()
   if not have_erl then pending("erl is not installed") return end
 
