@@ -41,6 +41,9 @@ typedef enum {
   C_CONNECTING,  /* TCP connect */
   C_HANDSHAKE,   /* messages with 2-byte lengths */
   C_UP,          /* frames with 4-byte lengths */
+  C_WAITING,     /* refused ("nok") in a simultaneous connect: the socket is
+                    closed, and what is queued waits for the other side's
+                    connection to take it over (or the handshake timeout) */
   C_CLOSING
 } conn_state_t;
 
@@ -177,10 +180,13 @@ static mb__conn_t *conn_new(const mb__atom_t *peer, bool initiator) {
   return c;
 }
 
-/* Close a connection (loop thread).  `why` is logged; the signal layer
- * fires noconnection for everything that crossed it. */
+/* Close a connection (loop thread).  `why` is logged; when it was up, or
+ * was the node's connection in the making, the signal layer fires
+ * noconnection for everything that crossed it and nodedown for watchers.
+ * One that never was the node's (an incoming attempt refused), or whose
+ * place another took over before it came up, ends quietly. */
 static void conn_close(mb__conn_t *c, const char *why) {
-  bool was_up;
+  bool was_up, was_current = false;
   uv_mutex_lock(&tab_lock);
   if (c->state == C_CLOSING) {
     uv_mutex_unlock(&tab_lock);
@@ -192,12 +198,13 @@ static void conn_close(mb__conn_t *c, const char *why) {
       mb__map_get(&conns, key_of(c->node)) == c) {
     mb__map_del(&conns, key_of(c->node));
     c->in_table = false;
+    was_current = true;
   }
   uv_mutex_unlock(&tab_lock);
   if (why != NULL)
     mb_log(was_up ? MB_LOG_WARNING : MB_LOG_DEBUG, "dist: connection to %s closed: %s",
            c->node ? c->node->name : "(unknown node)", why);
-  if (c->node != NULL)
+  if (c->node != NULL && (was_up || was_current))
     mb__dist_node_down(c->node, c->id, was_up);
   if (c->timer_open) {
     c->timer_open = false;
@@ -393,10 +400,11 @@ static bool valid_name(const char *s, size_t n) {
 }
 
 /* The accepted connection c becomes the node's connection (frames queued
- * from now on wait on it); `other`, if any, is dropped and its queued
- * frames move to c. */
+ * from now on wait on it); `other`, if any, leaves the table and its
+ * queued frames move to c.  Under tab_lock, in the same hold as the look
+ * that found `other`: a frame queued in between would dial again.  The
+ * caller then closes `other`. */
 static void take_over(mb__conn_t *c, mb__conn_t *other) {
-  uv_mutex_lock(&tab_lock);
   if (other != NULL) {
     c->out_head = other->out_head;
     c->out_tail = other->out_tail;
@@ -406,9 +414,6 @@ static void take_over(mb__conn_t *c, mb__conn_t *other) {
   }
   mb__map_put(&conns, key_of(c->node), c);
   c->in_table = true;
-  uv_mutex_unlock(&tab_lock);
-  if (other != NULL)
-    conn_close(other, NULL);
 }
 
 /* Acceptor: the initiator's send_name. */
@@ -448,6 +453,8 @@ static void on_send_name(mb__conn_t *c, const unsigned char *m, size_t len) {
   } else if (other != NULL) {
     status = "alive";
   }
+  if (strcmp(status, "nok") != 0 && strcmp(status, "alive") != 0)
+    take_over(c, other);
   uv_mutex_unlock(&tab_lock);
   send_status(c, status);
   if (strcmp(status, "nok") == 0) {
@@ -458,7 +465,8 @@ static void on_send_name(mb__conn_t *c, const unsigned char *m, size_t len) {
     c->hs = H_ALIVE;
     return;
   }
-  take_over(c, other);
+  if (other != NULL)
+    conn_close(other, NULL);
   send_challenge(c);
   c->hs = H_REPLY;
 }
@@ -467,8 +475,12 @@ static void on_alive_answer(mb__conn_t *c, const unsigned char *m, size_t len) {
   if (len >= 5 && m[0] == 's' && memcmp(m + 1, "true", 4) == 0) {
     uv_mutex_lock(&tab_lock);
     mb__conn_t *old = mb__map_get(&conns, key_of(c->node));
+    if (old == c)
+      old = NULL;
+    take_over(c, old);
     uv_mutex_unlock(&tab_lock);
-    take_over(c, old != c ? old : NULL);
+    if (old != NULL)
+      conn_close(old, NULL);
     send_challenge(c);
     c->hs = H_REPLY;
     return;
@@ -513,9 +525,16 @@ static void on_status(mb__conn_t *c, const unsigned char *m, size_t len) {
     send_status(c, "true");
     c->hs = H_CHALLENGE;
   } else if (n == 3 && memcmp(s, "nok", 3) == 0) {
-    /* The other side's own connection attempt carries the traffic. */
-    c->hs = H_CHALLENGE;
-    conn_close(c, NULL);
+    /* A simultaneous connect that the other side's attempt wins: it
+     * takes over this entry and what is queued on it when its send_name
+     * arrives (answered ok_simultaneous), within the handshake timeout. */
+    uv_mutex_lock(&tab_lock);
+    c->state = C_WAITING;
+    uv_mutex_unlock(&tab_lock);
+    if (c->tcp_open) {
+      c->tcp_open = false;
+      uv_close((uv_handle_t *)&c->tcp, handle_closed);
+    }
   } else {
     conn_close(c, "refused by the node (not_allowed)");
   }
@@ -582,7 +601,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 /* Take whole messages out of the read buffer. */
 static void consume(mb__conn_t *c) {
   size_t off = 0;
-  while (c->state != C_CLOSING) {
+  while (c->state == C_HANDSHAKE || c->state == C_UP) {
     size_t avail = c->rlen - off;
     const unsigned char *p = c->rbuf + off;
     if (c->state == C_HANDSHAKE) {
@@ -614,7 +633,7 @@ static void consume(mb__conn_t *c) {
       }
     }
   }
-  if (c->state == C_CLOSING)
+  if (c->state != C_HANDSHAKE && c->state != C_UP)
     return;
   memmove(c->rbuf, c->rbuf + off, c->rlen - off);
   c->rlen -= off;

@@ -41,6 +41,19 @@ end
 -- Run fn inside a process of this node and return its results.
 local function run(fn, ...) return mb.run(fn, ...) end
 
+-- What tmp/<name>.log holds once it matches `what`, or after 20 s.
+local function log_until(name, what)
+  local out = ""
+  for _ = 1, 200 do
+    local f = io.open(tmp .. "/" .. name .. ".log")
+    out = f and f:read("a") or ""
+    if f then f:close() end
+    if out:match(what) then break end
+    run(function() require("moonbeam").sleep(100) end)
+  end
+  return out
+end
+
 local erl_node = "e1@" .. host
 
 setup(function()
@@ -344,24 +357,57 @@ io.stdout:flush()
       :format(launcher, script, host, COOKIE, EPMD_PORT, tmp))
     started[#started + 1] = p:read("l")
     p:close()
-    local function log_until(what)
-      local out = ""
-      for _ = 1, 250 do
-        local lf = io.open(tmp .. "/ticker.log")
-        out = lf and lf:read("a") or ""
-        if lf then lf:close() end
-        if out:match(what) then break end
-        run(function() require("moonbeam").sleep(100) end)
-      end
-      return out
-    end
-    local out = log_until("UP")
+    local out = log_until("ticker", "UP")
     assert.matches("\nUP\n", "\n" .. out)
     kill_os(erl, "STOP")
-    out = log_until("DOWN")
+    out = log_until("ticker", "DOWN")
     kill_os(erl, "KILL")
     assert.matches("DOWN e5@127.0.0.1", out, 1, true)
     assert.matches("net_tick_timeout", out, 1, true)
+  end)
+end)
+
+describe("two nodes that connect to each other at once", function()
+  it("end up with one connection, and both pings answer", function()
+    -- Both wait for the same file, then ping each other: the handshakes
+    -- cross, and the name comparison decides which one goes on.
+    local script = tmp .. "/crossing.lua"
+    local go = tmp .. "/go"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+local dist = require "moonbeam.dist"
+local me, peer, go = arg[1], arg[2], arg[5]
+dist.start{name = me .. "@127.0.0.1", cookie = arg[3], epmd_port = tonumber(arg[4])}
+print("READY")
+io.stdout:flush()
+for _ = 1, 2000 do
+  local g = io.open(go)
+  if g then g:close() break end
+  mb.sleep(5)
+end
+local r = dist.ping(peer, 5000)
+mb.sleep(300)
+print("PING " .. tostring(r) .. " NODES " .. #mb.nodes())
+io.stdout:flush()
+mb.receive(5000)
+]])
+    f:close()
+    local function node(name, peer)
+      local p = io.popen(("exec %s %s %s %s %s %d %s > %s/%s.log 2>&1 & echo $!")
+        :format(launcher, script, name, peer, COOKIE, EPMD_PORT, go, tmp, name))
+      started[#started + 1] = p:read("l")
+      p:close()
+    end
+    node("c1", "c2@" .. host)
+    node("c2", "c1@" .. host)
+    log_until("c1", "READY")
+    log_until("c2", "READY")
+    io.open(go, "w"):close()
+    local one, two = log_until("c1", "PING"), log_until("c2", "PING")
+    os.remove(go)
+    assert.matches("PING pong NODES 1", one, 1, true)
+    assert.matches("PING pong NODES 1", two, 1, true)
   end)
 end)
 
@@ -371,15 +417,7 @@ describe("a cookie that does not match", function()
   it("is refused and logged, and nothing else is affected", function()
     spawn_os(("erl -name e3@127.0.0.1 -setcookie wrong -noshell -eval 'R = net_adm:ping(list_to_atom(\"mbspec@%s\")), io:format(\"~p~n\", [R]), halt()'")
       :format(host), tmp .. "/e3.log")
-    local out = ""
-    for _ = 1, 100 do
-      local f = io.open(tmp .. "/e3.log")
-      out = f and f:read("a") or ""
-      if f then f:close() end
-      if out:match("pang") then break end
-      run(function() require("moonbeam").sleep(100) end)
-    end
-    assert.matches("pang", out)
+    assert.matches("pang", log_until("e3", "pang"))
     -- the connection to e1 still works
     assert.equal("pong", run(function(node) return require("moonbeam.dist").ping(node) end, erl_node))
   end)
@@ -417,18 +455,10 @@ mb.receive(20000) -- until told to stop
       return pid
     end
     member("m1")
-    run(function() require("moonbeam").sleep(500) end) -- m1 serves EPMD
+    log_until("m1", "NODES") -- m1 serves EPMD once it prints its (empty) list
     member("m2", "m1@" .. host)
     member("m3", "m1@" .. host, "m2@" .. host)
     local want = "NODES m1@" .. host .. " m2@" .. host
-    local out = ""
-    for _ = 1, 150 do
-      local f3 = io.open(tmp .. "/m3.log")
-      out = f3 and f3:read("a") or ""
-      if f3 then f3:close() end
-      if out:match("NODES") then break end
-      run(function() require("moonbeam").sleep(100) end)
-    end
-    assert.matches(want, out, 1, true)
+    assert.matches(want, log_until("m3", "NODES"), 1, true)
   end)
 end)
