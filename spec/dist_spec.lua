@@ -257,13 +257,14 @@ end)
 describe("distribution with an Elixir node", function()
   if not have_erl or not have_elixir then pending("elixir is not installed") return end
 
-  it("calls an Elixir GenServer", function()
+  it("calls and casts to an Elixir GenServer by {name, node}", function()
     local code = [[
 defmodule Counter do
   use GenServer
   def init(n), do: {:ok, n}
   def handle_call(:get, _from, n), do: {:reply, n, n}
   def handle_call({:add, k}, _from, n), do: {:reply, n + k, n + k}
+  def handle_cast({:add, k}, n), do: {:noreply, n + k}
 end
 GenServer.start(Counter, 10, name: :counter)
 Process.sleep(:infinity)
@@ -279,12 +280,15 @@ Process.sleep(:infinity)
       for _ = 1, 200 do
         if dist.ping(node, 1000) == "pong" then
           local ok, v = pcall(gs.call, {"counter", node}, mb.tuple(mb.atom.add, 5))
-          if ok then return v, gs.call({"counter", node}, mb.atom.get) end
+          if ok then
+            gs.cast({"counter", node}, mb.tuple(mb.atom.add, 100))
+            return v, gs.call({"counter", node}, mb.atom.get)
+          end
         end
         mb.sleep(100)
       end
     end, "x1@" .. host)}
-    assert.same({15, 15}, got)
+    assert.same({15, 115}, got)
   end)
 end)
 
