@@ -58,14 +58,9 @@ static int propagate(lua_State *L, lua_KContext ctx, lua_KFunction k) {
   return k(L, LUA_YIELD, ctx);
 }
 
-static int co_resume_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  lua_State *co = lua_tothread(L, 1);
-  int base = (int)ctx; /* stack height of L before results */
-  lua_settop(L, base);
-  int r = resume(L, co, 0);
-  if (r == -2)
-    return propagate(L, ctx, co_resume_k);
+/* coroutine.resume's results from resume()'s: true and the r values it
+ * left, or false and the error (r < 0). */
+static int resume_results(lua_State *L, int r) {
   if (r < 0) {
     lua_pushboolean(L, 0);
     lua_insert(L, -2);
@@ -74,6 +69,17 @@ static int co_resume_k(lua_State *L, int status, lua_KContext ctx) {
   lua_pushboolean(L, 1);
   lua_insert(L, -(r + 1));
   return r + 1;
+}
+
+static int co_resume_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  lua_State *co = lua_tothread(L, 1);
+  int base = (int)ctx; /* stack height of L before results */
+  lua_settop(L, base);
+  int r = resume(L, co, 0);
+  if (r == -2)
+    return propagate(L, ctx, co_resume_k);
+  return resume_results(L, r);
 }
 
 static int co_resume(lua_State *L) {
@@ -86,14 +92,7 @@ static int co_resume(lua_State *L) {
   int r = resume(L, co, narg);
   if (r == -2)
     return propagate(L, 1, co_resume_k);
-  if (r < 0) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  lua_insert(L, -(r + 1));
-  return r + 1;
+  return resume_results(L, r);
 }
 
 static int wrap_finish(lua_State *L, int r, lua_KContext ctx);

@@ -435,16 +435,6 @@ static const mb__atom_t *A(const char *s) {
   return a;
 }
 
-static mb_msg_t *make_signal(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref) {
-  mb_msg_t *m = mb__msg_new(16);
-  if (m != NULL) {
-    m->kind = (uint8_t)kind;
-    m->from = from;
-    m->ref = ref;
-  }
-  return m;
-}
-
 static void reply_exit(const mb__atom_t *node, mb_pid_t from, const mb__etf_pid_t *to,
                        const char *reason) {
   mb_msg_t *f = frame_start(4);
@@ -494,7 +484,7 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   else if (n)
     free(untrack(&n->links, pair_key(local, remote)));
   uv_mutex_unlock(&lock);
-  mb_msg_t *m = make_signal(unlink ? MB_SIG_UNLINK : MB_SIG_LINK, remote, 0);
+  mb_msg_t *m = mb__signal_new(unlink ? MB_SIG_UNLINK : MB_SIG_LINK, remote, 0);
   if (m != NULL && mb__signal(local, m) != 0 && !unlink) {
     uv_mutex_lock(&lock);
     if (n)
@@ -560,7 +550,7 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
       free(untrack(&n->in_mon, refkey));
     uv_mutex_unlock(&lock);
     if (target != 0) {
-      mb_msg_t *m = make_signal(MB_SIG_DEMONITOR, watcher, refkey);
+      mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, watcher, refkey);
       if (m)
         mb__signal(target, m);
     }
@@ -572,7 +562,7 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
     if (n)
       track(&n->in_mon, refkey, target, watcher, name);
     uv_mutex_unlock(&lock);
-    mb_msg_t *m = make_signal(MB_SIG_MONITOR, watcher, refkey);
+    mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, watcher, refkey);
     if (m != NULL && mb__signal(target, m) == 0)
       return 0;
     uv_mutex_lock(&lock);
@@ -784,7 +774,7 @@ static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
     if (n)
       track(&n->links, pair_key(caller, ckey), caller, ckey, NULL);
     uv_mutex_unlock(&lock);
-    mb_msg_t *m = make_signal(MB_SIG_LINK, ckey, 0);
+    mb_msg_t *m = mb__signal_new(MB_SIG_LINK, ckey, 0);
     if (m)
       mb__signal(caller, m);
   }
@@ -827,7 +817,7 @@ static int on_unlink_id(const mb__atom_t *node, mb__etf_reader_t *r) {
     if (n)
       free(untrack(&n->links, pair_key(local, remote)));
     uv_mutex_unlock(&lock);
-    mb_msg_t *m = make_signal(MB_SIG_UNLINK, remote, 0);
+    mb_msg_t *m = mb__signal_new(MB_SIG_UNLINK, remote, 0);
     if (m)
       mb__signal(local, m);
   }
@@ -1076,7 +1066,7 @@ static void spawn_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
 
 static void in_mon_down(crossing_t *c, uint64_t refkey, const mb__atom_t *node) {
   (void)node;
-  mb_msg_t *m = make_signal(MB_SIG_DEMONITOR, c->remote, refkey);
+  mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, c->remote, refkey);
   if (m)
     mb__signal(c->local, m);
 }

@@ -1141,61 +1141,12 @@ typedef struct {
   /* Error: what went wrong, and the path to it built from the leaf up. */
   const char *what;
   bool as_key;
-  char path[512];
-  size_t path_pos;
+  mb__path_t path;
 } enc_t;
 
 static int fail(enc_t *e, const char *what) {
   e->what = what;
   return -1;
-}
-
-static void path_prepend(enc_t *e, const char *seg) {
-  size_t n = strlen(seg);
-  if (n > e->path_pos)
-    return;
-  e->path_pos -= n;
-  memcpy(e->path + e->path_pos, seg, n);
-}
-
-static bool is_identifier(const char *s, size_t len) {
-  if (len == 0 || len >= 64 || (s[0] >= '0' && s[0] <= '9'))
-    return false;
-  for (size_t i = 0; i < len; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_'))
-      return false;
-  }
-  return true;
-}
-
-/* Name the key at kidx as a path segment: .name, [2], ["a b"], [ok]. */
-static void path_key(enc_t *e, int kidx) {
-  lua_State *L = e->L;
-  char seg[96];
-  size_t len;
-  const mb__atom_t *a;
-  if (lua_type(L, kidx) == LUA_TSTRING) {
-    const char *s = lua_tolstring(L, kidx, &len);
-    if (is_identifier(s, len))
-      snprintf(seg, sizeof seg, ".%s", s);
-    else
-      snprintf(seg, sizeof seg, "[\"%.60s\"]", s);
-  } else if (lua_isinteger(L, kidx)) {
-    snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, kidx));
-  } else if ((a = mb__to_atom(L, kidx)) != NULL) {
-    snprintf(seg, sizeof seg, "[%.60s]", a->name);
-  } else {
-    snprintf(seg, sizeof seg, "[<%s key>]", luaL_typename(L, kidx));
-  }
-  path_prepend(e, seg);
-}
-
-static void path_index(enc_t *e, lua_Integer i) {
-  char seg[32];
-  snprintf(seg, sizeof seg, "[%lld]", (long long)i);
-  path_prepend(e, seg);
 }
 
 static int enc_value(enc_t *e, int idx);
@@ -1225,7 +1176,7 @@ static int enc_elems(enc_t *e, int idx, lua_Integer n) {
     int r = enc_value(e, lua_gettop(L));
     lua_pop(L, 1);
     if (r) {
-      path_index(e, i);
+      mb__path_index(&e->path, i);
       return -1;
     }
   }
@@ -1289,7 +1240,7 @@ static int enc_list(enc_t *e, int idx) {
   if (put_head(&e->m, MB_ETF_LIST, (uint32_t)n) || enc_elems(e, idx, n))
     return -1;
   if (enc_value(e, tail)) {
-    path_prepend(e, ".tail");
+    mb__path_prepend(&e->path, ".tail");
     return -1;
   }
   lua_pop(L, 1);
@@ -1349,13 +1300,13 @@ static int enc_map(enc_t *e, int idx) {
     int top = lua_gettop(L);
     pair_t p = {e->m->len, 0, 0};
     if (enc_value(e, top - 1)) {
-      e->path_pos = sizeof e->path - 1; /* the key's inside is not a path */
+      mb__path_reset(&e->path); /* the key's inside is not a path */
       e->as_key = true;
       return -1;
     }
     p.val = e->m->len;
     if (enc_value(e, top)) {
-      path_key(e, top - 1);
+      mb__path_key(&e->path, L, top - 1);
       return -1;
     }
     p.end = e->m->len;
@@ -1516,8 +1467,7 @@ int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
   e->depth = 0;
   e->what = NULL;
   e->as_key = false;
-  e->path_pos = sizeof e->path - 1;
-  e->path[e->path_pos] = '\0';
+  mb__path_reset(&e->path);
   int rc = mb__etf_get_local(&e->lnode, &e->lcreation);
   if (rc)
     return rc;
@@ -1534,7 +1484,7 @@ int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
     rc = MB_EBADTERM;
     if (err != NULL && errlen > 0)
       snprintf(err, errlen, "cannot send %s%s to another node at %s%s", e->what,
-               e->as_key ? " used as a key" : "", root, e->path + e->path_pos);
+               e->as_key ? " used as a key" : "", root, mb__path_str(&e->path));
   }
   lua_settop(L, top);
   if (rc)

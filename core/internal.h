@@ -83,6 +83,8 @@ struct mb_msg_s {
   unsigned char *data; /* points into the same allocation or elsewhere */
 };
 mb_msg_t *mb__msg_new(size_t cap);
+/* A signal with no value: its kind, sender and ref. */
+mb_msg_t *mb__signal_new(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref);
 /* Encode value `idx` of L; `root` names the value in error paths. */
 int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
                    char *err, size_t errlen);
@@ -180,6 +182,22 @@ mb_pid_t mb__check_pid(lua_State *L, int idx);
 bool mb__to_remote_name(lua_State *L, int idx, const mb__atom_t **name,
                         const mb__atom_t **node);
 const mb__atom_t *mb__to_atom(lua_State *L, int idx);
+/* Push the registry's table under `key`, created on first use with weak
+ * keys or values (`mode` as __mode: "k", "v" or "kv"). */
+void mb__push_weak_table(lua_State *L, const void *key, const char *mode);
+
+/* Where an unsendable value sits inside what was sent (".a[2].tail"), for
+ * the encoders' errors: built from the leaf up, as the encoder unwinds. */
+typedef struct {
+  char buf[512];
+  size_t pos; /* the path is buf + pos */
+} mb__path_t;
+void mb__path_reset(mb__path_t *p);
+void mb__path_prepend(mb__path_t *p, const char *seg);
+/* The key at kidx as a segment: .name, [2], [1.5], ["a b"], [ok]. */
+void mb__path_key(mb__path_t *p, lua_State *L, int kidx);
+void mb__path_index(mb__path_t *p, lua_Integer i);
+#define mb__path_str(p) ((p)->buf + (p)->pos)
 mb__lpid_t *mb__to_pid(lua_State *L, int idx);
 mb__lref_t *mb__to_ref(lua_State *L, int idx);
 /* Metatable for a table kind; created on first use in a state. */

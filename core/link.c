@@ -36,16 +36,6 @@ int mb__atoms_init(void) {
 
 /* ---- signals and the messages they turn into ---- */
 
-static mb_msg_t *signal_new(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref) {
-  mb_msg_t *m = mb__msg_new(16);
-  if (m != NULL) {
-    m->kind = (uint8_t)kind;
-    m->from = from;
-    m->ref = ref;
-  }
-  return m;
-}
-
 static mb_msg_t *exit_signal(mb_pid_t from, const mb_msg_t *reason,
                              bool linked) {
   mb_msg_t *m = mb__msg_dup(reason);
@@ -232,7 +222,7 @@ void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox) {
   for (i = 0; mb__map_next(&by, &i, &k, &v);)
     send_down(k, (mb_pid_t)(uintptr_t)v, p->pid, reason);
   for (i = 0; mb__map_next(&monitors, &i, &k, &v);) {
-    mb_msg_t *m = signal_new(MB_SIG_DEMONITOR, p->pid, k);
+    mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, p->pid, k);
     if (m != NULL)
       mb__signal((mb_pid_t)(uintptr_t)v, m);
   }
@@ -286,7 +276,7 @@ int mb__link(lua_State *L) {
   lua_pushboolean(L, 1);
   if (to == p->pid || mb__map_get(&p->links, to) != NULL)
     return 1;
-  mb_msg_t *m = signal_new(MB_SIG_LINK, p->pid, 0);
+  mb_msg_t *m = mb__signal_new(MB_SIG_LINK, p->pid, 0);
   if (m == NULL)
     return luaL_error(L, "link: out of memory");
   if (mb__signal(to, m) == 0) {
@@ -308,7 +298,7 @@ int mb__unlink(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "unlink");
   mb_pid_t to = check_pid(L, 1);
   if (table_del(p, &p->links, to) != 0) {
-    mb_msg_t *m = signal_new(MB_SIG_UNLINK, p->pid, 0);
+    mb_msg_t *m = mb__signal_new(MB_SIG_UNLINK, p->pid, 0);
     if (m != NULL)
       mb__signal(to, m);
   }
@@ -334,7 +324,7 @@ int mb__monitor(lua_State *L) {
   else
     to = check_pid(L, 1);
   table_put(p, &p->monitors, ref, to);
-  mb_msg_t *m = signal_new(MB_SIG_MONITOR, p->pid, ref);
+  mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
   if (m == NULL || to == 0 || mb__signal(to, m) != 0) {
     mb_msg_t *reason = mb__msg_atom(mb__atoms.noproc);
     mb_msg_t *down = reason ? down_message(ref, to, reason) : NULL;
@@ -363,7 +353,7 @@ int mb__demonitor(lua_State *L) {
   }
   mb_pid_t target = (mb_pid_t)table_del(p, &p->monitors, r->id);
   if (target != 0) {
-    mb_msg_t *m = signal_new(MB_SIG_DEMONITOR, p->pid, r->id);
+    mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, p->pid, r->id);
     if (m != NULL)
       mb__signal(target, m);
   }

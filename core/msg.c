@@ -53,8 +53,7 @@ typedef struct {
   /* Error: what went wrong, and the path to it built from the leaf up. */
   const char *what;
   bool as_key;
-  char path[512];
-  size_t path_pos;
+  mb__path_t path;
 } enc_t;
 
 /* ---- buffer ---- */
@@ -66,6 +65,16 @@ mb_msg_t *mb__msg_new(size_t cap) {
   memset(m, 0, sizeof *m);
   m->cap = cap;
   m->data = (unsigned char *)(m + 1);
+  return m;
+}
+
+mb_msg_t *mb__signal_new(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref) {
+  mb_msg_t *m = mb__msg_new(16);
+  if (m != NULL) {
+    m->kind = (uint8_t)kind;
+    m->from = from;
+    m->ref = ref;
+  }
   return m;
 }
 
@@ -111,53 +120,6 @@ static int put_varint(enc_t *e, uint64_t v) {
   return put(e, b, (size_t)n);
 }
 
-/* ---- errors with paths ---- */
-
-static void path_prepend(enc_t *e, const char *seg) {
-  size_t n = strlen(seg);
-  if (n > e->path_pos)
-    return;
-  e->path_pos -= n;
-  memcpy(e->path + e->path_pos, seg, n);
-}
-
-static int is_identifier(const char *s, size_t len) {
-  if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
-    return 0;
-  for (size_t i = 0; i < len; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_'))
-      return 0;
-  }
-  return 1;
-}
-
-/* Name the key at `kidx` as a path segment: .name, [2], ["a b"], [table]. */
-static void path_key(enc_t *e, int kidx) {
-  lua_State *L = e->L;
-  char seg[96];
-  size_t len;
-  switch (lua_type(L, kidx)) {
-  case LUA_TSTRING: {
-    const char *s = lua_tolstring(L, kidx, &len);
-    if (is_identifier(s, len) && len < 64)
-      snprintf(seg, sizeof seg, ".%s", s);
-    else
-      snprintf(seg, sizeof seg, "[\"%.60s\"]", s);
-    break;
-  }
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, kidx))
-      snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, kidx));
-    else
-      snprintf(seg, sizeof seg, "[%g]", (double)lua_tonumber(L, kidx));
-    break;
-  default:
-    snprintf(seg, sizeof seg, "[<%s key>]", luaL_typename(L, kidx));
-  }
-  path_prepend(e, seg);
-}
 
 static int fail(enc_t *e, const char *what) {
   e->what = what;
@@ -202,9 +164,7 @@ static int enc_table(enc_t *e, int idx) {
     int r = enc(e, lua_gettop(L));
     lua_pop(L, 1);
     if (r) {
-      char seg[32];
-      snprintf(seg, sizeof seg, "[%lld]", (long long)i);
-      path_prepend(e, seg);
+      mb__path_index(&e->path, i);
       return -1;
     }
   }
@@ -228,7 +188,7 @@ static int enc_table(enc_t *e, int idx) {
       return -1;
     }
     if (enc(e, top)) {
-      path_key(e, top - 1);
+      mb__path_key(&e->path, L, top - 1);
       lua_pop(L, 2);
       return -1;
     }
@@ -293,7 +253,7 @@ static int enc_upvalues(enc_t *e, int idx) {
         char seg[96];
         snprintf(seg, sizeof seg, "<upvalue %.64s>",
                  name && *name ? name : "?");
-        path_prepend(e, seg);
+        mb__path_prepend(&e->path, seg);
       }
     }
     lua_settop(L, top - 1);
@@ -308,16 +268,7 @@ static const char dump_cache_key = 'd';
 /* The bytecode of a function, dumped once per closure and kept while the
  * closure lives: spawning the same function again copies it. */
 static void push_dump_cache(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) == LUA_TTABLE)
-    return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
+  mb__push_weak_table(L, &dump_cache_key, "k");
 }
 
 static int enc_function(enc_t *e, int idx) {
@@ -452,8 +403,7 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   mb__map_init(&e.seen);
   e.what = NULL;
   e.as_key = false;
-  e.path_pos = sizeof e.path - 1;
-  e.path[e.path_pos] = '\0';
+  mb__path_reset(&e.path);
   idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
   int r = enc(&e, idx);
@@ -466,7 +416,7 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "cannot send %s%s at %s%s",
              e.what ? e.what : "a value", e.as_key ? " used as a key" : "",
-             root, e.path + e.path_pos);
+             root, mb__path_str(&e.path));
   mb_msg_free(e.m);
   return MB_EBADTERM;
 }

@@ -75,18 +75,20 @@ void mb__push_atom(lua_State *L, const mb__atom_t *a) {
 
 /* ---- pids and refs ---- */
 
-static void push_cache(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TTABLE)
+void mb__push_weak_table(lua_State *L, const void *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE)
     return;
   lua_pop(L, 1);
   lua_createtable(L, 0, 1);
   lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
+  lua_pushstring(L, mode);
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
+
+static void push_cache(lua_State *L) { mb__push_weak_table(L, &cache_key, "v"); }
 
 /* Pids print as Erlang prints them: <Node.ID.Serial>, Node 0 for ours. */
 static int pid_tostring(lua_State *L) {
@@ -531,4 +533,59 @@ bool mb__to_remote_name(lua_State *L, int idx, const mb__atom_t **name,
   *name = name_part(L, idx, 1);
   *node = name_part(L, idx, 2);
   return *name != NULL && *node != NULL;
+}
+
+/* ---- paths inside values, for errors ---- */
+
+void mb__path_reset(mb__path_t *p) {
+  p->pos = sizeof p->buf - 1;
+  p->buf[p->pos] = '\0';
+}
+
+void mb__path_prepend(mb__path_t *p, const char *seg) {
+  size_t n = strlen(seg);
+  if (n > p->pos)
+    return;
+  p->pos -= n;
+  memcpy(p->buf + p->pos, seg, n);
+}
+
+static bool is_identifier(const char *s, size_t len) {
+  if (len == 0 || len >= 64 || (s[0] >= '0' && s[0] <= '9'))
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_'))
+      return false;
+  }
+  return true;
+}
+
+void mb__path_key(mb__path_t *p, lua_State *L, int kidx) {
+  char seg[96];
+  size_t len;
+  const mb__atom_t *a;
+  if (lua_type(L, kidx) == LUA_TSTRING) {
+    const char *s = lua_tolstring(L, kidx, &len);
+    if (is_identifier(s, len))
+      snprintf(seg, sizeof seg, ".%s", s);
+    else
+      snprintf(seg, sizeof seg, "[\"%.60s\"]", s);
+  } else if (lua_isinteger(L, kidx)) {
+    snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, kidx));
+  } else if (lua_type(L, kidx) == LUA_TNUMBER) {
+    snprintf(seg, sizeof seg, "[%g]", (double)lua_tonumber(L, kidx));
+  } else if ((a = mb__to_atom(L, kidx)) != NULL) {
+    snprintf(seg, sizeof seg, "[%.60s]", a->name);
+  } else {
+    snprintf(seg, sizeof seg, "[<%s key>]", luaL_typename(L, kidx));
+  }
+  mb__path_prepend(p, seg);
+}
+
+void mb__path_index(mb__path_t *p, lua_Integer i) {
+  char seg[32];
+  snprintf(seg, sizeof seg, "[%lld]", (long long)i);
+  mb__path_prepend(p, seg);
 }

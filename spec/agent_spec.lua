@@ -3,22 +3,8 @@
 -- no process behind.
 local mb = require "moonbeam"
 
-local function in_process(fn, ...) return mb.run(fn, ...) end
-
--- Wait (bounded) until the node has no more processes than `before`.
-local function settled(before)
-  return mb.run(function(n)
-    for _ = 1, 1000 do
-      if mb.process_count() <= n + 1 then return true end
-      mb.sleep(2)
-    end
-    return ("%d processes left behind"):format(mb.process_count() - 1 - n)
-  end, before)
-end
-
-local baseline
-before_each(function() baseline = mb.process_count() end)
-after_each(function() assert.is_true(settled(baseline)) end)
+local in_process = require("spec.leak_helper")
+  .no_process_left_behind(before_each, after_each)
 
 describe("agent.start_link", function()
   it("runs fn in the agent for the initial state, links it and registers its name", function()
