@@ -201,87 +201,89 @@ static const unsigned char v_in_port_nonode[] = {
     110, 111, 104, 111, 115, 116, 0,   0,   0,   0,   0};
 
 #define V(name) v_##name, sizeof v_##name
+#define N(name) #name, V(name)
 
 /* Each Lua expression (or none: the term has no Lua constructor) and its
  * canonical encoding. */
 static const struct {
   const char *expr;
+  const char *name; /* the vector's name, for the Lua checks below */
   const unsigned char *bytes;
   size_t len;
 } zoo[] = {
-    {"0", V(small0)},
-    {"255", V(small255)},
-    {"256", V(int256)},
-    {"-1", V(neg1)},
-    {"2147483647", V(int32max)},
-    {"-2147483648", V(int32min)},
-    {"2147483648", V(big32p)},
-    {"-2147483649", V(big32n)},
-    {"math.maxinteger", V(int64max)},
-    {"math.mininteger", V(int64min)},
-    {"1.5", V(float15)},
-    {"-0.0", V(floatneg0)},
-    {"0.1", V(float01)},
-    {"1.0e300", V(floatbig)},
-    {"5e-324", V(floattiny)},
-    {"''", V(bin_empty)},
-    {"'hello'", V(bin_hello)},
-    {"'a\\0b'", V(bin_zero)},
-    {"A.ok", V(atom_ok)},
-    {"A['']", V(atom_empty)},
-    {"A['h\xc3\xa9llo_\xd0\xbc\xd0\xb8\xd1\x80']", V(atom_unicode)},
-    {"A(string.rep('a', 255))", V(atom_255)},
-    {"true", V(atom_true)},
-    {"false", V(atom_false)},
-    {"nil", V(atom_nil)},
-    {"mb.tuple()", V(tuple0)},
-    {"mb.tuple(1, 'two', A.three)", V(tuple3)},
-    {"mb.tuple(nil, A.ok)", V(tuple_nil)},
-    {"{}", V(list_empty)},
-    {"mb.list()", V(list_empty)},
-    {"{1, 2, 3}", V(list_bytes)},
-    {"mb.list(1, 2, 3)", V(list_bytes)},
-    {"{1, 'a', 2.5}", V(list_mixed)},
-    {"{256, 1}", V(list_256)},
-    {"{{1}, {mb.tuple()}, {}}", V(list_nested)},
-    {"improper(2, 1)", V(improper)},
-    {"improper('t', 1, 2)", V(improper_bin)},
-    {"improper(etf.rref('a@h', 7, 1, 2, 3), A.alias)", V(alias_ref)},
-    {"mb.map()", V(map_empty)},
-    {"mb.map{[A.a] = 1}", V(map_atom)},
-    {"{k = 'v'}", V(map_bin)},
+    {"0", N(small0)},
+    {"255", N(small255)},
+    {"256", N(int256)},
+    {"-1", N(neg1)},
+    {"2147483647", N(int32max)},
+    {"-2147483648", N(int32min)},
+    {"2147483648", N(big32p)},
+    {"-2147483649", N(big32n)},
+    {"math.maxinteger", N(int64max)},
+    {"math.mininteger", N(int64min)},
+    {"1.5", N(float15)},
+    {"-0.0", N(floatneg0)},
+    {"0.1", N(float01)},
+    {"1.0e300", N(floatbig)},
+    {"5e-324", N(floattiny)},
+    {"''", N(bin_empty)},
+    {"'hello'", N(bin_hello)},
+    {"'a\\0b'", N(bin_zero)},
+    {"A.ok", N(atom_ok)},
+    {"A['']", N(atom_empty)},
+    {"A['h\xc3\xa9llo_\xd0\xbc\xd0\xb8\xd1\x80']", N(atom_unicode)},
+    {"A(string.rep('a', 255))", N(atom_255)},
+    {"true", N(atom_true)},
+    {"false", N(atom_false)},
+    {"nil", N(atom_nil)},
+    {"mb.tuple()", N(tuple0)},
+    {"mb.tuple(1, 'two', A.three)", N(tuple3)},
+    {"mb.tuple(nil, A.ok)", N(tuple_nil)},
+    {"{}", N(list_empty)},
+    {"mb.list()", N(list_empty)},
+    {"{1, 2, 3}", N(list_bytes)},
+    {"mb.list(1, 2, 3)", N(list_bytes)},
+    {"{1, 'a', 2.5}", N(list_mixed)},
+    {"{256, 1}", N(list_256)},
+    {"{{1}, {mb.tuple()}, {}}", N(list_nested)},
+    {"improper(2, 1)", N(improper)},
+    {"improper('t', 1, 2)", N(improper_bin)},
+    {"improper(etf.rref('a@h', 7, 1, 2, 3), A.alias)", N(alias_ref)},
+    {"mb.map()", N(map_empty)},
+    {"mb.map{[A.a] = 1}", N(map_atom)},
+    {"{k = 'v'}", N(map_bin)},
     {"mb.map{[A.a] = mb.map{[A.b] = {1, 2}, [A.c] = mb.tuple(A.x)},"
      " [1] = 2, s = 3.5, [2.5] = A['nil']}",
-     V(map_nested)},
+     N(map_nested)},
     {"mb.map{[A.z] = 1, [A.a] = 2, [10] = 3, [-5] = 4, [1.5] = 5, b = 6,"
      " a = 7, [mb.tuple(1)] = 8, [mb.tuple(0, 0)] = 9, [mb.list()] = 10,"
      " [mb.list(1)] = 11, [true] = 12, [A['']] = 13}",
-     V(map_keys)},
-    {"mb.map{[A.ok] = mb.tuple(nil, false)}", V(map_tuple_val)},
-    {"etf.pid(5, 0)", V(pid_local)},
-    {"etf.pid(32767, 8191)", V(pid_local_max)},
-    {"etf.rpid('a@h', 1, 1, 0)", V(pid_remote)},
-    {"etf.rpid('b@host', 3, 100000, 9000)", V(pid_remote_big)},
-    {"etf.rpid('nonode@nohost', 9, 5, 0)", V(pid_prev)},
-    {"etf.ref(5)", V(ref_local)},
-    {"etf.ref(1 << 32 | 7)", V(ref_local_hi)},
-    {"etf.rref('a@h', 7, 1, 2, 3)", V(ref_remote)},
-    {"etf.rref('a@h', 7, 1, 2, 3, 4, 5)", V(ref_remote5)},
+     N(map_keys)},
+    {"mb.map{[A.ok] = mb.tuple(nil, false)}", N(map_tuple_val)},
+    {"etf.pid(5, 0)", N(pid_local)},
+    {"etf.pid(32767, 8191)", N(pid_local_max)},
+    {"etf.rpid('a@h', 1, 1, 0)", N(pid_remote)},
+    {"etf.rpid('b@host', 3, 100000, 9000)", N(pid_remote_big)},
+    {"etf.rpid('nonode@nohost', 9, 5, 0)", N(pid_prev)},
+    {"etf.ref(5)", N(ref_local)},
+    {"etf.ref(1 << 32 | 7)", N(ref_local_hi)},
+    {"etf.rref('a@h', 7, 1, 2, 3)", N(ref_remote)},
+    {"etf.rref('a@h', 7, 1, 2, 3, 4, 5)", N(ref_remote5)},
     {"mb.tuple(A.ok, {{id = 12, tags = {A.a, A.b}}}, 3.25, 'x',"
      " etf.pid(9, 0))",
-     V(mixed)},
-    {NULL, V(ref_erl)},
-    {NULL, V(bits3)},
-    {NULL, V(bits28)},
-    {NULL, V(bignum70)},
-    {NULL, V(bignum70n)},
-    {NULL, V(bignum63)},
-    {NULL, V(bignum63n)},
-    {NULL, V(bignum64)},
-    {NULL, V(bignum_large)},
-    {NULL, V(fun_export)},
-    {NULL, V(fun_local)},
-    {NULL, V(port)},
+     N(mixed)},
+    {NULL, N(ref_erl)},
+    {NULL, N(bits3)},
+    {NULL, N(bits28)},
+    {NULL, N(bignum70)},
+    {NULL, N(bignum70n)},
+    {NULL, N(bignum63)},
+    {NULL, N(bignum63n)},
+    {NULL, N(bignum64)},
+    {NULL, N(bignum_large)},
+    {NULL, N(fun_export)},
+    {NULL, N(fun_local)},
+    {NULL, N(port)},
 };
 
 /* Input in older or non-canonical forms, and how it is written back. */
@@ -650,36 +652,12 @@ static const char *decoded_values =
     "assert(mb.typeof(s) == 'list' and s.n == 3 and s[3] == 3)\n"
     "assert(mb.typeof(d(V.list_empty)) == 'list' and d(V.list_empty).n == 0)\n";
 
+/* The zoo's vectors, by name, in a table. */
 static void push_vectors(void) {
   lua_newtable(L);
-  static const struct {
-    const char *name;
-    const unsigned char *b;
-    size_t n;
-  } named[] = {
-      {"bignum70", V(bignum70)},
-      {"bignum70n", V(bignum70n)},
-      {"bignum63", V(bignum63)},
-      {"int64min", V(int64min)},
-      {"big32p", V(big32p)},
-      {"bits3", V(bits3)},
-      {"fun_export", V(fun_export)},
-      {"fun_local", V(fun_local)},
-      {"port", V(port)},
-      {"atom_nil", V(atom_nil)},
-      {"atom_true", V(atom_true)},
-      {"tuple_nil", V(tuple_nil)},
-      {"map_nested", V(map_nested)},
-      {"alias_ref", V(alias_ref)},
-      {"pid_local", V(pid_local)},
-      {"pid_prev", V(pid_prev)},
-      {"ref_local", V(ref_local)},
-      {"list_bytes", V(list_bytes)},
-      {"list_empty", V(list_empty)},
-  };
-  for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
-    lua_pushlstring(L, (const char *)named[i].b, named[i].n);
-    lua_setfield(L, -2, named[i].name);
+  for (size_t i = 0; i < sizeof zoo / sizeof zoo[0]; i++) {
+    lua_pushlstring(L, (const char *)zoo[i].bytes, zoo[i].len);
+    lua_setfield(L, -2, zoo[i].name);
   }
 }
 
