@@ -26,6 +26,7 @@ library has OTP's behaviours: gen_server, supervisor, application. The
 launcher, moonbeam, runs scripts, starts nodes from application files and
 has an interactive shell.]],
   labels = {"actors", "concurrency", "erlang", "otp"},
+  license = "MIT",
 }
 
 dependencies = {
