@@ -211,6 +211,13 @@ static lua_CFunction stdlib_opener(const char *name) {
   return NULL;
 }
 
+/* package.preload's loader for a standard library: require "os" opens it
+ * as the globals' lazy __index would, so lazy loading stays invisible. */
+static int stdlib_loader(lua_State *L) {
+  mb__require(L, luaL_checkstring(L, 1));
+  return 1;
+}
+
 static void open_package(lua_State *L) {
   luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
   if (config.lua_path) {
@@ -228,6 +235,12 @@ static void open_package(lua_State *L) {
     lua_pushcfunction(L, preload[i].open);
     lua_setfield(L, -2, preload[i].name);
   }
+  for (const luaL_Reg *l = stdlibs; l->name; l++) {
+    lua_pushcfunction(L, stdlib_loader);
+    lua_setfield(L, -2, l->name);
+  }
+  lua_pushcfunction(L, stdlib_loader);
+  lua_setfield(L, -2, LUA_GNAME);
   lua_pop(L, 2);
 }
 

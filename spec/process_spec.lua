@@ -37,6 +37,27 @@ describe("a process", function()
     assert.equal("abc", mb.run(function() return ("ABC"):lower() end))
   end)
 
+  it("gets each standard library from require, as the globals give it", function()
+    assert.same({true, 10}, {mb.run(function()
+      local names = {"os", "math", "table", "string", "io", "utf8", "coroutine", "debug",
+                     "package", "_G"}
+      local same = true
+      for _, name in ipairs(names) do
+        local lib = require(name)
+        same = same and type(lib) == "table" and lib == _G[name] and lib == package.loaded[name]
+      end
+      return same, #names
+    end)})
+    assert.equal(os.getenv("HOME"), mb.run(function() return require("os").getenv("HOME") end))
+  end)
+
+  it("loads a module that requires the standard libraries it uses", function()
+    assert.equal("MOON!!1", mb.run(function()
+      package.path = "spec/fixtures/?.lua;" .. package.path
+      return require("uses_stdlib").shout("moon")
+    end))
+  end)
+
   it("prints its pid Erlang-style, and equal pids are one value", function()
     local s, same, keyed = mb.run(function()
       local mb = require "moonbeam"
