@@ -58,6 +58,35 @@ describe("a process", function()
     end))
   end)
 
+  it("names moonbeam's own modules and their lines in tracebacks", function()
+    local tb = mb.run(function()
+      local gen_server = require "moonbeam.gen_server"
+      local pid = gen_server.start({
+        init = function() return "ok", nil end,
+        handle_call = function(_, _, s) return "reply", debug.traceback(), s end,
+      })
+      local tb = gen_server.call(pid, "trace")
+      gen_server.stop(pid)
+      return tb
+    end)
+    assert.matches("moonbeam/gen_server%.lua:%d+: in ", tb)
+    assert.falsy(tb:find("<?:", 1, true), tb)
+  end)
+
+  it("says where it looked for a module it cannot find, each place once", function()
+    local msg = mb.run(function()
+      return select(2, pcall(require, "no_such_module_here"))
+    end)
+    assert.matches("module 'no_such_module_here' not found", msg)
+    local seen, n = {}, 0
+    for place in msg:gmatch("\n\t([^\n]+)") do
+      assert.is_nil(seen[place], "listed twice: " .. place)
+      seen[place] = true
+      n = n + 1
+    end
+    assert.truthy(n > 2, msg)
+  end)
+
   it("prints its pid Erlang-style, and equal pids are one value", function()
     local s, same, keyed = mb.run(function()
       local mb = require "moonbeam"
