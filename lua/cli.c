@@ -836,14 +836,13 @@ static int app_dir(const cli_t *cli, char *dir, size_t size) {
   return 1;
 }
 
-/* The stdlib of the build tree (bin/../../stdlib) or of an install tree
- * (bin/../share/lua/5.4), then the application's directory, then each
+/* The stdlib of an install tree or of a build tree, both at
+ * bin/../share/lua/5.4, then the application's directory, then each
  * LuaRocks tree, then the variable or Lua's default. */
 char *cli_lua_path(const cli_t *cli) {
   char exe[4096], dir[4096];
   buf_t b = {0};
   exe_dir(exe, sizeof exe);
-  add(&b, "%s/../../stdlib/?.lua;%s/../../stdlib/?/init.lua", exe, exe);
   add(&b, "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua", exe, exe);
   if (app_dir(cli, dir, sizeof dir))
     add(&b, "%s/?.lua;%s/?/init.lua", dir, dir);
