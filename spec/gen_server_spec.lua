@@ -193,6 +193,49 @@ describe("gen_server.call", function()
   end)
 end)
 
+describe("gen_server's failures name their cause", function()
+  it("names what a callback returned when it is not a return it knows", function()
+    assert.same({"bad_return_value", "nothing", "bad_return_value", "\"what\", 1"},
+      {in_process(function()
+        local mb = require "moonbeam"
+        local gs = require "moonbeam.gen_server"
+        mb.log_level("error")
+        local cb = {
+          init = function() return "ok", 0 end,
+          handle_call = function(req) if req == "two" then return "what", 1 end end,
+        }
+        local reasons = {}
+        for _, req in ipairs({"none", "two"}) do
+          local pid = gs.start(cb)
+          local _, e = pcall(gs.call, pid, req)
+          reasons[#reasons + 1] = tostring(e[1][1])
+          reasons[#reasons + 1] = e[1][2]
+        end
+        return table.unpack(reasons)
+      end)})
+  end)
+
+  it("fails a call a server makes to itself at once with calling_self", function()
+    assert.same({"calling_self", "gen_server", true}, {in_process(function()
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = gs.start({
+        init = function() return "ok", 0 end,
+        handle_call = function(req, _, st)
+          if req == "self" then
+            local ok, e = pcall(gs.call, mb.self(), "inner", math.huge)
+            return "reply", {ok, e}, st
+          end
+          return "reply", "inner reply", st
+        end,
+      })
+      local r = gs.call(pid, "self", 2000)
+      gs.stop(pid)
+      return tostring(r[2][1]), tostring(r[2][2][1]), r[1] == false
+    end)})
+  end)
+end)
+
 describe("gen_server.cast and handle_info", function()
   it("casts change the state without a reply, in order with calls", function()
     assert.equal(3, in_process(function(cb)

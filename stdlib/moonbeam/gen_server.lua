@@ -25,7 +25,8 @@
 --
 -- A timeout (milliseconds) makes handle_info receive the atom `timeout`
 -- when no message comes in that time. Any other return stops the server
--- with reason {bad_return_value, Value}. handle_cast, handle_info,
+-- with reason {bad_return_value, Text}, Text naming the values returned
+-- ("nothing" for none). handle_cast, handle_info,
 -- handle_continue and terminate are optional.
 local mb = require "moonbeam"
 local gen = require "moonbeam.gen"
@@ -153,10 +154,19 @@ local function next_action(s, x)
   return false
 end
 
-local function bad_return(s, r, last)
+-- What a callback returned (r from run: r[2]... are its values), for the
+-- reason {bad_return_value, Text}: "nothing", or the values as the shell
+-- prints them.
+local function returned(r)
+  if r.n < 2 then return "nothing" end
+  local inspect = require "moonbeam.inspect"
   local vals = {}
-  for i = 2, r.n do vals[#vals + 1] = tostring(r[i]) end
-  terminate(s, tuple(atom.bad_return_value, table.concat(vals, ", ")), last)
+  for i = 2, r.n do vals[#vals + 1] = inspect(r[i]) end
+  return table.concat(vals, ", ")
+end
+
+local function bad_return(s, r, last)
+  terminate(s, tuple(atom.bad_return_value, returned(r)), last)
 end
 
 -- handle_cast / handle_info / handle_continue results: noreply or stop.
@@ -261,7 +271,7 @@ function M.init_it(starter, ref, parent, name, module, args)
   elseif tag == "stop" and r.n == 3 then
     reason = r[3]
   else
-    reason = tuple(atom.bad_return_value, tostring(r[2]))
+    reason = tuple(atom.bad_return_value, returned(r))
   end
   if parent then mb.unlink(parent) end
   gen.ack(starter, ref, false, reason)
