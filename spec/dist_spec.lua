@@ -207,6 +207,24 @@ describe("distribution with an Erlang node", function()
     assert.matches("undef", tostring(undef[2][2][1]))
   end)
 
+  it("runs erpc:call from Erlang on a Lua standard library function", function()
+    local me = mb.atom("mbspec@" .. host)
+    assert.equal("MOON", erl_apply("erpc", "call", {me, mb.atom.string, mb.atom.upper, mb.list("moon")}))
+  end)
+
+  it("reports a Lua module that fails to load with its reason, not as undef", function()
+    local me = mb.atom("mbspec@" .. host)
+    for mod, why in pairs({["fixtures.spec_rpc_broken"] = "spec_rpc_broken.lua:3:",
+                           ["fixtures.spec_rpc_raises"] = "cannot load on purpose"}) do
+      local r = erl_apply("rpc", "call", {me, mb.atom(mod), mb.atom.f, mb.list()})
+      assert.equal("badrpc", tostring(r[1]))
+      local reason = r[2][2][1]
+      assert.equal("load_failed", tostring(reason[1]))
+      assert.equal(mod, tostring(reason[2]))
+      assert.truthy(tostring(reason[3]):find(why, 1, true), tostring(reason[3]))
+    end
+  end)
+
   it("calls Erlang functions with rpc, and reports an undefined one", function()
     local n, err = run(function(node)
       local rpc = require "moonbeam.rpc"

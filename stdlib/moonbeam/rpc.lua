@@ -62,16 +62,22 @@ function M.cast(node, module, fun, args)
     {reply = false})
 end
 
--- The function a spawn request from another node names.
-local function lookup(m, f)
+-- The function a spawn request from another node names: the function, or
+-- nil and the reason. A module that is not found, or lacks the function,
+-- is {undef, [{M, F, A, []}]} as in Erlang; a module that is there but
+-- fails to load (a syntax error, an error while it runs) is
+-- {load_failed, M, Message}, and is logged.
+local function lookup(m, f, a)
   local ok, mod = pcall(require, tostring(m))
+  if not ok and not tostring(mod):find("module '" .. tostring(m) .. "' not found", 1, true) then
+    mb.log("error", "rpc: module " .. tostring(m) .. " failed to load: " .. tostring(mod))
+    return nil, tuple(atom.load_failed, m, tostring(mod))
+  end
   local fn = ok and type(mod) == "table" and mod[tostring(f)]
-  if type(fn) ~= "function" then return nil end
+  if type(fn) ~= "function" then
+    return nil, tuple(atom.undef, mb.list(tuple(m, f, a or mb.list(), mb.list())))
+  end
   return fn
-end
-
-local function undef(m, f, a)
-  return tuple(atom.undef, mb.list(tuple(m, f, a, mb.list())))
 end
 
 --- Entry point of processes spawned for other nodes; not for users.
@@ -81,10 +87,8 @@ function M.spawned(m, f, a)
   a = a or {}
   if m == atom.erpc and f == atom.execute_call then
     local resref, rm, rf, ra = a[1], a[2], a[3], a[4] or {}
-    local fn = lookup(rm, rf)
-    if fn == nil then
-      mb.exit(tuple(resref, atom.error, undef(rm, rf, ra), mb.list()))
-    end
+    local fn, why = lookup(rm, rf, ra)
+    if fn == nil then mb.exit(tuple(resref, atom.error, why, mb.list())) end
     local ok, v = xpcall(fn, debug.traceback, unpack(ra, 1, ra.n or #ra))
     if ok then mb.exit(tuple(resref, atom["return"], v)) end
     mb.exit(tuple(resref, atom.error, tuple(atom.lua_error, tostring(v)), mb.list()))
@@ -94,8 +98,8 @@ function M.spawned(m, f, a)
     return
   end
   -- spawn(Node, M, F, Args) from Erlang: run the Lua function.
-  local fn = lookup(m, f)
-  if fn == nil then error("no Lua function " .. tostring(m) .. "." .. tostring(f)) end
+  local fn, why = lookup(m, f, a)
+  if fn == nil then error(why, 0) end
   return fn(unpack(a, 1, a.n or #a))
 end
 
