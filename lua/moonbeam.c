@@ -122,6 +122,35 @@ static int returned_status(mb_msg_t *result) {
   return status;
 }
 
+/* Whether an exit reason is one the core has already reported: a crash,
+ * {Error, "stack traceback..."}, or {memory_limit, Bytes}. */
+static int reported(lua_State *L, int reason) {
+  if (!lua_istable(L, reason) || lua_rawlen(L, reason) != 2)
+    return 0;
+  lua_rawgeti(L, reason, 2);
+  const char *tb = lua_tostring(L, -1);
+  int crash = tb != NULL && strncmp(tb, "stack traceback", 15) == 0;
+  lua_pop(L, 1);
+  lua_rawgeti(L, reason, 1);
+  const char *first = luaL_tolstring(L, -1, NULL);
+  int memory = strcmp(first, "memory_limit") == 0;
+  lua_pop(L, 2);
+  return crash || memory;
+}
+
+/* Say why the first process ended when it did not return or crash: an exit
+ * signal (through a link, or mb.exit) ended it, as Elixir prints
+ * "** (EXIT from PID) reason". */
+static void say_exit(mb_msg_t *reason) {
+  if (reason == NULL || mb_msg_decode(L, reason) != 0)
+    return;
+  if (!reported(L, lua_gettop(L))) {
+    fprintf(stderr, "** (EXIT) %s\n", luaL_tolstring(L, -1, NULL));
+    fflush(stderr);
+  }
+  lua_settop(L, 0);
+}
+
 /* ---- the main loop's events ---- */
 
 static void entry_ended(uv_async_t *a) {
@@ -131,6 +160,8 @@ static void entry_ended(uv_async_t *a) {
   int status = 1;
   if (entry.normal)
     status = cli.command == CLI_RUN ? 0 : returned_status(entry.result);
+  else
+    say_exit(entry.result);
   mb_msg_free(entry.result);
   finish(status);
 }

@@ -84,6 +84,10 @@ local FILES = {
 local mb = require "moonbeam"
 print("args", arg.n, ...)
 if ... == "crash" then error("crashed on purpose") end
+if ... == "linked" then
+  mb.spawn_link(function() require("moonbeam").exit("linked_died") end)
+  mb.receive()
+end
 ]],
 }
 
@@ -170,6 +174,12 @@ describe("moonbeam run", function()
     local s, _, err = run({"run", file("script.lua"), "crash"})
     assert.equal(1, s)
     assert.truthy(err:find("crashed on purpose", 1, true))
+  end)
+
+  it("exits 1 and says why when an exit signal through a link ends the script", function()
+    local s, _, err = run({"run", file("script.lua"), "linked"})
+    assert.equal(1, s)
+    assert.truthy(err:find("** (EXIT) linked_died", 1, true), err)
   end)
 
   it("exits 1 with one message when the script is missing", function()
