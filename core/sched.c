@@ -11,6 +11,10 @@
  *   one at the head runs as soon as its owner is free) before it sleeps.
  * - The watchdog looks at every scheduler each tick; a process past the
  *   end of its slice is poked (see mb__proc_poke) and yields.
+ * - An idle node costs nothing: a scheduler with nothing to run, after a
+ *   short spin, sleeps until work is queued for it, and the watchdog,
+ *   once no process has run for IDLE_TICKS ticks, sleeps until a scheduler
+ *   starts one.  Neither wakes on a timer.
  *
  * Each queue is a FIFO of processes linked through rq_next, under the
  * queue's lock.  A process is in at most one queue or runnext slot, and
@@ -20,11 +24,10 @@
 
 #include "internal.h"
 
-#define TICK_NS 100000u      /* the watchdog's tick while processes run */
-#define SLICE_TICKS 5        /* a time slice: 5 ticks, about 0.5 ms */
-#define IDLE_TICK_NS 5000000u /* and while none has run for a while */
+#define TICK_NS 100000u /* the watchdog's tick while processes run */
+#define SLICE_TICKS 5   /* a time slice: 5 ticks, about 0.5 ms */
+#define IDLE_TICKS 10   /* the watchdog sleeps after 1 ms without a run */
 #define SPIN_ROUNDS 64
-#define IDLE_WAIT_NS 10000000u /* a sleeping scheduler looks again */
 
 typedef struct {
   uv_thread_t thread;
@@ -58,6 +61,11 @@ static atomic_int nsleeping;
 static atomic_uint round_robin;
 static uv_mutex_t sleep_lock;
 static uv_thread_t watchdog;
+/* The watchdog sleeps on wd_wakeup under wd_lock with wd_sleeping raised;
+ * a scheduler that starts a process wakes it (see run()). */
+static uv_mutex_t wd_lock;
+static uv_cond_t wd_wakeup;
+static atomic_bool wd_sleeping;
 static _Thread_local sched_t *current;
 
 int mb__sched_count(void) { return nscheds; }
@@ -189,11 +197,16 @@ static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
     }
     if (atomic_load(&stopping))
       return NULL;
+    /* No timeout: whoever queues work wakes a sleeper.  `sleeping` is
+     * raised before the queues are looked at, and a pusher raises `len`
+     * before it looks at `sleeping` (both sequentially consistent), so
+     * one of the two sees the other; a wake takes sleep_lock, which this
+     * thread holds until it waits. */
     uv_mutex_lock(&sleep_lock);
     atomic_store(&s->sleeping, true);
     atomic_fetch_add(&nsleeping, 1);
     if (!any_work(s) && !atomic_load(&stopping))
-      uv_cond_timedwait(&s->wakeup, &sleep_lock, IDLE_WAIT_NS);
+      uv_cond_wait(&s->wakeup, &sleep_lock);
     atomic_fetch_sub(&nsleeping, 1);
     atomic_store(&s->sleeping, false);
     uv_mutex_unlock(&sleep_lock);
@@ -209,10 +222,21 @@ void mb__sched_leave(void) {
     sched_yield();
 }
 
+/* Wake the watchdog if it sleeps; called after `running` is raised, which
+ * the watchdog looks at after it raises wd_sleeping. */
+static void wake_watchdog(void) {
+  if (!atomic_load(&wd_sleeping))
+    return;
+  uv_mutex_lock(&wd_lock);
+  uv_cond_signal(&wd_wakeup);
+  uv_mutex_unlock(&wd_lock);
+}
+
 static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
   if (new_slice)
     atomic_fetch_add_explicit(&s->slice, 1, memory_order_relaxed);
   atomic_store(&s->running, p);
+  wake_watchdog();
   mb__proc_run(p); /* calls mb__sched_leave as soon as the slice ends */
 }
 
@@ -250,6 +274,23 @@ static bool watch(sched_t *s) {
   return true;
 }
 
+static bool any_running(void) {
+  for (int i = 0; i < nscheds; i++)
+    if (atomic_load(&scheds[i].running) != NULL)
+      return true;
+  return false;
+}
+
+/* Sleep until a scheduler starts a process (or the node stops). */
+static void watchdog_sleep(void) {
+  uv_mutex_lock(&wd_lock);
+  atomic_store(&wd_sleeping, true);
+  if (!any_running() && !atomic_load(&stopping))
+    uv_cond_wait(&wd_wakeup, &wd_lock);
+  atomic_store(&wd_sleeping, false);
+  uv_mutex_unlock(&wd_lock);
+}
+
 static void watchdog_main(void *arg) {
   (void)arg;
   int idle_ticks = 0;
@@ -258,8 +299,12 @@ static void watchdog_main(void *arg) {
     for (int i = 0; i < nscheds; i++)
       busy |= watch(&scheds[i]);
     idle_ticks = busy ? 0 : idle_ticks + 1;
-    /* Tick slowly once nothing has run for a while. */
-    struct timespec ts = {0, idle_ticks > 1000 ? IDLE_TICK_NS : TICK_NS};
+    if (idle_ticks > IDLE_TICKS) {
+      watchdog_sleep();
+      idle_ticks = 0;
+      continue;
+    }
+    struct timespec ts = {0, TICK_NS};
     nanosleep(&ts, NULL);
   }
 }
@@ -271,6 +316,9 @@ int mb__sched_start(int n) {
     return MB_ENOMEM;
   atomic_store(&stopping, false);
   uv_mutex_init(&sleep_lock);
+  uv_mutex_init(&wd_lock);
+  uv_cond_init(&wd_wakeup);
+  atomic_store(&wd_sleeping, false);
   for (int i = 0; i < n; i++) {
     scheds[i].index = i;
     uv_mutex_init(&scheds[i].lock);
@@ -290,6 +338,9 @@ void mb__sched_stop(void) {
   for (int i = 0; i < nscheds; i++)
     uv_cond_signal(&scheds[i].wakeup);
   uv_mutex_unlock(&sleep_lock);
+  uv_mutex_lock(&wd_lock);
+  uv_cond_signal(&wd_wakeup);
+  uv_mutex_unlock(&wd_lock);
   for (int i = 0; i < nscheds; i++)
     uv_thread_join(&scheds[i].thread);
   uv_thread_join(&watchdog);
