@@ -109,18 +109,27 @@ local Job = {}
 Job.__index = Job
 
 --- Start the launcher in the background. The job's pid is the launcher's
--- own, to send signals to; job:wait() gives its exit status.
+-- own, to send signals to; job:wait() gives its exit status. With
+-- opts.input true, its stdin is a pipe: job:type(text) writes to it, and
+-- job:close_input() closes it.
 function H.start(args, opts)
   opts = opts or {}
   local dir = H.tmpdir()
   local job = setmetatable({dir = dir, out = dir .. "/out", err = dir .. "/err"}, Job)
   local pidf, statf = dir .. "/pid", dir .. "/status"
   job.status_file = statf
+  local stdin = "/dev/null"
+  if opts.input then
+    stdin = dir .. "/in"
+    assert(os.execute("mkfifo " .. quote(stdin)))
+  end
   -- sh waits for the launcher and writes its status.
-  local inner = string.format("%s < /dev/null > %s 2> %s & echo $! > %s.new; mv %s.new %s; wait $!; echo $? > %s.new; mv %s.new %s",
-    command(args, opts), quote(job.out), quote(job.err), quote(pidf), quote(pidf), quote(pidf),
-    quote(statf), quote(statf), quote(statf))
+  local inner = string.format("%s < %s > %s 2> %s & echo $! > %s.new; mv %s.new %s; wait $!; echo $? > %s.new; mv %s.new %s",
+    command(args, opts), quote(stdin), quote(job.out), quote(job.err), quote(pidf), quote(pidf),
+    quote(pidf), quote(statf), quote(statf), quote(statf))
   os.execute("sh -c " .. quote(inner) .. " > /dev/null 2>&1 &")
+  -- Opening the pipe for writing lets the launcher's shell open it.
+  if opts.input then job.input = assert(io.open(stdin, "w")) end
   assert(H.wait_for(function() return H.read(pidf):match("^%d+") end, 10),
     "the launcher did not start")
   job.pid = tonumber(H.read(pidf):match("^%d+"))
@@ -140,6 +149,16 @@ function H.wait_for(fn, seconds)
 end
 
 function Job:stdout() return H.read(self.out) end
+
+function Job:type(text)
+  self.input:write(text)
+  self.input:flush()
+end
+
+function Job:close_input()
+  if self.input then self.input:close() end
+  self.input = nil
+end
 function Job:stderr() return H.read(self.err) end
 
 --- Wait until the launcher's output (stdout and stderr) has `text`.
@@ -161,6 +180,7 @@ end
 
 --- Kill the launcher if it still runs, and remove the job's files.
 function Job:cleanup()
+  self:close_input()
   if not H.read(self.status_file):match("%d") then
     self:signal("KILL")
     self:wait(10)

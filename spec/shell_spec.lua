@@ -130,10 +130,10 @@ pid(1, 2, 3)
     assert.matches("pids of other nodes need distribution", lines[#lines])
   end)
 
-  it("regs() lists the registered names", function()
-    local _, lines = shell("local _ = mb.register('me', mb.self())\nregs()\n")
+  it("regs() lists the registered names: the shell's process is `shell`", function()
+    local _, lines = shell("regs()\n")
     assert.matches("^Name%s+Pid%s+Status$", lines[1])
-    assert.matches("^me%s+<0%.%d+%.%d+>%s+running$", lines[2])
+    assert.matches("^shell%s+<0%.%d+%.%d+>%s+running$", lines[2])
   end)
 
   it("help() lists the helpers", function()

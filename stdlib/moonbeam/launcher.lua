@@ -202,8 +202,8 @@ local function reason_text(reason)
 end
 
 --- moonbeam shell: start the application of `file` if there is one, then
--- run the shell (moonbeam.shell.run) in a process of its own, and start
--- a new one when it dies (its bindings are lost). When the shell ends
+-- run the shell (moonbeam.shell.run) in a process of its own, registered
+-- as "shell", and start a new one when it dies (its bindings are lost). When the shell ends
 -- (q() or the end of input), stop the node as stop_node does.
 -- @return 0 when the shell ended, 1 when the node stopped or the
 --   application could not start
@@ -220,7 +220,8 @@ function M.shell(file, start_type, env, remsh)
   local ends = {}
   local banner = true
   while true do
-    local pid, ref = mb.spawn_monitor("moonbeam.shell", "run", {banner = banner, remote = remsh})
+    local pid, ref = mb.spawn_monitor("moonbeam.shell", "run",
+      {banner = banner, remote = remsh, name = "shell"})
     banner = false
     local m = mb.receive(function(m)
       return is_node_stop(m) or (typeof(m) == "tuple" and m[1] == DOWN and m[2] == ref)

@@ -370,9 +370,11 @@ end
 --- Run the shell in the calling process until q() or the end of input.
 -- Sets the helpers as globals of the process.
 -- @param opts optional: banner (print one line about the shell first),
---   remote (a node name: evaluate there, as --remsh does)
+--   remote (a node name: evaluate there, as --remsh does), name (register
+--   the shell's process under it, when no other process has it)
 function M.run(opts)
   opts = opts or {}
+  if opts.name ~= nil and mb.whereis(opts.name) == nil then pcall(mb.register, opts.name, mb.self()) end
   for name, f in pairs(helpers) do _G[name] = f end
   quitting = false
   remote = nil
