@@ -304,3 +304,99 @@ describe("simple_one_for_one and DynamicSupervisor", function()
     end)})
   end)
 end)
+
+describe("OTP's documented semantics", function()
+  -- Start a supervisor of `children` with `strategy`, crash child
+  -- `victim`, wait for the `starts` restarts; the ids in which_children
+  -- then, with "-" for those that do not run.
+  local function after_crash(strategy, children, victim, starts, before)
+    return with_log(function(logged, strategy, children, victim, starts, before)
+      local mb = require "moonbeam"
+      local sv = require "moonbeam.supervisor"
+      local gs = require "moonbeam.gen_server"
+      mb.log_level("error")
+      mb.trap_exit(true) -- the supervisor's exit at the end is not ours
+      local sup = sv.start_link({init = function() return "ok", {strategy = strategy}, children end})
+      logged(#children)
+      if before then before(sup) end
+      local pid
+      for _, c in ipairs(sv.which_children(sup)) do if c.id == victim then pid = c.pid end end
+      pcall(gs.call, pid, "crash")
+      local started = logged(starts)
+      local out = {}
+      for _, c in ipairs(sv.which_children(sup)) do out[#out + 1] = c.pid and c.id or "-" end
+      mb.exit(sup, "shutdown")
+      return table.concat(out, ","), table.concat(started, ",")
+    end, strategy, children, victim, starts, before)
+  end
+
+  it("stops a temporary child and drops its spec when a sibling's crash restarts the group", function()
+    assert.same({"a,c", "started a,started c"},
+      {after_crash("one_for_all", {spec("a"), spec("t", "temporary"), spec("c")}, "a", 2)})
+    assert.same({"a,c", "started a,started c"},
+      {after_crash("rest_for_one", {spec("a"), spec("t", "temporary"), spec("c")}, "a", 2)})
+  end)
+
+  it("starts a child stopped by terminate_child again with the others in a one_for_all restart", function()
+    assert.same({"a,b,c", "started a,started b,started c"},
+      {after_crash("one_for_all", {spec("a"), spec("b"), spec("c")}, "a", 3, function(sup)
+        require("moonbeam.supervisor").terminate_child(sup, "b")
+      end)})
+  end)
+
+  it("keeps no spec of a temporary child whose start returns ignore", function()
+    assert.same({0, "ignore", 0, 1}, {in_process(function()
+      local sv = require "moonbeam.supervisor"
+      local mb = require "moonbeam"
+      mb.trap_exit(true) -- the supervisor's exit is not ours
+      local ignored = {id = "i", start = {"sup_worker", "start_link", {"i", {ignore = true}}},
+                       restart = "temporary"}
+      local sup = sv.start_link({init = function() return "ok", {}, {ignored} end})
+      local at_init = sv.count_children(sup).specs
+      local _, why = sv.start_child(sup, ignored)
+      local after = sv.count_children(sup).specs
+      ignored.restart = "permanent" -- a permanent one's spec stays, as in OTP
+      sv.start_child(sup, ignored)
+      local kept = sv.count_children(sup).specs
+      mb.exit(sup, "shutdown")
+      return at_init, tostring(why), after, kept
+    end)})
+  end)
+
+  it("DynamicSupervisor ignores child ids and keeps to max_children", function()
+    assert.same({3, "max_children", 2}, {in_process(function()
+      local mb = require "moonbeam"
+      local ds = require "moonbeam.dynamic_supervisor"
+      mb.trap_exit(true) -- the supervisors' exits are not ours
+      local one = {id = "same", start = {"sup_worker", "start_link", {"w"}}}
+      local sup = ds.start_link()
+      for _ = 1, 3 do assert(ds.start_child(sup, one)) end
+      local n = ds.count_children(sup).active
+      mb.exit(sup, "shutdown")
+      local small = ds.start_link({max_children = 2})
+      assert(ds.start_child(small, one))
+      assert(ds.start_child(small, one))
+      local pid, why = ds.start_child(small, one)
+      local active = ds.count_children(small).active
+      mb.exit(small, "shutdown")
+      return pid == nil and n, tostring(why), active
+    end)})
+  end)
+
+  it("simple_one_for_one's count_children reports one spec", function()
+    assert.same({1, 2, 2}, {in_process(function()
+      local mb = require "moonbeam"
+      local sv = require "moonbeam.supervisor"
+      mb.trap_exit(true) -- the supervisor's exit is not ours
+      local sup = sv.start_link({init = function()
+        return "ok", {strategy = "simple_one_for_one"},
+          {{id = "tmpl", start = {"sup_worker", "start_link", {}}}}
+      end})
+      sv.start_child(sup, {"t1"})
+      sv.start_child(sup, {"t2"})
+      local n = sv.count_children(sup)
+      mb.exit(sup, "shutdown")
+      return n.specs, n.active, n.workers
+    end)})
+  end)
+end)

@@ -72,7 +72,8 @@ end
 function M.start_child(sup, spec) return result(call(sup, {"start_child", spec})) end
 
 --- Stop a child, by id (or by pid for simple_one_for_one); its spec stays
--- (except for temporary children).
+-- (except for temporary children), and a one_for_all or rest_for_one
+-- restart of its siblings starts it again, as in OTP.
 -- @return true, or nil and not_found
 function M.terminate_child(sup, id) return result(call(sup, {"terminate_child", id})) end
 
@@ -227,12 +228,20 @@ local function remove_child(s, c)
   end
 end
 
+-- Temporary children from the i-th on, stopped for a restart of their
+-- group, are not restarted: their specs go, as in OTP.
+local function drop_temporary(s, first)
+  for i = #s.children, first, -1 do
+    if s.children[i].restart == "temporary" then remove(s.children, i) end
+  end
+end
+
 -- Start children i.. in order again; a failure counts as another restart.
 local function restart_from(s, first, only_one)
   local last = only_one and first or #s.children
   for i = first, last do
     local c = s.children[i]
-    if c and c.pid == nil and not c.terminated then
+    if c and c.pid == nil then
       local pid, why = start_child_record(s, c, c.extra)
       if not pid and why ~= atom.ignore then
         log_child(s, c, nil, "failed to restart", why)
@@ -254,9 +263,11 @@ local function restart(s, c)
     local _, i = find(s, c.id)
     if s.strategy == "one_for_all" then
       stop_children(s)
+      drop_temporary(s, 1)
       if restart_from(s, 1) then return true end
     elseif s.strategy == "rest_for_one" then
       stop_children(s, i + 1)
+      drop_temporary(s, i + 1)
       if restart_from(s, i) then return true end
     else
       if restart_from(s, i, true) then return true end
@@ -297,6 +308,7 @@ function M.init(a)
     children = {}, by_pid = {}, restarts = {},
     name = mb.process_info(mb.self()).registered_name,
     anonymous = flags.anonymous, -- a DynamicSupervisor: children by pid
+    max_children = flags.max_children, -- a DynamicSupervisor's limit
   }
   local strategies = {one_for_one = true, one_for_all = true, rest_for_one = true,
                       simple_one_for_one = true}
@@ -321,6 +333,8 @@ function M.init(a)
       stop_children(s)
       return "stop", tuple(SHUTDOWN, tuple(atom.failed_to_start_child, c.id, err))
     end
+    -- An ignored temporary child would never start: OTP keeps no spec.
+    if not pid and c.restart == "temporary" then remove(s.children) end
   end
   return "ok", s
 end
@@ -335,20 +349,32 @@ function handlers.start_child(s, arg)
     c.extra = arg or {}
     c.id = nil
   else
+    if s.anonymous and type(arg) == "table" then
+      -- A DynamicSupervisor's children are known by pid: the spec's id,
+      -- if any, is ignored, so one spec may start any number of them.
+      local a = {}
+      for k, v in pairs(arg) do a[k] = v end
+      a.id, arg = true, a
+    end
     c, why = check_spec(arg)
     if not c then return {false, tuple(atom.bad_child_spec, why)} end
-    local old = find(s, c.id)
+    local old = not s.anonymous and find(s, c.id)
     if old then
       return {false, old.pid and tuple(atom.already_started, old.pid) or atom.already_present}
     end
   end
+  if s.max_children and #s.children >= s.max_children then
+    return {false, atom.max_children}
+  end
   local pid, err = start_child_record(s, c, c.extra)
   if pid then
-    if s.template then c.id = pid end
+    if s.template or s.anonymous then c.id = pid end
     insert(s.children, c)
     return {true, pid}
   end
-  if err == atom.ignore and not s.template and not s.anonymous then insert(s.children, c) end
+  if err == atom.ignore and not s.template and not s.anonymous and c.restart ~= "temporary" then
+    insert(s.children, c)
+  end
   return {false, err}
 end
 
@@ -361,8 +387,7 @@ function handlers.terminate_child(s, key)
     s.by_pid[c.pid] = nil
     shutdown(c)
   end
-  c.terminated = true -- not restarted with its siblings until restart_child
-  if c.restart == "temporary" or s.template or by_pid then remove_child(s, c) end
+  if c.restart == "temporary" or s.template or s.anonymous or by_pid then remove_child(s, c) end
   return {true, true}
 end
 
@@ -371,10 +396,7 @@ function handlers.restart_child(s, id)
   if not c or s.template then return {false, atom.not_found} end
   if c.pid then return {false, atom.running} end
   local pid, why = start_child_record(s, c)
-  if pid then
-    c.terminated = nil
-    return {true, pid}
-  end
+  if pid then return {true, pid} end
   return {false, why}
 end
 
@@ -395,7 +417,8 @@ function handlers.which_children(s)
 end
 
 function handlers.count_children(s)
-  local n = {specs = #s.children, active = 0, supervisors = 0, workers = 0}
+  -- simple_one_for_one has one spec, its template, as in OTP.
+  local n = {specs = s.template and 1 or #s.children, active = 0, supervisors = 0, workers = 0}
   for _, c in ipairs(s.children) do
     if c.pid then n.active = n.active + 1 end
     if c.type == "supervisor" then n.supervisors = n.supervisors + 1
