@@ -470,6 +470,30 @@ describe("distribution", function()
     assert.matches("lsrv@127%.0%.0%.1, true", out)
   end)
 
+  it("a remote shell writes in the user's terminal, keeps its mailbox and outlives a DOWN", function()
+    local pid, script = start_node("rsrv", "rc", 'require("moonbeam").receive(15000)\n')
+    local input = table.concat({
+      'print("printed", "remotely")',
+      'local p = mb.spawn(function() end); mb.monitor(p)',
+      'mb.send(mb.self(), "kept")',
+      '"after the DOWN"',
+      'flush()',
+      'help()',
+      'regs()',
+      'q()',
+    }, "\n") .. "\n"
+    local s, out, err = run({"shell", "--remsh", "rsrv@127.0.0.1", "--cookie", "rc"},
+      {env = {ERL_EPMD_PORT = port}, input = input})
+    stop_node(pid, script)
+    assert.equal(0, s, err)
+    assert.truthy(out:find("printed\tremotely\n", 1, true), out)
+    assert.truthy(out:find('"after the DOWN"', 1, true), out)
+    assert.truthy(out:find('Shell got {DOWN, #Ref<', 1, true), out)
+    assert.truthy(out:find('Shell got "kept"', 1, true), out)
+    assert.truthy(out:find("Shell helpers:", 1, true), out)
+    assert.matches("Name%s+Pid%s+Status\nnet_kernel ", out)
+  end)
+
   it("starts a hidden node with --hidden: the node it reaches lists it among hidden nodes only", function()
     local pid, script = start_node("open", "hc", 'require("moonbeam").receive(10000)\n')
     local ask = 'local rpc = require "moonbeam.rpc"\n' ..

@@ -32,6 +32,16 @@ describe("moonbeam shell", function()
     assert.same({"2", '"moonbeam"', "{1, 2, x = {y = true}}", "ok, nil", "10"}, lines)
   end)
 
+  it("takes statements that end with an expression as complete input, and gives its values", function()
+    local _, lines = shell("local m = 40 + 2; m\nm, m + 1\nlocal a = 1\nlocal b = a + 1\na + b\n")
+    assert.same({"42", "42, 43", "3"}, lines)
+  end)
+
+  it("ends a table longer than the print limit with ...", function()
+    local _, lines = shell("local t = {}; for i = 1, 60 do t[i] = i end\nt\n")
+    assert.matches("^{1, 2, 3, .*, 50, %.%.%.}$", lines[1])
+  end)
+
   it("prints nothing for statements", function()
     local _, lines = shell("local x = 1\ny = 2\nprint('printed')\n")
     assert.same({"printed"}, lines)

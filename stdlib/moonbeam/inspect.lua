@@ -33,18 +33,19 @@ function render(v, depth, seen)
     end
   else
     local n, keys = #v, {}
-    for i = 1, n do
-      if i > MAX_ITEMS then break end
+    for i = 1, math.min(n, MAX_ITEMS) do
       parts[#parts + 1] = render(v[i], depth - 1, seen)
     end
     for k in pairs(v) do
       if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
     end
     sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in pairs(keys) do
-      if #parts >= MAX_ITEMS then parts[#parts + 1] = "..." break end
+    for _, k in ipairs(keys) do
+      if #parts >= MAX_ITEMS then break end
       parts[#parts + 1] = key_text(k, depth - 1, seen) .. " = " .. render(v[k], depth - 1, seen)
     end
+    -- What did not fit is shown as "...".
+    if n + #keys > MAX_ITEMS then parts[#parts + 1] = "..." end
   end
   seen[v] = nil
   local open, close = "{", "}"

@@ -41,10 +41,14 @@ local CAPTURE = "__shell_capture"
 -- Lua allows 200 locals in a function: the oldest bindings go first.
 local MAX_BINDINGS = 150
 
-local function write(...)
-  io.stdout:write(...)
+-- Where the shell's output goes: stdout, or for a remote session (serve)
+-- the user's shell on the other node.
+local output = function(text)
+  io.stdout:write(text)
   io.stdout:flush()
 end
+
+local function write(...) output(concat({...})) end
 
 -- ---------------------------------------------------------------------------
 -- Sessions: bindings, compiling, evaluating
@@ -94,6 +98,19 @@ local function compile(s, text)
     -- with a return cannot be followed, and keeps none.
     local kept = load(head .. text .. "\n;" .. CAPTURE .. "()", "=shell", "t")
     return kept or plain, "stmt"
+  end
+  -- Statements ending with an expression (`local m = f(); m`): run the
+  -- statements, keep their locals, and give the expression's values.
+  for cut = #text, 1, -1 do
+    local c = text:sub(cut, cut)
+    if c == ";" or c == "\n" then
+      local tail = text:sub(cut + 1)
+      if tail:match("%S") then
+        local f = load(head .. text:sub(1, cut) .. "\n;" .. CAPTURE .. "() return " .. tail .. "\n",
+          "=shell", "t")
+        if f then return f, "expr" end
+      end
+    end
   end
   if incomplete(err1) or incomplete(err2) then return nil, "incomplete" end
   return nil, err2
@@ -300,23 +317,33 @@ end
 -- Remote shells (--remsh): the lines are read here and evaluated by a
 -- session process on the other node.
 
-local REMOTE_EVAL = mb.atom["$shell_eval"]
+local REMOTE_EVAL, REMOTE_OUTPUT = mb.atom["$shell_eval"], mb.atom["$shell_output"]
 
 --- A remote session's process (on the node the shell connects to): it
--- evaluates what `owner` sends, and ends with it. Not for users.
+-- evaluates what `owner` sends, and ends with it. What it prints (print,
+-- and the helpers) goes to the owner's terminal. Other messages stay in
+-- its mailbox, for flush() and receive. Not for users.
 function M.serve(owner)
   for name, f in pairs(helpers) do _G[name] = f end
+  local tag = mb.make_ref()
+  output = function(text) mb.send(owner, mb.tuple(REMOTE_OUTPUT, tag, text)) end
+  _G.print = function(...)
+    local n, parts = select("#", ...), {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    output(concat(parts, "\t") .. "\n")
+  end
   local s = M.session()
-  mb.monitor(owner)
+  local ref = mb.monitor(owner)
+  local DOWN = mb.atom.DOWN
   while true do
-    local m = mb.receive()
-    if typeof(m) == "tuple" and m[1] == REMOTE_EVAL then
-      local status, result = M.eval(s, m[4])
-      if status == "ok" then result = M.format_values(result) or "" end
-      mb.send(m[2], mb.tuple(m[3], status, result))
-    elseif typeof(m) == "tuple" and m[1] == mb.atom.DOWN then
-      return
-    end
+    local m = mb.receive(function(m)
+      return typeof(m) == "tuple" and (m[1] == REMOTE_EVAL or (m[1] == DOWN and m[2] == ref))
+    end)
+    if m[1] == DOWN then return end
+    mb.send(m[2], mb.tuple(m[3], "output", tag))
+    local status, result = M.eval(s, m[4])
+    if status == "ok" then result = M.format_values(result) or "" end
+    mb.send(m[2], mb.tuple(m[3], status, result))
   end
 end
 
@@ -325,7 +352,7 @@ function M.start_server(owner)
   return mb.spawn("moonbeam.shell", "serve", owner)
 end
 
-local remote -- the session pid on the other node, when remote
+local remote, remote_ref -- the session on the other node, and its monitor
 
 local function eval_text(s, text)
   if remote == nil then
@@ -335,10 +362,27 @@ local function eval_text(s, text)
   end
   local ref = mb.make_ref()
   mb.send(remote, mb.tuple(REMOTE_EVAL, mb.self(), ref, text))
-  local r = mb.receive(function(m) return typeof(m) == "tuple" and m[1] == ref end, 60000)
-  if r == nil then return "error", "no answer from the remote node" end
-  if r[3] == "" then r[3] = nil end
-  return r[2], r[3]
+  -- The session first says which tag its output carries, then writes
+  -- while it evaluates, then answers.
+  local first = mb.receive(function(m) return typeof(m) == "tuple" and m[1] == ref end, 60000)
+  if first == nil then return "error", "no answer from the remote node" end
+  local tag = first[3]
+  local DOWN = mb.atom.DOWN
+  while true do
+    local r = mb.receive(function(m)
+      return typeof(m) == "tuple" and (m[1] == ref or (m[1] == REMOTE_OUTPUT and m[2] == tag)
+        or (m[1] == DOWN and m[2] == remote_ref))
+    end)
+    if r[1] == DOWN then
+      quitting = true
+      return "error", "the remote session ended: " .. inspect(r[5])
+    end
+    if r[1] == ref then
+      if r[3] == "" then r[3] = nil end
+      return r[2], r[3]
+    end
+    output(r[3])
+  end
 end
 
 -- Read an input, asking for more lines while it is incomplete, and
@@ -381,6 +425,7 @@ function M.run(opts)
   if opts.remote then
     remote = require("moonbeam.rpc").call(opts.remote, "moonbeam.shell", "start_server",
       {mb.self()}, 10000)
+    remote_ref = mb.monitor(remote)
   end
   if opts.banner then
     write(format("moonbeam %s shell, process %s%s. help() for help, q() or Ctrl-D to quit.\n",
