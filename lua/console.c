@@ -6,12 +6,15 @@
  *
  * When stdin and stdout are terminals and libedit is there, lines are
  * edited, with a history kept in $MOONBEAM_HISTORY (default
- * ~/.moonbeam_history; empty for none).  Otherwise the prompt is written
+ * ~/.moonbeam_history; empty for none), and Tab completes a word from
+ * those the reader gave with its request (the shell gives its globals,
+ * locals and their fields: "mb.spawn").  Otherwise the prompt is written
  * and a plain line read, so that a pipe can drive the shell.
  *
  * The module moonbeam.console, preloaded in every process by the launcher:
  *
- *   console.read(prompt)           ask for a line; it comes as a message
+ *   console.read(prompt [, words]) ask for a line; it comes as a message;
+ *                                  words (a list) are what Tab completes
  *   console.line_editing()         whether lines are edited
  *   console.pid(node, id, serial)  a pid from its three numbers */
 #include <stdbool.h>
@@ -47,6 +50,7 @@ static uv_cond_t wanted;
 static bool started, pending, reading;
 static char *prompt;
 static mb_pid_t reader;
+static char **words; /* NULL-terminated, sorted by the reader; or NULL */
 static uv_thread_t thread;
 static uv_once_t once = UV_ONCE_INIT;
 
@@ -82,6 +86,32 @@ void console_restore(void) {
 }
 
 /* ---- the thread ---- */
+
+static void free_words(char **w) {
+  for (size_t i = 0; w != NULL && w[i] != NULL; i++)
+    free(w[i]);
+  free(w);
+}
+
+#ifdef MB_HAVE_LIBEDIT
+/* libedit's generator: the state-th word starting with text, malloc'd. */
+static char *complete_word(const char *text, int state) {
+  static size_t next, len;
+  if (state == 0) {
+    next = 0;
+    len = strlen(text);
+  }
+  char *match = NULL;
+  uv_mutex_lock(&lock);
+  while (match == NULL && words != NULL && words[next] != NULL) {
+    const char *w = words[next++];
+    if (strncmp(w, text, len) == 0)
+      match = strdup(w);
+  }
+  uv_mutex_unlock(&lock);
+  return match;
+}
+#endif
 
 /* A line without its newline, malloc'd; NULL at the end of input. */
 static char *read_line(const char *text) {
@@ -153,6 +183,9 @@ static void console_thread(void *arg) {
      * not take them over while it reads. */
     rl_catch_signals = 0;
     rl_readline_name = "moonbeam";
+    /* Words are Lua names with their dots and colons: "mb.spawn". */
+    rl_completion_entry_function = complete_word;
+    rl_completer_word_break_characters = " \t\n\"'><=;|&{(,+-*/%^~#[]";
     using_history();
     stifle_history(HISTORY_LINES);
     if (*history)
@@ -187,15 +220,36 @@ static void console_thread(void *arg) {
 /* read(prompt): the line comes to the caller as a message.  A request made
  * while a line is being read (its reader died and another asks) takes that
  * line: it goes to the newest reader, under the prompt already shown. */
+/* The strings of the list at idx, as a NULL-terminated array; NULL when
+ * there is no list (or no memory: Tab then completes nothing). */
+static char **copy_words(lua_State *L, int idx) {
+  if (!lua_istable(L, idx))
+    return NULL;
+  size_t n = (size_t)lua_rawlen(L, idx), k = 0;
+  char **w = calloc(n + 1, sizeof *w);
+  for (size_t i = 1; w != NULL && i <= n; i++) {
+    if (lua_rawgeti(L, idx, (lua_Integer)i) == LUA_TSTRING &&
+        (w[k] = strdup(lua_tostring(L, -1))) != NULL)
+      k++;
+    lua_pop(L, 1);
+  }
+  return w;
+}
+
 static int l_read(lua_State *L) {
   const char *text = luaL_optstring(L, 1, "");
   mb_proc_t *self = mb__proc_self(L, "read");
+  char **new_words = copy_words(L, 2);
   char *copy = strdup(text);
-  if (copy == NULL)
+  if (copy == NULL) {
+    free_words(new_words);
     return luaL_error(L, "read: out of memory");
+  }
   uv_once(&once, init);
   uv_mutex_lock(&lock);
   reader = self->pid;
+  char **old_words = words;
+  words = new_words;
   if (!reading) {
     free(prompt);
     prompt = copy;
@@ -209,6 +263,7 @@ static int l_read(lua_State *L) {
   }
   uv_cond_signal(&wanted);
   uv_mutex_unlock(&lock);
+  free_words(old_words);
   free(copy);
   if (err != 0)
     return luaL_error(L, "read: cannot start the console thread: %s",

@@ -268,10 +268,51 @@ describe("moonbeam shell on a terminal", function()
     -- (libedit writes a space as \040)
     assert.truthy(H.read(history):find("line_editing()", 1, true))
   end)
+
+  it("completes globals, locals and their fields with Tab", function()
+    if not has_tmux then
+      pending("tmux is not installed")
+      return
+    end
+    dir = H.tmpdir()
+    local cmd = string.format("MOONBEAM_HISTORY= %s shell; echo exited=$?; sleep 60",
+      H.quote(H.launcher))
+    assert(tmux("new-session -d -s mbspec -x 100 -y 20 " .. H.quote(cmd)))
+    assert(wait_screen("mb%(1%)>"), screen())
+    tmux("send-keys -t mbspec " .. H.quote("require('moonbeam.console').line_editing()") .. " Enter")
+    assert(wait_screen("mb%(2%)>"), screen())
+    if screen():find("\nfalse", 1, true) then
+      pending("the launcher was built without libedit")
+      return
+    end
+    tmux("send-keys -t mbspec 'local answer_here = 42' Enter")
+    assert(wait_screen("mb%(3%)>"), screen())
+    -- a local, a module's field, a standard library's field
+    tmux("send-keys -t mbspec 'answer_h' Tab ' + 1' Enter")
+    assert(wait_screen("\n43\n"), screen())
+    tmux("send-keys -t mbspec 'mb.typ' Tab '(1), string.up' Tab '(\"x\")' Enter")
+    assert(wait_screen('"number", "X"'), screen())
+    tmux("send-keys -t mbspec C-d")
+    assert(wait_screen("exited=0"), screen())
+  end)
 end)
 
 describe("moonbeam.shell sessions", function()
   local function in_process(fn) return mb.run(fn) end
+
+  it("give the words Tab completes: locals, globals, standard libraries and their fields", function()
+    local words = in_process(function()
+      local shell = require "moonbeam.shell"
+      local s = shell.session()
+      shell.eval(s, "local here = {field = 1}")
+      shell.eval(s, "there = 2")
+      local set = {}
+      for _, w in ipairs(shell.completions(s)) do set[w] = true end
+      return {set.here, set["here.field"], set.there, set.mb, set["mb.spawn"],
+              set["string.upper"], set["os.getenv"]}
+    end)
+    assert.same({true, true, true, true, true, true, true}, words)
+  end)
 
   it("evaluate inputs, say when one is incomplete, and keep locals", function()
     local results = in_process(function()

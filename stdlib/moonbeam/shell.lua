@@ -166,6 +166,45 @@ function M.format_values(values)
   return concat(out, ", ")
 end
 
+-- What Tab completes: the names the next input can use (the session's
+-- locals, the globals, the standard libraries) and, for those that are
+-- tables, their fields as "name.field".
+local STDLIBS = {"string", "table", "math", "os", "io", "utf8", "coroutine", "debug"}
+
+local function is_name(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil end
+
+--- The words Tab completes in a session, sorted.
+-- @param s the session
+-- @return a list of strings: "mb", "mb.spawn", "flush"...
+function M.completions(s)
+  local values, seen, out = {}, {}, {}
+  local function add(name, v)
+    if seen[name] or not is_name(name) then return end
+    seen[name] = true
+    values[#values + 1] = {name, v}
+  end
+  for i, name in ipairs(s.names) do add(name, s.values[i]) end
+  for _, name in ipairs(STDLIBS) do add(name, _G[name]) end
+  for k, v in pairs(_G) do add(k, v) end
+  for _, nv in ipairs(values) do
+    local name, v = nv[1], nv[2]
+    out[#out + 1] = name
+    if type(v) == "table" then
+      for k in pairs(v) do
+        if is_name(k) then out[#out + 1] = name .. "." .. k end
+      end
+      -- moonbeam's functions are made on first use: names() lists them.
+      if v == mb then
+        for _, k in ipairs(mb.names()) do
+          if rawget(mb, k) == nil then out[#out + 1] = name .. "." .. k end
+        end
+      end
+    end
+  end
+  sort(out)
+  return out
+end
+
 -- ---------------------------------------------------------------------------
 -- Helpers
 
@@ -303,9 +342,9 @@ M.helpers = helpers
 -- The loop
 
 -- One line, or nil at the end of input.
-local function read_line(prompt)
+local function read_line(prompt, s)
   if console then
-    console.read(prompt)
+    console.read(prompt, console.line_editing() and M.completions(s) or nil)
     local m = mb.receive(is_console)
     return m[2] or nil
   end
@@ -391,7 +430,7 @@ local function step(s)
   local buffer
   local prompt = format("mb(%d)> ", s.count)
   while true do
-    local line = read_line(prompt)
+    local line = read_line(prompt, s)
     if line == nil then return false end
     if buffer and line:match("^%s*#break%s*$") then return true end
     buffer = buffer and buffer .. "\n" .. line or line
