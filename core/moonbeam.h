@@ -161,5 +161,10 @@ typedef enum {
 void mb_log(mb_log_level_t level, const char *fmt, ...);
 void mb_log_set_level(mb_log_level_t level);
 mb_log_level_t mb_log_get_level(void);
+/* A function called around each line the logger writes, with 0 before and
+ * 1 after it, holding the logger's lock: a console that shows a prompt
+ * moves it out of the way and back.  NULL for none. */
+typedef void (*mb_log_around_cb)(int after);
+void mb_log_set_around(mb_log_around_cb cb);
 
 #endif

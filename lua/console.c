@@ -8,7 +8,9 @@
  * edited, with a history kept in $MOONBEAM_HISTORY (default
  * ~/.moonbeam_history; empty for none), and Tab completes a word from
  * those the reader gave with its request (the shell gives its globals,
- * locals and their fields: "mb.spawn").  Otherwise the prompt is written
+ * locals and their fields: "mb.spawn").  A log line written while a
+ * prompt waits goes above it: the prompt line is cleared first and drawn
+ * again after.  Otherwise the prompt is written
  * and a plain line read, so that a pipe can drive the shell.
  *
  * The module moonbeam.console, preloaded in every process by the launcher:
@@ -49,6 +51,7 @@ static uv_mutex_t lock;
 static uv_cond_t wanted;
 static bool started, pending, reading;
 static char *prompt;
+static char *shown; /* the prompt of the line being read, while it is */
 static mb_pid_t reader;
 static char **words; /* NULL-terminated, sorted by the reader; or NULL */
 static uv_thread_t thread;
@@ -91,6 +94,38 @@ static void free_words(char **w) {
   for (size_t i = 0; w != NULL && w[i] != NULL; i++)
     free(w[i]);
   free(w);
+}
+
+/* The logger's hook (see mb_log_set_around): while a line is read, take the
+ * prompt (and what is typed) off the screen before a log line, and draw
+ * them again after it. */
+static void around_log(int after) {
+  uv_mutex_lock(&lock);
+  bool waiting = reading && shown != NULL;
+  uv_mutex_unlock(&lock);
+  if (!waiting)
+    return;
+#ifdef MB_HAVE_LIBEDIT
+  if (editing) {
+    if (!after) {
+      fputs("\r\033[K", stdout);
+      fflush(stdout);
+    } else {
+      rl_forced_update_display();
+    }
+    return;
+  }
+#endif
+  if (!after) {
+    fputc('\n', stdout); /* end the prompt's line */
+    fflush(stdout);
+  } else {
+    uv_mutex_lock(&lock);
+    if (reading && shown != NULL)
+      fputs(shown, stdout);
+    uv_mutex_unlock(&lock);
+    fflush(stdout);
+  }
 }
 
 #ifdef MB_HAVE_LIBEDIT
@@ -200,16 +235,18 @@ static void console_thread(void *arg) {
     reading = true;
     char *text = prompt;
     prompt = NULL;
+    shown = text;
     uv_mutex_unlock(&lock);
 
     char *line = at_eof ? NULL : read_line(text ? text : "");
     at_eof = line == NULL;
-    free(text);
 
     uv_mutex_lock(&lock);
     mb_pid_t to = reader;
     reading = false;
+    shown = NULL;
     uv_mutex_unlock(&lock);
+    free(text);
     deliver(L, to, line);
     free(line);
   }
@@ -260,6 +297,8 @@ static int l_read(lua_State *L) {
   if (!started) {
     err = uv_thread_create(&thread, console_thread, NULL);
     started = err == 0;
+    if (started)
+      mb_log_set_around(around_log);
   }
   uv_cond_signal(&wanted);
   uv_mutex_unlock(&lock);

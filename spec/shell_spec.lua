@@ -295,6 +295,26 @@ describe("moonbeam shell on a terminal", function()
     tmux("send-keys -t mbspec C-d")
     assert(wait_screen("exited=0"), screen())
   end)
+
+  it("writes a log line above the prompt that waits, not inside it", function()
+    if not has_tmux then
+      pending("tmux is not installed")
+      return
+    end
+    dir = H.tmpdir()
+    local cmd = string.format("MOONBEAM_HISTORY= %s shell; echo exited=$?; sleep 60",
+      H.quote(H.launcher))
+    assert(tmux("new-session -d -s mbspec -x 120 -y 30 " .. H.quote(cmd)))
+    assert(wait_screen("mb%(1%)>"), screen())
+    tmux("send-keys -t mbspec " .. H.quote(
+      "mb.spawn(function() require('moonbeam').sleep(300) require('moonbeam').log('error', 'from later') end)")
+      .. " Enter")
+    assert(wait_screen("from later"), screen())
+    assert(wait_screen("from later\nmb%(2%)> *\n"), screen())
+    assert.falsy(screen():find("mb%(2%)> *%d%d:%d%d"), screen())
+    tmux("send-keys -t mbspec C-d")
+    assert(wait_screen("exited=0"), screen())
+  end)
 end)
 
 describe("moonbeam.shell sessions", function()
