@@ -88,6 +88,14 @@ void console_restore(void) {
     tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
 }
 
+int console_evaluating(void) {
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  int busy = started && !pending && !reading;
+  uv_mutex_unlock(&lock);
+  return busy;
+}
+
 /* ---- the thread ---- */
 
 static void free_words(char **w) {

@@ -68,4 +68,8 @@ int luaopen_moonbeam_console(lua_State *L);
  * exits that may interrupt a read. */
 void console_restore(void);
 
+/* Whether the shell is evaluating an input: it has read a line and not yet
+ * asked for the next. */
+int console_evaluating(void);
+
 #endif

@@ -12,8 +12,11 @@
  * status.  Other processes do not keep the node alive.
  *
  * Signals: the main thread runs a libuv loop of its own (the node's loop
- * belongs to the core) watching SIGINT and SIGTERM.  The first stops the
- * node cleanly: a process runs moonbeam.launcher.stop_node, which stops the
+ * belongs to the core) watching SIGINT and SIGTERM.  Under `moonbeam
+ * shell`, SIGINT (Ctrl-C) while the shell evaluates an input interrupts
+ * it: moonbeam.launcher.interrupt_shell has the shell's process killed and
+ * a new one started, and the node runs on.  Otherwise the first signal
+ * stops the node cleanly: a process runs moonbeam.launcher.stop_node, which stops the
  * running applications, last started first, each shutting its supervision
  * tree down; then the launcher exits 0.  A second signal exits at once,
  * with 128 + its number as a shell reports a killed program. */
@@ -174,6 +177,17 @@ static void stopper_ended(uv_async_t *a) {
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
   const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  if (signum == SIGINT && !stopping && cli.command == CLI_SHELL &&
+      console_evaluating()) {
+    if (isatty(STDOUT_FILENO)) {
+      fputc('\n', stdout); /* off the line of ^C */
+      fflush(stdout);
+    }
+    int err = spawn_launcher("interrupt_shell", NULL, NULL);
+    if (err != 0)
+      cli_say("cannot interrupt the shell: %s", mb_strerror(err));
+    return;
+  }
   if (stopping) {
     mb_log(MB_LOG_WARNING, "%s received again: exiting at once", name);
     finish(128 + signum);

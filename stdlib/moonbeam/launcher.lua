@@ -201,9 +201,20 @@ local function reason_text(reason)
   return inspect(reason, 3)
 end
 
+local KEEPER, INTERRUPT = "$shell_keeper", atom["$shell_interrupt"]
+
+--- Ctrl-C while the shell evaluates (the launcher calls it): ask the
+-- process that keeps the shell to kill it and start a new one.
+function M.interrupt_shell()
+  local keeper = mb.whereis(KEEPER)
+  if keeper then mb.send(keeper, mb.tuple(INTERRUPT)) end
+  return 0
+end
+
 --- moonbeam shell: start the application of `file` if there is one, then
 -- run the shell (moonbeam.shell.run) in a process of its own, registered
--- as "shell", and start a new one when it dies (its bindings are lost). When the shell ends
+-- as "shell", and start a new one when it dies (its bindings are lost),
+-- or when Ctrl-C interrupts what it evaluates (interrupt_shell). When the shell ends
 -- (q() or the end of input), stop the node as stop_node does.
 -- @return 0 when the shell ended, 1 when the node stopped or the
 --   application could not start
@@ -219,32 +230,46 @@ function M.shell(file, start_type, env, remsh)
   end
   local ends = {}
   local banner = true
+  pcall(mb.register, KEEPER, mb.self())
   while true do
     local pid, ref = mb.spawn_monitor("moonbeam.shell", "run",
       {banner = banner, remote = remsh, name = "shell"})
     banner = false
-    local m = mb.receive(function(m)
-      return is_node_stop(m) or (typeof(m) == "tuple" and m[1] == DOWN and m[2] == ref)
+    local function down(x) return typeof(x) == "tuple" and x[1] == DOWN and x[2] == ref end
+    local m = mb.receive(function(x)
+      return is_node_stop(x) or down(x) or (typeof(x) == "tuple" and x[1] == INTERRUPT)
     end)
     if is_node_stop(m) then
       mb.exit(pid, "kill")
       return node_stopped(m)
+    end
+    local interrupted = m[1] == INTERRUPT
+    if interrupted then
+      -- Killed, so that a loop or a receive stops at once, and a remote
+      -- session linked to it goes too.
+      mb.exit(pid, "kill")
+      m = mb.receive(down)
     end
     local reason = m[5]
     if reason == atom.normal then
       M.stop_node()
       return 0
     end
-    local now = mb.monotonic_time()
-    ends[#ends + 1] = now
-    while now - ends[1] > 60e9 do table.remove(ends, 1) end
-    io.stdout:write("** (exit) ", reason_text(reason), "\n",
-      "** the shell process ", tostring(pid), " ended; a new one starts "
-      .. "(bindings are lost)\n")
-    io.stdout:flush()
-    if #ends >= SHELL_RESTARTS then
-      say("the shell ended %d times within a minute; giving up", #ends)
-      return 1
+    if interrupted then
+      io.stdout:write("** (interrupted) a new shell process starts (bindings are lost)\n")
+      io.stdout:flush()
+    else
+      local now = mb.monotonic_time()
+      ends[#ends + 1] = now
+      while now - ends[1] > 60e9 do table.remove(ends, 1) end
+      io.stdout:write("** (exit) ", reason_text(reason), "\n",
+        "** the shell process ", tostring(pid), " ended; a new one starts "
+        .. "(bindings are lost)\n")
+      io.stdout:flush()
+      if #ends >= SHELL_RESTARTS then
+        say("the shell ended %d times within a minute; giving up", #ends)
+        return 1
+      end
     end
   end
 end

@@ -372,6 +372,8 @@ function M.serve(owner)
     output(concat(parts, "\t") .. "\n")
   end
   local s = M.session()
+  -- Linked: when Ctrl-C has the owner killed, what runs here stops too.
+  mb.link(owner)
   local ref = mb.monitor(owner)
   local DOWN = mb.atom.DOWN
   while true do
