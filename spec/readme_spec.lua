@@ -68,8 +68,11 @@ describe("README.md", function()
     end
 
     lazy_teardown(function()
+      -- The end of input ends a shell and its node. A node started later
+      -- holds the input of those before it open too, so all are closed
+      -- before any is waited for.
+      for _, job in ipairs(nodes) do job:close_input() end
       for _, job in ipairs(nodes) do
-        job:close_input() -- the end of input ends a shell and its node
         job:wait(10)
         job:cleanup()
       end
