@@ -214,7 +214,9 @@ uint64_t mb__ref_next(void);
  * written is canonical, as OTP 25 writes it with {minor_version, 2}; what
  * is read is checked against its length and depth, never trusted. */
 #define MB_ETF_VERSION 131
-#define MB_ETF_MAX_DEPTH 512 /* containers nested in one term */
+/* Containers nested in one term; messages between local processes have
+ * the same limit (msg.c), so that what one node sends another can too. */
+#define MB_ETF_MAX_DEPTH 512
 enum {
   MB_ETF_NEW_FLOAT = 70,
   MB_ETF_BIT_BINARY = 77,

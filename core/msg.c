@@ -39,7 +39,11 @@ enum {
   T_TERM  /* an opaque Erlang term: kind, length, bytes */
 };
 
-#define MAX_DEPTH 200
+/* The wire's limit (see MB_ETF_MAX_DEPTH): a value one process can send
+ * another, it can send to another node. */
+#define MAX_DEPTH MB_ETF_MAX_DEPTH
+#define STR(x) #x
+#define XSTR(x) STR(x)
 #define SMALL_SEEN 8
 
 typedef struct {
@@ -322,7 +326,7 @@ static int enc_object(enc_t *e, int idx, int type) {
     return put1(e, T_BACKREF) || put_varint(e, e->nobj - ix);
   }
   if (e->depth >= MAX_DEPTH)
-    return fail(e, "a value nested more than 200 levels deep");
+    return fail(e, "a value nested more than " XSTR(MAX_DEPTH) " levels deep");
   if (!lua_checkstack(e->L, 8))
     return fail(e, "a value nested too deeply");
   e->depth++;

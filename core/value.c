@@ -542,12 +542,26 @@ void mb__path_reset(mb__path_t *p) {
   p->buf[p->pos] = '\0';
 }
 
+/* When the path no longer fits, the part nearest the root is kept, since
+ * it says where to look: the innermost part gives way, marked "...". */
 void mb__path_prepend(mb__path_t *p, const char *seg) {
-  size_t n = strlen(seg);
-  if (n > p->pos)
+  size_t n = strlen(seg), cap = sizeof p->buf - 1;
+  if (n <= p->pos) {
+    p->pos -= n;
+    memcpy(p->buf + p->pos, seg, n);
     return;
-  p->pos -= n;
-  memcpy(p->buf + p->pos, seg, n);
+  }
+  if (n + 3 > cap)
+    return;
+  const char *old = p->buf + p->pos;
+  size_t len = strlen(old);
+  if (len >= 3 && strcmp(old + len - 3, "...") == 0)
+    len -= 3;
+  size_t keep = len < cap - n - 3 ? len : cap - n - 3;
+  memmove(p->buf + n, old, keep);
+  memcpy(p->buf, seg, n);
+  memcpy(p->buf + n + keep, "...", 4);
+  p->pos = 0;
 }
 
 static bool is_identifier(const char *s, size_t len) {

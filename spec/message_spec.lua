@@ -37,6 +37,23 @@ describe("send", function()
     assert.same(t, echo(t))
   end)
 
+  it("copies a value nested 512 levels deep, the limit of the wire too, and names the path past it", function()
+    assert.same({512, true}, {mb.run(function()
+      local mb = require "moonbeam"
+      local function chain(n)
+        local t = {}
+        for _ = 2, n do t = {t} end
+        return t
+      end
+      local me = mb.self()
+      mb.send(me, chain(512))
+      local got, depth = mb.receive(1000), 0
+      while got do depth, got = depth + 1, got[1] end
+      local ok, err = pcall(mb.send, me, {x = chain(512)})
+      return depth, not ok and err:find("nested more than 512 levels deep at msg.x[1][1]", 1, true) ~= nil
+    end)})
+  end)
+
   it("copies tables with holes", function()
     local t = {1, nil, 3, [10] = 10}
     assert.same(t, echo(t))

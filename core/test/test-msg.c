@@ -43,7 +43,7 @@ int main(void) {
   ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {} for i = 1, 1000 do "
                                      "t = {t} end return t"));
   ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
-  ASSERT(strstr(err, "nested more than 200 levels") != NULL);
+  ASSERT(strstr(err, "nested more than 512 levels deep at value[1][1]") != NULL);
 
   lua_close(a);
   lua_close(b);
