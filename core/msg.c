@@ -46,10 +46,27 @@ enum {
 #define XSTR(x) STR(x)
 #define SMALL_SEEN 8
 
+/* What an open container's frame does next. */
+enum { F_ARRAY, F_HASH, F_HASH_VALUE, F_UPVALUES };
+
+typedef struct {
+  int idx;            /* the container's slot on the Lua stack */
+  uint8_t kind;       /* F_...; F_HASH_VALUE: its key is being encoded */
+  bool busy;          /* a child of it is being encoded */
+  lua_Integer i, n;   /* the next array index or upvalue, and their count */
+  size_t count_at;    /* where the count of the hash part goes */
+  uint32_t nhash;     /* the hash part's entries so far */
+  const char *name;   /* the upvalue being encoded, for errors */
+} frame_t;
+
+#define SMALL_FRAMES 16
+
 typedef struct {
   lua_State *L;
   mb_msg_t *m;
-  int depth;
+  frame_t *frames; /* small_frames, or malloc'd when deeper */
+  int nframes, cap;
+  frame_t small_frames[SMALL_FRAMES];
   uint32_t nobj;
   /* Tables and functions seen so far: a few inline, then a hash map. */
   const void *small[SMALL_SEEN];
@@ -152,54 +169,49 @@ static uint32_t seen(enc_t *e, const void *p) {
   return 0;
 }
 
-/* ---- encoder ---- */
+/* ---- encoder ----
+ * Tables and functions are encoded with a stack of frames of our own, one
+ * per container open, not with C recursion: how deep a value may nest is
+ * bounded by MAX_DEPTH, not by the thread's stack.  A container's value
+ * sits in a slot of the Lua stack while its frame is open; a child is
+ * pushed on top, encoded (opening a frame if it is a container), and
+ * popped, so that the parent's slot, and for a hash part its current key,
+ * are just below it. */
 
-static int enc(enc_t *e, int idx);
+static int enc_scalar(enc_t *e, int idx);
 
-static int enc_table(enc_t *e, int idx) {
+/* Open a frame for the container at slot idx (the top). */
+static frame_t *push_frame(enc_t *e, int idx, int kind) {
+  if (e->nframes == e->cap) {
+    int cap = e->cap * 2;
+    frame_t *f = malloc((size_t)cap * sizeof *f);
+    if (f == NULL)
+      return NULL;
+    memcpy(f, e->frames, (size_t)e->nframes * sizeof *f);
+    if (e->frames != e->small_frames)
+      free(e->frames);
+    e->frames = f;
+    e->cap = cap;
+  }
+  frame_t *f = &e->frames[e->nframes++];
+  memset(f, 0, sizeof *f);
+  f->idx = idx;
+  f->kind = (uint8_t)kind;
+  return f;
+}
+
+static int open_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   mb__table_kind_t kind = mb__table_kind(L, idx);
   lua_Integer narr = (lua_Integer)lua_rawlen(L, idx);
   if (put1(e, T_TABLE) || put1(e, (unsigned char)kind) ||
       put_varint(e, (uint64_t)narr))
     return -1;
-  for (lua_Integer i = 1; i <= narr; i++) {
-    lua_rawgeti(L, idx, i);
-    int r = enc(e, lua_gettop(L));
-    lua_pop(L, 1);
-    if (r) {
-      mb__path_index(&e->path, i);
-      return -1;
-    }
-  }
-  size_t count_at = e->m->len;
-  uint32_t nhash = 0;
-  if (put(e, &nhash, sizeof nhash))
-    return -1;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_isinteger(L, -2)) {
-      lua_Integer k = lua_tointeger(L, -2);
-      if (k >= 1 && k <= narr) {
-        lua_pop(L, 1);
-        continue;
-      }
-    }
-    int top = lua_gettop(L);
-    if (enc(e, top - 1)) {
-      lua_pop(L, 2);
-      e->as_key = true;
-      return -1;
-    }
-    if (enc(e, top)) {
-      mb__path_key(&e->path, L, top - 1);
-      lua_pop(L, 2);
-      return -1;
-    }
-    lua_pop(L, 1);
-    nhash++;
-  }
-  memcpy(e->m->data + count_at, &nhash, sizeof nhash);
+  frame_t *f = push_frame(e, idx, F_ARRAY);
+  if (f == NULL)
+    return fail(e, "out of memory");
+  f->i = 1;
+  f->n = narr;
   return 0;
 }
 
@@ -227,46 +239,6 @@ static int module_name(lua_State *L, int idx) {
   return 0;
 }
 
-static int enc_upvalues(enc_t *e, int idx) {
-  lua_State *L = e->L;
-  unsigned char n = 0;
-  while (n < 255 && lua_getupvalue(L, idx, n + 1) != NULL) {
-    lua_pop(L, 1);
-    n++;
-  }
-  if (put1(e, n))
-    return -1;
-  for (int i = 1; i <= n; i++) {
-    const char *name = lua_getupvalue(L, idx, i);
-    int top = lua_gettop(L), r;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    /* A function's environment is never copied: in the new state it is
-     * that state's globals, whether it was the sender's globals or a
-     * sandbox table of the sender's. */
-    if (lua_rawequal(L, -1, top) || (name && strcmp(name, "_ENV") == 0)) {
-      r = put1(e, T_ENV);
-    } else if ((lua_type(L, top) == LUA_TTABLE ||
-                lua_type(L, top) == LUA_TFUNCTION) &&
-               module_name(L, top)) {
-      size_t len;
-      const char *s = lua_tolstring(L, -1, &len);
-      r = put1(e, T_MODULE) || put_varint(e, len) || put(e, s, len);
-    } else {
-      r = enc(e, top);
-      if (r) {
-        char seg[96];
-        snprintf(seg, sizeof seg, "<upvalue %.64s>",
-                 name && *name ? name : "?");
-        mb__path_prepend(&e->path, seg);
-      }
-    }
-    lua_settop(L, top - 1);
-    if (r)
-      return -1;
-  }
-  return 0;
-}
-
 static const char dump_cache_key = 'd';
 
 /* The bytecode of a function, dumped once per closure and kept while the
@@ -275,7 +247,9 @@ static void push_dump_cache(lua_State *L) {
   mb__push_weak_table(L, &dump_cache_key, "k");
 }
 
-static int enc_function(enc_t *e, int idx) {
+/* A function: its bytecode and the count of its upvalues, which its frame
+ * then encodes. */
+static int open_function(enc_t *e, int idx) {
   lua_State *L = e->L;
   if (lua_iscfunction(L, idx))
     return fail(e, "a C function (require its module inside the process "
@@ -312,30 +286,171 @@ static int enc_function(enc_t *e, int idx) {
   }
   len = (uint32_t)(e->m->len - len_at - sizeof len);
   memcpy(e->m->data + len_at, &len, sizeof len);
-  return enc_upvalues(e, idx);
+  unsigned char n = 0;
+  while (n < 255 && lua_getupvalue(L, idx, n + 1) != NULL) {
+    lua_pop(L, 1);
+    n++;
+  }
+  if (put1(e, n))
+    return -1;
+  frame_t *f = push_frame(e, idx, F_UPVALUES);
+  if (f == NULL)
+    return fail(e, "out of memory");
+  f->i = 1;
+  f->n = n;
+  return 0;
 }
 
-static int enc_object(enc_t *e, int idx, int type) {
-  uint32_t ix = seen(e, lua_topointer(e->L, idx));
+/* Encode the value in the top slot: a scalar or a back reference at once
+ * (and pop it), a container by opening its frame (its slot stays). */
+static int start_value(enc_t *e) {
+  lua_State *L = e->L;
+  int idx = lua_gettop(L);
+  int type = lua_type(L, idx);
+  if (type != LUA_TTABLE && type != LUA_TFUNCTION) {
+    int r = enc_scalar(e, idx);
+    lua_pop(L, 1);
+    return r;
+  }
+  uint32_t ix = seen(e, lua_topointer(L, idx));
   if (ix == UINT32_MAX)
     return fail(e, "out of memory");
   if (ix != 0) {
     /* Relative to the objects seen so far, so that an encoded value can be
      * spliced into another message (see mb__tuple_*) and stay valid. */
     e->m->has_refs = 1;
+    lua_pop(L, 1);
     return put1(e, T_BACKREF) || put_varint(e, e->nobj - ix);
   }
-  if (e->depth >= MAX_DEPTH)
+  if (e->nframes >= MAX_DEPTH)
     return fail(e, "a value nested more than " XSTR(MAX_DEPTH) " levels deep");
-  if (!lua_checkstack(e->L, 8))
+  if (!lua_checkstack(L, 8))
     return fail(e, "a value nested too deeply");
-  e->depth++;
-  int r = type == LUA_TTABLE ? enc_table(e, idx) : enc_function(e, idx);
-  e->depth--;
+  return type == LUA_TTABLE ? open_table(e, idx) : open_function(e, idx);
+}
+
+/* A frame's next child: it is on top; the frame is busy with it until it
+ * is done. */
+static int child(enc_t *e, int frame) {
+  e->frames[frame].busy = true;
+  int depth = e->nframes, r = start_value(e);
+  if (r == 0 && e->nframes == depth)
+    e->frames[frame].busy = false;
   return r;
 }
 
-static int enc(enc_t *e, int idx) {
+/* Close the top frame: pop its slot; its parent is done with that child. */
+static void close_frame(enc_t *e) {
+  lua_settop(e->L, e->frames[--e->nframes].idx - 1);
+  if (e->nframes > 0)
+    e->frames[e->nframes - 1].busy = false;
+}
+
+static int step_upvalue(enc_t *e, int top) {
+  lua_State *L = e->L;
+  frame_t *f = &e->frames[top];
+  if (f->i > f->n) {
+    close_frame(e);
+    return 0;
+  }
+  int i = (int)f->i++;
+  const char *name = lua_getupvalue(L, f->idx, i);
+  int slot = lua_gettop(L);
+  f->name = name;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  /* A function's environment is never copied: in the new state it is
+   * that state's globals, whether it was the sender's globals or a
+   * sandbox table of the sender's. */
+  if (lua_rawequal(L, -1, slot) || (name && strcmp(name, "_ENV") == 0)) {
+    lua_settop(L, slot - 1);
+    return put1(e, T_ENV);
+  }
+  lua_pop(L, 1);
+  if ((lua_type(L, slot) == LUA_TTABLE || lua_type(L, slot) == LUA_TFUNCTION) &&
+      module_name(L, slot)) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    int r = put1(e, T_MODULE) || put_varint(e, len) || put(e, s, len);
+    lua_settop(L, slot - 1);
+    return r;
+  }
+  return child(e, top);
+}
+
+/* One step of the top frame: its next child, or its end. */
+static int step(enc_t *e) {
+  lua_State *L = e->L;
+  int top = e->nframes - 1;
+  frame_t *f = &e->frames[top];
+  switch (f->kind) {
+  case F_ARRAY:
+    if (f->i <= f->n) {
+      lua_rawgeti(L, f->idx, f->i++);
+      return child(e, top);
+    }
+    f->count_at = e->m->len;
+    if (put(e, &f->nhash, sizeof f->nhash))
+      return -1;
+    lua_pushnil(L);
+    f->kind = F_HASH;
+    return 0;
+  case F_HASH: /* the slot, then the last key */
+    while (lua_next(L, f->idx)) {
+      if (lua_isinteger(L, -2)) {
+        lua_Integer k = lua_tointeger(L, -2);
+        if (k >= 1 && k <= f->n) {
+          lua_pop(L, 1);
+          continue;
+        }
+      }
+      f->kind = F_HASH_VALUE;
+      lua_pushvalue(L, -2); /* the key stays, for lua_next */
+      return child(e, top);
+    }
+    memcpy(e->m->data + f->count_at, &f->nhash, sizeof f->nhash);
+    close_frame(e);
+    return 0;
+  case F_HASH_VALUE: /* the slot, the key, the value */
+    f->kind = F_HASH;
+    f->nhash++;
+    return child(e, top);
+  default:
+    return step_upvalue(e, top);
+  }
+}
+
+/* Where the failure is, from the innermost busy frame out. */
+static void failure_path(enc_t *e) {
+  for (int i = e->nframes - 1; i >= 0; i--) {
+    frame_t *f = &e->frames[i];
+    if (!f->busy)
+      continue;
+    if (f->kind == F_ARRAY) {
+      mb__path_index(&e->path, f->i - 1);
+    } else if (f->kind == F_HASH_VALUE) {
+      e->as_key = true; /* the key was being encoded */
+    } else if (f->kind == F_HASH) {
+      mb__path_key(&e->path, e->L, f->idx + 1);
+    } else {
+      char seg[96];
+      snprintf(seg, sizeof seg, "<upvalue %.64s>",
+               f->name && *f->name ? f->name : "?");
+      mb__path_prepend(&e->path, seg);
+    }
+  }
+}
+
+static int enc_value(enc_t *e, int idx) {
+  lua_pushvalue(e->L, idx);
+  int r = start_value(e);
+  while (r == 0 && e->nframes > 0)
+    r = step(e);
+  if (r)
+    failure_path(e);
+  return r;
+}
+
+static int enc_scalar(enc_t *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
@@ -357,9 +472,6 @@ static int enc(enc_t *e, int idx) {
     const char *s = lua_tolstring(L, idx, &len);
     return put1(e, T_STR) || put_varint(e, len) || put(e, s, len);
   }
-  case LUA_TTABLE:
-  case LUA_TFUNCTION:
-    return enc_object(e, idx, lua_type(L, idx));
   case LUA_TLIGHTUSERDATA: {
     const mb__atom_t *a = mb__to_atom(L, idx);
     if (a == NULL)
@@ -402,7 +514,9 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   e.m = mb__msg_new(64);
   if (e.m == NULL)
     return MB_ENOMEM;
-  e.depth = 0;
+  e.frames = e.small_frames;
+  e.nframes = 0;
+  e.cap = SMALL_FRAMES;
   e.nobj = 0;
   mb__map_init(&e.seen);
   e.what = NULL;
@@ -410,9 +524,11 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   mb__path_reset(&e.path);
   idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
-  int r = enc(&e, idx);
+  int r = enc_value(&e, idx);
   lua_settop(L, top);
   mb__map_free(&e.seen);
+  if (e.frames != e.small_frames)
+    free(e.frames);
   if (r == 0) {
     *out = e.m;
     return 0;
@@ -430,13 +546,27 @@ int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
   return mb__msg_encode(L, idx, "value", out, err, errlen);
 }
 
-/* ---- decoder ---- */
+/* ---- decoder ----
+ * As the encoder, with frames of its own: a container being filled sits on
+ * the Lua stack (with, in a hash part, its pending key above it) and its
+ * frame says what comes next.  The frames live in a userdata on the Lua
+ * stack, so that an error raised on corrupt input leaks nothing. */
+
+typedef struct {
+  uint8_t kind;     /* F_ARRAY, F_HASH (next: a key), F_HASH_VALUE, F_UPVALUES */
+  uint8_t tkind;    /* a table's kind, for its metatable */
+  lua_Integer i, n; /* the next array index or upvalue, and their count */
+  uint32_t left;    /* entries of the hash part still to come */
+} dframe_t;
 
 typedef struct {
   lua_State *L;
   const unsigned char *p, *end;
   int objs; /* stack index of the objects table, 0 if none */
   lua_Integer nobj;
+  int fslot; /* stack index of the frames' userdata */
+  dframe_t *frames;
+  int nframes, cap;
 } dec_t;
 
 static void get(dec_t *d, void *out, size_t n) {
@@ -466,9 +596,26 @@ static void register_obj(dec_t *d) {
   }
 }
 
-static void dec(dec_t *d);
+static dframe_t *dpush(dec_t *d, int kind) {
+  lua_State *L = d->L;
+  if (d->nframes == d->cap) {
+    if (d->cap >= MAX_DEPTH + 1)
+      luaL_error(L, "corrupt message");
+    int cap = d->cap * 2;
+    dframe_t *f = lua_newuserdatauv(L, (size_t)cap * sizeof *f, 0);
+    memcpy(f, d->frames, (size_t)d->nframes * sizeof *f);
+    lua_replace(L, d->fslot);
+    d->frames = f;
+    d->cap = cap;
+  }
+  dframe_t *f = &d->frames[d->nframes++];
+  memset(f, 0, sizeof *f);
+  f->kind = (uint8_t)kind;
+  f->i = 1;
+  return f;
+}
 
-static void dec_table(dec_t *d) {
+static void open_dtable(dec_t *d) {
   lua_State *L = d->L;
   unsigned char kind;
   get(d, &kind, 1);
@@ -477,21 +624,9 @@ static void dec_table(dec_t *d) {
     luaL_error(L, "corrupt message");
   lua_createtable(L, (int)narr, 0);
   register_obj(d);
-  for (uint64_t i = 1; i <= narr; i++) {
-    dec(d);
-    lua_rawseti(L, -2, (lua_Integer)i);
-  }
-  uint32_t nhash;
-  get(d, &nhash, sizeof nhash);
-  for (uint32_t i = 0; i < nhash; i++) {
-    dec(d);
-    dec(d);
-    lua_rawset(L, -3);
-  }
-  if (kind != MB_KIND_PLAIN && kind <= MB_KIND_MAP) {
-    mb__push_kind_mt(L, (mb__table_kind_t)kind);
-    lua_setmetatable(L, -2);
-  }
+  dframe_t *f = dpush(d, F_ARRAY);
+  f->tkind = kind;
+  f->n = (lua_Integer)narr;
 }
 
 typedef struct {
@@ -507,7 +642,7 @@ static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
   return (const char *)c->p;
 }
 
-static void dec_function(dec_t *d) {
+static void open_dfunction(dec_t *d) {
   lua_State *L = d->L;
   uint32_t len;
   get(d, &len, sizeof len);
@@ -520,14 +655,12 @@ static void dec_function(dec_t *d) {
   register_obj(d);
   unsigned char n;
   get(d, &n, 1);
-  for (int i = 1; i <= n; i++) {
-    dec(d);
-    if (lua_setupvalue(L, -2, i) == NULL)
-      lua_pop(L, 1);
-  }
+  dpush(d, F_UPVALUES)->n = n;
 }
 
-static void dec(dec_t *d) {
+/* Read a value: a scalar is pushed whole (true); a table or function is
+ * pushed empty and its frame opened (false). */
+static bool dstart(dec_t *d) {
   lua_State *L = d->L;
   unsigned char tag;
   luaL_checkstack(L, 4, "message nested too deeply");
@@ -567,8 +700,8 @@ static void dec(dec_t *d) {
     break;
   }
   case T_TABLE:
-    dec_table(d);
-    break;
+    open_dtable(d);
+    return false;
   case T_BACKREF: {
     uint64_t back = get_varint(d);
     if (!d->objs || back >= (uint64_t)d->nobj)
@@ -598,8 +731,8 @@ static void dec(dec_t *d) {
     break;
   }
   case T_FUNC:
-    dec_function(d);
-    break;
+    open_dfunction(d);
+    return false;
   case T_RPID: {
     uint32_t f[4];
     get(d, f, sizeof f);
@@ -645,6 +778,76 @@ static void dec(dec_t *d) {
   default:
     luaL_error(L, "corrupt message");
   }
+  return true;
+}
+
+/* A value is complete on top: it goes into the container of the top frame. */
+static void deliver(dec_t *d) {
+  lua_State *L = d->L;
+  dframe_t *f = &d->frames[d->nframes - 1];
+  switch (f->kind) {
+  case F_ARRAY:
+    lua_rawseti(L, -2, f->i++);
+    break;
+  case F_HASH: /* a key: it waits on the stack for its value */
+    f->kind = F_HASH_VALUE;
+    break;
+  case F_HASH_VALUE:
+    lua_rawset(L, -3);
+    f->left--;
+    f->kind = F_HASH;
+    break;
+  default:
+    if (lua_setupvalue(L, -2, (int)f->i++) == NULL)
+      lua_pop(L, 1);
+  }
+}
+
+/* Whether the top frame has another child to read; at the end of an
+ * array part, read the count of the hash part. */
+static bool more(dec_t *d) {
+  dframe_t *f = &d->frames[d->nframes - 1];
+  switch (f->kind) {
+  case F_ARRAY:
+    if (f->i <= f->n)
+      return true;
+    get(d, &f->left, sizeof f->left);
+    f->kind = F_HASH;
+    return f->left > 0;
+  case F_HASH:
+    return f->left > 0;
+  case F_HASH_VALUE:
+    return true;
+  default:
+    return f->i <= f->n;
+  }
+}
+
+/* The top frame is done: its container, on top, is a complete value. */
+static void dclose(dec_t *d) {
+  dframe_t *f = &d->frames[--d->nframes];
+  if (f->kind != F_UPVALUES && f->tkind != MB_KIND_PLAIN &&
+      f->tkind <= MB_KIND_MAP) {
+    mb__push_kind_mt(d->L, (mb__table_kind_t)f->tkind);
+    lua_setmetatable(d->L, -2);
+  }
+}
+
+static void dec_value(dec_t *d) {
+  bool complete = dstart(d);
+  for (;;) {
+    if (complete) {
+      if (d->nframes == 0)
+        return;
+      deliver(d);
+    }
+    if (more(d)) {
+      complete = dstart(d);
+    } else {
+      dclose(d);
+      complete = true;
+    }
+  }
 }
 
 int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
@@ -654,12 +857,15 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
       luaL_error(L, "a message from another node could not be read: %s", err);
     return 0;
   }
-  dec_t d = {L, m->data, m->data + m->len, 0, 0};
+  dec_t d = {L, m->data, m->data + m->len, 0, 0, 0, NULL, 0, 8};
   if (m->has_refs) {
     lua_newtable(L);
     d.objs = lua_gettop(L);
   }
-  dec(&d);
+  d.frames = lua_newuserdatauv(L, (size_t)d.cap * sizeof *d.frames, 0);
+  d.fslot = lua_gettop(L);
+  dec_value(&d);
+  lua_remove(L, d.fslot);
   if (d.objs)
     lua_remove(L, d.objs);
   return 0;
