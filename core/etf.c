@@ -29,6 +29,9 @@
 
 typedef mb__etf_reader_t rd_t;
 
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
 /* ---- this node ---- */
 
 /* One word, (atom index + 1) << 32 | creation, so that no reader sees a
@@ -467,24 +470,15 @@ static int get_ref_parts(rd_t *r, atext_t *node, uint32_t *creation,
   return 0;
 }
 
-/* ---- skipping (and checking) a term ---- */
-
-static int skip_term(rd_t *r, int depth);
+/* ---- skipping (and checking) a term ----
+ * With a stack of frames of its own, one per open container, so that
+ * nesting costs no C stack: what bounds it is `max` (MB_ETF_MAX_DEPTH). */
 
 static int container(rd_t *r, int depth, uint64_t n, uint64_t min_bytes) {
   if (depth >= MB_ETF_MAX_DEPTH)
-    return bad(r, "terms nested more than 512 levels deep");
+    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
   if (n * min_bytes > left(r))
     return bad(r, "a count beyond the end of the input");
-  return 0;
-}
-
-static int skip_n(rd_t *r, uint64_t n, int depth) {
-  for (uint64_t i = 0; i < n; i++) {
-    int err = skip_term(r, depth);
-    if (err)
-      return err;
-  }
   return 0;
 }
 
@@ -495,58 +489,6 @@ static int skip_pid(rd_t *r) {
   if (h[0] != MB_ETF_NEW_PID && h[0] != MB_ETF_PID)
     return bad(r, "a pid expected");
   return get_node_ids(r, &node, h[0] == MB_ETF_PID ? 9 : 12, &h);
-}
-
-/* NEW_FUN_EXT: Size counts from itself to the end of the free variables;
- * the parts in between must fill it exactly. */
-static int skip_new_fun(rd_t *r, int depth) {
-  const unsigned char *h;
-  TAKE(r, h, 4);
-  uint32_t size = be32(h);
-  if (size < 4 + 1 + 16 + 4 + 4 || size - 4 > left(r))
-    return bad(r, "a fun whose size is wrong");
-  rd_t in = {r->p, r->p + (size - 4), NULL};
-  uint32_t nfree = be32(take(&in, 1 + 16 + 4 + 4) + 21);
-  atext_t module;
-  bigv_t v;
-  int err;
-  if ((err = get_atom(&in, &module)) == 0 &&
-      (err = get_integer(&in, &v)) == 0 && (err = get_integer(&in, &v)) == 0 &&
-      (err = skip_pid(&in)) == 0 &&
-      (err = container(&in, depth, nfree, 1)) == 0)
-    err = skip_n(&in, nfree, depth + 1);
-  if (err == 0 && in.p != in.end)
-    err = bad(&in, "a fun whose size is wrong");
-  r->p = err ? in.p : in.end;
-  return err ? bad(r, in.why) : 0;
-}
-
-/* A list's elements and tail.  A tail that is itself a list continues the
- * same list (Erlang reads [1 | [2]] as [1, 2]), so a chain of them takes
- * no stack; a list of no elements is its tail. */
-static int skip_list(rd_t *r, uint32_t n, int depth) {
-  uint64_t count = 0;
-  for (;;) {
-    int err = container(r, depth, n, 1);
-    if (err || (err = skip_n(r, n, depth + 1)))
-      return err;
-    count += n;
-    const unsigned char *h;
-    TAKE(r, h, 1);
-    if (h[0] == MB_ETF_NIL)
-      return 0;
-    if (h[0] == MB_ETF_STRING) {
-      TAKE(r, h, 2);
-      TAKE(r, h, be16(h));
-      return 0;
-    }
-    if (h[0] != MB_ETF_LIST) {
-      r->p--;
-      return skip_term(r, count ? depth + 1 : depth);
-    }
-    TAKE(r, h, 4);
-    n = be32(h);
-  }
 }
 
 static int skip_port(rd_t *r, unsigned tag) {
@@ -568,38 +510,92 @@ static int skip_export(rd_t *r) {
   return 0;
 }
 
-static int skip_compound(rd_t *r, unsigned tag, int depth) {
-  const unsigned char *h;
-  int err;
-  r->p++;
-  switch (tag) {
-  case MB_ETF_SMALL_TUPLE:
-    TAKE(r, h, 1);
-    err = container(r, depth, h[0], 1);
-    return err ? err : skip_n(r, h[0], depth + 1);
-  case MB_ETF_LARGE_TUPLE:
-    TAKE(r, h, 4);
-    err = container(r, depth, be32(h), 1);
-    return err ? err : skip_n(r, be32(h), depth + 1);
-  case MB_ETF_MAP:
-    TAKE(r, h, 4);
-    err = container(r, depth, be32(h), 2);
-    return err ? err : skip_n(r, 2 * (uint64_t)be32(h), depth + 1);
-  case MB_ETF_LIST:
-    TAKE(r, h, 4);
-    return skip_list(r, be32(h), depth);
-  default:
-    return skip_new_fun(r, depth);
+/* An open container: S_SEQ has `left` terms to come; S_LIST `left`
+ * elements, then a tail (a tail that is itself a list continues the same
+ * list, as Erlang reads [1 | [2]] as [1, 2], so a chain of them takes no
+ * depth); S_FUN `left` free variables, which must end at `end`, where
+ * `outer` is the reader's end to go back to. */
+enum { S_SEQ, S_LIST, S_FUN };
+
+typedef struct {
+  uint8_t kind;
+  bool tail; /* S_LIST: its tail is being skipped */
+  uint64_t left, count;
+  const unsigned char *end, *outer;
+} sframe_t;
+
+typedef struct {
+  sframe_t *f, small[16];
+  int n, cap;
+  int max; /* the depth bound */
+} sstack_t;
+
+static sframe_t *spush(sstack_t *st, rd_t *r, int kind, uint64_t left) {
+  if (st->n == st->cap) {
+    int cap = st->cap * 2;
+    sframe_t *f = malloc((size_t)cap * sizeof *f);
+    if (f == NULL) {
+      bad(r, "out of memory");
+      return NULL;
+    }
+    memcpy(f, st->f, (size_t)st->n * sizeof *f);
+    if (st->f != st->small)
+      free(st->f);
+    st->f = f;
+    st->cap = cap;
   }
+  sframe_t *f = &st->f[st->n++];
+  memset(f, 0, sizeof *f);
+  f->kind = (uint8_t)kind;
+  f->left = left;
+  return f;
 }
 
-static int skip_term(rd_t *r, int depth) {
+static int deep(rd_t *r, const sstack_t *st, int depth) {
+  if (depth >= st->max)
+    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+  return 0;
+}
+
+/* NEW_FUN_EXT: Size counts from itself to the end of the free variables;
+ * the parts in between must fill it exactly.  The free variables are
+ * skipped by the caller's loop, within the fun's bytes. */
+static int open_fun(rd_t *r, sstack_t *st, int depth) {
+  const unsigned char *h;
+  TAKE(r, h, 4);
+  uint32_t size = be32(h);
+  if (size < 4 + 1 + 16 + 4 + 4 || size - 4 > left(r))
+    return bad(r, "a fun whose size is wrong");
+  const unsigned char *outer = r->end;
+  r->end = r->p + (size - 4);
+  uint32_t nfree = be32(take(r, 1 + 16 + 4 + 4) + 21);
+  atext_t module;
+  bigv_t v;
+  int err;
+  if ((err = get_atom(r, &module)) || (err = get_integer(r, &v)) ||
+      (err = get_integer(r, &v)) || (err = skip_pid(r)) ||
+      (err = deep(r, st, depth)))
+    return err;
+  if ((uint64_t)nfree > left(r))
+    return bad(r, "a count beyond the end of the input");
+  sframe_t *f = spush(st, r, S_FUN, nfree);
+  if (f == NULL)
+    return MB_EBADTERM;
+  f->end = r->end;
+  f->outer = outer;
+  return 0;
+}
+
+/* Skip the term at r->p, at `depth`: a scalar whole; a container's header,
+ * opening its frame. */
+static int skip_one(rd_t *r, sstack_t *st, int depth) {
   const unsigned char *h;
   atext_t a;
   bigv_t v;
   double d;
   uint32_t u[MB_REF_MAXWORDS + 2];
   unsigned bits;
+  int err;
   if (left(r) == 0)
     return bad(r, "truncated");
   unsigned tag = r->p[0];
@@ -625,8 +621,8 @@ static int skip_term(rd_t *r, int depth) {
     return get_bits(r, &h, u, &bits);
   case MB_ETF_NIL:
   case MB_ETF_STRING: /* no container, but a table in Lua */
-    if (depth >= MB_ETF_MAX_DEPTH)
-      return bad(r, "terms nested more than 512 levels deep");
+    if ((err = deep(r, st, depth)))
+      return err;
     TAKE(r, h, tag == MB_ETF_NIL ? 1 : 3);
     if (tag == MB_ETF_STRING)
       TAKE(r, h, be16(h + 1));
@@ -650,12 +646,114 @@ static int skip_term(rd_t *r, int depth) {
   case MB_ETF_SMALL_TUPLE:
   case MB_ETF_LARGE_TUPLE:
   case MB_ETF_MAP:
-  case MB_ETF_LIST:
+  case MB_ETF_LIST: {
+    r->p++;
+    uint64_t n, min = 1;
+    if (tag == MB_ETF_SMALL_TUPLE) {
+      TAKE(r, h, 1);
+      n = h[0];
+    } else {
+      TAKE(r, h, 4);
+      n = be32(h);
+    }
+    if (tag == MB_ETF_MAP)
+      min = 2;
+    if ((err = deep(r, st, depth)))
+      return err;
+    if (n * min > left(r))
+      return bad(r, "a count beyond the end of the input");
+    sframe_t *f = spush(st, r, tag == MB_ETF_LIST ? S_LIST : S_SEQ, n * min);
+    if (f != NULL)
+      f->count = n;
+    return f == NULL ? MB_EBADTERM : 0;
+  }
   case MB_ETF_NEW_FUN:
-    return skip_compound(r, tag, depth);
+    r->p++;
+    return open_fun(r, st, depth);
   default:
     return bad(r, "an unknown tag");
   }
+}
+
+/* The top frame has no term left: an S_LIST reads its tail; the others
+ * end.  *next is set when a term is to be skipped next, at the depth
+ * *depth. */
+static int finish_frame(rd_t *r, sstack_t *st, int depth0, bool *next,
+                        int *depth) {
+  sframe_t *f = &st->f[st->n - 1];
+  const unsigned char *h;
+  *next = false;
+  if (f->kind == S_LIST && !f->tail) {
+    TAKE(r, h, 1);
+    if (h[0] == MB_ETF_NIL) {
+      st->n--;
+      return 0;
+    }
+    if (h[0] == MB_ETF_STRING) {
+      TAKE(r, h, 2);
+      TAKE(r, h, be16(h));
+      st->n--;
+      return 0;
+    }
+    if (h[0] == MB_ETF_LIST) {
+      TAKE(r, h, 4);
+      f->left = be32(h);
+      f->count += f->left;
+      if (f->left > left(r))
+        return bad(r, "a count beyond the end of the input");
+      return 0;
+    }
+    r->p--;
+    *next = true;
+    if (f->count == 0) { /* a list of no elements is its tail */
+      st->n--;
+      *depth = depth0 + st->n;
+      return 0;
+    }
+    f->tail = true;
+    *depth = depth0 + st->n;
+    return 0;
+  }
+  if (f->kind == S_FUN) {
+    if (r->p != f->end)
+      return bad(r, "a fun whose size is wrong");
+    r->end = f->outer;
+  }
+  st->n--;
+  return 0;
+}
+
+/* Skip one term, checked, nested at most `max` levels from `depth0`. */
+static int skip_bounded(rd_t *r, int depth0, int max) {
+  sstack_t st;
+  st.f = st.small;
+  st.n = 0;
+  st.cap = 16;
+  st.max = max;
+  const unsigned char *end0 = r->end;
+  int err = skip_one(r, &st, depth0);
+  while (err == 0 && st.n > 0) {
+    sframe_t *f = &st.f[st.n - 1];
+    if (f->left > 0) {
+      f->left--;
+      err = skip_one(r, &st, depth0 + st.n);
+      continue;
+    }
+    bool next;
+    int depth = 0;
+    err = finish_frame(r, &st, depth0, &next, &depth);
+    if (err == 0 && next)
+      err = skip_one(r, &st, depth);
+  }
+  if (err)
+    r->end = end0;
+  if (st.f != st.small)
+    free(st.f);
+  return err;
+}
+
+static int skip_term(rd_t *r, int depth) {
+  return skip_bounded(r, depth, MB_ETF_MAX_DEPTH);
 }
 
 /* ---- the reader API ---- */
@@ -1127,17 +1225,57 @@ static int cmp_term(rd_t *a, rd_t *b) {
   }
 }
 
-/* ---- the encoder ---- */
+/* ---- the encoder ----
+ * Tables are encoded with a stack of frames of our own, one per table
+ * open, not with C recursion, so that nesting costs no C stack.  An open
+ * table sits in a slot of the Lua stack; a child is pushed on top, encoded
+ * (opening a frame if it is a table) and popped, so that for a map the
+ * current key is just above the map's slot.  The tables open are also
+ * keys of a Lua table (the `open` slot), which finds a cycle at once. */
 
 #define SORTED_MAP_MAX 32
+/* Keys of a small map nested deeper than this are left in Lua's order
+ * (Erlang sorts a small map's keys when it reads them): comparing them
+ * recurses. */
+#define SORT_KEY_DEPTH 64
+
+/* What an open table's frame does next. */
+enum {
+  E_ELEMS,    /* elements i..n, then `then` */
+  E_TAIL,     /* an improper list's tail */
+  E_MAP,       /* the next pair */
+  E_MAP_VALUE, /* the value of the pair whose key was just written */
+  E_MAP_SORTED /* the pair of the i-th of n keys sorted beforehand */
+};
+enum { THEN_NOTHING, THEN_NIL, THEN_TAIL };
+
+/* Where each pair of a map was written, to sort small maps by key. */
+typedef struct {
+  size_t key, val, end;
+} pair_t;
+
+typedef struct {
+  int idx;
+  uint8_t kind, then;
+  bool busy; /* a child of it is being encoded */
+  lua_Integer i, n;
+  size_t count_at; /* E_MAP: where the count of pairs goes */
+  size_t npairs;   /* E_MAP: pairs so far */
+  size_t pbase;    /* E_MAP: its first pair in the encoder's `pairs` */
+  size_t key_at, val_at; /* where the current pair's key and value start */
+  bool pending;           /* E_MAP: the current pair's value is being written */
+} eframe_t;
 
 typedef struct {
   lua_State *L;
   mb_msg_t *m;
   const mb__atom_t *lnode;
   uint32_t lcreation;
-  int depth;
-  const void *open[MB_ETF_MAX_DEPTH]; /* tables being encoded, for cycles */
+  int open; /* slot of the set of tables open */
+  eframe_t *frames, small[16];
+  int nframes, cap;
+  pair_t *pairs; /* the pairs of the small maps open, innermost last */
+  size_t npairs, pcap;
   /* Error: what went wrong, and the path to it built from the leaf up. */
   const char *what;
   bool as_key;
@@ -1149,7 +1287,36 @@ static int fail(enc_t *e, const char *what) {
   return -1;
 }
 
-static int enc_value(enc_t *e, int idx);
+static int enc_scalar(enc_t *e, int idx);
+
+static eframe_t *epush(enc_t *e, int idx, int kind) {
+  if (e->nframes == e->cap) {
+    int cap = e->cap * 2;
+    eframe_t *f = malloc((size_t)cap * sizeof *f);
+    if (f == NULL)
+      return NULL;
+    memcpy(f, e->frames, (size_t)e->nframes * sizeof *f);
+    if (e->frames != e->small)
+      free(e->frames);
+    e->frames = f;
+    e->cap = cap;
+  }
+  eframe_t *f = &e->frames[e->nframes++];
+  memset(f, 0, sizeof *f);
+  f->idx = idx;
+  f->kind = (uint8_t)kind;
+  return f;
+}
+
+/* Mark the table at idx open (true) or closed (false). */
+static void set_open(enc_t *e, int idx, bool open) {
+  lua_pushvalue(e->L, idx);
+  if (open)
+    lua_pushboolean(e->L, 1);
+  else
+    lua_pushnil(e->L);
+  lua_rawset(e->L, e->open);
+}
 
 /* A tuple's or list's length: its n field, or the border of a table
  * without one. */
@@ -1169,27 +1336,15 @@ static int seq_len(enc_t *e, int idx, lua_Integer *n) {
   return 0;
 }
 
-static int enc_elems(enc_t *e, int idx, lua_Integer n) {
-  lua_State *L = e->L;
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, i);
-    int r = enc_value(e, lua_gettop(L));
-    lua_pop(L, 1);
-    if (r) {
-      mb__path_index(&e->path, i);
-      return -1;
-    }
-  }
+/* Open a frame for n elements at idx, then `then`. */
+static int elems(enc_t *e, int idx, lua_Integer n, int then) {
+  eframe_t *f = epush(e, idx, E_ELEMS);
+  if (f == NULL)
+    return fail(e, "out of memory");
+  f->i = 1;
+  f->n = n;
+  f->then = (uint8_t)then;
   return 0;
-}
-
-static int enc_tuple(enc_t *e, int idx) {
-  lua_Integer n;
-  if (seq_len(e, idx, &n))
-    return -1;
-  int r = n <= 255 ? put1(&e->m, MB_ETF_SMALL_TUPLE) || put1(&e->m, (unsigned)n)
-                   : put_head(&e->m, MB_ETF_LARGE_TUPLE, (uint32_t)n);
-  return r || enc_elems(e, idx, n);
 }
 
 /* Erlang writes a proper list of up to 65535 integers 0..255 as a
@@ -1215,42 +1370,216 @@ static bool try_string(enc_t *e, int idx, lua_Integer n) {
   return true;
 }
 
-static int enc_proper_list(enc_t *e, int idx, lua_Integer n) {
+/* A proper list: written whole (empty, or a string), or a frame opened. */
+static int proper_list(enc_t *e, int idx, lua_Integer n) {
   if (n == 0)
     return put1(&e->m, MB_ETF_NIL);
   if (try_string(e, idx, n))
     return 0;
-  return put_head(&e->m, MB_ETF_LIST, (uint32_t)n) || enc_elems(e, idx, n) ||
-         put1(&e->m, MB_ETF_NIL);
+  return put_head(&e->m, MB_ETF_LIST, (uint32_t)n) ||
+         elems(e, idx, n, THEN_NIL);
 }
 
-static int enc_list(enc_t *e, int idx) {
+static int open_list(enc_t *e, int idx) {
   lua_State *L = e->L;
   lua_Integer n;
   if (seq_len(e, idx, &n))
     return -1;
   lua_pushliteral(L, "tail");
-  if (lua_rawget(L, idx) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return enc_proper_list(e, idx, n);
-  }
+  int t = lua_rawget(L, idx);
+  lua_pop(L, 1);
+  if (t == LUA_TNIL)
+    return proper_list(e, idx, n);
   if (n == 0)
     return fail(e, "an improper list with no elements");
-  int tail = lua_gettop(L);
-  if (put_head(&e->m, MB_ETF_LIST, (uint32_t)n) || enc_elems(e, idx, n))
-    return -1;
-  if (enc_value(e, tail)) {
-    mb__path_prepend(&e->path, ".tail");
-    return -1;
+  return put_head(&e->m, MB_ETF_LIST, (uint32_t)n) ||
+         elems(e, idx, n, THEN_TAIL);
+}
+
+static int by_term(enc_t *e, const size_t *at, size_t x, size_t y) {
+  rd_t a = {e->m->data + at[x], e->m->data + at[x + 1], NULL};
+  rd_t b = {e->m->data + at[y], e->m->data + at[y + 1], NULL};
+  return cmp_term(&a, &b);
+}
+
+/* A small map whose keys are all scalars: its keys in Erlang's order, as
+ * a list on top of the stack, so that its pairs are written in order (a
+ * value written and then moved would cost its size).  0, or 1 if the map
+ * is not such a map (nothing pushed), or -1. */
+static int sorted_keys(enc_t *e, int idx, lua_Integer *count) {
+  lua_State *L = e->L;
+  lua_Integer n = 0;
+  lua_createtable(L, SORTED_MAP_MAX, 0);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    int t = lua_type(L, -1);
+    if (++n > SORTED_MAP_MAX || t == LUA_TTABLE || t == LUA_TUSERDATA) {
+      lua_pop(L, 2);
+      return 1;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, n);
   }
-  lua_pop(L, 1);
+  /* Write each key where the map goes, compare them there, and take
+   * them back. */
+  size_t start = e->m->len, at[SORTED_MAP_MAX + 1];
+  int order[SORTED_MAP_MAX];
+  for (lua_Integer i = 1; i <= n; i++) {
+    at[i - 1] = e->m->len;
+    lua_rawgeti(L, -1, i);
+    int r = enc_scalar(e, lua_gettop(L));
+    lua_pop(L, 1);
+    if (r) {
+      e->as_key = true;
+      return -1;
+    }
+    order[i - 1] = (int)i - 1;
+  }
+  at[n] = e->m->len;
+  for (lua_Integer i = 1; i < n; i++) { /* insertion sort: n <= 32 */
+    lua_Integer j = i;
+    int c = 1;
+    for (; j > 0 && (c = by_term(e, at, (size_t)order[j - 1], (size_t)order[j])) > 0; j--) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+    if (c == 0) {
+      e->m->len = start;
+      return fail(e, "a map with two keys equal as terms");
+    }
+  }
+  e->m->len = start;
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_rawgeti(L, -2, order[i] + 1);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_remove(L, -2);
+  *count = n;
   return 0;
 }
 
-/* Where each pair of a map was written, to sort small maps by key. */
-typedef struct {
-  size_t key, val, end;
-} pair_t;
+static int open_map(enc_t *e, int idx) {
+  lua_Integer n;
+  int r = sorted_keys(e, idx, &n);
+  if (r < 0)
+    return -1;
+  if (r == 0) {
+    eframe_t *f;
+    if (put_head(&e->m, MB_ETF_MAP, (uint32_t)n) ||
+        (f = epush(e, idx, E_MAP_SORTED)) == NULL)
+      return fail(e, "out of memory");
+    f->i = 1;
+    f->n = n;
+    return 0;
+  }
+  size_t count_at = e->m->len + 1;
+  if (put_head(&e->m, MB_ETF_MAP, 0))
+    return -1;
+  eframe_t *f = epush(e, idx, E_MAP);
+  if (f == NULL)
+    return fail(e, "out of memory");
+  f->count_at = count_at;
+  f->pbase = e->npairs;
+  lua_pushnil(e->L); /* the key lua_next starts from */
+  return 0;
+}
+
+/* A plain table: a list if its keys are exactly 1..#t, [] if empty,
+ * otherwise a map. */
+static int open_plain(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+  bool seq = n > 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (k < 1 || k > n) {
+      seq = false;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  if (count == 0)
+    return put1(&e->m, MB_ETF_NIL);
+  if (seq && count == n)
+    return n > UINT32_MAX ? fail(e, "a list of more than 2^32 elements")
+                          : proper_list(e, idx, n);
+  return open_map(e, idx);
+}
+
+/* The table in the top slot: checked, marked open, and written whole or
+ * with a frame opened.  Written whole, it is closed and popped at once. */
+static int open_table(enc_t *e) {
+  lua_State *L = e->L;
+  int idx = lua_gettop(L);
+  if (e->nframes >= MB_ETF_MAX_DEPTH)
+    return fail(e, "a value nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+  lua_pushvalue(L, idx);
+  bool cycle = lua_rawget(L, e->open) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (cycle)
+    return fail(e, "a cycle");
+  if (!lua_checkstack(L, 8))
+    return fail(e, "a value nested too deeply");
+  int depth = e->nframes, r;
+  switch (mb__table_kind(L, idx)) {
+  case MB_KIND_TUPLE: {
+    lua_Integer n;
+    r = seq_len(e, idx, &n);
+    if (r == 0)
+      r = n <= 255 ? put1(&e->m, MB_ETF_SMALL_TUPLE) || put1(&e->m, (unsigned)n)
+                   : put_head(&e->m, MB_ETF_LARGE_TUPLE, (uint32_t)n);
+    if (r == 0)
+      r = elems(e, idx, n, THEN_NOTHING);
+    break;
+  }
+  case MB_KIND_LIST:
+    r = open_list(e, idx);
+    break;
+  case MB_KIND_MAP:
+    r = open_map(e, idx);
+    break;
+  default:
+    r = open_plain(e, idx);
+  }
+  if (r == 0 && e->nframes == depth)
+    lua_settop(L, idx - 1); /* written whole */
+  else if (r == 0)
+    set_open(e, idx, true);
+  return r;
+}
+
+/* Encode the value in the top slot: at once (and pop it), or by opening
+ * its frame. */
+static int start_value(enc_t *e) {
+  int idx = lua_gettop(e->L);
+  if (lua_type(e->L, idx) == LUA_TTABLE)
+    return open_table(e);
+  int r = enc_scalar(e, idx);
+  lua_pop(e->L, 1);
+  return r;
+}
+
+static int child(enc_t *e, int frame) {
+  e->frames[frame].busy = true;
+  int depth = e->nframes, r = start_value(e);
+  if (r == 0 && e->nframes == depth)
+    e->frames[frame].busy = false;
+  return r;
+}
+
+static void close_frame(enc_t *e) {
+  int idx = e->frames[--e->nframes].idx;
+  set_open(e, idx, false);
+  lua_settop(e->L, idx - 1);
+  if (e->nframes > 0)
+    e->frames[e->nframes - 1].busy = false;
+}
 
 static int pair_cmp(const mb_msg_t *m, const pair_t *x, const pair_t *y) {
   rd_t a = {m->data + x->key, m->data + x->val, NULL};
@@ -1258,9 +1587,22 @@ static int pair_cmp(const mb_msg_t *m, const pair_t *x, const pair_t *y) {
   return cmp_term(&a, &b);
 }
 
+/* Whether each key nests at most SORT_KEY_DEPTH levels: comparing keys
+ * recurses. */
+static bool shallow_keys(enc_t *e, const pair_t *pairs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    rd_t r = {e->m->data + pairs[i].key, e->m->data + pairs[i].val, NULL};
+    if (skip_bounded(&r, 0, SORT_KEY_DEPTH) != 0)
+      return false;
+  }
+  return true;
+}
+
 /* Sort by key, in place.  Two keys equal as terms (two tables with the
  * same content) would make a map Erlang refuses. */
 static int sort_pairs(enc_t *e, pair_t *pairs, size_t n) {
+  if (!shallow_keys(e, pairs, n))
+    return 0;
   for (size_t i = 1; i < n; i++) { /* insertion sort: n <= 32 */
     size_t j = i;
     int c = 1;
@@ -1289,89 +1631,147 @@ static int sort_pairs(enc_t *e, pair_t *pairs, size_t n) {
   return 0;
 }
 
-static int enc_map(enc_t *e, int idx) {
-  lua_State *L = e->L;
-  pair_t pairs[SORTED_MAP_MAX + 1];
-  size_t count_at = e->m->len + 1, n = 0;
-  if (put_head(&e->m, MB_ETF_MAP, 0))
-    return -1;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int top = lua_gettop(L);
-    pair_t p = {e->m->len, 0, 0};
-    if (enc_value(e, top - 1)) {
-      mb__path_reset(&e->path); /* the key's inside is not a path */
-      e->as_key = true;
-      return -1;
-    }
-    p.val = e->m->len;
-    if (enc_value(e, top)) {
-      mb__path_key(&e->path, L, top - 1);
-      return -1;
-    }
-    p.end = e->m->len;
-    if (n <= SORTED_MAP_MAX)
-      pairs[n] = p;
-    n++;
-    lua_pop(L, 1);
+/* Keep where a pair of a small map was written. */
+static int keep_pair(enc_t *e, eframe_t *f, pair_t p) {
+  if (f->npairs > SORTED_MAP_MAX)
+    return 0;
+  if (e->npairs == e->pcap) {
+    size_t cap = e->pcap ? e->pcap * 2 : 64;
+    pair_t *np = realloc(e->pairs, cap * sizeof *np);
+    if (np == NULL)
+      return fail(e, "out of memory");
+    e->pairs = np;
+    e->pcap = cap;
   }
+  e->pairs[e->npairs++] = p;
+  return 0;
+}
+
+/* The end of a map: its count, its keys sorted if it is small. */
+static int end_map(enc_t *e, eframe_t *f) {
+  size_t n = f->npairs, base = f->pbase;
   if (n > UINT32_MAX)
     return fail(e, "a map of more than 2^32 keys");
-  be32_store(e->m->data + count_at, (uint32_t)n);
-  return n >= 2 && n <= SORTED_MAP_MAX ? sort_pairs(e, pairs, n) : 0;
+  be32_store(e->m->data + f->count_at, (uint32_t)n);
+  int r = n >= 2 && n <= SORTED_MAP_MAX ? sort_pairs(e, e->pairs + base, n) : 0;
+  e->npairs = base;
+  return r;
 }
 
-/* A plain table: a list if its keys are exactly 1..#t, [] if empty,
- * otherwise a map. */
-static int enc_plain(enc_t *e, int idx) {
+/* The key of the current pair of an E_MAP_SORTED frame: a scalar. */
+static int put_scalar_key(enc_t *e, eframe_t *f) {
+  lua_rawgeti(e->L, f->idx + 1, f->i - 1);
+  int r = enc_scalar(e, lua_gettop(e->L));
+  lua_pop(e->L, 1);
+  return r;
+}
+
+/* One step of the top frame: its next child, or its end. */
+static int step(enc_t *e) {
   lua_State *L = e->L;
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
-  bool seq = n > 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    count++;
-    lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
-    if (k < 1 || k > n) {
-      seq = false;
-      lua_pop(L, 1);
-      break;
+  int top = e->nframes - 1;
+  eframe_t *f = &e->frames[top];
+  switch (f->kind) {
+  case E_ELEMS:
+    if (f->i <= f->n) {
+      lua_rawgeti(L, f->idx, f->i++);
+      return child(e, top);
+    }
+    if (f->then == THEN_NIL && put1(&e->m, MB_ETF_NIL))
+      return -1;
+    if (f->then == THEN_TAIL) {
+      f->kind = E_TAIL;
+      lua_pushliteral(L, "tail");
+      lua_rawget(L, f->idx);
+      return child(e, top);
+    }
+    close_frame(e);
+    return 0;
+  case E_TAIL:
+    close_frame(e);
+    return 0;
+  case E_MAP: /* the slot, then the last key */
+    if (lua_next(L, f->idx)) {
+      f->kind = E_MAP_VALUE;
+      f->key_at = e->m->len;
+      lua_pushvalue(L, -2); /* the key stays, for lua_next */
+      return child(e, top);
+    }
+    if (end_map(e, f))
+      return -1;
+    close_frame(e);
+    return 0;
+  case E_MAP_SORTED: /* the slot, its keys */
+    if (f->i > f->n) {
+      close_frame(e);
+      return 0;
+    }
+    lua_rawgeti(L, f->idx + 1, f->i++);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, f->idx);
+    lua_remove(L, -2);
+    if (put_scalar_key(e, f))
+      return -1;
+    return child(e, top);
+  default: /* E_MAP_VALUE: the slot, the key, the value */
+    f->kind = E_MAP;
+    f->val_at = e->m->len;
+    f->pending = true;
+    return child(e, top);
+  }
+}
+
+/* Once a map's value is written (at once, or when the frame it opened has
+ * closed), its pair is complete. */
+static int pair_done(enc_t *e) {
+  if (e->nframes == 0)
+    return 0;
+  eframe_t *f = &e->frames[e->nframes - 1];
+  if (f->kind != E_MAP || !f->pending || f->busy)
+    return 0;
+  pair_t p = {f->key_at, f->val_at, e->m->len};
+  f->pending = false;
+  int r = keep_pair(e, f, p);
+  f->npairs++;
+  return r;
+}
+
+/* Where the failure is, from the innermost busy frame out. */
+static void failure_path(enc_t *e) {
+  for (int i = e->nframes - 1; i >= 0; i--) {
+    eframe_t *f = &e->frames[i];
+    if (!f->busy)
+      continue;
+    if (f->kind == E_ELEMS) {
+      mb__path_index(&e->path, f->i - 1);
+    } else if (f->kind == E_TAIL) {
+      mb__path_prepend(&e->path, ".tail");
+    } else if (f->kind == E_MAP_VALUE) {
+      mb__path_reset(&e->path); /* the key's inside is not a path */
+      e->as_key = true;
+    } else if (f->kind == E_MAP_SORTED) {
+      lua_rawgeti(e->L, f->idx + 1, f->i - 1);
+      mb__path_key(&e->path, e->L, lua_gettop(e->L));
+      lua_pop(e->L, 1);
+    } else {
+      mb__path_key(&e->path, e->L, f->idx + 1);
     }
   }
-  if (count == 0)
-    return put1(&e->m, MB_ETF_NIL);
-  if (seq && count == n)
-    return n > UINT32_MAX ? fail(e, "a list of more than 2^32 elements")
-                          : enc_proper_list(e, idx, n);
-  return enc_map(e, idx);
 }
 
-static int enc_table(enc_t *e, int idx) {
+static int enc_value(enc_t *e, int idx) {
   lua_State *L = e->L;
-  const void *p = lua_topointer(L, idx);
-  if (e->depth >= MB_ETF_MAX_DEPTH)
-    return fail(e, "a value nested more than 512 levels deep");
-  for (int i = 0; i < e->depth; i++)
-    if (e->open[i] == p)
-      return fail(e, "a cycle");
-  if (!lua_checkstack(L, 8))
-    return fail(e, "a value nested too deeply");
-  e->open[e->depth++] = p;
-  int r;
-  switch (mb__table_kind(L, idx)) {
-  case MB_KIND_TUPLE:
-    r = enc_tuple(e, idx);
-    break;
-  case MB_KIND_LIST:
-    r = enc_list(e, idx);
-    break;
-  case MB_KIND_MAP:
-    r = enc_map(e, idx);
-    break;
-  default:
-    r = enc_plain(e, idx);
+  lua_newtable(L);
+  e->open = lua_gettop(L);
+  lua_pushvalue(L, idx);
+  int r = start_value(e);
+  while (r == 0 && e->nframes > 0) {
+    r = step(e);
+    if (r == 0)
+      r = pair_done(e);
   }
-  e->depth--;
+  if (r)
+    failure_path(e);
   return r;
 }
 
@@ -1424,7 +1824,7 @@ static int enc_number(enc_t *e, int idx) {
   return put_float(&e->m, d);
 }
 
-static int enc_value(enc_t *e, int idx) {
+static int enc_scalar(enc_t *e, int idx) {
   lua_State *L = e->L;
   const mb__atom_t *a;
   size_t len;
@@ -1442,8 +1842,6 @@ static int enc_value(enc_t *e, int idx) {
       return fail(e, "a string longer than 4 GB");
     return put_head(&e->m, MB_ETF_BINARY, (uint32_t)len) || put(&e->m, s, len);
   }
-  case LUA_TTABLE:
-    return enc_table(e, idx);
   case LUA_TLIGHTUSERDATA:
     if ((a = mb__to_atom(L, idx)) == NULL)
       return fail(e, "a light userdata");
@@ -1464,7 +1862,11 @@ int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
   enc_t enc, *e = &enc;
   e->L = L;
   e->m = *m;
-  e->depth = 0;
+  e->frames = e->small;
+  e->nframes = 0;
+  e->cap = 16;
+  e->pairs = NULL;
+  e->npairs = e->pcap = 0;
   e->what = NULL;
   e->as_key = false;
   mb__path_reset(&e->path);
@@ -1487,6 +1889,9 @@ int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
                e->as_key ? " used as a key" : "", root, mb__path_str(&e->path));
   }
   lua_settop(L, top);
+  if (e->frames != e->small)
+    free(e->frames);
+  free(e->pairs);
   if (rc)
     e->m->len = start;
   *m = e->m;
@@ -1511,14 +1916,18 @@ int mb__etf_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
 
 /* ---- the decoder ---- */
 
+typedef struct dframe_s dframe_t;
+
 typedef struct {
   lua_State *L;
   rd_t r;
   const mb__atom_t *lnode;
   uint32_t lcreation;
+  int fslot; /* the stack slot of the frames' userdata */
+  dframe_t *frames;
+  int nframes, cap;
 } dec_t;
 
-static int dec_term(dec_t *d, int depth, bool nil_ok);
 
 /* How many slots to make room for: the count was checked against the
  * input left, but an int holds less than a size_t. */
@@ -1570,94 +1979,13 @@ static int dec_string(dec_t *d, int depth) {
   rd_t *r = &d->r;
   lua_Integer i = 0;
   if (depth >= MB_ETF_MAX_DEPTH)
-    return bad(r, "terms nested more than 512 levels deep");
+    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
   if (left(r) < 3 || left(r) - 3 < be16(r->p + 1))
     return bad(r, "truncated");
   r->p++;
   lua_createtable(d->L, presize(be16(r->p)), 1);
   dec_string_elems(d, &i);
   set_count(d->L, i, MB_KIND_LIST);
-  return 0;
-}
-
-static int dec_tuple(dec_t *d, uint32_t n, int depth) {
-  lua_State *L = d->L;
-  int err = container(&d->r, depth, n, 1);
-  if (err)
-    return err;
-  lua_createtable(L, presize(n), 1);
-  for (uint32_t i = 1; i <= n; i++) {
-    if ((err = dec_term(d, depth + 1, true)))
-      return err;
-    lua_rawseti(L, -2, i);
-  }
-  set_count(L, n, MB_KIND_TUPLE);
-  return 0;
-}
-
-/* As skip_list: tails that are lists continue the list, a list of no
- * elements is its tail, another tail is kept in field `tail`. */
-static int dec_list(dec_t *d, uint32_t n, int depth, bool nil_ok) {
-  lua_State *L = d->L;
-  rd_t *r = &d->r;
-  const unsigned char *h;
-  lua_Integer i = 0;
-  int err = container(r, depth, n, 1);
-  if (err)
-    return err;
-  lua_createtable(L, presize(n), 2);
-  for (;;) {
-    for (uint32_t k = 0; k < n; k++) {
-      if ((err = dec_term(d, depth + 1, true)))
-        return err;
-      lua_rawseti(L, -2, ++i);
-    }
-    TAKE(r, h, 1);
-    if (h[0] == MB_ETF_NIL)
-      break;
-    if (h[0] == MB_ETF_STRING) {
-      if ((err = dec_string_elems(d, &i)))
-        return err;
-      break;
-    }
-    if (h[0] != MB_ETF_LIST) {
-      r->p--;
-      if (i == 0) {
-        lua_pop(L, 1);
-        return dec_term(d, depth, nil_ok);
-      }
-      if ((err = dec_term(d, depth + 1, false)))
-        return err;
-      lua_setfield(L, -2, "tail");
-      break;
-    }
-    TAKE(r, h, 4);
-    n = be32(h);
-    if ((err = container(r, depth, n, 1)))
-      return err;
-  }
-  set_count(L, i, MB_KIND_LIST);
-  return 0;
-}
-
-static int dec_map(dec_t *d, uint32_t n, int depth) {
-  lua_State *L = d->L;
-  int err = container(&d->r, depth, n, 2);
-  if (err)
-    return err;
-  lua_createtable(L, 0, presize(n));
-  for (uint32_t i = 0; i < n; i++) {
-    if ((err = dec_term(d, depth + 1, false)))
-      return err;
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) != LUA_TNIL)
-      return bad(&d->r, "a map with a key twice (or keys equal in Lua)");
-    lua_pop(L, 1);
-    if ((err = dec_term(d, depth + 1, false)))
-      return err;
-    lua_rawset(L, -3);
-  }
-  set_kind(L, MB_KIND_MAP);
   return 0;
 }
 
@@ -1802,8 +2130,8 @@ static int dec_export(dec_t *d) {
 
 /* A fun with its environment: checked, then kept as it came. */
 static int dec_new_fun(dec_t *d, int depth) {
-  const unsigned char *start = d->r.p++;
-  int err = skip_new_fun(&d->r, depth);
+  const unsigned char *start = d->r.p;
+  int err = skip_term(&d->r, depth);
   if (err == 0)
     mb__push_term(d->L, MB_TERM_FUN, start, (size_t)(d->r.p - start));
   return err;
@@ -1856,52 +2184,225 @@ static int dec_scalar(dec_t *d, unsigned tag, int depth, bool nil_ok) {
   }
 }
 
-static int dec_term(dec_t *d, int depth, bool nil_ok) {
+/* An open container of the decoder: a tuple, a list or a map being filled
+ * on top of the Lua stack (a map's pending key above it).  The frames live
+ * in a userdata on the Lua stack (d->fslot), so that nesting costs no C
+ * stack and an error raised by Lua leaks nothing. */
+enum { D_TUPLE, D_LIST, D_MAP, D_MAP_VALUE };
+
+struct dframe_s {
+  uint8_t kind;
+  bool nil_ok; /* D_LIST: what the list may be, if it turns out its tail */
+  bool tail;   /* D_LIST: its tail is being read */
+  uint32_t left, n;
+  lua_Integer i; /* elements so far */
+};
+
+static dframe_t *dpush(dec_t *d, int kind, uint32_t left) {
+  lua_State *L = d->L;
+  if (d->nframes == d->cap) {
+    int cap = d->cap * 2;
+    dframe_t *f = lua_newuserdatauv(L, (size_t)cap * sizeof *f, 0);
+    memcpy(f, d->frames, (size_t)d->nframes * sizeof *f);
+    lua_replace(L, d->fslot);
+    d->frames = f;
+    d->cap = cap;
+  }
+  dframe_t *f = &d->frames[d->nframes++];
+  memset(f, 0, sizeof *f);
+  f->kind = (uint8_t)kind;
+  f->left = f->n = left;
+  return f;
+}
+
+/* Read the term at the reader: a scalar (or a string, or a fun) is pushed
+ * whole, 1; a tuple, list or map is pushed empty with its frame opened, 0;
+ * or an error. */
+static int dec_start(dec_t *d, int depth, bool nil_ok) {
+  lua_State *L = d->L;
   rd_t *r = &d->r;
   const unsigned char *h;
-  if (!lua_checkstack(d->L, 10))
+  int err;
+  if (!lua_checkstack(L, 10))
     return bad(r, "no room on the Lua stack");
   if (left(r) == 0)
     return bad(r, "truncated");
   unsigned tag = r->p[0];
+  uint32_t n;
   switch (tag) {
   case MB_ETF_SMALL_BIG:
   case MB_ETF_LARGE_BIG:
-    return dec_big(d);
+    err = dec_big(d);
+    break;
   case MB_ETF_BIT_BINARY:
-    return dec_bits(d);
+    err = dec_bits(d);
+    break;
   case MB_ETF_STRING:
-    return dec_string(d, depth);
+    err = dec_string(d, depth);
+    break;
   case MB_ETF_SMALL_TUPLE:
-    TAKE(r, h, 2);
-    return dec_tuple(d, h[1], depth);
   case MB_ETF_LARGE_TUPLE:
-    TAKE(r, h, 5);
-    return dec_tuple(d, be32(h + 1), depth);
+    if (tag == MB_ETF_SMALL_TUPLE) {
+      TAKE(r, h, 2);
+      n = h[1];
+    } else {
+      TAKE(r, h, 5);
+      n = be32(h + 1);
+    }
+    if ((err = container(r, depth, n, 1)))
+      return err;
+    lua_createtable(L, presize(n), 1);
+    dpush(d, D_TUPLE, n);
+    return 0;
   case MB_ETF_LIST:
     TAKE(r, h, 5);
-    return dec_list(d, be32(h + 1), depth, nil_ok);
+    n = be32(h + 1);
+    if ((err = container(r, depth, n, 1)))
+      return err;
+    lua_createtable(L, presize(n), 2);
+    dpush(d, D_LIST, n)->nil_ok = nil_ok;
+    return 0;
   case MB_ETF_MAP:
     TAKE(r, h, 5);
-    return dec_map(d, be32(h + 1), depth);
+    n = be32(h + 1);
+    if ((err = container(r, depth, n, 2)))
+      return err;
+    lua_createtable(L, 0, presize(n));
+    dpush(d, D_MAP, n);
+    return 0;
   case MB_ETF_NEW_PID:
   case MB_ETF_PID:
-    return dec_pid(d);
+    err = dec_pid(d);
+    break;
   case MB_ETF_NEWER_REFERENCE:
   case MB_ETF_NEW_REFERENCE:
   case MB_ETF_REFERENCE:
-    return dec_ref(d);
+    err = dec_ref(d);
+    break;
   case MB_ETF_NEW_PORT:
   case MB_ETF_PORT:
   case MB_ETF_V4_PORT:
-    return dec_port(d);
+    err = dec_port(d);
+    break;
   case MB_ETF_EXPORT:
-    return dec_export(d);
+    err = dec_export(d);
+    break;
   case MB_ETF_NEW_FUN:
-    return dec_new_fun(d, depth);
+    err = dec_new_fun(d, depth);
+    break;
   default:
-    return dec_scalar(d, tag, depth, nil_ok);
+    err = dec_scalar(d, tag, depth, nil_ok);
   }
+  return err ? err : 1;
+}
+
+/* A value is complete on top: it goes into the container below it. */
+static int deliver(dec_t *d) {
+  lua_State *L = d->L;
+  dframe_t *f = &d->frames[d->nframes - 1];
+  switch (f->kind) {
+  case D_TUPLE:
+    lua_rawseti(L, -2, ++f->i);
+    return 0;
+  case D_LIST:
+    if (f->tail)
+      lua_setfield(L, -2, "tail");
+    else
+      lua_rawseti(L, -2, ++f->i);
+    return 0;
+  case D_MAP: /* a key: it waits for its value */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) != LUA_TNIL)
+      return bad(&d->r, "a map with a key twice (or keys equal in Lua)");
+    lua_pop(L, 1);
+    f->kind = D_MAP_VALUE;
+    return 0;
+  default:
+    lua_rawset(L, -3);
+    f->kind = D_MAP;
+    return 0;
+  }
+}
+
+/* What the top frame does next: read a child (1 if it came whole, 0 if
+ * it opened a frame), or end, leaving its container whole on top (1). */
+static int advance(dec_t *d, int depth0) {
+  lua_State *L = d->L;
+  rd_t *r = &d->r;
+  dframe_t *f = &d->frames[d->nframes - 1];
+  int depth = depth0 + d->nframes; /* of a child */
+  const unsigned char *h;
+  int err;
+  switch (f->kind) {
+  case D_TUPLE:
+    if (f->left > 0) {
+      f->left--;
+      return dec_start(d, depth, true);
+    }
+    d->nframes--;
+    set_count(L, f->n, MB_KIND_TUPLE);
+    return 1;
+  case D_MAP:
+    if (f->left > 0) {
+      f->left--;
+      return dec_start(d, depth, false);
+    }
+    d->nframes--;
+    set_kind(L, MB_KIND_MAP);
+    return 1;
+  case D_MAP_VALUE:
+    return dec_start(d, depth, false);
+  default:
+    break;
+  }
+  /* A list: its elements, then its tail. */
+  if (f->tail) {
+    d->nframes--;
+    set_count(L, f->i, MB_KIND_LIST);
+    return 1;
+  }
+  if (f->left > 0) {
+    f->left--;
+    return dec_start(d, depth, true);
+  }
+  TAKE(r, h, 1);
+  if (h[0] == MB_ETF_NIL || h[0] == MB_ETF_STRING) {
+    if (h[0] == MB_ETF_STRING && (err = dec_string_elems(d, &f->i)))
+      return err;
+    d->nframes--;
+    set_count(L, f->i, MB_KIND_LIST);
+    return 1;
+  }
+  if (h[0] == MB_ETF_LIST) { /* [1 | [2]] is [1, 2] */
+    TAKE(r, h, 4);
+    f->left = be32(h);
+    if ((err = container(r, depth - 1, f->left, 1)))
+      return err;
+    return 0;
+  }
+  r->p--;
+  if (f->i == 0) { /* a list of no elements is its tail */
+    bool nil_ok = f->nil_ok;
+    d->nframes--;
+    lua_pop(L, 1);
+    return dec_start(d, depth - 1, nil_ok);
+  }
+  f->tail = true;
+  return dec_start(d, depth, false);
+}
+
+static int dec_term(dec_t *d, int depth0, bool nil_ok) {
+  int rc = dec_start(d, depth0, nil_ok);
+  while (rc >= 0) {
+    if (rc == 1) {
+      if (d->nframes == 0)
+        return 0;
+      if ((rc = deliver(d)))
+        return rc;
+    }
+    rc = advance(d, depth0);
+  }
+  return rc;
 }
 
 int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
@@ -1909,13 +2410,19 @@ int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
   dec_t d;
   d.L = L;
   int top = lua_gettop(L);
+  d.cap = 8;
+  d.nframes = 0;
+  d.frames = lua_newuserdatauv(L, (size_t)d.cap * sizeof *d.frames, 0);
+  d.fslot = lua_gettop(L);
   int rc = mb__etf_reader_init(&d.r, buf, len);
   if (rc == 0 && mb__etf_get_local(&d.lnode, &d.lcreation) != 0)
     rc = bad(&d.r, "out of memory");
   if (rc == 0 && (rc = dec_term(&d, 0, true)) == 0 && d.r.p != d.r.end)
     rc = bad(&d.r, "bytes after the term");
-  if (rc == 0)
+  if (rc == 0) {
+    lua_remove(L, d.fslot);
     return 0;
+  }
   lua_settop(L, top);
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "malformed external term at byte %zu: %s",

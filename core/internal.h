@@ -214,9 +214,11 @@ uint64_t mb__ref_next(void);
  * written is canonical, as OTP 25 writes it with {minor_version, 2}; what
  * is read is checked against its length and depth, never trusted. */
 #define MB_ETF_VERSION 131
-/* Containers nested in one term; messages between local processes have
- * the same limit (msg.c), so that what one node sends another can too. */
-#define MB_ETF_MAX_DEPTH 512
+/* Containers nested in one term (a linked list of 100,000 nodes is 100,000
+ * levels).  Messages between local processes have the same limit (msg.c),
+ * so that what one process can send another, it can send to another node.
+ * The codecs keep stacks of their own, so this costs no C stack. */
+#define MB_ETF_MAX_DEPTH 200000
 enum {
   MB_ETF_NEW_FLOAT = 70,
   MB_ETF_BIT_BINARY = 77,

@@ -166,6 +166,23 @@ describe("distribution with an Erlang node", function()
     assert.is_true(r)
   end)
 
+  it("sends a linked list of 100,000 nodes to Erlang and gets it back", function()
+    local n = run(function(node)
+      local mb = require "moonbeam"
+      local list
+      for i = 100000, 1, -1 do list = {value = i, next = list} end
+      mb.send({"echo", node}, mb.tuple(mb.self(), list))
+      local back, n = mb.receive(20000)[2], 0
+      while back do
+        n = n + 1
+        if back.value ~= n then return -n end
+        back = back.next
+      end
+      return n
+    end, erl_node)
+    assert.equal(100000, n)
+  end)
+
   it("calls an Erlang gen_server, and a missing one fails with noproc at once", function()
     local a, b, c = run(function(node)
       local mb = require "moonbeam"

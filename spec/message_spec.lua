@@ -37,20 +37,23 @@ describe("send", function()
     assert.same(t, echo(t))
   end)
 
-  it("copies a value nested 512 levels deep, the limit of the wire too, and names the path past it", function()
-    assert.same({512, true}, {mb.run(function()
+  it("copies a linked list of 100,000 nodes, and names the path past the nesting limit", function()
+    assert.same({100000, true}, {mb.run(function()
       local mb = require "moonbeam"
-      local function chain(n)
-        local t = {}
-        for _ = 2, n do t = {t} end
-        return t
-      end
+      local list
+      for i = 100000, 1, -1 do list = {value = i, next = list} end
       local me = mb.self()
-      mb.send(me, chain(512))
-      local got, depth = mb.receive(1000), 0
-      while got do depth, got = depth + 1, got[1] end
-      local ok, err = pcall(mb.send, me, {x = chain(512)})
-      return depth, not ok and err:find("nested more than 512 levels deep at msg.x[1][1]", 1, true) ~= nil
+      mb.send(me, list)
+      local got, n, ordered = mb.receive(5000), 0, true
+      while got do
+        n = n + 1
+        ordered = ordered and got.value == n
+        got = got.next
+      end
+      local deep = {}
+      for _ = 1, 200000 do deep = {deep} end -- one level past the limit
+      local ok, err = pcall(mb.send, me, {x = deep})
+      return ordered and n, not ok and err:find("nested more than 200000 levels deep at msg.x[1][1]", 1, true) ~= nil
     end)})
   end)
 

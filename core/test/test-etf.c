@@ -832,11 +832,11 @@ static const char *refusals =
     "  'cannot send a map with two keys equal as terms to another node at "
     "msg')\n"
     "local deep = {}\n"
-    "for i = 1, 511 do deep = {deep} end\n"
+    "for i = 1, 199999 do deep = {deep} end\n"
     "assert(etf.encode(deep))\n"
     "local ok, back = etf.decode(etf.encode(deep))\n"
     "assert(ok, back)\n"
-    "refused({deep}, 'nested more than 512 levels')\n";
+    "refused({deep}, 'nested more than 200000 levels')\n";
 
 static void test_lua_values(void) {
   lua_check(roundtrips);
@@ -1003,13 +1003,15 @@ static void test_malformed(void) {
   memset(b + 4, 'a', 256);
   expect_refused(b, 4 + 256, "255 characters");
 
-  /* 100k levels of tuples, lists and maps; 512 is the limit. */
-  static unsigned char deep[8 + 7 * 100000 + 100000];
+  /* Tuples, lists and maps nested to the limit, and one level more. */
+  enum { LIMIT = MB_ETF_MAX_DEPTH };
+  static unsigned char deep[16 + 7 * (LIMIT + 1) + (LIMIT + 1)];
   for (int kind = 0; kind < 3; kind++) {
     static const char *open[] = {"h\001", "l\000\000\000\001",
                                  "t\000\000\000\001a\001"};
     static const size_t open_len[] = {2, 5, 7};
-    for (int levels = 512; levels <= 100000; levels += 99488) {
+    {
+      int levels = LIMIT;
       size_t n = 0;
       deep[n++] = 131;
       for (int i = 0; i < levels; i++) {
@@ -1021,22 +1023,18 @@ static void test_malformed(void) {
       if (kind == 1) /* each list's tail */
         for (int i = 0; i < levels; i++)
           deep[n++] = 'j';
-      if (levels == 512) {
-        decode_ok(deep, n, "512 levels");
-        mb_msg_t *m = encode_top("512 levels");
-        expect_bytes(m, deep, n, "512 levels");
-        mb_msg_free(m);
-        lua_pop(L, 1);
-        /* one more level is too many */
-        memmove(deep + 1 + open_len[kind], deep + 1, n - 1);
-        memcpy(deep + 1, open[kind], open_len[kind]);
-        n += open_len[kind];
-        if (kind == 1)
-          deep[n++] = 'j';
-        expect_refused(deep, n, "nested more than 512");
-      } else {
-        expect_refused(deep, n, "nested more than 512");
-      }
+      decode_ok(deep, n, "the limit's levels");
+      mb_msg_t *m = encode_top("the limit's levels");
+      expect_bytes(m, deep, n, "the limit's levels");
+      mb_msg_free(m);
+      lua_pop(L, 1);
+      /* one more level is too many */
+      memmove(deep + 1 + open_len[kind], deep + 1, n - 1);
+      memcpy(deep + 1, open[kind], open_len[kind]);
+      n += open_len[kind];
+      if (kind == 1)
+        deep[n++] = 'j';
+      expect_refused(deep, n, "nested more than 200000");
     }
   }
 

@@ -39,11 +39,18 @@ int main(void) {
   ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
   ASSERT(strstr(err, "cannot send a coroutine at value.x[2]") != NULL);
 
-  /* Deep nesting is refused, not a stack overflow. */
-  ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {} for i = 1, 1000 do "
+  /* Nesting up to the limit is copied; one level more is refused. */
+  ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {} for i = 2, 200000 do "
                                      "t = {t} end return t"));
+  ASSERT_EQ(0, mb_msg_encode(a, -1, &m, err, sizeof err));
+  ASSERT_EQ(0, mb_msg_decode(b, m));
+  mb_msg_free(m);
+  lua_pop(b, 1);
+  lua_createtable(a, 1, 0); /* {chain}: one level more */
+  lua_pushvalue(a, -2);
+  lua_rawseti(a, -2, 1);
   ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
-  ASSERT(strstr(err, "nested more than 512 levels deep at value[1][1]") != NULL);
+  ASSERT(strstr(err, "nested more than 200000 levels deep at value[1][1]") != NULL);
 
   lua_close(a);
   lua_close(b);
