@@ -474,9 +474,12 @@ static int get_ref_parts(rd_t *r, atext_t *node, uint32_t *creation,
  * With a stack of frames of its own, one per open container, so that
  * nesting costs no C stack: what bounds it is `max` (MB_ETF_MAX_DEPTH). */
 
+static const char too_deep[] =
+    "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep";
+
 static int container(rd_t *r, int depth, uint64_t n, uint64_t min_bytes) {
   if (depth >= MB_ETF_MAX_DEPTH)
-    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+    return bad(r, too_deep);
   if (n * min_bytes > left(r))
     return bad(r, "a count beyond the end of the input");
   return 0;
@@ -553,7 +556,7 @@ static sframe_t *spush(sstack_t *st, rd_t *r, int kind, uint64_t left) {
 
 static int deep(rd_t *r, const sstack_t *st, int depth) {
   if (depth >= st->max)
-    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+    return bad(r, too_deep);
   return 0;
 }
 
@@ -1241,8 +1244,8 @@ static int cmp_term(rd_t *a, rd_t *b) {
 
 /* What an open table's frame does next. */
 enum {
-  E_ELEMS,    /* elements i..n, then `then` */
-  E_TAIL,     /* an improper list's tail */
+  E_ELEMS,     /* elements i..n, then `then` */
+  E_TAIL,      /* an improper list's tail */
   E_MAP,       /* the next pair */
   E_MAP_VALUE, /* the value of the pair whose key was just written */
   E_MAP_SORTED /* the pair of the i-th of n keys sorted beforehand */
@@ -1259,11 +1262,11 @@ typedef struct {
   uint8_t kind, then;
   bool busy; /* a child of it is being encoded */
   lua_Integer i, n;
-  size_t count_at; /* E_MAP: where the count of pairs goes */
-  size_t npairs;   /* E_MAP: pairs so far */
-  size_t pbase;    /* E_MAP: its first pair in the encoder's `pairs` */
+  size_t count_at;       /* E_MAP: where the count of pairs goes */
+  size_t npairs;         /* E_MAP: pairs so far */
+  size_t pbase;          /* E_MAP: its first pair in the encoder's `pairs` */
   size_t key_at, val_at; /* where the current pair's key and value start */
-  bool pending;           /* E_MAP: the current pair's value is being written */
+  bool pending;          /* E_MAP: the current pair's value is being written */
 } eframe_t;
 
 typedef struct {
@@ -1440,7 +1443,9 @@ static int sorted_keys(enc_t *e, int idx, lua_Integer *count) {
   for (lua_Integer i = 1; i < n; i++) { /* insertion sort: n <= 32 */
     lua_Integer j = i;
     int c = 1;
-    for (; j > 0 && (c = by_term(e, at, (size_t)order[j - 1], (size_t)order[j])) > 0; j--) {
+    for (; j > 0 &&
+           (c = by_term(e, at, (size_t)order[j - 1], (size_t)order[j])) > 0;
+         j--) {
       int t = order[j];
       order[j] = order[j - 1];
       order[j - 1] = t;
@@ -1518,7 +1523,8 @@ static int open_table(enc_t *e) {
   lua_State *L = e->L;
   int idx = lua_gettop(L);
   if (e->nframes >= MB_ETF_MAX_DEPTH)
-    return fail(e, "a value nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+    return fail(
+        e, "a value nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
   lua_pushvalue(L, idx);
   bool cycle = lua_rawget(L, e->open) != LUA_TNIL;
   lua_pop(L, 1);
@@ -1928,7 +1934,6 @@ typedef struct {
   int nframes, cap;
 } dec_t;
 
-
 /* How many slots to make room for: the count was checked against the
  * input left, but an int holds less than a size_t. */
 static int presize(uint64_t n) { return n > INT32_MAX ? 0 : (int)n; }
@@ -1979,7 +1984,7 @@ static int dec_string(dec_t *d, int depth) {
   rd_t *r = &d->r;
   lua_Integer i = 0;
   if (depth >= MB_ETF_MAX_DEPTH)
-    return bad(r, "terms nested more than " XSTR(MB_ETF_MAX_DEPTH) " levels deep");
+    return bad(r, too_deep);
   if (left(r) < 3 || left(r) - 3 < be16(r->p + 1))
     return bad(r, "truncated");
   r->p++;

@@ -50,13 +50,13 @@ enum {
 enum { F_ARRAY, F_HASH, F_HASH_VALUE, F_UPVALUES };
 
 typedef struct {
-  int idx;            /* the container's slot on the Lua stack */
-  uint8_t kind;       /* F_...; F_HASH_VALUE: its key is being encoded */
-  bool busy;          /* a child of it is being encoded */
-  lua_Integer i, n;   /* the next array index or upvalue, and their count */
-  size_t count_at;    /* where the count of the hash part goes */
-  uint32_t nhash;     /* the hash part's entries so far */
-  const char *name;   /* the upvalue being encoded, for errors */
+  int idx;          /* the container's slot on the Lua stack */
+  uint8_t kind;     /* F_...; F_HASH_VALUE: its key is being encoded */
+  bool busy;        /* a child of it is being encoded */
+  lua_Integer i, n; /* the next array index or upvalue, and their count */
+  size_t count_at;  /* where the count of the hash part goes */
+  uint32_t nhash;   /* the hash part's entries so far */
+  const char *name; /* the upvalue being encoded, for errors */
 } frame_t;
 
 #define SMALL_FRAMES 16
@@ -140,7 +140,6 @@ static int put_varint(enc_t *e, uint64_t v) {
   } while (v);
   return put(e, b, (size_t)n);
 }
-
 
 static int fail(enc_t *e, const char *what) {
   e->what = what;
@@ -553,8 +552,8 @@ int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
  * stack, so that an error raised on corrupt input leaks nothing. */
 
 typedef struct {
-  uint8_t kind;     /* F_ARRAY, F_HASH (next: a key), F_HASH_VALUE, F_UPVALUES */
-  uint8_t tkind;    /* a table's kind, for its metatable */
+  uint8_t kind;  /* F_ARRAY, F_HASH (next: a key), F_HASH_VALUE, F_UPVALUES */
+  uint8_t tkind; /* a table's kind, for its metatable */
   lua_Integer i, n; /* the next array index or upvalue, and their count */
   uint32_t left;    /* entries of the hash part still to come */
 } dframe_t;

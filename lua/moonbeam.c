@@ -16,10 +16,10 @@
  * shell`, SIGINT (Ctrl-C) while the shell evaluates an input interrupts
  * it: moonbeam.launcher.interrupt_shell has the shell's process killed and
  * a new one started, and the node runs on.  Otherwise the first signal
- * stops the node cleanly: a process runs moonbeam.launcher.stop_node, which stops the
- * running applications, last started first, each shutting its supervision
- * tree down; then the launcher exits 0.  A second signal exits at once,
- * with 128 + its number as a shell reports a killed program. */
+ * stops the node cleanly: a process runs moonbeam.launcher.stop_node, which
+ * stops the running applications, last started first, each shutting its
+ * supervision tree down; then the launcher exits 0.  A second signal exits at
+ * once, with 128 + its number as a shell reports a killed program. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -235,7 +235,8 @@ static int start_distribution(void) {
     snprintf(name, sizeof name, "remsh%d@%s", (int)getpid(), at + 1);
   } else if (base == NULL) {
     if (cli.cookie != NULL || cli.hidden) {
-      cli_say("%s needs --sname or --name", cli.hidden ? "--hidden" : "--cookie");
+      cli_say("%s needs --sname or --name",
+              cli.hidden ? "--hidden" : "--cookie");
       return 2;
     }
     return 0;

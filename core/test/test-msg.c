@@ -13,7 +13,8 @@ static const char *roundtrip =
 static const char *check =
     "local t = ...\n"
     "assert(t[1] == 1 and math.type(t[1]) == 'integer')\n"
-    "assert(t[2] == 2.5 and t[3] == 'x\\0y' and t[4] == true and t[5] == false)\n"
+    "assert(t[2] == 2.5 and t[3] == 'x\\0y' and t[4] == true and t[5] == "
+    "false)\n"
     "assert(t[6].a.b.c == 'deep' and t[10] == 'hole')\n"
     "assert(t[math.maxinteger] == math.mininteger)\n"
     "assert(t.self == t and t.shared1 == t.shared2 and t.shared1 == t[6])\n";
@@ -50,7 +51,8 @@ int main(void) {
   lua_pushvalue(a, -2);
   lua_rawseti(a, -2, 1);
   ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
-  ASSERT(strstr(err, "nested more than 200000 levels deep at value[1][1]") != NULL);
+  ASSERT(strstr(err, "nested more than 200000 levels deep at value[1][1]") !=
+         NULL);
 
   lua_close(a);
   lua_close(b);
