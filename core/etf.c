@@ -1929,8 +1929,9 @@ typedef struct {
   rd_t r;
   const mb__atom_t *lnode;
   uint32_t lcreation;
-  int fslot; /* the stack slot of the frames' userdata */
-  dframe_t *frames;
+  int base;         /* the stack slot where the value is built */
+  int fslot;        /* the stack slot of the frames' userdata, 0 while small */
+  dframe_t *frames; /* at first mb__etf_decode's, on the C stack */
   int nframes, cap;
 } dec_t;
 
@@ -2190,9 +2191,10 @@ static int dec_scalar(dec_t *d, unsigned tag, int depth, bool nil_ok) {
 }
 
 /* An open container of the decoder: a tuple, a list or a map being filled
- * on top of the Lua stack (a map's pending key above it).  The frames live
- * in a userdata on the Lua stack (d->fslot), so that nesting costs no C
- * stack and an error raised by Lua leaks nothing. */
+ * on top of the Lua stack (a map's pending key above it).  The first
+ * frames are on the C stack; more move into a userdata on the Lua stack
+ * (d->fslot), so that nesting costs no C stack and an error raised by Lua
+ * leaks nothing. */
 enum { D_TUPLE, D_LIST, D_MAP, D_MAP_VALUE };
 
 struct dframe_s {
@@ -2209,7 +2211,12 @@ static dframe_t *dpush(dec_t *d, int kind, uint32_t left) {
     int cap = d->cap * 2;
     dframe_t *f = lua_newuserdatauv(L, (size_t)cap * sizeof *f, 0);
     memcpy(f, d->frames, (size_t)d->nframes * sizeof *f);
-    lua_replace(L, d->fslot);
+    if (d->fslot == 0) { /* below the value being built */
+      lua_insert(L, d->base);
+      d->fslot = d->base;
+    } else {
+      lua_replace(L, d->fslot);
+    }
     d->frames = f;
     d->cap = cap;
   }
@@ -2413,19 +2420,22 @@ static int dec_term(dec_t *d, int depth0, bool nil_ok) {
 int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
                    char *err, size_t errlen) {
   dec_t d;
+  dframe_t small[16];
   d.L = L;
   int top = lua_gettop(L);
-  d.cap = 8;
+  d.base = top + 1;
+  d.fslot = 0;
+  d.frames = small;
   d.nframes = 0;
-  d.frames = lua_newuserdatauv(L, (size_t)d.cap * sizeof *d.frames, 0);
-  d.fslot = lua_gettop(L);
+  d.cap = 16;
   int rc = mb__etf_reader_init(&d.r, buf, len);
   if (rc == 0 && mb__etf_get_local(&d.lnode, &d.lcreation) != 0)
     rc = bad(&d.r, "out of memory");
   if (rc == 0 && (rc = dec_term(&d, 0, true)) == 0 && d.r.p != d.r.end)
     rc = bad(&d.r, "bytes after the term");
   if (rc == 0) {
-    lua_remove(L, d.fslot);
+    if (d.fslot)
+      lua_remove(L, d.fslot);
     return 0;
   }
   lua_settop(L, top);

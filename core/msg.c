@@ -440,6 +440,9 @@ static void failure_path(enc_t *e) {
 }
 
 static int enc_value(enc_t *e, int idx) {
+  int type = lua_type(e->L, idx);
+  if (type != LUA_TTABLE && type != LUA_TFUNCTION)
+    return enc_scalar(e, idx); /* most messages: no frame, no copy */
   lua_pushvalue(e->L, idx);
   int r = start_value(e);
   while (r == 0 && e->nframes > 0)
@@ -548,8 +551,9 @@ int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
 /* ---- decoder ----
  * As the encoder, with frames of its own: a container being filled sits on
  * the Lua stack (with, in a hash part, its pending key above it) and its
- * frame says what comes next.  The frames live in a userdata on the Lua
- * stack, so that an error raised on corrupt input leaks nothing. */
+ * frame says what comes next.  The first frames are in the decoder (on the
+ * C stack); more move into a userdata on the Lua stack, so that an error
+ * raised on corrupt input leaks nothing. */
 
 typedef struct {
   uint8_t kind;  /* F_ARRAY, F_HASH (next: a key), F_HASH_VALUE, F_UPVALUES */
@@ -563,9 +567,11 @@ typedef struct {
   const unsigned char *p, *end;
   int objs; /* stack index of the objects table, 0 if none */
   lua_Integer nobj;
-  int fslot; /* stack index of the frames' userdata */
+  int base;  /* stack index where the value is built */
+  int fslot; /* stack index of the frames' userdata, 0 while small */
   dframe_t *frames;
   int nframes, cap;
+  dframe_t small[16];
 } dec_t;
 
 static void get(dec_t *d, void *out, size_t n) {
@@ -603,7 +609,12 @@ static dframe_t *dpush(dec_t *d, int kind) {
     int cap = d->cap * 2;
     dframe_t *f = lua_newuserdatauv(L, (size_t)cap * sizeof *f, 0);
     memcpy(f, d->frames, (size_t)d->nframes * sizeof *f);
-    lua_replace(L, d->fslot);
+    if (d->fslot == 0) { /* below the value being built */
+      lua_insert(L, d->base);
+      d->fslot = d->base;
+    } else {
+      lua_replace(L, d->fslot);
+    }
     d->frames = f;
     d->cap = cap;
   }
@@ -856,15 +867,24 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
       luaL_error(L, "a message from another node could not be read: %s", err);
     return 0;
   }
-  dec_t d = {L, m->data, m->data + m->len, 0, 0, 0, NULL, 0, 8};
+  dec_t d;
+  d.L = L;
+  d.p = m->data;
+  d.end = m->data + m->len;
+  d.objs = 0;
+  d.nobj = 0;
   if (m->has_refs) {
     lua_newtable(L);
     d.objs = lua_gettop(L);
   }
-  d.frames = lua_newuserdatauv(L, (size_t)d.cap * sizeof *d.frames, 0);
-  d.fslot = lua_gettop(L);
+  d.base = lua_gettop(L) + 1;
+  d.fslot = 0;
+  d.frames = d.small;
+  d.nframes = 0;
+  d.cap = 16;
   dec_value(&d);
-  lua_remove(L, d.fslot);
+  if (d.fslot)
+    lua_remove(L, d.fslot);
   if (d.objs)
     lua_remove(L, d.objs);
   return 0;

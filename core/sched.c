@@ -137,6 +137,8 @@ void mb__sched_enqueue(mb_proc_t *p) {
   push(s, p);
   if (atomic_load(&s->sleeping))
     wake(s);
+  else if (atomic_load(&s->len) >= 2 && (sleeper = find_sleeper()) != NULL)
+    wake(sleeper); /* as push_local: work another core could do now */
 }
 
 void mb__sched_wake(mb_proc_t *p) {
@@ -179,7 +181,7 @@ static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
       *new_slice = false;
       return p;
     }
-    push(s, p); /* its slice is spent: to the back of the queue */
+    push_local(s, p); /* its slice is spent: to the back of the queue */
   }
   for (;;) {
     p = pop(s);
