@@ -130,8 +130,11 @@ static void handle_exit(mb_proc_t *p, mb_msg_t *m) {
 
 void mb__link_handle(mb_proc_t *p, mb_msg_t *m) {
   if (p->exit_reason != NULL) {
-    queue_message(p, m); /* dealt with by mb__link_exit */
-    p->q_tail->kind = m->kind;
+    /* Dealt with by mb__link_exit, which answers a link or monitor by its
+     * kind: queue_message marks it a message, so put the kind back. */
+    uint8_t kind = m->kind;
+    queue_message(p, m);
+    m->kind = kind;
     return;
   }
   switch ((mb__sig_kind_t)m->kind) {
