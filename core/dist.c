@@ -393,9 +393,11 @@ static bool flags_ok(mb__conn_t *c, uint64_t theirs) {
   return true;
 }
 
+/* alive@host, with no NUL byte: the parts go on as C strings. */
 static bool valid_name(const char *s, size_t n) {
   const char *at = memchr(s, '@', n);
   return at != NULL && at != s && at != s + n - 1 &&
+         memchr(s, '\0', n) == NULL &&
          memchr(at + 1, '@', (size_t)(s + n - at - 1)) == NULL;
 }
 
@@ -802,7 +804,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void dial(void *arg) {
   mb__conn_t *c = arg;
   char alive[256];
-  const char *at = strchr(c->node->name, '@');
+  /* mb__dist_queue let only alive@host names with no NUL through. */
+  const char *at = memchr(c->node->name, '@', c->node->len);
   size_t n = (size_t)(at - c->node->name);
   memcpy(alive, c->node->name, n);
   alive[n] = '\0';

@@ -437,6 +437,10 @@ static int get_node_ids(rd_t *r, atext_t *node, size_t n,
   int err = get_atom(r, node);
   if (err)
     return err;
+  /* Node names travel on as C strings (to EPMD, to the resolver): one
+   * with a NUL would be cut short there. */
+  if (memchr(node->s, '\0', node->len) != NULL)
+    return bad(r, "a node name with a NUL byte");
   TAKE(r, *ids, n);
   return 0;
 }

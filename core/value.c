@@ -532,7 +532,12 @@ bool mb__to_remote_name(lua_State *L, int idx, const mb__atom_t **name,
     return false;
   *name = name_part(L, idx, 1);
   *node = name_part(L, idx, 2);
-  return *name != NULL && *node != NULL;
+  if (*name == NULL || *node == NULL)
+    return false;
+  /* Node names go on as C strings (to EPMD, to the resolver). */
+  if (memchr((*node)->name, '\0', (*node)->len) != NULL)
+    luaL_argerror(L, idx, "node name with a NUL byte");
+  return true;
 }
 
 /* ---- paths inside values, for errors ---- */

@@ -370,9 +370,14 @@ static int l_start_distribution(lua_State *L) {
   char name[600], host[256], cookie[256];
   lua_getfield(L, 1, "name");
   lua_getfield(L, 1, "sname");
-  const char *lname = lua_tostring(L, -2), *sname = lua_tostring(L, -1);
+  size_t len;
+  const char *lname = lua_tolstring(L, -2, &len), *sname = lua_tostring(L, -1);
   if ((lname == NULL) == (sname == NULL))
     return luaL_argerror(L, 1, "give name or sname");
+  if (lname == NULL)
+    lua_tolstring(L, -1, &len);
+  if (strlen(lname ? lname : sname) != len)
+    return luaL_argerror(L, 1, "node name with a NUL byte");
   const char *base = lname ? lname : sname;
   if (strchr(base, '@') != NULL) {
     snprintf(name, sizeof name, "%s", base);
