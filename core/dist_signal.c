@@ -45,10 +45,6 @@ enum {
   OP_UNLINK_ID_ACK = 36
 };
 
-/* A remote key whose num is NAME_NUM stands for the process registered as
- * the atom (serial = atom index) on that node: {Name, Node}. */
-#define NAME_NUM 0xffffffffu
-
 typedef struct {
   mb_pid_t local;  /* the process of this node */
   mb_pid_t remote; /* its peer's key */
@@ -128,14 +124,15 @@ static mb_pid_t key_of_pid(const mb__etf_pid_t *p) {
 static bool wire_pid(mb_pid_t key, mb__etf_pid_t *out, const mb__atom_t **name,
                      const mb__atom_t **node) {
   uint32_t n, creation, num, serial;
+  if (mb__remote_name(key, &n, &num)) {
+    *node = node_atom(n);
+    *name = mb__atom_at(num);
+    return *node != NULL && *name != NULL;
+  }
   if (!mb__remote_pid(key, &n, &creation, &num, &serial))
     return false;
   *node = node_atom(n);
   *name = NULL;
-  if (num == NAME_NUM) {
-    *name = mb__atom_at(serial);
-    return true;
-  }
   out->node = *node;
   out->id = num;
   out->serial = serial;
@@ -144,7 +141,7 @@ static bool wire_pid(mb_pid_t key, mb__etf_pid_t *out, const mb__atom_t **name,
 }
 
 mb_pid_t mb__dist_name_key(const mb__atom_t *name, const mb__atom_t *node) {
-  return mb__remote_pid_key(node->index + 1, 0, NAME_NUM, name->index);
+  return mb__remote_name_key(node->index + 1, name->index);
 }
 
 static bool wire_ref(uint64_t key, mb__etf_ref_t *out) {

@@ -116,6 +116,10 @@ mb_pid_t mb__remote_pid_key(uint32_t node, uint32_t creation, uint32_t num,
                             uint32_t serial);
 bool mb__remote_pid(mb_pid_t key, uint32_t *node, uint32_t *creation,
                     uint32_t *num, uint32_t *serial);
+/* {Name, Node} as a key (node: atom index + 1, name: atom index), for
+ * sends and monitors by name; no pid's key is ever one of these. */
+mb_pid_t mb__remote_name_key(uint32_t node, uint32_t name);
+bool mb__remote_name(mb_pid_t key, uint32_t *node, uint32_t *name);
 uint64_t mb__remote_ref_key(uint32_t node, uint32_t creation, uint32_t len,
                             const uint32_t *words);
 bool mb__remote_ref(uint64_t key, uint32_t *node, uint32_t *creation,

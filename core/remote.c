@@ -18,6 +18,12 @@ typedef struct {
   uint32_t words[MB_REF_MAXWORDS]; /* a pid uses num, serial as words 0, 1 */
 } rterm_t;
 
+/* The len of a pid's term, and of a name's ({Name, Node}: the name's atom
+ * index as word 0).  Names are told apart by len, outside the values a
+ * peer's pid can take. */
+#define PID_LEN 2
+#define NAME_LEN 3
+
 static uv_mutex_t lock;
 static uv_once_t once = UV_ONCE_INIT;
 static mb__map_t by_key;  /* key -> rterm_t* */
@@ -88,16 +94,36 @@ mb_pid_t mb__remote_pid_key(uint32_t node, uint32_t creation, uint32_t num,
   memset(&t, 0, sizeof t);
   t.node = node;
   t.creation = creation;
-  t.len = 2;
+  t.len = PID_LEN;
   t.words[0] = num;
   t.words[1] = serial;
   return intern(&t, 0);
 }
 
+mb_pid_t mb__remote_name_key(uint32_t node, uint32_t name) {
+  rterm_t t;
+  memset(&t, 0, sizeof t);
+  t.node = node;
+  t.len = NAME_LEN;
+  t.words[0] = name;
+  return intern(&t, 0);
+}
+
+bool mb__remote_name(mb_pid_t key, uint32_t *node, uint32_t *name) {
+  rterm_t t;
+  if (!MB_PID_IS_REMOTE(key) || ((key >> 62) & 1) != 0 || !lookup(key, &t) ||
+      t.len != NAME_LEN)
+    return false;
+  *node = t.node;
+  *name = t.words[0];
+  return true;
+}
+
 bool mb__remote_pid(mb_pid_t key, uint32_t *node, uint32_t *creation,
                     uint32_t *num, uint32_t *serial) {
   rterm_t t;
-  if (!MB_PID_IS_REMOTE(key) || ((key >> 62) & 1) != 0 || !lookup(key, &t))
+  if (!MB_PID_IS_REMOTE(key) || ((key >> 62) & 1) != 0 || !lookup(key, &t) ||
+      t.len != PID_LEN)
     return false;
   *node = t.node;
   *creation = t.creation;

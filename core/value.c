@@ -197,6 +197,19 @@ void mb__push_pid(lua_State *L, mb_pid_t pid) {
     mb__push_remote_pid(L, node, creation, num, serial);
     return;
   }
+  if (MB_PID_IS_REMOTE(pid) && mb__remote_name(pid, &node, &num)) {
+    /* {Name, Node}, as a monitor by name shows its target */
+    lua_createtable(L, 2, 1);
+    mb__push_atom(L, mb__atom_at(num));
+    lua_rawseti(L, -2, 1);
+    mb__push_atom(L, mb__atom_at(node - 1));
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, 2);
+    lua_setfield(L, -2, "n");
+    mb__push_kind_mt(L, MB_KIND_TUPLE);
+    lua_setmetatable(L, -2);
+    return;
+  }
   push_cache(L);
   if (lua_rawgeti(L, -1, (lua_Integer)pid) != LUA_TNIL) {
     lua_remove(L, -2);
