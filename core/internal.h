@@ -106,7 +106,7 @@ bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
 /* Atoms the core itself uses, interned at start. */
 typedef struct {
   const mb__atom_t *normal, *kill, *killed, *noproc, *EXIT, *DOWN, *process,
-      *memory_limit, *shutdown;
+      *memory_limit, *shutdown, *out_of_memory;
 } mb__atoms_t;
 extern mb__atoms_t mb__atoms;
 int mb__atoms_init(void);
@@ -203,6 +203,11 @@ void mb__path_key(mb__path_t *p, lua_State *L, int kidx);
 void mb__path_index(mb__path_t *p, lua_Integer i);
 #define mb__path_str(p) ((p)->buf + (p)->pos)
 mb__lpid_t *mb__to_pid(lua_State *L, int idx);
+/* Push the value at idx as text, as tostring gives it; raises only when
+ * even the fallback finds no memory.  A __tostring that raises, runs out
+ * of memory or gives no string makes opaque text instead ("<table
+ * 0x...: __tostring failed>"). */
+const char *mb__tostring(lua_State *L, int idx, size_t *len);
 mb__lref_t *mb__to_ref(lua_State *L, int idx);
 /* Metatable for a table kind; created on first use in a state. */
 void mb__push_kind_mt(lua_State *L, mb__table_kind_t kind);

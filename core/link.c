@@ -25,7 +25,8 @@ int mb__atoms_init(void) {
              {&mb__atoms.DOWN, "DOWN"},
              {&mb__atoms.process, "process"},
              {&mb__atoms.memory_limit, "memory_limit"},
-             {&mb__atoms.shutdown, "shutdown"}};
+             {&mb__atoms.shutdown, "shutdown"},
+             {&mb__atoms.out_of_memory, "out_of_memory"}};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     int err = mb__atom_intern(all[i].name, strlen(all[i].name), all[i].slot);
     if (err)

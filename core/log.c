@@ -1,7 +1,10 @@
 /* The node's logger: one line per event on stderr, with a level filter.
- * Lines from different threads never interleave. */
+ * Lines from different threads never interleave.  A line's text is cut at
+ * MB_LOG_MAX bytes, with its full size said at the end, so that a crash
+ * report of a 50 MB error string is not a 50 MB line. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "internal.h"
@@ -32,19 +35,29 @@ void mb_log(mb_log_level_t level, const char *fmt, ...) {
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
+  char small[1024];
+  char *buf = malloc(MB_LOG_MAX + 1);
+  size_t cap = buf ? MB_LOG_MAX + 1 : sizeof small;
+  if (buf == NULL)
+    buf = small;
   va_list ap;
   va_start(ap, fmt);
+  int n = vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
   uv_mutex_lock(&out_lock);
   mb_log_around_cb cb = atomic_load(&around);
   if (cb != NULL)
     cb(0);
-  fprintf(stderr, "%02d:%02d:%02d.%03ld [%s] ", tm.tm_hour, tm.tm_min,
-          tm.tm_sec, ts.tv_nsec / 1000000, level_name(level));
-  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "%02d:%02d:%02d.%03ld [%s] %s", tm.tm_hour, tm.tm_min,
+          tm.tm_sec, ts.tv_nsec / 1000000, level_name(level),
+          n < 0 ? "(unprintable)" : buf);
+  if (n >= 0 && (size_t)n >= cap)
+    fprintf(stderr, " ... [truncated: %d bytes in all]", n);
   fputc('\n', stderr);
   fflush(stderr);
   if (cb != NULL)
     cb(1);
   uv_mutex_unlock(&out_lock);
-  va_end(ap);
+  if (buf != small)
+    free(buf);
 }

@@ -158,6 +158,9 @@ typedef enum {
   MB_LOG_WARNING,
   MB_LOG_ERROR
 } mb_log_level_t;
+/* One line on stderr; its text is cut at MB_LOG_MAX bytes, and then ends
+ * with " ... [truncated: N bytes in all]". */
+#define MB_LOG_MAX 65536
 void mb_log(mb_log_level_t level, const char *fmt, ...);
 void mb_log_set_level(mb_log_level_t level);
 mb_log_level_t mb_log_get_level(void);

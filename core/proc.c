@@ -561,10 +561,15 @@ static int proc_main(lua_State *L) {
 
 /* ---- running and exiting ---- */
 
+/* The crash report is built in a protected call, under the process's
+ * memory limit and this much more: an error value whose __tostring raises,
+ * loops on allocating or returns no string ends up as opaque text, and
+ * running out of memory ends the report, never the node. */
+#define REPORT_HEADROOM ((size_t)1 << 20)
+
 /* Build the exit reason of a crashed process on its stack: a tuple of the
  * error value and the traceback, as Erlang gives {Reason, Stack}. */
-static void push_crash_reason(lua_State *L, mb_proc_t *p) {
-  int err = lua_gettop(L);
+static void push_crash_reason(lua_State *L, int err) {
   luaL_traceback(L, L, NULL, 0);
   lua_createtable(L, 2, 1);
   lua_pushvalue(L, err);
@@ -579,7 +584,7 @@ static void push_crash_reason(lua_State *L, mb_proc_t *p) {
 
 static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
   lua_rawgeti(L, reason, 1);
-  const char *what = luaL_tolstring(L, -1, NULL);
+  const char *what = mb__tostring(L, -1, NULL);
   lua_rawgeti(L, reason, 2);
   const char *tb = lua_tostring(L, -1);
   uv_mutex_lock(&p->lock);
@@ -590,7 +595,74 @@ static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
          "** (error) %s\n  %s",
          MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), name ? " (registered as " : "",
          name ? name->name : "", name ? ")" : "", what, tb ? tb : "");
-  lua_pop(L, 3);
+  lua_pop(L, 4);
+}
+
+/* report(err, p, out): log the crash and encode its reason into *out. */
+static int report(lua_State *L) {
+  mb_proc_t *p = lua_touserdata(L, 2);
+  mb_msg_t **out = lua_touserdata(L, 3);
+  push_crash_reason(L, 1);
+  int reason = lua_gettop(L);
+  if (mb__msg_encode(L, reason, "reason", out, NULL, 0) != 0) {
+    /* An error value that cannot be sent: keep its text. */
+    lua_rawgeti(L, reason, 1);
+    mb__tostring(L, -1, NULL);
+    lua_rawseti(L, reason, 1);
+    lua_pop(L, 1);
+    mb__msg_encode(L, reason, "reason", out, NULL, 0);
+  }
+  log_crash(L, p, reason);
+  return 0;
+}
+
+static mb_msg_t *out_of_memory(mb_proc_t *p) {
+  mb_log(MB_LOG_ERROR, "process <0.%u.%u> terminating: out of memory",
+         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid));
+  return mb__msg_atom(mb__atoms.out_of_memory);
+}
+
+/* The exit reason of a process that raised: {Error, Traceback}, logged in
+ * a crash report.  A process over its memory limit gets {memory_limit,
+ * Bytes} instead, and one whose memory ran out (or whose report could not
+ * be built for want of memory) out_of_memory. */
+static mb_msg_t *crash_reason(mb_proc_t *p, lua_State *L, int status) {
+  mb_msg_t *m = NULL;
+  if (p->mem_exceeded) {
+    mb_log(MB_LOG_ERROR,
+           "process <0.%u.%u> killed: it exceeded its memory limit of %zu "
+           "bytes",
+           MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), p->max_mem);
+    m = mb__tuple_new(2);
+    if (m != NULL && (mb__tuple_atom(&m, mb__atoms.memory_limit) ||
+                      mb__tuple_int(&m, (lua_Integer)p->max_mem) ||
+                      mb__tuple_end(&m, 2))) {
+      mb_msg_free(m);
+      m = NULL;
+    }
+    return m;
+  }
+  if (status == LUA_ERRMEM || !lua_checkstack(L, 4))
+    return out_of_memory(p);
+  size_t limit = p->max_mem;
+  if (limit != 0)
+    p->max_mem = limit + REPORT_HEADROOM;
+  int err = lua_gettop(L);
+  lua_pushcfunction(L, report);
+  lua_pushvalue(L, err);
+  lua_pushlightuserdata(L, p);
+  lua_pushlightuserdata(L, &m);
+  bool reported = lua_pcall(L, 3, 0, 0) == LUA_OK;
+  if (!reported)
+    lua_pop(L, 1);
+  p->max_mem = limit;
+  if (m == NULL)
+    return out_of_memory(p);
+  if (!reported)
+    mb_log(MB_LOG_ERROR,
+           "process <0.%u.%u> terminating (no crash report: out of memory)",
+           MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid));
+  return m;
 }
 
 static void free_queue(mb_msg_t *m) {
@@ -625,41 +697,6 @@ static void notify_waiters(mb__waitlink_t *w, const mb_msg_t *result,
   }
 }
 
-/* The exit reason of a process that raised: {Error, Traceback}, logged in
- * a crash report.  A process over its memory limit gets {memory_limit,
- * Bytes} instead. */
-static mb_msg_t *crash_reason(mb_proc_t *p, lua_State *L) {
-  mb_msg_t *m = NULL;
-  if (p->mem_exceeded) {
-    mb_log(MB_LOG_ERROR,
-           "process <0.%u.%u> killed: it exceeded its memory limit of %zu "
-           "bytes",
-           MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), p->max_mem);
-    m = mb__tuple_new(2);
-    if (m != NULL && (mb__tuple_atom(&m, mb__atoms.memory_limit) ||
-                      mb__tuple_int(&m, (lua_Integer)p->max_mem) ||
-                      mb__tuple_end(&m, 2))) {
-      mb_msg_free(m);
-      m = NULL;
-    }
-    return m;
-  }
-  size_t limit = p->max_mem;
-  p->max_mem = 0; /* the report may need memory */
-  push_crash_reason(L, p);
-  log_crash(L, p, lua_gettop(L));
-  if (mb__msg_encode(L, -1, "reason", &m, NULL, 0) != 0) {
-    /* An error value that cannot be sent: keep its text. */
-    lua_rawgeti(L, -1, 1);
-    luaL_tolstring(L, -1, NULL);
-    lua_rawseti(L, -3, 1);
-    lua_pop(L, 1);
-    mb__msg_encode(L, -1, "reason", &m, NULL, 0);
-  }
-  p->max_mem = limit;
-  return m;
-}
-
 /* End the process.  status is the Lua status of its last resume (LUA_YIELD
  * when an exit signal or exit() ends it, with p->exit_reason set). */
 static void proc_exit(mb_proc_t *p, int status, int nres) {
@@ -671,7 +708,7 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   if (reason == NULL && status == LUA_OK)
     reason = mb__msg_atom(mb__atoms.normal);
   else if (reason == NULL)
-    reason = crash_reason(p, L);
+    reason = crash_reason(p, L, status);
   if (reason == NULL)
     reason = mb__msg_atom(mb__atoms.killed); /* out of memory */
   normal = reason != NULL && mb__msg_is_atom(reason, mb__atoms.normal);

@@ -448,6 +448,26 @@ static void quote_top(lua_State *L) {
   lua_remove(L, -2);
 }
 
+static int tostring_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *mb__tostring(lua_State *L, int idx, size_t *len) {
+  idx = lua_absindex(L, idx);
+  luaL_checkstack(L, 3, "tostring");
+  lua_pushcfunction(L, tostring_protected);
+  lua_pushvalue(L, idx);
+  int status = lua_pcall(L, 1, 1, 0);
+  if (status != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "<%s %p: __tostring %s>", luaL_typename(L, idx),
+                    lua_topointer(L, idx),
+                    status == LUA_ERRMEM ? "ran out of memory" : "failed");
+  }
+  return lua_tolstring(L, -1, len);
+}
+
 /* Shallow, Erlang-looking rendering: {a, b} for tuples, [a, b] for lists. */
 static int seq_tostring(lua_State *L, char open, char close) {
   luaL_checkstack(L, 8, "tostring");
@@ -465,7 +485,7 @@ static int seq_tostring(lua_State *L, char open, char close) {
     if (lua_type(L, -1) == LUA_TSTRING)
       quote_top(L);
     else {
-      luaL_tolstring(L, -1, NULL);
+      mb__tostring(L, -1, NULL);
       lua_remove(L, -2);
     }
     luaL_addvalue(&b);

@@ -514,7 +514,7 @@ static const char *const level_names[] = {"debug", "info", "notice",
 
 static int l_log(lua_State *L) {
   int level = luaL_checkoption(L, 1, NULL, level_names);
-  const char *text = luaL_tolstring(L, 2, NULL);
+  const char *text = mb__tostring(L, 2, NULL);
   mb_proc_t *p = MB_PROC(L);
   if (p != NULL)
     mb_log((mb_log_level_t)level, "<0.%u.%u> %s", MB_PID_ID(p->pid),
@@ -639,7 +639,7 @@ static int raise_reason(lua_State *L) {
     lua_rawgeti(L, -1, 1);
     lua_rawgeti(L, -2, 2);
     if (lua_type(L, -1) == LUA_TSTRING) {
-      luaL_tolstring(L, -2, NULL);
+      mb__tostring(L, -2, NULL);
       lua_pushfstring(L, "process crashed: %s\n%s", lua_tostring(L, -1),
                       lua_tostring(L, -2));
       return lua_error(L);

@@ -39,3 +39,57 @@ describe("a node name with a NUL byte", function()
     }, H.lines(out))
   end)
 end)
+
+describe("an error value whose __tostring raises or gives no string", function()
+  it("is reported as opaque text, the process ends with it, and the node goes on", function()
+    local out, err = survives([[
+      local mb = require "moonbeam"
+      local function down_of(opts, fn)
+        opts.monitor = true
+        local _, ref = mb.spawn_opt(opts, fn)
+        return mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 10000)
+      end
+      local raising = {__tostring = function() error("no text for you") end}
+      local table_text = {__tostring = function() return {} end}
+      local huge = {__tostring = function() return string.rep("x", 2^28) end}
+      for _, case in ipairs({{{}, raising}, {{}, table_text}, {{max_heap = 1000000}, huge}}) do
+        local d = down_of(case[1], function() error(setmetatable({code = 7}, case[2])) end)
+        print(mb.typeof(d[5]), d[5][1].code, d[5][2]:match("^stack traceback") ~= nil)
+      end
+      local d = down_of({}, function()
+        mb.log("info", setmetatable({}, raising))
+        require("moonbeam.logger").info(setmetatable({}, table_text))
+        return "logged"
+      end)
+      print(d[5])
+    ]])
+    assert.same({"tuple\t7\ttrue", "tuple\t7\ttrue", "tuple\t7\ttrue", "normal"}, H.lines(out))
+    local _, failed = err:gsub("%*%* %(error%) <table 0x%x+: __tostring failed>", "")
+    assert.equal(2, failed)
+    assert.matches("%*%* %(error%) <table 0x%x+: __tostring ran out of memory>", err)
+    assert.matches("%[info%] <0%.%d+%.%d+> <table 0x%x+: __tostring failed>", err)
+    assert.matches("%[info%] <0%.%d+%.%d+> <table: __tostring failed>", err)
+  end)
+end)
+
+describe("a log line", function()
+  it("is cut at 64 KiB, with its full size said", function()
+    local _, err = survives([[
+      local mb = require "moonbeam"
+      mb.log("info", ("y"):rep(100000))
+      local _, ref = mb.spawn_monitor(function() error(("x"):rep(2^20)) end)
+      local d = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 10000)
+      print(#d[5][1])
+    ]])
+    local lines = H.lines(err)
+    local logged, crash
+    for _, line in ipairs(lines) do
+      if line:find("yyyy", 1, true) then logged = line end
+      if line:find("xxxx", 1, true) then crash = line end
+    end
+    assert.truthy(#logged <= 65536 + 100)
+    assert.matches(" %.%.%. %[truncated: 100%d%d%d bytes in all%]$", logged)
+    assert.truthy(#crash <= 65536 + 100)
+    assert.matches(" %.%.%. %[truncated: %d+ bytes in all%]$", crash)
+  end)
+end)

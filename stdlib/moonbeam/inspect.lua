@@ -4,11 +4,19 @@
 local mb = require "moonbeam"
 
 local typeof, tostring, type, format = mb.typeof, tostring, type, string.format
-local pairs, concat, sort = pairs, table.concat, table.sort
+local pairs, concat, sort, pcall = pairs, table.concat, table.sort, pcall
 
 local MAX_ITEMS = 50
 
 local render
+
+-- tostring, except that a __tostring that raises or gives no string
+-- makes opaque text: a report or the shell must not fail on a value.
+local function text(v)
+  local ok, s = pcall(tostring, v)
+  if ok then return s end
+  return format("<%s: __tostring failed>", type(v))
+end
 
 local function key_text(k, depth, seen)
   if type(k) == "string" and k:match("^[%a_][%w_]*$") then return k end
@@ -19,7 +27,7 @@ function render(v, depth, seen)
   local t = typeof(v)
   if t == "string" then return format("%q", v):gsub("\\\n", "\\n") end
   if t ~= "table" and t ~= "map" and t ~= "tuple" and t ~= "list" then
-    return tostring(v)
+    return text(v)
   end
   if seen[v] then return "<cycle>" end
   if depth <= 0 then return t == "tuple" and "{...}" or t == "list" and "[...]" or "{...}" end
@@ -39,7 +47,7 @@ function render(v, depth, seen)
     for k in pairs(v) do
       if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
     end
-    sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    sort(keys, function(a, b) return text(a) < text(b) end)
     for _, k in ipairs(keys) do
       if #parts >= MAX_ITEMS then break end
       parts[#parts + 1] = key_text(k, depth - 1, seen) .. " = " .. render(v[k], depth - 1, seen)

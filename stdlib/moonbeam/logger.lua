@@ -28,7 +28,16 @@ local mb = require "moonbeam"
 
 local typeof, mb_log, mb_log_level = mb.typeof, mb.log, mb.log_level
 local type, select, tostring, error, ipairs = type, select, tostring, error, ipairs
+local pcall = pcall
 local format, concat = string.format, table.concat
+
+-- tostring, except that a __tostring that raises or gives no string
+-- makes opaque text: a report must not fail on the value it reports.
+local function text(v)
+  local ok, s = pcall(tostring, v)
+  if ok then return s end
+  return format("<%s: __tostring failed>", type(v))
+end
 
 local M = {}
 
@@ -54,7 +63,7 @@ end
 -- The text of a message: fmt formatted with the arguments, or, with no
 -- arguments, fmt itself (so that a "%" in a plain message is harmless).
 local function message(fname, fmt, ...)
-  if select("#", ...) == 0 then return tostring(fmt) end
+  if select("#", ...) == 0 then return text(fmt) end
   if type(fmt) ~= "string" then
     error(format("bad argument #1 to '%s' (format string expected, got %s)",
       fname, typeof(fmt)), 3)
@@ -134,10 +143,10 @@ end
 function M.format_reason(reason)
   if is_crash(reason) then
     return "** (exit) an exception was raised:\n" ..
-      indent("** (error) " .. tostring(reason[1]) .. "\n" ..
+      indent("** (error) " .. text(reason[1]) .. "\n" ..
         reason[2]:gsub("\t", "    "), "    ")
   end
-  return "** (exit) " .. tostring(reason)
+  return "** (exit) " .. text(reason)
 end
 
 -- Fields are checked whether or not the report is written, so that a bad
@@ -156,10 +165,10 @@ local function check_fields(fields)
 end
 
 local function report_text(title, reason, has_reason, fields)
-  local lines = {tostring(title)}
+  local lines = {text(title)}
   if has_reason then lines[#lines + 1] = M.format_reason(reason) end
   for _, f in ipairs(fields or {}) do
-    lines[#lines + 1] = tostring(f[1]) .. ": " .. tostring(f[2])
+    lines[#lines + 1] = text(f[1]) .. ": " .. text(f[2])
   end
   return concat(lines, "\n")
 end
