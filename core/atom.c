@@ -8,7 +8,7 @@
 
 #define CHUNK_BITS 10
 #define CHUNK_SIZE (1u << CHUNK_BITS)
-#define MAX_CHUNKS 1024 /* up to 1,048,576 atoms, the BEAM's default limit */
+#define MAX_CHUNKS (MB_ATOM_MAX >> CHUNK_BITS)
 
 static uv_mutex_t lock;
 static uv_once_t once = UV_ONCE_INIT;
@@ -52,7 +52,7 @@ static int add(uint64_t h, const char *name, size_t len,
   uint32_t n = atomic_load(&count);
   uint32_t ci = n >> CHUNK_BITS;
   if (ci >= MAX_CHUNKS)
-    return MB_ETOOBIG;
+    return MB_ELIMIT;
   if ((n & (CHUNK_SIZE - 1)) == 0) {
     mb__atom_t **c = calloc(CHUNK_SIZE, sizeof *c);
     uint32_t *nc = realloc(chain, (size_t)(n + CHUNK_SIZE) * sizeof *nc);

@@ -278,12 +278,7 @@ static int put_ref(mb_msg_t **f, uint64_t ref) {
   return mb__etf_write_ref(f, &w);
 }
 
-static const mb__atom_t *empty_atom(void) {
-  static const mb__atom_t *a;
-  if (a == NULL)
-    mb__atom_intern("", 0, &a);
-  return a;
-}
+static const mb__atom_t *empty_atom(void) { return mb__atoms.empty; }
 
 /* ---- signals out ---- */
 

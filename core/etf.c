@@ -889,6 +889,8 @@ int mb__etf_write_tuple(mb_msg_t **m, uint32_t arity) {
 int mb__etf_write_int(mb_msg_t **m, int64_t v) { return nomem(put_int(m, v)); }
 
 int mb__etf_write_atom(mb_msg_t **m, const mb__atom_t *a) {
+  if (a == NULL)
+    return MB_EINVAL; /* an atom the full table could not take */
   return nomem(put_atom(m, a));
 }
 

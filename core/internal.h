@@ -46,6 +46,9 @@ typedef struct {
   char name[]; /* NUL-terminated */
 } mb__atom_t;
 #define MB_ATOM_MAXLEN 255
+#define MB_ATOM_MAX (1u << 20) /* atoms in a node, as the BEAM's default */
+/* MB_ETOOBIG for a name longer than MB_ATOM_MAXLEN, MB_ELIMIT when the
+ * table is full (the BEAM's system_limit). */
 int mb__atom_intern(const char *name, size_t len, const mb__atom_t **out);
 const mb__atom_t *mb__atom_at(uint32_t index);
 
@@ -103,10 +106,11 @@ mb_msg_t *mb__msg_atom(const mb__atom_t *a);
 mb_msg_t *mb__msg_dup(const mb_msg_t *m);
 bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
 
-/* Atoms the core itself uses, interned at start. */
+/* Atoms the core itself uses, interned at start (so that a full atom
+ * table never keeps the core from naming them). */
 typedef struct {
   const mb__atom_t *normal, *kill, *killed, *noproc, *EXIT, *DOWN, *process,
-      *memory_limit, *shutdown, *out_of_memory;
+      *memory_limit, *shutdown, *out_of_memory, *empty, *nonode;
 } mb__atoms_t;
 extern mb__atoms_t mb__atoms;
 int mb__atoms_init(void);

@@ -26,9 +26,21 @@ int mb__atoms_init(void) {
              {&mb__atoms.process, "process"},
              {&mb__atoms.memory_limit, "memory_limit"},
              {&mb__atoms.shutdown, "shutdown"},
-             {&mb__atoms.out_of_memory, "out_of_memory"}};
+             {&mb__atoms.out_of_memory, "out_of_memory"},
+             {&mb__atoms.empty, ""},
+             {&mb__atoms.nonode, "nonode@nohost"}};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     int err = mb__atom_intern(all[i].name, strlen(all[i].name), all[i].slot);
+    if (err)
+      return err;
+  }
+  /* Named by the distribution layer when it writes signals. */
+  static const char *const dist[] = {"monitor", "noconnection", "noreply",
+                                     "spawn_reply", "system_limit", "ok",
+                                     "error", "nodeup", "nodedown"};
+  for (size_t i = 0; i < sizeof dist / sizeof dist[0]; i++) {
+    const mb__atom_t *a;
+    int err = mb__atom_intern(dist[i], strlen(dist[i]), &a);
     if (err)
       return err;
   }

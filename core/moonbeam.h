@@ -29,7 +29,8 @@
   XX(CONN, "connection failed")                                              \
   XX(PROTO, "protocol error")                                                \
   XX(NOHOST, "host not found")                                               \
-  XX(CANCELED, "operation canceled")
+  XX(CANCELED, "operation canceled")                                         \
+  XX(LIMIT, "system limit reached")
 
 typedef enum {
   MB_OK = 0,

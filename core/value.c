@@ -552,7 +552,11 @@ static const mb__atom_t *name_part(lua_State *L, int idx, int i) {
   if (a == NULL && lua_type(L, -1) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
-    if (mb__atom_intern(s, len, &a) != 0)
+    int err = mb__atom_intern(s, len, &a);
+    if (err == MB_ELIMIT)
+      luaL_error(L, "the atom table is full (%d atoms: system_limit)",
+                 (int)MB_ATOM_MAX);
+    if (err != 0)
       a = NULL;
   }
   lua_pop(L, 1);

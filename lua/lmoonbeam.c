@@ -79,6 +79,11 @@ static mb_pid_t check_pid(lua_State *L, int idx) {
   return mb__check_pid(L, idx);
 }
 
+static int atom_table_full(lua_State *L, const char *fname) {
+  return luaL_error(L, "%s: the atom table is full (%d atoms: system_limit)",
+                    fname, (int)MB_ATOM_MAX);
+}
+
 /* A registered name: an atom, or a string naming one. */
 static const mb__atom_t *check_name(lua_State *L, int idx) {
   const mb__atom_t *a = mb__to_atom(L, idx);
@@ -88,7 +93,10 @@ static const mb__atom_t *check_name(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TSTRING)
     luaL_typeerror(L, idx, "name (string or atom)");
   const char *s = lua_tolstring(L, idx, &len);
-  if (mb__atom_intern(s, len, &a) != 0)
+  int err = mb__atom_intern(s, len, &a);
+  if (err == MB_ELIMIT)
+    atom_table_full(L, "name");
+  if (err != 0)
     luaL_argerror(L, idx, "name longer than 255 bytes");
   return a;
 }
@@ -345,7 +353,10 @@ static const mb__atom_t *check_node(lua_State *L, int idx) {
   const char *s = lua_tolstring(L, idx, &len);
   if (memchr(s, '@', len) == NULL)
     luaL_argerror(L, idx, "a node name is name@host");
-  if (mb__atom_intern(s, len, &a) != 0)
+  int err = mb__atom_intern(s, len, &a);
+  if (err == MB_ELIMIT)
+    atom_table_full(L, "node name");
+  if (err != 0)
     luaL_argerror(L, idx, "node name too long");
   return a;
 }
@@ -422,7 +433,7 @@ static int l_start_distribution(lua_State *L) {
 static int l_node(lua_State *L) {
   const mb__atom_t *a = mb__dist_node();
   if (a == NULL)
-    mb__atom_intern("nonode@nohost", 13, &a);
+    a = mb__atoms.nonode;
   mb__push_atom(L, a);
   return 1;
 }
@@ -544,6 +555,8 @@ static int l_atom(lua_State *L) {
   int err = mb__atom_intern(s, len, &a);
   if (err == MB_ETOOBIG)
     return luaL_argerror(L, 1, "atom name longer than 255 bytes");
+  if (err == MB_ELIMIT)
+    return atom_table_full(L, "atom");
   check_err(L, err, "atom");
   mb__push_atom(L, a);
   return 1;
