@@ -56,10 +56,16 @@ typedef uint64_t mb_pid_t;
 #define MB_PID_REMOTE (1ULL << 63)
 #define MB_PID_IS_REMOTE(pid) (((pid)&MB_PID_REMOTE) != 0)
 
+/* The default limit on processes alive at once, as Erlang's +P.  Spawning
+ * past the limit fails with MB_ELIMIT. */
+#define MB_MAX_PROCESSES_DEFAULT 1048576u
+
 /* Node configuration, read once by mb_node_start. */
 typedef struct {
   int schedulers;          /* scheduler threads; 0 = number of cores */
   size_t max_heap;         /* default per-process memory limit, 0 = none */
+  size_t max_processes;    /* processes alive at once (Erlang's +P);
+                              0 = MB_MAX_PROCESSES_DEFAULT */
   const char *lua_path;    /* package.path for processes, NULL = default */
   const char *lua_cpath;   /* package.cpath for processes, NULL = default */
 } mb_config_t;

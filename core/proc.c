@@ -97,6 +97,10 @@ int mb__proc_init(void) {
 
 void mb__proc_config(const mb_config_t *cfg) {
   config = *cfg;
+  if (config.max_processes == 0)
+    config.max_processes = MB_MAX_PROCESSES_DEFAULT;
+  if (config.max_processes > MB_PID_MAX / 2)
+    config.max_processes = MB_PID_MAX / 2; /* leave free numbers to find */
   config.lua_path = cfg->lua_path ? strdup(cfg->lua_path) : NULL;
   config.lua_cpath = cfg->lua_cpath ? strdup(cfg->lua_cpath) : NULL;
 }
@@ -104,6 +108,18 @@ void mb__proc_config(const mb_config_t *cfg) {
 /* ---- the process table ---- */
 
 static shard_t *shard_of(mb_pid_t pid) { return &shards[pid % SHARDS]; }
+
+/* Count a process about to be spawned, unless the node has its limit of
+ * processes alive; the count drops when the process has ended, its Lua
+ * state closed (finalizers run as part of it). */
+static bool count_add(void) {
+  if (atomic_fetch_add(&nprocs, 1) < config.max_processes)
+    return true;
+  atomic_fetch_sub(&nprocs, 1);
+  return false;
+}
+
+static void count_remove(void) { atomic_fetch_sub(&nprocs, 1); }
 
 static mb_pid_t table_add(mb_proc_t *p) {
   for (;;) {
@@ -117,10 +133,8 @@ static mb_pid_t table_add(mb_proc_t *p) {
     uv_mutex_unlock(&s->lock);
     if (err)
       return 0;
-    if (!taken) {
-      atomic_fetch_add(&nprocs, 1);
+    if (!taken)
       return pid;
-    }
   }
 }
 
@@ -129,7 +143,6 @@ static void table_remove(mb_pid_t pid) {
   uv_mutex_lock(&s->lock);
   mb__map_del(&s->map, pid);
   uv_mutex_unlock(&s->lock);
-  atomic_fetch_sub(&nprocs, 1);
 }
 
 mb_proc_t *mb__proc_lookup(mb_pid_t pid) {
@@ -424,10 +437,16 @@ static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
 }
 
 int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
+  if (!count_add()) {
+    mb_msg_free(o->fn);
+    mb_msg_free(o->args);
+    return MB_ELIMIT;
+  }
   mb_proc_t *p = mb__mem_realloc(NULL, sizeof *p);
   if (p != NULL)
     memset(p, 0, sizeof *p);
   if (p == NULL) {
+    count_remove();
     mb_msg_free(o->fn);
     mb_msg_free(o->args);
     return MB_ENOMEM;
@@ -471,6 +490,7 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
     if (p->waiters != NULL)
       waitlink_free(p->waiters);
     proc_free(p);
+    count_remove();
     return err;
   }
   if (o->waiter != NULL) {
@@ -739,6 +759,7 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   p->q_head = p->q_tail = NULL;
   lua_close(L);
   p->L = NULL;
+  count_remove();
   mb_msg_free(p->start_fn);
   mb_msg_free(p->start_args);
   free(p->start_mod);

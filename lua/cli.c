@@ -72,6 +72,7 @@ static const command_t commands[] = {
 enum {
   OPT_SCHEDULERS,
   OPT_MAX_HEAP,
+  OPT_MAX_PROCESSES,
   OPT_LOG_LEVEL,
   OPT_CONFIG,
   OPT_ROCKS_TREE,
@@ -113,6 +114,10 @@ static const option_t options[] = {
      "a size in bytes (or with K, M, G)",
      "memory limit of each process: bytes, or with K, M, G\n"
      "(default: none)"},
+    {"--max-processes", "N", NODE, OPT_MAX_PROCESSES,
+     "MOONBEAM_MAX_PROCESSES", "a number from 1 to 134217727",
+     "processes alive at once, as Erlang's +P\n"
+     "(default: 1048576)"},
     {"--log-level", "LEVEL", NODE, OPT_LOG_LEVEL, "MOONBEAM_LOG_LEVEL",
      "debug, info, notice, warning or error",
      "debug, info (default), notice, warning or error"},
@@ -296,6 +301,11 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
   case OPT_MAX_HEAP:
     if (parse_size(value, &cli->max_heap) != 0)
       goto bad;
+    break;
+  case OPT_MAX_PROCESSES:
+    if (parse_int(value, 1, 134217727, &n) != 0)
+      goto bad;
+    cli->max_processes = (size_t)n;
     break;
   case OPT_LOG_LEVEL:
     if ((k = find_name(level_names, value)) < 0)
@@ -559,7 +569,8 @@ static int from_variables(cli_t *cli) {
  * (the settings table, kept for the launcher's life, keeps it alive), or
  * for a number setting a number written out (apply parses it at once). */
 static const char *setting_text(lua_State *L, int idx, int id) {
-  bool number = id == OPT_SCHEDULERS || id == OPT_MAX_HEAP;
+  bool number = id == OPT_SCHEDULERS || id == OPT_MAX_HEAP ||
+                id == OPT_MAX_PROCESSES;
   if (lua_type(L, idx) == LUA_TSTRING ||
       (number && lua_type(L, idx) == LUA_TNUMBER))
     return lua_tostring(L, idx);
@@ -603,6 +614,7 @@ static const struct {
   int id;
 } file_keys[] = {
     {"schedulers", OPT_SCHEDULERS}, {"max_heap", OPT_MAX_HEAP},
+    {"max_processes", OPT_MAX_PROCESSES},
     {"log_level", OPT_LOG_LEVEL},   {"rocks_tree", OPT_ROCKS_TREE},
     {"sname", OPT_SNAME},           {"name", OPT_NAME},
     {"cookie", OPT_COOKIE},
@@ -626,7 +638,8 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
     const char *text = setting_text(L, -1, id);
     if (text == NULL)
       return file_error(file, "%s must be a %s", key,
-                        id == OPT_SCHEDULERS ? "number"
+                        id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES
+                            ? "number"
                         : id == OPT_MAX_HEAP ? "number or a string"
                                              : "string");
     char from[128];

@@ -161,7 +161,11 @@ static int spawn_with(lua_State *L, mb_spawn_opts_t *o, int base,
   lua_settop(L, lua_gettop(L) - (base - 1));
   o->args = encode_args(L, first, fname);
   mb_pid_t pid;
-  check_err(L, mb_proc_spawn_opts(o, &pid), fname);
+  int err = mb_proc_spawn_opts(o, &pid);
+  if (err == MB_ELIMIT)
+    return luaL_error(L, "%s: too many processes (the node's limit is %d: "
+                      "system_limit)", fname, (int)mb__config()->max_processes);
+  check_err(L, err, fname);
   mb__push_pid(L, pid);
   if (o->monitor) {
     mb__push_ref(L, o->monitor_ref);
@@ -284,6 +288,14 @@ static int l_is_alive(lua_State *L) {
  * back (Erlang's erlang:monotonic_time(nanosecond)). */
 static int l_monotonic_time(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)uv_hrtime());
+  return 1;
+}
+
+/* process_limit() -> how many processes may be alive at once
+ * (erlang:system_info(process_limit)). */
+static int l_process_limit(lua_State *L) {
+  ensure_node(L);
+  lua_pushinteger(L, (lua_Integer)mb__config()->max_processes);
   return 1;
 }
 
@@ -622,7 +634,11 @@ static int l_start(lua_State *L) {
     cfg.max_heap = (size_t)luaL_optinteger(L, -1, 0);
     lua_getfield(L, 1, "run_timeout");
     run_timeout_ms = (long)luaL_optinteger(L, -1, DEFAULT_RUN_TIMEOUT_MS);
-    lua_pop(L, 3);
+    lua_getfield(L, 1, "max_processes");
+    lua_Integer maxp = luaL_optinteger(L, -1, 0);
+    luaL_argcheck(L, maxp >= 0, 1, "max_processes must not be negative");
+    cfg.max_processes = (size_t)maxp;
+    lua_pop(L, 4);
   }
   if (mb_node_started()) {
     lua_pushboolean(L, 0);
@@ -735,6 +751,7 @@ static const luaL_Reg funcs[] = {
     {"make_ref", l_make_ref},
     {"is_alive", l_is_alive},
     {"process_count", l_process_count},
+    {"process_limit", l_process_limit},
     {"monotonic_time", l_monotonic_time},
     {"memory", l_memory},
     {"atom", l_atom},

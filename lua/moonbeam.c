@@ -327,6 +327,7 @@ static int start_node(void) {
   mb_config_t cfg = {0};
   cfg.schedulers = cli.schedulers;
   cfg.max_heap = cli.max_heap;
+  cfg.max_processes = cli.max_processes;
   char *path = cli_lua_path(&cli);
   char *cpath = cli_lua_cpath(&cli);
   cfg.lua_path = path;

@@ -50,7 +50,8 @@ end
 local function env_prefix(env)
   local words = {"env"}
   -- Settings of the runner's environment must not leak into a test.
-  for _, var in ipairs({"MOONBEAM_SCHEDULERS", "MOONBEAM_MAX_HEAP", "MOONBEAM_LOG_LEVEL",
+  for _, var in ipairs({"MOONBEAM_SCHEDULERS", "MOONBEAM_MAX_HEAP", "MOONBEAM_MAX_PROCESSES",
+                        "MOONBEAM_LOG_LEVEL",
                         "MOONBEAM_CONFIG", "MOONBEAM_ROCKS_TREE"}) do
     if not (env and env[var]) then words[#words + 1] = "-u " .. var end
   end

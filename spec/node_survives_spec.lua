@@ -93,3 +93,45 @@ describe("a log line", function()
     assert.matches(" %.%.%. %[truncated: %d+ bytes in all%]$", crash)
   end)
 end)
+
+describe("the limit on processes (max_processes, as Erlang's +P)", function()
+  it("makes a spawn past it fail in the spawner, and frees as processes end", function()
+    local out = survives([[
+      local mb = require "moonbeam"
+      local start = mb.process_count()
+      local held = {}
+      local ok, err
+      repeat
+        ok, err = pcall(mb.spawn, function() mb.receive() end)
+        if ok then held[#held + 1] = err end
+      until not ok or #held > 1000
+      print(#held + start, err)
+      for _, p in ipairs(held) do mb.exit(p, "kill") end
+      while mb.process_count() > start do mb.sleep(1) end
+      print(pcall(mb.spawn, function() end) and "spawns again")
+    ]], {"--max-processes", "100"})
+    assert.same({
+      "100\tspawn: too many processes (the node's limit is 100: system_limit)",
+      "spawns again",
+    }, H.lines(out))
+  end)
+
+  it("is 1048576 by default, and set by --max-processes, its variable or the config file", function()
+    local code = "require('moonbeam').process_limit()"
+    local function limit(args, env)
+      local s, out, err = H.run(args, {env = env})
+      assert(s == 0, out .. err)
+      return out
+    end
+    assert.equal("1048576\n", limit({"eval", code}))
+    assert.equal("5000\n", limit({"--max-processes", "5000", "eval", code}))
+    assert.equal("6000\n", limit({"eval", code}, {MOONBEAM_MAX_PROCESSES = "6000"}))
+    local dir = H.tmpdir()
+    H.write(dir .. "/node.lua", "return {max_processes = 7000}")
+    assert.equal("7000\n", limit({"--config", dir .. "/node.lua", "eval", code}))
+    H.remove(dir)
+    local s, _, err = H.run({"--max-processes", "0", "eval", "1"})
+    assert.equal(2, s)
+    assert.matches("%-%-max%-processes expects a number from 1 to 134217727", err)
+  end)
+end)
