@@ -442,6 +442,10 @@ static int spawn_entry(void) {
 }
 
 int main(int argc, char **argv) {
+  /* A node outlives its standard output: once that is gone (a closed
+   * pipe, a terminal that went away), writes fail with EPIPE instead of
+   * ending the node. */
+  signal(SIGPIPE, SIG_IGN);
   int r = cli_parse(argc, argv, &cli);
   if (r >= 0)
     return r;

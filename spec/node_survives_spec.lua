@@ -135,3 +135,54 @@ describe("the limit on processes (max_processes, as Erlang's +P)", function()
     assert.matches("%-%-max%-processes expects a number from 1 to 134217727", err)
   end)
 end)
+
+describe("a node whose standard output goes away", function()
+  it("does not die of SIGPIPE, with run or with start", function()
+    local dir = H.tmpdir()
+    -- More than a pipe holds, so that the writes meet the closed pipe
+    -- whenever its reader ends.
+    H.write(dir .. "/talk.lua", [[
+      for i = 1, 20000 do print(("line %d of a node that talks a lot"):format(i)) end
+      io.stdout:flush()
+      local f = assert(io.open(arg[1], "w"))
+      f:write("still here\n")
+      f:close()
+    ]])
+    H.write(dir .. "/talk_app.lua", [[
+      local M = {}
+      function M.start()
+        local mb = require "moonbeam"
+        return mb.spawn_link(function()
+          for i = 1, 20000 do print(("line %d of a node that talks a lot"):format(i)) end
+          io.stdout:flush()
+          local f = assert(io.open(os.getenv("MB_SPEC_DONE"), "w"))
+          f:write("still here\n")
+          f:close()
+          mb.receive()
+        end)
+      end
+      return M
+    ]])
+    H.write(dir .. "/talk.app.lua", [[return {name = "talk", mod = {"talk_app"}}]])
+    local run = ("(%s run %s %s; echo $? > %s) | true"):format(H.quote(H.launcher),
+      H.quote(dir .. "/talk.lua"), H.quote(dir .. "/run.done"), H.quote(dir .. "/run.status"))
+    assert(os.execute("timeout -k 5 60 sh -c " .. H.quote(run)))
+    assert.equal("still here\n", H.read(dir .. "/run.done"))
+    assert.equal("0\n", H.read(dir .. "/run.status"))
+
+    -- start: the node runs until SIGTERM, which it must still be alive for.
+    local launcher = H.launcher:match("^/") and H.launcher
+      or assert(os.getenv("PWD")) .. "/" .. H.launcher
+    local start = ("cd %s && (exec env MB_SPEC_DONE=%s %s start talk.app.lua & echo $! > %s; wait $!; echo $? > %s) | true")
+      :format(H.quote(dir), H.quote(dir .. "/start.done"), H.quote(launcher),
+        H.quote(dir .. "/start.pid"), H.quote(dir .. "/start.status"))
+    os.execute("sh -c " .. H.quote(start) .. " > /dev/null 2>&1 &")
+    assert.truthy(H.wait_for(function() return H.read(dir .. "/start.done") ~= "" end, 30))
+    local pid = H.read(dir .. "/start.pid"):match("%d+")
+    os.execute("kill -TERM " .. pid)
+    local status = H.wait_for(function() return H.read(dir .. "/start.status"):match("%d+") end, 30)
+    if not status then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    H.remove(dir)
+    assert.equal("0", status)
+  end)
+end)
