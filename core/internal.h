@@ -74,6 +74,9 @@ typedef enum {
 #define MB_SIGF_DOWN 2   /* a queued message that came as a DOWN signal */
 #define MB_MSGF_ETF 4    /* the value is in Erlang's external term format,
                             as it came from another node */
+#define MB_MSGF_COUNTED 8 /* counted in its receiver's mq_bytes */
+#define MB_SIGF_MEMORY 16 /* an exit signal a process gets when its queue
+                             takes it over its memory limit: not trapped */
 
 struct mb_msg_s {
   struct mb_msg_s *next;
@@ -359,6 +362,7 @@ struct mb_proc_s {
   /* Set at spawn, then read-only. */
   mb_pid_t pid;
   atomic_int refs; /* the process table holds one while alive */
+  size_t mem_limit; /* max_heap, for senders (max_mem below may move) */
 
   /* Under `lock`: what other threads hand to the process.  `state`,
    * `inbox_head` and `timed_out` are also read without the lock, to decide
@@ -371,6 +375,11 @@ struct mb_proc_s {
   atomic_bool timed_out; /* the armed timer fired */
   mb__waitlink_t *waiters;
   atomic_bool sig_pending; /* the inbox holds a signal other than a message */
+  /* Bytes of the messages queued and not yet taken by receive (in the
+   * inbox or q_head), which count against mem_limit as the Lua state
+   * does: added by senders under `lock`, taken off by the owner. */
+  atomic_size_t mq_bytes;
+  atomic_bool mq_over; /* a message went over the limit: it is being ended */
 
   /* Written by the owner under `lock`, so that process_info can read them
    * from another thread. */
@@ -433,6 +442,9 @@ void mb__proc_wake(mb_proc_t *p);
 /* Append a message or signal to p's inbox; false (and m freed) if p is
  * exiting. */
 bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);
+/* The owner took m out of its queue (decoded or dropped it): its bytes no
+ * longer count against the limit. */
+void mb__proc_uncount(mb_proc_t *p, const mb_msg_t *m);
 /* Send a signal to `to`: MB_ENOPROC if there is no such live process. */
 int mb__signal(mb_pid_t to, mb_msg_t *m);
 /* Handle the signals in the process's inbox (owner only).  Returns true if

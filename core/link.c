@@ -121,6 +121,11 @@ static void die(mb_proc_t *p, const mb_msg_t *reason) {
 
 static void handle_exit(mb_proc_t *p, mb_msg_t *m) {
   bool linked = m->flags & MB_SIGF_LINKED;
+  if (m->flags & MB_SIGF_MEMORY) {
+    die(p, m);
+    mb_msg_free(m);
+    return;
+  }
   if (linked && table_del(p, &p->links, m->from) == 0) {
     mb_msg_free(m); /* unlinked meanwhile */
     return;
@@ -164,8 +169,10 @@ void mb__link_handle(mb_proc_t *p, mb_msg_t *m) {
   case MB_SIG_ALIAS:
     if (!(m->ref & MB_REF_ALIAS) || mb__map_get(&p->monitors, m->ref) != NULL)
       queue_message(p, m);
-    else
+    else {
+      mb__proc_uncount(p, m);
       mb_msg_free(m); /* the alias is gone: the caller gave up */
+    }
     return;
   case MB_SIG_LINK:
     table_put(p, &p->links, m->from, 1);

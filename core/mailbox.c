@@ -16,13 +16,61 @@ void mb__proc_wake(mb_proc_t *p) {
     mb__sched_wake(p);
 }
 
+/* The bytes a queued message counts for, against its receiver's limit. */
+static size_t queued_size(const mb_proc_t *p, const mb_msg_t *m) {
+  if (p->mem_limit == 0 || (m->kind != MB_SIG_MSG && m->kind != MB_SIG_ALIAS))
+    return 0;
+  return sizeof *m + m->len;
+}
+
+void mb__proc_uncount(mb_proc_t *p, const mb_msg_t *m) {
+  if (m->flags & MB_MSGF_COUNTED)
+    atomic_fetch_sub(&p->mq_bytes, sizeof *m + m->len);
+}
+
+/* A message would take p over its memory limit: p ends with
+ * {memory_limit, Bytes}, by a signal it cannot trap, as a process whose
+ * heap grows too large does (OTP counts messages in max_heap_size too). */
+static void end_over_limit(mb_proc_t *p) {
+  mb_log(MB_LOG_ERROR,
+         "process <0.%u.%u> killed: its message queue took it over its "
+         "memory limit of %zu bytes",
+         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), p->mem_limit);
+  mb_msg_t *m = mb__tuple_new(2);
+  if (m == NULL || mb__tuple_atom(&m, mb__atoms.memory_limit) ||
+      mb__tuple_int(&m, (lua_Integer)p->mem_limit) || mb__tuple_end(&m, 2)) {
+    mb_msg_free(m);
+    return;
+  }
+  m->kind = MB_SIG_EXIT;
+  m->from = p->pid;
+  m->flags = MB_SIGF_MEMORY;
+  mb__proc_deliver(p, m);
+}
+
 bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
   m->next = NULL;
+  size_t size = queued_size(p, m);
   uv_mutex_lock(&p->lock);
   if (atomic_load(&p->state) == MB_PS_EXITING) {
     uv_mutex_unlock(&p->lock);
     mb_msg_free(m);
     return false;
+  }
+  if (size != 0 && atomic_load_explicit(&p->mem, memory_order_relaxed) +
+                           atomic_load(&p->mq_bytes) + size >
+                       p->mem_limit) {
+    /* Dropped, as a message to a process that is ending. */
+    bool first = !atomic_exchange(&p->mq_over, true);
+    uv_mutex_unlock(&p->lock);
+    mb_msg_free(m);
+    if (first)
+      end_over_limit(p);
+    return true;
+  }
+  if (size != 0) {
+    m->flags |= MB_MSGF_COUNTED;
+    atomic_fetch_add(&p->mq_bytes, size);
   }
   if (p->inbox_tail)
     p->inbox_tail->next = m;
@@ -199,11 +247,13 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       p->q_len++;
       mb_msg_decode(L, m);
       q_pop(p);
+      mb__proc_uncount(p, m);
       mb_msg_free(m);
       return true;
     }
     push_saved(L, p);
     mb_msg_decode(L, m);
+    mb__proc_uncount(p, m);
     mb_msg_free(m);
     /* Saved before the matcher runs, so an error in it loses nothing. */
     lua_pushvalue(L, -1);
@@ -323,6 +373,7 @@ int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
       if (p->q_tail == m)
         p->q_tail = prev;
       p->q_len--;
+      mb__proc_uncount(p, m);
       mb_msg_free(m);
       publish_len(p);
       return 0;

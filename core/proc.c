@@ -456,6 +456,7 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
   p->state = MB_PS_RUNNABLE;
   p->saved_ref = LUA_NOREF;
   p->max_mem = o->max_heap ? o->max_heap : config.max_heap;
+  p->mem_limit = p->max_mem;
   p->start_fn = o->fn;
   p->start_args = o->args;
   int err = set_start(p, o);

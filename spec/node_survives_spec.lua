@@ -23,8 +23,14 @@ describe("a node name with a NUL byte", function()
   it("is refused where Lua gives it, and the node goes on", function()
     local out = survives([[
       local mb = require "moonbeam"
-      mb.start_distribution{name = "nul@127.0.0.1", cookie = "c",
-                            epmd_port = tonumber(arg[1])}
+      -- a port of our own for the EPMD this node serves; another may be
+      -- taken by a node of another test
+      local port = tonumber(arg[1])
+      while not pcall(mb.start_distribution, {name = "nul@127.0.0.1", cookie = "c",
+                                              epmd_port = port}) do
+        port = port + 1
+        assert(port < tonumber(arg[1]) + 20, "no free port for EPMD")
+      end
       print(select(2, pcall(mb.send, {"echo", "a\0b@c"}, 1)))
       print(select(2, pcall(mb.monitor, {"echo", "a\0b@c"})))
       print(select(2, pcall(mb.start_distribution, {name = "x\0y@z"})))
@@ -184,5 +190,37 @@ describe("a node whose standard output goes away", function()
     if not status then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
     H.remove(dir)
     assert.equal("0", status)
+  end)
+end)
+
+describe("max_heap", function()
+  it("counts the messages queued for a process: a flooded one dies alone with memory_limit", function()
+    local out, err = survives([[
+      local mb = require "moonbeam"
+      local target, ref = mb.spawn_opt({monitor = true, max_heap = 1000000}, function()
+        mb.sleep(60000) -- never receives
+      end)
+      local chunk = ("x"):rep(1000)
+      local down
+      for i = 1, 100000 do -- 100 MB, were they all queued
+        mb.send(target, chunk)
+        if i % 100 == 0 then
+          down = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 0)
+          if down then break end
+        end
+      end
+      down = down or mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 10000)
+      print(down and tostring(down[5][1]), down and down[5][2])
+      -- the same process trapping exits is ended all the same
+      local t2, ref2 = mb.spawn_opt({monitor = true, max_heap = 1000000}, function()
+        mb.trap_exit(true)
+        mb.sleep(60000)
+      end)
+      for _ = 1, 5000 do mb.send(t2, chunk) end
+      down = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref2 end, 10000)
+      print(down and tostring(down[5][1]))
+    ]])
+    assert.same({"memory_limit\t1000000", "memory_limit"}, H.lines(out))
+    assert.matches("killed: its message queue took it over its memory limit of 1000000 bytes", err)
   end)
 end)
