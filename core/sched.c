@@ -7,14 +7,17 @@
  *   processes exchanging messages costs no queueing, yet cannot keep the
  *   others waiting for longer than one slice).
  * - Other runnable processes go to the back of a queue.  An idle scheduler
- *   steals from the others (only where more than one process waits: the
- *   one at the head runs as soon as its owner is free) before it sleeps.
+ *   steals from the others before it sleeps: where more than one process
+ *   waits (the one at the head runs as soon as its owner is free), or
+ *   where one waits on a scheduler the watchdog finds stalled (no process
+ *   began to run there for a whole slice's time: the one it runs is in a
+ *   C call that cannot yield, or in a __gc as its state closes).
  * - The watchdog looks at every scheduler each tick; a process past the
  *   end of its slice is poked (see mb__proc_poke) and yields.
  * - An idle node costs nothing: a scheduler with nothing to run, after a
  *   short spin, sleeps until work is queued for it, and the watchdog,
- *   once no process has run for IDLE_TICKS ticks, sleeps until a scheduler
- *   starts one.  Neither wakes on a timer.
+ *   once no process has run or waited for IDLE_TICKS ticks, sleeps until a
+ *   scheduler starts one or queues one.  Neither wakes on a timer.
  *
  * Each queue is a FIFO of processes linked through rq_next, under the
  * queue's lock.  A process is in at most one queue or runnext slot, and
@@ -48,10 +51,13 @@ typedef struct {
    * spent.  The scheduler reads no clock. */
   atomic_uint_fast64_t slice;
   atomic_uint_fast64_t spent; /* the last slice the watchdog ended */
-  uint64_t wd_slice;          /* watchdog thread only */
-  int wd_ticks;
-  /* Owner thread only. */
-  mb_proc_t *runnext;
+  atomic_uint_fast64_t runs; /* processes run: written by the owner */
+  atomic_bool stalled;        /* processes wait, and none began to run */
+  uint64_t wd_slice, wd_runs; /* watchdog thread only */
+  int wd_ticks, wd_stall_ticks;
+  /* Set by the owner thread; taken by it, or by a thief while the owner
+   * is stalled (whoever exchanges it out owns the process). */
+  _Atomic(mb_proc_t *) runnext;
 } sched_t;
 
 static sched_t *scheds;
@@ -103,6 +109,8 @@ static void wake(sched_t *s) {
   uv_mutex_unlock(&sleep_lock);
 }
 
+static void wake_watchdog(void);
+
 static sched_t *find_sleeper(void) {
   if (atomic_load(&nsleeping) == 0)
     return NULL;
@@ -121,6 +129,9 @@ static void push_local(sched_t *s, mb_proc_t *p) {
     if (sleeper != NULL)
       wake(sleeper);
   }
+  /* Queued by a scheduler running no process (one that ends a process,
+   * maybe to stall in its finalizers): the watchdog must look. */
+  wake_watchdog();
 }
 
 void mb__sched_enqueue(mb_proc_t *p) {
@@ -143,22 +154,38 @@ void mb__sched_enqueue(mb_proc_t *p) {
 
 void mb__sched_wake(mb_proc_t *p) {
   sched_t *s = current;
-  if (s == NULL || atomic_load_explicit(&s->running, memory_order_relaxed) == NULL) {
+  /* The waker's slice is spent, and it has not yielded (a C call): the
+   * woken process goes where others can take it. */
+  if (s == NULL ||
+      atomic_load_explicit(&s->running, memory_order_relaxed) == NULL ||
+      atomic_load(&s->spent) == atomic_load(&s->slice)) {
     mb__sched_enqueue(p);
     return;
   }
-  if (s->runnext != NULL)
-    push_local(s, s->runnext);
   p->slice = atomic_load_explicit(&s->slice, memory_order_relaxed);
-  s->runnext = p;
+  mb_proc_t *old = atomic_exchange(&s->runnext, p);
+  if (old != NULL)
+    push_local(s, old);
+}
+
+/* Does another scheduler's queue hold a process it will not run soon? */
+static bool stealable(sched_t *s) {
+  size_t len = atomic_load(&s->len);
+  return len >= 2 ||
+         (atomic_load(&s->stalled) &&
+          (len == 1 || atomic_load(&s->runnext) != NULL));
 }
 
 static mb_proc_t *steal(sched_t *self) {
   for (int i = 1; i < nscheds; i++) {
     sched_t *victim = &scheds[(self->index + i) % nscheds];
-    if (atomic_load(&victim->len) < 2)
+    if (!stealable(victim))
       continue;
-    mb_proc_t *p = pop(victim);
+    mb_proc_t *p = NULL;
+    if (atomic_load(&victim->stalled))
+      p = atomic_exchange(&victim->runnext, NULL);
+    if (p == NULL)
+      p = pop(victim);
     if (p != NULL)
       return p;
   }
@@ -167,16 +194,16 @@ static mb_proc_t *steal(sched_t *self) {
 
 static bool any_work(sched_t *self) {
   for (int i = 0; i < nscheds; i++)
-    if (atomic_load(&scheds[i].len) > (&scheds[i] == self ? 0u : 1u))
+    if (&scheds[i] == self ? atomic_load(&self->len) > 0
+                           : stealable(&scheds[i]))
       return true;
   return false;
 }
 
 /* The next process to run, and whether it starts a new slice. */
 static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
-  mb_proc_t *p = s->runnext;
+  mb_proc_t *p = atomic_exchange(&s->runnext, NULL);
   if (p != NULL) {
-    s->runnext = NULL;
     if (atomic_load(&s->spent) != p->slice) {
       *new_slice = false;
       return p;
@@ -224,8 +251,9 @@ void mb__sched_leave(void) {
     sched_yield();
 }
 
-/* Wake the watchdog if it sleeps; called after `running` is raised, which
- * the watchdog looks at after it raises wd_sleeping. */
+/* Wake the watchdog if it sleeps; called after `running` or a queue's
+ * `len` is raised, which the watchdog looks at after it raises
+ * wd_sleeping. */
 static void wake_watchdog(void) {
   if (!atomic_load(&wd_sleeping))
     return;
@@ -237,6 +265,9 @@ static void wake_watchdog(void) {
 static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
   if (new_slice)
     atomic_fetch_add_explicit(&s->slice, 1, memory_order_relaxed);
+  atomic_store_explicit(
+      &s->runs, atomic_load_explicit(&s->runs, memory_order_relaxed) + 1,
+      memory_order_relaxed);
   atomic_store(&s->running, p);
   wake_watchdog();
   mb__proc_run(p); /* calls mb__sched_leave as soon as the slice ends */
@@ -249,21 +280,48 @@ static void sched_main(void *arg) {
   bool new_slice;
   while (!atomic_load(&stopping) && (p = next_proc(s, &new_slice)) != NULL)
     run(s, p, new_slice);
-  if (s->runnext != NULL)
-    push(s, s->runnext);
-  s->runnext = NULL;
+  mb_proc_t *next = atomic_exchange(&s->runnext, NULL);
+  if (next != NULL)
+    push(s, next);
   current = NULL;
 }
 
-/* One watchdog tick for scheduler s; true if a process runs there. */
+static bool has_waiting(sched_t *s) {
+  return atomic_load(&s->len) > 0 || atomic_load(&s->runnext) != NULL;
+}
+
+/* Processes wait on s, and none began to run there for a slice's time:
+ * mark it stalled and wake a sleeping scheduler to take them. */
+static void watch_stall(sched_t *s) {
+  uint64_t runs = atomic_load_explicit(&s->runs, memory_order_relaxed);
+  if (runs != s->wd_runs) {
+    s->wd_runs = runs;
+    s->wd_stall_ticks = 0;
+    atomic_store(&s->stalled, false);
+    return;
+  }
+  if (s->wd_stall_ticks < SLICE_TICKS && ++s->wd_stall_ticks < SLICE_TICKS)
+    return;
+  if (!has_waiting(s))
+    return;
+  if (atomic_exchange(&s->stalled, true))
+    return;
+  sched_t *sleeper = find_sleeper();
+  if (sleeper != NULL)
+    wake(sleeper);
+}
+
+/* One watchdog tick for scheduler s; true if a process runs or waits
+ * there. */
 static bool watch(sched_t *s) {
   uint64_t slice = atomic_load(&s->slice);
+  watch_stall(s);
   if (slice != s->wd_slice) {
     s->wd_slice = slice;
     s->wd_ticks = 0;
   }
   if (atomic_load(&s->running) == NULL)
-    return false;
+    return has_waiting(s);
   if (++s->wd_ticks < SLICE_TICKS || atomic_load(&s->spent) == slice)
     return true;
   atomic_store(&s->watching, true);
@@ -276,18 +334,19 @@ static bool watch(sched_t *s) {
   return true;
 }
 
-static bool any_running(void) {
+static bool any_running_or_waiting(void) {
   for (int i = 0; i < nscheds; i++)
-    if (atomic_load(&scheds[i].running) != NULL)
+    if (atomic_load(&scheds[i].running) != NULL || has_waiting(&scheds[i]))
       return true;
   return false;
 }
 
-/* Sleep until a scheduler starts a process (or the node stops). */
+/* Sleep until a scheduler starts or queues a process (or the node
+ * stops). */
 static void watchdog_sleep(void) {
   uv_mutex_lock(&wd_lock);
   atomic_store(&wd_sleeping, true);
-  if (!any_running() && !atomic_load(&stopping))
+  if (!any_running_or_waiting() && !atomic_load(&stopping))
     uv_cond_wait(&wd_wakeup, &wd_lock);
   atomic_store(&wd_sleeping, false);
   uv_mutex_unlock(&wd_lock);

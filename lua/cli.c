@@ -73,6 +73,7 @@ enum {
   OPT_SCHEDULERS,
   OPT_MAX_HEAP,
   OPT_MAX_PROCESSES,
+  OPT_SHUTDOWN_TIME,
   OPT_LOG_LEVEL,
   OPT_CONFIG,
   OPT_ROCKS_TREE,
@@ -118,6 +119,10 @@ static const option_t options[] = {
      "MOONBEAM_MAX_PROCESSES", "a number from 1 to 134217727",
      "processes alive at once, as Erlang's +P\n"
      "(default: 1048576)"},
+    {"--shutdown-time", "MS", NODE, OPT_SHUTDOWN_TIME,
+     "MOONBEAM_SHUTDOWN_TIME", "milliseconds from 1 to 2147483647",
+     "how long SIGTERM waits for the node to stop\n"
+     "cleanly before it exits anyway (default: 30000)"},
     {"--log-level", "LEVEL", NODE, OPT_LOG_LEVEL, "MOONBEAM_LOG_LEVEL",
      "debug, info, notice, warning or error",
      "debug, info (default), notice, warning or error"},
@@ -306,6 +311,11 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     if (parse_int(value, 1, 134217727, &n) != 0)
       goto bad;
     cli->max_processes = (size_t)n;
+    break;
+  case OPT_SHUTDOWN_TIME:
+    if (parse_int(value, 1, 2147483647, &n) != 0)
+      goto bad;
+    cli->shutdown_time = n;
     break;
   case OPT_LOG_LEVEL:
     if ((k = find_name(level_names, value)) < 0)
@@ -570,7 +580,7 @@ static int from_variables(cli_t *cli) {
  * for a number setting a number written out (apply parses it at once). */
 static const char *setting_text(lua_State *L, int idx, int id) {
   bool number = id == OPT_SCHEDULERS || id == OPT_MAX_HEAP ||
-                id == OPT_MAX_PROCESSES;
+                id == OPT_MAX_PROCESSES || id == OPT_SHUTDOWN_TIME;
   if (lua_type(L, idx) == LUA_TSTRING ||
       (number && lua_type(L, idx) == LUA_TNUMBER))
     return lua_tostring(L, idx);
@@ -615,6 +625,7 @@ static const struct {
 } file_keys[] = {
     {"schedulers", OPT_SCHEDULERS}, {"max_heap", OPT_MAX_HEAP},
     {"max_processes", OPT_MAX_PROCESSES},
+    {"shutdown_time", OPT_SHUTDOWN_TIME},
     {"log_level", OPT_LOG_LEVEL},   {"rocks_tree", OPT_ROCKS_TREE},
     {"sname", OPT_SNAME},           {"name", OPT_NAME},
     {"cookie", OPT_COOKIE},
@@ -638,7 +649,8 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
     const char *text = setting_text(L, -1, id);
     if (text == NULL)
       return file_error(file, "%s must be a %s", key,
-                        id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES
+                        id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES ||
+                                id == OPT_SHUTDOWN_TIME
                             ? "number"
                         : id == OPT_MAX_HEAP ? "number or a string"
                                              : "string");

@@ -28,6 +28,7 @@ typedef struct {
   int schedulers;         /* 0: one per core */
   size_t max_heap;        /* 0: no limit */
   size_t max_processes;   /* 0: the core's default */
+  long shutdown_time;     /* ms SIGTERM waits for a clean stop; 0: default */
   int log_level;          /* an mb_log_level_t, or -1: leave the default */
   const char *start_type; /* start, shell: "permanent" unless --type */
   const char **trees;     /* LuaRocks trees, in the order given */

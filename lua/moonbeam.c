@@ -19,7 +19,10 @@
  * stops the node cleanly: a process runs moonbeam.launcher.stop_node, which
  * stops the running applications, last started first, each shutting its
  * supervision tree down; then the launcher exits 0.  A second signal exits at
- * once, with 128 + its number as a shell reports a killed program. */
+ * once, with 128 + its number as a shell reports a killed program.  So does
+ * the end of the shutdown time (--shutdown-time, as erl's -shutdown_time),
+ * with status 1: a process stuck where it cannot be ended (a __gc that
+ * loops, holding every scheduler) cannot keep the node up. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +40,7 @@ int luaopen_moonbeam(lua_State *L);
 
 #define LAUNCHER "moonbeam.launcher"
 #define PRELUDE_TIMEOUT_MS 60000
+#define SHUTDOWN_TIME_MS 30000
 
 /* A process whose end the main loop waits for: a thread blocks in the
  * waiter and wakes the loop. */
@@ -52,6 +56,7 @@ typedef struct {
  * `normal`, which its thread writes before it wakes the loop. */
 static uv_loop_t loop;
 static uv_signal_t sigint_h, sigterm_h;
+static uv_timer_t shutdown_timer;
 static watch_t entry, stopper;
 static cli_t cli;
 static lua_State *L; /* settings, arguments and results are built here */
@@ -174,6 +179,13 @@ static void stopper_ended(uv_async_t *a) {
   finish(stopper.normal ? 0 : 1);
 }
 
+static void shutdown_timed_out(uv_timer_t *t) {
+  (void)t;
+  mb_log(MB_LOG_WARNING, "the node did not stop within %ld ms: exiting",
+         cli.shutdown_time ? cli.shutdown_time : SHUTDOWN_TIME_MS);
+  finish(1);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
   const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
@@ -198,6 +210,11 @@ static void on_signal(uv_signal_t *h, int signum) {
     fflush(stdout);
   }
   mb_log(MB_LOG_NOTICE, "%s received: stopping the node", name);
+  uv_timer_init(&loop, &shutdown_timer);
+  uv_timer_start(&shutdown_timer, shutdown_timed_out,
+                 (uint64_t)(cli.shutdown_time ? cli.shutdown_time
+                                              : SHUTDOWN_TIME_MS),
+                 0);
   int err = spawn_launcher("stop_node", NULL, &stopper.waiter);
   if (err == 0)
     err = watch(&stopper, stopper_ended);

@@ -51,6 +51,7 @@ local function env_prefix(env)
   local words = {"env"}
   -- Settings of the runner's environment must not leak into a test.
   for _, var in ipairs({"MOONBEAM_SCHEDULERS", "MOONBEAM_MAX_HEAP", "MOONBEAM_MAX_PROCESSES",
+                        "MOONBEAM_SHUTDOWN_TIME",
                         "MOONBEAM_LOG_LEVEL",
                         "MOONBEAM_CONFIG", "MOONBEAM_ROCKS_TREE"}) do
     if not (env and env[var]) then words[#words + 1] = "-u " .. var end

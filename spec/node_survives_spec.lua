@@ -224,3 +224,102 @@ describe("max_heap", function()
     assert.matches("killed: its message queue took it over its memory limit of 1000000 bytes", err)
   end)
 end)
+
+describe("code that cannot be preempted", function()
+  -- A loop in a __gc holds its scheduler thread until a name is
+  -- registered (or 20 s of CPU time, to stay bounded: then it says so).
+  local LOOPING_GC = [[
+    local mb = require "moonbeam"
+    local me = mb.self()
+    local function until_released()
+      local start = os.clock()
+      while not mb.whereis("release") do
+        if os.clock() - start > 20 then print("gave up") return end
+      end
+    end
+    local function down(ref)
+      local d = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 30000)
+      return d and tostring(d[5])
+    end
+  ]]
+
+  it("is ended by a kill when it returns, and counted meanwhile, as its state closes too", function()
+    local out = survives(LOOPING_GC .. [[
+      local releaser = mb.spawn(function() mb.receive() end)
+      -- a kill while a __gc runs in the middle of the process's work
+      local before = mb.process_count()
+      local p, ref = mb.spawn_monitor(function()
+        setmetatable({}, {__gc = function() mb.send(me, "in gc") ; until_released() end})
+        collectgarbage()
+        mb.receive()
+      end)
+      assert(mb.receive(function(m) return m == "in gc" end, 10000))
+      mb.exit(p, "kill")
+      print(mb.is_alive(p), mb.process_count() - before)
+      mb.register("release", releaser)
+      print(down(ref))
+      mb.unregister("release")
+      -- a __gc that runs as the killed process's state closes
+      before = mb.process_count()
+      p, ref = mb.spawn_monitor(function()
+        local keep = setmetatable({}, {__gc = function() mb.send(me, "closing") ; until_released() end})
+        mb.send(me, "ready")
+        mb.receive()
+        return keep
+      end)
+      assert(mb.receive(function(m) return m == "ready" end, 10000))
+      mb.exit(p, "kill")
+      print(down(ref))
+      assert(mb.receive(function(m) return m == "closing" end, 10000))
+      print(mb.process_count() - before)
+      mb.register("release", releaser)
+      while mb.process_count() > before do mb.sleep(1) end
+      print("all gone")
+    ]], {"--schedulers", "2"})
+    assert.same({"true\t1", "killed", "killed", "1", "all gone"}, H.lines(out))
+  end)
+
+  it("holding the only scheduler does not keep the first SIGTERM from stopping the node", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/stuck.lua", LOOPING_GC .. [[
+      mb.spawn(function()
+        setmetatable({}, {__gc = until_released})
+        print("stuck") io.stdout:flush()
+        collectgarbage()
+      end)
+      mb.receive()
+    ]])
+    local job = H.start({"--schedulers", "1", "--shutdown-time", "200", dir .. "/stuck.lua"})
+    local up = job:wait_output("stuck", 20)
+    job:signal("TERM")
+    local status = job:wait(15)
+    local err = job:stderr()
+    job:cleanup()
+    H.remove(dir)
+    assert.truthy(up)
+    assert.equal(1, status)
+    assert.matches("SIGTERM received: stopping the node", err)
+    assert.matches("the node did not stop within 200 ms: exiting", err)
+  end)
+
+  it("does not keep an idle scheduler from the one process queued behind it", function()
+    local out = survives([[
+      local mb = require "moonbeam"
+      local me = mb.self()
+      mb.spawn(function()
+        for _ = 1, 200 do mb.spawn(function() mb.send(me, "ran") end) end
+        -- this scheduler is stuck until every worker has run (or 20 s)
+        local start = os.clock()
+        table.sort({3, 1, 2}, function(a, b)
+          while not mb.whereis("all_ran") and os.clock() - start < 20 do end
+          return a < b
+        end)
+      end)
+      local n = 0
+      while n < 200 and mb.receive(function(m) return m == "ran" end, 10000) do n = n + 1 end
+      mb.register("all_ran", mb.self())
+      print(n)
+    ]], {"--schedulers", "2"})
+    assert.same({"200"}, H.lines(out))
+  end)
+end)
