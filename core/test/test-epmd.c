@@ -359,6 +359,8 @@ static void check_malformed(int epmd) {
       {"ALIVE2 empty name", 15, "\0\x0dx\0\1M\0\0\6\0\5\0\0\0\0"},
       {"ALIVE2 newline in name", 18,
        "\0\x10x\0\1M\0\0\6\0\5\0\3a\nb\0\0"},
+      {"ALIVE2 NUL in name", 18,
+       "\0\x10x\0\1M\0\0\6\0\5\0\3a\0b\0\0"},
       {"ALIVE2 and more", 19, "\0\x0fx\0\1M\0\0\6\0\5\0\2ab\0\0zz"},
   };
   unsigned char buf[64];
