@@ -68,8 +68,20 @@ describe("an error value whose __tostring raises or gives no string", function()
         return "logged"
       end)
       print(d[5])
+      -- a GenServer callback's bad return value, written into its reason
+      local gen_server = require "moonbeam.gen_server"
+      local srv = gen_server.start({
+        init = function()
+          debug.setmetatable(print, raising) -- every function's, here
+          return "ok", nil
+        end,
+        handle_call = function() return "bogus", print end,
+      }, nil)
+      local ok, why = pcall(gen_server.call, srv, "x", 5000)
+      print(ok, tostring(why[1]))
     ]])
-    assert.same({"tuple\t7\ttrue", "tuple\t7\ttrue", "tuple\t7\ttrue", "normal"}, H.lines(out))
+    assert.same({"tuple\t7\ttrue", "tuple\t7\ttrue", "tuple\t7\ttrue", "normal",
+      'false\t{bad_return_value, "\\"bogus\\", <function: __tostring failed>"}'}, H.lines(out))
     local _, failed = err:gsub("%*%* %(error%) <table 0x%x+: __tostring failed>", "")
     assert.equal(2, failed)
     assert.matches("%*%* %(error%) <table 0x%x+: __tostring ran out of memory>", err)

@@ -35,7 +35,7 @@ local format, concat = string.format, table.concat
 -- makes opaque text: a report must not fail on the value it reports.
 local function text(v)
   local ok, s = pcall(tostring, v)
-  if ok then return s end
+  if ok and type(s) == "string" then return s end
   return format("<%s: __tostring failed>", type(v))
 end
 
@@ -70,6 +70,13 @@ local function message(fname, fmt, ...)
   end
   return format(fmt, ...)
 end
+
+--- A value as text, as tostring gives it, for reports and logs: a
+-- __tostring that raises or gives no string makes opaque text instead
+-- ("<table: __tostring failed>").
+-- @param v any value
+-- @return a string
+M.text = text
 
 --- Log a message at `level`.
 -- @param level "debug", "info", "notice", "warning" or "error" (or the atom)
