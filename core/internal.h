@@ -75,8 +75,9 @@ typedef enum {
 #define MB_MSGF_ETF 4    /* the value is in Erlang's external term format,
                             as it came from another node */
 #define MB_MSGF_COUNTED 8 /* counted in its receiver's mq_bytes */
-#define MB_SIGF_MEMORY 16 /* an exit signal a process gets when its queue
-                             takes it over its memory limit: not trapped */
+/* An exit signal a process gets when its queue takes it over its memory
+ * limit: it cannot be trapped. */
+#define MB_SIGF_MEMORY 16
 
 struct mb_msg_s {
   struct mb_msg_s *next;

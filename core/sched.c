@@ -51,7 +51,7 @@ typedef struct {
    * spent.  The scheduler reads no clock. */
   atomic_uint_fast64_t slice;
   atomic_uint_fast64_t spent; /* the last slice the watchdog ended */
-  atomic_uint_fast64_t runs; /* processes run: written by the owner */
+  atomic_uint_fast64_t runs;  /* processes run: written by the owner */
   atomic_bool stalled;        /* processes wait, and none began to run */
   uint64_t wd_slice, wd_runs; /* watchdog thread only */
   int wd_ticks, wd_stall_ticks;
@@ -171,9 +171,8 @@ void mb__sched_wake(mb_proc_t *p) {
 /* Does another scheduler's queue hold a process it will not run soon? */
 static bool stealable(sched_t *s) {
   size_t len = atomic_load(&s->len);
-  return len >= 2 ||
-         (atomic_load(&s->stalled) &&
-          (len == 1 || atomic_load(&s->runnext) != NULL));
+  return len >= 2 || (atomic_load(&s->stalled) &&
+                      (len == 1 || atomic_load(&s->runnext) != NULL));
 }
 
 static mb_proc_t *steal(sched_t *self) {
