@@ -335,3 +335,34 @@ describe("code that cannot be preempted", function()
     assert.same({"200"}, H.lines(out))
   end)
 end)
+
+describe("a process that runs out of memory with no limit of its own", function()
+  -- The address space of the node is limited (ulimit -v), so that an
+  -- allocation fails for real; AddressSanitizer needs more than that.
+  local asan = (os.getenv("LD_PRELOAD") or ""):find("asan") ~= nil
+  local it_here = asan and pending or it
+
+  it_here("ends with out_of_memory, and the node goes on", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/oom.lua", [[
+      local mb = require "moonbeam"
+      local _, ref = mb.spawn_monitor(function()
+        local t = {}
+        for i = 1, 1e9 do t[i] = ("x"):rep(100000) .. i end
+      end)
+      local d = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 60000)
+      print(d and tostring(d[5]))
+      print(mb.spawn(function() end) ~= nil)
+    ]])
+    local cmd = ("ulimit -v 400000 && exec %s --schedulers 1 %s"):format(
+      H.quote(H.launcher), H.quote(dir .. "/oom.lua"))
+    local p = io.popen("timeout -k 5 60 sh -c " .. H.quote(cmd) .. " 2>" .. H.quote(dir .. "/err"))
+    local out = p:read("a")
+    local _, _, status = p:close()
+    local err = H.read(dir .. "/err")
+    H.remove(dir)
+    assert.equal(0, status, err)
+    assert.same({"out_of_memory", "true"}, H.lines(out))
+    assert.matches("process <0%.%d+%.%d+> terminating: out of memory", err)
+  end)
+end)
