@@ -79,9 +79,14 @@ describe("an error value whose __tostring raises or gives no string", function()
       }, nil)
       local ok, why = pcall(gen_server.call, srv, "x", 5000)
       print(ok, tostring(why[1]))
+      -- what the shell prints: here every function's __tostring raises
+      debug.setmetatable(print, raising)
+      print(select(2, pcall(require("moonbeam.shell").format_values, {n = 2, print, 42})))
+      debug.setmetatable(print, nil)
     ]])
     assert.same({"tuple\t7\ttrue", "tuple\t7\ttrue", "tuple\t7\ttrue", "normal",
-      'false\t{bad_return_value, "\\"bogus\\", <function: __tostring failed>"}'}, H.lines(out))
+      'false\t{bad_return_value, "\\"bogus\\", <function: __tostring failed>"}',
+      "<function: __tostring failed>, 42"}, H.lines(out))
     local _, failed = err:gsub("%*%* %(error%) <table 0x%x+: __tostring failed>", "")
     assert.equal(2, failed)
     assert.matches("%*%* %(error%) <table 0x%x+: __tostring ran out of memory>", err)
