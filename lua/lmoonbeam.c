@@ -357,14 +357,19 @@ static int l_registered(lua_State *L) {
 
 static const mb__atom_t *check_node(lua_State *L, int idx) {
   const mb__atom_t *a = mb__to_atom(L, idx);
-  if (a != NULL)
+  if (a != NULL) {
+    if (memchr(a->name, '\0', a->len) != NULL)
+      luaL_argerror(L, idx, "node name with a NUL byte");
     return a;
+  }
   size_t len;
   if (lua_type(L, idx) != LUA_TSTRING)
     luaL_typeerror(L, idx, "node name (string or atom)");
   const char *s = lua_tolstring(L, idx, &len);
   if (memchr(s, '@', len) == NULL)
     luaL_argerror(L, idx, "a node name is name@host");
+  if (memchr(s, '\0', len) != NULL)
+    luaL_argerror(L, idx, "node name with a NUL byte");
   int err = mb__atom_intern(s, len, &a);
   if (err == MB_ELIMIT)
     atom_table_full(L, "node name");

@@ -34,6 +34,8 @@ describe("a node name with a NUL byte", function()
       print(select(2, pcall(mb.send, {"echo", "a\0b@c"}, 1)))
       print(select(2, pcall(mb.monitor, {"echo", "a\0b@c"})))
       print(select(2, pcall(mb.start_distribution, {name = "x\0y@z"})))
+      print(select(2, pcall(mb.monitor_node, "a\0b@c", true)))
+      print(select(2, pcall(mb.monitor_node, mb.atom("a\0b@c"), true)))
       mb.sleep(50)
       print("still here")
     ]], {}, {tostring(44000 + math.random(0, 999))})
@@ -41,6 +43,8 @@ describe("a node name with a NUL byte", function()
       "bad argument #1 to 'moonbeam.send' (node name with a NUL byte)",
       "bad argument #1 to 'moonbeam.monitor' (node name with a NUL byte)",
       "bad argument #1 to 'moonbeam.start_distribution' (node name with a NUL byte)",
+      "bad argument #1 to 'moonbeam.monitor_node' (node name with a NUL byte)",
+      "bad argument #1 to 'moonbeam.monitor_node' (node name with a NUL byte)",
       "still here",
     }, H.lines(out))
   end)
