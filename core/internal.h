@@ -104,6 +104,7 @@ int mb__tuple_atom(mb_msg_t **m, const mb__atom_t *a);
 int mb__tuple_pid(mb_msg_t **m, mb_pid_t pid);
 int mb__tuple_ref(mb_msg_t **m, uint64_t ref);
 int mb__tuple_int(mb_msg_t **m, lua_Integer v);
+int mb__tuple_str(mb_msg_t **m, const void *p, size_t len);
 int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v);
 int mb__tuple_end(mb_msg_t **m, unsigned n);
 mb_msg_t *mb__msg_atom(const mb__atom_t *a);
@@ -534,6 +535,14 @@ int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
                            const mb__atom_t *mod, const mb__atom_t *fun,
                            int args_idx, bool reply, char *err,
                            size_t errlen);
+
+/* ---- socket.c: sockets owned by processes ---- */
+int mb__socket_start(void);
+/* Close every socket and wait until they are gone (before the loop
+ * stops). */
+void mb__socket_stop(void);
+/* A process has ended: close the sockets it owns. */
+void mb__socket_owner_exit(mb_pid_t pid);
 
 /* ---- modcache.c: Lua modules compiled once per node ---- */
 void mb__modcache_install(lua_State *L);

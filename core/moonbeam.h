@@ -157,6 +157,110 @@ int mb_dist_port(void);
 /* The cookie Erlang would use: ~/.erlang.cookie (created if missing). */
 int mb_dist_default_cookie(char *out, size_t len);
 
+/* Values of the core in a Lua state, for bindings that see only this
+ * header.  mb_value_self: the pid of the process whose state L is, or
+ * MB_ENOPROC outside a process.  mb_value_to_pid: a local pid at idx, or
+ * MB_EINVAL. */
+int mb_value_self(lua_State *L, mb_pid_t *out);
+int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out);
+uint64_t mb_value_new_ref(void);
+void mb_value_push_ref(lua_State *L, uint64_t ref);
+
+/* Sockets owned by processes (socket.c).  Every socket lives on the node's
+ * I/O loop; a process asks for work with the functions below, which return
+ * at once (0, or MB_ENOMEM) and answer later with a message to `caller`:
+ *   {Ref, ok} | {Ref, ok, Value} | {Ref, error, Reason}
+ * where Ref is the `ref` given and Reason an atom (closed, timeout,
+ * econnrefused, ...).  Received data, a closed peer and errors arrive as
+ * {tcp, Sock, Data}, {tcp_closed, Sock}, {tcp_error, Sock, Reason} and
+ * {tcp_passive, Sock} in active mode.  A socket is closed when its
+ * controlling process (its owner) ends.  In Lua a socket is a ref. */
+typedef uint64_t mb_socket_t;
+
+typedef enum {
+  MB_PACKET_RAW = 0,
+  MB_PACKET_1 = 1, /* big-endian length prefix of 1, 2 or 4 bytes */
+  MB_PACKET_2 = 2,
+  MB_PACKET_4 = 4,
+  MB_PACKET_LINE = 5 /* up to and including "\n" */
+} mb_packet_t;
+
+#define MB_ACTIVE_FALSE 0
+#define MB_ACTIVE_TRUE (-1)
+#define MB_ACTIVE_ONCE (-2) /* n > 0: active for n packets, then passive */
+
+/* Which fields of mb_socket_opts_t are given. */
+enum {
+  MB_SOCKOPT_ACTIVE = 1 << 0,
+  MB_SOCKOPT_PACKET = 1 << 1,
+  MB_SOCKOPT_PACKET_SIZE = 1 << 2,
+  MB_SOCKOPT_NODELAY = 1 << 3,
+  MB_SOCKOPT_KEEPALIVE = 1 << 4,
+  MB_SOCKOPT_REUSEADDR = 1 << 5,
+  MB_SOCKOPT_SNDBUF = 1 << 6,
+  MB_SOCKOPT_RECBUF = 1 << 7,
+  MB_SOCKOPT_BACKLOG = 1 << 8,
+  MB_SOCKOPT_SEND_TIMEOUT = 1 << 9
+};
+
+typedef struct {
+  unsigned set;         /* MB_SOCKOPT_* of the fields below that count */
+  int active;           /* MB_ACTIVE_*, or a count; default true */
+  int packet;           /* mb_packet_t; default raw */
+  size_t packet_size;   /* largest packet or line; 0 = the default */
+  int nodelay, keepalive, reuseaddr;
+  int sndbuf, recbuf;   /* bytes */
+  int backlog;          /* listen queue; default 128 */
+  long send_timeout;    /* ms a send may wait; 0 = forever */
+  int ipv6;             /* resolve names to IPv6 addresses only */
+  const char *ip;       /* listen: the address to bind; NULL = any */
+} mb_socket_opts_t;
+
+/* Largest packet by default: a line, and a length-prefixed packet. */
+#define MB_PACKET_LINE_MAX 65536
+#define MB_PACKET_PREFIX_MAX (8u << 20)
+
+/* Answers {ok, Sock}: a connected socket owned by caller.  `host` is an
+ * IPv4 or IPv6 address or a name (resolved on the loop's thread pool). */
+int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
+                      int port, const mb_socket_opts_t *o, long timeout_ms);
+/* Answers {ok, Sock}: a listening socket; its accepted sockets take its
+ * options. */
+int mb_socket_listen(mb_pid_t caller, uint64_t ref, int port,
+                     const mb_socket_opts_t *o);
+/* Answers {ok, Sock}: the next connection, owned by caller. */
+int mb_socket_accept(mb_pid_t caller, uint64_t ref, mb_socket_t lsock,
+                     long timeout_ms);
+/* Answers ok once the bytes are handed to the kernel (a slow peer makes
+ * the sender wait, never the node). */
+int mb_socket_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                   const void *data, size_t len);
+/* Passive mode: answers {ok, Packet}; raw packets with n > 0 are exactly
+ * n bytes.  timeout_ms < 0 waits forever. */
+int mb_socket_recv(mb_pid_t caller, uint64_t ref, mb_socket_t s, size_t n,
+                   long timeout_ms);
+int mb_socket_setopts(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                      const mb_socket_opts_t *o);
+/* Only the owner may hand a socket over (else not_owner).  Delivery then
+ * pauses until the next mb_socket_setopts, so that the old owner can pass
+ * on the messages it already had, in order. */
+int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref,
+                                  mb_socket_t s, mb_pid_t to);
+int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s);
+/* how: 0 read, 1 write, 2 both (only write is a TCP half-close). */
+int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                       int how);
+/* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end. */
+int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer);
+void mb_socket_push(lua_State *L, mb_socket_t s);
+/* The socket at idx, or MB_EINVAL. */
+int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);
+/* Framing: where the first packet of buf is.  Returns the bytes it takes
+ * (header included), with the payload at buf + *off, *plen long; 0 when
+ * more bytes are needed; MB_ETOOBIG past `limit` (0 = no limit). */
+long mb_packet_find(int packet, size_t limit, const unsigned char *buf,
+                    size_t len, size_t *off, size_t *plen);
+
 /* Logging. */
 typedef enum {
   MB_LOG_DEBUG,

@@ -933,6 +933,14 @@ int mb__tuple_int(mb_msg_t **m, lua_Integer v) {
   return raw_put(m, &t, 1) || raw_put(m, &v, sizeof v);
 }
 
+int mb__tuple_str(mb_msg_t **m, const void *p, size_t len) {
+  enc_t e;
+  e.m = *m;
+  int r = put1(&e, T_STR) || put_varint(&e, len) || put(&e, p, len);
+  *m = e.m;
+  return r;
+}
+
 int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v) {
   (*m)->has_refs |= v->has_refs;
   return raw_put(m, v->data, v->len);

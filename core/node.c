@@ -26,6 +26,8 @@ int mb_node_start(const mb_config_t *cfg) {
   if (err == 0)
     err = mb__timer_start();
   if (err == 0)
+    err = mb__socket_start();
+  if (err == 0)
     err = mb__sched_start(c.schedulers);
   if (err == 0)
     started = 1;
@@ -41,6 +43,7 @@ int mb_node_stop(void) {
     return MB_ESTATE;
   mb__sched_stop();
   mb__dist_stop();
+  mb__socket_stop();
   mb__timer_stop();
   started = 0;
   return 0;

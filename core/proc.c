@@ -752,6 +752,7 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
       result = NULL;
   }
   table_remove(p->pid);
+  mb__socket_owner_exit(p->pid);
   if (reason != NULL)
     mb__link_exit(p, reason, inbox);
   mb__proc_timer_disarm(p);

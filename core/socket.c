@@ -1,0 +1,1292 @@
+/* Sockets owned by processes, as gen_tcp's ports are.
+ *
+ * Every socket is a libuv TCP handle on the node's I/O loop (loop.c): no
+ * scheduler thread ever touches one, so a slow or blocked peer can only
+ * make the process that waits for it wait.  A process asks for work with
+ * the mb_socket_* functions, which queue a request for the loop and return;
+ * the loop answers with an ordinary message ({Ref, ok, ...} or
+ * {Ref, error, Reason}), which the process waits for with a selective
+ * receive on Ref (stdlib/moonbeam/gen_tcp.lua).
+ *
+ * Received bytes are framed (packet.c) and go, one packet per message, to
+ * the owner in active mode ({tcp, Sock, Data}) or to the one waiting recv
+ * in passive mode.  The loop reads from the kernel only while someone
+ * wants a packet: active true, active once/N not yet spent, or a recv
+ * waiting.  Otherwise the bytes stay in the kernel and TCP's window tells
+ * the peer to wait; that is the backpressure of active once and N.
+ *
+ * A socket belongs to its controlling process (its owner); when the owner
+ * ends, proc.c calls mb__socket_owner_exit and its sockets are closed.
+ * The owner index (pid -> the owner's sockets) is the one structure other
+ * threads read, under owners_lock; everything else here belongs to the
+ * loop thread. */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Socket ids are refs with this bit set, so that Lua can tell them. */
+#define SOCKET_BIT (1ULL << 61)
+#define READ_CHUNK 65536
+#define DEFAULT_BACKLOG 128
+#define KEEPALIVE_DELAY 60
+
+typedef struct sock_s sock_t;
+
+/* A socket.  Loop thread only, but for the owner links (under
+ * owners_lock; `owner` is written only by the loop thread, which may read
+ * it without the lock). */
+struct sock_s {
+  uv_tcp_t tcp; /* tcp.data points back here */
+  mb_socket_t id;
+  mb_pid_t owner;
+  sock_t *onext, *oprev;
+  bool linked;
+
+  int handles; /* libuv handles still open: the socket's, its timers' */
+  bool listening, connected, eof, closing, reading;
+  /* Delivery paused while controlling_process passes on what the old
+   * owner already had; the next setopts resumes it. */
+  bool held;
+  int err; /* a read error (libuv's code), reported once */
+  int active, packet;
+  size_t packet_size;
+  long send_timeout;
+  int sndbuf, recbuf, backlog;
+  mb_socket_opts_t inherit; /* a listener's options for what it accepts */
+  int ready;                /* a listener's connections not yet accepted */
+  const mb__atom_t *close_reason; /* what cancelled writes answer */
+
+  unsigned char *buf; /* received, not yet delivered: buf[start..len) */
+  size_t start, len, cap;
+
+  /* The one connect, accept or recv waiting for an answer. */
+  struct {
+    bool on;
+    mb_pid_t caller;
+    uint64_t ref;
+    size_t n;
+  } wait;
+  uv_timer_t *rtimer; /* the wait's timeout */
+  uv_timer_t *wtimer; /* send_timeout */
+  uv_connect_t creq;
+};
+
+typedef enum {
+  OP_CONNECT,
+  OP_LISTEN,
+  OP_ACCEPT,
+  OP_SEND,
+  OP_RECV,
+  OP_SETOPTS,
+  OP_OWNER,
+  OP_CLOSE,
+  OP_SHUTDOWN,
+  OP_NAME,
+  OP_OWNER_EXIT
+} op_t;
+
+/* A request from a process, run on the loop thread. */
+typedef struct {
+  op_t op;
+  mb_pid_t caller;
+  uint64_t ref;
+  mb_socket_t sock;
+  mb_socket_opts_t opts;
+  long timeout;
+  size_t n;
+  int port, how;
+  mb_pid_t to;
+  char ip[64];
+  size_t len;
+  unsigned char data[]; /* send: the bytes; connect: the host */
+} req_t;
+
+typedef struct {
+  uv_write_t w;
+  mb_pid_t caller;
+  uint64_t ref;
+  unsigned char data[];
+} wreq_t;
+
+typedef struct {
+  uv_shutdown_t r;
+  mb_pid_t caller;
+  uint64_t ref;
+} sreq_t;
+
+typedef struct {
+  uv_getaddrinfo_t r;
+  mb_socket_t id;
+  int port;
+} gai_t;
+
+static struct {
+  const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
+      *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
+      *nxdomain, *enomem;
+} A;
+
+static atomic_bool running;
+static mb__map_t table; /* id -> sock_t*; loop thread */
+static uv_mutex_t owners_lock;
+static mb__map_t owners; /* pid -> first sock_t* it owns; under owners_lock */
+static uv_mutex_t live_lock;
+static uv_cond_t live_cond;
+static size_t nlive; /* sock_t allocated; under live_lock */
+static unsigned char rbuf[READ_CHUNK]; /* what each read fills; loop thread */
+
+/* ---- answers and messages ---- */
+
+static const mb__atom_t *atom_of(const char *name) {
+  const mb__atom_t *a = NULL;
+  mb__atom_intern(name, strlen(name), &a);
+  return a;
+}
+
+/* ECONNREFUSED -> econnrefused, as inet's reasons read. */
+static const mb__atom_t *uv_reason(int err) {
+  if (err == UV_EOF || err == UV_ECANCELED)
+    return A.closed;
+  char name[40];
+  const char *n = uv_err_name(err);
+  size_t i = 0;
+  for (; n[i] && i < sizeof name - 1; i++)
+    name[i] = (char)tolower((unsigned char)n[i]);
+  name[i] = '\0';
+  const mb__atom_t *a = atom_of(name);
+  return a ? a : A.closed;
+}
+
+/* Build a tuple of n elements; `put` writes them.  NULL when out of
+ * memory. */
+static mb_msg_t *finish(mb_msg_t *m, unsigned n, int failed) {
+  if (m != NULL && (failed || mb__tuple_end(&m, n))) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+static mb_msg_t *value_str(const void *p, size_t len) {
+  mb_msg_t *m = mb__msg_new(len + 16);
+  if (m != NULL && mb__tuple_str(&m, p, len)) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+static mb_msg_t *value_sock(mb_socket_t id) {
+  mb_msg_t *m = mb__msg_new(16);
+  if (m != NULL && mb__tuple_ref(&m, id)) {
+    mb_msg_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* {Ref, Status} or {Ref, Status, Value}; value is consumed. */
+static void answer(mb_pid_t to, uint64_t ref, const mb__atom_t *status,
+                   mb_msg_t *value) {
+  unsigned n = value ? 3 : 2;
+  mb_msg_t *m = mb__tuple_new(n);
+  if (m != NULL)
+    m = finish(m, n,
+               mb__tuple_ref(&m, ref) || mb__tuple_atom(&m, status) ||
+                   (value && mb__tuple_value(&m, value)));
+  mb_msg_free(value);
+  if (m != NULL)
+    mb_proc_send(to, m);
+}
+
+static void answer_error(mb_pid_t to, uint64_t ref, const mb__atom_t *why) {
+  mb_msg_t *v = mb__msg_atom(why);
+  if (v != NULL)
+    answer(to, ref, A.error, v);
+}
+
+/* {Tag, Sock}, {Tag, Sock, Data} or {Tag, Sock, Reason} to the owner. */
+static void notify(sock_t *s, const mb__atom_t *tag, const void *data,
+                   size_t len, const mb__atom_t *reason) {
+  unsigned n = data || reason ? 3 : 2;
+  mb_msg_t *m = mb__tuple_new(n);
+  if (m == NULL)
+    return;
+  m = finish(m, n,
+             mb__tuple_atom(&m, tag) || mb__tuple_ref(&m, s->id) ||
+                 (data && mb__tuple_str(&m, data, len)) ||
+                 (reason && mb__tuple_atom(&m, reason)));
+  if (m != NULL)
+    mb_proc_send(s->owner, m);
+}
+
+/* ---- owners ---- */
+
+static int owner_link(sock_t *s, mb_pid_t pid) {
+  uv_mutex_lock(&owners_lock);
+  sock_t *head = mb__map_get(&owners, pid);
+  int err = mb__map_put(&owners, pid, s);
+  if (err == 0) {
+    s->owner = pid;
+    s->oprev = NULL;
+    s->onext = head;
+    if (head != NULL)
+      head->oprev = s;
+    s->linked = true;
+  }
+  uv_mutex_unlock(&owners_lock);
+  return err;
+}
+
+static void owner_unlink(sock_t *s) {
+  uv_mutex_lock(&owners_lock);
+  if (s->linked) {
+    if (s->oprev != NULL)
+      s->oprev->onext = s->onext;
+    else if (s->onext != NULL)
+      mb__map_put(&owners, s->owner, s->onext); /* the key exists */
+    else
+      mb__map_del(&owners, s->owner);
+    if (s->onext != NULL)
+      s->onext->oprev = s->oprev;
+    s->linked = false;
+  }
+  uv_mutex_unlock(&owners_lock);
+}
+
+/* ---- life of a socket ---- */
+
+static void free_sock(sock_t *s) {
+  free(s->buf);
+  free(s);
+  uv_mutex_lock(&live_lock);
+  if (--nlive == 0)
+    uv_cond_broadcast(&live_cond);
+  uv_mutex_unlock(&live_lock);
+}
+
+static void on_closed(uv_handle_t *h) {
+  sock_t *s = h->data;
+  if (h != (uv_handle_t *)&s->tcp)
+    free(h);
+  if (--s->handles == 0)
+    free_sock(s);
+}
+
+static sock_t *sock_new(void) {
+  sock_t *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  if (uv_tcp_init(mb__loop(), &s->tcp) != 0) {
+    free(s);
+    return NULL;
+  }
+  s->tcp.data = s;
+  s->handles = 1;
+  s->id = mb__ref_next() | SOCKET_BIT;
+  s->active = MB_ACTIVE_TRUE;
+  s->packet = MB_PACKET_RAW;
+  s->backlog = DEFAULT_BACKLOG;
+  uv_mutex_lock(&live_lock);
+  nlive++;
+  uv_mutex_unlock(&live_lock);
+  if (mb__map_put(&table, s->id, s) != 0) {
+    s->closing = true;
+    uv_close((uv_handle_t *)&s->tcp, on_closed);
+    return NULL;
+  }
+  return s;
+}
+
+static void timer_stop(uv_timer_t *t) {
+  if (t != NULL)
+    uv_timer_stop(t);
+}
+
+static void timer_close(uv_timer_t *t) {
+  if (t != NULL)
+    uv_close((uv_handle_t *)t, on_closed);
+}
+
+/* Start the timer in *slot (made on first use) to call cb after ms. */
+static void timer_start(sock_t *s, uv_timer_t **slot, long ms,
+                        uv_timer_cb cb) {
+  if (*slot == NULL) {
+    uv_timer_t *t = malloc(sizeof *t);
+    if (t == NULL)
+      return; /* the wait goes without its timeout */
+    uv_timer_init(mb__loop(), t);
+    t->data = s;
+    s->handles++;
+    *slot = t;
+  }
+  uv_timer_start(*slot, cb, (uint64_t)ms, 0);
+}
+
+static void wait_set(sock_t *s, mb_pid_t caller, uint64_t ref, size_t n) {
+  s->wait.on = true;
+  s->wait.caller = caller;
+  s->wait.ref = ref;
+  s->wait.n = n;
+}
+
+static void wait_done(sock_t *s, mb_msg_t *value) {
+  if (!s->wait.on) {
+    mb_msg_free(value);
+    return;
+  }
+  s->wait.on = false;
+  timer_stop(s->rtimer);
+  answer(s->wait.caller, s->wait.ref, A.ok, value);
+}
+
+static void wait_fail(sock_t *s, const mb__atom_t *why) {
+  if (!s->wait.on)
+    return;
+  s->wait.on = false;
+  timer_stop(s->rtimer);
+  answer_error(s->wait.caller, s->wait.ref, why);
+}
+
+/* Close the socket: it leaves the table at once (so every later request
+ * finds it closed) and its memory goes when libuv has closed its handles.
+ * Writes in flight are cancelled and answer `why`. */
+static void sock_close(sock_t *s, const mb__atom_t *why) {
+  if (s->closing)
+    return;
+  s->closing = true;
+  s->close_reason = why;
+  mb__map_del(&table, s->id);
+  owner_unlink(s);
+  wait_fail(s, why);
+  uv_close((uv_handle_t *)&s->tcp, on_closed);
+  timer_close(s->rtimer);
+  timer_close(s->wtimer);
+}
+
+/* Give s to its first owner; false (and s closed) if that process has
+ * already ended, so that no socket outlives its owner. */
+static bool sock_adopt(sock_t *s, mb_pid_t owner) {
+  if (owner_link(s, owner) != 0) {
+    sock_close(s, A.enomem);
+    return false;
+  }
+  if (!mb_proc_alive(owner)) {
+    sock_close(s, A.closed);
+    return false;
+  }
+  return true;
+}
+
+static sock_t *lookup(mb_socket_t id) {
+  sock_t *s = mb__map_get(&table, id);
+  return s != NULL && !s->closing ? s : NULL;
+}
+
+/* ---- options ---- */
+
+static void merge_opts(mb_socket_opts_t *dst, const mb_socket_opts_t *o) {
+  unsigned set = dst->set | o->set;
+  const char *ip = dst->ip;
+  int ipv6 = dst->ipv6 || o->ipv6;
+#define TAKE(bit, field)                                                      \
+  if (o->set & (bit))                                                         \
+    dst->field = o->field;
+  TAKE(MB_SOCKOPT_ACTIVE, active)
+  TAKE(MB_SOCKOPT_PACKET, packet)
+  TAKE(MB_SOCKOPT_PACKET_SIZE, packet_size)
+  TAKE(MB_SOCKOPT_NODELAY, nodelay)
+  TAKE(MB_SOCKOPT_KEEPALIVE, keepalive)
+  TAKE(MB_SOCKOPT_REUSEADDR, reuseaddr)
+  TAKE(MB_SOCKOPT_SNDBUF, sndbuf)
+  TAKE(MB_SOCKOPT_RECBUF, recbuf)
+  TAKE(MB_SOCKOPT_BACKLOG, backlog)
+  TAKE(MB_SOCKOPT_SEND_TIMEOUT, send_timeout)
+#undef TAKE
+  dst->set = set;
+  dst->ip = ip;
+  dst->ipv6 = ipv6;
+}
+
+/* The kernel's buffer sizes need a file descriptor: set again once the
+ * socket is connected. */
+static void apply_buffers(sock_t *s) {
+  int snd = s->sndbuf, rec = s->recbuf;
+  if (snd > 0)
+    uv_send_buffer_size((uv_handle_t *)&s->tcp, &snd);
+  if (rec > 0)
+    uv_recv_buffer_size((uv_handle_t *)&s->tcp, &rec);
+}
+
+static void apply_opts(sock_t *s, const mb_socket_opts_t *o) {
+  if (o->set & MB_SOCKOPT_ACTIVE) {
+    /* {active, N} adds to a count not yet spent, as in inet. */
+    if (o->active > 0 && s->active > 0)
+      s->active += o->active;
+    else
+      s->active = o->active;
+  }
+  if (o->set & MB_SOCKOPT_PACKET)
+    s->packet = o->packet;
+  if (o->set & MB_SOCKOPT_PACKET_SIZE)
+    s->packet_size = o->packet_size;
+  if (o->set & MB_SOCKOPT_SEND_TIMEOUT)
+    s->send_timeout = o->send_timeout;
+  if (o->set & MB_SOCKOPT_BACKLOG)
+    s->backlog = o->backlog;
+  if (o->set & MB_SOCKOPT_NODELAY)
+    uv_tcp_nodelay(&s->tcp, o->nodelay);
+  if (o->set & MB_SOCKOPT_KEEPALIVE)
+    uv_tcp_keepalive(&s->tcp, o->keepalive, KEEPALIVE_DELAY);
+  if (o->set & MB_SOCKOPT_SNDBUF)
+    s->sndbuf = o->sndbuf;
+  if (o->set & MB_SOCKOPT_RECBUF)
+    s->recbuf = o->recbuf;
+  if (s->connected || s->listening)
+    apply_buffers(s);
+  if (s->listening)
+    merge_opts(&s->inherit, o);
+}
+
+static size_t packet_limit(const sock_t *s) {
+  if (s->packet_size != 0)
+    return s->packet_size;
+  return s->packet == MB_PACKET_LINE ? MB_PACKET_LINE_MAX
+                                     : MB_PACKET_PREFIX_MAX;
+}
+
+/* ---- receiving ---- */
+
+static void deliver(sock_t *s);
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h;
+  (void)hint;
+  *buf = uv_buf_init((char *)rbuf, sizeof rbuf);
+}
+
+static int append(sock_t *s, const unsigned char *p, size_t n) {
+  if (s->start > 0) {
+    memmove(s->buf, s->buf + s->start, s->len - s->start);
+    s->len -= s->start;
+    s->start = 0;
+  }
+  if (s->len + n > s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 4096;
+    while (cap < s->len + n)
+      cap *= 2;
+    unsigned char *b = realloc(s->buf, cap);
+    if (b == NULL)
+      return UV_ENOBUFS;
+    s->buf = b;
+    s->cap = cap;
+  }
+  memcpy(s->buf + s->len, p, n);
+  s->len += n;
+  return 0;
+}
+
+/* Drop n delivered bytes; an idle socket keeps no buffer. */
+static void consume(sock_t *s, size_t n) {
+  s->start += n;
+  if (s->start == s->len) {
+    free(s->buf);
+    s->buf = NULL;
+    s->start = s->len = s->cap = 0;
+  }
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  sock_t *s = st->data;
+  (void)b;
+  if (nread > 0) {
+    int err = append(s, rbuf, (size_t)nread);
+    if (err)
+      s->err = err;
+  } else if (nread == UV_EOF) {
+    s->eof = true;
+  } else if (nread < 0) {
+    s->err = (int)nread;
+  }
+  deliver(s);
+}
+
+/* Read from the kernel only while someone wants a packet. */
+static void update_reading(sock_t *s) {
+  bool want = s->connected && !s->eof && !s->err && !s->closing && !s->held &&
+              (s->active != MB_ACTIVE_FALSE || s->wait.on);
+  if (want && !s->reading) {
+    int err = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    if (err) {
+      s->err = err;
+      deliver(s);
+      return;
+    }
+    s->reading = true;
+  } else if (!want && s->reading) {
+    uv_read_stop((uv_stream_t *)&s->tcp);
+    s->reading = false;
+  }
+}
+
+/* The peer broke the framing: the owner hears of it, the socket closes,
+ * and nothing else is touched. */
+static void bad_input(sock_t *s, const mb__atom_t *why) {
+  mb_log(MB_LOG_WARNING, "socket #Ref<0.%u.%u.0>: %s from the peer, closing",
+         (unsigned)(s->id >> 32), (unsigned)(s->id & 0xffffffffu),
+         why->name);
+  if (s->active != MB_ACTIVE_FALSE) {
+    notify(s, A.tcp_error, NULL, 0, why);
+    notify(s, A.tcp_closed, NULL, 0, NULL);
+  }
+  sock_close(s, why);
+}
+
+/* One packet from the buffer: its length in the buffer, 0 if incomplete,
+ * or an error. */
+static long next_packet(sock_t *s, size_t want, size_t *off, size_t *plen) {
+  const unsigned char *p = s->buf + s->start;
+  size_t len = s->len - s->start;
+  if (s->packet == MB_PACKET_RAW && want > 0) {
+    *off = 0;
+    *plen = want;
+    return len >= want ? (long)want : 0;
+  }
+  return mb_packet_find(s->packet, packet_limit(s), p, len, off, plen);
+}
+
+/* The active count after one packet: once and N end in passive mode, N
+ * with {tcp_passive, Sock}. */
+static void spend_active(sock_t *s) {
+  if (s->active == MB_ACTIVE_ONCE) {
+    s->active = MB_ACTIVE_FALSE;
+  } else if (s->active > 0 && --s->active == 0) {
+    s->active = MB_ACTIVE_FALSE;
+    notify(s, A.tcp_passive, NULL, 0, NULL);
+  }
+}
+
+/* Active mode: one packet to the owner.  False when there is none. */
+static bool deliver_active(sock_t *s) {
+  size_t off, plen;
+  long n = next_packet(s, 0, &off, &plen);
+  if (n < 0) {
+    bad_input(s, A.emsgsize);
+    return false;
+  }
+  if (n > 0) {
+    notify(s, A.tcp, s->buf + s->start + off, plen, NULL);
+    consume(s, (size_t)n);
+    spend_active(s);
+    return true;
+  }
+  if (s->eof || s->err) {
+    if (s->err)
+      notify(s, A.tcp_error, NULL, 0, uv_reason(s->err));
+    notify(s, A.tcp_closed, NULL, 0, NULL);
+    sock_close(s, A.closed);
+  }
+  return false;
+}
+
+/* Passive mode: answer the waiting recv if a packet is there. */
+static void deliver_recv(sock_t *s) {
+  size_t off, plen;
+  long n = next_packet(s, s->wait.n, &off, &plen);
+  if (n < 0) {
+    bad_input(s, A.emsgsize);
+  } else if (n > 0) {
+    mb_msg_t *v = value_str(s->buf + s->start + off, plen);
+    if (v == NULL) {
+      wait_fail(s, A.enomem);
+      return;
+    }
+    consume(s, (size_t)n);
+    wait_done(s, v);
+  } else if (s->eof || s->err) {
+    /* exit_on_close, as inet's default: the socket ends with the
+     * stream. */
+    sock_close(s, s->err ? uv_reason(s->err) : A.closed);
+  }
+}
+
+static void deliver(sock_t *s) {
+  while (!s->closing && s->connected && !s->held) {
+    if (s->active != MB_ACTIVE_FALSE) {
+      if (!deliver_active(s))
+        break;
+    } else {
+      if (s->wait.on)
+        deliver_recv(s);
+      break;
+    }
+  }
+  if (!s->closing)
+    update_reading(s);
+}
+
+/* ---- connecting ---- */
+
+static void on_wait_timeout(uv_timer_t *t) {
+  sock_t *s = t->data;
+  if (!s->wait.on)
+    return;
+  if (!s->connected && !s->listening) {
+    sock_close(s, A.timeout); /* a connect that took too long */
+    return;
+  }
+  wait_fail(s, A.timeout);
+  update_reading(s);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  sock_t *s = req->handle->data;
+  if (s->closing)
+    return; /* whoever closed it answered the wait */
+  if (status < 0) {
+    sock_close(s, uv_reason(status));
+    return;
+  }
+  s->connected = true;
+  apply_buffers(s);
+  mb_msg_t *v = value_sock(s->id);
+  if (v == NULL) {
+    sock_close(s, A.enomem);
+    return;
+  }
+  wait_done(s, v);
+  deliver(s);
+}
+
+static void start_connect(sock_t *s, const struct sockaddr *sa) {
+  int err = uv_tcp_connect(&s->creq, &s->tcp, sa, on_connect);
+  if (err)
+    sock_close(s, uv_reason(err));
+}
+
+/* An address as text, or NULL for a name to resolve. */
+static bool parse_ip(const char *host, int port, struct sockaddr_storage *sa) {
+  return uv_ip4_addr(host, port, (struct sockaddr_in *)sa) == 0 ||
+         uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa) == 0;
+}
+
+static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res) {
+  gai_t *g = (gai_t *)r;
+  sock_t *s = lookup(g->id);
+  if (s != NULL) {
+    if (status < 0 || res == NULL) {
+      sock_close(s, A.nxdomain);
+    } else {
+      struct sockaddr_storage sa;
+      memcpy(&sa, res->ai_addr, res->ai_addrlen);
+      if (sa.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)g->port);
+      else
+        ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)g->port);
+      start_connect(s, (struct sockaddr *)&sa);
+    }
+  }
+  uv_freeaddrinfo(res);
+  free(g);
+}
+
+static void resolve(sock_t *s, const char *host, int port, int ipv6) {
+  gai_t *g = malloc(sizeof *g);
+  if (g == NULL) {
+    sock_close(s, A.enomem);
+    return;
+  }
+  g->id = s->id;
+  g->port = port;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  /* inet by default, inet6 when asked, as gen_tcp resolves. */
+  hints.ai_family = ipv6 ? AF_INET6 : AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  int err = uv_getaddrinfo(mb__loop(), &g->r, on_resolved, host, NULL, &hints);
+  if (err) {
+    free(g);
+    sock_close(s, A.nxdomain);
+  }
+}
+
+static void do_connect(req_t *r) {
+  sock_t *s = sock_new();
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  apply_opts(s, &r->opts);
+  wait_set(s, r->caller, r->ref, 0);
+  if (!sock_adopt(s, r->caller))
+    return;
+  if (r->timeout >= 0)
+    timer_start(s, &s->rtimer, r->timeout, on_wait_timeout);
+  const char *host = (const char *)r->data;
+  struct sockaddr_storage sa;
+  if (parse_ip(host, r->port, &sa))
+    start_connect(s, (struct sockaddr *)&sa);
+  else
+    resolve(s, host, r->port, r->opts.ipv6);
+}
+
+/* ---- listening and accepting ---- */
+
+static void serve_accept(sock_t *l) {
+  while (l->wait.on && l->ready > 0) {
+    l->ready--;
+    sock_t *c = sock_new();
+    if (c == NULL) {
+      wait_fail(l, A.enomem);
+      return;
+    }
+    int err = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+    if (err) {
+      sock_close(c, A.closed);
+      continue;
+    }
+    c->connected = true;
+    mb_socket_opts_t o = l->inherit;
+    apply_opts(c, &o);
+    mb_pid_t owner = l->wait.caller;
+    if (!sock_adopt(c, owner)) {
+      wait_fail(l, A.closed);
+      return;
+    }
+    mb_msg_t *v = value_sock(c->id);
+    if (v == NULL) {
+      sock_close(c, A.enomem);
+      wait_fail(l, A.enomem);
+      return;
+    }
+    wait_done(l, v);
+    deliver(c);
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  sock_t *l = server->data;
+  if (status < 0) {
+    mb_log(MB_LOG_WARNING, "socket: accept failed: %s", uv_strerror(status));
+    return;
+  }
+  l->ready++;
+  serve_accept(l);
+}
+
+static void do_listen(req_t *r) {
+  sock_t *s = sock_new();
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  apply_opts(s, &r->opts);
+  s->inherit = r->opts;
+  s->inherit.ip = NULL;
+  if (!sock_adopt(s, r->caller)) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  const char *ip = r->ip[0] ? r->ip : r->opts.ipv6 ? "::" : "0.0.0.0";
+  struct sockaddr_storage sa;
+  int err = parse_ip(ip, r->port, &sa) ? 0 : UV_EINVAL;
+  if (err == 0)
+    err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&sa, 0);
+  if (err == 0)
+    err = uv_listen((uv_stream_t *)&s->tcp, s->backlog, on_connection);
+  if (err) {
+    sock_close(s, A.closed);
+    answer_error(r->caller, r->ref, uv_reason(err));
+    return;
+  }
+  s->listening = true;
+  s->connected = false;
+  apply_buffers(s);
+  mb_msg_t *v = value_sock(s->id);
+  if (v == NULL) {
+    sock_close(s, A.enomem);
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  answer(r->caller, r->ref, A.ok, v);
+}
+
+static void do_accept(req_t *r) {
+  sock_t *l = lookup(r->sock);
+  if (l == NULL || !l->listening) {
+    answer_error(r->caller, r->ref, l == NULL ? A.closed : A.einval);
+    return;
+  }
+  if (l->wait.on) {
+    answer_error(r->caller, r->ref, A.ealready);
+    return;
+  }
+  wait_set(l, r->caller, r->ref, 0);
+  if (r->timeout >= 0)
+    timer_start(l, &l->rtimer, r->timeout, on_wait_timeout);
+  serve_accept(l);
+}
+
+/* ---- sending ---- */
+
+static void on_send_timeout(uv_timer_t *t) {
+  sock_t *s = t->data;
+  /* The peer has taken nothing for send_timeout: the writes waiting
+   * answer timeout, and the socket closes (send_timeout_close). */
+  if (s->active != MB_ACTIVE_FALSE)
+    notify(s, A.tcp_closed, NULL, 0, NULL);
+  sock_close(s, A.timeout);
+}
+
+static void on_write(uv_write_t *w, int status) {
+  wreq_t *q = (wreq_t *)w;
+  sock_t *s = w->handle->data;
+  if (status == 0)
+    answer(q->caller, q->ref, A.ok, NULL);
+  else
+    answer_error(q->caller, q->ref,
+                 status == UV_ECANCELED && s->close_reason ? s->close_reason
+                                                           : uv_reason(status));
+  free(q);
+  if (s->wtimer != NULL && !s->closing) {
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) == 0)
+      uv_timer_stop(s->wtimer);
+    else
+      uv_timer_again(s->wtimer);
+  }
+}
+
+/* The header of a length-prefixed packet, or -1 if len does not fit. */
+static int put_header(int packet, size_t len, unsigned char *hdr) {
+  if (packet != MB_PACKET_1 && packet != MB_PACKET_2 && packet != MB_PACKET_4)
+    return 0;
+  if (packet < 4 && len >> (8 * packet) != 0)
+    return -1;
+  if (packet == 4 && len > 0xffffffffu)
+    return -1;
+  for (int i = 0; i < packet; i++)
+    hdr[i] = (unsigned char)(len >> (8 * (packet - 1 - i)));
+  return packet;
+}
+
+static void do_send(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL || !s->connected) {
+    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.enotconn);
+    return;
+  }
+  unsigned char hdr[4];
+  int h = put_header(s->packet, r->len, hdr);
+  if (h < 0) {
+    answer_error(r->caller, r->ref, A.emsgsize);
+    return;
+  }
+  uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)h),
+                      uv_buf_init((char *)r->data, (unsigned)r->len)};
+  size_t total = (size_t)h + r->len;
+  int wrote = uv_try_write((uv_stream_t *)&s->tcp, bufs + (h == 0),
+                           h == 0 ? 1 : 2);
+  if (wrote < 0 && wrote != UV_EAGAIN) {
+    answer_error(r->caller, r->ref, uv_reason(wrote));
+    return;
+  }
+  size_t done = wrote > 0 ? (size_t)wrote : 0;
+  if (done == total) {
+    answer(r->caller, r->ref, A.ok, NULL);
+    return;
+  }
+  /* The rest waits in libuv's queue; the sender waits for its answer. */
+  wreq_t *q = malloc(sizeof *q + (total - done));
+  if (q == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  q->caller = r->caller;
+  q->ref = r->ref;
+  size_t k = 0;
+  for (size_t i = done; i < total; i++)
+    q->data[k++] = i < (size_t)h ? hdr[i] : r->data[i - (size_t)h];
+  uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)k);
+  int err = uv_write(&q->w, (uv_stream_t *)&s->tcp, &rest, 1, on_write);
+  if (err) {
+    free(q);
+    answer_error(r->caller, r->ref, uv_reason(err));
+    return;
+  }
+  if (s->send_timeout > 0 &&
+      (s->wtimer == NULL || !uv_is_active((uv_handle_t *)s->wtimer)))
+    timer_start(s, &s->wtimer, s->send_timeout, on_send_timeout);
+  if (s->wtimer != NULL)
+    uv_timer_set_repeat(s->wtimer, (uint64_t)s->send_timeout);
+}
+
+/* ---- the other requests ---- */
+
+static void do_recv(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL || !s->connected) {
+    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.enotconn);
+    return;
+  }
+  if (s->active != MB_ACTIVE_FALSE) {
+    answer_error(r->caller, r->ref, A.einval);
+    return;
+  }
+  if (s->wait.on) {
+    answer_error(r->caller, r->ref, A.ealready);
+    return;
+  }
+  wait_set(s, r->caller, r->ref, r->n);
+  if (r->timeout >= 0)
+    timer_start(s, &s->rtimer, r->timeout, on_wait_timeout);
+  deliver(s);
+}
+
+static void do_setopts(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  if ((r->opts.set & MB_SOCKOPT_ACTIVE) && r->opts.active != 0 &&
+      s->wait.on && !s->listening) {
+    answer_error(r->caller, r->ref, A.einval); /* a recv is waiting */
+    return;
+  }
+  apply_opts(s, &r->opts);
+  s->held = false;
+  answer(r->caller, r->ref, A.ok, NULL);
+  if (s->connected)
+    deliver(s);
+}
+
+static void do_owner(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  if (s->owner != r->caller) {
+    answer_error(r->caller, r->ref, A.not_owner);
+    return;
+  }
+  owner_unlink(s);
+  s->held = true;
+  if (sock_adopt(s, r->to)) {
+    update_reading(s);
+    answer(r->caller, r->ref, A.ok, NULL);
+  } else {
+    answer_error(r->caller, r->ref, A.closed);
+  }
+}
+
+static void do_close(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s != NULL)
+    sock_close(s, A.closed);
+  answer(r->caller, r->ref, A.ok, NULL);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  sreq_t *q = (sreq_t *)req;
+  if (status == 0)
+    answer(q->caller, q->ref, A.ok, NULL);
+  else
+    answer_error(q->caller, q->ref, uv_reason(status));
+  free(q);
+}
+
+static void do_shutdown(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL || !s->connected) {
+    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.enotconn);
+    return;
+  }
+  if (r->how == 0) { /* read: nothing more is wanted from the peer */
+    s->eof = true;
+    answer(r->caller, r->ref, A.ok, NULL);
+    deliver(s);
+    return;
+  }
+  sreq_t *q = malloc(sizeof *q);
+  if (q == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  q->caller = r->caller;
+  q->ref = r->ref;
+  int err = uv_shutdown(&q->r, (uv_stream_t *)&s->tcp, on_shutdown);
+  if (err) {
+    free(q);
+    answer_error(r->caller, r->ref, uv_reason(err));
+  }
+}
+
+static void do_name(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  struct sockaddr_storage sa;
+  int len = sizeof sa;
+  int err = r->how ? uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &len)
+                   : uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&sa, &len);
+  if (err) {
+    answer_error(r->caller, r->ref, uv_reason(err));
+    return;
+  }
+  char ip[64];
+  int port;
+  if (sa.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+    port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+  } else {
+    uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+    port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+  }
+  mb_msg_t *v = mb__tuple_new(2);
+  if (v != NULL)
+    v = finish(v, 2,
+               mb__tuple_str(&v, ip, strlen(ip)) || mb__tuple_int(&v, port));
+  if (v == NULL)
+    answer_error(r->caller, r->ref, A.enomem);
+  else
+    answer(r->caller, r->ref, A.ok, v);
+}
+
+static void do_owner_exit(req_t *r) {
+  for (;;) {
+    uv_mutex_lock(&owners_lock);
+    sock_t *s = mb__map_get(&owners, r->caller);
+    uv_mutex_unlock(&owners_lock);
+    if (s == NULL)
+      break;
+    sock_close(s, A.closed);
+  }
+}
+
+static void run_req(void *arg) {
+  req_t *r = arg;
+  switch (r->op) {
+  case OP_CONNECT: do_connect(r); break;
+  case OP_LISTEN: do_listen(r); break;
+  case OP_ACCEPT: do_accept(r); break;
+  case OP_SEND: do_send(r); break;
+  case OP_RECV: do_recv(r); break;
+  case OP_SETOPTS: do_setopts(r); break;
+  case OP_OWNER: do_owner(r); break;
+  case OP_CLOSE: do_close(r); break;
+  case OP_SHUTDOWN: do_shutdown(r); break;
+  case OP_NAME: do_name(r); break;
+  case OP_OWNER_EXIT: do_owner_exit(r); break;
+  }
+  free(r);
+}
+
+/* ---- the API: requests queued for the loop ---- */
+
+static req_t *req_new(op_t op, mb_pid_t caller, uint64_t ref,
+                      mb_socket_t sock, size_t len) {
+  req_t *r = calloc(1, sizeof *r + len + 1);
+  if (r == NULL)
+    return NULL;
+  r->op = op;
+  r->caller = caller;
+  r->ref = ref;
+  r->sock = sock;
+  r->len = len;
+  return r;
+}
+
+static int submit(req_t *r) {
+  if (r == NULL)
+    return MB_ENOMEM;
+  if (!running) {
+    free(r);
+    return MB_ESTATE;
+  }
+  int err = mb__loop_call(run_req, r);
+  if (err)
+    free(r);
+  return err;
+}
+
+static void copy_opts(req_t *r, const mb_socket_opts_t *o) {
+  if (o == NULL)
+    return;
+  r->opts = *o;
+  if (o->ip != NULL)
+    snprintf(r->ip, sizeof r->ip, "%s", o->ip);
+  r->opts.ip = NULL;
+}
+
+int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
+                      int port, const mb_socket_opts_t *o, long timeout_ms) {
+  if (host == NULL || port < 0 || port > 65535)
+    return MB_EINVAL;
+  size_t len = strlen(host);
+  req_t *r = req_new(OP_CONNECT, caller, ref, 0, len);
+  if (r != NULL) {
+    memcpy(r->data, host, len);
+    copy_opts(r, o);
+    r->port = port;
+    r->timeout = timeout_ms;
+  }
+  return submit(r);
+}
+
+int mb_socket_listen(mb_pid_t caller, uint64_t ref, int port,
+                     const mb_socket_opts_t *o) {
+  if (port < 0 || port > 65535 || (o && o->ip && strlen(o->ip) >= 64))
+    return MB_EINVAL;
+  req_t *r = req_new(OP_LISTEN, caller, ref, 0, 0);
+  if (r != NULL) {
+    copy_opts(r, o);
+    r->port = port;
+  }
+  return submit(r);
+}
+
+int mb_socket_accept(mb_pid_t caller, uint64_t ref, mb_socket_t lsock,
+                     long timeout_ms) {
+  req_t *r = req_new(OP_ACCEPT, caller, ref, lsock, 0);
+  if (r != NULL)
+    r->timeout = timeout_ms;
+  return submit(r);
+}
+
+int mb_socket_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                   const void *data, size_t len) {
+  req_t *r = req_new(OP_SEND, caller, ref, s, len);
+  if (r != NULL)
+    memcpy(r->data, data, len);
+  return submit(r);
+}
+
+int mb_socket_recv(mb_pid_t caller, uint64_t ref, mb_socket_t s, size_t n,
+                   long timeout_ms) {
+  req_t *r = req_new(OP_RECV, caller, ref, s, 0);
+  if (r != NULL) {
+    r->n = n;
+    r->timeout = timeout_ms;
+  }
+  return submit(r);
+}
+
+int mb_socket_setopts(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                      const mb_socket_opts_t *o) {
+  req_t *r = req_new(OP_SETOPTS, caller, ref, s, 0);
+  if (r != NULL)
+    copy_opts(r, o);
+  return submit(r);
+}
+
+int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref,
+                                  mb_socket_t s, mb_pid_t to) {
+  req_t *r = req_new(OP_OWNER, caller, ref, s, 0);
+  if (r != NULL)
+    r->to = to;
+  return submit(r);
+}
+
+int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s) {
+  return submit(req_new(OP_CLOSE, caller, ref, s, 0));
+}
+
+int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                       int how) {
+  req_t *r = req_new(OP_SHUTDOWN, caller, ref, s, 0);
+  if (r != NULL)
+    r->how = how;
+  return submit(r);
+}
+
+int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer) {
+  req_t *r = req_new(OP_NAME, caller, ref, s, 0);
+  if (r != NULL)
+    r->how = peer;
+  return submit(r);
+}
+
+void mb_socket_push(lua_State *L, mb_socket_t s) { mb__push_ref(L, s); }
+
+int mb_socket_to(lua_State *L, int idx, mb_socket_t *out) {
+  mb__lref_t *r = mb__to_ref(L, idx);
+  if (r == NULL || r->node != 0 || !(r->id & SOCKET_BIT))
+    return MB_EINVAL;
+  *out = r->id;
+  return 0;
+}
+
+/* ---- the subsystem ---- */
+
+void mb__socket_owner_exit(mb_pid_t pid) {
+  if (!running)
+    return;
+  uv_mutex_lock(&owners_lock);
+  bool has = mb__map_get(&owners, pid) != NULL;
+  uv_mutex_unlock(&owners_lock);
+  if (has)
+    submit(req_new(OP_OWNER_EXIT, pid, 0, 0, 0));
+}
+
+int mb__socket_start(void) {
+  const char *names[] = {"ok",        "error",     "tcp",      "tcp_closed",
+                         "tcp_error", "tcp_passive", "closed", "timeout",
+                         "emsgsize",  "not_owner", "ealready", "einval",
+                         "enotconn",  "nxdomain",  "enomem"};
+  const mb__atom_t **slots[] = {
+      &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
+      &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
+      &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
+      return MB_ENOMEM;
+  uv_mutex_init(&owners_lock);
+  uv_mutex_init(&live_lock);
+  uv_cond_init(&live_cond);
+  mb__map_init(&table);
+  mb__map_init(&owners);
+  nlive = 0;
+  running = true;
+  return 0;
+}
+
+static void close_all(void *arg) {
+  (void)arg;
+  size_t n = table.len, k = 0, i = 0;
+  sock_t **all = n ? malloc(n * sizeof *all) : NULL;
+  uint64_t key;
+  void *val;
+  while (all != NULL && mb__map_next(&table, &i, &key, &val))
+    all[k++] = val;
+  for (size_t j = 0; j < k; j++)
+    sock_close(all[j], A.closed);
+  free(all);
+  /* Without memory for the list: one at a time, from the start. */
+  while (table.len > 0) {
+    i = 0;
+    if (mb__map_next(&table, &i, &key, &val))
+      sock_close(val, A.closed);
+  }
+}
+
+void mb__socket_stop(void) {
+  if (!running)
+    return;
+  running = false;
+  if (mb__loop_call(close_all, NULL) == 0) {
+    uv_mutex_lock(&live_lock);
+    while (nlive > 0)
+      uv_cond_wait(&live_cond, &live_lock);
+    uv_mutex_unlock(&live_lock);
+  }
+  mb__map_free(&table);
+  mb__map_free(&owners);
+  uv_cond_destroy(&live_cond);
+  uv_mutex_destroy(&live_lock);
+  uv_mutex_destroy(&owners_lock);
+}

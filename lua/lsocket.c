@@ -1,0 +1,279 @@
+/* moonbeam.socket: the binding of the core's sockets (core/socket.c), one
+ * function per request.  Each returns the ref that the answer,
+ * {Ref, ok | error, ...}, will carry; stdlib/moonbeam/gen_tcp.lua waits for
+ * it and gives gen_tcp's API. */
+#include <math.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "../core/moonbeam.h"
+
+int luaopen_moonbeam_socket(lua_State *L);
+void mb_lsocket_register(lua_State *L);
+
+static mb_pid_t self(lua_State *L, const char *fname) {
+  mb_pid_t pid;
+  if (mb_value_self(L, &pid) != 0)
+    luaL_error(L, "%s: not called inside a moonbeam process", fname);
+  return pid;
+}
+
+static mb_socket_t check_socket(lua_State *L, int idx) {
+  mb_socket_t s;
+  if (mb_socket_to(L, idx, &s) != 0)
+    luaL_typeerror(L, idx, "socket");
+  return s;
+}
+
+/* A timeout in ms: nil or math.huge wait forever (-1). */
+static long check_timeout(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx))
+    return -1;
+  lua_Number t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0, idx, "timeout must not be negative");
+  if (t == HUGE_VAL || t > 0x7fffffff)
+    return -1;
+  return (long)t;
+}
+
+static int check_active(lua_State *L, int idx) {
+  if (lua_isboolean(L, idx))
+    return lua_toboolean(L, idx) ? MB_ACTIVE_TRUE : MB_ACTIVE_FALSE;
+  if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "once") == 0)
+    return MB_ACTIVE_ONCE;
+  if (lua_isinteger(L, idx)) {
+    lua_Integer n = lua_tointeger(L, idx);
+    if (n > 0 && n <= 0x7fffffff)
+      return (int)n;
+  }
+  luaL_error(L, "bad option active (true, false, \"once\" or a count > 0 expected)");
+  return 0;
+}
+
+static int check_packet(lua_State *L, int idx) {
+  if (lua_isinteger(L, idx)) {
+    lua_Integer n = lua_tointeger(L, idx);
+    if (n == 0 || n == 1 || n == 2 || n == 4)
+      return (int)n;
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, idx);
+    if (strcmp(s, "raw") == 0)
+      return MB_PACKET_RAW;
+    if (strcmp(s, "line") == 0)
+      return MB_PACKET_LINE;
+  }
+  luaL_error(L, "bad option packet (0, 1, 2, 4, \"raw\" or \"line\" expected)");
+  return 0;
+}
+
+static int check_size(lua_State *L, int idx, const char *name) {
+  lua_Integer n = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : -1;
+  if (n < 0 || n > 0x7fffffff)
+    luaL_error(L, "bad option %s (a non-negative integer expected)", name);
+  return (int)n;
+}
+
+/* Options from a table: {active =, packet =, packet_size =, nodelay =,
+ * keepalive =, reuseaddr =, sndbuf =, recbuf =, backlog =,
+ * send_timeout =, ip =, inet6 =, mode = "binary"}.  An unknown option is
+ * a mistake in the program, and raises. */
+static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  if (lua_isnoneornil(L, idx))
+    return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  idx = lua_absindex(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    if (strcmp(k, "active") == 0) {
+      o->active = check_active(L, -1);
+      o->set |= MB_SOCKOPT_ACTIVE;
+    } else if (strcmp(k, "packet") == 0) {
+      o->packet = check_packet(L, -1);
+      o->set |= MB_SOCKOPT_PACKET;
+    } else if (strcmp(k, "packet_size") == 0) {
+      o->packet_size = (size_t)check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_PACKET_SIZE;
+    } else if (strcmp(k, "nodelay") == 0) {
+      o->nodelay = lua_toboolean(L, -1);
+      o->set |= MB_SOCKOPT_NODELAY;
+    } else if (strcmp(k, "keepalive") == 0) {
+      o->keepalive = lua_toboolean(L, -1);
+      o->set |= MB_SOCKOPT_KEEPALIVE;
+    } else if (strcmp(k, "reuseaddr") == 0) {
+      o->reuseaddr = lua_toboolean(L, -1);
+      o->set |= MB_SOCKOPT_REUSEADDR;
+    } else if (strcmp(k, "sndbuf") == 0) {
+      o->sndbuf = check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_SNDBUF;
+    } else if (strcmp(k, "recbuf") == 0) {
+      o->recbuf = check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_RECBUF;
+    } else if (strcmp(k, "backlog") == 0) {
+      o->backlog = check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_BACKLOG;
+    } else if (strcmp(k, "send_timeout") == 0) {
+      o->send_timeout = check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_SEND_TIMEOUT;
+    } else if (strcmp(k, "ip") == 0) {
+      o->ip = luaL_checkstring(L, -1); /* held by the table */
+    } else if (strcmp(k, "inet6") == 0) {
+      o->ipv6 = lua_toboolean(L, -1);
+    } else if (strcmp(k, "mode") == 0) {
+      const char *m = lua_tostring(L, -1);
+      if (m == NULL || strcmp(m, "binary") != 0)
+        luaL_error(L, "bad option mode (only \"binary\": data are strings)");
+    } else {
+      luaL_error(L, "unknown socket option '%s'", luaL_tolstring(L, -2, NULL));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* Push the answer's ref, or raise if the request could not be queued. */
+static int queued(lua_State *L, int err, uint64_t ref, const char *fname) {
+  if (err != 0)
+    return luaL_error(L, "%s: %s", fname, mb_strerror(err));
+  mb_value_push_ref(L, ref);
+  return 1;
+}
+
+/* connect(host, port, opts, timeout) -> ref */
+static int l_connect(lua_State *L) {
+  mb_pid_t me = self(L, "connect");
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, port > 0 && port <= 65535, 2, "port out of range");
+  mb_socket_opts_t o;
+  check_opts(L, 3, &o);
+  long t = check_timeout(L, 4);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_connect(me, ref, host, (int)port, &o, t), ref,
+                "connect");
+}
+
+/* listen(port, opts) -> ref */
+static int l_listen(lua_State *L) {
+  mb_pid_t me = self(L, "listen");
+  lua_Integer port = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
+  mb_socket_opts_t o;
+  check_opts(L, 2, &o);
+  if (o.ip != NULL && strlen(o.ip) >= 64)
+    return luaL_argerror(L, 2, "ip too long");
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_listen(me, ref, (int)port, &o), ref, "listen");
+}
+
+/* accept(lsock, timeout) -> ref */
+static int l_accept(lua_State *L) {
+  mb_pid_t me = self(L, "accept");
+  mb_socket_t s = check_socket(L, 1);
+  long t = check_timeout(L, 2);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_accept(me, ref, s, t), ref, "accept");
+}
+
+/* send(sock, data) -> ref */
+static int l_send(lua_State *L) {
+  mb_pid_t me = self(L, "send");
+  mb_socket_t s = check_socket(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, len <= 0x7fffffff, 2, "data longer than 2 GiB");
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_send(me, ref, s, data, len), ref, "send");
+}
+
+/* recv(sock, n, timeout) -> ref */
+static int l_recv(lua_State *L) {
+  mb_pid_t me = self(L, "recv");
+  mb_socket_t s = check_socket(L, 1);
+  lua_Integer n = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, n >= 0 && n <= (64 << 20), 2,
+                "length must be between 0 and 64 MiB");
+  long t = check_timeout(L, 3);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_recv(me, ref, s, (size_t)n, t), ref, "recv");
+}
+
+/* setopts(sock, opts) -> ref */
+static int l_setopts(lua_State *L) {
+  mb_pid_t me = self(L, "setopts");
+  mb_socket_t s = check_socket(L, 1);
+  mb_socket_opts_t o;
+  check_opts(L, 2, &o);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_setopts(me, ref, s, &o), ref, "setopts");
+}
+
+/* controlling_process(sock, pid) -> ref */
+static int l_controlling_process(lua_State *L) {
+  mb_pid_t me = self(L, "controlling_process");
+  mb_socket_t s = check_socket(L, 1);
+  mb_pid_t to;
+  if (mb_value_to_pid(L, 2, &to) != 0)
+    return luaL_typeerror(L, 2, "pid of this node");
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_controlling_process(me, ref, s, to), ref,
+                "controlling_process");
+}
+
+static int l_close(lua_State *L) {
+  mb_pid_t me = self(L, "close");
+  mb_socket_t s = check_socket(L, 1);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_close(me, ref, s), ref, "close");
+}
+
+/* shutdown(sock, "read" | "write" | "read_write") -> ref */
+static int l_shutdown(lua_State *L) {
+  static const char *const hows[] = {"read", "write", "read_write", NULL};
+  mb_pid_t me = self(L, "shutdown");
+  mb_socket_t s = check_socket(L, 1);
+  int how = luaL_checkoption(L, 2, NULL, hows);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_shutdown(me, ref, s, how), ref, "shutdown");
+}
+
+static int name_of(lua_State *L, int peer, const char *fname) {
+  mb_pid_t me = self(L, fname);
+  mb_socket_t s = check_socket(L, 1);
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_name(me, ref, s, peer), ref, fname);
+}
+
+static int l_sockname(lua_State *L) { return name_of(L, 0, "sockname"); }
+static int l_peername(lua_State *L) { return name_of(L, 1, "peername"); }
+
+static int l_is_socket(lua_State *L) {
+  mb_socket_t s;
+  lua_pushboolean(L, mb_socket_to(L, 1, &s) == 0);
+  return 1;
+}
+
+int luaopen_moonbeam_socket(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"connect", l_connect},   {"listen", l_listen},
+      {"accept", l_accept},     {"send", l_send},
+      {"recv", l_recv},         {"setopts", l_setopts},
+      {"close", l_close},       {"shutdown", l_shutdown},
+      {"sockname", l_sockname}, {"peername", l_peername},
+      {"is_socket", l_is_socket},
+      {"controlling_process", l_controlling_process},
+      {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  return 1;
+}
+
+/* Make require "moonbeam.socket" work in every process, and in the host
+ * state L that loads moonbeam. */
+void mb_lsocket_register(lua_State *L) {
+  mb_node_preload("moonbeam.socket", luaopen_moonbeam_socket);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_moonbeam_socket);
+  lua_setfield(L, -2, "moonbeam.socket");
+  lua_pop(L, 1);
+}
