@@ -213,8 +213,13 @@ typedef struct {
   int backlog;          /* listen queue; default 128 */
   long send_timeout;    /* ms a send may wait; 0 = forever */
   int ipv6;             /* resolve names to IPv6 addresses only */
-  const char *ip;       /* listen: the address to bind; NULL = any */
+  const char *ip;       /* listen, UDP: the address to bind; NULL = any */
+  const char *path;     /* connect, listen: a Unix-domain socket's path
+                           instead of an address and port */
 } mb_socket_opts_t;
+
+/* The longest path of a Unix-domain socket. */
+#define MB_SOCKET_PATH_MAX 107
 
 /* Largest packet by default: a line, and a length-prefixed packet. */
 #define MB_PACKET_LINE_MAX 65536
@@ -250,8 +255,19 @@ int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s);
 /* how: 0 read, 1 write, 2 both (only write is a TCP half-close). */
 int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                        int how);
-/* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end. */
+/* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end; for a
+ * Unix-domain socket {Path, 0}. */
 int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer);
+/* UDP: answers {ok, Sock}, a socket bound to port (0: any) and o->ip.
+ * Datagrams arrive as {udp, Sock, Address, Port, Data} in active mode
+ * ({udp_passive, Sock} when a count is spent); mb_socket_recv answers
+ * {ok, {Address, Port, Data}}. */
+int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
+                       const mb_socket_opts_t *o);
+/* Answers ok once the datagram is sent; `ip` is an IPv4 or IPv6 address. */
+int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                       const char *ip, int port, const void *data,
+                       size_t len);
 void mb_socket_push(lua_State *L, mb_socket_t s);
 /* The socket at idx, or MB_EINVAL. */
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);

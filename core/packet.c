@@ -40,6 +40,9 @@ long mb_packet_find(int packet, size_t limit, const unsigned char *buf,
                     size_t len, size_t *off, size_t *plen) {
   *off = 0;
   *plen = 0;
+  if (len == 0)
+    return packet < 0 || packet > MB_PACKET_LINE || packet == 3 ? MB_EINVAL
+                                                                 : 0;
   switch (packet) {
   case MB_PACKET_RAW:
     *plen = len;

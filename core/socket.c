@@ -34,11 +34,22 @@
 
 typedef struct sock_s sock_t;
 
+/* TCP, a Unix-domain stream socket (the same code: both are libuv
+ * streams), or UDP. */
+typedef enum { K_TCP, K_PIPE, K_UDP } kind_t;
+
 /* A socket.  Loop thread only, but for the owner links (under
  * owners_lock; `owner` is written only by the loop thread, which may read
  * it without the lock). */
 struct sock_s {
-  uv_tcp_t tcp; /* tcp.data points back here */
+  union {
+    uv_handle_t h; /* h.data points back here */
+    uv_stream_t st;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_udp_t udp;
+  } u;
+  kind_t kind;
   mb_socket_t id;
   mb_pid_t owner;
   sock_t *onext, *oprev;
@@ -84,7 +95,9 @@ typedef enum {
   OP_CLOSE,
   OP_SHUTDOWN,
   OP_NAME,
-  OP_OWNER_EXIT
+  OP_OWNER_EXIT,
+  OP_UDP_OPEN,
+  OP_UDP_SEND
 } op_t;
 
 /* A request from a process, run on the loop thread. */
@@ -99,6 +112,7 @@ typedef struct {
   int port, how;
   mb_pid_t to;
   char ip[64];
+  char path[MB_SOCKET_PATH_MAX + 1];
   size_t len;
   unsigned char data[]; /* send: the bytes; connect: the host */
 } req_t;
@@ -125,7 +139,7 @@ typedef struct {
 static struct {
   const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
-      *nxdomain, *enomem;
+      *nxdomain, *enomem, *udp, *udp_passive;
 } A;
 
 static atomic_bool running;
@@ -269,21 +283,33 @@ static void free_sock(sock_t *s) {
 
 static void on_closed(uv_handle_t *h) {
   sock_t *s = h->data;
-  if (h != (uv_handle_t *)&s->tcp)
+  if (h != &s->u.h)
     free(h);
   if (--s->handles == 0)
     free_sock(s);
 }
 
-static sock_t *sock_new(void) {
+static int handle_init(sock_t *s) {
+  switch (s->kind) {
+  case K_PIPE:
+    return uv_pipe_init(mb__loop(), &s->u.pipe, 0);
+  case K_UDP:
+    return uv_udp_init(mb__loop(), &s->u.udp);
+  default:
+    return uv_tcp_init(mb__loop(), &s->u.tcp);
+  }
+}
+
+static sock_t *sock_new(kind_t kind) {
   sock_t *s = calloc(1, sizeof *s);
   if (s == NULL)
     return NULL;
-  if (uv_tcp_init(mb__loop(), &s->tcp) != 0) {
+  s->kind = kind;
+  if (handle_init(s) != 0) {
     free(s);
     return NULL;
   }
-  s->tcp.data = s;
+  s->u.h.data = s;
   s->handles = 1;
   s->id = mb__ref_next() | SOCKET_BIT;
   s->active = MB_ACTIVE_TRUE;
@@ -294,7 +320,7 @@ static sock_t *sock_new(void) {
   uv_mutex_unlock(&live_lock);
   if (mb__map_put(&table, s->id, s) != 0) {
     s->closing = true;
-    uv_close((uv_handle_t *)&s->tcp, on_closed);
+    uv_close(&s->u.h, on_closed);
     return NULL;
   }
   return s;
@@ -361,7 +387,7 @@ static void sock_close(sock_t *s, const mb__atom_t *why) {
   mb__map_del(&table, s->id);
   owner_unlink(s);
   wait_fail(s, why);
-  uv_close((uv_handle_t *)&s->tcp, on_closed);
+  uv_close(&s->u.h, on_closed);
   timer_close(s->rtimer);
   timer_close(s->wtimer);
 }
@@ -415,9 +441,9 @@ static void merge_opts(mb_socket_opts_t *dst, const mb_socket_opts_t *o) {
 static void apply_buffers(sock_t *s) {
   int snd = s->sndbuf, rec = s->recbuf;
   if (snd > 0)
-    uv_send_buffer_size((uv_handle_t *)&s->tcp, &snd);
+    uv_send_buffer_size(&s->u.h, &snd);
   if (rec > 0)
-    uv_recv_buffer_size((uv_handle_t *)&s->tcp, &rec);
+    uv_recv_buffer_size(&s->u.h, &rec);
 }
 
 static void apply_opts(sock_t *s, const mb_socket_opts_t *o) {
@@ -436,10 +462,10 @@ static void apply_opts(sock_t *s, const mb_socket_opts_t *o) {
     s->send_timeout = o->send_timeout;
   if (o->set & MB_SOCKOPT_BACKLOG)
     s->backlog = o->backlog;
-  if (o->set & MB_SOCKOPT_NODELAY)
-    uv_tcp_nodelay(&s->tcp, o->nodelay);
-  if (o->set & MB_SOCKOPT_KEEPALIVE)
-    uv_tcp_keepalive(&s->tcp, o->keepalive, KEEPALIVE_DELAY);
+  if ((o->set & MB_SOCKOPT_NODELAY) && s->kind == K_TCP)
+    uv_tcp_nodelay(&s->u.tcp, o->nodelay);
+  if ((o->set & MB_SOCKOPT_KEEPALIVE) && s->kind == K_TCP)
+    uv_tcp_keepalive(&s->u.tcp, o->keepalive, KEEPALIVE_DELAY);
   if (o->set & MB_SOCKOPT_SNDBUF)
     s->sndbuf = o->sndbuf;
   if (o->set & MB_SOCKOPT_RECBUF)
@@ -514,11 +540,30 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
 }
 
 /* Read from the kernel only while someone wants a packet. */
+static void on_datagram(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                        const struct sockaddr *addr, unsigned flags);
+
+static void update_udp(sock_t *s) {
+  bool want = !s->closing && !s->held &&
+              (s->active != MB_ACTIVE_FALSE || s->wait.on);
+  if (want && !s->reading) {
+    if (uv_udp_recv_start(&s->u.udp, on_alloc, on_datagram) == 0)
+      s->reading = true;
+  } else if (!want && s->reading) {
+    uv_udp_recv_stop(&s->u.udp);
+    s->reading = false;
+  }
+}
+
 static void update_reading(sock_t *s) {
+  if (s->kind == K_UDP) {
+    update_udp(s);
+    return;
+  }
   bool want = s->connected && !s->eof && !s->err && !s->closing && !s->held &&
               (s->active != MB_ACTIVE_FALSE || s->wait.on);
   if (want && !s->reading) {
-    int err = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    int err = uv_read_start(&s->u.st, on_alloc, on_read);
     if (err) {
       s->err = err;
       deliver(s);
@@ -526,7 +571,7 @@ static void update_reading(sock_t *s) {
     }
     s->reading = true;
   } else if (!want && s->reading) {
-    uv_read_stop((uv_stream_t *)&s->tcp);
+    uv_read_stop(&s->u.st);
     s->reading = false;
   }
 }
@@ -547,6 +592,8 @@ static void bad_input(sock_t *s, const mb__atom_t *why) {
 /* One packet from the buffer: its length in the buffer, 0 if incomplete,
  * or an error. */
 static long next_packet(sock_t *s, size_t want, size_t *off, size_t *plen) {
+  if (s->buf == NULL)
+    return 0;
   const unsigned char *p = s->buf + s->start;
   size_t len = s->len - s->start;
   if (s->packet == MB_PACKET_RAW && want > 0) {
@@ -564,7 +611,8 @@ static void spend_active(sock_t *s) {
     s->active = MB_ACTIVE_FALSE;
   } else if (s->active > 0 && --s->active == 0) {
     s->active = MB_ACTIVE_FALSE;
-    notify(s, A.tcp_passive, NULL, 0, NULL);
+    notify(s, s->kind == K_UDP ? A.udp_passive : A.tcp_passive, NULL, 0,
+           NULL);
   }
 }
 
@@ -613,6 +661,10 @@ static void deliver_recv(sock_t *s) {
 }
 
 static void deliver(sock_t *s) {
+  if (s->kind == K_UDP) {
+    update_reading(s); /* datagrams are delivered as they come */
+    return;
+  }
   while (!s->closing && s->connected && !s->held) {
     if (s->active != MB_ACTIVE_FALSE) {
       if (!deliver_active(s))
@@ -661,7 +713,7 @@ static void on_connect(uv_connect_t *req, int status) {
 }
 
 static void start_connect(sock_t *s, const struct sockaddr *sa) {
-  int err = uv_tcp_connect(&s->creq, &s->tcp, sa, on_connect);
+  int err = uv_tcp_connect(&s->creq, &s->u.tcp, sa, on_connect);
   if (err)
     sock_close(s, uv_reason(err));
 }
@@ -713,7 +765,7 @@ static void resolve(sock_t *s, const char *host, int port, int ipv6) {
 }
 
 static void do_connect(req_t *r) {
-  sock_t *s = sock_new();
+  sock_t *s = sock_new(r->path[0] ? K_PIPE : K_TCP);
   if (s == NULL) {
     answer_error(r->caller, r->ref, A.enomem);
     return;
@@ -724,6 +776,10 @@ static void do_connect(req_t *r) {
     return;
   if (r->timeout >= 0)
     timer_start(s, &s->rtimer, r->timeout, on_wait_timeout);
+  if (s->kind == K_PIPE) {
+    uv_pipe_connect(&s->creq, &s->u.pipe, r->path, on_connect);
+    return;
+  }
   const char *host = (const char *)r->data;
   struct sockaddr_storage sa;
   if (parse_ip(host, r->port, &sa))
@@ -737,12 +793,12 @@ static void do_connect(req_t *r) {
 static void serve_accept(sock_t *l) {
   while (l->wait.on && l->ready > 0) {
     l->ready--;
-    sock_t *c = sock_new();
+    sock_t *c = sock_new(l->kind);
     if (c == NULL) {
       wait_fail(l, A.enomem);
       return;
     }
-    int err = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+    int err = uv_accept(&l->u.st, &c->u.st);
     if (err) {
       sock_close(c, A.closed);
       continue;
@@ -776,8 +832,24 @@ static void on_connection(uv_stream_t *server, int status) {
   serve_accept(l);
 }
 
+/* Bind s to the request's path, or to its address and port. */
+static int bind_to(sock_t *s, req_t *r) {
+  if (s->kind == K_PIPE)
+    return uv_pipe_bind(&s->u.pipe, r->path);
+  const char *ip = r->ip[0] ? r->ip : r->opts.ipv6 ? "::" : "0.0.0.0";
+  struct sockaddr_storage sa;
+  if (!parse_ip(ip, r->port, &sa))
+    return UV_EINVAL;
+  if (s->kind == K_UDP)
+    return uv_udp_bind(&s->u.udp, (struct sockaddr *)&sa,
+                       (r->opts.set & MB_SOCKOPT_REUSEADDR) && r->opts.reuseaddr
+                           ? UV_UDP_REUSEADDR
+                           : 0);
+  return uv_tcp_bind(&s->u.tcp, (struct sockaddr *)&sa, 0);
+}
+
 static void do_listen(req_t *r) {
-  sock_t *s = sock_new();
+  sock_t *s = sock_new(r->path[0] ? K_PIPE : K_TCP);
   if (s == NULL) {
     answer_error(r->caller, r->ref, A.enomem);
     return;
@@ -789,13 +861,9 @@ static void do_listen(req_t *r) {
     answer_error(r->caller, r->ref, A.closed);
     return;
   }
-  const char *ip = r->ip[0] ? r->ip : r->opts.ipv6 ? "::" : "0.0.0.0";
-  struct sockaddr_storage sa;
-  int err = parse_ip(ip, r->port, &sa) ? 0 : UV_EINVAL;
+  int err = bind_to(s, r);
   if (err == 0)
-    err = uv_tcp_bind(&s->tcp, (struct sockaddr *)&sa, 0);
-  if (err == 0)
-    err = uv_listen((uv_stream_t *)&s->tcp, s->backlog, on_connection);
+    err = uv_listen(&s->u.st, s->backlog, on_connection);
   if (err) {
     sock_close(s, A.closed);
     answer_error(r->caller, r->ref, uv_reason(err));
@@ -851,7 +919,7 @@ static void on_write(uv_write_t *w, int status) {
                                                            : uv_reason(status));
   free(q);
   if (s->wtimer != NULL && !s->closing) {
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) == 0)
+    if (uv_stream_get_write_queue_size(&s->u.st) == 0)
       uv_timer_stop(s->wtimer);
     else
       uv_timer_again(s->wtimer);
@@ -873,8 +941,10 @@ static int put_header(int packet, size_t len, unsigned char *hdr) {
 
 static void do_send(req_t *r) {
   sock_t *s = lookup(r->sock);
-  if (s == NULL || !s->connected) {
-    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.enotconn);
+  if (s == NULL || !s->connected || s->kind == K_UDP) {
+    answer_error(r->caller, r->ref, s == NULL      ? A.closed
+                                    : s->connected ? A.einval
+                                                   : A.enotconn);
     return;
   }
   unsigned char hdr[4];
@@ -886,7 +956,7 @@ static void do_send(req_t *r) {
   uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)h),
                       uv_buf_init((char *)r->data, (unsigned)r->len)};
   size_t total = (size_t)h + r->len;
-  int wrote = uv_try_write((uv_stream_t *)&s->tcp, bufs + (h == 0),
+  int wrote = uv_try_write(&s->u.st, bufs + (h == 0),
                            h == 0 ? 1 : 2);
   if (wrote < 0 && wrote != UV_EAGAIN) {
     answer_error(r->caller, r->ref, uv_reason(wrote));
@@ -909,7 +979,7 @@ static void do_send(req_t *r) {
   for (size_t i = done; i < total; i++)
     q->data[k++] = i < (size_t)h ? hdr[i] : r->data[i - (size_t)h];
   uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)k);
-  int err = uv_write(&q->w, (uv_stream_t *)&s->tcp, &rest, 1, on_write);
+  int err = uv_write(&q->w, &s->u.st, &rest, 1, on_write);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
@@ -1000,8 +1070,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static void do_shutdown(req_t *r) {
   sock_t *s = lookup(r->sock);
-  if (s == NULL || !s->connected) {
-    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.enotconn);
+  if (s == NULL || !s->connected || s->kind == K_UDP) {
+    answer_error(r->caller, r->ref, s == NULL      ? A.closed
+                                    : s->connected ? A.einval
+                                                   : A.enotconn);
     return;
   }
   if (r->how == 0) { /* read: nothing more is wanted from the peer */
@@ -1017,11 +1089,55 @@ static void do_shutdown(req_t *r) {
   }
   q->caller = r->caller;
   q->ref = r->ref;
-  int err = uv_shutdown(&q->r, (uv_stream_t *)&s->tcp, on_shutdown);
+  int err = uv_shutdown(&q->r, &s->u.st, on_shutdown);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
   }
+}
+
+/* An address as text and its port. */
+static void addr_text(const struct sockaddr_storage *sa, char *ip, size_t len,
+                      int *port) {
+  if (sa->ss_family == AF_INET6) {
+    uv_ip6_name((const struct sockaddr_in6 *)sa, ip, len);
+    *port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+  } else {
+    uv_ip4_name((const struct sockaddr_in *)sa, ip, len);
+    *port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+  }
+}
+
+/* {Address, Port}, or {Address, Port, Data} when data is given. */
+static mb_msg_t *value_addr(const char *ip, int port, const void *data,
+                            size_t len) {
+  unsigned n = data ? 3 : 2;
+  mb_msg_t *v = mb__tuple_new(n);
+  if (v != NULL)
+    v = finish(v, n,
+               mb__tuple_str(&v, ip, strlen(ip)) || mb__tuple_int(&v, port) ||
+                   (data && mb__tuple_str(&v, data, len)));
+  return v;
+}
+
+static int name_of(sock_t *s, int peer, char *ip, size_t iplen, int *port) {
+  *port = 0;
+  if (s->kind == K_PIPE) {
+    size_t n = iplen;
+    return peer ? uv_pipe_getpeername(&s->u.pipe, ip, &n)
+                : uv_pipe_getsockname(&s->u.pipe, ip, &n);
+  }
+  struct sockaddr_storage sa;
+  int len = sizeof sa, err;
+  if (s->kind == K_UDP)
+    err = peer ? UV_ENOTCONN
+               : uv_udp_getsockname(&s->u.udp, (struct sockaddr *)&sa, &len);
+  else
+    err = peer ? uv_tcp_getpeername(&s->u.tcp, (struct sockaddr *)&sa, &len)
+               : uv_tcp_getsockname(&s->u.tcp, (struct sockaddr *)&sa, &len);
+  if (err == 0)
+    addr_text(&sa, ip, iplen, port);
+  return err;
 }
 
 static void do_name(req_t *r) {
@@ -1030,31 +1146,134 @@ static void do_name(req_t *r) {
     answer_error(r->caller, r->ref, A.closed);
     return;
   }
-  struct sockaddr_storage sa;
-  int len = sizeof sa;
-  int err = r->how ? uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &len)
-                   : uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&sa, &len);
+  char ip[MB_SOCKET_PATH_MAX + 1];
+  int port;
+  int err = name_of(s, r->how, ip, sizeof ip, &port);
   if (err) {
     answer_error(r->caller, r->ref, uv_reason(err));
     return;
   }
-  char ip[64];
-  int port;
-  if (sa.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
-    port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-  } else {
-    uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
-    port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-  }
-  mb_msg_t *v = mb__tuple_new(2);
-  if (v != NULL)
-    v = finish(v, 2,
-               mb__tuple_str(&v, ip, strlen(ip)) || mb__tuple_int(&v, port));
+  mb_msg_t *v = value_addr(ip, port, NULL, 0);
   if (v == NULL)
     answer_error(r->caller, r->ref, A.enomem);
   else
     answer(r->caller, r->ref, A.ok, v);
+}
+
+/* ---- UDP ---- */
+
+static void on_datagram(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                        const struct sockaddr *addr, unsigned flags) {
+  sock_t *s = h->data;
+  (void)buf;
+  (void)flags;
+  if (nread < 0) {
+    mb_log(MB_LOG_WARNING, "socket: UDP receive failed: %s",
+           uv_strerror((int)nread));
+    return;
+  }
+  if (addr == NULL)
+    return; /* nothing more to read now */
+  char ip[64];
+  int port;
+  addr_text((const struct sockaddr_storage *)addr, ip, sizeof ip, &port);
+  if (s->active != MB_ACTIVE_FALSE) {
+    mb_msg_t *m = mb__tuple_new(5);
+    if (m != NULL)
+      m = finish(m, 5,
+                 mb__tuple_atom(&m, A.udp) || mb__tuple_ref(&m, s->id) ||
+                     mb__tuple_str(&m, ip, strlen(ip)) ||
+                     mb__tuple_int(&m, port) ||
+                     mb__tuple_str(&m, rbuf, (size_t)nread));
+    if (m != NULL)
+      mb_proc_send(s->owner, m);
+    spend_active(s);
+  } else if (s->wait.on) {
+    mb_msg_t *v = value_addr(ip, port, rbuf, (size_t)nread);
+    if (v == NULL)
+      wait_fail(s, A.enomem);
+    else
+      wait_done(s, v);
+  }
+  update_reading(s);
+}
+
+static void do_udp_open(req_t *r) {
+  sock_t *s = sock_new(K_UDP);
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  apply_opts(s, &r->opts);
+  if (!sock_adopt(s, r->caller)) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  int err = bind_to(s, r);
+  mb_msg_t *v = err ? NULL : value_sock(s->id);
+  if (v == NULL) {
+    sock_close(s, A.closed);
+    answer_error(r->caller, r->ref, err ? uv_reason(err) : A.enomem);
+    return;
+  }
+  s->connected = true; /* ready: sends and receives need no peer */
+  apply_buffers(s);
+  answer(r->caller, r->ref, A.ok, v);
+  update_reading(s);
+}
+
+typedef struct {
+  uv_udp_send_t r;
+  mb_pid_t caller;
+  uint64_t ref;
+  unsigned char data[];
+} ureq_t;
+
+static void on_udp_sent(uv_udp_send_t *req, int status) {
+  ureq_t *q = (ureq_t *)req;
+  if (status == 0)
+    answer(q->caller, q->ref, A.ok, NULL);
+  else
+    answer_error(q->caller, q->ref, uv_reason(status));
+  free(q);
+}
+
+static void do_udp_send(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL || s->kind != K_UDP) {
+    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.einval);
+    return;
+  }
+  struct sockaddr_storage sa;
+  if (!parse_ip(r->ip, r->port, &sa)) {
+    answer_error(r->caller, r->ref, A.einval);
+    return;
+  }
+  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+  int sent = uv_udp_try_send(&s->u.udp, &b, 1, (struct sockaddr *)&sa);
+  if (sent >= 0) {
+    answer(r->caller, r->ref, A.ok, NULL);
+    return;
+  }
+  if (sent != UV_EAGAIN) {
+    answer_error(r->caller, r->ref, uv_reason(sent));
+    return;
+  }
+  ureq_t *q = malloc(sizeof *q + r->len);
+  if (q == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  q->caller = r->caller;
+  q->ref = r->ref;
+  memcpy(q->data, r->data, r->len);
+  b = uv_buf_init((char *)q->data, (unsigned)r->len);
+  int err = uv_udp_send(&q->r, &s->u.udp, &b, 1, (struct sockaddr *)&sa,
+                        on_udp_sent);
+  if (err) {
+    free(q);
+    answer_error(r->caller, r->ref, uv_reason(err));
+  }
 }
 
 static void do_owner_exit(req_t *r) {
@@ -1082,6 +1301,8 @@ static void run_req(void *arg) {
   case OP_SHUTDOWN: do_shutdown(r); break;
   case OP_NAME: do_name(r); break;
   case OP_OWNER_EXIT: do_owner_exit(r); break;
+  case OP_UDP_OPEN: do_udp_open(r); break;
+  case OP_UDP_SEND: do_udp_send(r); break;
   }
   free(r);
 }
@@ -1120,12 +1341,20 @@ static void copy_opts(req_t *r, const mb_socket_opts_t *o) {
   r->opts = *o;
   if (o->ip != NULL)
     snprintf(r->ip, sizeof r->ip, "%s", o->ip);
+  if (o->path != NULL)
+    snprintf(r->path, sizeof r->path, "%s", o->path);
   r->opts.ip = NULL;
+  r->opts.path = NULL;
+}
+
+static bool bad_path(const mb_socket_opts_t *o) {
+  return o != NULL && o->path != NULL &&
+         (o->path[0] == '\0' || strlen(o->path) > MB_SOCKET_PATH_MAX);
 }
 
 int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
                       int port, const mb_socket_opts_t *o, long timeout_ms) {
-  if (host == NULL || port < 0 || port > 65535)
+  if (host == NULL || port < 0 || port > 65535 || bad_path(o))
     return MB_EINVAL;
   size_t len = strlen(host);
   req_t *r = req_new(OP_CONNECT, caller, ref, 0, len);
@@ -1140,7 +1369,8 @@ int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
 
 int mb_socket_listen(mb_pid_t caller, uint64_t ref, int port,
                      const mb_socket_opts_t *o) {
-  if (port < 0 || port > 65535 || (o && o->ip && strlen(o->ip) >= 64))
+  if (port < 0 || port > 65535 || (o && o->ip && strlen(o->ip) >= 64) ||
+      bad_path(o))
     return MB_EINVAL;
   req_t *r = req_new(OP_LISTEN, caller, ref, 0, 0);
   if (r != NULL) {
@@ -1211,6 +1441,35 @@ int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer) {
   return submit(r);
 }
 
+int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
+                       const mb_socket_opts_t *o) {
+  if (port < 0 || port > 65535 || (o && o->ip && strlen(o->ip) >= 64))
+    return MB_EINVAL;
+  req_t *r = req_new(OP_UDP_OPEN, caller, ref, 0, 0);
+  if (r != NULL) {
+    copy_opts(r, o);
+    r->opts.path = NULL;
+    r->path[0] = '\0';
+    r->port = port;
+  }
+  return submit(r);
+}
+
+int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                       const char *ip, int port, const void *data,
+                       size_t len) {
+  if (ip == NULL || strlen(ip) >= 64 || port <= 0 || port > 65535 ||
+      len > 65507)
+    return MB_EINVAL;
+  req_t *r = req_new(OP_UDP_SEND, caller, ref, s, len);
+  if (r != NULL) {
+    memcpy(r->data, data, len);
+    snprintf(r->ip, sizeof r->ip, "%s", ip);
+    r->port = port;
+  }
+  return submit(r);
+}
+
 void mb_socket_push(lua_State *L, mb_socket_t s) { mb__push_ref(L, s); }
 
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out) {
@@ -1237,11 +1496,13 @@ int mb__socket_start(void) {
   const char *names[] = {"ok",        "error",     "tcp",      "tcp_closed",
                          "tcp_error", "tcp_passive", "closed", "timeout",
                          "emsgsize",  "not_owner", "ealready", "einval",
-                         "enotconn",  "nxdomain",  "enomem"};
+                         "enotconn",  "nxdomain",  "enomem",   "udp",
+                         "udp_passive"};
   const mb__atom_t **slots[] = {
       &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
       &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
-      &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem};
+      &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem,
+      &A.udp,      &A.udp_passive};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

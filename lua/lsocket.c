@@ -140,23 +140,52 @@ static int queued(lua_State *L, int err, uint64_t ref, const char *fname) {
   return 1;
 }
 
-/* connect(host, port, opts, timeout) -> ref */
+/* A Unix-domain address: {path = "/run/x.sock"} at idx, or NULL. */
+static const char *check_path(lua_State *L, int idx) {
+  if (!lua_istable(L, idx))
+    return NULL;
+  lua_getfield(L, idx, "path");
+  const char *path = lua_tostring(L, -1);
+  lua_pop(L, 1); /* the table holds the string */
+  if (path == NULL || path[0] == '\0' || strlen(path) > MB_SOCKET_PATH_MAX)
+    luaL_argerror(L, idx, "a Unix-domain address is {path = \"...\"} (at most 107 bytes)");
+  return path;
+}
+
+/* connect(host | {path =}, port, opts, timeout) -> ref */
 static int l_connect(lua_State *L) {
   mb_pid_t me = self(L, "connect");
-  const char *host = luaL_checkstring(L, 1);
-  lua_Integer port = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, port > 0 && port <= 65535, 2, "port out of range");
+  const char *path = check_path(L, 1);
+  const char *host = path ? "" : luaL_checkstring(L, 1);
+  lua_Integer port = path ? 0 : luaL_checkinteger(L, 2);
+  luaL_argcheck(L, path || (port > 0 && port <= 65535), 2, "port out of range");
   mb_socket_opts_t o;
   check_opts(L, 3, &o);
+  o.path = path;
   long t = check_timeout(L, 4);
   uint64_t ref = mb_value_new_ref();
   return queued(L, mb_socket_connect(me, ref, host, (int)port, &o, t), ref,
                 "connect");
 }
 
-/* listen(port, opts) -> ref */
+/* listen(port | {path =}, opts) -> ref */
 static int l_listen(lua_State *L) {
   mb_pid_t me = self(L, "listen");
+  const char *path = check_path(L, 1);
+  lua_Integer port = path ? 0 : luaL_checkinteger(L, 1);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
+  mb_socket_opts_t o;
+  check_opts(L, 2, &o);
+  o.path = path;
+  if (o.ip != NULL && strlen(o.ip) >= 64)
+    return luaL_argerror(L, 2, "ip too long");
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_listen(me, ref, (int)port, &o), ref, "listen");
+}
+
+/* udp_open(port, opts) -> ref */
+static int l_udp_open(lua_State *L) {
+  mb_pid_t me = self(L, "open");
   lua_Integer port = luaL_checkinteger(L, 1);
   luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port out of range");
   mb_socket_opts_t o;
@@ -164,7 +193,23 @@ static int l_listen(lua_State *L) {
   if (o.ip != NULL && strlen(o.ip) >= 64)
     return luaL_argerror(L, 2, "ip too long");
   uint64_t ref = mb_value_new_ref();
-  return queued(L, mb_socket_listen(me, ref, (int)port, &o), ref, "listen");
+  return queued(L, mb_socket_udp_open(me, ref, (int)port, &o), ref, "open");
+}
+
+/* udp_send(sock, ip, port, data) -> ref */
+static int l_udp_send(lua_State *L) {
+  mb_pid_t me = self(L, "send");
+  mb_socket_t s = check_socket(L, 1);
+  const char *ip = luaL_checkstring(L, 2);
+  luaL_argcheck(L, strlen(ip) < 64, 2, "not an IP address");
+  lua_Integer port = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, port > 0 && port <= 65535, 3, "port out of range");
+  size_t len;
+  const char *data = luaL_checklstring(L, 4, &len);
+  luaL_argcheck(L, len <= 65507, 4, "a datagram holds at most 65507 bytes");
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_socket_udp_send(me, ref, s, ip, (int)port, data, len),
+                ref, "send");
 }
 
 /* accept(lsock, timeout) -> ref */
@@ -262,6 +307,7 @@ int luaopen_moonbeam_socket(lua_State *L) {
       {"close", l_close},       {"shutdown", l_shutdown},
       {"sockname", l_sockname}, {"peername", l_peername},
       {"is_socket", l_is_socket},
+      {"udp_open", l_udp_open}, {"udp_send", l_udp_send},
       {"controlling_process", l_controlling_process},
       {NULL, NULL}};
   luaL_newlib(L, funcs);

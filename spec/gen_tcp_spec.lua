@@ -246,7 +246,8 @@ describe("gen_tcp ownership", function()
     assert.same({"one\n", "two\n", "three\n", 0}, {run([[
       local l, port = listener({packet = "line"})
       local me = mb.self()
-      local c = assert(gen_tcp.connect("127.0.0.1", port, {}, 5000))
+      -- passive, so that the heir's end closing it sends nothing here
+      local c = assert(gen_tcp.connect("127.0.0.1", port, {active = false}, 5000))
       local s = assert(gen_tcp.accept(l, 5000))
       -- some of these may already be in this mailbox when it hands over
       gen_tcp.send(c, "one\ntwo\n")
@@ -305,5 +306,46 @@ describe("gen_tcp bad input", function()
       end
       return "never blocked"
     ]]))
+  end)
+end)
+
+describe("gen_tcp on other address families", function()
+  local H = require "spec.launcher_helper"
+
+  it("serves a Unix-domain socket at a path, with the same API", function()
+    local dir = H.tmpdir()
+    local ok, a, b, c = pcall(run, ([[
+      local path = %q
+      local l = assert(gen_tcp.listen({path = path}, {packet = "line", active = false}))
+      local me = mb.self()
+      mb.spawn(function()
+        local c = assert(gen_tcp.connect({path = path}, nil, {packet = "line"}, 5000))
+        gen_tcp.send(c, "over a path\n")
+        mb.send(me, mb.receive(5000)[3])
+      end)
+      local s = assert(gen_tcp.accept(l, 5000))
+      local line = gen_tcp.recv(s, 0, 5000)
+      gen_tcp.send(s, "back\n")
+      local name = gen_tcp.sockname(l)
+      gen_tcp.close(l)
+      return line, mb.receive(5000), name == path
+    ]]):format(dir .. "/s.sock"))
+    H.remove(dir)
+    assert(ok, a)
+    assert.same({"over a path\n", "back\n", true}, {a, b, c})
+  end)
+
+  it("connects over IPv6 loopback when the host has it", function()
+    local v = run([[
+      local l, why = gen_tcp.listen(0, {ip = "::1", active = false})
+      if not l then return "no IPv6: " .. tostring(why) end
+      local c = assert(gen_tcp.connect("::1", gen_tcp.port(l), {}, 5000))
+      local s = assert(gen_tcp.accept(l, 5000))
+      gen_tcp.send(c, "six")
+      local ip = gen_tcp.peername(s)
+      return gen_tcp.recv(s, 3, 5000) .. " " .. ip
+    ]])
+    if v:match("^no IPv6") then pending(v) return end
+    assert.equal("six ::1", v)
   end)
 end)

@@ -52,10 +52,11 @@ local function await(ref)
   return nil, msg[3]
 end
 
---- Connect to host:port.
+--- Connect to host:port, or to a Unix-domain socket.
 -- @param host an IPv4 or IPv6 address, or a name (resolved off the
---   schedulers; IPv4 unless opts.inet6)
--- @param port 1..65535
+--   schedulers; IPv4 unless opts.inet6); or {path = "/run/x.sock"} for a
+--   Unix-domain socket (Erlang's {local, Path})
+-- @param port 1..65535 (ignored with a path)
 -- @param opts options table (see above), or nil
 -- @param timeout ms, or nil for none
 -- @return the socket, owned by the caller; or nil, reason
@@ -63,7 +64,9 @@ function M.connect(host, port, opts, timeout)
   return await(sock.connect(host, port, opts, timeout))
 end
 
---- Listen on a port (0: any free port; see M.port).
+--- Listen on a port (0: any free port; see M.port), or on a Unix-domain
+-- socket: {path = "/run/x.sock"} (the file must not exist; remove it
+-- after closing).
 -- @return the listening socket, or nil, reason (eaddrinuse, ...)
 function M.listen(port, opts)
   return await(sock.listen(port, opts))
@@ -112,7 +115,8 @@ end
 
 local function pass_on(s, to)
   local tags = {[atom.tcp] = true, [atom.tcp_closed] = true,
-                [atom.tcp_error] = true, [atom.tcp_passive] = true}
+                [atom.tcp_error] = true, [atom.tcp_passive] = true,
+                [atom.udp] = true, [atom.udp_passive] = true}
   while true do
     local msg = receive(function(m)
       return type(m) == "table" and m[2] == s
@@ -144,7 +148,8 @@ local function name(ask, s)
   return v[1], v[2]
 end
 
---- The local address and port: "127.0.0.1", 4000 (inet:sockname).
+--- The local address and port: "127.0.0.1", 4000 (inet:sockname); a
+-- Unix-domain socket's path and 0.
 function M.sockname(s) return name(sock.sockname, s) end
 
 --- The peer's address and port (inet:peername).
