@@ -268,6 +268,16 @@ int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
 int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                        const char *ip, int port, const void *data,
                        size_t len);
+/* Ports: answers {ok, Port}, a program (argv[0], found on PATH, with its
+ * arguments) whose input and output are a socket-like port owned by
+ * caller, as Erlang's open_port({spawn_executable, ...}).  Sends (with
+ * mb_socket_send) go to its input; its output arrives as
+ * {Port, {data, Data}} (framed by o->packet), then {Port, {exit_status, N}}
+ * once it has exited (N = 128 + the signal if a signal ended it), and the
+ * port closes.  Closing the port, or its owner ending, closes the program's
+ * input; a program still running when the node stops is killed. */
+int mb_port_open(mb_pid_t caller, uint64_t ref, const char *const *argv,
+                 const char *cwd, const mb_socket_opts_t *o);
 void mb_socket_push(lua_State *L, mb_socket_t s);
 /* The socket at idx, or MB_EINVAL. */
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);

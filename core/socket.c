@@ -21,6 +21,7 @@
  * threads read, under owners_lock; everything else here belongs to the
  * loop thread. */
 #include <ctype.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,17 @@ typedef struct sock_s sock_t;
 
 /* TCP, a Unix-domain stream socket (the same code: both are libuv
  * streams), or UDP. */
-typedef enum { K_TCP, K_PIPE, K_UDP } kind_t;
+typedef enum { K_TCP, K_PIPE, K_UDP, K_PORT } kind_t;
+
+/* What a port has besides its output pipe (the sock's handle): the
+ * program's input pipe and the process.  The process handle stays open
+ * until the program exits, so that it is reaped, never left a zombie. */
+typedef struct {
+  uv_pipe_t in;
+  uv_process_t proc;
+  bool exited, proc_closed;
+  int status; /* exit code, or 128 + the signal that ended it */
+} port_t;
 
 /* A socket.  Loop thread only, but for the owner links (under
  * owners_lock; `owner` is written only by the loop thread, which may read
@@ -82,6 +93,7 @@ struct sock_s {
   uv_timer_t *rtimer; /* the wait's timeout */
   uv_timer_t *wtimer; /* send_timeout */
   uv_connect_t creq;
+  port_t *port; /* K_PORT only */
 };
 
 typedef enum {
@@ -97,7 +109,8 @@ typedef enum {
   OP_NAME,
   OP_OWNER_EXIT,
   OP_UDP_OPEN,
-  OP_UDP_SEND
+  OP_UDP_SEND,
+  OP_PORT_OPEN
 } op_t;
 
 /* A request from a process, run on the loop thread. */
@@ -139,7 +152,7 @@ typedef struct {
 static struct {
   const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
-      *nxdomain, *enomem, *udp, *udp_passive;
+      *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status;
 } A;
 
 static atomic_bool running;
@@ -236,6 +249,23 @@ static void notify(sock_t *s, const mb__atom_t *tag, const void *data,
     mb_proc_send(s->owner, m);
 }
 
+/* A port's messages: {Port, {data, Data}}, {Port, {exit_status, N}}. */
+static void notify_port(sock_t *s, const mb__atom_t *tag, const void *data,
+                        size_t len, int status) {
+  mb_msg_t *v = mb__tuple_new(2);
+  if (v != NULL)
+    v = finish(v, 2,
+               mb__tuple_atom(&v, tag) ||
+                   (data ? mb__tuple_str(&v, data, len)
+                         : mb__tuple_int(&v, status)));
+  mb_msg_t *m = v ? mb__tuple_new(2) : NULL;
+  if (m != NULL)
+    m = finish(m, 2, mb__tuple_ref(&m, s->id) || mb__tuple_value(&m, v));
+  mb_msg_free(v);
+  if (m != NULL)
+    mb_proc_send(s->owner, m);
+}
+
 /* ---- owners ---- */
 
 static int owner_link(sock_t *s, mb_pid_t pid) {
@@ -273,6 +303,7 @@ static void owner_unlink(sock_t *s) {
 /* ---- life of a socket ---- */
 
 static void free_sock(sock_t *s) {
+  free(s->port);
   free(s->buf);
   free(s);
   uv_mutex_lock(&live_lock);
@@ -283,7 +314,7 @@ static void free_sock(sock_t *s) {
 
 static void on_closed(uv_handle_t *h) {
   sock_t *s = h->data;
-  if (h != &s->u.h)
+  if (h->type == UV_TIMER)
     free(h);
   if (--s->handles == 0)
     free_sock(s);
@@ -292,6 +323,7 @@ static void on_closed(uv_handle_t *h) {
 static int handle_init(sock_t *s) {
   switch (s->kind) {
   case K_PIPE:
+  case K_PORT: /* the program's output */
     return uv_pipe_init(mb__loop(), &s->u.pipe, 0);
   case K_UDP:
     return uv_udp_init(mb__loop(), &s->u.udp);
@@ -390,6 +422,15 @@ static void sock_close(sock_t *s, const mb__atom_t *why) {
   uv_close(&s->u.h, on_closed);
   timer_close(s->rtimer);
   timer_close(s->wtimer);
+  if (s->port != NULL) {
+    /* The program sees the end of its input, as when Erlang closes a
+     * port; it is reaped when it exits. */
+    uv_close((uv_handle_t *)&s->port->in, on_closed);
+    if (s->port->exited && !s->port->proc_closed) {
+      s->port->proc_closed = true;
+      uv_close((uv_handle_t *)&s->port->proc, on_closed);
+    }
+  }
 }
 
 /* Give s to its first owner; false (and s closed) if that process has
@@ -625,10 +666,21 @@ static bool deliver_active(sock_t *s) {
     return false;
   }
   if (n > 0) {
-    notify(s, A.tcp, s->buf + s->start + off, plen, NULL);
+    if (s->kind == K_PORT)
+      notify_port(s, A.data, s->buf + s->start + off, plen, 0);
+    else
+      notify(s, A.tcp, s->buf + s->start + off, plen, NULL);
     consume(s, (size_t)n);
     spend_active(s);
     return true;
+  }
+  if (s->kind == K_PORT && (s->eof || s->err)) {
+    /* All output is delivered: the exit status comes last. */
+    if (s->port->exited) {
+      notify_port(s, A.exit_status, NULL, 0, s->port->status);
+      sock_close(s, A.closed);
+    }
+    return false;
   }
   if (s->eof || s->err) {
     if (s->err)
@@ -899,6 +951,11 @@ static void do_accept(req_t *r) {
 
 /* ---- sending ---- */
 
+/* Where sends go: the socket, or a port's program's input. */
+static uv_stream_t *out_stream(sock_t *s) {
+  return s->kind == K_PORT ? (uv_stream_t *)&s->port->in : &s->u.st;
+}
+
 static void on_send_timeout(uv_timer_t *t) {
   sock_t *s = t->data;
   /* The peer has taken nothing for send_timeout: the writes waiting
@@ -919,7 +976,7 @@ static void on_write(uv_write_t *w, int status) {
                                                            : uv_reason(status));
   free(q);
   if (s->wtimer != NULL && !s->closing) {
-    if (uv_stream_get_write_queue_size(&s->u.st) == 0)
+    if (uv_stream_get_write_queue_size(out_stream(s)) == 0)
       uv_timer_stop(s->wtimer);
     else
       uv_timer_again(s->wtimer);
@@ -956,7 +1013,7 @@ static void do_send(req_t *r) {
   uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)h),
                       uv_buf_init((char *)r->data, (unsigned)r->len)};
   size_t total = (size_t)h + r->len;
-  int wrote = uv_try_write(&s->u.st, bufs + (h == 0),
+  int wrote = uv_try_write(out_stream(s), bufs + (h == 0),
                            h == 0 ? 1 : 2);
   if (wrote < 0 && wrote != UV_EAGAIN) {
     answer_error(r->caller, r->ref, uv_reason(wrote));
@@ -979,7 +1036,7 @@ static void do_send(req_t *r) {
   for (size_t i = done; i < total; i++)
     q->data[k++] = i < (size_t)h ? hdr[i] : r->data[i - (size_t)h];
   uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)k);
-  int err = uv_write(&q->w, &s->u.st, &rest, 1, on_write);
+  int err = uv_write(&q->w, out_stream(s), &rest, 1, on_write);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
@@ -1089,7 +1146,7 @@ static void do_shutdown(req_t *r) {
   }
   q->caller = r->caller;
   q->ref = r->ref;
-  int err = uv_shutdown(&q->r, &s->u.st, on_shutdown);
+  int err = uv_shutdown(&q->r, out_stream(s), on_shutdown);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
@@ -1276,6 +1333,86 @@ static void do_udp_send(req_t *r) {
   }
 }
 
+/* ---- ports ---- */
+
+static void on_program_exit(uv_process_t *proc, int64_t status, int signal) {
+  sock_t *s = proc->data;
+  s->port->exited = true;
+  s->port->status = signal ? 128 + signal : (int)status;
+  if (s->closing) {
+    s->port->proc_closed = true;
+    uv_close((uv_handle_t *)proc, on_closed);
+    return;
+  }
+  deliver(s);
+}
+
+/* r->data: n NUL-terminated strings, the program and its arguments. */
+static void do_port_open(req_t *r) {
+  sock_t *s = sock_new(K_PORT);
+  port_t *pt = calloc(1, sizeof *pt);
+  if (s == NULL || pt == NULL) {
+    free(pt);
+    if (s != NULL)
+      sock_close(s, A.enomem);
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  s->port = pt;
+  uv_pipe_init(mb__loop(), &pt->in, 0);
+  pt->in.data = s;
+  pt->proc.data = s;
+  s->handles++; /* the input pipe; the process counts once it runs */
+  apply_opts(s, &r->opts);
+  char *argv[r->n + 1];
+  char *p = (char *)r->data;
+  for (size_t i = 0; i < r->n; i++) {
+    argv[i] = p;
+    p += strlen(p) + 1;
+  }
+  argv[r->n] = NULL;
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+  stdio[0].data.stream = (uv_stream_t *)&pt->in;
+  stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[1].data.stream = &s->u.st;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  uv_process_options_t po;
+  memset(&po, 0, sizeof po);
+  po.file = argv[0];
+  po.args = argv;
+  po.exit_cb = on_program_exit;
+  po.stdio = stdio;
+  po.stdio_count = 3;
+  po.cwd = r->path[0] ? r->path : NULL;
+  int err = uv_spawn(mb__loop(), &pt->proc, &po);
+  if (err) {
+    /* libuv wants the handle closed even when the spawn failed. */
+    s->handles++;
+    pt->proc_closed = true;
+    uv_close((uv_handle_t *)&pt->proc, on_closed);
+    pt->exited = true;
+    sock_close(s, A.closed);
+    answer_error(r->caller, r->ref, uv_reason(err));
+    return;
+  }
+  s->handles++;
+  s->connected = true;
+  if (!sock_adopt(s, r->caller)) {
+    answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  mb_msg_t *v = value_sock(s->id);
+  if (v == NULL) {
+    sock_close(s, A.enomem);
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  answer(r->caller, r->ref, A.ok, v);
+  deliver(s);
+}
+
 static void do_owner_exit(req_t *r) {
   for (;;) {
     uv_mutex_lock(&owners_lock);
@@ -1303,6 +1440,7 @@ static void run_req(void *arg) {
   case OP_OWNER_EXIT: do_owner_exit(r); break;
   case OP_UDP_OPEN: do_udp_open(r); break;
   case OP_UDP_SEND: do_udp_send(r); break;
+  case OP_PORT_OPEN: do_port_open(r); break;
   }
   free(r);
 }
@@ -1470,6 +1608,35 @@ int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
   return submit(r);
 }
 
+int mb_port_open(mb_pid_t caller, uint64_t ref, const char *const *argv,
+                 const char *cwd, const mb_socket_opts_t *o) {
+  size_t n = 0, len = 0;
+  if (argv == NULL || argv[0] == NULL ||
+      (cwd != NULL && strlen(cwd) > MB_SOCKET_PATH_MAX))
+    return MB_EINVAL;
+  for (; argv[n] != NULL; n++)
+    len += strlen(argv[n]) + 1;
+  if (n > 1024)
+    return MB_EINVAL;
+  req_t *r = req_new(OP_PORT_OPEN, caller, ref, 0, len);
+  if (r != NULL) {
+    unsigned char *p = r->data;
+    for (size_t i = 0; i < n; i++) {
+      size_t l = strlen(argv[i]) + 1;
+      memcpy(p, argv[i], l);
+      p += l;
+    }
+    r->n = n;
+    copy_opts(r, o);
+    r->ip[0] = '\0';
+    if (cwd != NULL)
+      snprintf(r->path, sizeof r->path, "%s", cwd);
+    else
+      r->path[0] = '\0';
+  }
+  return submit(r);
+}
+
 void mb_socket_push(lua_State *L, mb_socket_t s) { mb__push_ref(L, s); }
 
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out) {
@@ -1497,12 +1664,12 @@ int mb__socket_start(void) {
                          "tcp_error", "tcp_passive", "closed", "timeout",
                          "emsgsize",  "not_owner", "ealready", "einval",
                          "enotconn",  "nxdomain",  "enomem",   "udp",
-                         "udp_passive"};
+                         "udp_passive", "data", "exit_status"};
   const mb__atom_t **slots[] = {
       &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
       &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
       &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem,
-      &A.udp,      &A.udp_passive};
+      &A.udp,      &A.udp_passive, &A.data, &A.exit_status};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;
@@ -1516,6 +1683,14 @@ int mb__socket_start(void) {
   return 0;
 }
 
+/* At node stop nothing is left running: a port's program that has not
+ * ended is killed, so that the stop does not wait for it. */
+static void kill_and_close(sock_t *s) {
+  if (s->port != NULL && !s->port->exited)
+    uv_process_kill(&s->port->proc, SIGKILL);
+  sock_close(s, A.closed);
+}
+
 static void close_all(void *arg) {
   (void)arg;
   size_t n = table.len, k = 0, i = 0;
@@ -1525,13 +1700,13 @@ static void close_all(void *arg) {
   while (all != NULL && mb__map_next(&table, &i, &key, &val))
     all[k++] = val;
   for (size_t j = 0; j < k; j++)
-    sock_close(all[j], A.closed);
+    kill_and_close(all[j]);
   free(all);
   /* Without memory for the list: one at a time, from the start. */
   while (table.len > 0) {
     i = 0;
     if (mb__map_next(&table, &i, &key, &val))
-      sock_close(val, A.closed);
+      kill_and_close(val);
   }
 }
 

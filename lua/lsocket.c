@@ -212,6 +212,28 @@ static int l_udp_send(lua_State *L) {
                 ref, "send");
 }
 
+/* port_open({program, args...}, opts, cwd) -> ref */
+static int l_port_open(lua_State *L) {
+  mb_pid_t me = self(L, "open");
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 1024, 1, "a program and up to 1023 arguments");
+  mb_socket_opts_t o;
+  check_opts(L, 2, &o);
+  const char *cwd = luaL_optstring(L, 3, NULL);
+  const char **argv = lua_newuserdatauv(L, sizeof *argv * (size_t)(n + 1), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 1, i);
+    argv[i - 1] = lua_tostring(L, -1);
+    if (argv[i - 1] == NULL)
+      return luaL_argerror(L, 1, "the program and its arguments must be strings");
+    lua_pop(L, 1); /* the table holds the string */
+  }
+  argv[n] = NULL;
+  uint64_t ref = mb_value_new_ref();
+  return queued(L, mb_port_open(me, ref, argv, cwd, &o), ref, "open");
+}
+
 /* accept(lsock, timeout) -> ref */
 static int l_accept(lua_State *L) {
   mb_pid_t me = self(L, "accept");
@@ -308,6 +330,7 @@ int luaopen_moonbeam_socket(lua_State *L) {
       {"sockname", l_sockname}, {"peername", l_peername},
       {"is_socket", l_is_socket},
       {"udp_open", l_udp_open}, {"udp_send", l_udp_send},
+      {"port_open", l_port_open},
       {"controlling_process", l_controlling_process},
       {NULL, NULL}};
   luaL_newlib(L, funcs);

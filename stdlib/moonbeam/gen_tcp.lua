@@ -121,6 +121,14 @@ local function pass_on(s, to)
     local msg = receive(function(m)
       return type(m) == "table" and m[2] == s
     end, 0, tags)
+    if msg == nil then break end
+    send(to, msg)
+  end
+  -- A port's messages lead with the port: {Port, {data, Data}}.
+  while true do
+    local msg = receive(function(m)
+      return type(m) == "table" and m[1] == s
+    end, 0, {[s] = true})
     if msg == nil then return end
     send(to, msg)
   end

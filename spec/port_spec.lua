@@ -1,0 +1,89 @@
+-- Ports: programs whose input and output belong to a process.  Each
+-- example runs in a process of its own and leaves no process behind; the
+-- programs started end with their input, or are waited for by pid.
+local in_process = require("spec.leak_helper")
+  .no_process_left_behind(before_each, after_each)
+
+describe("port.open", function()
+  it("delivers output as {Port, {data, Data}}, then {Port, {exit_status, N}}", function()
+    assert.same({true, "data", "hello\n", "exit_status", 3}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open({spawn = "echo hello; exit 3"}))
+      local a = mb.receive(5000)
+      local b = mb.receive(5000)
+      return a[1] == p, tostring(a[2][1]), a[2][2], tostring(b[2][1]), b[2][2]
+    end)})
+  end)
+
+  it("writes commands to the program's input and frames its output by line", function()
+    assert.same({"MOON\n", "BEAM\n", 0}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open({spawn_executable = "tr", args = {"a-z", "A-Z"}},
+                                 {packet = "line"}))
+      port.command(p, "moon\nbe")
+      port.command(p, "am\n")
+      -- tr writes its output when its input ends (a pipe is buffered)
+      assert(port.eof(p))
+      local a, b = mb.receive(5000), mb.receive(5000)
+      local st = mb.receive(5000)
+      return a[2][2], b[2][2], st[2][2]
+    end)})
+  end)
+
+  it("returns nil, enoent for a program that does not exist", function()
+    assert.same({"nil", "enoent"}, {in_process(function()
+      local port = require "moonbeam.port"
+      local p, why = port.open({spawn_executable = "/nonexistent/program"})
+      return tostring(p), tostring(why)
+    end)})
+  end)
+
+  it("reports a program ended by a signal as 128 + the signal", function()
+    assert.same(128 + 9, in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      assert(port.open({spawn = "kill -9 $$"}))
+      return mb.receive(5000)[2][2]
+    end))
+  end)
+
+  it("closes the port when its owner ends: the program's input ends", function()
+    -- cat prints its pid first, then copies its input until it ends.
+    assert.same({true, 0}, {in_process(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local owner = mb.spawn(function()
+        local port = require "moonbeam.port"
+        local p = assert(port.open({spawn = "echo $$; exec cat"}, {packet = "line"}))
+        mb.send(me, mb.receive(5000)[2][2])
+        mb.receive()
+      end)
+      local pid = tonumber(mb.receive(5000))
+      -- A second port watches the first program with a shell loop that
+      -- ends when it is gone (bounded: 10 s).
+      local port = require "moonbeam.port"
+      local w = assert(port.open({spawn = ("for i in $(seq 200); do kill -0 %d 2>/dev/null || exit 0; sleep 0.05; done; exit 1"):format(pid)}))
+      mb.exit(owner, "kill")
+      local st = mb.receive(function(m) return m[1] == w end, 15000)
+      return pid ~= nil, st[2][2]
+    end)})
+  end)
+
+  it("hands a port over with port.connect", function()
+    assert.same("handed\n", in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local me = mb.self()
+      local p = assert(port.open({spawn = "read x; echo $x"}, {packet = "line"}))
+      local heir = mb.spawn(function()
+        mb.send(me, mb.receive(5000)[2][2])
+        mb.receive(5000) -- the exit status
+      end)
+      assert(port.connect(p, heir))
+      port.command(p, "handed\n")
+      return mb.receive(5000)
+    end))
+  end)
+end)
