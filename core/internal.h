@@ -544,6 +544,20 @@ void mb__socket_stop(void);
 /* A process has ended: close the sockets it owns. */
 void mb__socket_owner_exit(mb_pid_t pid);
 
+/* ---- http.c: HTTP heads as packets (Debian's libhttp-parser) ---- */
+#define MB_HTTP_MAX_HEADERS 100
+/* The length of the head at the start of buf, 0 if incomplete,
+ * MB_ETOOBIG past limit, MB_EPROTO if malformed. */
+long mb__http_find(int response, size_t limit, const unsigned char *buf,
+                   size_t len);
+/* The value of a whole head (as found by mb__http_find):
+ *   {request_tag, Method, Uri, {Major, Minor}, {{name, Value}, ...}} or
+ *   {response_tag, {Major, Minor}, Status, Reason, {{name, Value}, ...}}
+ * with header names in lower case; NULL if malformed or out of memory. */
+mb_msg_t *mb__http_head(int response, const unsigned char *buf, size_t len,
+                        const mb__atom_t *request_tag,
+                        const mb__atom_t *response_tag);
+
 /* ---- modcache.c: Lua modules compiled once per node ---- */
 void mb__modcache_install(lua_State *L);
 

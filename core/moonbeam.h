@@ -182,7 +182,9 @@ typedef enum {
   MB_PACKET_1 = 1, /* big-endian length prefix of 1, 2 or 4 bytes */
   MB_PACKET_2 = 2,
   MB_PACKET_4 = 4,
-  MB_PACKET_LINE = 5 /* up to and including "\n" */
+  MB_PACKET_LINE = 5, /* up to and including "\n" */
+  MB_PACKET_HTTP = 6, /* an HTTP request head, then the body raw */
+  MB_PACKET_HTTP_RESPONSE = 7 /* an HTTP response head */
 } mb_packet_t;
 
 #define MB_ACTIVE_FALSE 0
@@ -221,7 +223,8 @@ typedef struct {
 /* The longest path of a Unix-domain socket. */
 #define MB_SOCKET_PATH_MAX 107
 
-/* Largest packet by default: a line, and a length-prefixed packet. */
+/* Largest packet by default: a line or an HTTP head, and a
+ * length-prefixed packet. */
 #define MB_PACKET_LINE_MAX 65536
 #define MB_PACKET_PREFIX_MAX (8u << 20)
 
@@ -283,7 +286,8 @@ void mb_socket_push(lua_State *L, mb_socket_t s);
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);
 /* Framing: where the first packet of buf is.  Returns the bytes it takes
  * (header included), with the payload at buf + *off, *plen long; 0 when
- * more bytes are needed; MB_ETOOBIG past `limit` (0 = no limit). */
+ * more bytes are needed; MB_ETOOBIG past `limit` (0 = no limit);
+ * MB_EPROTO for a malformed HTTP head. */
 long mb_packet_find(int packet, size_t limit, const unsigned char *buf,
                     size_t len, size_t *off, size_t *plen);
 

@@ -1,11 +1,11 @@
 /* Framing: splitting a received byte stream into packets, as gen_tcp's
- * {packet, 1 | 2 | 4 | line} do.  Pure functions of the bytes buffered so
+ * {packet, 1 | 2 | 4 | line | http} do (HTTP heads: http.c).  Pure functions of the bytes buffered so
  * far, so that the fuzzer (core/fuzz/fuzz-packet.c) can drive them
  * without a socket.  A peer decides the lengths it announces: every length
  * is checked against the limit before anything is allocated for it. */
 #include <string.h>
 
-#include "moonbeam.h"
+#include "internal.h"
 
 static long find_line(size_t limit, const unsigned char *buf, size_t len,
                       size_t *plen) {
@@ -41,14 +41,22 @@ long mb_packet_find(int packet, size_t limit, const unsigned char *buf,
   *off = 0;
   *plen = 0;
   if (len == 0)
-    return packet < 0 || packet > MB_PACKET_LINE || packet == 3 ? MB_EINVAL
-                                                                 : 0;
+    return packet < 0 || packet > MB_PACKET_HTTP_RESPONSE || packet == 3
+               ? MB_EINVAL
+               : 0;
   switch (packet) {
   case MB_PACKET_RAW:
     *plen = len;
     return (long)len;
   case MB_PACKET_LINE:
     return find_line(limit, buf, len, plen);
+  case MB_PACKET_HTTP:
+  case MB_PACKET_HTTP_RESPONSE: {
+    long n = mb__http_find(packet == MB_PACKET_HTTP_RESPONSE, limit, buf, len);
+    if (n > 0)
+      *plen = (size_t)n;
+    return n;
+  }
   case MB_PACKET_1:
   case MB_PACKET_2:
   case MB_PACKET_4:

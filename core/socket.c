@@ -152,7 +152,8 @@ typedef struct {
 static struct {
   const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
-      *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status;
+      *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status, *http,
+      *http_request, *http_response, *http_error;
 } A;
 
 static atomic_bool running;
@@ -245,6 +246,18 @@ static void notify(sock_t *s, const mb__atom_t *tag, const void *data,
              mb__tuple_atom(&m, tag) || mb__tuple_ref(&m, s->id) ||
                  (data && mb__tuple_str(&m, data, len)) ||
                  (reason && mb__tuple_atom(&m, reason)));
+  if (m != NULL)
+    mb_proc_send(s->owner, m);
+}
+
+/* {Tag, Sock, Value}; v is consumed. */
+static void notify_value(sock_t *s, const mb__atom_t *tag, mb_msg_t *v) {
+  mb_msg_t *m = mb__tuple_new(3);
+  if (m != NULL)
+    m = finish(m, 3,
+               mb__tuple_atom(&m, tag) || mb__tuple_ref(&m, s->id) ||
+                   mb__tuple_value(&m, v));
+  mb_msg_free(v);
   if (m != NULL)
     mb_proc_send(s->owner, m);
 }
@@ -520,8 +533,20 @@ static void apply_opts(sock_t *s, const mb_socket_opts_t *o) {
 static size_t packet_limit(const sock_t *s) {
   if (s->packet_size != 0)
     return s->packet_size;
-  return s->packet == MB_PACKET_LINE ? MB_PACKET_LINE_MAX
+  return s->packet >= MB_PACKET_LINE ? MB_PACKET_LINE_MAX
                                      : MB_PACKET_PREFIX_MAX;
+}
+
+static bool http_packet(const sock_t *s) {
+  return s->packet == MB_PACKET_HTTP || s->packet == MB_PACKET_HTTP_RESPONSE;
+}
+
+/* A packet as the owner gets it: the bytes, or an HTTP head's value. */
+static mb_msg_t *packet_value(sock_t *s, const unsigned char *p, size_t n) {
+  if (http_packet(s))
+    return mb__http_head(s->packet == MB_PACKET_HTTP_RESPONSE, p, n,
+                         A.http_request, A.http_response);
+  return value_str(p, n);
 }
 
 /* ---- receiving ---- */
@@ -662,8 +687,19 @@ static bool deliver_active(sock_t *s) {
   size_t off, plen;
   long n = next_packet(s, 0, &off, &plen);
   if (n < 0) {
-    bad_input(s, A.emsgsize);
+    bad_input(s, n == MB_EPROTO ? A.http_error : A.emsgsize);
     return false;
+  }
+  if (n > 0 && http_packet(s)) {
+    mb_msg_t *v = packet_value(s, s->buf + s->start + off, plen);
+    if (v == NULL) {
+      bad_input(s, A.http_error);
+      return false;
+    }
+    notify_value(s, A.http, v);
+    consume(s, (size_t)n);
+    spend_active(s);
+    return true;
   }
   if (n > 0) {
     if (s->kind == K_PORT)
@@ -696,11 +732,11 @@ static void deliver_recv(sock_t *s) {
   size_t off, plen;
   long n = next_packet(s, s->wait.n, &off, &plen);
   if (n < 0) {
-    bad_input(s, A.emsgsize);
+    bad_input(s, n == MB_EPROTO ? A.http_error : A.emsgsize);
   } else if (n > 0) {
-    mb_msg_t *v = value_str(s->buf + s->start + off, plen);
+    mb_msg_t *v = packet_value(s, s->buf + s->start + off, plen);
     if (v == NULL) {
-      wait_fail(s, A.enomem);
+      bad_input(s, http_packet(s) ? A.http_error : A.enomem);
       return;
     }
     consume(s, (size_t)n);
@@ -1664,12 +1700,14 @@ int mb__socket_start(void) {
                          "tcp_error", "tcp_passive", "closed", "timeout",
                          "emsgsize",  "not_owner", "ealready", "einval",
                          "enotconn",  "nxdomain",  "enomem",   "udp",
-                         "udp_passive", "data", "exit_status"};
+                         "udp_passive", "data", "exit_status", "http",
+                         "http_request", "http_response", "http_error"};
   const mb__atom_t **slots[] = {
       &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
       &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
       &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem,
-      &A.udp,      &A.udp_passive, &A.data, &A.exit_status};
+      &A.udp,      &A.udp_passive, &A.data, &A.exit_status, &A.http,
+      &A.http_request, &A.http_response, &A.http_error};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

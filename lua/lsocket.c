@@ -62,8 +62,13 @@ static int check_packet(lua_State *L, int idx) {
       return MB_PACKET_RAW;
     if (strcmp(s, "line") == 0)
       return MB_PACKET_LINE;
+    if (strcmp(s, "http") == 0 || strcmp(s, "http_bin") == 0)
+      return MB_PACKET_HTTP;
+    if (strcmp(s, "http_response") == 0)
+      return MB_PACKET_HTTP_RESPONSE;
   }
-  luaL_error(L, "bad option packet (0, 1, 2, 4, \"raw\" or \"line\" expected)");
+  luaL_error(L, "bad option packet (0, 1, 2, 4, \"raw\", \"line\", \"http\" or "
+                "\"http_response\" expected)");
   return 0;
 }
 

@@ -6,11 +6,12 @@
  * The first byte picks the framing and the limit; the rest is a byte
  * stream.  The decoder must never read past the stream, must return a
  * packet that lies inside it, must honour the limit, and must agree with
- * itself when the stream arrives in two parts (as reads split it). */
+ * itself on a stream cut after a packet; an HTTP head that is found must
+ * read as a value. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../moonbeam.h"
+#include "../internal.h"
 
 #define CHECK(cond)                                                            \
   do {                                                                         \
@@ -18,8 +19,17 @@
       abort();                                                                 \
   } while (0)
 
-static const int packets[] = {MB_PACKET_RAW, MB_PACKET_1, MB_PACKET_2,
-                              MB_PACKET_4, MB_PACKET_LINE};
+static const int packets[] = {MB_PACKET_RAW,  MB_PACKET_1,
+                              MB_PACKET_2,    MB_PACKET_4,
+                              MB_PACKET_LINE, MB_PACKET_HTTP,
+                              MB_PACKET_HTTP_RESPONSE};
+#define NPACKETS (sizeof packets / sizeof packets[0])
+
+static bool http(int packet) {
+  return packet == MB_PACKET_HTTP || packet == MB_PACKET_HTTP_RESPONSE;
+}
+
+static const mb__atom_t *atoms[2]; /* the tags of HTTP heads */
 
 /* Split the whole stream into packets; returns how many bytes made
  * packets, or -1 at a framing error. */
@@ -30,7 +40,7 @@ static long frame_all(int packet, size_t limit, const unsigned char *p,
     size_t off, plen;
     long n = mb_packet_find(packet, limit, p + at, len - at, &off, &plen);
     if (n < 0) {
-      CHECK(n == MB_ETOOBIG);
+      CHECK(n == MB_ETOOBIG || (n == MB_EPROTO && http(packet)));
       return -1;
     }
     if (n == 0)
@@ -41,15 +51,26 @@ static long frame_all(int packet, size_t limit, const unsigned char *p,
       CHECK(plen <= limit);
     if (packet == MB_PACKET_LINE)
       CHECK(p[at + (size_t)n - 1] == '\n');
+    if (http(packet)) {
+      /* A head that was found reads as a value. */
+      mb_msg_t *v = mb__http_head(packet == MB_PACKET_HTTP_RESPONSE,
+                                  p + at, (size_t)n, atoms[0], atoms[1]);
+      CHECK(v != NULL);
+      mb_msg_free(v);
+    }
     at += (size_t)n;
   }
   return (long)at;
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
+  if (atoms[0] == NULL) {
+    mb__atom_intern("http_request", 12, &atoms[0]);
+    mb__atom_intern("http_response", 13, &atoms[1]);
+  }
   if (size < 2)
     return 0;
-  int packet = packets[data[0] % 5];
+  int packet = packets[data[0] % NPACKETS];
   size_t limit = (size_t)(data[0] >> 3) * 7; /* 0 = no limit */
   const unsigned char *p = data + 1;
   size_t len = size - 1;

@@ -1,0 +1,1 @@
+../kv/kv.app.lua
