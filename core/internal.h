@@ -544,6 +544,39 @@ void mb__socket_stop(void);
 /* A process has ended: close the sockets it owns. */
 void mb__socket_owner_exit(mb_pid_t pid);
 
+/* ---- tls.c: TLS over a socket's bytes, with OpenSSL's memory BIOs ---- */
+typedef struct {
+  const char *certfile, *keyfile, *cacertfile, *server_name, *alpn;
+  bool verify, fail_if_no_peer_cert;
+} mb__tls_config_t;
+typedef struct mb__tls_s mb__tls_t;
+/* An SSL_CTX for a client or a server; NULL with *why (an atom's name:
+ * bad_certfile, bad_keyfile, bad_cacertfile, bad_alpn, enomem). */
+void *mb__tls_context(const mb__tls_config_t *c, bool server,
+                      const char **why);
+void mb__tls_context_free(void *ctx);
+/* A connection's TLS state; `host` is checked and sent as SNI unless
+ * c->server_name says otherwise. */
+mb__tls_t *mb__tls_new(void *ctx, bool server, const mb__tls_config_t *c,
+                       const char *host, const char **why);
+void mb__tls_free(mb__tls_t *t);
+/* Bytes from the network. */
+int mb__tls_feed(mb__tls_t *t, const void *p, size_t n);
+/* 1 done, 0 wants more bytes, MB_EPROTO with *why (bad_certificate,
+ * handshake_failure, no_application_protocol). */
+int mb__tls_handshake(mb__tls_t *t, const char **why);
+/* Plaintext into out (*n = 0: none yet); MB_ECONN at the peer's
+ * close_notify; MB_EPROTO with *why. */
+int mb__tls_read(mb__tls_t *t, void *out, size_t cap, size_t *n,
+                 const char **why);
+int mb__tls_write(mb__tls_t *t, const void *p, size_t n);
+void mb__tls_close(mb__tls_t *t); /* queue close_notify */
+/* What OpenSSL has for the network. */
+size_t mb__tls_pending(mb__tls_t *t);
+size_t mb__tls_take(mb__tls_t *t, void *out, size_t cap);
+int mb__tls_alpn(mb__tls_t *t, char *out, size_t cap);
+int mb__tls_peer(mb__tls_t *t, char *out, size_t cap);
+
 /* ---- http.c: HTTP heads as packets (Debian's libhttp-parser) ---- */
 #define MB_HTTP_MAX_HEADERS 100
 /* The length of the head at the start of buf, 0 if incomplete,

@@ -218,7 +218,23 @@ typedef struct {
   const char *ip;       /* listen, UDP: the address to bind; NULL = any */
   const char *path;     /* connect, listen: a Unix-domain socket's path
                            instead of an address and port */
+  /* TLS (OpenSSL): with tls set, connect and listen make TLS sockets;
+   * their messages are ssl, ssl_closed, ssl_error, ssl_passive. */
+  int tls;
+  int verify;           /* check the peer's certificate: -1 = the default
+                           (clients check, servers do not ask) */
+  int fail_if_no_peer_cert; /* a server that checks refuses no certificate */
+  long handshake_timeout;   /* accept: ms for the handshake; 0 = 15000 */
+  const char *certfile, *keyfile; /* PEM files: this end's chain and key */
+  const char *cacertfile;   /* PEM: whom to trust; NULL = the system's */
+  const char *server_name;  /* the name to check and send as SNI; NULL =
+                               the host connected to */
+  const char *alpn;         /* "h2,http/1.1": offered, or (server) chosen
+                               from in this order */
 } mb_socket_opts_t;
+
+/* The longest TLS option string (a file name, a server name, ALPN). */
+#define MB_TLS_STR_MAX 255
 
 /* The longest path of a Unix-domain socket. */
 #define MB_SOCKET_PATH_MAX 107
@@ -259,7 +275,9 @@ int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s);
 int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                        int how);
 /* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end; for a
- * Unix-domain socket {Path, 0}. */
+ * Unix-domain socket {Path, 0}.  For a TLS socket, peer = 2 answers
+ * {ok, Protocol} (ALPN's choice) and peer = 3 {ok, Subject} (the peer's
+ * certificate's subject), or {error, not_found}. */
 int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer);
 /* UDP: answers {ok, Sock}, a socket bound to port (0: any) and o->ip.
  * Datagrams arrive as {udp, Sock, Address, Port, Data} in active mode

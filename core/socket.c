@@ -94,6 +94,11 @@ struct sock_s {
   uv_timer_t *wtimer; /* send_timeout */
   uv_connect_t creq;
   port_t *port; /* K_PORT only */
+  mb__tls_t *tls;   /* a TLS socket's state */
+  void *tls_ctx;    /* a TLS listener's SSL_CTX */
+  mb__tls_config_t tls_conf; /* a TLS listener's, for what it accepts */
+  bool handshaking; /* TLS: no data until the handshake is done */
+  long hs_timeout;  /* a TLS listener's handshake time limit */
 };
 
 typedef enum {
@@ -126,6 +131,8 @@ typedef struct {
   mb_pid_t to;
   char ip[64];
   char path[MB_SOCKET_PATH_MAX + 1];
+  /* TLS: certfile, keyfile, cacertfile, server_name, alpn */
+  char tlsstr[5][MB_TLS_STR_MAX + 1];
   size_t len;
   unsigned char data[]; /* send: the bytes; connect: the host */
 } req_t;
@@ -153,7 +160,8 @@ static struct {
   const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
       *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status, *http,
-      *http_request, *http_response, *http_error;
+      *http_request, *http_response, *http_error, *ssl, *ssl_closed,
+      *ssl_error, *ssl_passive, *not_found;
 } A;
 
 static atomic_bool running;
@@ -235,9 +243,25 @@ static void answer_error(mb_pid_t to, uint64_t ref, const mb__atom_t *why) {
     answer(to, ref, A.error, v);
 }
 
+/* A TLS socket's messages say ssl where a TCP socket's say tcp. */
+static const mb__atom_t *tag_of(const sock_t *s, const mb__atom_t *tag) {
+  if (s->tls == NULL)
+    return tag;
+  if (tag == A.tcp || tag == A.http)
+    return A.ssl;
+  if (tag == A.tcp_closed)
+    return A.ssl_closed;
+  if (tag == A.tcp_error)
+    return A.ssl_error;
+  if (tag == A.tcp_passive)
+    return A.ssl_passive;
+  return tag;
+}
+
 /* {Tag, Sock}, {Tag, Sock, Data} or {Tag, Sock, Reason} to the owner. */
 static void notify(sock_t *s, const mb__atom_t *tag, const void *data,
                    size_t len, const mb__atom_t *reason) {
+  tag = tag_of(s, tag);
   unsigned n = data || reason ? 3 : 2;
   mb_msg_t *m = mb__tuple_new(n);
   if (m == NULL)
@@ -252,6 +276,7 @@ static void notify(sock_t *s, const mb__atom_t *tag, const void *data,
 
 /* {Tag, Sock, Value}; v is consumed. */
 static void notify_value(sock_t *s, const mb__atom_t *tag, mb_msg_t *v) {
+  tag = tag_of(s, tag);
   mb_msg_t *m = mb__tuple_new(3);
   if (m != NULL)
     m = finish(m, 3,
@@ -316,6 +341,9 @@ static void owner_unlink(sock_t *s) {
 /* ---- life of a socket ---- */
 
 static void free_sock(sock_t *s) {
+  mb__tls_free(s->tls);
+  if (s->tls_ctx != NULL)
+    mb__tls_context_free(s->tls_ctx);
   free(s->port);
   free(s->buf);
   free(s);
@@ -427,6 +455,15 @@ static void wait_fail(sock_t *s, const mb__atom_t *why) {
 static void sock_close(sock_t *s, const mb__atom_t *why) {
   if (s->closing)
     return;
+  if (s->tls != NULL && !s->handshaking && s->connected && !s->err) {
+    /* close_notify, if the kernel takes it now; the close goes on. */
+    mb__tls_close(s->tls);
+    unsigned char note[256];
+    size_t n = mb__tls_take(s->tls, note, sizeof note);
+    uv_buf_t b = uv_buf_init((char *)note, (unsigned)n);
+    if (n > 0)
+      uv_try_write(&s->u.st, &b, 1);
+  }
   s->closing = true;
   s->close_reason = why;
   mb__map_del(&table, s->id);
@@ -590,13 +627,31 @@ static void consume(sock_t *s, size_t n) {
   }
 }
 
+static void step_handshake(sock_t *s);
+static void tls_drain(sock_t *s);
+static void flush_tls(sock_t *s, mb_pid_t caller, uint64_t ref);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   sock_t *s = st->data;
   (void)b;
-  if (nread > 0) {
+  if (nread > 0 && s->tls != NULL) {
+    if (mb__tls_feed(s->tls, rbuf, (size_t)nread) != 0) {
+      s->err = UV_ENOBUFS;
+    } else if (s->handshaking) {
+      step_handshake(s);
+      return;
+    } else {
+      tls_drain(s);
+      if (s->closing)
+        return;
+    }
+  } else if (nread > 0) {
     int err = append(s, rbuf, (size_t)nread);
     if (err)
       s->err = err;
+  } else if (nread < 0 && s->handshaking) {
+    sock_close(s, A.closed); /* the peer left in the middle */
+    return;
   } else if (nread == UV_EOF) {
     s->eof = true;
   } else if (nread < 0) {
@@ -627,7 +682,7 @@ static void update_reading(sock_t *s) {
     return;
   }
   bool want = s->connected && !s->eof && !s->err && !s->closing && !s->held &&
-              (s->active != MB_ACTIVE_FALSE || s->wait.on);
+              (s->active != MB_ACTIVE_FALSE || s->wait.on || s->handshaking);
   if (want && !s->reading) {
     int err = uv_read_start(&s->u.st, on_alloc, on_read);
     if (err) {
@@ -749,7 +804,7 @@ static void deliver_recv(sock_t *s) {
 }
 
 static void deliver(sock_t *s) {
-  if (s->kind == K_UDP) {
+  if (s->kind == K_UDP || s->handshaking) {
     update_reading(s); /* datagrams are delivered as they come */
     return;
   }
@@ -773,6 +828,10 @@ static void on_wait_timeout(uv_timer_t *t) {
   sock_t *s = t->data;
   if (!s->wait.on)
     return;
+  if (s->handshaking) {
+    sock_close(s, A.timeout); /* half a handshake is as good as none */
+    return;
+  }
   if (!s->connected && !s->listening) {
     sock_close(s, A.timeout); /* a connect that took too long */
     return;
@@ -791,6 +850,10 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   s->connected = true;
   apply_buffers(s);
+  if (s->tls != NULL) {
+    step_handshake(s); /* answers the connect when it is done */
+    return;
+  }
   mb_msg_t *v = value_sock(s->id);
   if (v == NULL) {
     sock_close(s, A.enomem);
@@ -798,6 +861,70 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   wait_done(s, v);
   deliver(s);
+}
+
+/* ---- TLS ---- */
+
+static void tls_conf_of(const req_t *r, mb__tls_config_t *c, bool server) {
+  const mb_socket_opts_t *o = &r->opts;
+  c->certfile = r->tlsstr[0][0] ? r->tlsstr[0] : NULL;
+  c->keyfile = r->tlsstr[1][0] ? r->tlsstr[1] : NULL;
+  c->cacertfile = r->tlsstr[2][0] ? r->tlsstr[2] : NULL;
+  c->server_name = r->tlsstr[3][0] ? r->tlsstr[3] : NULL;
+  c->alpn = r->tlsstr[4][0] ? r->tlsstr[4] : NULL;
+  c->verify = o->verify < 0 ? !server : o->verify != 0;
+  c->fail_if_no_peer_cert = o->fail_if_no_peer_cert != 0;
+}
+
+/* Plaintext that OpenSSL has, into the socket's buffer. */
+static void tls_drain(sock_t *s) {
+  const char *why = NULL;
+  for (;;) {
+    size_t n;
+    int r = mb__tls_read(s->tls, rbuf, sizeof rbuf, &n, &why);
+    if (r == MB_ECONN) {
+      s->eof = true;
+      break;
+    }
+    if (r != 0) {
+      flush_tls(s, 0, 0);
+      bad_input(s, atom_of(why) ? atom_of(why) : A.closed);
+      return;
+    }
+    if (n == 0)
+      break;
+    if (append(s, rbuf, n) != 0) {
+      s->err = UV_ENOBUFS;
+      break;
+    }
+  }
+  flush_tls(s, 0, 0); /* TLS 1.3 answers some records */
+}
+
+static void step_handshake(sock_t *s) {
+  const char *why = NULL;
+  int r = mb__tls_handshake(s->tls, &why);
+  flush_tls(s, 0, 0);
+  if (s->closing)
+    return;
+  if (r < 0) {
+    sock_close(s, atom_of(why) ? atom_of(why) : A.closed);
+    return;
+  }
+  if (r == 0) {
+    update_reading(s);
+    return;
+  }
+  s->handshaking = false;
+  mb_msg_t *v = value_sock(s->id);
+  if (v == NULL) {
+    sock_close(s, A.enomem);
+    return;
+  }
+  wait_done(s, v);
+  tls_drain(s); /* data that came with the handshake's last flight */
+  if (!s->closing)
+    deliver(s);
 }
 
 static void start_connect(sock_t *s, const struct sockaddr *sa) {
@@ -864,6 +991,21 @@ static void do_connect(req_t *r) {
     return;
   if (r->timeout >= 0)
     timer_start(s, &s->rtimer, r->timeout, on_wait_timeout);
+  if (r->opts.tls) {
+    mb__tls_config_t c;
+    tls_conf_of(r, &c, false);
+    const char *why = NULL;
+    void *ctx = mb__tls_context(&c, false, &why);
+    s->tls = ctx ? mb__tls_new(ctx, false, &c, (const char *)r->data, &why)
+                 : NULL;
+    if (ctx != NULL)
+      mb__tls_context_free(ctx); /* the connection holds its own ref */
+    if (s->tls == NULL) {
+      sock_close(s, atom_of(why) ? atom_of(why) : A.enomem);
+      return;
+    }
+    s->handshaking = true;
+  }
   if (s->kind == K_PIPE) {
     uv_pipe_connect(&s->creq, &s->u.pipe, r->path, on_connect);
     return;
@@ -897,6 +1039,23 @@ static void serve_accept(sock_t *l) {
     mb_pid_t owner = l->wait.caller;
     if (!sock_adopt(c, owner)) {
       wait_fail(l, A.closed);
+      return;
+    }
+    if (l->tls_ctx != NULL) {
+      /* The acceptor's answer comes when the handshake is done. */
+      const char *why = NULL;
+      c->tls = mb__tls_new(l->tls_ctx, true, &l->tls_conf, NULL, &why);
+      if (c->tls == NULL) {
+        sock_close(c, A.enomem);
+        wait_fail(l, A.enomem);
+        return;
+      }
+      c->handshaking = true;
+      wait_set(c, owner, l->wait.ref, 0);
+      l->wait.on = false;
+      timer_stop(l->rtimer);
+      timer_start(c, &c->rtimer, l->hs_timeout, on_wait_timeout);
+      step_handshake(c);
       return;
     }
     mb_msg_t *v = value_sock(c->id);
@@ -948,6 +1107,22 @@ static void do_listen(req_t *r) {
   if (!sock_adopt(s, r->caller)) {
     answer_error(r->caller, r->ref, A.closed);
     return;
+  }
+  if (r->opts.tls) {
+    const char *why = NULL;
+    tls_conf_of(r, &s->tls_conf, true);
+    s->tls_conf.certfile = s->tls_conf.keyfile = s->tls_conf.cacertfile =
+        s->tls_conf.server_name = s->tls_conf.alpn = NULL;
+    mb__tls_config_t c;
+    tls_conf_of(r, &c, true);
+    s->tls_ctx = mb__tls_context(&c, true, &why);
+    if (s->tls_ctx == NULL) {
+      sock_close(s, A.closed);
+      answer_error(r->caller, r->ref, atom_of(why) ? atom_of(why) : A.enomem);
+      return;
+    }
+    s->hs_timeout = r->opts.handshake_timeout > 0 ? r->opts.handshake_timeout
+                                                  : 15000;
   }
   int err = bind_to(s, r);
   if (err == 0)
@@ -1004,7 +1179,9 @@ static void on_send_timeout(uv_timer_t *t) {
 static void on_write(uv_write_t *w, int status) {
   wreq_t *q = (wreq_t *)w;
   sock_t *s = w->handle->data;
-  if (status == 0)
+  if (q->caller == 0)
+    ; /* the socket's own bytes: nobody waits */
+  else if (status == 0)
     answer(q->caller, q->ref, A.ok, NULL);
   else
     answer_error(q->caller, q->ref,
@@ -1032,9 +1209,76 @@ static int put_header(int packet, size_t len, unsigned char *hdr) {
   return packet;
 }
 
+/* Send bufs (total bytes): what the kernel takes at once, then the rest
+ * through libuv's queue.  The caller gets its answer when all is sent
+ * (caller 0: bytes the socket sends for itself, such as TLS records). */
+static void transmit(sock_t *s, mb_pid_t caller, uint64_t ref, uv_buf_t *bufs,
+                     unsigned nbufs, size_t total) {
+  int wrote = uv_try_write(out_stream(s), bufs, nbufs);
+  if (wrote < 0 && wrote != UV_EAGAIN) {
+    if (caller)
+      answer_error(caller, ref, uv_reason(wrote));
+    return;
+  }
+  size_t done = wrote > 0 ? (size_t)wrote : 0;
+  if (done == total) {
+    if (caller)
+      answer(caller, ref, A.ok, NULL);
+    return;
+  }
+  /* The rest waits in libuv's queue; the sender waits for its answer. */
+  wreq_t *q = malloc(sizeof *q + (total - done));
+  if (q == NULL) {
+    if (caller)
+      answer_error(caller, ref, A.enomem);
+    return;
+  }
+  q->caller = caller;
+  q->ref = ref;
+  size_t k = 0, at = 0;
+  for (unsigned i = 0; i < nbufs; i++) {
+    for (size_t j = 0; j < bufs[i].len; j++, at++)
+      if (at >= done)
+        q->data[k++] = (unsigned char)bufs[i].base[j];
+  }
+  uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)k);
+  int err = uv_write(&q->w, out_stream(s), &rest, 1, on_write);
+  if (err) {
+    free(q);
+    if (caller)
+      answer_error(caller, ref, uv_reason(err));
+    return;
+  }
+  if (s->send_timeout > 0 &&
+      (s->wtimer == NULL || !uv_is_active((uv_handle_t *)s->wtimer)))
+    timer_start(s, &s->wtimer, s->send_timeout, on_send_timeout);
+  if (s->wtimer != NULL)
+    uv_timer_set_repeat(s->wtimer, (uint64_t)s->send_timeout);
+}
+
+/* Send what OpenSSL has for the network (records, alerts, handshake). */
+static void flush_tls(sock_t *s, mb_pid_t caller, uint64_t ref) {
+  size_t n = mb__tls_pending(s->tls);
+  if (n == 0) {
+    if (caller)
+      answer(caller, ref, A.ok, NULL);
+    return;
+  }
+  unsigned char *p = malloc(n);
+  if (p == NULL) {
+    if (caller)
+      answer_error(caller, ref, A.enomem);
+    return;
+  }
+  size_t got = mb__tls_take(s->tls, p, n);
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)got);
+  transmit(s, caller, ref, &b, 1, got);
+  free(p);
+}
+
 static void do_send(req_t *r) {
   sock_t *s = lookup(r->sock);
-  if (s == NULL || !s->connected || s->kind == K_UDP) {
+  if (s == NULL || !s->connected || s->kind == K_UDP || s->handshaking) {
     answer_error(r->caller, r->ref, s == NULL      ? A.closed
                                     : s->connected ? A.einval
                                                    : A.enotconn);
@@ -1046,43 +1290,19 @@ static void do_send(req_t *r) {
     answer_error(r->caller, r->ref, A.emsgsize);
     return;
   }
+  if (s->tls != NULL) {
+    if (mb__tls_write(s->tls, hdr, (size_t)h) != 0 ||
+        mb__tls_write(s->tls, r->data, r->len) != 0) {
+      answer_error(r->caller, r->ref, A.closed);
+      return;
+    }
+    flush_tls(s, r->caller, r->ref);
+    return;
+  }
   uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)h),
                       uv_buf_init((char *)r->data, (unsigned)r->len)};
-  size_t total = (size_t)h + r->len;
-  int wrote = uv_try_write(out_stream(s), bufs + (h == 0),
-                           h == 0 ? 1 : 2);
-  if (wrote < 0 && wrote != UV_EAGAIN) {
-    answer_error(r->caller, r->ref, uv_reason(wrote));
-    return;
-  }
-  size_t done = wrote > 0 ? (size_t)wrote : 0;
-  if (done == total) {
-    answer(r->caller, r->ref, A.ok, NULL);
-    return;
-  }
-  /* The rest waits in libuv's queue; the sender waits for its answer. */
-  wreq_t *q = malloc(sizeof *q + (total - done));
-  if (q == NULL) {
-    answer_error(r->caller, r->ref, A.enomem);
-    return;
-  }
-  q->caller = r->caller;
-  q->ref = r->ref;
-  size_t k = 0;
-  for (size_t i = done; i < total; i++)
-    q->data[k++] = i < (size_t)h ? hdr[i] : r->data[i - (size_t)h];
-  uv_buf_t rest = uv_buf_init((char *)q->data, (unsigned)k);
-  int err = uv_write(&q->w, out_stream(s), &rest, 1, on_write);
-  if (err) {
-    free(q);
-    answer_error(r->caller, r->ref, uv_reason(err));
-    return;
-  }
-  if (s->send_timeout > 0 &&
-      (s->wtimer == NULL || !uv_is_active((uv_handle_t *)s->wtimer)))
-    timer_start(s, &s->wtimer, s->send_timeout, on_send_timeout);
-  if (s->wtimer != NULL)
-    uv_timer_set_repeat(s->wtimer, (uint64_t)s->send_timeout);
+  transmit(s, r->caller, r->ref, bufs + (h == 0), h == 0 ? 1 : 2,
+           (size_t)h + r->len);
 }
 
 /* ---- the other requests ---- */
@@ -1237,6 +1457,18 @@ static void do_name(req_t *r) {
   sock_t *s = lookup(r->sock);
   if (s == NULL) {
     answer_error(r->caller, r->ref, A.closed);
+    return;
+  }
+  if (r->how >= 2) {
+    char text[512];
+    int e = s->tls == NULL ? MB_EINVAL
+            : r->how == 2  ? mb__tls_alpn(s->tls, text, sizeof text)
+                           : mb__tls_peer(s->tls, text, sizeof text);
+    mb_msg_t *v = e ? NULL : value_str(text, strlen(text));
+    if (v != NULL)
+      answer(r->caller, r->ref, A.ok, v);
+    else
+      answer_error(r->caller, r->ref, e == MB_EINVAL ? A.einval : A.not_found);
     return;
   }
   char ip[MB_SOCKET_PATH_MAX + 1];
@@ -1517,8 +1749,15 @@ static void copy_opts(req_t *r, const mb_socket_opts_t *o) {
     snprintf(r->ip, sizeof r->ip, "%s", o->ip);
   if (o->path != NULL)
     snprintf(r->path, sizeof r->path, "%s", o->path);
+  const char *tls[5] = {o->certfile, o->keyfile, o->cacertfile,
+                        o->server_name, o->alpn};
+  for (int i = 0; i < 5; i++)
+    if (tls[i] != NULL)
+      snprintf(r->tlsstr[i], sizeof r->tlsstr[i], "%s", tls[i]);
   r->opts.ip = NULL;
   r->opts.path = NULL;
+  r->opts.certfile = r->opts.keyfile = r->opts.cacertfile = NULL;
+  r->opts.server_name = r->opts.alpn = NULL;
 }
 
 static bool bad_path(const mb_socket_opts_t *o) {
@@ -1701,13 +1940,16 @@ int mb__socket_start(void) {
                          "emsgsize",  "not_owner", "ealready", "einval",
                          "enotconn",  "nxdomain",  "enomem",   "udp",
                          "udp_passive", "data", "exit_status", "http",
-                         "http_request", "http_response", "http_error"};
+                         "http_request", "http_response", "http_error",
+                         "ssl", "ssl_closed", "ssl_error", "ssl_passive",
+                         "not_found"};
   const mb__atom_t **slots[] = {
       &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
       &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
       &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem,
       &A.udp,      &A.udp_passive, &A.data, &A.exit_status, &A.http,
-      &A.http_request, &A.http_response, &A.http_error};
+      &A.http_request, &A.http_response, &A.http_error, &A.ssl,
+      &A.ssl_closed, &A.ssl_error, &A.ssl_passive, &A.not_found};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

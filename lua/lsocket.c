@@ -83,8 +83,49 @@ static int check_size(lua_State *L, int idx, const char *name) {
  * keepalive =, reuseaddr =, sndbuf =, recbuf =, backlog =,
  * send_timeout =, ip =, inet6 =, mode = "binary"}.  An unknown option is
  * a mistake in the program, and raises. */
+static const char *check_tls_str(lua_State *L, int idx, const char *name) {
+  size_t len;
+  const char *v = lua_tolstring(L, idx, &len);
+  if (v == NULL || len > MB_TLS_STR_MAX)
+    luaL_error(L, "bad option %s (a string of at most %d bytes expected)",
+               name, MB_TLS_STR_MAX);
+  return v;
+}
+
+/* {"h2", "http/1.1"} as "h2,http/1.1", kept in the registry until the
+ * binding's caller returns (a new string on the stack would move). */
+static const char *check_alpn(lua_State *L, int idx, const char *name) {
+  luaL_Buffer b;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    luaL_error(L, "bad option %s (a list of protocol names expected)", name);
+  luaL_buffinit(L, &b);
+  lua_Integer n = luaL_len(L, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, idx, i);
+    size_t len;
+    const char *p = lua_tolstring(L, -1, &len);
+    if (p == NULL || len == 0 || len > 255 || memchr(p, ',', len))
+      luaL_error(L, "bad option %s (protocol names expected)", name);
+    lua_pop(L, 1);
+    if (i > 1)
+      luaL_addchar(&b, ',');
+    luaL_addlstring(&b, p, len);
+  }
+  luaL_pushresult(&b);
+  const char *list = lua_tostring(L, -1);
+  if (strlen(list) > MB_TLS_STR_MAX)
+    luaL_error(L, "bad option %s (too long)", name);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, (const void *)check_alpn);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, (const void *)check_alpn);
+  list = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return list;
+}
+
 static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
   memset(o, 0, sizeof *o);
+  o->verify = -1;
   if (lua_isnoneornil(L, idx))
     return;
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -126,6 +167,33 @@ static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
       o->ip = luaL_checkstring(L, -1); /* held by the table */
     } else if (strcmp(k, "inet6") == 0) {
       o->ipv6 = lua_toboolean(L, -1);
+    } else if (strcmp(k, "tls") == 0) {
+      o->tls = lua_toboolean(L, -1);
+    } else if (strcmp(k, "verify") == 0) {
+      const char *v = lua_tostring(L, -1);
+      if (lua_isboolean(L, -1))
+        o->verify = lua_toboolean(L, -1);
+      else if (v != NULL && strcmp(v, "verify_peer") == 0)
+        o->verify = 1;
+      else if (v != NULL && strcmp(v, "verify_none") == 0)
+        o->verify = 0;
+      else
+        luaL_error(L, "bad option verify (\"verify_peer\" or \"verify_none\" expected)");
+    } else if (strcmp(k, "fail_if_no_peer_cert") == 0) {
+      o->fail_if_no_peer_cert = lua_toboolean(L, -1);
+    } else if (strcmp(k, "handshake_timeout") == 0) {
+      o->handshake_timeout = check_size(L, -1, k);
+    } else if (strcmp(k, "certfile") == 0) {
+      o->certfile = check_tls_str(L, -1, k);
+    } else if (strcmp(k, "keyfile") == 0) {
+      o->keyfile = check_tls_str(L, -1, k);
+    } else if (strcmp(k, "cacertfile") == 0) {
+      o->cacertfile = check_tls_str(L, -1, k);
+    } else if (strcmp(k, "server_name_indication") == 0) {
+      o->server_name = check_tls_str(L, -1, k);
+    } else if (strcmp(k, "alpn_advertised_protocols") == 0 ||
+               strcmp(k, "alpn_preferred_protocols") == 0) {
+      o->alpn = check_alpn(L, -1, k);
     } else if (strcmp(k, "mode") == 0) {
       const char *m = lua_tostring(L, -1);
       if (m == NULL || strcmp(m, "binary") != 0)
@@ -317,7 +385,13 @@ static int name_of(lua_State *L, int peer, const char *fname) {
   return queued(L, mb_socket_name(me, ref, s, peer), ref, fname);
 }
 
-static int l_sockname(lua_State *L) { return name_of(L, 0, "sockname"); }
+/* sockname(sock, [what]): what 2 and 3 are a TLS socket's ALPN protocol
+ * and peer subject (mb_socket_name). */
+static int l_sockname(lua_State *L) {
+  lua_Integer what = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, what == 0 || what == 2 || what == 3, 2, "0, 2 or 3 expected");
+  return name_of(L, (int)what, "sockname");
+}
 static int l_peername(lua_State *L) { return name_of(L, 1, "peername"); }
 
 static int l_is_socket(lua_State *L) {

@@ -116,7 +116,9 @@ end
 local function pass_on(s, to)
   local tags = {[atom.tcp] = true, [atom.tcp_closed] = true,
                 [atom.tcp_error] = true, [atom.tcp_passive] = true,
-                [atom.udp] = true, [atom.udp_passive] = true}
+                [atom.udp] = true, [atom.udp_passive] = true,
+                [atom.ssl] = true, [atom.ssl_closed] = true,
+                [atom.ssl_error] = true, [atom.ssl_passive] = true}
   while true do
     local msg = receive(function(m)
       return type(m) == "table" and m[2] == s
