@@ -1,8 +1,9 @@
 /* Framing: splitting a received byte stream into packets, as gen_tcp's
- * {packet, 1 | 2 | 4 | line | http} do (HTTP heads: http.c).  Pure functions of the bytes buffered so
- * far, so that the fuzzer (core/fuzz/fuzz-packet.c) can drive them
- * without a socket.  A peer decides the lengths it announces: every length
- * is checked against the limit before anything is allocated for it. */
+ * {packet, 1 | 2 | 4 | line | http} do (HTTP heads: http.c).  Pure
+ * functions of the bytes buffered so far, so that the fuzzer
+ * (core/fuzz/fuzz-packet.c) can drive them without a socket.  A peer
+ * decides the lengths it announces: every length is checked against the
+ * limit before anything is allocated for it. */
 #include <string.h>
 
 #include "internal.h"

@@ -1,12 +1,15 @@
 /* Sockets owned by processes, as gen_tcp's ports are.
  *
- * Every socket is a libuv TCP handle on the node's I/O loop (loop.c): no
- * scheduler thread ever touches one, so a slow or blocked peer can only
- * make the process that waits for it wait.  A process asks for work with
- * the mb_socket_* functions, which queue a request for the loop and return;
- * the loop answers with an ordinary message ({Ref, ok, ...} or
- * {Ref, error, Reason}), which the process waits for with a selective
- * receive on Ref (stdlib/moonbeam/gen_tcp.lua).
+ * Every socket is a libuv handle on the node's I/O loop (loop.c): TCP, a
+ * Unix-domain stream, UDP, or the pipes of a port's program.  No scheduler
+ * thread ever touches one, so a slow or blocked peer can only make the
+ * process that waits for it wait.  A TLS socket is a TCP socket whose
+ * bytes pass through OpenSSL's memory buffers (tls.c) on the same thread.
+ *
+ * A process asks for work with the mb_socket_* functions, which queue a
+ * request for the loop and return; the loop answers with an ordinary
+ * message ({Ref, ok, ...} or {Ref, error, Reason}), which the process
+ * waits for with a selective receive on Ref (stdlib/moonbeam/gen_tcp.lua).
  *
  * Received bytes are framed (packet.c) and go, one packet per message, to
  * the owner in active mode ({tcp, Sock, Data}) or to the one waiting recv

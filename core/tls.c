@@ -65,7 +65,8 @@ static int alpn_index = -1;
 
 static int load_files(SSL_CTX *ctx, const mb__tls_config_t *c,
                       const char **why) {
-  if (c->certfile && SSL_CTX_use_certificate_chain_file(ctx, c->certfile) != 1) {
+  if (c->certfile &&
+      SSL_CTX_use_certificate_chain_file(ctx, c->certfile) != 1) {
     *why = "bad_certfile";
     return -1;
   }
@@ -88,7 +89,8 @@ static int load_files(SSL_CTX *ctx, const mb__tls_config_t *c,
 
 void *mb__tls_context(const mb__tls_config_t *c, bool server,
                       const char **why) {
-  SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  SSL_CTX *ctx =
+      SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (ctx == NULL) {
     *why = "enomem";
     return NULL;

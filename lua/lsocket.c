@@ -40,14 +40,16 @@ static long check_timeout(lua_State *L, int idx) {
 static int check_active(lua_State *L, int idx) {
   if (lua_isboolean(L, idx))
     return lua_toboolean(L, idx) ? MB_ACTIVE_TRUE : MB_ACTIVE_FALSE;
-  if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "once") == 0)
+  if (lua_type(L, idx) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, idx), "once") == 0)
     return MB_ACTIVE_ONCE;
   if (lua_isinteger(L, idx)) {
     lua_Integer n = lua_tointeger(L, idx);
     if (n > 0 && n <= 0x7fffffff)
       return (int)n;
   }
-  luaL_error(L, "bad option active (true, false, \"once\" or a count > 0 expected)");
+  luaL_error(L, "bad option active "
+                "(true, false, \"once\" or a count > 0 expected)");
   return 0;
 }
 
@@ -84,8 +86,10 @@ static int check_size(lua_State *L, int idx, const char *name) {
  * send_timeout =, ip =, inet6 =, mode = "binary"}.  An unknown option is
  * a mistake in the program, and raises. */
 static const char *check_tls_str(lua_State *L, int idx, const char *name) {
-  size_t len;
-  const char *v = lua_tolstring(L, idx, &len);
+  size_t len = 0;
+  /* Strings only: a number's text would not outlive the option loop. */
+  const char *v =
+      lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
   if (v == NULL || len > MB_TLS_STR_MAX)
     luaL_error(L, "bad option %s (a string of at most %d bytes expected)",
                name, MB_TLS_STR_MAX);
@@ -164,7 +168,9 @@ static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
       o->send_timeout = check_size(L, -1, k);
       o->set |= MB_SOCKOPT_SEND_TIMEOUT;
     } else if (strcmp(k, "ip") == 0) {
-      o->ip = luaL_checkstring(L, -1); /* held by the table */
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad option ip (an address as a string expected)");
+      o->ip = lua_tostring(L, -1); /* held by the table */
     } else if (strcmp(k, "inet6") == 0) {
       o->ipv6 = lua_toboolean(L, -1);
     } else if (strcmp(k, "tls") == 0) {
@@ -178,7 +184,8 @@ static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
       else if (v != NULL && strcmp(v, "verify_none") == 0)
         o->verify = 0;
       else
-        luaL_error(L, "bad option verify (\"verify_peer\" or \"verify_none\" expected)");
+        luaL_error(L, "bad option verify "
+                      "(\"verify_peer\" or \"verify_none\" expected)");
     } else if (strcmp(k, "fail_if_no_peer_cert") == 0) {
       o->fail_if_no_peer_cert = lua_toboolean(L, -1);
     } else if (strcmp(k, "handshake_timeout") == 0) {
@@ -218,10 +225,12 @@ static const char *check_path(lua_State *L, int idx) {
   if (!lua_istable(L, idx))
     return NULL;
   lua_getfield(L, idx, "path");
-  const char *path = lua_tostring(L, -1);
+  const char *path =
+      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* the table holds the string */
   if (path == NULL || path[0] == '\0' || strlen(path) > MB_SOCKET_PATH_MAX)
-    luaL_argerror(L, idx, "a Unix-domain address is {path = \"...\"} (at most 107 bytes)");
+    luaL_argerror(L, idx, "a Unix-domain address is {path = \"...\"} "
+                          "(at most 107 bytes)");
   return path;
 }
 
@@ -290,16 +299,19 @@ static int l_port_open(lua_State *L) {
   mb_pid_t me = self(L, "open");
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer n = luaL_len(L, 1);
-  luaL_argcheck(L, n >= 1 && n <= 1024, 1, "a program and up to 1023 arguments");
+  luaL_argcheck(L, n >= 1 && n <= 1024, 1,
+                "a program and up to 1023 arguments");
   mb_socket_opts_t o;
   check_opts(L, 2, &o);
   const char *cwd = luaL_optstring(L, 3, NULL);
-  const char **argv = lua_newuserdatauv(L, sizeof *argv * (size_t)(n + 1), 0);
+  const char **argv =
+      lua_newuserdatauv(L, sizeof *argv * (size_t)(n + 1), 0);
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_geti(L, 1, i);
+    /* Strings only: a number's text would not be held by the table. */
+    if (lua_geti(L, 1, i) != LUA_TSTRING)
+      return luaL_argerror(L, 1,
+                           "the program and its arguments must be strings");
     argv[i - 1] = lua_tostring(L, -1);
-    if (argv[i - 1] == NULL)
-      return luaL_argerror(L, 1, "the program and its arguments must be strings");
     lua_pop(L, 1); /* the table holds the string */
   }
   argv[n] = NULL;
@@ -389,7 +401,8 @@ static int name_of(lua_State *L, int peer, const char *fname) {
  * and peer subject (mb_socket_name). */
 static int l_sockname(lua_State *L) {
   lua_Integer what = luaL_optinteger(L, 2, 0);
-  luaL_argcheck(L, what == 0 || what == 2 || what == 3, 2, "0, 2 or 3 expected");
+  luaL_argcheck(L, what == 0 || what == 2 || what == 3, 2,
+                "0, 2 or 3 expected");
   return name_of(L, (int)what, "sockname");
 }
 static int l_peername(lua_State *L) { return name_of(L, 1, "peername"); }
