@@ -103,9 +103,8 @@ static mb_msg_t *header(slice_t name, slice_t value) {
   for (size_t i = 0; i < n; i++)
     low[i] = (char)tolower((unsigned char)name.p[i]);
   mb_msg_t *m = mb__tuple_new(2);
-  if (m != NULL &&
-      (mb__tuple_str(&m, low, n) || put_slice(&m, value) ||
-       mb__tuple_end(&m, 2))) {
+  if (m != NULL && (mb__tuple_str(&m, low, n) || put_slice(&m, value) ||
+                    mb__tuple_end(&m, 2))) {
     mb_msg_free(m);
     return NULL;
   }

@@ -96,12 +96,12 @@ struct sock_s {
   uv_timer_t *rtimer; /* the wait's timeout */
   uv_timer_t *wtimer; /* send_timeout */
   uv_connect_t creq;
-  port_t *port; /* K_PORT only */
-  mb__tls_t *tls;   /* a TLS socket's state */
-  void *tls_ctx;    /* a TLS listener's SSL_CTX */
+  port_t *port;              /* K_PORT only */
+  mb__tls_t *tls;            /* a TLS socket's state */
+  void *tls_ctx;             /* a TLS listener's SSL_CTX */
   mb__tls_config_t tls_conf; /* a TLS listener's, for what it accepts */
-  bool handshaking; /* TLS: no data until the handshake is done */
-  long hs_timeout;  /* a TLS listener's handshake time limit */
+  bool handshaking;          /* TLS: no data until the handshake is done */
+  long hs_timeout;           /* a TLS listener's handshake time limit */
 };
 
 typedef enum {
@@ -163,8 +163,8 @@ static struct {
   const mb__atom_t *ok, *error, *tcp, *tcp_closed, *tcp_error, *tcp_passive,
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
       *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status, *http,
-      *http_request, *http_response, *http_error, *ssl, *ssl_closed,
-      *ssl_error, *ssl_passive, *not_found;
+      *http_request, *http_response, *http_error, *ssl, *ssl_closed, *ssl_error,
+      *ssl_passive, *not_found;
 } A;
 
 static atomic_bool running;
@@ -173,7 +173,7 @@ static uv_mutex_t owners_lock;
 static mb__map_t owners; /* pid -> first sock_t* it owns; under owners_lock */
 static uv_mutex_t live_lock;
 static uv_cond_t live_cond;
-static size_t nlive; /* sock_t allocated; under live_lock */
+static size_t nlive;                   /* sock_t allocated; under live_lock */
 static unsigned char rbuf[READ_CHUNK]; /* what each read fills; loop thread */
 
 /* ---- answers and messages ---- */
@@ -296,9 +296,8 @@ static void notify_port(sock_t *s, const mb__atom_t *tag, const void *data,
   mb_msg_t *v = mb__tuple_new(2);
   if (v != NULL)
     v = finish(v, 2,
-               mb__tuple_atom(&v, tag) ||
-                   (data ? mb__tuple_str(&v, data, len)
-                         : mb__tuple_int(&v, status)));
+               mb__tuple_atom(&v, tag) || (data ? mb__tuple_str(&v, data, len)
+                                                : mb__tuple_int(&v, status)));
   mb_msg_t *m = v ? mb__tuple_new(2) : NULL;
   if (m != NULL)
     m = finish(m, 2, mb__tuple_ref(&m, s->id) || mb__tuple_value(&m, v));
@@ -413,8 +412,7 @@ static void timer_close(uv_timer_t *t) {
 }
 
 /* Start the timer in *slot (made on first use) to call cb after ms. */
-static void timer_start(sock_t *s, uv_timer_t **slot, long ms,
-                        uv_timer_cb cb) {
+static void timer_start(sock_t *s, uv_timer_t **slot, long ms, uv_timer_cb cb) {
   if (*slot == NULL) {
     uv_timer_t *t = malloc(sizeof *t);
     if (t == NULL)
@@ -511,8 +509,8 @@ static void merge_opts(mb_socket_opts_t *dst, const mb_socket_opts_t *o) {
   unsigned set = dst->set | o->set;
   const char *ip = dst->ip;
   int ipv6 = dst->ipv6 || o->ipv6;
-#define TAKE(bit, field)                                                      \
-  if (o->set & (bit))                                                         \
+#define TAKE(bit, field)                                                       \
+  if (o->set & (bit))                                                          \
     dst->field = o->field;
   TAKE(MB_SOCKOPT_ACTIVE, active)
   TAKE(MB_SOCKOPT_PACKET, packet)
@@ -668,8 +666,8 @@ static void on_datagram(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                         const struct sockaddr *addr, unsigned flags);
 
 static void update_udp(sock_t *s) {
-  bool want = !s->closing && !s->held &&
-              (s->active != MB_ACTIVE_FALSE || s->wait.on);
+  bool want =
+      !s->closing && !s->held && (s->active != MB_ACTIVE_FALSE || s->wait.on);
   if (want && !s->reading) {
     if (uv_udp_recv_start(&s->u.udp, on_alloc, on_datagram) == 0)
       s->reading = true;
@@ -704,8 +702,7 @@ static void update_reading(sock_t *s) {
  * and nothing else is touched. */
 static void bad_input(sock_t *s, const mb__atom_t *why) {
   mb_log(MB_LOG_WARNING, "socket #Ref<0.%u.%u.0>: %s from the peer, closing",
-         (unsigned)(s->id >> 32), (unsigned)(s->id & 0xffffffffu),
-         why->name);
+         (unsigned)(s->id >> 32), (unsigned)(s->id & 0xffffffffu), why->name);
   if (s->active != MB_ACTIVE_FALSE) {
     notify(s, A.tcp_error, NULL, 0, why);
     notify(s, A.tcp_closed, NULL, 0, NULL);
@@ -735,8 +732,7 @@ static void spend_active(sock_t *s) {
     s->active = MB_ACTIVE_FALSE;
   } else if (s->active > 0 && --s->active == 0) {
     s->active = MB_ACTIVE_FALSE;
-    notify(s, s->kind == K_UDP ? A.udp_passive : A.tcp_passive, NULL, 0,
-           NULL);
+    notify(s, s->kind == K_UDP ? A.udp_passive : A.tcp_passive, NULL, 0, NULL);
   }
 }
 
@@ -999,8 +995,8 @@ static void do_connect(req_t *r) {
     tls_conf_of(r, &c, false);
     const char *why = NULL;
     void *ctx = mb__tls_context(&c, false, &why);
-    s->tls = ctx ? mb__tls_new(ctx, false, &c, (const char *)r->data, &why)
-                 : NULL;
+    s->tls =
+        ctx ? mb__tls_new(ctx, false, &c, (const char *)r->data, &why) : NULL;
     if (ctx != NULL)
       mb__tls_context_free(ctx); /* the connection holds its own ref */
     if (s->tls == NULL) {
@@ -1124,8 +1120,8 @@ static void do_listen(req_t *r) {
       answer_error(r->caller, r->ref, atom_of(why) ? atom_of(why) : A.enomem);
       return;
     }
-    s->hs_timeout = r->opts.handshake_timeout > 0 ? r->opts.handshake_timeout
-                                                  : 15000;
+    s->hs_timeout =
+        r->opts.handshake_timeout > 0 ? r->opts.handshake_timeout : 15000;
   }
   int err = bind_to(s, r);
   if (err == 0)
@@ -1282,9 +1278,10 @@ static void flush_tls(sock_t *s, mb_pid_t caller, uint64_t ref) {
 static void do_send(req_t *r) {
   sock_t *s = lookup(r->sock);
   if (s == NULL || !s->connected || s->kind == K_UDP || s->handshaking) {
-    answer_error(r->caller, r->ref, s == NULL      ? A.closed
-                                    : s->connected ? A.einval
-                                                   : A.enotconn);
+    answer_error(r->caller, r->ref,
+                 s == NULL      ? A.closed
+                 : s->connected ? A.einval
+                                : A.enotconn);
     return;
   }
   unsigned char hdr[4];
@@ -1336,8 +1333,8 @@ static void do_setopts(req_t *r) {
     answer_error(r->caller, r->ref, A.closed);
     return;
   }
-  if ((r->opts.set & MB_SOCKOPT_ACTIVE) && r->opts.active != 0 &&
-      s->wait.on && !s->listening) {
+  if ((r->opts.set & MB_SOCKOPT_ACTIVE) && r->opts.active != 0 && s->wait.on &&
+      !s->listening) {
     answer_error(r->caller, r->ref, A.einval); /* a recv is waiting */
     return;
   }
@@ -1387,9 +1384,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void do_shutdown(req_t *r) {
   sock_t *s = lookup(r->sock);
   if (s == NULL || !s->connected || s->kind == K_UDP) {
-    answer_error(r->caller, r->ref, s == NULL      ? A.closed
-                                    : s->connected ? A.einval
-                                                   : A.enotconn);
+    answer_error(r->caller, r->ref,
+                 s == NULL      ? A.closed
+                 : s->connected ? A.einval
+                                : A.enotconn);
     return;
   }
   if (r->how == 0) { /* read: nothing more is wanted from the peer */
@@ -1596,8 +1594,8 @@ static void do_udp_send(req_t *r) {
   q->ref = r->ref;
   memcpy(q->data, r->data, r->len);
   b = uv_buf_init((char *)q->data, (unsigned)r->len);
-  int err = uv_udp_send(&q->r, &s->u.udp, &b, 1, (struct sockaddr *)&sa,
-                        on_udp_sent);
+  int err =
+      uv_udp_send(&q->r, &s->u.udp, &b, 1, (struct sockaddr *)&sa, on_udp_sent);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
@@ -1698,28 +1696,56 @@ static void do_owner_exit(req_t *r) {
 static void run_req(void *arg) {
   req_t *r = arg;
   switch (r->op) {
-  case OP_CONNECT: do_connect(r); break;
-  case OP_LISTEN: do_listen(r); break;
-  case OP_ACCEPT: do_accept(r); break;
-  case OP_SEND: do_send(r); break;
-  case OP_RECV: do_recv(r); break;
-  case OP_SETOPTS: do_setopts(r); break;
-  case OP_OWNER: do_owner(r); break;
-  case OP_CLOSE: do_close(r); break;
-  case OP_SHUTDOWN: do_shutdown(r); break;
-  case OP_NAME: do_name(r); break;
-  case OP_OWNER_EXIT: do_owner_exit(r); break;
-  case OP_UDP_OPEN: do_udp_open(r); break;
-  case OP_UDP_SEND: do_udp_send(r); break;
-  case OP_PORT_OPEN: do_port_open(r); break;
+  case OP_CONNECT:
+    do_connect(r);
+    break;
+  case OP_LISTEN:
+    do_listen(r);
+    break;
+  case OP_ACCEPT:
+    do_accept(r);
+    break;
+  case OP_SEND:
+    do_send(r);
+    break;
+  case OP_RECV:
+    do_recv(r);
+    break;
+  case OP_SETOPTS:
+    do_setopts(r);
+    break;
+  case OP_OWNER:
+    do_owner(r);
+    break;
+  case OP_CLOSE:
+    do_close(r);
+    break;
+  case OP_SHUTDOWN:
+    do_shutdown(r);
+    break;
+  case OP_NAME:
+    do_name(r);
+    break;
+  case OP_OWNER_EXIT:
+    do_owner_exit(r);
+    break;
+  case OP_UDP_OPEN:
+    do_udp_open(r);
+    break;
+  case OP_UDP_SEND:
+    do_udp_send(r);
+    break;
+  case OP_PORT_OPEN:
+    do_port_open(r);
+    break;
   }
   free(r);
 }
 
 /* ---- the API: requests queued for the loop ---- */
 
-static req_t *req_new(op_t op, mb_pid_t caller, uint64_t ref,
-                      mb_socket_t sock, size_t len) {
+static req_t *req_new(op_t op, mb_pid_t caller, uint64_t ref, mb_socket_t sock,
+                      size_t len) {
   req_t *r = calloc(1, sizeof *r + len + 1);
   if (r == NULL)
     return NULL;
@@ -1752,8 +1778,8 @@ static void copy_opts(req_t *r, const mb_socket_opts_t *o) {
     snprintf(r->ip, sizeof r->ip, "%s", o->ip);
   if (o->path != NULL)
     snprintf(r->path, sizeof r->path, "%s", o->path);
-  const char *tls[5] = {o->certfile, o->keyfile, o->cacertfile,
-                        o->server_name, o->alpn};
+  const char *tls[5] = {o->certfile, o->keyfile, o->cacertfile, o->server_name,
+                        o->alpn};
   for (int i = 0; i < 5; i++)
     if (tls[i] != NULL)
       snprintf(r->tlsstr[i], sizeof r->tlsstr[i], "%s", tls[i]);
@@ -1768,8 +1794,8 @@ static bool bad_path(const mb_socket_opts_t *o) {
          (o->path[0] == '\0' || strlen(o->path) > MB_SOCKET_PATH_MAX);
 }
 
-int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
-                      int port, const mb_socket_opts_t *o, long timeout_ms) {
+int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host, int port,
+                      const mb_socket_opts_t *o, long timeout_ms) {
   if (host == NULL || port < 0 || port > 65535 || bad_path(o))
     return MB_EINVAL;
   size_t len = strlen(host);
@@ -1830,8 +1856,8 @@ int mb_socket_setopts(mb_pid_t caller, uint64_t ref, mb_socket_t s,
   return submit(r);
 }
 
-int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref,
-                                  mb_socket_t s, mb_pid_t to) {
+int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                                  mb_pid_t to) {
   req_t *r = req_new(OP_OWNER, caller, ref, s, 0);
   if (r != NULL)
     r->to = to;
@@ -1842,8 +1868,7 @@ int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s) {
   return submit(req_new(OP_CLOSE, caller, ref, s, 0));
 }
 
-int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
-                       int how) {
+int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s, int how) {
   req_t *r = req_new(OP_SHUTDOWN, caller, ref, s, 0);
   if (r != NULL)
     r->how = how;
@@ -1872,8 +1897,7 @@ int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
 }
 
 int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
-                       const char *ip, int port, const void *data,
-                       size_t len) {
+                       const char *ip, int port, const void *data, size_t len) {
   if (ip == NULL || strlen(ip) >= 64 || port <= 0 || port > 65535 ||
       len > 65507)
     return MB_EINVAL;
@@ -1938,21 +1962,22 @@ void mb__socket_owner_exit(mb_pid_t pid) {
 }
 
 int mb__socket_start(void) {
-  const char *names[] = {"ok",        "error",     "tcp",      "tcp_closed",
-                         "tcp_error", "tcp_passive", "closed", "timeout",
-                         "emsgsize",  "not_owner", "ealready", "einval",
-                         "enotconn",  "nxdomain",  "enomem",   "udp",
-                         "udp_passive", "data", "exit_status", "http",
-                         "http_request", "http_response", "http_error",
-                         "ssl", "ssl_closed", "ssl_error", "ssl_passive",
-                         "not_found"};
+  const char *names[] = {
+      "ok",           "error",         "tcp",         "tcp_closed",
+      "tcp_error",    "tcp_passive",   "closed",      "timeout",
+      "emsgsize",     "not_owner",     "ealready",    "einval",
+      "enotconn",     "nxdomain",      "enomem",      "udp",
+      "udp_passive",  "data",          "exit_status", "http",
+      "http_request", "http_response", "http_error",  "ssl",
+      "ssl_closed",   "ssl_error",     "ssl_passive", "not_found"};
   const mb__atom_t **slots[] = {
-      &A.ok,       &A.error,       &A.tcp,      &A.tcp_closed, &A.tcp_error,
-      &A.tcp_passive, &A.closed,   &A.timeout,  &A.emsgsize,   &A.not_owner,
-      &A.ealready, &A.einval,      &A.enotconn, &A.nxdomain,   &A.enomem,
-      &A.udp,      &A.udp_passive, &A.data, &A.exit_status, &A.http,
-      &A.http_request, &A.http_response, &A.http_error, &A.ssl,
-      &A.ssl_closed, &A.ssl_error, &A.ssl_passive, &A.not_found};
+      &A.ok,           &A.error,         &A.tcp,         &A.tcp_closed,
+      &A.tcp_error,    &A.tcp_passive,   &A.closed,      &A.timeout,
+      &A.emsgsize,     &A.not_owner,     &A.ealready,    &A.einval,
+      &A.enotconn,     &A.nxdomain,      &A.enomem,      &A.udp,
+      &A.udp_passive,  &A.data,          &A.exit_status, &A.http,
+      &A.http_request, &A.http_response, &A.http_error,  &A.ssl,
+      &A.ssl_closed,   &A.ssl_error,     &A.ssl_passive, &A.not_found};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

@@ -70,8 +70,8 @@ static int load_files(SSL_CTX *ctx, const mb__tls_config_t *c,
     *why = "bad_certfile";
     return -1;
   }
-  if (c->keyfile && SSL_CTX_use_PrivateKey_file(ctx, c->keyfile,
-                                                SSL_FILETYPE_PEM) != 1) {
+  if (c->keyfile &&
+      SSL_CTX_use_PrivateKey_file(ctx, c->keyfile, SSL_FILETYPE_PEM) != 1) {
     *why = "bad_keyfile";
     return -1;
   }

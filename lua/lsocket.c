@@ -91,8 +91,8 @@ static const char *check_tls_str(lua_State *L, int idx, const char *name) {
   const char *v =
       lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
   if (v == NULL || len > MB_TLS_STR_MAX)
-    luaL_error(L, "bad option %s (a string of at most %d bytes expected)",
-               name, MB_TLS_STR_MAX);
+    luaL_error(L, "bad option %s (a string of at most %d bytes expected)", name,
+               MB_TLS_STR_MAX);
   return v;
 }
 
@@ -229,8 +229,9 @@ static const char *check_path(lua_State *L, int idx) {
       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   lua_pop(L, 1); /* the table holds the string */
   if (path == NULL || path[0] == '\0' || strlen(path) > MB_SOCKET_PATH_MAX)
-    luaL_argerror(L, idx, "a Unix-domain address is {path = \"...\"} "
-                          "(at most 107 bytes)");
+    luaL_argerror(L, idx,
+                  "a Unix-domain address is {path = \"...\"} "
+                  "(at most 107 bytes)");
   return path;
 }
 
@@ -304,8 +305,7 @@ static int l_port_open(lua_State *L) {
   mb_socket_opts_t o;
   check_opts(L, 2, &o);
   const char *cwd = luaL_optstring(L, 3, NULL);
-  const char **argv =
-      lua_newuserdatauv(L, sizeof *argv * (size_t)(n + 1), 0);
+  const char **argv = lua_newuserdatauv(L, sizeof *argv * (size_t)(n + 1), 0);
   for (lua_Integer i = 1; i <= n; i++) {
     /* Strings only: a number's text would not be held by the table. */
     if (lua_geti(L, 1, i) != LUA_TSTRING)
@@ -415,13 +415,19 @@ static int l_is_socket(lua_State *L) {
 
 int luaopen_moonbeam_socket(lua_State *L) {
   static const luaL_Reg funcs[] = {
-      {"connect", l_connect},   {"listen", l_listen},
-      {"accept", l_accept},     {"send", l_send},
-      {"recv", l_recv},         {"setopts", l_setopts},
-      {"close", l_close},       {"shutdown", l_shutdown},
-      {"sockname", l_sockname}, {"peername", l_peername},
+      {"connect", l_connect},
+      {"listen", l_listen},
+      {"accept", l_accept},
+      {"send", l_send},
+      {"recv", l_recv},
+      {"setopts", l_setopts},
+      {"close", l_close},
+      {"shutdown", l_shutdown},
+      {"sockname", l_sockname},
+      {"peername", l_peername},
       {"is_socket", l_is_socket},
-      {"udp_open", l_udp_open}, {"udp_send", l_udp_send},
+      {"udp_open", l_udp_open},
+      {"udp_send", l_udp_send},
       {"port_open", l_port_open},
       {"controlling_process", l_controlling_process},
       {NULL, NULL}};

@@ -19,9 +19,12 @@
       abort();                                                                 \
   } while (0)
 
-static const int packets[] = {MB_PACKET_RAW,  MB_PACKET_1,
-                              MB_PACKET_2,    MB_PACKET_4,
-                              MB_PACKET_LINE, MB_PACKET_HTTP,
+static const int packets[] = {MB_PACKET_RAW,
+                              MB_PACKET_1,
+                              MB_PACKET_2,
+                              MB_PACKET_4,
+                              MB_PACKET_LINE,
+                              MB_PACKET_HTTP,
                               MB_PACKET_HTTP_RESPONSE};
 #define NPACKETS (sizeof packets / sizeof packets[0])
 
@@ -53,8 +56,8 @@ static long frame_all(int packet, size_t limit, const unsigned char *p,
       CHECK(p[at + (size_t)n - 1] == '\n');
     if (http(packet)) {
       /* A head that was found reads as a value. */
-      mb_msg_t *v = mb__http_head(packet == MB_PACKET_HTTP_RESPONSE,
-                                  p + at, (size_t)n, atoms[0], atoms[1]);
+      mb_msg_t *v = mb__http_head(packet == MB_PACKET_HTTP_RESPONSE, p + at,
+                                  (size_t)n, atoms[0], atoms[1]);
       CHECK(v != NULL);
       mb_msg_free(v);
     }
@@ -85,8 +88,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   long first = mb_packet_find(packet, limit, copy, len, &off, &plen);
   if (first > 0 && packet != MB_PACKET_RAW) {
     size_t off2, plen2;
-    long again = mb_packet_find(packet, limit, copy, (size_t)first, &off2,
-                                &plen2);
+    long again =
+        mb_packet_find(packet, limit, copy, (size_t)first, &off2, &plen2);
     CHECK(again == first && off2 == off && plen2 == plen);
   }
   if (whole > 0 && packet != MB_PACKET_RAW)

@@ -19,8 +19,8 @@ static void length_prefixes(void) {
   ASSERT_EQ(6, find(MB_PACKET_4, 0, "\0\0\0\2hi", 6, &off, &plen));
   ASSERT_EQ(0, find(MB_PACKET_4, 0, "\0\0\0", 3, &off, &plen));
   /* A giant announced length is refused before any byte of it comes. */
-  ASSERT_EQ(MB_ETOOBIG, find(MB_PACKET_4, 1024, "\x7f\xff\xff\xff", 4, &off,
-                             &plen));
+  ASSERT_EQ(MB_ETOOBIG,
+            find(MB_PACKET_4, 1024, "\x7f\xff\xff\xff", 4, &off, &plen));
   ASSERT_EQ(4, find(MB_PACKET_4, 0, "\0\0\0\0X", 5, &off, &plen));
   ASSERT_EQ(0u, plen);
 }
@@ -41,13 +41,13 @@ static void http_heads(void) {
   ASSERT_EQ((long)head, find(MB_PACKET_HTTP, 0, req, strlen(req), &off, &plen));
   ASSERT_EQ(head, plen);
   ASSERT_EQ(0, find(MB_PACKET_HTTP, 0, req, head - 1, &off, &plen));
-  ASSERT_EQ(MB_EPROTO, find(MB_PACKET_HTTP, 0, "\1\2\3 junk\r\n\r\n", 12,
-                            &off, &plen));
-  ASSERT_EQ(MB_ETOOBIG, find(MB_PACKET_HTTP, 10, req, strlen(req), &off,
-                             &plen));
+  ASSERT_EQ(MB_EPROTO,
+            find(MB_PACKET_HTTP, 0, "\1\2\3 junk\r\n\r\n", 12, &off, &plen));
+  ASSERT_EQ(MB_ETOOBIG,
+            find(MB_PACKET_HTTP, 10, req, strlen(req), &off, &plen));
   const char *resp = "HTTP/1.1 204 No Content\r\n\r\n";
-  ASSERT_EQ((long)strlen(resp), find(MB_PACKET_HTTP_RESPONSE, 0, resp,
-                                     strlen(resp), &off, &plen));
+  ASSERT_EQ((long)strlen(resp),
+            find(MB_PACKET_HTTP_RESPONSE, 0, resp, strlen(resp), &off, &plen));
   /* A head reads as {http_request, "GET", "/x", {1, 1}, {{"host", "a"}}}. */
   const mb__atom_t *rq, *rs;
   mb__atom_intern("http_request", 12, &rq);
