@@ -39,8 +39,9 @@ local type = type
 
 local M = {}
 
--- Wait for the loop's answer to the request `ref`: its value (true when
--- there is none), or nil and the reason.
+--- Wait for the I/O loop's answer to the request `ref` (what the
+-- moonbeam.socket functions return), as gen_udp, ssl and port do too.
+-- @return its value (true when there is none), or nil and the reason
 local function await(ref)
   local msg = receive(function(m)
     return type(m) == "table" and m[1] == ref
@@ -51,6 +52,7 @@ local function await(ref)
   end
   return nil, msg[3]
 end
+M.await = await
 
 --- Connect to host:port, or to a Unix-domain socket.
 -- @param host an IPv4 or IPv6 address, or a name (resolved off the

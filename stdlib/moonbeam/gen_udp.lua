@@ -12,24 +12,12 @@
 -- reading until the owner asks again, and the kernel keeps (or drops)
 -- what comes meanwhile, as UDP does.  Options: active, ip, reuseaddr,
 -- sndbuf, recbuf, inet6.
-local mb = require "moonbeam"
 local sock = require "moonbeam.socket"
 local gen_tcp = require "moonbeam.gen_tcp"
 
-local receive, OK, type = mb.receive, mb.atom.ok, type
-
 local M = {}
 
-local function await(ref)
-  local msg = receive(function(m)
-    return type(m) == "table" and m[1] == ref
-  end, nil, {[ref] = true})
-  if msg[2] == OK then
-    if msg[3] == nil then return true end
-    return msg[3]
-  end
-  return nil, msg[3]
-end
+local await = gen_tcp.await
 
 --- Open a socket on port (0: any free port).
 -- @return the socket, or nil, reason

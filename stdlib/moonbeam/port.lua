@@ -21,24 +21,14 @@
 -- Options: packet (as gen_tcp's: "raw", 1, 2, 4, "line"), packet_size,
 -- active (true by default; "once" and N as gen_tcp's), cd (the program's
 -- working directory).
-local mb = require "moonbeam"
 local sock = require "moonbeam.socket"
 local gen_tcp = require "moonbeam.gen_tcp"
 
-local receive, OK, type = mb.receive, mb.atom.ok, type
+local type = type
 
 local M = {}
 
-local function await(ref)
-  local msg = receive(function(m)
-    return type(m) == "table" and m[1] == ref
-  end, nil, {[ref] = true})
-  if msg[2] == OK then
-    if msg[3] == nil then return true end
-    return msg[3]
-  end
-  return nil, msg[3]
-end
+local await = gen_tcp.await
 
 --- Start a program.
 -- @param name {spawn = "command line"} (run by /bin/sh -c), or

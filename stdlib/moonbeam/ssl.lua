@@ -20,24 +20,14 @@
 -- timeout.  Failures: nil and bad_certificate, handshake_failure,
 -- no_application_protocol, bad_certfile, bad_keyfile, bad_cacertfile, or
 -- gen_tcp's reasons.
-local mb = require "moonbeam"
 local sock = require "moonbeam.socket"
 local gen_tcp = require "moonbeam.gen_tcp"
 
-local receive, OK, type, pairs = mb.receive, mb.atom.ok, type, pairs
+local pairs = pairs
 
 local M = {}
 
-local function await(ref)
-  local msg = receive(function(m)
-    return type(m) == "table" and m[1] == ref
-  end, nil, {[ref] = true})
-  if msg[2] == OK then
-    if msg[3] == nil then return true end
-    return msg[3]
-  end
-  return nil, msg[3]
-end
+local await = gen_tcp.await
 
 local function with_tls(opts)
   local o = {tls = true}
