@@ -25,7 +25,7 @@
 
 #include <lauxlib.h>
 
-#include "internal.h"
+#include "etf.h"
 
 typedef mb__etf_reader_t rd_t;
 

@@ -227,122 +227,6 @@ uint64_t mb__ref_next(void);
  * have this bit, and messages sent to them always arrive. */
 #define MB_REF_ALIAS (1ULL << 62)
 
-/* ---- etf.c: Erlang's external term format ----
- * How Lua values map to terms and back is in docs/terms.md.  What is
- * written is canonical, as OTP 25 writes it with {minor_version, 2}; what
- * is read is checked against its length and depth, never trusted. */
-#define MB_ETF_VERSION 131
-/* Containers nested in one term (a linked list of 100,000 nodes is 100,000
- * levels).  Messages between local processes have the same limit (msg.c),
- * so that what one process can send another, it can send to another node.
- * The codecs keep stacks of their own, so this costs no C stack. */
-#define MB_ETF_MAX_DEPTH 200000
-enum {
-  MB_ETF_NEW_FLOAT = 70,
-  MB_ETF_BIT_BINARY = 77,
-  MB_ETF_COMPRESSED = 80,
-  MB_ETF_ATOM_CACHE_REF = 82,
-  MB_ETF_NEW_PID = 88,
-  MB_ETF_NEW_PORT = 89,
-  MB_ETF_NEWER_REFERENCE = 90,
-  MB_ETF_SMALL_INTEGER = 97,
-  MB_ETF_INTEGER = 98,
-  MB_ETF_FLOAT = 99,
-  MB_ETF_ATOM = 100,
-  MB_ETF_REFERENCE = 101,
-  MB_ETF_PORT = 102,
-  MB_ETF_PID = 103,
-  MB_ETF_SMALL_TUPLE = 104,
-  MB_ETF_LARGE_TUPLE = 105,
-  MB_ETF_NIL = 106,
-  MB_ETF_STRING = 107,
-  MB_ETF_LIST = 108,
-  MB_ETF_BINARY = 109,
-  MB_ETF_SMALL_BIG = 110,
-  MB_ETF_LARGE_BIG = 111,
-  MB_ETF_NEW_FUN = 112,
-  MB_ETF_EXPORT = 113,
-  MB_ETF_NEW_REFERENCE = 114,
-  MB_ETF_SMALL_ATOM = 115,
-  MB_ETF_MAP = 116,
-  MB_ETF_FUN = 117,
-  MB_ETF_ATOM_UTF8 = 118,
-  MB_ETF_SMALL_ATOM_UTF8 = 119,
-  MB_ETF_V4_PORT = 120
-};
-
-/* This node's name and creation, for the pids and refs it writes and to
- * tell its own from others' when reading.  Until set: nonode@nohost, 0.
- * Readable from any thread; NULL sets it back to nonode@nohost. */
-void mb__etf_set_local(const mb__atom_t *node, uint32_t creation);
-int mb__etf_get_local(const mb__atom_t **node, uint32_t *creation);
-
-/* Encode the Lua value at idx as a term with its leading 131 into a new
- * message.  MB_EBADTERM with the reason and the path to the bad value in
- * err ("cannot send a function to another node at msg.f"), or
- * MB_ENOMEM. */
-int mb__etf_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
-                   char *err, size_t errlen);
-/* Decode the term in buf (starting at its 131, and filling all of len) and
- * push its Lua value.  Malformed input returns MB_EBADTERM with nothing
- * pushed and the reason in err; it never raises.  Only running out of
- * memory raises, as any Lua allocation does. */
-int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
-                   char *err, size_t errlen);
-
-/* Reading control tuples without Lua.  Each read takes one term of the
- * expected type and returns 0, or MB_EBADTERM with `why` set and the
- * reader left where it was. */
-typedef struct {
-  const unsigned char *p, *end;
-  const char *why; /* what was wrong with the input, after an error */
-} mb__etf_reader_t;
-typedef struct {
-  const mb__atom_t *node;
-  uint32_t id, serial, creation;
-} mb__etf_pid_t;
-typedef struct {
-  const mb__atom_t *node;
-  uint32_t creation, len;
-  uint32_t words[MB_REF_MAXWORDS];
-} mb__etf_ref_t;
-/* Start at buf, which must begin with 131 (consumed). */
-int mb__etf_reader_init(mb__etf_reader_t *r, const void *buf, size_t len);
-/* The tag of the next term, or -1 at the end. */
-int mb__etf_peek(const mb__etf_reader_t *r);
-int mb__etf_read_tuple(mb__etf_reader_t *r, uint32_t *arity);
-/* Any integer form, when the value fits in 64 signed bits. */
-int mb__etf_read_int(mb__etf_reader_t *r, int64_t *v);
-int mb__etf_read_atom(mb__etf_reader_t *r, const mb__atom_t **a);
-int mb__etf_read_pid(mb__etf_reader_t *r, mb__etf_pid_t *pid);
-int mb__etf_read_ref(mb__etf_reader_t *r, mb__etf_ref_t *ref);
-/* Step over one term, checking it as the decoder would (except for map
- * keys that Lua would take as equal, found only by decoding). */
-int mb__etf_skip(mb__etf_reader_t *r);
-/* This node's pid or ref, as a local one?  (Same node name and creation,
- * and within what this node hands out.) */
-bool mb__etf_pid_local(const mb__etf_pid_t *pid, mb_pid_t *out);
-bool mb__etf_ref_local(const mb__etf_ref_t *ref, uint64_t *out);
-
-/* Writing control tuples: append to a message made by mb__msg_new.  Each
- * returns 0 or MB_ENOMEM (*m may move).  The _local_ forms take a pid or
- * ref as the core holds it: this node's, or another's by its key
- * (remote.c; MB_EINVAL for a key never interned). */
-int mb__etf_write_version(mb_msg_t **m);
-int mb__etf_write_tuple(mb_msg_t **m, uint32_t arity);
-int mb__etf_write_int(mb_msg_t **m, int64_t v);
-int mb__etf_write_atom(mb_msg_t **m, const mb__atom_t *a);
-int mb__etf_write_nil(mb_msg_t **m); /* [] */
-int mb__etf_write_pid(mb_msg_t **m, const mb__etf_pid_t *pid);
-int mb__etf_write_local_pid(mb_msg_t **m, mb_pid_t pid);
-int mb__etf_write_ref(mb_msg_t **m, const mb__etf_ref_t *ref);
-int mb__etf_write_local_ref(mb_msg_t **m, uint64_t ref);
-/* A term already encoded (without its 131), such as one skipped over. */
-int mb__etf_write_raw(mb_msg_t **m, const void *bytes, size_t len);
-/* The Lua value at idx; errors as mb__etf_encode's. */
-int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx,
-                        const char *root, char *err, size_t errlen);
-
 /* ---- proc.c: processes ---- */
 typedef enum {
   MB_PS_RUNNABLE, /* in a run queue, or running (see on_cpu) */
@@ -501,41 +385,6 @@ void mb__registry_remove_proc(mb_proc_t *p);
 /* Push a table of all registered names (strings). */
 void mb__registry_push_all(lua_State *L);
 
-/* ---- dist.c: connections to other nodes ---- */
-typedef struct mb__conn_s mb__conn_t;
-/* This node's name (NULL when not distributed), creation, hidden flag. */
-const mb__atom_t *mb__dist_node(void);
-uint32_t mb__dist_creation(void);
-bool mb__dist_hidden(void);
-/* Queue a frame (its 4-byte length included) for a node, dialling it on
- * first use; the bytes are copied. */
-int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len);
-int mb__dist_disconnect(const mb__atom_t *peer);
-int mb__dist_nodes(const mb__atom_t **out, int max, int mode);
-bool mb__dist_connected(const mb__atom_t *peer);
-void mb__dist_stop(void);
-/* For the fuzzer (core/fuzz/fuzz-handshake.c): a node identity with no
- * listener, and input bytes fed to a socketless connection. */
-int mb__dist_fuzz_init(const char *name, const char *cookie);
-void mb__dist_fuzz_feed(const unsigned char *data, size_t len);
-
-/* ---- dist_signal.c: what frames carry ---- */
-int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node,
-                   const unsigned char *p, size_t n);
-void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c);
-void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up);
-/* A signal for a process of another node (to has MB_PID_REMOTE). */
-int mb__dist_route(mb_pid_t to, mb_msg_t *m);
-/* The key of {Name, Node}: sends and monitors to it go by name. */
-mb_pid_t mb__dist_name_key(const mb__atom_t *name, const mb__atom_t *node);
-int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on);
-int mb__dist_monitor_nodes(mb_pid_t who, bool on);
-int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
-                           mb_pid_t caller, uint64_t ref,
-                           const mb__atom_t *mod, const mb__atom_t *fun,
-                           int args_idx, bool reply, char *err,
-                           size_t errlen);
-
 /* ---- socket.c: sockets owned by processes ---- */
 int mb__socket_start(void);
 /* Close every socket and wait until they are gone (before the loop
@@ -637,33 +486,5 @@ int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
                    mb_msg_t *m, uint64_t id);
 /* Cancel a timer; returns milliseconds left, or -1 if it already fired. */
 int64_t mb__timer_cancel(uint64_t id);
-
-/* ---- epmd.c: EPMD client, and the built-in server ----
- * Port: ERL_EPMD_PORT or 4369, read by each call.  Callbacks run on the
- * loop thread, exactly once when the call returned 0, never inside the
- * call; the functions may be called from any thread. */
-typedef void (*mb__epmd_register_cb)(int err, uint32_t creation, void *arg);
-typedef void (*mb__epmd_lookup_cb)(int err, int port, void *arg);
-/* text: "name x at port N\n" lines, valid during the callback only. */
-typedef void (*mb__epmd_names_cb)(int err, const char *text, void *arg);
-/* Register `alive` (the node name before @) and the distribution port
- * with the EPMD at 127.0.0.1, starting the built-in server when nothing
- * listens there.  The registration lasts until mb__epmd_unregister or
- * mb__epmd_stop.  creation: as EPMD gave it.  Errors: MB_EEXIST (name
- * taken), MB_ESTATE (already registered), MB_ECONN, MB_EPROTO,
- * MB_ETIMEDOUT, MB_ECANCELED (unregistered meanwhile). */
-int mb__epmd_register(const char *alive, int listen_port,
-                      mb__epmd_register_cb cb, void *arg);
-void mb__epmd_unregister(void);
-/* PORT_PLEASE2 to the EPMD of `host` (IPv4 address or name): the node's
- * distribution port, or MB_ENOTFOUND, MB_ENOHOST, MB_ECONN, ... */
-int mb__epmd_lookup(const char *host, const char *alive,
-                    mb__epmd_lookup_cb cb, void *arg);
-/* NAMES_REQ to the EPMD of `host`. */
-int mb__epmd_names(const char *host, mb__epmd_names_cb cb, void *arg);
-/* At node stop, before the loop stops: unregister, cancel the requests in
- * flight (MB_ECANCELED) and stop the built-in server if this node runs
- * it, which ends the registrations of the nodes that use it. */
-void mb__epmd_stop(void);
 
 #endif

@@ -9,7 +9,7 @@
 
 #include <lauxlib.h>
 
-#include "internal.h"
+#include "dist/dist.h"
 
 mb__atoms_t mb__atoms;
 
@@ -341,9 +341,7 @@ int mb__monitor(lua_State *L) {
   mb_pid_t to;
   uint64_t ref = mb__ref_next() | MB_REF_ALIAS;
   if (mb__to_remote_name(L, 1, &rname, &rnode))
-    to = rnode == mb__dist_node() || mb__dist_node() == NULL
-             ? mb__registry_whereis(rname)
-             : mb__dist_name_key(rname, rnode);
+    to = mb__dist_resolve(rname, rnode);
   else
     to = check_pid(L, 1);
   table_put(p, &p->monitors, ref, to);

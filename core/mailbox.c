@@ -7,7 +7,7 @@
 
 #include <lauxlib.h>
 
-#include "internal.h"
+#include "dist/dist.h"
 
 void mb__proc_wake(mb_proc_t *p) {
   int waiting = MB_PS_WAITING;

@@ -16,7 +16,7 @@
 
 #include <lauxlib.h>
 
-#include "internal.h"
+#include "etf.h"
 
 enum {
   T_NIL,

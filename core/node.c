@@ -1,6 +1,6 @@
 /* The node: the process table, the schedulers and the timer loop, started
  * and stopped together.  One node per OS process. */
-#include "internal.h"
+#include "dist/dist.h"
 
 static int started;
 

@@ -6,7 +6,7 @@
 
 #include <lauxlib.h>
 
-#include "../core/internal.h"
+#include "../core/dist/dist_internal.h"
 
 #define DEFAULT_RUN_TIMEOUT_MS 60000
 
@@ -108,13 +108,10 @@ static mb_pid_t check_dest(lua_State *L, int idx, const char *fname) {
     return mb__pid_key(p);
   const mb__atom_t *rname, *rnode;
   if (mb__to_remote_name(L, idx, &rname, &rnode)) {
-    if (rnode == mb__dist_node() || mb__dist_node() == NULL) {
-      mb_pid_t pid = mb__registry_whereis(rname);
-      if (pid == 0 && mb__dist_node() == NULL)
-        luaL_error(L, "%s: this node is not distributed (node %s)", fname, rnode->name);
-      return pid;
-    }
-    return mb__dist_name_key(rname, rnode);
+    mb_pid_t pid = mb__dist_resolve(rname, rnode);
+    if (pid == 0 && mb__dist_node() == NULL)
+      luaL_error(L, "%s: this node is not distributed (node %s)", fname, rnode->name);
+    return pid;
   }
   if (lua_type(L, idx) != LUA_TSTRING && mb__to_atom(L, idx) == NULL)
     luaL_typeerror(L, idx, "pid or registered name");

@@ -33,7 +33,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "../core/internal.h"
+#include "../core/dist/dist_internal.h"
 #include "launcher.h"
 
 int luaopen_moonbeam(lua_State *L);

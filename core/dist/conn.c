@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "internal.h"
+#include "dist_internal.h"
 
 /* Capability flags (docs/distribution.md): the mandatory set, monitors by
  * pid and name, the new unlink protocol, spawn (for rpc), 32-bit pid
@@ -147,6 +147,13 @@ static uint32_t random32(void) {
 }
 
 const mb__atom_t *mb__dist_node(void) { return node.started ? node.name : NULL; }
+
+mb_pid_t mb__dist_resolve(const mb__atom_t *name, const mb__atom_t *peer) {
+  const mb__atom_t *self = mb__dist_node();
+  if (self == NULL || peer == self)
+    return mb__registry_whereis(name);
+  return mb__dist_name_key(name, peer);
+}
 uint32_t mb__dist_creation(void) { return node.creation; }
 bool mb__dist_hidden(void) { return node.hidden; }
 

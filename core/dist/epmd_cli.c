@@ -32,7 +32,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "dist_internal.h"
 
 #define EPMD_DEFAULT_PORT 4369
 

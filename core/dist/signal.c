@@ -17,7 +17,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "internal.h"
+#include "dist_internal.h"
 
 enum {
   OP_LINK = 1,

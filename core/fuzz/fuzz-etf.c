@@ -13,7 +13,7 @@
 
 #include <lauxlib.h>
 
-#include "../internal.h"
+#include "../etf.h"
 
 #define CHECK(cond)                                                            \
   do {                                                                         \

@@ -2,7 +2,7 @@
  * clear error (not "longer than 255 bytes"), atoms that exist still work,
  * and a send to another node writes only atoms the core interned at start
  * (distribution here is the fuzzers' socketless kind: frames go nowhere). */
-#include "../internal.h"
+#include "../dist/dist_internal.h"
 #include "test.h"
 
 int main(void) {

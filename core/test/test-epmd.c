@@ -20,7 +20,7 @@
 
 #include "test.h"
 
-#include "internal.h"
+#include "dist/dist_internal.h"
 
 extern char **environ;
 

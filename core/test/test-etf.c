@@ -3,7 +3,7 @@
  * 2}])), Lua values that come back equal, non-canonical input written back
  * canonically, the reader and writer of control tuples, and malformed
  * input that is refused without a crash. */
-#include "../internal.h"
+#include "../etf.h"
 #include "test.h"
 
 static lua_State *L;

@@ -1,7 +1,7 @@
 /* Keys of other nodes' pids and of {Name, Node}: every value a peer can
  * put in a pid (Number 0xFFFFFFFF included) stays a pid, and a name key
  * is never taken for one. */
-#include "../internal.h"
+#include "../dist/dist_internal.h"
 #include "test.h"
 
 static const mb__atom_t *atom(const char *s) {
