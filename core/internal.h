@@ -23,6 +23,30 @@
 #define mb__mem_free free
 #endif
 
+/* ---- big-endian integers, as every wire format here writes them ---- */
+static inline uint16_t mb__get16(const unsigned char *p) {
+  return (uint16_t)(p[0] << 8 | p[1]);
+}
+static inline uint32_t mb__get32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+         p[3];
+}
+static inline uint64_t mb__get64(const unsigned char *p) {
+  return (uint64_t)mb__get32(p) << 32 | mb__get32(p + 4);
+}
+static inline void mb__put16(unsigned char *p, uint16_t v) {
+  p[0] = (unsigned char)(v >> 8);
+  p[1] = (unsigned char)v;
+}
+static inline void mb__put32(unsigned char *p, uint32_t v) {
+  mb__put16(p, (uint16_t)(v >> 16));
+  mb__put16(p + 2, (uint16_t)v);
+}
+static inline void mb__put64(unsigned char *p, uint64_t v) {
+  mb__put32(p, (uint32_t)(v >> 32));
+  mb__put32(p + 4, (uint32_t)v);
+}
+
 /* ---- map.c: u64 -> pointer hash map (not thread-safe: callers lock) ---- */
 typedef struct {
   struct mb__map_slot {

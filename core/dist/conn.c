@@ -107,28 +107,6 @@ static uint64_t next_conn_id = 1;
 
 /* ---- small helpers ---- */
 
-static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t get32(const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t get64(const unsigned char *p) {
-  return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-static void put16(unsigned char *p, uint16_t v) {
-  p[0] = (unsigned char)(v >> 8);
-  p[1] = (unsigned char)v;
-}
-static void put32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)(v >> 24);
-  p[1] = (unsigned char)(v >> 16);
-  p[2] = (unsigned char)(v >> 8);
-  p[3] = (unsigned char)v;
-}
-static void put64(unsigned char *p, uint64_t v) {
-  put32(p, (uint32_t)(v >> 32));
-  put32(p + 4, (uint32_t)v);
-}
-
 static uint64_t key_of(const mb__atom_t *a) { return (uint64_t)a->index + 1; }
 
 /* MD5(cookie ++ decimal challenge), cookie first (dist_util:gen_digest). */
@@ -287,7 +265,7 @@ static void send_hs(mb__conn_t *c, const unsigned char *body, size_t len) {
   frame_t *f = frame_new(len + 2);
   if (f == NULL)
     return;
-  put16(f->data, (uint16_t)len);
+  mb__put16(f->data, (uint16_t)len);
   memcpy(f->data + 2, body, len);
   write_frames(c, f);
 }
@@ -370,9 +348,9 @@ static void send_name(mb__conn_t *c) {
   unsigned char buf[600];
   size_t n = strlen(node.name->name);
   buf[0] = 'N';
-  put64(buf + 1, OUR_FLAGS | (node.hidden ? 0 : DFLAG_PUBLISHED));
-  put32(buf + 9, node.creation);
-  put16(buf + 13, (uint16_t)n);
+  mb__put64(buf + 1, OUR_FLAGS | (node.hidden ? 0 : DFLAG_PUBLISHED));
+  mb__put32(buf + 9, node.creation);
+  mb__put16(buf + 13, (uint16_t)n);
   memcpy(buf + 15, node.name->name, n);
   send_hs(c, buf, 15 + n);
 }
@@ -382,10 +360,10 @@ static void send_challenge(mb__conn_t *c) {
   size_t n = strlen(node.name->name);
   c->my_challenge = random32();
   buf[0] = 'N';
-  put64(buf + 1, OUR_FLAGS | (node.hidden ? 0 : DFLAG_PUBLISHED));
-  put32(buf + 9, c->my_challenge);
-  put32(buf + 13, node.creation);
-  put16(buf + 17, (uint16_t)n);
+  mb__put64(buf + 1, OUR_FLAGS | (node.hidden ? 0 : DFLAG_PUBLISHED));
+  mb__put32(buf + 9, c->my_challenge);
+  mb__put32(buf + 13, node.creation);
+  mb__put16(buf + 17, (uint16_t)n);
   memcpy(buf + 19, node.name->name, n);
   send_hs(c, buf, 19 + n);
 }
@@ -431,9 +409,9 @@ static void on_send_name(mb__conn_t *c, const unsigned char *m, size_t len) {
     conn_close(c, "bad send_name");
     return;
   }
-  uint64_t theirs = get64(m + 1);
-  c->peer_creation = get32(m + 9);
-  size_t n = get16(m + 13);
+  uint64_t theirs = mb__get64(m + 1);
+  c->peer_creation = mb__get32(m + 9);
+  size_t n = mb__get16(m + 13);
   if (15 + n > len || !valid_name((const char *)m + 15, n)) {
     send_status(c, "not_allowed");
     conn_close(c, "bad node name in send_name");
@@ -511,7 +489,7 @@ static void on_reply(mb__conn_t *c, const unsigned char *m, size_t len) {
     conn_close(c, NULL);
     return;
   }
-  c->peer_challenge = get32(m + 1);
+  c->peer_challenge = mb__get32(m + 1);
   unsigned char ack[17];
   ack[0] = 'a';
   digest(c->peer_challenge, ack + 1);
@@ -555,10 +533,10 @@ static void on_challenge(mb__conn_t *c, const unsigned char *m, size_t len) {
     conn_close(c, "bad challenge");
     return;
   }
-  uint64_t theirs = get64(m + 1);
-  c->peer_challenge = get32(m + 9);
-  c->peer_creation = get32(m + 13);
-  size_t n = get16(m + 17);
+  uint64_t theirs = mb__get64(m + 1);
+  c->peer_challenge = mb__get32(m + 9);
+  c->peer_creation = mb__get32(m + 13);
+  size_t n = mb__get16(m + 17);
   if (19 + n > len || n != c->node->len ||
       memcmp(m + 19, c->node->name, n) != 0) {
     conn_close(c, "the node answered with another name");
@@ -569,7 +547,7 @@ static void on_challenge(mb__conn_t *c, const unsigned char *m, size_t len) {
   unsigned char reply[21];
   reply[0] = 'r';
   c->my_challenge = random32();
-  put32(reply + 1, c->my_challenge);
+  mb__put32(reply + 1, c->my_challenge);
   digest(c->peer_challenge, reply + 5);
   send_hs(c, reply, sizeof reply);
   c->hs = H_ACK;
@@ -616,7 +594,7 @@ static void consume(mb__conn_t *c) {
     if (c->state == C_HANDSHAKE) {
       if (avail < 2)
         break;
-      size_t n = get16(p);
+      size_t n = mb__get16(p);
       if (n == 0 || n > MAX_HANDSHAKE_MSG) {
         conn_close(c, "bad handshake message length");
         return;
@@ -628,7 +606,7 @@ static void consume(mb__conn_t *c) {
     } else {
       if (avail < 4)
         break;
-      uint32_t n = get32(p);
+      uint32_t n = mb__get32(p);
       if (n > MAX_FRAME) {
         conn_close(c, "frame too large");
         return;

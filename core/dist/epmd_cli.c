@@ -63,24 +63,15 @@
 #define SRV_IDLE_MS 60000 /* to send a whole request */
 #define SRV_MAX_LISTENERS 8
 
-static uint16_t get16(const unsigned char *p) {
-  return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-         p[3];
-}
-
+/* Writers that return where the next field goes. */
 static unsigned char *put16(unsigned char *p, unsigned v) {
-  p[0] = (unsigned char)(v >> 8);
-  p[1] = (unsigned char)v;
+  mb__put16(p, (uint16_t)v);
   return p + 2;
 }
 
 static unsigned char *put32(unsigned char *p, uint32_t v) {
-  put16(p, v >> 16);
-  return put16(p + 2, v & 0xffff);
+  mb__put32(p, v);
+  return p + 4;
 }
 
 /* Names travel in NAMES replies as lines of text: a control character in
@@ -204,7 +195,7 @@ static void send_reply(conn_t *c, const void *data, size_t len,
 }
 
 static const unsigned char *conn_name(const conn_t *c, size_t *len) {
-  *len = get16(c->buf + 2 + 9);
+  *len = mb__get16(c->buf + 2 + 9);
   return c->buf + 2 + 11;
 }
 
@@ -245,18 +236,18 @@ static void answer_alive2(conn_t *c, bool x, bool taken) {
  * after it, which a registration must not have. */
 static void serve_alive2(conn_t *c, const unsigned char *req, size_t n,
                          size_t after) {
-  size_t nlen = n >= 13 ? get16(req + 9) : 0;
+  size_t nlen = n >= 13 ? mb__get16(req + 9) : 0;
   if (!c->local)
     reject(c, "ALIVE2_REQ from another host");
   else if (after > 0)
     reject(c, "data after ALIVE2_REQ");
   else if (n < 13 || nlen > SRV_MAX_NAME || 13 + nlen > n ||
-           13 + nlen + get16(req + 11 + nlen) != n)
+           13 + nlen + mb__get16(req + 11 + nlen) != n)
     reject(c, "ALIVE2_REQ with inconsistent lengths");
   else if (!name_ok(req + 11, nlen))
     reject(c, "ALIVE2_REQ with an empty or unprintable name");
   else
-    answer_alive2(c, get16(req + 5) >= 6, find(c->srv, req + 11, nlen));
+    answer_alive2(c, mb__get16(req + 5) >= 6, find(c->srv, req + 11, nlen));
 }
 
 /* PORT_PLEASE2_REQ: 122 | Name.  The reply after 119, 0 is the node's own
@@ -268,7 +259,7 @@ static void serve_port2(conn_t *c, const unsigned char *req, size_t n) {
   }
   conn_t *node = find(c->srv, req + 1, n - 1);
   unsigned char out[2 + SRV_MAX_REQ] = {PORT2_RESP, node ? 0 : 1};
-  size_t alen = node ? get16(node->buf) : 1;
+  size_t alen = node ? mb__get16(node->buf) : 1;
   if (node)
     memcpy(out + 2, node->buf + 3, alen - 1);
   c->answered = true;
@@ -283,7 +274,7 @@ static void serve_names(conn_t *c, size_t n) {
   }
   size_t cap = 4;
   for (conn_t *o = c->srv->conns; o != NULL; o = o->next)
-    cap += o->registered ? 32 + get16(o->buf + 2 + 9) : 0;
+    cap += o->registered ? 32 + mb__get16(o->buf + 2 + 9) : 0;
   unsigned char *out = malloc(cap);
   if (out == NULL) {
     conn_close(c);
@@ -295,7 +286,7 @@ static void serve_names(conn_t *c, size_t n) {
     const unsigned char *name = o->registered ? conn_name(o, &len) : NULL;
     if (name != NULL)
       p += sprintf((char *)p, "name %.*s at port %u\n", (int)len,
-                   (const char *)name, (unsigned)get16(o->buf + 3));
+                   (const char *)name, (unsigned)mb__get16(o->buf + 3));
   }
   c->answered = true;
   send_reply(c, out, (size_t)(p - out), true);
@@ -341,7 +332,7 @@ static void conn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->len += (size_t)nread;
-  size_t n = c->len >= 2 ? get16(c->buf) : 0;
+  size_t n = c->len >= 2 ? mb__get16(c->buf) : 0;
   if (c->len >= 2 && (n == 0 || n > SRV_MAX_REQ))
     reject(c, "request length %zu", n);
   else if (c->len >= 2 && c->len >= 2 + n)
@@ -700,7 +691,7 @@ static void reply_in(req_t *r) {
   else if (r->kind == REQ_LOOKUP && len < 4)
     fail(r, MB_EPROTO);
   else if (r->kind == REQ_LOOKUP)
-    complete(r, 0, get16(in + 2), NULL);
+    complete(r, 0, mb__get16(in + 2), NULL);
   else if (len < 4)
     fail(r, MB_EPROTO);
   else {
@@ -719,7 +710,7 @@ static void register_reply(req_t *r, size_t nread) {
   else if (r->in_len >= need && in[1] != 0)
     fail(r, MB_EEXIST);
   else if (r->in_len >= need)
-    complete(r, 0, need == 6 ? get32(in + 2) : get16(in + 2), NULL);
+    complete(r, 0, need == 6 ? mb__get32(in + 2) : mb__get16(in + 2), NULL);
 }
 
 /* The reply grows up to REPLY_MAX, one byte kept for a NUL.  Beyond, the

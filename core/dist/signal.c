@@ -64,7 +64,7 @@ static uv_mutex_t lock;
 static uv_once_t once = UV_ONCE_INIT;
 static mb__map_t nodes;     /* node atom index + 1 -> node_t* */
 static mb__map_t all_watch; /* local pid -> 1: monitor_nodes */
-static uint64_t next_unlink_id = 1;
+static _Atomic uint64_t next_unlink_id = 1;
 
 static void init(void) {
   uv_mutex_init(&lock);
@@ -107,6 +107,46 @@ static void track(mb__map_t *m, uint64_t key, mb_pid_t local, mb_pid_t remote,
 
 static crossing_t *untrack(mb__map_t *m, uint64_t key) {
   return mb__map_del(m, key);
+}
+
+/* The crossing tables of one node, by name, for the helpers below. */
+typedef enum { T_LINKS, T_OUT_MON, T_IN_MON, T_SPAWNS } table_id_t;
+
+static mb__map_t *table_of(node_t *n, table_id_t t) {
+  switch (t) {
+  case T_LINKS:
+    return &n->links;
+  case T_OUT_MON:
+    return &n->out_mon;
+  case T_IN_MON:
+    return &n->in_mon;
+  default:
+    return &n->spawns;
+  }
+}
+
+/* Note a crossing with `node` in one of its tables, under the lock. */
+static void cross_track(const mb__atom_t *node, table_id_t t, uint64_t key,
+                        mb_pid_t local, mb_pid_t remote,
+                        const mb__atom_t *name) {
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, true);
+  if (n)
+    track(table_of(n, t), key, local, remote, name);
+  uv_mutex_unlock(&lock);
+}
+
+/* Forget a crossing with `node`; returns the name its record held (see
+ * crossing_t), or NULL. */
+static const mb__atom_t *cross_untrack(const mb__atom_t *node, table_id_t t,
+                                       uint64_t key) {
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, false);
+  crossing_t *c = n ? untrack(table_of(n, t), key) : NULL;
+  const mb__atom_t *name = c ? c->name : NULL;
+  free(c);
+  uv_mutex_unlock(&lock);
+  return name;
 }
 
 /* ---- remote keys ---- */
@@ -232,50 +272,124 @@ static mb_msg_t *etf_message(const unsigned char *p, size_t n) {
   return m;
 }
 
-/* ---- frames out ---- */
+/* ---- writing terms ----
+ * A frame or message being written keeps one sticky error, as Lua's
+ * ldump.c keeps one status for a whole dump: after the first failure
+ * every put does nothing, and the writer's owner looks once, at the end. */
 
-static mb_msg_t *frame_start(uint32_t arity) {
-  mb_msg_t *f = mb__msg_new(128);
-  static const unsigned char head[5] = {0, 0, 0, 0, 'p'};
-  if (f == NULL || mb__etf_write_raw(&f, head, sizeof head) ||
-      mb__etf_write_version(&f) || mb__etf_write_tuple(&f, arity) ||
-      0) {
-    mb_msg_free(f);
-    return NULL;
-  }
-  return f;
+typedef struct {
+  mb_msg_t *m;
+  int err;
+} writer_t;
+
+static void w_begin(writer_t *w, size_t cap) {
+  w->m = mb__msg_new(cap);
+  w->err = w->m ? 0 : MB_ENOMEM;
 }
 
-static int frame_send(const mb__atom_t *node, mb_msg_t *f) {
-  if (f == NULL)
+/* The message written (an ETF value, as processes take it), or NULL. */
+static mb_msg_t *w_end(writer_t *w) {
+  if (w->err) {
+    mb_msg_free(w->m);
+    return NULL;
+  }
+  w->m->flags |= MB_MSGF_ETF;
+  return w->m;
+}
+
+static void w_version(writer_t *w) {
+  if (!w->err)
+    w->err = mb__etf_write_version(&w->m);
+}
+
+static void w_tuple(writer_t *w, uint32_t arity) {
+  if (!w->err)
+    w->err = mb__etf_write_tuple(&w->m, arity);
+}
+
+static void w_int(writer_t *w, int64_t v) {
+  if (!w->err)
+    w->err = mb__etf_write_int(&w->m, v);
+}
+
+static void w_atom(writer_t *w, const mb__atom_t *a) {
+  if (!w->err)
+    w->err = mb__etf_write_atom(&w->m, a);
+}
+
+static void w_raw(writer_t *w, const void *bytes, size_t len) {
+  if (!w->err)
+    w->err = mb__etf_write_raw(&w->m, bytes, len);
+}
+
+/* A pid as it came off the wire. */
+static void w_wire_pid(writer_t *w, const mb__etf_pid_t *pid) {
+  if (!w->err)
+    w->err = mb__etf_write_pid(&w->m, pid);
+}
+
+static void w_wire_ref(writer_t *w, const mb__etf_ref_t *ref) {
+  if (!w->err)
+    w->err = mb__etf_write_ref(&w->m, ref);
+}
+
+/* A pid as the core holds it: this node's, another's key, or a name on
+ * another node (written as the name's atom). */
+static void w_pid(writer_t *w, mb_pid_t pid) {
+  mb__etf_pid_t wp;
+  const mb__atom_t *name, *node;
+  if (w->err)
+    return;
+  if (!MB_PID_IS_REMOTE(pid))
+    w->err = mb__etf_write_local_pid(&w->m, pid);
+  else if (!wire_pid(pid, &wp, &name, &node))
+    w->err = MB_EINVAL;
+  else
+    w->err = name ? mb__etf_write_atom(&w->m, name)
+                  : mb__etf_write_pid(&w->m, &wp);
+}
+
+static void w_ref(writer_t *w, uint64_t ref) {
+  mb__etf_ref_t wr;
+  if (w->err)
+    return;
+  if (!MB_PID_IS_REMOTE(ref))
+    w->err = mb__etf_write_local_ref(&w->m, ref);
+  else if (!wire_ref(ref, &wr))
+    w->err = MB_EINVAL;
+  else
+    w->err = mb__etf_write_ref(&w->m, &wr);
+}
+
+/* Element `elem` (0: all) of a value in our message format. */
+static void w_value(writer_t *w, const mb_msg_t *v, int elem) {
+  if (!w->err)
+    w->err = write_local_value(&w->m, v, elem);
+}
+
+/* ---- frames out ---- */
+
+/* A pass-through frame: its length (set by frame_send), 'p', then the
+ * control tuple, whose elements the caller writes. */
+static void frame_begin(writer_t *w, uint32_t arity) {
+  static const unsigned char head[5] = {0, 0, 0, 0, 'p'};
+  w_begin(w, 128);
+  w_raw(w, head, sizeof head);
+  w_version(w);
+  w_tuple(w, arity);
+}
+
+/* Queue the frame for `node`, or drop it if writing it failed. */
+static int frame_send(const mb__atom_t *node, writer_t *w) {
+  if (w->err) {
+    mb_msg_free(w->m);
     return MB_ENOMEM;
-  uint32_t n = (uint32_t)(f->len - 4);
-  f->data[0] = (unsigned char)(n >> 24);
-  f->data[1] = (unsigned char)(n >> 16);
-  f->data[2] = (unsigned char)(n >> 8);
-  f->data[3] = (unsigned char)n;
+  }
+  mb_msg_t *f = w->m;
+  mb__put32(f->data, (uint32_t)(f->len - 4));
   int err = mb__dist_queue(node, f->data, f->len);
   mb_msg_free(f);
   return err;
-}
-
-static int put_pid(mb_msg_t **f, mb_pid_t pid) {
-  mb__etf_pid_t w;
-  const mb__atom_t *name, *node;
-  if (!MB_PID_IS_REMOTE(pid))
-    return mb__etf_write_local_pid(f, pid);
-  if (!wire_pid(pid, &w, &name, &node))
-    return MB_EINVAL;
-  return name ? mb__etf_write_atom(f, name) : mb__etf_write_pid(f, &w);
-}
-
-static int put_ref(mb_msg_t **f, uint64_t ref) {
-  mb__etf_ref_t w;
-  if (!MB_PID_IS_REMOTE(ref))
-    return mb__etf_write_local_ref(f, ref);
-  if (!wire_ref(ref, &w))
-    return MB_EINVAL;
-  return mb__etf_write_ref(f, &w);
 }
 
 static const mb__atom_t *empty_atom(void) { return mb__atoms.empty; }
@@ -284,139 +398,103 @@ static const mb__atom_t *empty_atom(void) { return mb__atoms.empty; }
 
 static void route_message(const mb__atom_t *node, const mb__atom_t *name,
                           mb_pid_t to, mb_msg_t *m) {
-  mb_msg_t *f;
+  writer_t w;
   if (name != NULL) { /* {6, From, '', ToName} */
-    f = frame_start(4);
-    if (f && (mb__etf_write_int(&f, OP_REG_SEND) || put_pid(&f, m->from ? m->from : 0) ||
-              mb__etf_write_atom(&f, empty_atom()) || mb__etf_write_atom(&f, name))) {
-      mb_msg_free(f);
-      f = NULL;
-    }
+    frame_begin(&w, 4);
+    w_int(&w, OP_REG_SEND);
+    w_pid(&w, m->from);
+    w_atom(&w, empty_atom());
+    w_atom(&w, name);
   } else { /* {2, '', To} */
-    f = frame_start(3);
-    if (f && (mb__etf_write_int(&f, OP_SEND) || mb__etf_write_atom(&f, empty_atom()) ||
-              put_pid(&f, to))) {
-      mb_msg_free(f);
-      f = NULL;
-    }
+    frame_begin(&w, 3);
+    w_int(&w, OP_SEND);
+    w_atom(&w, empty_atom());
+    w_pid(&w, to);
   }
-  if (f != NULL && (m->flags & MB_MSGF_ETF)) {
-    if (mb__etf_write_raw(&f, m->data, m->len)) {
-      mb_msg_free(f);
-      f = NULL;
-    }
-  } else if (f != NULL) {
-    if (mb__etf_write_version(&f) || write_local_value(&f, m, 0)) {
-      mb_msg_free(f);
-      f = NULL;
-    }
+  if (m->flags & MB_MSGF_ETF) {
+    w_raw(&w, m->data, m->len);
+  } else {
+    w_version(&w);
+    w_value(&w, m, 0);
   }
-  frame_send(node, f);
+  frame_send(node, &w);
 }
 
 /* A local signal addressed to a process of another node. */
 int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
   uv_once(&once, init);
-  mb__etf_pid_t w;
+  mb__etf_pid_t wp;
   const mb__atom_t *name, *node;
-  if (mb__dist_node() == NULL || !wire_pid(to, &w, &name, &node)) {
+  if (mb__dist_node() == NULL || !wire_pid(to, &wp, &name, &node)) {
     mb_msg_free(m);
     return MB_ENOPROC;
   }
-  mb_msg_t *f = NULL;
-  int op = 0;
+  writer_t w;
   switch ((mb__sig_kind_t)m->kind) {
   case MB_SIG_MSG:
   case MB_SIG_ALIAS:
     route_message(node, name, to, m);
     mb_msg_free(m);
     return 0;
-  case MB_SIG_LINK: {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, true);
-    if (n)
-      track(&n->links, pair_key(m->from, to), m->from, to, NULL);
-    uv_mutex_unlock(&lock);
-    f = frame_start(3);
-    if (f && (mb__etf_write_int(&f, OP_LINK) || put_pid(&f, m->from) || put_pid(&f, to)))
-      goto bad;
+  case MB_SIG_LINK: /* {1, From, To} */
+    cross_track(node, T_LINKS, pair_key(m->from, to), m->from, to, NULL);
+    frame_begin(&w, 3);
+    w_int(&w, OP_LINK);
+    w_pid(&w, m->from);
+    w_pid(&w, to);
+    break;
+  case MB_SIG_UNLINK: { /* {35, Id, From, To} */
+    cross_untrack(node, T_LINKS, pair_key(m->from, to));
+    uint64_t id = atomic_fetch_add(&next_unlink_id, 1);
+    frame_begin(&w, 4);
+    w_int(&w, OP_UNLINK_ID);
+    w_int(&w, (int64_t)id);
+    w_pid(&w, m->from);
+    w_pid(&w, to);
     break;
   }
-  case MB_SIG_UNLINK: {
-    uv_mutex_lock(&lock);
-    node_t *n2 = node_of(node, false);
-    if (n2)
-      free(untrack(&n2->links, pair_key(m->from, to)));
-    uint64_t id = next_unlink_id++;
-    uv_mutex_unlock(&lock);
-    f = frame_start(4);
-    if (f && (mb__etf_write_int(&f, OP_UNLINK_ID) || mb__etf_write_int(&f, (int64_t)id) ||
-              put_pid(&f, m->from) || put_pid(&f, to)))
-      goto bad;
+  case MB_SIG_EXIT: { /* {3 or 8, From, To, Reason} */
+    bool linked = (m->flags & MB_SIGF_LINKED) != 0;
+    if (linked)
+      cross_untrack(node, T_LINKS, pair_key(m->from, to));
+    frame_begin(&w, 4);
+    w_int(&w, linked ? OP_EXIT : OP_EXIT2);
+    w_pid(&w, m->from);
+    w_pid(&w, to);
+    w_value(&w, m, 0);
     break;
   }
-  case MB_SIG_EXIT: {
-    op = (m->flags & MB_SIGF_LINKED) ? OP_EXIT : OP_EXIT2;
-    if (op == OP_EXIT) {
-      uv_mutex_lock(&lock);
-      node_t *n3 = node_of(node, false);
-      if (n3)
-        free(untrack(&n3->links, pair_key(m->from, to)));
-      uv_mutex_unlock(&lock);
-    }
-    f = frame_start(4);
-    if (f && (mb__etf_write_int(&f, op) || put_pid(&f, m->from) || put_pid(&f, to) ||
-              write_local_value(&f, m, 0)))
-      goto bad;
+  case MB_SIG_MONITOR: /* {19, From, To, Ref} */
+  case MB_SIG_DEMONITOR: /* {20, From, To, Ref} */
+    if (m->kind == MB_SIG_MONITOR)
+      cross_track(node, T_OUT_MON, m->ref, m->from, to, name);
+    else
+      cross_untrack(node, T_OUT_MON, m->ref);
+    frame_begin(&w, 4);
+    w_int(&w, m->kind == MB_SIG_MONITOR ? OP_MONITOR_P : OP_DEMONITOR_P);
+    w_pid(&w, m->from);
+    w_pid(&w, to);
+    w_ref(&w, m->ref);
     break;
-  }
-  case MB_SIG_MONITOR: {
-    uv_mutex_lock(&lock);
-    node_t *n4 = node_of(node, true);
-    if (n4)
-      track(&n4->out_mon, m->ref, m->from, to, name);
-    uv_mutex_unlock(&lock);
-    f = frame_start(4);
-    if (f && (mb__etf_write_int(&f, OP_MONITOR_P) || put_pid(&f, m->from) ||
-              put_pid(&f, to) || put_ref(&f, m->ref)))
-      goto bad;
-    break;
-  }
-  case MB_SIG_DEMONITOR: {
-    uv_mutex_lock(&lock);
-    node_t *n5 = node_of(node, false);
-    if (n5)
-      free(untrack(&n5->out_mon, m->ref));
-    uv_mutex_unlock(&lock);
-    f = frame_start(4);
-    if (f && (mb__etf_write_int(&f, OP_DEMONITOR_P) || put_pid(&f, m->from) ||
-              put_pid(&f, to) || put_ref(&f, m->ref)))
-      goto bad;
-    break;
-  }
   case MB_SIG_DOWN: { /* to a remote watcher: {21, Watched, Watcher, Ref, Reason} */
-    uv_mutex_lock(&lock);
-    node_t *n6 = node_of(node, false);
-    crossing_t *c = n6 ? untrack(&n6->in_mon, m->ref) : NULL;
-    const mb__atom_t *watched_name = c ? c->name : NULL;
-    free(c);
-    uv_mutex_unlock(&lock);
-    f = frame_start(5);
-    if (f && (mb__etf_write_int(&f, OP_MONITOR_P_EXIT) ||
-              (watched_name ? mb__etf_write_atom(&f, watched_name)
-                            : put_pid(&f, m->from)) ||
-              put_pid(&f, to) || put_ref(&f, m->ref) ||
-              write_local_value(&f, m, 5)))
-      goto bad;
+    const mb__atom_t *watched_name = cross_untrack(node, T_IN_MON, m->ref);
+    frame_begin(&w, 5);
+    w_int(&w, OP_MONITOR_P_EXIT);
+    if (watched_name)
+      w_atom(&w, watched_name);
+    else
+      w_pid(&w, m->from);
+    w_pid(&w, to);
+    w_ref(&w, m->ref);
+    w_value(&w, m, 5);
     break;
   }
+  default:
+    mb_msg_free(m);
+    return MB_EINVAL;
   }
   mb_msg_free(m);
-  return frame_send(node, f);
-bad:
-  mb_msg_free(f);
-  mb_msg_free(m);
-  return MB_ENOMEM;
+  return frame_send(node, &w);
 }
 
 /* ---- signals in ---- */
@@ -429,13 +507,13 @@ static const mb__atom_t *A(const char *s) {
 
 static void reply_exit(const mb__atom_t *node, mb_pid_t from, const mb__etf_pid_t *to,
                        const char *reason) {
-  mb_msg_t *f = frame_start(4);
-  if (f && (mb__etf_write_int(&f, OP_EXIT) || mb__etf_write_local_pid(&f, from) ||
-            mb__etf_write_pid(&f, to) || mb__etf_write_atom(&f, A(reason)))) {
-    mb_msg_free(f);
-    f = NULL;
-  }
-  frame_send(node, f);
+  writer_t w;
+  frame_begin(&w, 4);
+  w_int(&w, OP_EXIT);
+  w_pid(&w, from);
+  w_wire_pid(&w, to);
+  w_atom(&w, A(reason));
+  frame_send(node, &w);
 }
 
 /* The rest of the frame after the control tuple: the message term. */
@@ -469,19 +547,13 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   mb_pid_t local, remote = key_of_pid(&from);
   if (!mb__etf_pid_local(&to, &local))
     return 0; /* a previous incarnation's pid */
-  uv_mutex_lock(&lock);
-  node_t *n = node_of(node, true);
-  if (n && !unlink)
-    track(&n->links, pair_key(local, remote), local, remote, NULL);
-  else if (n)
-    free(untrack(&n->links, pair_key(local, remote)));
-  uv_mutex_unlock(&lock);
+  if (unlink)
+    cross_untrack(node, T_LINKS, pair_key(local, remote));
+  else
+    cross_track(node, T_LINKS, pair_key(local, remote), local, remote, NULL);
   mb_msg_t *m = mb__signal_new(unlink ? MB_SIG_UNLINK : MB_SIG_LINK, remote, 0);
   if (m != NULL && mb__signal(local, m) != 0 && !unlink) {
-    uv_mutex_lock(&lock);
-    if (n)
-      free(untrack(&n->links, pair_key(local, remote)));
-    uv_mutex_unlock(&lock);
+    cross_untrack(node, T_LINKS, pair_key(local, remote));
     reply_exit(node, local, &from, "noproc");
   }
   return 0;
@@ -497,13 +569,8 @@ static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r, bool link
   mb_pid_t local, remote = key_of_pid(&from);
   if (!mb__etf_pid_local(&to, &local))
     return 0;
-  if (linked) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, false);
-    if (n)
-      free(untrack(&n->links, pair_key(local, remote)));
-    uv_mutex_unlock(&lock);
-  }
+  if (linked)
+    cross_untrack(node, T_LINKS, pair_key(local, remote));
   mb_msg_t *m = local_from_wire(reason, (size_t)(r->p - reason));
   if (m == NULL)
     return 0;
@@ -536,11 +603,7 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
   else if (!mb__etf_pid_local(&to, &target))
     target = 0;
   if (demonitor) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, false);
-    if (n)
-      free(untrack(&n->in_mon, refkey));
-    uv_mutex_unlock(&lock);
+    cross_untrack(node, T_IN_MON, refkey);
     if (target != 0) {
       mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, watcher, refkey);
       if (m)
@@ -549,46 +612,44 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
     return 0;
   }
   if (target != 0) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, true);
-    if (n)
-      track(&n->in_mon, refkey, target, watcher, name);
-    uv_mutex_unlock(&lock);
+    cross_track(node, T_IN_MON, refkey, target, watcher, name);
     mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, watcher, refkey);
     if (m != NULL && mb__signal(target, m) == 0)
       return 0;
-    uv_mutex_lock(&lock);
-    if (n)
-      free(untrack(&n->in_mon, refkey));
-    uv_mutex_unlock(&lock);
+    cross_untrack(node, T_IN_MON, refkey);
   }
   /* No such process: {21, Target as given, Watcher, Ref, noproc}. */
-  mb_msg_t *f = frame_start(5);
-  if (f && (mb__etf_write_int(&f, OP_MONITOR_P_EXIT) ||
-            (name ? mb__etf_write_atom(&f, name) : mb__etf_write_pid(&f, &to)) ||
-            mb__etf_write_pid(&f, &from) || mb__etf_write_ref(&f, &ref) ||
-            mb__etf_write_atom(&f, A("noproc")))) {
-    mb_msg_free(f);
-    f = NULL;
-  }
-  frame_send(node, f);
+  writer_t w;
+  frame_begin(&w, 5);
+  w_int(&w, OP_MONITOR_P_EXIT);
+  if (name)
+    w_atom(&w, name);
+  else
+    w_wire_pid(&w, &to);
+  w_wire_pid(&w, &from);
+  w_wire_ref(&w, &ref);
+  w_atom(&w, A("noproc"));
+  frame_send(node, &w);
   return 0;
 }
 
 /* {'DOWN', Ref, process, Object, Reason} as an ETF message. */
 static mb_msg_t *down_message(uint64_t ref, const unsigned char *object, size_t olen,
                               const unsigned char *reason, size_t rlen) {
-  mb_msg_t *m = mb__msg_new(64 + olen + rlen);
-  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 5) ||
-      mb__etf_write_atom(&m, A("DOWN")) || mb__etf_write_local_ref(&m, ref) ||
-      mb__etf_write_atom(&m, A("process")) || mb__etf_write_raw(&m, object, olen) ||
-      mb__etf_write_raw(&m, reason, rlen)) {
-    mb_msg_free(m);
-    return NULL;
+  writer_t w;
+  w_begin(&w, 64 + olen + rlen);
+  w_version(&w);
+  w_tuple(&w, 5);
+  w_atom(&w, A("DOWN"));
+  w_ref(&w, ref);
+  w_atom(&w, A("process"));
+  w_raw(&w, object, olen);
+  w_raw(&w, reason, rlen);
+  mb_msg_t *m = w_end(&w);
+  if (m != NULL) {
+    m->kind = MB_SIG_DOWN;
+    m->ref = ref;
   }
-  m->kind = MB_SIG_DOWN;
-  m->ref = ref;
-  m->flags |= MB_MSGF_ETF;
   return m;
 }
 
@@ -614,23 +675,21 @@ static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
   uint64_t local_ref;
   if (!mb__etf_pid_local(&to, &watcher) || !mb__etf_ref_local(&ref, &local_ref))
     return 0;
-  uv_mutex_lock(&lock);
-  node_t *n = node_of(node, false);
-  if (n) {
-    free(untrack(&n->out_mon, local_ref));
-    free(untrack(&n->spawns, local_ref));
-  }
-  uv_mutex_unlock(&lock);
+  cross_untrack(node, T_OUT_MON, local_ref);
+  cross_untrack(node, T_SPAWNS, local_ref);
   mb_msg_t *m;
   if (name != NULL) { /* the object is {Name, Node} */
-    mb_msg_t *obj = mb__msg_new(32);
-    if (obj == NULL || mb__etf_write_tuple(&obj, 2) || mb__etf_write_atom(&obj, name) ||
-        mb__etf_write_atom(&obj, node)) {
-      mb_msg_free(obj);
+    writer_t obj;
+    w_begin(&obj, 32);
+    w_tuple(&obj, 2);
+    w_atom(&obj, name);
+    w_atom(&obj, node);
+    if (obj.err) {
+      mb_msg_free(obj.m);
       return 0;
     }
-    m = down_message(local_ref, obj->data, obj->len, reason, (size_t)(r->p - reason));
-    mb_msg_free(obj);
+    m = down_message(local_ref, obj.m->data, obj.m->len, reason, (size_t)(r->p - reason));
+    mb_msg_free(obj.m);
   } else {
     m = down_message(local_ref, object, olen, reason, (size_t)(r->p - reason));
   }
@@ -649,15 +708,17 @@ typedef struct {
 /* {31, ReqId, To, Flags, Result}: the new pid, or system_limit (pid 0). */
 static void send_spawn_reply(mb_pid_t pid, void *arg) {
   spawn_reply_t *sr = arg;
-  mb_msg_t *f = frame_start(5);
-  if (f && (mb__etf_write_int(&f, OP_SPAWN_REPLY) || mb__etf_write_ref(&f, sr->req) ||
-            mb__etf_write_pid(&f, sr->from) || mb__etf_write_int(&f, sr->flags) ||
-            (pid == 0 ? mb__etf_write_atom(&f, A("system_limit"))
-                      : mb__etf_write_local_pid(&f, pid)))) {
-    mb_msg_free(f);
-    f = NULL;
-  }
-  frame_send(sr->node, f);
+  writer_t w;
+  frame_begin(&w, 5);
+  w_int(&w, OP_SPAWN_REPLY);
+  w_wire_ref(&w, sr->req);
+  w_wire_pid(&w, sr->from);
+  w_int(&w, sr->flags);
+  if (pid == 0)
+    w_atom(&w, A("system_limit"));
+  else
+    w_pid(&w, pid);
+  frame_send(sr->node, &w);
 }
 
 /* SPAWN_REQUEST: {29, ReqId, From, GroupLeader, {M, F, Arity}, Opts} + Args.
@@ -681,7 +742,7 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
     return MB_EBADTERM;
   mb__etf_reader_t o = {opts, r->p, NULL};
   if (mb__etf_peek(&o) == MB_ETF_LIST) {
-    uint32_t len = (uint32_t)o.p[1] << 24 | (uint32_t)o.p[2] << 16 | (uint32_t)o.p[3] << 8 | o.p[4];
+    uint32_t len = mb__get32(o.p + 1);
     o.p += 5;
     for (uint32_t i = 0; i < len; i++) {
       const mb__atom_t *a;
@@ -701,14 +762,16 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
   if (rest_message(r, &args, &alen) != 0)
     return MB_EBADTERM;
   /* The arguments of moonbeam.rpc.spawned: module, function, the list. */
-  mb_msg_t *a = mb__msg_new(64 + alen);
-  if (a == NULL || mb__etf_write_version(&a) || mb__etf_write_tuple(&a, 3) ||
-      mb__etf_write_atom(&a, mod) || mb__etf_write_atom(&a, fun) ||
-      mb__etf_write_raw(&a, args, alen)) {
-    mb_msg_free(a);
+  writer_t w;
+  w_begin(&w, 64 + alen);
+  w_version(&w);
+  w_tuple(&w, 3);
+  w_atom(&w, mod);
+  w_atom(&w, fun);
+  w_raw(&w, args, alen);
+  mb_msg_t *a = w_end(&w);
+  if (a == NULL)
     return 0;
-  }
-  a->flags |= MB_MSGF_ETF;
   mb_pid_t caller = key_of_pid(&from);
   uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
   spawn_reply_t sr = {node, &req, &from, (link ? 1 : 0) | (monitor ? 2 : 0)};
@@ -730,15 +793,10 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
     send_spawn_reply(0, &sr);
     return 0;
   }
-  if (link || monitor) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, true);
-    if (n && link)
-      track(&n->links, pair_key(pid, caller), pid, caller, NULL);
-    if (n && monitor)
-      track(&n->in_mon, refkey, pid, caller, NULL);
-    uv_mutex_unlock(&lock);
-  }
+  if (link)
+    cross_track(node, T_LINKS, pair_key(pid, caller), pid, caller, NULL);
+  if (monitor)
+    cross_track(node, T_IN_MON, refkey, pid, caller, NULL);
   return 0;
 }
 
@@ -761,11 +819,7 @@ static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
     return 0;
   if (ok && (flags & 1)) {
     mb_pid_t ckey = key_of_pid(&child);
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, true);
-    if (n)
-      track(&n->links, pair_key(caller, ckey), caller, ckey, NULL);
-    uv_mutex_unlock(&lock);
+    cross_track(node, T_LINKS, pair_key(caller, ckey), caller, ckey, NULL);
     mb_msg_t *m = mb__signal_new(MB_SIG_LINK, ckey, 0);
     if (m)
       mb__signal(caller, m);
@@ -780,16 +834,17 @@ static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
   uv_mutex_unlock(&lock);
   if (quiet)
     return 0;
-  mb_msg_t *m = mb__msg_new(64 + (size_t)(r->p - result));
-  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 4) ||
-      mb__etf_write_atom(&m, A("spawn_reply")) || mb__etf_write_local_ref(&m, ref) ||
-      mb__etf_write_atom(&m, A(ok ? "ok" : "error")) ||
-      mb__etf_write_raw(&m, result, (size_t)(r->p - result))) {
-    mb_msg_free(m);
-    return 0;
-  }
-  m->flags |= MB_MSGF_ETF;
-  mb_proc_send(caller, m);
+  writer_t w;
+  w_begin(&w, 64 + (size_t)(r->p - result));
+  w_version(&w);
+  w_tuple(&w, 4);
+  w_atom(&w, A("spawn_reply"));
+  w_ref(&w, ref);
+  w_atom(&w, A(ok ? "ok" : "error"));
+  w_raw(&w, result, (size_t)(r->p - result));
+  mb_msg_t *m = w_end(&w);
+  if (m != NULL)
+    mb_proc_send(caller, m);
   return 0;
 }
 
@@ -804,23 +859,19 @@ static int on_unlink_id(const mb__atom_t *node, mb__etf_reader_t *r) {
     return MB_EBADTERM;
   mb_pid_t local, remote = key_of_pid(&from);
   if (mb__etf_pid_local(&to, &local)) {
-    uv_mutex_lock(&lock);
-    node_t *n = node_of(node, false);
-    if (n)
-      free(untrack(&n->links, pair_key(local, remote)));
-    uv_mutex_unlock(&lock);
+    cross_untrack(node, T_LINKS, pair_key(local, remote));
     mb_msg_t *m = mb__signal_new(MB_SIG_UNLINK, remote, 0);
     if (m)
       mb__signal(local, m);
   }
   /* UNLINK_ID_ACK {36, Id, From = us, To = them}. */
-  mb_msg_t *f = frame_start(4);
-  if (f && (mb__etf_write_int(&f, OP_UNLINK_ID_ACK) || mb__etf_write_raw(&f, id_term, id_len) ||
-            mb__etf_write_pid(&f, &to) || mb__etf_write_pid(&f, &from))) {
-    mb_msg_free(f);
-    f = NULL;
-  }
-  frame_send(node, f);
+  writer_t w;
+  frame_begin(&w, 4);
+  w_int(&w, OP_UNLINK_ID_ACK);
+  w_raw(&w, id_term, id_len);
+  w_wire_pid(&w, &to);
+  w_wire_pid(&w, &from);
+  frame_send(node, &w);
   return 0;
 }
 
@@ -931,53 +982,46 @@ int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller
                            int args_idx, bool reply, char *err, size_t errlen) {
   uv_once(&once, init);
   lua_Integer nargs = (lua_Integer)lua_rawlen(L, args_idx);
-  mb_msg_t *f = frame_start(6);
-  if (f == NULL)
-    return MB_ENOMEM;
-  static const unsigned char empty_list[] = {MB_ETF_NIL};
-  int e = mb__etf_write_int(&f, OP_SPAWN_REQUEST) || mb__etf_write_local_ref(&f, ref) ||
-          mb__etf_write_local_pid(&f, caller) || mb__etf_write_local_pid(&f, caller) ||
-          mb__etf_write_tuple(&f, 3) || mb__etf_write_atom(&f, mod) ||
-          mb__etf_write_atom(&f, fun) || mb__etf_write_int(&f, nargs);
-  /* Options: [monitor]. */
   static const unsigned char monitor_opt[] = {MB_ETF_LIST, 0, 0, 0, 1};
-  if (!e)
-    e = mb__etf_write_raw(&f, monitor_opt, sizeof monitor_opt) ||
-        mb__etf_write_atom(&f, A("monitor")) ||
-        mb__etf_write_raw(&f, empty_list, sizeof empty_list);
-  if (!e)
-    e = mb__etf_write_version(&f);
-  if (!e) {
-    int r = mb__etf_write_value(&f, L, args_idx, "args", err, errlen);
-    if (r) {
-      mb_msg_free(f);
-      return r;
-    }
+  static const unsigned char empty_list[] = {MB_ETF_NIL};
+  writer_t w;
+  frame_begin(&w, 6);
+  w_int(&w, OP_SPAWN_REQUEST);
+  w_ref(&w, ref);
+  w_pid(&w, caller);
+  w_pid(&w, caller); /* the group leader */
+  w_tuple(&w, 3);
+  w_atom(&w, mod);
+  w_atom(&w, fun);
+  w_int(&w, nargs);
+  /* Options: [monitor]. */
+  w_raw(&w, monitor_opt, sizeof monitor_opt);
+  w_atom(&w, A("monitor"));
+  w_raw(&w, empty_list, sizeof empty_list);
+  w_version(&w);
+  if (!w.err)
+    w.err = mb__etf_write_value(&w.m, L, args_idx, "args", err, errlen);
+  if (w.err) {
+    mb_msg_free(w.m);
+    return w.err;
   }
-  if (e) {
-    mb_msg_free(f);
-    return MB_ENOMEM;
-  }
-  uv_mutex_lock(&lock);
-  node_t *n = node_of(node, true);
   /* A spawn without a reply (a cast) is marked by a name in its record. */
-  if (n)
-    track(&n->spawns, ref, caller, 0, reply ? NULL : A("noreply"));
-  uv_mutex_unlock(&lock);
-  return frame_send(node, f);
+  cross_track(node, T_SPAWNS, ref, caller, 0, reply ? NULL : A("noreply"));
+  return frame_send(node, &w);
 }
 
 /* ---- nodes up and down ---- */
 
 static void notify(mb_pid_t to, const char *what, const mb__atom_t *node) {
-  mb_msg_t *m = mb__msg_new(64);
-  if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 2) ||
-      mb__etf_write_atom(&m, A(what)) || mb__etf_write_atom(&m, node)) {
-    mb_msg_free(m);
-    return;
-  }
-  m->flags |= MB_MSGF_ETF;
-  mb_proc_send(to, m);
+  writer_t w;
+  w_begin(&w, 64);
+  w_version(&w);
+  w_tuple(&w, 2);
+  w_atom(&w, A(what));
+  w_atom(&w, node);
+  mb_msg_t *m = w_end(&w);
+  if (m != NULL)
+    mb_proc_send(to, m);
 }
 
 void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
