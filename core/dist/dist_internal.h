@@ -37,7 +37,31 @@ int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
                            size_t errlen);
 
 
-/* ---- epmd_cli.c: EPMD client, and the built-in server ----
+/* ---- EPMD's wire: requests and replies (docs/erlang-distribution.md) ---- */
+#define NAMES_REQ 110
+#define ALIVE2_X_RESP 118
+#define PORT2_RESP 119
+#define ALIVE2_REQ 120
+#define ALIVE2_RESP 121
+#define PORT2_REQ 122
+
+#define NODE_TYPE_NORMAL 77 /* 'M': OTP sends it for hidden nodes too */
+#define DIST_HIGHEST 6
+#define DIST_LOWEST 5 /* as OTP 25 sends; OTP ignores what comes back */
+
+/* ---- epmd_srv.c: the built-in EPMD server ---- */
+/* Serve EPMD on `port` (on the addresses ERL_EPMD_ADDRESS lists, if set).
+ * Returns 0 or a libuv error: UV_EADDRINUSE when someone else listens.
+ * Loop thread. */
+int mb__epmd_server_start(int port, const char *addresses);
+/* Stop serving; the registrations made with it end.  Loop thread. */
+void mb__epmd_server_stop(void);
+/* Names travel in NAMES replies as lines of text: no control characters. */
+bool mb__epmd_name_ok(const unsigned char *s, size_t n);
+/* Block SIGPIPE on the calling (loop) thread: writes fail with EPIPE. */
+void mb__epmd_block_sigpipe(void);
+
+/* ---- epmd_cli.c: EPMD client ----
  * Port: ERL_EPMD_PORT or 4369, read by each call.  Callbacks run on the
  * loop thread, exactly once when the call returned 0, never inside the
  * call; the functions may be called from any thread. */
