@@ -1,4 +1,6 @@
 /* Error codes as values, with their names and texts. */
+#include <lauxlib.h>
+
 #include "moonbeam.h"
 
 const char *mb_strerror(int err) {
@@ -27,4 +29,8 @@ const char *mb_err_name(int err) {
   default:
     return "EUNKNOWN";
   }
+}
+
+int mb_lua_error(lua_State *L, const char *fname, int err, const char *detail) {
+  return luaL_error(L, "%s: %s", fname, detail ? detail : mb_strerror(err));
 }

@@ -215,6 +215,11 @@ mb__lterm_t *mb__to_term(lua_State *L, int idx);
 mb_pid_t mb__pid_key(const mb__lpid_t *p);
 /* The pid at idx as a key, or a Lua error. */
 mb_pid_t mb__check_pid(lua_State *L, int idx);
+/* A registered name at idx: an atom, or a string naming one; or a Lua
+ * error. */
+const mb__atom_t *mb__check_name(lua_State *L, int idx);
+/* Raise "fname: the atom table is full (...: system_limit)". */
+int mb__atom_table_full(lua_State *L, const char *fname);
 /* {Name, Node} at idx (a table of two strings or atoms)? */
 bool mb__to_remote_name(lua_State *L, int idx, const mb__atom_t **name,
                         const mb__atom_t **node);
@@ -369,12 +374,21 @@ void mb__proc_timer_disarm(mb_proc_t *p);
 const mb_config_t *mb__config(void);
 void mb__proc_config(const mb_config_t *cfg);
 size_t mb__proc_queue_len(mb_proc_t *p);
+/* A spawn another node asked for: link to and/or be monitored by
+ * `watcher` (a remote key) with ref `watch_ref`, before the process runs;
+ * and `before_start(pid, arg)` runs once the pid exists and before the
+ * process can run (to answer the request first). */
+typedef struct {
+  mb_pid_t watcher;
+  int watcher_link;
+  uint64_t watch_ref;
+  void (*before_start)(mb_pid_t pid, void *arg);
+  void *before_start_arg;
+} mb__spawn_remote_t;
+int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
+                          mb_pid_t *out);
 /* The calling process, or a Lua error naming `fname`. */
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
-int mb__receive(lua_State *L);
-int mb__process_info(lua_State *L);
-int mb__processes(lua_State *L);
-int mb__sleep(lua_State *L);
 /* Yield the calling thread to the scheduler (from a process's main thread
  * or a coroutine resumed by coro.c) with continuation k. */
 int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
@@ -385,13 +399,6 @@ int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
 void mb__link_handle(mb_proc_t *p, mb_msg_t *m);
 /* What a process does with its links and monitors as it ends. */
 void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox);
-int mb__link(lua_State *L);
-int mb__unlink(lua_State *L);
-int mb__monitor(lua_State *L);
-int mb__demonitor(lua_State *L);
-int mb__exit(lua_State *L);
-int mb__trap_exit(lua_State *L);
-int mb__send_alias(lua_State *L);
 /* Note a monitor the process holds (for monitors set up elsewhere). */
 void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target);
 /* Set up a link or monitor with a process that has not started yet. */
@@ -406,8 +413,6 @@ int mb__registry_register(const mb__atom_t *name, mb_pid_t pid);
 int mb__registry_unregister(const mb__atom_t *name);
 mb_pid_t mb__registry_whereis(const mb__atom_t *name);
 void mb__registry_remove_proc(mb_proc_t *p);
-/* Push a table of all registered names (strings). */
-void mb__registry_push_all(lua_State *L);
 
 /* ---- socket.c: sockets owned by processes ---- */
 int mb__socket_start(void);

@@ -287,13 +287,13 @@ mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname) {
   mb_msg_t *m;
   int r = mb__msg_encode(L, idx, "reason", &m, err, sizeof err);
   if (r != 0)
-    luaL_error(L, "%s: %s", fname, r == MB_EBADTERM ? err : mb_strerror(r));
+    mb_lua_error(L, fname, r, r == MB_EBADTERM ? err : NULL);
   return m;
 }
 
 /* link(pid) -> true.  A dead pid raises noproc, or, in a process trapping
  * exits, gives it {'EXIT', Pid, noproc}, as link/1 does in Erlang. */
-int mb__link(lua_State *L) {
+int mb_lua_link(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "link");
   mb_pid_t to = check_pid(L, 1);
   lua_pushboolean(L, 1);
@@ -317,7 +317,7 @@ int mb__link(lua_State *L) {
   return 1;
 }
 
-int mb__unlink(lua_State *L) {
+int mb_lua_unlink(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "unlink");
   mb_pid_t to = check_pid(L, 1);
   if (table_del(p, &p->links, to) != 0) {
@@ -335,7 +335,7 @@ void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target) {
 
 /* monitor(pid or {Name, Node}) -> ref.  A dead or unknown process gives
  * 'DOWN' with noproc at once. */
-int mb__monitor(lua_State *L) {
+int mb_lua_monitor(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "monitor");
   const mb__atom_t *rname, *rnode;
   mb_pid_t to;
@@ -361,7 +361,7 @@ int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref);
 
 /* demonitor(ref, [{flush = true}]) -> true.  After it, no 'DOWN' for ref
  * arrives; with flush, one already queued is removed. */
-int mb__demonitor(lua_State *L) {
+int mb_lua_demonitor(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "demonitor");
   mb__lref_t *r = mb__to_ref(L, 1);
   if (r == NULL)
@@ -391,7 +391,7 @@ static int exit_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* exit(reason) ends the caller; exit(pid, reason) sends an exit signal. */
-int mb__exit(lua_State *L) {
+int mb_lua_exit(lua_State *L) {
   mb_proc_t *self = MB_PROC(L);
   if (lua_gettop(L) <= 1) {
     mb_proc_t *p = mb__proc_self(L, "exit");
@@ -421,7 +421,7 @@ int mb__exit(lua_State *L) {
 
 /* send_alias(pid, ref, msg): send msg to pid, delivered only while pid
  * still holds the monitor `ref` (Erlang's alias, as gen calls use it). */
-int mb__send_alias(lua_State *L) {
+int mb_lua_send_alias(lua_State *L) {
   mb_proc_t *self = MB_PROC(L);
   mb_pid_t to = check_pid(L, 1);
   mb__lref_t *r = mb__to_ref(L, 2);
@@ -432,7 +432,7 @@ int mb__send_alias(lua_State *L) {
   mb_msg_t *m;
   int e = mb__msg_encode(L, 3, "msg", &m, err, sizeof err);
   if (e != 0)
-    return luaL_error(L, "send_alias: %s", e == MB_EBADTERM ? err : mb_strerror(e));
+    return mb_lua_error(L, "send_alias", e, e == MB_EBADTERM ? err : NULL);
   m->kind = MB_SIG_ALIAS;
   m->ref = r->id;
   m->from = self ? self->pid : 0;
@@ -441,7 +441,7 @@ int mb__send_alias(lua_State *L) {
 }
 
 /* trap_exit([flag]) -> the previous value. */
-int mb__trap_exit(lua_State *L) {
+int mb_lua_trap_exit(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "trap_exit");
   bool old = p->trap_exit;
   if (!lua_isnone(L, 1)) {

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "dist/dist.h"
+#include "etf.h"
 
 void mb__proc_wake(mb_proc_t *p) {
   int waiting = MB_PS_WAITING;
@@ -311,7 +312,7 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
 
 /* receive([matcher, [timeout_ms, [prefilter]]]) or receive(timeout_ms)
  *   -> message | nil, "timeout" */
-int mb__receive(lua_State *L) {
+int mb_lua_receive(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "receive");
   int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
   if (targ == 1) {
@@ -354,7 +355,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* sleep(ms): suspend the process; messages stay queued. */
-int mb__sleep(lua_State *L) {
+int mb_lua_sleep(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "sleep");
   lua_Number t = luaL_checknumber(L, 1);
   luaL_argcheck(L, t >= 0, 1, "time must not be negative");
@@ -401,5 +402,61 @@ int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
   }
   lua_pop(L, 1);
   publish_len(p);
+  return 0;
+}
+
+/* A destination: a pid, a registered name, or {Name, Node}. */
+static mb_pid_t check_dest(lua_State *L, int idx, const char *fname) {
+  mb__lpid_t *p = mb__to_pid(L, idx);
+  if (p != NULL)
+    return mb__pid_key(p);
+  const mb__atom_t *rname, *rnode;
+  if (mb__to_remote_name(L, idx, &rname, &rnode)) {
+    mb_pid_t pid = mb__dist_resolve(rname, rnode);
+    if (pid == 0 && mb__dist_node() == NULL)
+      luaL_error(L, "%s: this node is not distributed (node %s)", fname, rnode->name);
+    return pid;
+  }
+  if (lua_type(L, idx) != LUA_TSTRING && mb__to_atom(L, idx) == NULL)
+    luaL_typeerror(L, idx, "pid or registered name");
+  const mb__atom_t *name = mb__check_name(L, idx);
+  mb_pid_t pid = mb__registry_whereis(name);
+  if (pid == 0)
+    luaL_error(L, "%s: no process registered as '%s'", fname, name->name);
+  return pid;
+}
+
+/* Send to another node: the value is encoded as a term at once. */
+static int send_remote(lua_State *L, mb_pid_t to) {
+  char err[600];
+  mb_msg_t *m;
+  int r = mb__etf_encode(L, 2, "msg", &m, err, sizeof err);
+  if (r != 0)
+    return mb_lua_error(L, "send", r, r == MB_EBADTERM ? err : NULL);
+  m->flags |= MB_MSGF_ETF;
+  m->from = mb_lua_self_pid(L);
+  mb__dist_route(to, m);
+  return 0;
+}
+
+/* send(dest, msg): dest is a pid, a registered name or {Name, Node}. */
+int mb_lua_send(lua_State *L) {
+  mb__lpid_t *lp = mb__to_pid(L, 1);
+  if (lp != NULL && lp->node != 0) {
+    luaL_checkany(L, 2);
+    return send_remote(L, mb__pid_key(lp));
+  }
+  mb_pid_t to = lp ? lp->id : check_dest(L, 1, "send");
+  luaL_checkany(L, 2);
+  if (MB_PID_IS_REMOTE(to))
+    return send_remote(L, to);
+  mb_msg_t *m = mb_lua_encode(L, 2, "msg", "send");
+  m->from = mb_lua_self_pid(L);
+  if (lp != NULL && lp->proc == NULL)
+    lp->proc = mb__proc_lookup(to);
+  if (lp != NULL && lp->proc != NULL)
+    mb__proc_deliver(lp->proc, m); /* dropped if it has ended */
+  else
+    mb_proc_send(to, m);
   return 0;
 }

@@ -75,6 +75,8 @@ int mb_node_start(const mb_config_t *cfg);
 int mb_node_started(void);
 int mb_node_stop(void);
 int mb_node_schedulers(void);
+/* How many processes may be alive at once (0 before the node starts). */
+size_t mb_node_process_limit(void);
 /* Make `open` the loader of module `name` in every process (as
  * package.preload does).  Call before mb_node_start. */
 int mb_node_preload(const char *name, lua_CFunction open);
@@ -111,15 +113,6 @@ typedef struct {
   mb_pid_t parent;
   int link, monitor;
   uint64_t monitor_ref;
-  /* For a spawn another node asked for: link to and/or be monitored by
-   * `watcher` (a remote key) with ref `watch_ref`, before the process runs;
-   * and `before_start(pid, arg)` runs once the pid exists and before the
-   * process can run (to answer the request first). */
-  mb_pid_t watcher;
-  int watcher_link;
-  uint64_t watch_ref;
-  void (*before_start)(mb_pid_t pid, void *arg);
-  void *before_start_arg;
 } mb_spawn_opts_t;
 
 int mb_proc_spawn_opts(mb_spawn_opts_t *opts, mb_pid_t *out);
@@ -151,9 +144,20 @@ typedef struct {
   int hidden;         /* not in other nodes' nodes() */
   unsigned ticktime;  /* net_ticktime in seconds; 0 = 60 */
   int port;           /* listen port; 0 = any */
+  int epmd_port;      /* 0: ERL_EPMD_PORT, or 4369 */
 } mb_dist_config_t;
 int mb_dist_start(const mb_dist_config_t *cfg);
 int mb_dist_port(void);
+/* NAMES_REQ to the EPMD of `host` (an IPv4 address or a name): text is
+ * "name x at port N\n" lines, valid during the callback only, which runs
+ * once on the node's loop thread when the call returned 0. */
+typedef void (*mb_epmd_names_cb)(int err, const char *text, void *arg);
+int mb_epmd_names(const char *host, mb_epmd_names_cb cb, void *arg);
+/* What a spawn request from another node runs (erpc's calls and casts):
+ * module.function(m, f, args) in a new process, where the Erlang MFA comes
+ * as the module's and function's names and the list of arguments.  The
+ * Lua layer names it, so that the core spawns no module of its own. */
+int mb_dist_spawn_handler(const char *module, const char *function);
 /* The cookie Erlang would use: ~/.erlang.cookie (created if missing). */
 int mb_dist_default_cookie(char *out, size_t len);
 
@@ -308,6 +312,46 @@ int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);
  * MB_EPROTO for a malformed HTTP head. */
 long mb_packet_find(int packet, size_t limit, const unsigned char *buf,
                     size_t len, size_t *off, size_t *plen);
+/* ---- The Lua API ----
+ * What a Lua binding builds on (lua/lmoonbeam.c registers them all as the
+ * module `moonbeam`): the core's Lua entry points, each a lua_CFunction
+ * named after the Lua function it is, and helpers that move pids and refs
+ * between C and Lua.  They follow the Lua API's conventions: misuse raises
+ * (`bad argument #1 to 'link' (pid expected, got table)`). */
+
+/* Raise the error `err` of the function `fname` as a Lua error:
+ * "fname: detail", or "fname: <mb_strerror(err)>" when detail is NULL.  The
+ * one way the core's errors reach Lua. */
+int mb_lua_error(lua_State *L, const char *fname, int err, const char *detail);
+/* Encode the value at idx into a new message, or raise
+ * "fname: cannot send ... at root.path". */
+mb_msg_t *mb_lua_encode(lua_State *L, int idx, const char *root,
+                        const char *fname);
+/* The calling process's pid, or 0 outside a process. */
+mb_pid_t mb_lua_self_pid(lua_State *L);
+/* The calling process's pid, or a Lua error naming `fname` outside a
+ * process (or in a coroutine resumed from C, where it cannot block). */
+mb_pid_t mb_lua_check_self(lua_State *L, const char *fname);
+void mb_lua_push_pid(lua_State *L, mb_pid_t pid);
+/* The pid at idx, or a Lua error. */
+mb_pid_t mb_lua_check_pid(lua_State *L, int idx);
+void mb_lua_push_ref(lua_State *L, uint64_t ref);
+/* The value at idx as text, as tostring gives it, pushed; a __tostring that
+ * raises, runs out of memory or gives no string makes opaque text. */
+const char *mb_lua_tostring(lua_State *L, int idx, size_t *len);
+/* Is the value at idx a tuple (moonbeam.tuple)? */
+int mb_lua_is_tuple(lua_State *L, int idx);
+
+#define MB_LUA_ENTRY_POINTS(XX)                                               \
+  XX(self) XX(send) XX(receive) XX(sleep) XX(send_after) XX(cancel_timer)    \
+  XX(link) XX(unlink) XX(monitor) XX(demonitor) XX(exit) XX(trap_exit)       \
+  XX(send_alias) XX(register) XX(unregister) XX(whereis) XX(registered)      \
+  XX(process_info) XX(processes) XX(make_ref) XX(memory) XX(node) XX(nodes)  \
+  XX(monitor_node) XX(monitor_nodes) XX(disconnect) XX(spawn_request)        \
+  XX(atom) XX(tuple) XX(list) XX(map) XX(typeof)
+#define XX(name) int mb_lua_##name(lua_State *L);
+MB_LUA_ENTRY_POINTS(XX)
+#undef XX
 
 /* Logging. */
 typedef enum {

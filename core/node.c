@@ -38,6 +38,10 @@ int mb_node_started(void) { return started; }
 
 int mb_node_schedulers(void) { return started ? mb__sched_count() : 0; }
 
+size_t mb_node_process_limit(void) {
+  return started ? mb__config()->max_processes : 0;
+}
+
 int mb_node_stop(void) {
   if (!started)
     return MB_ESTATE;

@@ -437,6 +437,11 @@ static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
 }
 
 int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
+  return mb__proc_spawn_remote(o, NULL, out);
+}
+
+int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
+                          mb_pid_t *out) {
   if (!count_add()) {
     mb_msg_free(o->fn);
     mb_msg_free(o->args);
@@ -475,12 +480,12 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
       mb__proc_unref(parent);
     }
   }
-  if (err == 0 && o->watcher != 0) {
+  if (err == 0 && r != NULL && r->watcher != 0) {
     uv_mutex_lock(&p->lock);
-    if (o->watcher_link)
-      mb__map_put(&p->links, o->watcher, (void *)1);
-    if (o->watch_ref != 0)
-      mb__map_put(&p->monitored_by, o->watch_ref, (void *)(uintptr_t)o->watcher);
+    if (r->watcher_link)
+      mb__map_put(&p->links, r->watcher, (void *)1);
+    if (r->watch_ref != 0)
+      mb__map_put(&p->monitored_by, r->watch_ref, (void *)(uintptr_t)r->watcher);
     uv_mutex_unlock(&p->lock);
   }
   if (err) {
@@ -500,8 +505,8 @@ int mb_proc_spawn_opts(mb_spawn_opts_t *o, mb_pid_t *out) {
   }
   if (out != NULL)
     *out = p->pid;
-  if (o->before_start != NULL)
-    o->before_start(p->pid, o->before_start_arg);
+  if (r != NULL && r->before_start != NULL)
+    r->before_start(p->pid, r->before_start_arg);
   mb__sched_enqueue(p);
   return 0;
 }
@@ -941,7 +946,7 @@ static void push_keys(lua_State *L, const mb__map_t *m, bool pids,
 }
 
 /* process_info(pid) -> table, or nil if the process is not alive. */
-int mb__process_info(lua_State *L) {
+int mb_lua_process_info(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
     return luaL_typeerror(L, 1, "pid");
@@ -995,7 +1000,7 @@ int mb__process_info(lua_State *L) {
 }
 
 /* processes() -> list of every live pid. */
-int mb__processes(lua_State *L) {
+int mb_lua_processes(lua_State *L) {
   lua_createtable(L, (int)mb_proc_count(), 0);
   int n = 0;
   for (int i = 0; i < SHARDS; i++) {
@@ -1014,5 +1019,28 @@ int mb__processes(lua_State *L) {
     }
     free(pids);
   }
+  return 1;
+}
+
+mb_pid_t mb_lua_self_pid(lua_State *L) {
+  mb_proc_t *p = MB_PROC(L);
+  return p ? p->pid : 0;
+}
+
+mb_pid_t mb_lua_check_self(lua_State *L, const char *fname) {
+  return mb__proc_self(L, fname)->pid;
+}
+
+int mb_lua_self(lua_State *L) {
+  mb_proc_t *p = MB_PROC(L);
+  if (p == NULL)
+    return luaL_error(L, "self: not called inside a moonbeam process");
+  mb__push_pid(L, p->pid);
+  return 1;
+}
+
+int mb_lua_memory(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "memory");
+  lua_pushinteger(L, (lua_Integer)atomic_load(&p->mem));
   return 1;
 }

@@ -79,7 +79,7 @@ void mb__registry_remove_proc(mb_proc_t *p) {
   uv_mutex_unlock(&lock);
 }
 
-void mb__registry_push_all(lua_State *L) {
+static void push_all(lua_State *L) {
   uv_once(&once, init);
   uv_mutex_lock(&lock);
   size_t n = 0, cap = names.cap, it = 0;
@@ -95,4 +95,48 @@ void mb__registry_push_all(lua_State *L) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   free(keys);
+}
+
+/* ---- the Lua entry points ---- */
+
+int mb_lua_register(lua_State *L) {
+  const mb__atom_t *name = mb__check_name(L, 1);
+  mb_pid_t pid = mb_lua_check_pid(L, 2);
+  int err = mb__registry_register(name, pid);
+  if (err == MB_EEXIST)
+    return luaL_error(L, "register: the name '%s' is already registered",
+                      name->name);
+  if (err == MB_ESTATE)
+    return luaL_error(L, "register: %s already has a registered name",
+                      luaL_tolstring(L, 2, NULL));
+  if (err == MB_ENOPROC)
+    return luaL_error(L, "register: %s is not alive",
+                      luaL_tolstring(L, 2, NULL));
+  if (err)
+    mb_lua_error(L, "register", err, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int mb_lua_unregister(lua_State *L) {
+  const mb__atom_t *name = mb__check_name(L, 1);
+  if (mb__registry_unregister(name) != 0)
+    return luaL_error(L, "unregister: no process registered as '%s'",
+                      name->name);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* whereis(name) -> pid, or nil */
+int mb_lua_whereis(lua_State *L) {
+  mb_pid_t pid = mb__registry_whereis(mb__check_name(L, 1));
+  if (pid == 0 || !mb_proc_alive(pid))
+    return 0;
+  mb__push_pid(L, pid);
+  return 1;
+}
+
+int mb_lua_registered(lua_State *L) {
+  push_all(L);
+  return 1;
 }

@@ -4,6 +4,8 @@
  * time was left. */
 #include <stdlib.h>
 
+#include <lauxlib.h>
+
 #include "internal.h"
 
 #define TIMER_MAGIC 0x7431u
@@ -199,4 +201,33 @@ static uv_close_cb closer(uv_handle_t *h) {
 void mb__timer_stop(void) {
   mb__loop_stop(closer);
   mb__map_free(&live);
+}
+
+/* send_after(ms, pid or name, msg) -> the timer's ref */
+int mb_lua_send_after(lua_State *L) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  luaL_argcheck(L, ms >= 0, 1, "time must not be negative");
+  mb__lpid_t *lp = mb__to_pid(L, 2);
+  const mb__atom_t *name = lp ? NULL : mb__check_name(L, 2);
+  luaL_checkany(L, 3);
+  mb_msg_t *m = mb_lua_encode(L, 3, "msg", "send_after");
+  uint64_t id = mb__ref_next();
+  int err = mb__timer_send((uint64_t)ms, lp ? lp->id : 0, name, m, id);
+  if (err)
+    mb_lua_error(L, "send_after", err, NULL);
+  mb__push_ref(L, id);
+  return 1;
+}
+
+/* cancel_timer(ref) -> milliseconds left, or false if it fired */
+int mb_lua_cancel_timer(lua_State *L) {
+  mb__lref_t *r = mb__to_ref(L, 1);
+  if (r == NULL)
+    return luaL_typeerror(L, 1, "timer ref");
+  int64_t left = mb__timer_cancel(r->id);
+  if (left < 0)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushinteger(L, (lua_Integer)left);
+  return 1;
 }

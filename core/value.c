@@ -645,3 +645,126 @@ void mb__path_index(mb__path_t *p, lua_Integer i) {
   snprintf(seg, sizeof seg, "[%lld]", (long long)i);
   mb__path_prepend(p, seg);
 }
+
+/* ---- the Lua API's value helpers and entry points ---- */
+
+mb_msg_t *mb_lua_encode(lua_State *L, int idx, const char *root,
+                        const char *fname) {
+  char err[600];
+  mb_msg_t *m;
+  int r = mb__msg_encode(L, idx, root, &m, err, sizeof err);
+  if (r != 0)
+    mb_lua_error(L, fname, r, r == MB_EBADTERM ? err : NULL);
+  return m;
+}
+
+void mb_lua_push_pid(lua_State *L, mb_pid_t pid) { mb__push_pid(L, pid); }
+
+mb_pid_t mb_lua_check_pid(lua_State *L, int idx) {
+  mb__lpid_t *p = mb__to_pid(L, idx);
+  if (p == NULL)
+    luaL_typeerror(L, idx, "pid");
+  return mb__pid_key(p);
+}
+
+void mb_lua_push_ref(lua_State *L, uint64_t ref) { mb__push_ref(L, ref); }
+
+int mb_lua_is_tuple(lua_State *L, int idx) {
+  return mb__table_kind(L, idx) == MB_KIND_TUPLE;
+}
+
+int mb__atom_table_full(lua_State *L, const char *fname) {
+  return luaL_error(L, "%s: the atom table is full (%d atoms: system_limit)",
+                    fname, (int)MB_ATOM_MAX);
+}
+
+const mb__atom_t *mb__check_name(lua_State *L, int idx) {
+  const mb__atom_t *a = mb__to_atom(L, idx);
+  if (a != NULL)
+    return a;
+  size_t len;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_typeerror(L, idx, "name (string or atom)");
+  const char *s = lua_tolstring(L, idx, &len);
+  int err = mb__atom_intern(s, len, &a);
+  if (err == MB_ELIMIT)
+    mb__atom_table_full(L, "name");
+  if (err != 0)
+    luaL_argerror(L, idx, "name longer than 255 bytes");
+  return a;
+}
+
+const char *mb_lua_tostring(lua_State *L, int idx, size_t *len) {
+  return mb__tostring(L, idx, len);
+}
+
+int mb_lua_make_ref(lua_State *L) {
+  mb__push_ref(L, mb__ref_next());
+  return 1;
+}
+
+int mb_lua_atom(lua_State *L) {
+  size_t len;
+  if (lua_istable(L, 1))
+    lua_remove(L, 1); /* called as atom(name) on the atom table */
+  const char *s = luaL_checklstring(L, 1, &len);
+  const mb__atom_t *a;
+  int err = mb__atom_intern(s, len, &a);
+  if (err == MB_ETOOBIG)
+    return luaL_argerror(L, 1, "atom name longer than 255 bytes");
+  if (err == MB_ELIMIT)
+    return mb__atom_table_full(L, "atom");
+  if (err)
+    mb_lua_error(L, "atom", err, NULL);
+  mb__push_atom(L, a);
+  return 1;
+}
+
+static int make_seq(lua_State *L, mb__table_kind_t kind) {
+  int n = lua_gettop(L);
+  lua_createtable(L, n, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  mb__push_kind_mt(L, kind);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+int mb_lua_tuple(lua_State *L) { return make_seq(L, MB_KIND_TUPLE); }
+int mb_lua_list(lua_State *L) { return make_seq(L, MB_KIND_LIST); }
+
+int mb_lua_map(lua_State *L) {
+  if (lua_isnoneornil(L, 1))
+    lua_newtable(L);
+  else
+    luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  mb__push_kind_mt(L, MB_KIND_MAP);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+int mb_lua_typeof(lua_State *L) {
+  luaL_checkany(L, 1);
+  const char *t = luaL_typename(L, 1);
+  if (mb__to_atom(L, 1))
+    t = "atom";
+  else if (mb__to_pid(L, 1))
+    t = "pid";
+  else if (mb__to_ref(L, 1))
+    t = "ref";
+  else if (mb__to_term(L, 1)) {
+    static const char *kinds[] = {"term", "bignum", "bitstring", "fun", "port"};
+    t = kinds[mb__to_term(L, 1)->kind];
+  }
+  else if (lua_istable(L, 1)) {
+    static const char *kinds[] = {"table", "tuple", "list", "map"};
+    t = kinds[mb__table_kind(L, 1)];
+  }
+  lua_pushstring(L, t);
+  return 1;
+}

@@ -32,10 +32,12 @@
 #include <editline/readline.h>
 #endif
 
-#include "../core/internal.h"
-#include "launcher.h"
+#include <uv.h>
 
-int luaopen_moonbeam(lua_State *L);
+#include "../core/moonbeam.h"
+#include "launcher.h"
+#include "lmoonbeam.h"
+
 
 #define HISTORY_LINES 1000
 
@@ -283,7 +285,7 @@ static char **copy_words(lua_State *L, int idx) {
 
 static int l_read(lua_State *L) {
   const char *text = luaL_optstring(L, 1, "");
-  mb_proc_t *self = mb__proc_self(L, "read");
+  mb_pid_t self = mb_lua_check_self(L, "read");
   char **new_words = copy_words(L, 2);
   char *copy = strdup(text);
   if (copy == NULL) {
@@ -292,7 +294,7 @@ static int l_read(lua_State *L) {
   }
   uv_once(&once, init);
   uv_mutex_lock(&lock);
-  reader = self->pid;
+  reader = self;
   char **old_words = words;
   words = new_words;
   if (!reading) {
@@ -334,7 +336,7 @@ static int l_pid(lua_State *L) {
   luaL_argcheck(L, id >= 0 && id <= 0x7fff, 2, "id out of range 0..32767");
   luaL_argcheck(L, serial >= 0 && serial <= 0x1fff, 3,
                 "serial out of range 0..8191");
-  mb__push_pid(L, (mb_pid_t)id | (mb_pid_t)serial << 15);
+  mb_lua_push_pid(L, (mb_pid_t)id | (mb_pid_t)serial << 15);
   return 1;
 }
 

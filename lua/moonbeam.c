@@ -33,10 +33,12 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "../core/dist/dist_internal.h"
-#include "launcher.h"
+#include <uv.h>
 
-int luaopen_moonbeam(lua_State *L);
+#include "../core/moonbeam.h"
+#include "launcher.h"
+#include "lmoonbeam.h"
+
 
 #define LAUNCHER "moonbeam.launcher"
 #define PRELUDE_TIMEOUT_MS 60000
@@ -226,23 +228,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ---- */
 
-/* The host part of a node name: the machine's name, cut at the first dot
- * for short names (-sname), as Erlang does. */
-static void host_part(char *out, size_t len, int shortname) {
-  size_t n = len;
-  if (uv_os_gethostname(out, &n) != 0)
-    snprintf(out, len, "localhost");
-  char *dot = shortname ? strchr(out, '.') : NULL;
-  if (dot != NULL)
-    *dot = '\0';
-}
-
 /* Distribution, when --sname, --name or --remsh asks for it: after the
  * node has started, before the first process runs.  A remote shell's own
  * node is hidden and named after this OS process, on the target's host. */
 static int start_distribution(void) {
-  char name[600], host[256], cookie[256];
+  char name[600];
   const char *base = cli.sname ? cli.sname : cli.name;
+  const char *key = cli.sname ? "sname" : "name";
   if (cli.remsh != NULL) {
     const char *at = strchr(cli.remsh, '@');
     if (at == NULL || at[1] == '\0') {
@@ -250,6 +242,8 @@ static int start_distribution(void) {
       return 2;
     }
     snprintf(name, sizeof name, "remsh%d@%s", (int)getpid(), at + 1);
+    base = name;
+    key = "name";
   } else if (base == NULL) {
     if (cli.cookie != NULL || cli.hidden) {
       cli_say("%s needs --sname or --name",
@@ -257,36 +251,25 @@ static int start_distribution(void) {
       return 2;
     }
     return 0;
-  } else if (strchr(base, '@') != NULL) {
-    snprintf(name, sizeof name, "%s", base);
-  } else {
-    host_part(host, sizeof host, cli.sname != NULL);
-    snprintf(name, sizeof name, "%s@%s", base, host);
   }
+  /* The binding's start_distribution decides the rest (the host part of
+   * the name, the cookie file, the processes a distributed node runs), as
+   * it does for Lua code. */
+  lua_pushcfunction(L, lmb_start_distribution);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, base);
+  lua_setfield(L, -2, key);
   if (cli.cookie != NULL) {
-    snprintf(cookie, sizeof cookie, "%s", cli.cookie);
-  } else {
-    int err = mb_dist_default_cookie(cookie, sizeof cookie);
-    if (err) {
-      cli_say("no cookie: give --cookie, or see ~/.erlang.cookie (%s)",
-              mb_strerror(err));
-      return 1;
-    }
+    lua_pushstring(L, cli.cookie);
+    lua_setfield(L, -2, "cookie");
   }
-  mb_dist_config_t dc = {0};
-  dc.name = name;
-  dc.cookie = cookie;
-  dc.hidden = cli.remsh != NULL || cli.hidden;
-  int err = mb_dist_start(&dc);
-  if (err == MB_EEXIST) {
-    cli_say("the name %s is already registered with epmd", name);
+  lua_pushboolean(L, cli.remsh != NULL || cli.hidden);
+  lua_setfield(L, -2, "hidden");
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    cli_say("%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
     return 1;
   }
-  if (err) {
-    cli_say("cannot start distribution as %s: %s", name, mb_strerror(err));
-    return 1;
-  }
-  mb_proc_spawn_mfa("moonbeam.net_kernel", "start", NULL, NULL);
   return 0;
 }
 
@@ -313,7 +296,7 @@ static int epmd_names(void) {
   memset(&w, 0, sizeof w);
   uv_mutex_init(&w.lock);
   uv_cond_init(&w.cond);
-  int err = mb__epmd_names("127.0.0.1", got_names, &w);
+  int err = mb_epmd_names("127.0.0.1", got_names, &w);
   if (err == 0) {
     uv_mutex_lock(&w.lock);
     while (!w.done)

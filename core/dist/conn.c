@@ -957,6 +957,9 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   node.hidden = cfg->hidden;
   node.ticktime = cfg->ticktime ? cfg->ticktime : 60;
   node.port = cfg->port;
+  if (cfg->epmd_port < 0 || cfg->epmd_port > 65535)
+    return MB_EINVAL;
+  mb__epmd_set_port(cfg->epmd_port);
   int err = mb__atom_intern(name, strlen(name), &node.name);
   if (err)
     return err;

@@ -62,13 +62,12 @@ bool mb__epmd_name_ok(const unsigned char *s, size_t n);
 void mb__epmd_block_sigpipe(void);
 
 /* ---- epmd_cli.c: EPMD client ----
- * Port: ERL_EPMD_PORT or 4369, read by each call.  Callbacks run on the
+ * Port: as mb_dist_start was given it, else ERL_EPMD_PORT or 4369, read
+ * by each call.  Callbacks run on the
  * loop thread, exactly once when the call returned 0, never inside the
  * call; the functions may be called from any thread. */
 typedef void (*mb__epmd_register_cb)(int err, uint32_t creation, void *arg);
 typedef void (*mb__epmd_lookup_cb)(int err, int port, void *arg);
-/* text: "name x at port N\n" lines, valid during the callback only. */
-typedef void (*mb__epmd_names_cb)(int err, const char *text, void *arg);
 /* Register `alive` (the node name before @) and the distribution port
  * with the EPMD at 127.0.0.1, starting the built-in server when nothing
  * listens there.  The registration lasts until mb__epmd_unregister or
@@ -82,8 +81,8 @@ void mb__epmd_unregister(void);
  * distribution port, or MB_ENOTFOUND, MB_ENOHOST, MB_ECONN, ... */
 int mb__epmd_lookup(const char *host, const char *alive,
                     mb__epmd_lookup_cb cb, void *arg);
-/* NAMES_REQ to the EPMD of `host`. */
-int mb__epmd_names(const char *host, mb__epmd_names_cb cb, void *arg);
+/* The EPMD port that mb_dist_start was given (0: ERL_EPMD_PORT). */
+void mb__epmd_set_port(int port);
 /* At node stop, before the loop stops: unregister, cancel the requests in
  * flight (MB_ECANCELED) and stop the built-in server if this node runs
  * it, which ends the registrations of the nodes that use it. */

@@ -91,7 +91,7 @@ typedef struct req_s {
   union {
     mb__epmd_register_cb reg;
     mb__epmd_lookup_cb lookup;
-    mb__epmd_names_cb names;
+    mb_epmd_names_cb names;
   } cb;
   void *arg;
   int handles;   /* initialised and not yet closed */
@@ -390,9 +390,17 @@ static void req_begin(void *arg) {
     resolve(r);
 }
 
-/* ERL_EPMD_PORT, read on the calling thread: the environment is not
- * guarded against a setenv elsewhere. */
+/* The port mb_dist_start was given, else ERL_EPMD_PORT, read on the
+ * calling thread: the environment is not guarded against a setenv
+ * elsewhere. */
+static _Atomic int configured_port;
+
+void mb__epmd_set_port(int port) { atomic_store(&configured_port, port); }
+
 static int epmd_port(void) {
+  int port = atomic_load(&configured_port);
+  if (port > 0)
+    return port <= 65535 ? port : MB_EINVAL;
   const char *s = getenv("ERL_EPMD_PORT");
   if (s == NULL || *s == '\0')
     return EPMD_DEFAULT_PORT;
@@ -495,7 +503,7 @@ int mb__epmd_lookup(const char *host, const char *alive,
   return submit(r);
 }
 
-int mb__epmd_names(const char *host, mb__epmd_names_cb cb, void *arg) {
+int mb_epmd_names(const char *host, mb_epmd_names_cb cb, void *arg) {
   req_t *r;
   if (cb == NULL)
     return MB_EINVAL;

@@ -721,9 +721,30 @@ static void send_spawn_reply(mb_pid_t pid, void *arg) {
   frame_send(sr->node, &w);
 }
 
+/* What spawn requests run (mb_dist_spawn_handler); read on the loop
+ * thread, set before distribution starts. */
+static struct {
+  const char *module, *function;
+} spawn_handler;
+
+int mb_dist_spawn_handler(const char *module, const char *function) {
+  char *m = module ? strdup(module) : NULL, *f = function ? strdup(function) : NULL;
+  if ((module && m == NULL) || (function && f == NULL)) {
+    free(m);
+    free(f);
+    return MB_ENOMEM;
+  }
+  free((char *)spawn_handler.module);
+  free((char *)spawn_handler.function);
+  spawn_handler.module = m;
+  spawn_handler.function = f;
+  return 0;
+}
+
 /* SPAWN_REQUEST: {29, ReqId, From, GroupLeader, {M, F, Arity}, Opts} + Args.
- * The new process runs moonbeam.rpc's spawned(m, f, args) (which maps
- * erpc's execute_call/execute_cast onto Lua functions). */
+ * The new process runs the spawn handler, handler(m, f, args) (moonbeam's
+ * maps erpc's execute_call/execute_cast onto Lua functions); with none
+ * set, the answer is system_limit, as for a spawn that failed. */
 static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
   mb__etf_ref_t req;
   mb__etf_pid_t from, gl;
@@ -776,19 +797,26 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
   uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
   spawn_reply_t sr = {node, &req, &from, (link ? 1 : 0) | (monitor ? 2 : 0)};
   mb_spawn_opts_t so = {0};
-  so.module = "moonbeam.rpc";
-  so.function = "spawned";
+  so.module = spawn_handler.module;
+  so.function = spawn_handler.function;
   so.args = a;
   /* The link and monitor exist, and the reply is on its way, before the
    * process can run: one that ends at once still reports to the caller,
    * after the reply. */
-  so.watcher = caller;
-  so.watcher_link = link;
-  so.watch_ref = monitor ? refkey : 0;
-  so.before_start = send_spawn_reply;
-  so.before_start_arg = &sr;
+  mb__spawn_remote_t sr_opts = {0};
+  sr_opts.watcher = caller;
+  sr_opts.watcher_link = link;
+  sr_opts.watch_ref = monitor ? refkey : 0;
+  sr_opts.before_start = send_spawn_reply;
+  sr_opts.before_start_arg = &sr;
   mb_pid_t pid = 0;
-  if (mb_proc_spawn_opts(&so, &pid) != 0) {
+  if (so.module == NULL) {
+    mb_msg_free(a);
+    sr.flags = 0;
+    send_spawn_reply(0, &sr);
+    return 0;
+  }
+  if (mb__proc_spawn_remote(&so, &sr_opts, &pid) != 0) {
     sr.flags = 0;
     send_spawn_reply(0, &sr);
     return 0;

@@ -98,7 +98,7 @@ static int do_lookup(const char *host, const char *alive, int *port) {
 static int do_names(const char *host, char *text, size_t cap) {
   static result_t r;
   memset(&r, 0, sizeof r);
-  ASSERT_EQ(0, mb__epmd_names(host, on_names, &r));
+  ASSERT_EQ(0, mb_epmd_names(host, on_names, &r));
   int err = await(&r);
   snprintf(text, cap, "%s", err == 0 ? r.text : "");
   return err;
@@ -753,9 +753,9 @@ static void check_arguments(void) {
   ASSERT_EQ(MB_EINVAL, mb__epmd_register("a", 70000, on_register, &r));
   ASSERT_EQ(MB_EINVAL, mb__epmd_lookup("", "a", on_lookup, &r));
   ASSERT_EQ(MB_EINVAL, mb__epmd_lookup("127.0.0.1", "", on_lookup, &r));
-  ASSERT_EQ(MB_EINVAL, mb__epmd_names(NULL, on_names, &r));
+  ASSERT_EQ(MB_EINVAL, mb_epmd_names(NULL, on_names, &r));
   ASSERT_EQ(0, setenv("ERL_EPMD_PORT", "43x", 1));
-  ASSERT_EQ(MB_EINVAL, mb__epmd_names("127.0.0.1", on_names, &r));
+  ASSERT_EQ(MB_EINVAL, mb_epmd_names("127.0.0.1", on_names, &r));
 }
 
 /* Nothing listens: this node serves EPMD. */

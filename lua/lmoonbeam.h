@@ -1,0 +1,15 @@
+/* The binding's functions for the programs that link it (the launcher, the
+ * C tests), beside the public moonbeam.h. */
+#ifndef MB_LMOONBEAM_H
+#define MB_LMOONBEAM_H
+
+#include <lua.h>
+
+/* The module `moonbeam` (require "moonbeam"). */
+int luaopen_moonbeam(lua_State *L);
+
+/* start_distribution(settings): the one place that starts distribution,
+ * for Lua code and for the launcher alike.  Raises on failure. */
+int lmb_start_distribution(lua_State *L);
+
+#endif
