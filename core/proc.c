@@ -931,18 +931,96 @@ static const char *state_name(mb__proc_state_t s) {
   return names[s];
 }
 
-static void push_keys(lua_State *L, const mb__map_t *m, bool pids,
-                      const char *field) {
-  lua_createtable(L, (int)m->len, 0);
-  int n = 0;
-  size_t i = 0;
+/* What process_info reports, copied under the process's lock so that no
+ * Lua call (which may raise on memory) is made while holding it. */
+typedef struct {
+  const char *status;
+  bool exiting, trap_exit;
+  const mb__atom_t *name;
+  size_t queue_len, mem, max_mem;
+  uint64_t reductions;
+  mb_pid_t *pids; /* links, then monitors, then monitored_by (malloc'd) */
+  size_t npids[3];
+} info_t;
+
+/* Copy a table's pids: its keys (links) or its values (monitors). */
+static size_t copy_pids(const mb__map_t *m, bool keys, mb_pid_t *out) {
+  size_t n = 0, i = 0;
   uint64_t k;
   void *v;
-  while (mb__map_next(m, &i, &k, &v)) {
-    mb__push_pid(L, pids ? (mb_pid_t)k : (mb_pid_t)(uintptr_t)v);
-    lua_rawseti(L, -2, ++n);
+  while (mb__map_next(m, &i, &k, &v))
+    out[n++] = keys ? (mb_pid_t)k : (mb_pid_t)(uintptr_t)v;
+  return n;
+}
+
+/* Take the snapshot; false when out of memory. */
+static bool info_take(mb_proc_t *p, info_t *info) {
+  uv_mutex_lock(&p->lock);
+  size_t cap = p->links.len + p->monitors.len + p->monitored_by.len;
+  info->pids = malloc((cap ? cap : 1) * sizeof *info->pids);
+  if (info->pids == NULL) {
+    uv_mutex_unlock(&p->lock);
+    return false;
+  }
+  int state = atomic_load(&p->state);
+  info->exiting = state == MB_PS_EXITING;
+  info->status = state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
+                     ? "running"
+                     : state_name((mb__proc_state_t)state);
+  size_t inbox = 0;
+  for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
+    inbox += m->kind == MB_SIG_MSG;
+  info->queue_len =
+      inbox + atomic_load_explicit(&p->mq_len, memory_order_relaxed);
+  mb_pid_t *at = info->pids;
+  at += info->npids[0] = copy_pids(&p->links, true, at);
+  at += info->npids[1] = copy_pids(&p->monitors, false, at);
+  info->npids[2] = copy_pids(&p->monitored_by, false, at);
+  info->trap_exit = p->trap_exit;
+  info->name = p->name;
+  uv_mutex_unlock(&p->lock);
+  info->mem = atomic_load_explicit(&p->mem, memory_order_relaxed);
+  info->reductions = atomic_load_explicit(&p->reductions, memory_order_relaxed);
+  info->max_mem = p->max_mem;
+  return true;
+}
+
+static void push_pids(lua_State *L, const mb_pid_t *pids, size_t n,
+                      const char *field) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    mb__push_pid(L, pids[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, field);
+}
+
+static void set_int(lua_State *L, const char *field, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, field);
+}
+
+/* The snapshot as a table (in a protected call: the caller frees). */
+static int push_info(lua_State *L) {
+  const info_t *info = lua_touserdata(L, 1);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, info->status);
+  lua_setfield(L, -2, "status");
+  set_int(L, "message_queue_len", (lua_Integer)info->queue_len);
+  push_pids(L, info->pids, info->npids[0], "links");
+  push_pids(L, info->pids + info->npids[0], info->npids[1], "monitors");
+  push_pids(L, info->pids + info->npids[0] + info->npids[1], info->npids[2],
+            "monitored_by");
+  lua_pushboolean(L, info->trap_exit);
+  lua_setfield(L, -2, "trap_exit");
+  if (info->name != NULL) {
+    lua_pushlstring(L, info->name->name, info->name->len);
+    lua_setfield(L, -2, "registered_name");
+  }
+  set_int(L, "memory", (lua_Integer)info->mem);
+  set_int(L, "reductions", (lua_Integer)info->reductions);
+  set_int(L, "max_heap", (lua_Integer)info->max_mem);
+  return 1;
 }
 
 /* process_info(pid) -> table, or nil if the process is not alive. */
@@ -955,47 +1033,21 @@ int mb_lua_process_info(lua_State *L) {
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;
-  lua_createtable(L, 0, 12);
-  {
-    uv_mutex_lock(&p->lock);
-    int state = atomic_load(&p->state);
-    bool exiting = state == MB_PS_EXITING;
-    size_t inbox = 0;
-    for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
-      inbox += m->kind == MB_SIG_MSG;
-    lua_pushstring(L, state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
-                          ? "running"
-                          : state_name((mb__proc_state_t)state));
-    lua_setfield(L, -2, "status");
-    lua_pushinteger(L, (lua_Integer)(inbox + atomic_load_explicit(
-                                                 &p->mq_len,
-                                                 memory_order_relaxed)));
-    lua_setfield(L, -2, "message_queue_len");
-    push_keys(L, &p->links, true, "links");
-    push_keys(L, &p->monitors, false, "monitors");
-    push_keys(L, &p->monitored_by, false, "monitored_by");
-    lua_pushboolean(L, p->trap_exit);
-    lua_setfield(L, -2, "trap_exit");
-    if (p->name != NULL) {
-      lua_pushlstring(L, p->name->name, p->name->len);
-      lua_setfield(L, -2, "registered_name");
-    }
-    uv_mutex_unlock(&p->lock);
-    if (exiting) {
-      mb__proc_unref(p);
-      lua_pop(L, 1);
-      return 0;
-    }
-  }
-  lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&p->mem,
-                                                       memory_order_relaxed));
-  lua_setfield(L, -2, "memory");
-  lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&p->reductions,
-                                                       memory_order_relaxed));
-  lua_setfield(L, -2, "reductions");
-  lua_pushinteger(L, (lua_Integer)p->max_mem);
-  lua_setfield(L, -2, "max_heap");
+  info_t info = {0};
+  bool ok = info_take(p, &info);
   mb__proc_unref(p);
+  if (!ok)
+    return mb_lua_error(L, "process_info", MB_ENOMEM, NULL);
+  if (info.exiting) {
+    free(info.pids);
+    return 0;
+  }
+  lua_pushcfunction(L, push_info);
+  lua_pushlightuserdata(L, &info);
+  int status = lua_pcall(L, 1, 1, 0);
+  free(info.pids);
+  if (status != LUA_OK)
+    return lua_error(L);
   return 1;
 }
 
