@@ -10,17 +10,11 @@
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define MAX_CHUNKS (MB_ATOM_MAX >> CHUNK_BITS)
 
-static uv_mutex_t lock;
-static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t by_hash; /* name hash -> index+1 of the newest atom */
 static mb__atom_t **_Atomic chunks[MAX_CHUNKS];
 static uint32_t *chain; /* index -> index+1 of the next atom, same hash */
 static atomic_uint count;
-
-static void init(void) {
-  uv_mutex_init(&lock);
-  mb__map_init(&by_hash);
-}
 
 static uint64_t hash_name(const char *s, size_t len) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
@@ -86,7 +80,6 @@ static int add(uint64_t h, const char *name, size_t len,
 int mb__atom_intern(const char *name, size_t len, const mb__atom_t **out) {
   if (len > MB_ATOM_MAXLEN)
     return MB_ETOOBIG;
-  uv_once(&once, init);
   uint64_t h = hash_name(name, len);
   uv_mutex_lock(&lock);
   const mb__atom_t *a = find(h, name, len);

@@ -2,6 +2,7 @@
 #ifndef MB_INTERNAL_H
 #define MB_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -22,6 +23,11 @@
 #define mb__mem_realloc realloc
 #define mb__mem_free free
 #endif
+
+/* A lock of a table that lives as long as the OS process, ready before any
+ * call (libuv's uv_mutex_t is a pthread_mutex_t on Unix): such tables need
+ * no initialisation on each call. */
+#define MB__MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
 
 /* ---- big-endian integers, as every wire format here writes them ---- */
 static inline uint16_t mb__get16(const unsigned char *p) {

@@ -11,10 +11,7 @@
 
 static atomic_int min_level = MB_LOG_INFO;
 static _Atomic(mb_log_around_cb) around;
-static uv_mutex_t out_lock;
-static uv_once_t out_once = UV_ONCE_INIT;
-
-static void init_lock(void) { uv_mutex_init(&out_lock); }
+static uv_mutex_t out_lock = MB__MUTEX_INIT;
 
 static const char *level_name(mb_log_level_t level) {
   static const char *names[] = {"debug", "info", "notice", "warning", "error"};
@@ -30,7 +27,6 @@ void mb_log_set_around(mb_log_around_cb cb) { atomic_store(&around, cb); }
 void mb_log(mb_log_level_t level, const char *fmt, ...) {
   if ((int)level < atomic_load(&min_level))
     return;
-  uv_once(&out_once, init_lock);
   struct timespec ts;
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -29,14 +29,8 @@ typedef struct {
   char code[];
 } entry_t;
 
-static uv_mutex_t lock;
-static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t by_path; /* hash of path -> entry_t* */
-
-static void init(void) {
-  uv_mutex_init(&lock);
-  mb__map_init(&by_path);
-}
 
 static uint64_t hash_path(const char *s) {
   uint64_t h = 1469598103934665603ULL;
@@ -128,7 +122,6 @@ static int load_cached(lua_State *L, const char *path, const struct stat *st) {
 
 /* The searcher: (name) -> loader, path | message. */
 static int searcher(lua_State *L) {
-  uv_once(&once, init);
   const char *name = luaL_checkstring(L, 1);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchpath");

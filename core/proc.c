@@ -46,10 +46,7 @@ static struct {
   lua_CFunction open;
 } preload[MAX_PRELOAD];
 static atomic_int npreload;
-static uv_mutex_t preload_lock;
-static uv_once_t preload_once = UV_ONCE_INIT;
-
-static void preload_init(void) { uv_mutex_init(&preload_lock); }
+static uv_mutex_t preload_lock = MB__MUTEX_INIT;
 
 const mb_config_t *mb__config(void) { return &config; }
 
@@ -67,7 +64,6 @@ int mb_node_preload(const char *name, lua_CFunction open) {
     return have == open ? 0 : MB_EEXIST;
   if (strlen(name) >= sizeof preload[0].name)
     return MB_EINVAL;
-  uv_once(&preload_once, preload_init);
   uv_mutex_lock(&preload_lock);
   int n = atomic_load(&npreload), err = 0;
   if (find_preload(name) == NULL) {

@@ -6,19 +6,12 @@
 
 #include "internal.h"
 
-static uv_mutex_t lock;
-static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t names; /* atom index + 1 -> pid */
-
-static void init(void) {
-  uv_mutex_init(&lock);
-  mb__map_init(&names);
-}
 
 static uint64_t key(const mb__atom_t *name) { return (uint64_t)name->index + 1; }
 
 int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
-  uv_once(&once, init);
   mb_proc_t *p = mb__proc_lookup(pid);
   if (p == NULL)
     return MB_ENOPROC;
@@ -44,7 +37,6 @@ int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
 }
 
 int mb__registry_unregister(const mb__atom_t *name) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   mb_pid_t pid = (mb_pid_t)(uintptr_t)mb__map_del(&names, key(name));
   mb_proc_t *p = pid ? mb__proc_lookup(pid) : NULL;
@@ -59,7 +51,6 @@ int mb__registry_unregister(const mb__atom_t *name) {
 }
 
 mb_pid_t mb__registry_whereis(const mb__atom_t *name) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   mb_pid_t pid = (mb_pid_t)(uintptr_t)mb__map_get(&names, key(name));
   uv_mutex_unlock(&lock);
@@ -67,7 +58,6 @@ mb_pid_t mb__registry_whereis(const mb__atom_t *name) {
 }
 
 void mb__registry_remove_proc(mb_proc_t *p) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   uv_mutex_lock(&p->lock);
   const mb__atom_t *name = p->name;
@@ -80,7 +70,6 @@ void mb__registry_remove_proc(mb_proc_t *p) {
 }
 
 static void push_all(lua_State *L) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   size_t n = 0, cap = names.cap, it = 0;
   uint64_t *keys = cap ? malloc(cap * sizeof *keys) : NULL, k;

@@ -24,17 +24,10 @@ typedef struct {
 #define PID_LEN 2
 #define NAME_LEN 3
 
-static uv_mutex_t lock;
-static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t by_key;  /* key -> rterm_t* */
 static mb__map_t by_hash; /* hash -> key of the first term with that hash */
 static uint64_t next_key = 1;
-
-static void init(void) {
-  uv_mutex_init(&lock);
-  mb__map_init(&by_key);
-  mb__map_init(&by_hash);
-}
 
 static uint64_t hash_term(const rterm_t *t, uint64_t kind) {
   uint64_t h = 1469598103934665603ULL ^ kind;
@@ -47,7 +40,6 @@ static uint64_t hash_term(const rterm_t *t, uint64_t kind) {
 /* Intern t; kind separates pids from refs.  Colliding hashes probe the
  * next hash value. */
 static mb_pid_t intern(const rterm_t *t, uint64_t kind) {
-  uv_once(&once, init);
   uint64_t h = hash_term(t, kind);
   mb_pid_t key = 0;
   uv_mutex_lock(&lock);
@@ -79,7 +71,6 @@ static mb_pid_t intern(const rterm_t *t, uint64_t kind) {
 }
 
 static bool lookup(mb_pid_t key, rterm_t *out) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   const rterm_t *t = mb__map_get(&by_key, key);
   if (t != NULL)

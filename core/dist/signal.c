@@ -60,17 +60,10 @@ typedef struct {
   mb__map_t watchers; /* local pid -> 1: monitor_node(Node) */
 } node_t;
 
-static uv_mutex_t lock;
-static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t nodes;     /* node atom index + 1 -> node_t* */
 static mb__map_t all_watch; /* local pid -> 1: monitor_nodes */
 static _Atomic uint64_t next_unlink_id = 1;
-
-static void init(void) {
-  uv_mutex_init(&lock);
-  mb__map_init(&nodes);
-  mb__map_init(&all_watch);
-}
 
 /* Call with lock held. */
 static node_t *node_of(const mb__atom_t *a, bool create) {
@@ -422,7 +415,6 @@ static void route_message(const mb__atom_t *node, const mb__atom_t *name,
 
 /* A local signal addressed to a process of another node. */
 int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
-  uv_once(&once, init);
   mb__etf_pid_t wp;
   const mb__atom_t *name, *node;
   if (mb__dist_node() == NULL || !wire_pid(to, &wp, &name, &node)) {
@@ -907,7 +899,6 @@ static int on_unlink_id(const mb__atom_t *node, mb__etf_reader_t *r) {
 int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p,
                    size_t n) {
   (void)c;
-  uv_once(&once, init);
   if (n < 2 || p[0] != 'p')
     return MB_EBADTERM;
   mb__etf_reader_t r;
@@ -1008,7 +999,6 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p
 int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller,
                            uint64_t ref, const mb__atom_t *mod, const mb__atom_t *fun,
                            int args_idx, bool reply, char *err, size_t errlen) {
-  uv_once(&once, init);
   lua_Integer nargs = (lua_Integer)lua_rawlen(L, args_idx);
   static const unsigned char monitor_opt[] = {MB_ETF_LIST, 0, 0, 0, 1};
   static const unsigned char empty_list[] = {MB_ETF_NIL};
@@ -1054,7 +1044,6 @@ static void notify(mb_pid_t to, const char *what, const mb__atom_t *node) {
 
 void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
   (void)c;
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   size_t n = all_watch.len, i = 0, k = 0;
   mb_pid_t *to = n ? malloc(n * sizeof *to) : NULL;
@@ -1137,7 +1126,6 @@ static void in_mon_down(crossing_t *c, uint64_t refkey, const mb__atom_t *node) 
 
 void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up) {
   (void)conn_id;
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   node_t *n = node_of(node, false);
   if (n)
@@ -1168,7 +1156,6 @@ void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up) {
 /* monitor_node(Node, true/false) for a local process; a node that is not
  * connected is dialled (a tick frame), and a failure reports nodedown. */
 int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on) {
-  uv_once(&once, init);
   if (mb__dist_node() == NULL)
     return MB_ESTATE;
   uv_mutex_lock(&lock);
@@ -1188,7 +1175,6 @@ int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on) {
 }
 
 int mb__dist_monitor_nodes(mb_pid_t who, bool on) {
-  uv_once(&once, init);
   uv_mutex_lock(&lock);
   if (on)
     mb__map_put(&all_watch, who, (void *)1);
