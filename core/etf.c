@@ -894,8 +894,6 @@ int mb__etf_write_atom(mb_msg_t **m, const mb__atom_t *a) {
   return nomem(put_atom(m, a));
 }
 
-int mb__etf_write_nil(mb_msg_t **m) { return nomem(put1(m, MB_ETF_NIL)); }
-
 int mb__etf_write_pid(mb_msg_t **m, const mb__etf_pid_t *pid) {
   return nomem(put_pid(m, pid->node, pid->id, pid->serial, pid->creation));
 }

@@ -110,7 +110,6 @@ int mb__etf_write_version(mb_msg_t **m);
 int mb__etf_write_tuple(mb_msg_t **m, uint32_t arity);
 int mb__etf_write_int(mb_msg_t **m, int64_t v);
 int mb__etf_write_atom(mb_msg_t **m, const mb__atom_t *a);
-int mb__etf_write_nil(mb_msg_t **m); /* [] */
 int mb__etf_write_pid(mb_msg_t **m, const mb__etf_pid_t *pid);
 int mb__etf_write_local_pid(mb_msg_t **m, mb_pid_t pid);
 int mb__etf_write_ref(mb_msg_t **m, const mb__etf_ref_t *ref);

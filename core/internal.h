@@ -219,8 +219,6 @@ void mb__push_term(lua_State *L, mb__term_kind_t kind, const void *bytes,
 mb__lterm_t *mb__to_term(lua_State *L, int idx);
 /* The key the core addresses a pid by (local number or remote key). */
 mb_pid_t mb__pid_key(const mb__lpid_t *p);
-/* The pid at idx as a key, or a Lua error. */
-mb_pid_t mb__check_pid(lua_State *L, int idx);
 /* A registered name at idx: an atom, or a string naming one; or a Lua
  * error. */
 const mb__atom_t *mb__check_name(lua_State *L, int idx);
@@ -374,12 +372,9 @@ bool mb__proc_handle_signals(mb_proc_t *p);
 void mb__proc_shutdown_all(void);
 int mb__proc_init(void);
 /* Called by the process's own thread. */
-void mb__proc_drain(mb_proc_t *p);
-void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms);
 void mb__proc_timer_disarm(mb_proc_t *p);
 const mb_config_t *mb__config(void);
 void mb__proc_config(const mb_config_t *cfg);
-size_t mb__proc_queue_len(mb_proc_t *p);
 /* A spawn another node asked for: link to and/or be monitored by
  * `watcher` (a remote key) with ref `watch_ref`, before the process runs;
  * and `before_start(pid, arg)` runs once the pid exists and before the
@@ -393,6 +388,8 @@ typedef struct {
 } mb__spawn_remote_t;
 int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
                           mb_pid_t *out);
+/* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
+int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref);
 /* The calling process, or a Lua error naming `fname`. */
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
 /* Yield the calling thread to the scheduler (from a process's main thread
@@ -410,13 +407,8 @@ void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target);
 /* Set up a link or monitor with a process that has not started yet. */
 int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
                        uint64_t monitor_ref);
-/* Encode an exit reason given from Lua ("kill"/"normal" strings are the
- * atoms of the same name). */
-mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname);
 
 /* ---- registry.c: registered names ---- */
-int mb__registry_register(const mb__atom_t *name, mb_pid_t pid);
-int mb__registry_unregister(const mb__atom_t *name);
 mb_pid_t mb__registry_whereis(const mb__atom_t *name);
 void mb__registry_remove_proc(mb_proc_t *p);
 
@@ -515,10 +507,6 @@ int mb__timer_start(void);
 void mb__timer_stop(void);
 /* Wake `pid` after ms unless its timer_gen moved on.  Returns the timer id. */
 uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen);
-/* Send `m` to `dest` (or to the process registered as `name` then) after
- * ms.  `id` is the timer's ref. */
-int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
-                   mb_msg_t *m, uint64_t id);
 /* Cancel a timer; returns milliseconds left, or -1 if it already fired. */
 int64_t mb__timer_cancel(uint64_t id);
 

@@ -269,11 +269,9 @@ int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
 
 /* ---- the Lua side ---- */
 
-static mb_pid_t check_pid(lua_State *L, int idx) {
-  return mb__check_pid(L, idx);
-}
-
-mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname) {
+/* Encode an exit reason given from Lua ("kill"/"normal" strings are the
+ * atoms of the same name). */
+static mb_msg_t *reason_encode(lua_State *L, int idx, const char *fname) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *s = lua_tostring(L, idx);
     if (strcmp(s, "kill") == 0)
@@ -295,7 +293,7 @@ mb_msg_t *mb__reason_encode(lua_State *L, int idx, const char *fname) {
  * exits, gives it {'EXIT', Pid, noproc}, as link/1 does in Erlang. */
 int mb_lua_link(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "link");
-  mb_pid_t to = check_pid(L, 1);
+  mb_pid_t to = mb_lua_check_pid(L, 1);
   lua_pushboolean(L, 1);
   if (to == p->pid || mb__map_get(&p->links, to) != NULL)
     return 1;
@@ -319,7 +317,7 @@ int mb_lua_link(lua_State *L) {
 
 int mb_lua_unlink(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "unlink");
-  mb_pid_t to = check_pid(L, 1);
+  mb_pid_t to = mb_lua_check_pid(L, 1);
   if (table_del(p, &p->links, to) != 0) {
     mb_msg_t *m = mb__signal_new(MB_SIG_UNLINK, p->pid, 0);
     if (m != NULL)
@@ -343,7 +341,7 @@ int mb_lua_monitor(lua_State *L) {
   if (mb__to_remote_name(L, 1, &rname, &rnode))
     to = mb__dist_resolve(rname, rnode);
   else
-    to = check_pid(L, 1);
+    to = mb_lua_check_pid(L, 1);
   table_put(p, &p->monitors, ref, to);
   mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
   if (m == NULL || to == 0 || mb__signal(to, m) != 0) {
@@ -357,7 +355,6 @@ int mb_lua_monitor(lua_State *L) {
   return 1;
 }
 
-int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref);
 
 /* demonitor(ref, [{flush = true}]) -> true.  After it, no 'DOWN' for ref
  * arrives; with flush, one already queued is removed. */
@@ -399,14 +396,14 @@ int mb_lua_exit(lua_State *L) {
     if (!lua_isyieldable(L))
       return luaL_error(L, "exit: cannot end the process from here "
                            "(inside a C call)");
-    mb_msg_t *reason = mb__reason_encode(L, 1, "exit");
+    mb_msg_t *reason = reason_encode(L, 1, "exit");
     mb_msg_free(p->exit_reason);
     p->exit_reason = reason;
     return mb__proc_yield(L, MB_YIELD_EXIT, 0, exit_k);
   }
-  mb_pid_t to = check_pid(L, 1);
+  mb_pid_t to = mb_lua_check_pid(L, 1);
   luaL_checkany(L, 2);
-  mb_msg_t *reason = mb__reason_encode(L, 2, "exit");
+  mb_msg_t *reason = reason_encode(L, 2, "exit");
   mb_msg_t *m = exit_signal(self ? self->pid : 0, reason, false);
   mb_msg_free(reason);
   if (m == NULL)
@@ -423,7 +420,7 @@ int mb_lua_exit(lua_State *L) {
  * still holds the monitor `ref` (Erlang's alias, as gen calls use it). */
 int mb_lua_send_alias(lua_State *L) {
   mb_proc_t *self = MB_PROC(L);
-  mb_pid_t to = check_pid(L, 1);
+  mb_pid_t to = mb_lua_check_pid(L, 1);
   mb__lref_t *r = mb__to_ref(L, 2);
   if (r == NULL)
     return luaL_typeerror(L, 2, "ref");

@@ -110,7 +110,7 @@ static void publish_len(mb_proc_t *p) {
                         memory_order_relaxed);
 }
 
-void mb__proc_drain(mb_proc_t *p) {
+static void drain_inbox(mb_proc_t *p) {
   uv_mutex_lock(&p->lock);
   mb_msg_t *m = atomic_load(&p->inbox_head);
   atomic_store(&p->inbox_head, NULL);
@@ -126,7 +126,7 @@ void mb__proc_drain(mb_proc_t *p) {
 }
 
 bool mb__proc_handle_signals(mb_proc_t *p) {
-  mb__proc_drain(p);
+  drain_inbox(p);
   return p->exit_reason != NULL;
 }
 
@@ -143,7 +143,7 @@ static mb_msg_t *q_pop(mb_proc_t *p) {
 
 /* ---- timers of receive and sleep ---- */
 
-void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
+static void timer_arm(mb_proc_t *p, uint64_t ms) {
   uv_mutex_lock(&p->lock);
   uint32_t gen = ++p->timer_gen;
   atomic_store(&p->timed_out, false);
@@ -213,10 +213,6 @@ static bool matches(lua_State *L) {
   bool ok = lua_toboolean(L, -1);
   lua_pop(L, 1);
   return ok;
-}
-
-size_t mb__proc_queue_len(mb_proc_t *p) {
-  return p->q_len + (size_t)(p->sq_tail - p->sq_head);
 }
 
 /* Try to take a message: pushes it and returns true, or pushes nothing. */
@@ -296,7 +292,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
     return 2;
   }
   if (timeout > 0 && p->timer_id == 0)
-    mb__proc_timer_arm(p, (uint64_t)timeout);
+    timer_arm(p, (uint64_t)timeout);
   return mb__proc_yield(L, MB_YIELD_WAIT, (lua_KContext)scanned, receive_k);
 }
 
@@ -359,13 +355,13 @@ int mb_lua_sleep(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "sleep");
   lua_Number t = luaL_checknumber(L, 1);
   luaL_argcheck(L, t >= 0, 1, "time must not be negative");
-  mb__proc_timer_arm(p, (uint64_t)t);
+  timer_arm(p, (uint64_t)t);
   return sleep_k(L, LUA_OK, 0);
 }
 
 /* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
-  mb__proc_drain(p);
+  drain_inbox(p);
   /* Undecoded messages remember whether they came as that DOWN. */
   for (mb_msg_t **pp = &p->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
     mb_msg_t *m = *pp;

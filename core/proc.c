@@ -48,8 +48,6 @@ static struct {
 static atomic_int npreload;
 static uv_mutex_t preload_lock = MB__MUTEX_INIT;
 
-const mb_config_t *mb__config(void) { return &config; }
-
 static lua_CFunction find_preload(const char *name) {
   int n = atomic_load_explicit(&npreload, memory_order_acquire);
   for (int i = 0; i < n; i++)
@@ -90,6 +88,8 @@ int mb__proc_init(void) {
   }
   return 0;
 }
+
+const mb_config_t *mb__config(void) { return &config; }
 
 void mb__proc_config(const mb_config_t *cfg) {
   config = *cfg;
@@ -203,8 +203,6 @@ mb_proc_t *mb__proc_of(lua_State *L) {
   void *ud;
   return lua_getallocf(L, &ud) == proc_alloc ? ud : NULL;
 }
-
-void mb__proc_poke(mb_proc_t *p);
 
 static const luaL_Reg stdlibs[] = {
     {LUA_COLIBNAME, luaopen_coroutine}, {LUA_TABLIBNAME, luaopen_table},

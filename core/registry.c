@@ -11,7 +11,7 @@ static mb__map_t names; /* atom index + 1 -> pid */
 
 static uint64_t key(const mb__atom_t *name) { return (uint64_t)name->index + 1; }
 
-int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
+static int register_name(const mb__atom_t *name, mb_pid_t pid) {
   mb_proc_t *p = mb__proc_lookup(pid);
   if (p == NULL)
     return MB_ENOPROC;
@@ -36,7 +36,7 @@ int mb__registry_register(const mb__atom_t *name, mb_pid_t pid) {
   return err;
 }
 
-int mb__registry_unregister(const mb__atom_t *name) {
+static int unregister_name(const mb__atom_t *name) {
   uv_mutex_lock(&lock);
   mb_pid_t pid = (mb_pid_t)(uintptr_t)mb__map_del(&names, key(name));
   mb_proc_t *p = pid ? mb__proc_lookup(pid) : NULL;
@@ -91,7 +91,7 @@ static void push_all(lua_State *L) {
 int mb_lua_register(lua_State *L) {
   const mb__atom_t *name = mb__check_name(L, 1);
   mb_pid_t pid = mb_lua_check_pid(L, 2);
-  int err = mb__registry_register(name, pid);
+  int err = register_name(name, pid);
   if (err == MB_EEXIST)
     return luaL_error(L, "register: the name '%s' is already registered",
                       name->name);
@@ -109,7 +109,7 @@ int mb_lua_register(lua_State *L) {
 
 int mb_lua_unregister(lua_State *L) {
   const mb__atom_t *name = mb__check_name(L, 1);
-  if (mb__registry_unregister(name) != 0)
+  if (unregister_name(name) != 0)
     return luaL_error(L, "unregister: no process registered as '%s'",
                       name->name);
   lua_pushboolean(L, 1);

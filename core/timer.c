@@ -152,8 +152,10 @@ uint64_t mb__timer_wake(uint64_t ms, mb_pid_t pid, uint32_t gen) {
   return start(t, mb__ref_next());
 }
 
-int mb__timer_send(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
-                   mb_msg_t *m, uint64_t id) {
+/* Send `m` to `dest` (or to the process registered as `name` then) after
+ * ms.  `id` is the timer's ref. */
+static int send_later(uint64_t ms, mb_pid_t dest, const mb__atom_t *name,
+                      mb_msg_t *m, uint64_t id) {
   timer_t_ *t = calloc(1, sizeof *t);
   if (t == NULL) {
     mb_msg_free(m);
@@ -212,7 +214,7 @@ int mb_lua_send_after(lua_State *L) {
   luaL_checkany(L, 3);
   mb_msg_t *m = mb_lua_encode(L, 3, "msg", "send_after");
   uint64_t id = mb__ref_next();
-  int err = mb__timer_send((uint64_t)ms, lp ? lp->id : 0, name, m, id);
+  int err = send_later((uint64_t)ms, lp ? lp->id : 0, name, m, id);
   if (err)
     mb_lua_error(L, "send_after", err, NULL);
   mb__push_ref(L, id);

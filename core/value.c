@@ -537,13 +537,6 @@ mb_pid_t mb__pid_key(const mb__lpid_t *p) {
   return mb__remote_pid_key(p->node, p->creation, p->num, p->serial);
 }
 
-mb_pid_t mb__check_pid(lua_State *L, int idx) {
-  mb__lpid_t *p = mb__to_pid(L, idx);
-  if (p == NULL)
-    luaL_typeerror(L, idx, "pid");
-  return mb__pid_key(p);
-}
-
 /* {Name, Node} as a table or tuple of two strings or atoms, or nil. */
 static const mb__atom_t *name_part(lua_State *L, int idx, int i) {
   const mb__atom_t *a = NULL;

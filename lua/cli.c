@@ -513,14 +513,14 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
   /* run and eval: options, then the target, then its arguments, untouched.
    * start, shell and epmd-names: options anywhere. */
   bool has_args = c->command == CLI_RUN || c->command == CLI_EVAL;
-  bool options = true; /* until "--" */
+  bool in_options = true; /* until "--" */
   int npos = 0;
   for (int i = pos; i < argc; i++) {
-    if (options && strcmp(argv[i], "--") == 0) {
-      options = false;
+    if (in_options && strcmp(argv[i], "--") == 0) {
+      in_options = false;
       continue;
     }
-    if (options && is_option(argv[i])) {
+    if (in_options && is_option(argv[i])) {
       int r = parse_option(cli, c, argc, argv, &i);
       if (r >= 0)
         return r;

@@ -84,9 +84,9 @@ static void init(void) {
 void console_restore(void) {
   uv_once(&once, init);
   uv_mutex_lock(&lock);
-  bool reading = started;
+  bool thread_started = started;
   uv_mutex_unlock(&lock);
-  if (editing && reading)
+  if (editing && thread_started)
     tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
 }
 

@@ -134,17 +134,17 @@ static int returned_status(mb_msg_t *result) {
 
 /* Whether an exit reason is one the core has already reported: a crash,
  * {Error, "stack traceback..."}, or {memory_limit, Bytes}. */
-static int reported(lua_State *L, int reason) {
-  if (!lua_istable(L, reason) || lua_rawlen(L, reason) != 2)
+static int reported(lua_State *ls, int reason) {
+  if (!lua_istable(ls, reason) || lua_rawlen(ls, reason) != 2)
     return 0;
-  lua_rawgeti(L, reason, 2);
-  const char *tb = lua_tostring(L, -1);
+  lua_rawgeti(ls, reason, 2);
+  const char *tb = lua_tostring(ls, -1);
   int crash = tb != NULL && strncmp(tb, "stack traceback", 15) == 0;
-  lua_pop(L, 1);
-  lua_rawgeti(L, reason, 1);
-  const char *first = luaL_tolstring(L, -1, NULL);
+  lua_pop(ls, 1);
+  lua_rawgeti(ls, reason, 1);
+  const char *first = luaL_tolstring(ls, -1, NULL);
   int memory = strcmp(first, "memory_limit") == 0;
-  lua_pop(L, 2);
+  lua_pop(ls, 2);
   return crash || memory;
 }
 

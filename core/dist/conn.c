@@ -132,8 +132,6 @@ mb_pid_t mb__dist_resolve(const mb__atom_t *name, const mb__atom_t *peer) {
     return mb__registry_whereis(name);
   return mb__dist_name_key(name, peer);
 }
-uint32_t mb__dist_creation(void) { return node.creation; }
-bool mb__dist_hidden(void) { return node.hidden; }
 
 /* ---- connection lifetime ---- */
 
@@ -849,15 +847,6 @@ int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len) {
   if (flush_it)
     mb__loop_call(flush, c);
   return 0;
-}
-
-/* Write a frame on a connection from the loop thread (replies). */
-void mb__dist_write(mb__conn_t *c, const unsigned char *data, size_t len) {
-  frame_t *f = frame_new(len);
-  if (f == NULL)
-    return;
-  memcpy(f->data, data, len);
-  write_frames(c, f);
 }
 
 static void disconnect(void *arg) {

@@ -9,9 +9,6 @@
 
 /* ---- conn.c: connections to other nodes ---- */
 typedef struct mb__conn_s mb__conn_t;
-/* This node's creation and hidden flag. */
-uint32_t mb__dist_creation(void);
-bool mb__dist_hidden(void);
 /* Queue a frame (its 4-byte length included) for a node, dialling it on
  * first use; the bytes are copied. */
 int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len);

@@ -22,8 +22,6 @@
 
 #include "dist/dist_internal.h"
 
-extern char **environ;
-
 #define WAIT_MS 30000 /* the bound on every wait */
 
 /* ---- the API, made synchronous ---- */

@@ -395,36 +395,36 @@ static const struct {
 
 /* ---- Lua helpers ---- */
 
-static int l_encode(lua_State *L) {
+static int l_encode(lua_State *ls) {
   mb_msg_t *m;
   char err[256];
-  int top = lua_gettop(L);
-  if (mb__etf_encode(L, 1, "msg", &m, err, sizeof err) != 0) {
-    ASSERT_EQ(top, lua_gettop(L));
-    lua_pushnil(L);
-    lua_pushstring(L, err);
+  int top = lua_gettop(ls);
+  if (mb__etf_encode(ls, 1, "msg", &m, err, sizeof err) != 0) {
+    ASSERT_EQ(top, lua_gettop(ls));
+    lua_pushnil(ls);
+    lua_pushstring(ls, err);
     return 2;
   }
-  ASSERT_EQ(top, lua_gettop(L));
-  lua_pushlstring(L, (const char *)m->data, m->len);
+  ASSERT_EQ(top, lua_gettop(ls));
+  lua_pushlstring(ls, (const char *)m->data, m->len);
   mb_msg_free(m);
   return 1;
 }
 
-static int l_decode(lua_State *L) {
+static int l_decode(lua_State *ls) {
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = luaL_checklstring(ls, 1, &len);
   char err[256];
-  int top = lua_gettop(L);
-  if (mb__etf_decode(L, (const unsigned char *)s, len, err, sizeof err) != 0) {
-    ASSERT_EQ(top, lua_gettop(L));
-    lua_pushboolean(L, 0);
-    lua_pushstring(L, err);
+  int top = lua_gettop(ls);
+  if (mb__etf_decode(ls, (const unsigned char *)s, len, err, sizeof err) != 0) {
+    ASSERT_EQ(top, lua_gettop(ls));
+    lua_pushboolean(ls, 0);
+    lua_pushstring(ls, err);
     return 2;
   }
-  ASSERT_EQ(top + 1, lua_gettop(L));
-  lua_pushboolean(L, 1);
-  lua_insert(L, -2);
+  ASSERT_EQ(top + 1, lua_gettop(ls));
+  lua_pushboolean(ls, 1);
+  lua_insert(ls, -2);
   return 2;
 }
 
@@ -434,31 +434,31 @@ static const mb__atom_t *atom(const char *name) {
   return a;
 }
 
-static int l_pid(lua_State *L) {
-  lua_Integer id = luaL_checkinteger(L, 1), serial = luaL_checkinteger(L, 2);
-  mb__push_pid(L, (mb_pid_t)(id | serial << 15));
+static int l_pid(lua_State *ls) {
+  lua_Integer id = luaL_checkinteger(ls, 1), serial = luaL_checkinteger(ls, 2);
+  mb__push_pid(ls, (mb_pid_t)(id | serial << 15));
   return 1;
 }
 
-static int l_rpid(lua_State *L) {
-  const mb__atom_t *node = atom(luaL_checkstring(L, 1));
-  mb__push_remote_pid(L, node->index + 1, (uint32_t)luaL_checkinteger(L, 2),
-                      (uint32_t)luaL_checkinteger(L, 3),
-                      (uint32_t)luaL_checkinteger(L, 4));
+static int l_rpid(lua_State *ls) {
+  const mb__atom_t *node = atom(luaL_checkstring(ls, 1));
+  mb__push_remote_pid(ls, node->index + 1, (uint32_t)luaL_checkinteger(ls, 2),
+                      (uint32_t)luaL_checkinteger(ls, 3),
+                      (uint32_t)luaL_checkinteger(ls, 4));
   return 1;
 }
 
-static int l_ref(lua_State *L) {
-  mb__push_ref(L, (uint64_t)luaL_checkinteger(L, 1));
+static int l_ref(lua_State *ls) {
+  mb__push_ref(ls, (uint64_t)luaL_checkinteger(ls, 1));
   return 1;
 }
 
-static int l_rref(lua_State *L) {
-  const mb__atom_t *node = atom(luaL_checkstring(L, 1));
-  uint32_t words[MB_REF_MAXWORDS], n = (uint32_t)lua_gettop(L) - 2;
+static int l_rref(lua_State *ls) {
+  const mb__atom_t *node = atom(luaL_checkstring(ls, 1));
+  uint32_t words[MB_REF_MAXWORDS], n = (uint32_t)lua_gettop(ls) - 2;
   for (uint32_t i = 0; i < n && i < MB_REF_MAXWORDS; i++)
-    words[i] = (uint32_t)luaL_checkinteger(L, 3 + (int)i);
-  mb__push_remote_ref(L, node->index + 1, (uint32_t)luaL_checkinteger(L, 2), n,
+    words[i] = (uint32_t)luaL_checkinteger(ls, 3 + (int)i);
+  mb__push_remote_ref(ls, node->index + 1, (uint32_t)luaL_checkinteger(ls, 2), n,
                       words);
   return 1;
 }
