@@ -87,29 +87,11 @@ bool mb__etf_ref_local(const mb__etf_ref_t *ref, uint64_t *out) {
 /* ---- writing into a message ---- */
 
 static int reserve(mb_msg_t **mp, size_t n) {
-  mb_msg_t *m = *mp;
-  if (n <= m->cap - m->len)
-    return 0;
-  if (n > (SIZE_MAX >> 2) - m->len)
-    return -1;
-  size_t cap = m->cap ? m->cap * 2 : 64;
-  while (cap < m->len + n)
-    cap *= 2;
-  m = mb__mem_realloc(m, sizeof *m + cap);
-  if (m == NULL)
-    return -1;
-  m->cap = cap;
-  m->data = (unsigned char *)(m + 1);
-  *mp = m;
-  return 0;
+  return mb__msg_reserve(mp, n) ? -1 : 0;
 }
 
 static int put(mb_msg_t **m, const void *p, size_t n) {
-  if (reserve(m, n))
-    return -1;
-  memcpy((*m)->data + (*m)->len, p, n);
-  (*m)->len += n;
-  return 0;
+  return mb__msg_append(m, p, n) ? -1 : 0;
 }
 
 static int put1(mb_msg_t **m, unsigned c) {
@@ -117,28 +99,22 @@ static int put1(mb_msg_t **m, unsigned c) {
   return put(m, &b, 1);
 }
 
-static void be32_store(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)(v >> 24);
-  p[1] = (unsigned char)(v >> 16);
-  p[2] = (unsigned char)(v >> 8);
-  p[3] = (unsigned char)v;
-}
-
 static int put2(mb_msg_t **m, unsigned v) {
-  unsigned char b[2] = {(unsigned char)(v >> 8), (unsigned char)v};
+  unsigned char b[2];
+  mb__put16(b, (uint16_t)v);
   return put(m, b, 2);
 }
 
 static int put4(mb_msg_t **m, uint32_t v) {
   unsigned char b[4];
-  be32_store(b, v);
+  mb__put32(b, v);
   return put(m, b, 4);
 }
 
 /* A tag with a 32-bit count, as tuples, lists, maps and binaries have. */
 static int put_head(mb_msg_t **m, unsigned tag, uint32_t n) {
   unsigned char b[5] = {(unsigned char)tag};
-  be32_store(b + 1, n);
+  mb__put32(b + 1, n);
   return put(m, b, 5);
 }
 
@@ -172,8 +148,8 @@ static int put_float(mb_msg_t **m, double d) {
   uint64_t bits;
   memcpy(&bits, &d, sizeof bits);
   unsigned char b[9] = {MB_ETF_NEW_FLOAT};
-  be32_store(b + 1, (uint32_t)(bits >> 32));
-  be32_store(b + 5, (uint32_t)bits);
+  mb__put32(b + 1, (uint32_t)(bits >> 32));
+  mb__put32(b + 5, (uint32_t)bits);
   return put(m, b, 9);
 }
 
@@ -209,15 +185,6 @@ static int bad(rd_t *r, const char *why) {
 }
 
 static size_t left(const rd_t *r) { return (size_t)(r->end - r->p); }
-
-static uint32_t be16(const unsigned char *p) {
-  return (uint32_t)p[0] << 8 | p[1];
-}
-
-static uint32_t be32(const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-         p[3];
-}
 
 /* Take n bytes; they start at the returned pointer. */
 static const unsigned char *take(rd_t *r, size_t n) {
@@ -307,7 +274,7 @@ static int get_atom(rd_t *r, atext_t *a) {
     n = h[0];
   } else if (tag == MB_ETF_ATOM || tag == MB_ETF_ATOM_UTF8) {
     TAKE(r, h, 2);
-    n = be16(h);
+    n = mb__get16(h);
   } else {
     r->p = start;
     return bad(r, "an atom expected");
@@ -346,7 +313,7 @@ static int get_integer(rd_t *r, bigv_t *v) {
       u = h[0];
     } else {
       TAKE(r, h, 4);
-      int32_t s = (int32_t)be32(h);
+      int32_t s = (int32_t)mb__get32(h);
       v->neg = s < 0;
       u = s < 0 ? 0 - (uint32_t)s : (uint32_t)s;
     }
@@ -357,7 +324,7 @@ static int get_integer(rd_t *r, bigv_t *v) {
   } else if (h[0] == MB_ETF_SMALL_BIG || h[0] == MB_ETF_LARGE_BIG) {
     size_t hn = h[0] == MB_ETF_SMALL_BIG ? 1 : 4;
     TAKE(r, h, hn + 1);
-    v->n = hn == 1 ? h[0] : be32(h);
+    v->n = hn == 1 ? h[0] : mb__get32(h);
     v->neg = h[hn] != 0;
     TAKE(r, v->d, v->n);
   } else {
@@ -405,7 +372,7 @@ static int get_float(rd_t *r, double *d) {
   TAKE(r, h, 1);
   if (h[0] == MB_ETF_NEW_FLOAT) {
     TAKE(r, h, 8);
-    uint64_t bits = (uint64_t)be32(h) << 32 | be32(h + 4);
+    uint64_t bits = (uint64_t)mb__get32(h) << 32 | mb__get32(h + 4);
     memcpy(d, &bits, sizeof *d);
   } else {
     TAKE(r, h, 31);
@@ -422,7 +389,7 @@ static int get_bits(rd_t *r, const unsigned char **data, uint32_t *len,
                     unsigned *bits) {
   const unsigned char *h;
   TAKE(r, h, 6);
-  *len = be32(h + 1);
+  *len = mb__get32(h + 1);
   *bits = h[5];
   if ((*len == 0) != (*bits == 0) || *bits > 8)
     return bad(r, "a bitstring with a bad bit count");
@@ -456,21 +423,21 @@ static int get_ref_parts(rd_t *r, atext_t *node, uint32_t *creation,
     if (err)
       return err;
     *len = 1;
-    words[0] = be32(h);
+    words[0] = mb__get32(h);
     *creation = h[4];
     return 0;
   }
   TAKE(r, h, 2);
-  *len = be16(h);
+  *len = mb__get16(h);
   if (*len == 0 || *len > MB_REF_MAXWORDS)
     return bad(r, "a reference of more than 5 or no words");
   size_t cn = tag == MB_ETF_NEWER_REFERENCE ? 4 : 1;
   int err = get_node_ids(r, node, cn + 4 * *len, &h);
   if (err)
     return err;
-  *creation = cn == 4 ? be32(h) : h[0];
+  *creation = cn == 4 ? mb__get32(h) : h[0];
   for (uint32_t i = 0; i < *len; i++)
-    words[i] = be32(h + cn + 4 * i);
+    words[i] = mb__get32(h + cn + 4 * i);
   return 0;
 }
 
@@ -570,12 +537,12 @@ static int deep(rd_t *r, const sstack_t *st, int depth) {
 static int open_fun(rd_t *r, sstack_t *st, int depth) {
   const unsigned char *h;
   TAKE(r, h, 4);
-  uint32_t size = be32(h);
+  uint32_t size = mb__get32(h);
   if (size < 4 + 1 + 16 + 4 + 4 || size - 4 > left(r))
     return bad(r, "a fun whose size is wrong");
   const unsigned char *outer = r->end;
   r->end = r->p + (size - 4);
-  uint32_t nfree = be32(take(r, 1 + 16 + 4 + 4) + 21);
+  uint32_t nfree = mb__get32(take(r, 1 + 16 + 4 + 4) + 21);
   atext_t module;
   bigv_t v;
   int err;
@@ -622,7 +589,7 @@ static int skip_one(rd_t *r, sstack_t *st, int depth) {
     return get_atom(r, &a);
   case MB_ETF_BINARY:
     TAKE(r, h, 5);
-    TAKE(r, h, be32(h + 1));
+    TAKE(r, h, mb__get32(h + 1));
     return 0;
   case MB_ETF_BIT_BINARY:
     return get_bits(r, &h, u, &bits);
@@ -632,7 +599,7 @@ static int skip_one(rd_t *r, sstack_t *st, int depth) {
       return err;
     TAKE(r, h, tag == MB_ETF_NIL ? 1 : 3);
     if (tag == MB_ETF_STRING)
-      TAKE(r, h, be16(h + 1));
+      TAKE(r, h, mb__get16(h + 1));
     return 0;
   case MB_ETF_NEW_PID:
   case MB_ETF_PID:
@@ -661,7 +628,7 @@ static int skip_one(rd_t *r, sstack_t *st, int depth) {
       n = h[0];
     } else {
       TAKE(r, h, 4);
-      n = be32(h);
+      n = mb__get32(h);
     }
     if (tag == MB_ETF_MAP)
       min = 2;
@@ -698,13 +665,13 @@ static int finish_frame(rd_t *r, sstack_t *st, int depth0, bool *next,
     }
     if (h[0] == MB_ETF_STRING) {
       TAKE(r, h, 2);
-      TAKE(r, h, be16(h));
+      TAKE(r, h, mb__get16(h));
       st->n--;
       return 0;
     }
     if (h[0] == MB_ETF_LIST) {
       TAKE(r, h, 4);
-      f->left = be32(h);
+      f->left = mb__get32(h);
       f->count += f->left;
       if (f->left > left(r))
         return bad(r, "a count beyond the end of the input");
@@ -797,7 +764,7 @@ static int read_tuple(rd_t *r, uint32_t *arity) {
     *arity = h[0];
   } else if (h[0] == MB_ETF_LARGE_TUPLE) {
     TAKE(r, h, 4);
-    *arity = be32(h);
+    *arity = mb__get32(h);
   } else {
     return bad(r, "a tuple expected");
   }
@@ -846,9 +813,9 @@ static int read_pid(rd_t *r, mb__etf_pid_t *pid) {
   int err = get_node_ids(r, &node, old ? 9 : 12, &h);
   if (err || (err = intern(r, &node, &pid->node)))
     return err;
-  pid->id = be32(h);
-  pid->serial = be32(h + 4);
-  pid->creation = old ? h[8] : be32(h + 8);
+  pid->id = mb__get32(h);
+  pid->serial = mb__get32(h + 4);
+  pid->creation = old ? h[8] : mb__get32(h + 8);
   return 0;
 }
 
@@ -1054,12 +1021,12 @@ static int cmp_pids(rd_t *a, rd_t *b) {
   b->p++;
   if (get_node_ids(a, &xn, 12, &x) || get_node_ids(b, &yn, 12, &y))
     return 0;
-  int c = CMP(be32(x + 4), be32(y + 4));
+  int c = CMP(mb__get32(x + 4), mb__get32(y + 4));
   if (c == 0)
-    c = CMP(be32(x), be32(y));
+    c = CMP(mb__get32(x), mb__get32(y));
   if (c == 0)
     c = cmp_bytes(xn.s, xn.len, yn.s, yn.len);
-  return c ? c : CMP(be32(x + 8), be32(y + 8));
+  return c ? c : CMP(mb__get32(x + 8), mb__get32(y + 8));
 }
 
 static int cmp_n(rd_t *a, rd_t *b, uint64_t n) {
@@ -1078,7 +1045,7 @@ static int cmp_tuples(rd_t *a, rd_t *b) {
 
 /* Maps: by size, then the keys in order, then the values in order. */
 static int cmp_maps(rd_t *a, rd_t *b) {
-  uint32_t n = be32(a->p + 1), m = be32(b->p + 1);
+  uint32_t n = mb__get32(a->p + 1), m = mb__get32(b->p + 1);
   if (n != m)
     return CMP(n, m);
   a->p += 5;
@@ -1109,7 +1076,7 @@ typedef struct {
 static void lcur_init(lcur_t *l, const rd_t *r) {
   l->r = *r;
   l->string = r->p[0] == MB_ETF_STRING;
-  l->left = l->string ? be16(r->p + 1) : be32(r->p + 1);
+  l->left = l->string ? mb__get16(r->p + 1) : mb__get32(r->p + 1);
   l->r.p += l->string ? 3 : 5;
 }
 
@@ -1162,7 +1129,7 @@ static void bits_of(rd_t *r, const unsigned char **d, uint64_t *nbits) {
   uint32_t len;
   unsigned bits = 8;
   if (r->p[0] == MB_ETF_BINARY) {
-    len = be32(r->p + 1);
+    len = mb__get32(r->p + 1);
     *d = r->p + 5;
   } else {
     get_bits(r, d, &len, &bits);
@@ -1363,8 +1330,7 @@ static bool try_string(enc_t *e, int idx, lua_Integer n) {
     return false;
   unsigned char *b = e->m->data + e->m->len;
   b[0] = MB_ETF_STRING;
-  b[1] = (unsigned char)(n >> 8);
-  b[2] = (unsigned char)n;
+  mb__put16(b + 1, (uint16_t)n);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
@@ -1662,7 +1628,7 @@ static int end_map(enc_t *e, eframe_t *f) {
   size_t n = f->npairs, base = f->pbase;
   if (n > UINT32_MAX)
     return fail(e, "a map of more than 2^32 keys");
-  be32_store(e->m->data + f->count_at, (uint32_t)n);
+  mb__put32(e->m->data + f->count_at, (uint32_t)n);
   int r = n >= 2 && n <= SORTED_MAP_MAX ? sort_pairs(e, e->pairs + base, n) : 0;
   e->npairs = base;
   return r;
@@ -1977,8 +1943,8 @@ static int dec_string_elems(dec_t *d, lua_Integer *i) {
   const unsigned char *h, *s;
   rd_t *r = &d->r;
   TAKE(r, h, 2);
-  TAKE(r, s, be16(h));
-  for (uint32_t k = 0; k < be16(h); k++) {
+  TAKE(r, s, mb__get16(h));
+  for (uint32_t k = 0; k < mb__get16(h); k++) {
     lua_pushinteger(d->L, s[k]);
     lua_rawseti(d->L, -2, ++*i);
   }
@@ -1990,10 +1956,10 @@ static int dec_string(dec_t *d, int depth) {
   lua_Integer i = 0;
   if (depth >= MB_ETF_MAX_DEPTH)
     return bad(r, too_deep);
-  if (left(r) < 3 || left(r) - 3 < be16(r->p + 1))
+  if (left(r) < 3 || left(r) - 3 < mb__get16(r->p + 1))
     return bad(r, "truncated");
   r->p++;
-  lua_createtable(d->L, presize(be16(r->p)), 1);
+  lua_createtable(d->L, presize(mb__get16(r->p)), 1);
   dec_string_elems(d, &i);
   set_count(d->L, i, MB_KIND_LIST);
   return 0;
@@ -2022,7 +1988,7 @@ static int dec_big(dec_t *d) {
     b[2] = v.neg;
   } else {
     b[0] = MB_ETF_LARGE_BIG;
-    be32_store(b + 1, (uint32_t)v.n);
+    mb__put32(b + 1, (uint32_t)v.n);
     b[5] = v.neg;
   }
   return 0;
@@ -2055,8 +2021,8 @@ static int dec_pid(dec_t *d) {
   int err = get_node_ids(&d->r, &text, old ? 9 : 12, &h);
   if (err || (err = intern(&d->r, &text, &node)))
     return err;
-  uint32_t id = be32(h), serial = be32(h + 4);
-  uint32_t creation = old ? h[8] : be32(h + 8);
+  uint32_t id = mb__get32(h), serial = mb__get32(h + 4);
+  uint32_t creation = old ? h[8] : mb__get32(h + 8);
   if (node == d->lnode && creation == d->lcreation && id <= 0x7fff &&
       serial <= 0x1fff)
     mb__push_pid(d->L, id | serial << 15);
@@ -2101,7 +2067,7 @@ static int dec_port(dec_t *d) {
   len += node.len;
   if (tag == MB_ETF_PORT) {
     memcpy(b + len, ids, 4);
-    be32_store(b + len + 4, ids[4]);
+    mb__put32(b + len + 4, ids[4]);
   } else {
     memcpy(b + len, ids, n);
   }
@@ -2161,7 +2127,7 @@ static int dec_scalar(dec_t *d, unsigned tag, int depth, bool nil_ok) {
     return 0;
   case MB_ETF_INTEGER:
     TAKE(r, h, 5);
-    lua_pushinteger(L, (int32_t)be32(h + 1));
+    lua_pushinteger(L, (int32_t)mb__get32(h + 1));
     return 0;
   case MB_ETF_NEW_FLOAT:
   case MB_ETF_FLOAT:
@@ -2175,7 +2141,7 @@ static int dec_scalar(dec_t *d, unsigned tag, int depth, bool nil_ok) {
     return (err = get_atom(r, &a)) ? err : push_atom(d, &a, nil_ok);
   case MB_ETF_BINARY:
     TAKE(r, h, 5);
-    TAKE(r, h, be32(h + 1));
+    TAKE(r, h, mb__get32(h + 1));
     lua_pushlstring(L, (const char *)h, (size_t)(r->p - h));
     return 0;
   case MB_ETF_NIL:
@@ -2263,7 +2229,7 @@ static int dec_start(dec_t *d, int depth, bool nil_ok) {
       n = h[1];
     } else {
       TAKE(r, h, 5);
-      n = be32(h + 1);
+      n = mb__get32(h + 1);
     }
     if ((err = container(r, depth, n, 1)))
       return err;
@@ -2272,7 +2238,7 @@ static int dec_start(dec_t *d, int depth, bool nil_ok) {
     return 0;
   case MB_ETF_LIST:
     TAKE(r, h, 5);
-    n = be32(h + 1);
+    n = mb__get32(h + 1);
     if ((err = container(r, depth, n, 1)))
       return err;
     lua_createtable(L, presize(n), 2);
@@ -2280,7 +2246,7 @@ static int dec_start(dec_t *d, int depth, bool nil_ok) {
     return 0;
   case MB_ETF_MAP:
     TAKE(r, h, 5);
-    n = be32(h + 1);
+    n = mb__get32(h + 1);
     if ((err = container(r, depth, n, 2)))
       return err;
     lua_createtable(L, 0, presize(n));
@@ -2391,7 +2357,7 @@ static int advance(dec_t *d, int depth0) {
   }
   if (h[0] == MB_ETF_LIST) { /* [1 | [2]] is [1, 2] */
     TAKE(r, h, 4);
-    f->left = be32(h);
+    f->left = mb__get32(h);
     if ((err = container(r, depth - 1, f->left, 1)))
       return err;
     return 0;

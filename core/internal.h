@@ -120,6 +120,10 @@ struct mb_msg_s {
   unsigned char *data; /* points into the same allocation or elsewhere */
 };
 mb_msg_t *mb__msg_new(size_t cap);
+/* The one growable buffer: room for n more bytes, or append them.  0 or
+ * MB_ENOMEM; *m may move. */
+int mb__msg_reserve(mb_msg_t **m, size_t n);
+int mb__msg_append(mb_msg_t **m, const void *p, size_t n);
 /* A signal with no value: its kind, sender and ref. */
 mb_msg_t *mb__signal_new(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref);
 /* Encode value `idx` of L; `root` names the value in error paths. */

@@ -103,22 +103,37 @@ void mb_msg_free(mb_msg_t *m) { mb__mem_free(m); }
 
 size_t mb_msg_size(const mb_msg_t *m) { return m->len; }
 
-static int reserve(enc_t *e, size_t n) {
-  mb_msg_t *m = e->m;
-  if (m->len + n <= m->cap)
+int mb__msg_reserve(mb_msg_t **mp, size_t n) {
+  mb_msg_t *m = *mp;
+  if (n <= m->cap - m->len)
     return 0;
-  size_t cap = m->cap * 2;
+  if (n > (SIZE_MAX >> 2) - m->len)
+    return MB_ENOMEM;
+  size_t cap = m->cap ? m->cap * 2 : 64;
   while (cap < m->len + n)
     cap *= 2;
   m = mb__mem_realloc(m, sizeof *m + cap);
-  if (m == NULL) {
-    e->what = "out of memory";
-    return -1;
-  }
+  if (m == NULL)
+    return MB_ENOMEM;
   m->cap = cap;
   m->data = (unsigned char *)(m + 1);
-  e->m = m;
+  *mp = m;
   return 0;
+}
+
+int mb__msg_append(mb_msg_t **mp, const void *p, size_t n) {
+  if (mb__msg_reserve(mp, n))
+    return MB_ENOMEM;
+  memcpy((*mp)->data + (*mp)->len, p, n);
+  (*mp)->len += n;
+  return 0;
+}
+
+static int reserve(enc_t *e, size_t n) {
+  if (mb__msg_reserve(&e->m, n) == 0)
+    return 0;
+  e->what = "out of memory";
+  return -1;
 }
 
 static int put(enc_t *e, const void *p, size_t n) {

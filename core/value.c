@@ -311,7 +311,7 @@ static void push_bignum_text(lua_State *L, const mb__lterm_t *t) {
     n = b[1];
     off = 2;
   } else { /* LARGE_BIG_EXT: n:32 sign:8 */
-    n = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
+    n = mb__get32(b + 1);
     off = 5;
   }
   int sign = b[off];
