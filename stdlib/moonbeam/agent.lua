@@ -58,10 +58,11 @@ end
 
 local type, error = type, error
 
+local gen = require "moonbeam.gen"
+
 local function check_fn(fn, fname, arg)
   if type(fn) ~= "function" then
-    error(("bad argument #%d to '%s' (function expected, got %s)")
-      :format(arg, fname, typeof(fn)), 3)
+    gen.argerror(arg, fname, "function expected, got " .. typeof(fn), 3)
   end
 end
 

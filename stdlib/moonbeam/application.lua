@@ -67,8 +67,7 @@ local START_TYPES = {temporary = true, transient = true, permanent = true}
 local function check_name(name, fname, argn)
   if typeof(name) == "atom" then return tostring(name) end
   if type(name) ~= "string" then
-    error(format("bad argument #%d to '%s' (application name expected, got %s)",
-      argn, fname, typeof(name)), 3)
+    gen.argerror(argn, fname, "application name expected, got " .. typeof(name), 3)
   end
   return name
 end
@@ -77,8 +76,8 @@ local function check_type(t, fname, argn)
   if t == nil then return "temporary" end
   local s = typeof(t) == "atom" and tostring(t) or t
   if not START_TYPES[s] then
-    error(format("bad argument #%d to '%s' (temporary, transient or permanent expected, got %s)",
-      argn, fname, type(s) == "string" and "'" .. s .. "'" or typeof(t)), 3)
+    gen.argerror(argn, fname, "temporary, transient or permanent expected, got " ..
+      (type(s) == "string" and "'" .. s .. "'" or typeof(t)), 3)
   end
   return s
 end
@@ -167,12 +166,12 @@ end
 -- Shut the top supervisor down as a parent does: exit signal shutdown, then
 -- wait for it to end, killing it if it takes too long.
 local function shutdown_sup(name, sup)
-  mb.exit(sup, "shutdown")
-  if await_exit(sup, SHUTDOWN_TIMEOUT) == nil then
+  local _, killed = gen.shutdown(sup, SHUTDOWN_TIMEOUT, function(ms)
+    return await_exit(sup, ms or SHUTDOWN_TIMEOUT)
+  end)
+  if killed then
     logger.warning("Application %s: the top supervisor %s did not stop within %d ms; killed",
       name, tostring(sup), SHUTDOWN_TIMEOUT)
-    mb.exit(sup, "kill")
-    await_exit(sup, SHUTDOWN_TIMEOUT)
   end
 end
 

@@ -35,6 +35,32 @@ function M.whereis(server)
   error("bad server (pid, registered name or {Name, Node} expected, got " .. t .. ")", 3)
 end
 
+--- Raise a misuse of an API, as luaL_argerror does:
+-- "bad argument #n to 'fname' (msg)". The one way the library words it.
+-- @param level the level the caller would give error (1: the caller of
+--   the function that calls argerror's caller is blamed at 2, and so on)
+function M.argerror(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 1) + 1)
+end
+
+--- Stop a process as a parent does: the exit signal shutdown, then kill
+-- after `grace` ms if it has not ended ("brutal_kill": kill at once;
+-- "infinity": wait as long as it takes). `ended(timeout)` waits up to
+-- timeout ms (nil: no limit) for the caller's sign that the process ended
+-- (its 'DOWN' or its 'EXIT') and returns it, or nil.
+-- @return what `ended` returned last, and true if the process was killed
+function M.shutdown(pid, grace, ended)
+  if grace == "brutal_kill" then
+    mb.exit(pid, "kill")
+    return ended(nil), true
+  end
+  mb.exit(pid, "shutdown")
+  local r = ended(grace ~= "infinity" and grace or nil)
+  if r ~= nil then return r, false end
+  mb.exit(pid, "kill")
+  return ended(nil), true
+end
+
 --- Raise a call's failure in the caller, as OTP exits the caller with
 -- {Reason, {Module, call, [Server, Request]}}.
 function M.fail(reason, module, server, request)

@@ -25,6 +25,7 @@
 --   Pid: <0.9.0>
 --   Restart: permanent
 local mb = require "moonbeam"
+local gen = require "moonbeam.gen"
 
 local typeof, mb_log, mb_log_level = mb.typeof, mb.log, mb.log_level
 local type, select, tostring, error, ipairs = type, select, tostring, error, ipairs
@@ -50,8 +51,8 @@ M.levels = {"debug", "info", "notice", "warning", "error"}
 local function check_level(level, fname, argn)
   local name = typeof(level) == "atom" and tostring(level) or level
   if type(name) ~= "string" or RANK[name] == nil then
-    error(format("bad argument #%d to '%s' (debug, info, notice, warning or error expected, got %s)",
-      argn, fname, type(name) == "string" and "'" .. name .. "'" or typeof(level)), 3)
+    gen.argerror(argn, fname, "debug, info, notice, warning or error expected, got " ..
+      (type(name) == "string" and "'" .. name .. "'" or typeof(level)), 3)
   end
   return name
 end
@@ -65,8 +66,7 @@ end
 local function message(fname, fmt, ...)
   if select("#", ...) == 0 then return text(fmt) end
   if type(fmt) ~= "string" then
-    error(format("bad argument #1 to '%s' (format string expected, got %s)",
-      fname, typeof(fmt)), 3)
+    gen.argerror(1, fname, "format string expected, got " .. typeof(fmt), 3)
   end
   return format(fmt, ...)
 end

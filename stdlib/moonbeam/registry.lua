@@ -30,6 +30,7 @@
 -- on their way to the registry and would never be found again, so they are
 -- refused.
 local mb = require "moonbeam"
+local gen = require "moonbeam.gen"
 local gen_server = require "moonbeam.gen_server"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
@@ -181,8 +182,8 @@ local KEY_TYPES = {string = true, number = true, boolean = true, atom = true,
 local function check_key(key, fname)
   local t = typeof(key)
   if not KEY_TYPES[t] or key ~= key then
-    error(("bad argument #2 to '%s' (key must be a string, number, boolean, "
-      .. "atom, pid or ref, got %s)"):format(fname, t == "number" and "NaN" or t), 3)
+    gen.argerror(2, fname, "key must be a string, number, boolean, atom, pid or ref, got "
+      .. (t == "number" and "NaN" or t), 3)
   end
 end
 
@@ -192,12 +193,12 @@ end
 -- @return the pid, or nil and the reason ({already_started, Pid})
 function M.start_link(opts)
   if type(opts) ~= "table" then
-    error("bad argument #1 to 'start_link' (table expected, got " .. typeof(opts) .. ")", 2)
+    gen.argerror(1, "start_link", "table expected, got " .. typeof(opts), 2)
   end
   local kind = opts.keys
   if kind ~= "unique" and kind ~= "duplicate" then
-    error("bad argument #1 to 'start_link' (keys must be \"unique\" or "
-      .. "\"duplicate\", got " .. tostring(kind) .. ")", 2)
+    gen.argerror(1, "start_link", "keys must be \"unique\" or \"duplicate\", got "
+      .. tostring(kind), 2)
   end
   return gen_server.start_link(Server, kind, opts)
 end
@@ -238,7 +239,7 @@ end
 function M.dispatch(reg, key, fn)
   check_key(key, "dispatch")
   if type(fn) ~= "function" then
-    error("bad argument #3 to 'dispatch' (function expected, got " .. typeof(fn) .. ")", 2)
+    gen.argerror(3, "dispatch", "function expected, got " .. typeof(fn), 2)
   end
   local entries = gen_server.call(reg, tuple(LOOKUP, key))
   if #entries > 0 then fn(entries) end
@@ -249,7 +250,7 @@ end
 -- duplicate registry, a key once per entry).
 function M.keys(reg, pid)
   if typeof(pid) ~= "pid" then
-    error("bad argument #2 to 'keys' (pid expected, got " .. typeof(pid) .. ")", 2)
+    gen.argerror(2, "keys", "pid expected, got " .. typeof(pid), 2)
   end
   return gen_server.call(reg, tuple(KEYS, pid))
 end

@@ -162,16 +162,7 @@ local function shutdown(c)
     return mb.receive(function(m) return m[1] == DOWN and m[2] == ref end,
       timeout, {[DOWN] = true})
   end
-  if c.shutdown == "brutal_kill" then
-    mb.exit(pid, "kill")
-    down()
-  else
-    mb.exit(pid, "shutdown")
-    if down(c.shutdown ~= "infinity" and c.shutdown or nil) == nil then
-      mb.exit(pid, "kill")
-      down()
-    end
-  end
+  gen.shutdown(pid, c.shutdown, down)
   mb.receive(function(m) return m[1] == EXIT and m[2] == pid end, 0, {[EXIT] = true})
 end
 

@@ -31,6 +31,7 @@
 --   supervisor_stop, parent's
 --   exit                        ->  terminate(reason): every task is shut down
 local mb = require "moonbeam"
+local gen = require "moonbeam.gen"
 local gen_server = require "moonbeam.gen_server"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
@@ -81,15 +82,13 @@ end
 
 local function check_fn(fn, fname, arg)
   if type(fn) ~= "function" then
-    error(("bad argument #%d to '%s' (function expected, got %s)")
-      :format(arg, fname, typeof(fn)), 3)
+    gen.argerror(arg, fname, "function expected, got " .. typeof(fn), 3)
   end
 end
 
 local function check_task(t, fname)
   if type(t) ~= "table" or typeof(t.pid) ~= "pid" or typeof(t.ref) ~= "ref" then
-    error(("bad argument #1 to '%s' (task expected, got %s)")
-      :format(fname, typeof(t)), 3)
+    gen.argerror(1, fname, "task expected, got " .. typeof(t), 3)
   end
   local me = mb.self()
   if t.owner ~= me then
@@ -175,16 +174,11 @@ end
 function M.shutdown(t, timeout)
   check_task(t, "shutdown")
   local brutal = timeout == "brutal_kill"
-  timeout = (not brutal and timeout) or 5000
   local pid, ref = t.pid, t.ref
   mb.unlink(pid)
   local mon = mb.monitor(pid)
-  mb.exit(pid, brutal and "kill" or "shutdown")
-  local down = receive_down(mon, timeout)
-  if down == nil then
-    mb.exit(pid, "kill")
-    down = receive_down(mon, huge)
-  end
+  local down = gen.shutdown(pid, timeout or 5000,
+    function(ms) return receive_down(mon, ms or huge) end)
   local reason = down[5]
   -- A result sent before the end is in the mailbox now: signals from one
   -- process keep their order.
@@ -252,12 +246,9 @@ end
 -- grace time. The child's 'EXIT' (it is linked) says when it has ended.
 local function stop_child(pid, grace)
   local function its_exit(m) return m[2] == pid end
-  mb.exit(pid, grace == "brutal_kill" and "kill" or "shutdown")
-  if mb.receive(its_exit, grace == "brutal_kill" and huge or grace,
-      {[EXIT] = true}) == nil then
-    mb.exit(pid, "kill")
-    mb.receive(its_exit, huge, {[EXIT] = true})
-  end
+  gen.shutdown(pid, grace, function(ms)
+    return mb.receive(its_exit, ms or huge, {[EXIT] = true})
+  end)
 end
 
 function Supervisor.handle_call(req, _, s)
