@@ -840,22 +840,46 @@ static void check_real_epmd(int epmd) {
   printf("real epmd: ok\n");
 }
 
-int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "child") == 0)
-    return child_main(argv[2]);
-  /* Tests use 127.0.0.1 only; the built-in server would otherwise listen
-   * on every interface. */
+/* Tests use 127.0.0.1 only; the built-in server would otherwise listen on
+ * every interface. */
+static void setup(void) {
   ASSERT_EQ(0, setenv("ERL_EPMD_ADDRESS", "127.0.0.1", 1));
   on_failure();
   ASSERT_EQ(0, uv_mutex_init(&lock));
   ASSERT_EQ(0, uv_cond_init(&cond));
   ASSERT_EQ(0, mb__loop_start());
+}
+
+TEST_IMPL(refuses_bad_arguments) {
+  setup();
   check_arguments();
+  mb__loop_stop(NULL);
+}
+
+TEST_IMPL(client_reads_every_reply) {
+  setup();
   check_client_reads();
-  printf("client: replies ok\n");
+  mb__loop_stop(NULL);
+}
+
+TEST_IMPL(builtin_server) {
+  setup();
   check_builtin(free_port());
+  mb__loop_stop(NULL);
+}
+
+TEST_IMPL(real_epmd) {
+  setup();
   check_real_epmd(free_port());
   mb__loop_stop(NULL);
-  printf("ok\n");
-  return 0;
+}
+
+static const test_case_t test_cases[] = {
+    TEST_ENTRY(refuses_bad_arguments) TEST_ENTRY(client_reads_every_reply)
+        TEST_ENTRY(builtin_server) TEST_ENTRY(real_epmd){NULL, NULL}};
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "child") == 0)
+    return child_main(argv[2]);
+  return test_main(argc, argv, test_cases);
 }

@@ -591,7 +591,7 @@ static void check_rewrite(const unsigned char *in, size_t in_len,
 
 /* ---- the zoo ---- */
 
-static void test_zoo(void) {
+static void run_zoo(void) {
   for (size_t i = 0; i < sizeof zoo / sizeof zoo[0]; i++) {
     const char *what = zoo[i].expr ? zoo[i].expr : "(decoded only)";
     if (zoo[i].expr != NULL) {
@@ -615,7 +615,7 @@ static void test_zoo(void) {
   ASSERT_EQ(0, lua_gettop(L));
 }
 
-static void test_canonical(void) {
+static void run_canonical(void) {
   for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
     char what[32];
     snprintf(what, sizeof what, "canon[%zu]", i);
@@ -666,7 +666,7 @@ static void push_vectors(void) {
   }
 }
 
-static void test_decoded_values(void) {
+static void run_decoded_values(void) {
   ASSERT_EQ(LUA_OK, luaL_loadstring(L, decoded_values));
   push_vectors();
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -707,7 +707,7 @@ static void check_large(const char *what) {
   lua_pop(L, 1);
 }
 
-static void test_large(void) {
+static void run_large(void) {
   luaL_Buffer b;
   /* A 2 MB binary. */
   size_t big = 2 << 20;
@@ -843,14 +843,14 @@ static const char *refusals =
     "assert(ok, back)\n"
     "refused({deep}, 'nested more than 200000 levels')\n";
 
-static void test_lua_values(void) {
+static void run_lua_values(void) {
   lua_check(roundtrips);
   lua_check(refusals);
 }
 
 /* ---- the reader and writer ---- */
 
-static void test_control(void) {
+static void run_control(void) {
   /* A REG_SEND as OTP sent it (docs/erlang-distribution.md, 3.1). */
   static const unsigned char reg_send[] =
       "\203h\004a\006Xw\016tls1@127.0.0.1\000\000\000\066\000\000\000\000"
@@ -984,7 +984,7 @@ static void expect_refused(const unsigned char *b, size_t n, const char *why) {
     ASSERT(strstr(err, "key twice") != NULL);
 }
 
-static void test_malformed(void) {
+static void run_malformed(void) {
   for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++)
     expect_refused(malformed[i].in, malformed[i].len, malformed[i].why);
 
@@ -1097,7 +1097,7 @@ static void damage(unsigned char *b, size_t *n, size_t cap) {
   }
 }
 
-static void test_damage(void) {
+static void run_damage(void) {
   unsigned char b[512];
   int decoded = 0;
   for (int iter = 0; iter < 200000; iter++) {
@@ -1136,7 +1136,9 @@ static void test_damage(void) {
   printf("damaged terms: %d of 200000 still decoded\n", decoded);
 }
 
-int main(void) {
+/* The state every case runs its Lua in: moonbeam, the etf helpers above,
+ * and the prelude. */
+static void setup(void) {
   L = luaL_newstate();
   luaL_openlibs(L);
   luaL_requiref(L, "moonbeam", luaopen_moonbeam, 0);
@@ -1151,17 +1153,61 @@ int main(void) {
   lua_getglobal(L, "mb");
   lua_getglobal(L, "etf");
   lua_call(L, 2, 0);
-
-  test_zoo();
-  test_canonical();
-  test_decoded_values();
-  test_large();
-  test_lua_values();
-  test_control();
-  test_malformed();
-  test_damage();
-
-  lua_close(L);
-  printf("ok\n");
-  return 0;
 }
+
+TEST_IMPL(zoo) {
+  setup();
+  run_zoo();
+  lua_close(L);
+}
+
+TEST_IMPL(canonical) {
+  setup();
+  run_canonical();
+  lua_close(L);
+}
+
+TEST_IMPL(decoded_values) {
+  setup();
+  run_decoded_values();
+  lua_close(L);
+}
+
+TEST_IMPL(large) {
+  setup();
+  run_large();
+  lua_close(L);
+}
+
+TEST_IMPL(lua_values) {
+  setup();
+  run_lua_values();
+  lua_close(L);
+}
+
+TEST_IMPL(control) {
+  setup();
+  run_control();
+  lua_close(L);
+}
+
+TEST_IMPL(malformed) {
+  setup();
+  run_malformed();
+  lua_close(L);
+}
+
+TEST_IMPL(damage) {
+  setup();
+  run_damage();
+  lua_close(L);
+}
+
+TEST_LIST(TEST_ENTRY(zoo)
+          TEST_ENTRY(canonical)
+          TEST_ENTRY(decoded_values)
+          TEST_ENTRY(large)
+          TEST_ENTRY(lua_values)
+          TEST_ENTRY(control)
+          TEST_ENTRY(malformed)
+          TEST_ENTRY(damage))

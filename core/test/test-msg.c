@@ -19,43 +19,60 @@ static const char *check =
     "assert(t[math.maxinteger] == math.mininteger)\n"
     "assert(t.self == t and t.shared1 == t.shared2 and t.shared1 == t[6])\n";
 
-int main(void) {
-  lua_State *a = luaL_newstate(), *b = luaL_newstate();
-  luaL_openlibs(a);
-  luaL_openlibs(b);
-  ASSERT_EQ(LUA_OK, luaL_dostring(a, roundtrip));
+/* Encode what `code` returns; MB_EBADTERM leaves the reason in err. */
+static int encode(const char *code, mb_msg_t **m, char *err, size_t len) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  ASSERT_EQ(LUA_OK, luaL_dostring(L, code));
+  int r = mb_msg_encode(L, -1, m, err, len);
+  lua_close(L);
+  return r;
+}
+
+TEST_IMPL(decodes_to_an_equal_value_in_another_state) {
   mb_msg_t *m;
   char err[256];
-  ASSERT_EQ(0, mb_msg_encode(a, -1, &m, err, sizeof err));
+  ASSERT_EQ(0, encode(roundtrip, &m, err, sizeof err));
+  lua_State *b = luaL_newstate();
+  luaL_openlibs(b);
   ASSERT_EQ(LUA_OK, luaL_loadstring(b, check));
   mb_msg_decode(b, m);
   if (lua_pcall(b, 1, 0, 0) != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(b, -1));
-    return 1;
+    abort();
   }
   mb_msg_free(m);
+  lua_close(b);
+}
 
-  ASSERT_EQ(LUA_OK,
-            luaL_dostring(a, "return {x = {1, coroutine.create(print)}}"));
-  ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
+TEST_IMPL(refuses_a_coroutine_with_its_path) {
+  mb_msg_t *m;
+  char err[256];
+  ASSERT_EQ(MB_EBADTERM, encode("return {x = {1, coroutine.create(print)}}",
+                                &m, err, sizeof err));
   ASSERT(strstr(err, "cannot send a coroutine at value.x[2]") != NULL);
+}
 
-  /* Nesting up to the limit is copied; one level more is refused. */
+/* Nesting up to the limit is copied; one level more is refused. */
+TEST_IMPL(copies_nesting_to_the_limit_and_refuses_one_level_more) {
+  lua_State *a = luaL_newstate(), *b = luaL_newstate();
+  mb_msg_t *m;
+  char err[256];
   ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {} for i = 2, 200000 do "
                                      "t = {t} end return t"));
   ASSERT_EQ(0, mb_msg_encode(a, -1, &m, err, sizeof err));
   ASSERT_EQ(0, mb_msg_decode(b, m));
   mb_msg_free(m);
-  lua_pop(b, 1);
   lua_createtable(a, 1, 0); /* {chain}: one level more */
   lua_pushvalue(a, -2);
   lua_rawseti(a, -2, 1);
   ASSERT_EQ(MB_EBADTERM, mb_msg_encode(a, -1, &m, err, sizeof err));
   ASSERT(strstr(err, "nested more than 200000 levels deep at value[1][1]") !=
          NULL);
-
   lua_close(a);
   lua_close(b);
-  printf("ok\n");
-  return 0;
 }
+
+TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state)
+              TEST_ENTRY(refuses_a_coroutine_with_its_path)
+                  TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))

@@ -3,13 +3,15 @@
  * messages all finish. */
 #include "test.h"
 
-int main(void) {
-  mb_config_t cfg = {0};
-  cfg.schedulers = 2;
-  ASSERT_EQ(0, mb_node_start(&cfg));
+TEST_IMPL(runs_the_schedulers_asked_for) {
+  test_node_start(2);
   ASSERT_EQ(2, mb_node_schedulers());
+  test_node_stop();
+  ASSERT_EQ(0, mb_node_schedulers());
+}
 
-  /* Fan out 20,000 workers that each reply; collect every reply. */
+TEST_IMPL(twenty_thousand_workers_all_reply) {
+  test_node_start(2);
   long long n = 0;
   ASSERT(test_run("local mb = require 'moonbeam'\n"
                   "return function()\n"
@@ -23,8 +25,12 @@ int main(void) {
                   "end\n",
                   &n));
   ASSERT_EQ(20000LL * 20001 / 2, n);
+  test_node_stop();
+}
 
-  /* Spinners on every scheduler, and still a reply gets through. */
+TEST_IMPL(spinners_do_not_starve_a_reply) {
+  test_node_start(2);
+  long long n = 0;
   ASSERT(test_run("local mb = require 'moonbeam'\n"
                   "return function()\n"
                   "  local me = mb.self()\n"
@@ -41,7 +47,9 @@ int main(void) {
                   "end\n",
                   &n));
   ASSERT_EQ(7, n);
-  ASSERT_EQ(0, mb_node_stop());
-  printf("ok\n");
-  return 0;
+  test_node_stop();
 }
+
+TEST_LIST(TEST_ENTRY(runs_the_schedulers_asked_for)
+              TEST_ENTRY(twenty_thousand_workers_all_reply)
+                  TEST_ENTRY(spinners_do_not_starve_a_reply))
