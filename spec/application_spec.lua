@@ -11,7 +11,12 @@ local launcher = (os.getenv("MB_BUILD_DIR") or "build") .. "/bin/moonbeam"
 
 -- The controller logs every start and stop: keep the specs' output quiet.
 local saved_level
-setup(function() saved_level = mb.log_level("error") end)
+setup(function()
+  saved_level = mb.log_level("error")
+  -- The application controller lives as long as the node: started here,
+  -- before the leak check's baseline, it is not counted as left behind.
+  mb.run(function() require("moonbeam.application").which_applications() end)
+end)
 teardown(function() mb.log_level(saved_level) end)
 
 -- A top "supervisor" for most tests: a gen_server that the tests can end
@@ -123,6 +128,9 @@ end
 local function restore_hook()
   mb.run(function() require("moonbeam.application").set_node_stop_hook(nil) end)
 end
+
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
 
 describe("application.load", function()
   it("registers a spec table, and refuses to load it twice", function()

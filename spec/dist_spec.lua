@@ -104,6 +104,9 @@ local function await_ctl()
   error("the Erlang peer's ctl process did not come up")
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("distribution with an Erlang node", function()
   if not have_erl then pending("erl is not installed") return end
   setup(await_ctl)
@@ -214,6 +217,7 @@ describe("distribution with an Erlang node", function()
     local me = "mbspec@" .. host
     assert.equal("ok", tostring(erl_apply("gen_server", "call", {mb.tuple(mb.atom.lua_kv, mb.atom(me)), mb.tuple(mb.atom.put, "x", 7)})))
     assert.equal(7, erl_apply("gen_server", "call", {mb.tuple(mb.atom.lua_kv, mb.atom(me)), mb.tuple(mb.atom.get, "x")}))
+    run(function() require("moonbeam.gen_server").stop("lua_kv") end)
   end)
 
   it("runs erpc:call from Erlang on a Lua function, and reports an undefined one", function()

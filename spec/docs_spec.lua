@@ -66,6 +66,9 @@ local function doc_files()
   return files
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("the docs", function()
   it("have lua blocks to run, in docs/processes.md at least", function()
     assert.is_true(#lua_blocks("docs/processes.md") > 0)

@@ -30,6 +30,9 @@ local function run_ok(...)
   return lines, out
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("examples/hello.lua", function()
   it("prints the greeter's reply and who sent it", function()
     local lines = run_ok("examples/hello.lua")

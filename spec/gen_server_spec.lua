@@ -64,6 +64,9 @@ local counter = {
   end,
 }
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("gen_server.start_link", function()
   it("returns the pid once init has finished, and registers a name", function()
     assert.same({true, 5, true}, {in_process(function(cb)

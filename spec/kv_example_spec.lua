@@ -37,6 +37,9 @@ local function logged(log, level)
   return out
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("examples/kv", function()
   it("starts the kv application, stores and reads values, and stops it", function()
     local status, lines, log = moonbeam("examples/kv/main.lua", "examples/kv/?.lua;;")

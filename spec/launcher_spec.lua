@@ -110,6 +110,9 @@ local function fails_with(status, pattern, s, out, err)
   assert.matches(pattern, msgs[1])
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("moonbeam --help", function()
   it("lists the commands and the options, and exits 0", function()
     local s, out = run({"--help"})

@@ -1,7 +1,9 @@
 local mb = require "moonbeam"
 
--- Run fn in a process and return what it returns (mb.run, named for reading).
-local function in_process(fn, ...) return mb.run(fn, ...) end
+-- Run fn in a process and return what it returns (mb.run), and check
+-- that every example leaves no process behind.
+local in_process = require("spec.leak_helper")
+  .no_process_left_behind(before_each, after_each)
 
 describe("links", function()
   it("propagate an abnormal exit to the linked process, with the same reason", function()

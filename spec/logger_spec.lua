@@ -30,6 +30,9 @@ local function parse(line)
   return level, pid, text
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("logger levels", function()
   it("set_level sets the node's minimum level and returns the previous one", function()
     assert.same({true, "warning", "warning", true, false},

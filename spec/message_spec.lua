@@ -11,6 +11,9 @@ local function echo(value)
   end, value)
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("send", function()
   it("copies nil, booleans and numbers, keeping integer and float subtypes", function()
     assert.is_nil(echo(nil))

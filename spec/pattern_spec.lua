@@ -2,6 +2,9 @@ local mb = require "moonbeam"
 local P = require "moonbeam.pattern"
 local A = mb.atom
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("pattern.match", function()
   it("matches number, string, atom, boolean and nil literals", function()
     assert.same({}, P.match("42", 42))

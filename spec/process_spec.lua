@@ -1,5 +1,8 @@
 local mb = require "moonbeam"
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("a process", function()
   it("runs a function and hands its results to run()", function()
     assert.same({5, "x"}, {mb.run(function(a, b) return a + b, "x" end, 2, 3)})

@@ -51,6 +51,9 @@ local replies = mb.receive(5000)
 print(table.concat(replies, " ") .. " -> " .. fsm.state(pid))
 ]]
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("luarocks", function()
   local tmp, tree, src, script, launcher
 

@@ -18,6 +18,9 @@ local function shell(input, args, opts)
   return status, lines, err, raw
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("moonbeam shell", function()
   it("prints a banner and a prompt, and exits 0 at the end of input", function()
     local status, out = H.run({"shell"}, {input = ""})

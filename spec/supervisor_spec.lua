@@ -30,6 +30,9 @@ local function sup_module(flags, children)
   return {init = function() return "ok", flags, children end}
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("supervisor.start_link", function()
   it("starts the children in order and returns the supervisor's pid", function()
     local order, kind = with_log(function(logged, mod)
