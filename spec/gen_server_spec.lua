@@ -138,8 +138,8 @@ describe("gen_server.call", function()
     assert.same({"noproc", "noproc"}, {in_process(function(cb)
       local mb = require "moonbeam"
       local gs = require "moonbeam.gen_server"
-      local dead = mb.spawn(function() end)
-      while mb.is_alive(dead) do mb.sleep(1) end
+      local dead, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       local _, e1 = pcall(gs.call, dead, "get")
       local _, e2 = pcall(gs.call, "nobody_here", "get")
       return tostring(e1[1]), tostring(e2[1])
@@ -152,9 +152,11 @@ describe("gen_server.call", function()
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 0)
       local ok, e = pcall(gs.call, pid, "slow", 50)
-      mb.sleep(400)
+      -- The server answers in order: by the second reply, the late first
+      -- one has been sent, and would be in the mailbox.
+      local second = gs.call(pid, "slow")
       local _, empty = mb.receive(0)
-      return tostring(e[1]), empty, gs.call(pid, "slow")
+      return tostring(e[1]), empty, second
     end, counter)})
   end)
 

@@ -43,8 +43,10 @@ describe("links", function()
       local mb = require "moonbeam"
       local me = mb.self()
       local survivor = mb.spawn(function()
-        mb.spawn_link(function() end)
-        mb.sleep(50)
+        local child = mb.spawn_link(function() end)
+        -- The child's exit signal comes before its DOWN: both are its own.
+        local ref = mb.monitor(child)
+        mb.receive(function(m) return m[2] == ref end, 5000)
         mb.send(me, "still here")
       end)
       return mb.receive(5000) == "still here"
@@ -78,8 +80,8 @@ describe("links", function()
   it("to a dead process raise noproc in a process that does not trap exits", function()
     local ok, err = pcall(in_process, function()
       local mb = require "moonbeam"
-      local p = mb.spawn(function() end)
-      while mb.is_alive(p) do mb.sleep(1) end
+      local p, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       mb.link(p)
     end)
     assert.is_false(ok)
@@ -90,8 +92,8 @@ describe("links", function()
     assert.same({true, "noproc"}, {in_process(function()
       local mb = require "moonbeam"
       mb.trap_exit(true)
-      local p = mb.spawn(function() end)
-      while mb.is_alive(p) do mb.sleep(1) end
+      local p, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       mb.link(p)
       local m = mb.receive(1000)
       return m[2] == p, tostring(m[3])
@@ -161,8 +163,13 @@ describe("exit", function()
   it("with kill cannot be trapped and kills with reason killed", function()
     assert.equal("killed", in_process(function()
       local mb = require "moonbeam"
-      local p, ref = mb.spawn_monitor(function() mb.trap_exit(true) mb.receive() end)
-      mb.sleep(20)
+      local me = mb.self()
+      local p, ref = mb.spawn_monitor(function()
+        mb.trap_exit(true)
+        mb.send(me, "trapping")
+        mb.receive()
+      end)
+      assert(mb.receive(5000) == "trapping")
       mb.exit(p, "kill")
       return tostring(mb.receive(5000)[5])
     end))
@@ -171,10 +178,16 @@ describe("exit", function()
   it("with normal does nothing to a process that does not trap exits", function()
     assert.is_true(in_process(function()
       local mb = require "moonbeam"
-      local p = mb.spawn(function() mb.receive() end)
+      local p = mb.spawn(function()
+        local from = mb.receive()
+        mb.send(from, "pong")
+        mb.receive()
+      end)
       mb.exit(p, "normal")
-      mb.sleep(50)
-      local alive = mb.is_alive(p)
+      -- The exit signal comes to p before the ping: an answer means it
+      -- survived it.
+      mb.send(p, mb.self())
+      local alive = mb.receive(5000) == "pong"
       mb.send(p, "stop")
       return alive
     end))
@@ -205,14 +218,15 @@ describe("exit", function()
   it("kills promptly a process in a long receive, a sleep, or a busy loop", function()
     assert.same({"killed", "killed", "killed"}, {in_process(function()
       local mb = require "moonbeam"
+      local me = mb.self()
       local victims = {
-        mb.spawn(function() mb.receive(3600000) end),
-        mb.spawn(function() mb.sleep(3600000) end),
-        mb.spawn(function() while true do end end),
+        mb.spawn(function() mb.send(me, "ready") mb.receive(3600000) end),
+        mb.spawn(function() mb.send(me, "ready") mb.sleep(3600000) end),
+        mb.spawn(function() mb.send(me, "ready") while true do end end),
       }
       local refs = {}
       for i, v in ipairs(victims) do refs[i] = mb.monitor(v) end
-      mb.sleep(20)
+      for _ = 1, 3 do assert(mb.receive(5000) == "ready") end
       for _, v in ipairs(victims) do mb.exit(v, "kill") end
       local reasons = {}
       for i = 1, 3 do
@@ -241,8 +255,8 @@ describe("monitors", function()
   it("deliver DOWN with noproc at once for a dead process", function()
     assert.equal("noproc", in_process(function()
       local mb = require "moonbeam"
-      local p = mb.spawn(function() end)
-      while mb.is_alive(p) do mb.sleep(1) end
+      local p, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       mb.monitor(p)
       return tostring(mb.receive(1000)[5])
     end))
@@ -316,8 +330,8 @@ describe("registered names", function()
       mb.register("taken", a)
       local _, e1 = pcall(mb.register, "taken", b)
       local _, e2 = pcall(mb.register, "other", a)
-      local d = mb.spawn(function() end)
-      while mb.is_alive(d) do mb.sleep(1) end
+      local d, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       local _, e3 = pcall(mb.register, "dead", d)
       mb.send(a, 1) mb.send(b, 1)
       return e1, e2, e3

@@ -155,8 +155,8 @@ describe("send", function()
   it("drops messages to a dead process silently", function()
     assert.is_true(mb.run(function()
       local mb = require "moonbeam"
-      local p = mb.spawn(function() end)
-      while mb.is_alive(p) do mb.sleep(1) end
+      local p, down = mb.spawn_monitor(function() end)
+      mb.receive(function(m) return m[2] == down end, 5000) -- it has ended
       mb.send(p, "lost")
       return true
     end))
