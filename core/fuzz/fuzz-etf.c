@@ -101,6 +101,9 @@ static void round_trip(lua_State *L, const uint8_t *data, size_t size) {
   mb_msg_free(m2);
 }
 
+/* libFuzzer's entry point. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 /* A Lua state per input: what it allocates is freed with it, so that the
  * leak checker after each input has nothing to look for.  (Only new atoms
  * stay: the atom table lives as long as the node.) */
