@@ -105,22 +105,30 @@ describe("links", function()
       local mb = require "moonbeam"
       local before = mb.process_count()
       local me = mb.self()
-      -- each process spawns the next, linked, and the last reports itself
+      -- each process reports itself and spawns the next, linked
       local function node(n, top)
-        if n == 0 then mb.send(top, mb.self()) mb.receive() return end
-        mb.spawn_link(node, n - 1, top)
+        mb.send(top, {n, mb.self()})
+        if n > 0 then mb.spawn_link(node, n - 1, top) end
         mb.receive()
       end
       local head = mb.spawn(node, 10000 - 1, me)
-      local tail = mb.receive(10000)
-      local ref = mb.monitor(tail)
-      mb.exit(head, "kill")
-      local down = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 30000)
-      for _ = 1, 3000 do
-        if mb.process_count() == before then break end
-        mb.sleep(10)
+      local refs, tail_ref = {}, nil
+      for _ = 1, 10000 do
+        local m = mb.receive(10000)
+        local ref = mb.monitor(m[2])
+        refs[ref] = true
+        if m[1] == 0 then tail_ref = ref end
       end
-      return before, mb.process_count(), tostring(down[5])
+      mb.exit(head, "kill")
+      -- every process's DOWN says it has ended; the tail's gives the reason
+      local tail_down
+      for _ = 1, 10000 do
+        local down = mb.receive(function(m)
+          return mb.typeof(m) == "tuple" and refs[m[2]]
+        end, 30000)
+        if down[2] == tail_ref then tail_down = down end
+      end
+      return before, mb.process_count(), tostring(tail_down[5])
     end)
     assert.equal(before, after)
     assert.equal("killed", hits)
