@@ -54,11 +54,12 @@ static inline void mb__put64(unsigned char *p, uint64_t v) {
 }
 
 /* ---- map.c: u64 -> pointer hash map (not thread-safe: callers lock) ---- */
+struct mb__map_slot {
+  uint64_t key; /* 0 marks an empty slot, so 0 is not a valid key */
+  void *val;
+};
 typedef struct {
-  struct mb__map_slot {
-    uint64_t key; /* 0 marks an empty slot, so 0 is not a valid key */
-    void *val;
-  } *slots;
+  struct mb__map_slot *slots;
   uint32_t cap, len;
 } mb__map_t;
 void mb__map_init(mb__map_t *m);
@@ -102,8 +103,9 @@ typedef enum {
 
 #define MB_SIGF_LINKED 1 /* an exit signal sent because of a link */
 #define MB_SIGF_DOWN 2   /* a queued message that came as a DOWN signal */
-#define MB_MSGF_ETF 4    /* the value is in Erlang's external term format,
-                            as it came from another node */
+/* The value is in Erlang's external term format, as it came from another
+ * node. */
+#define MB_MSGF_ETF 4
 #define MB_MSGF_COUNTED 8 /* counted in its receiver's mq_bytes */
 /* An exit signal a process gets when its queue takes it over its memory
  * limit: it cannot be trapped. */

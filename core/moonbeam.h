@@ -32,6 +32,8 @@
   XX(CANCELED, "operation canceled")                                         \
   XX(LIMIT, "system limit reached")
 
+/* The list expands to entries clang-format cannot see. */
+/* clang-format off */
 typedef enum {
   MB_OK = 0,
 #define XX(name, _) MB_E##name,
@@ -40,6 +42,7 @@ typedef enum {
 #undef XX
   MB__ERRLAST
 } mb_errno_t;
+/* clang-format on */
 
 const char *mb_strerror(int err);
 const char *mb_err_name(int err);
@@ -342,13 +345,41 @@ const char *mb_lua_tostring(lua_State *L, int idx, size_t *len);
 /* Is the value at idx a tuple (moonbeam.tuple)? */
 int mb_lua_is_tuple(lua_State *L, int idx);
 
-#define MB_LUA_ENTRY_POINTS(XX)                                               \
-  XX(self) XX(send) XX(receive) XX(sleep) XX(send_after) XX(cancel_timer)    \
-  XX(link) XX(unlink) XX(monitor) XX(demonitor) XX(exit) XX(trap_exit)       \
-  XX(send_alias) XX(register) XX(unregister) XX(whereis) XX(registered)      \
-  XX(process_info) XX(processes) XX(make_ref) XX(memory) XX(node) XX(nodes)  \
-  XX(monitor_node) XX(monitor_nodes) XX(disconnect) XX(spawn_request)        \
-  XX(atom) XX(tuple) XX(list) XX(map) XX(typeof)
+/* clang-format off */
+#define MB_LUA_ENTRY_POINTS(XX) \
+  XX(self) \
+  XX(send) \
+  XX(receive) \
+  XX(sleep) \
+  XX(send_after) \
+  XX(cancel_timer) \
+  XX(link) \
+  XX(unlink) \
+  XX(monitor) \
+  XX(demonitor) \
+  XX(exit) \
+  XX(trap_exit) \
+  XX(send_alias) \
+  XX(register) \
+  XX(unregister) \
+  XX(whereis) \
+  XX(registered) \
+  XX(process_info) \
+  XX(processes) \
+  XX(make_ref) \
+  XX(memory) \
+  XX(node) \
+  XX(nodes) \
+  XX(monitor_node) \
+  XX(monitor_nodes) \
+  XX(disconnect) \
+  XX(spawn_request) \
+  XX(atom) \
+  XX(tuple) \
+  XX(list) \
+  XX(map) \
+  XX(typeof)
+/* clang-format on */
 #define XX(name) int mb_lua_##name(lua_State *L);
 MB_LUA_ENTRY_POINTS(XX)
 #undef XX

@@ -874,9 +874,7 @@ TEST_IMPL(real_epmd) {
   mb__loop_stop(NULL);
 }
 
-static const test_case_t test_cases[] = {
-    TEST_ENTRY(refuses_bad_arguments) TEST_ENTRY(client_reads_every_reply)
-        TEST_ENTRY(builtin_server) TEST_ENTRY(real_epmd){NULL, NULL}};
+static const test_case_t test_cases[] = {TEST_ENTRY(refuses_bad_arguments), TEST_ENTRY(client_reads_every_reply), TEST_ENTRY(builtin_server), TEST_ENTRY(real_epmd), {NULL, NULL}};
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "child") == 0)

@@ -1203,11 +1203,4 @@ TEST_IMPL(damage) {
   lua_close(L);
 }
 
-TEST_LIST(TEST_ENTRY(zoo)
-          TEST_ENTRY(canonical)
-          TEST_ENTRY(decoded_values)
-          TEST_ENTRY(large)
-          TEST_ENTRY(lua_values)
-          TEST_ENTRY(control)
-          TEST_ENTRY(malformed)
-          TEST_ENTRY(damage))
+TEST_LIST(TEST_ENTRY(zoo), TEST_ENTRY(canonical), TEST_ENTRY(decoded_values), TEST_ENTRY(large), TEST_ENTRY(lua_values), TEST_ENTRY(control), TEST_ENTRY(malformed), TEST_ENTRY(damage))

@@ -75,6 +75,4 @@ TEST_IMPL(one_process_wins_a_race_for_a_name) {
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(a_linked_chain_dies_whole)
-              TEST_ENTRY(many_monitors_fire_once_each)
-                  TEST_ENTRY(one_process_wins_a_race_for_a_name))
+TEST_LIST(TEST_ENTRY(a_linked_chain_dies_whole), TEST_ENTRY(many_monitors_fire_once_each), TEST_ENTRY(one_process_wins_a_race_for_a_name))

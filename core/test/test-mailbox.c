@@ -63,5 +63,4 @@ TEST_IMPL(selective_receive_skips_and_keeps) {
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(keeps_each_senders_order_and_loses_nothing)
-              TEST_ENTRY(selective_receive_skips_and_keeps))
+TEST_LIST(TEST_ENTRY(keeps_each_senders_order_and_loses_nothing), TEST_ENTRY(selective_receive_skips_and_keeps))

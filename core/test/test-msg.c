@@ -73,6 +73,4 @@ TEST_IMPL(copies_nesting_to_the_limit_and_refuses_one_level_more) {
   lua_close(b);
 }
 
-TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state)
-              TEST_ENTRY(refuses_a_coroutine_with_its_path)
-                  TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))
+TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state), TEST_ENTRY(refuses_a_coroutine_with_its_path), TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))

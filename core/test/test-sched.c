@@ -50,6 +50,4 @@ TEST_IMPL(spinners_do_not_starve_a_reply) {
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(runs_the_schedulers_asked_for)
-              TEST_ENTRY(twenty_thousand_workers_all_reply)
-                  TEST_ENTRY(spinners_do_not_starve_a_reply))
+TEST_LIST(TEST_ENTRY(runs_the_schedulers_asked_for), TEST_ENTRY(twenty_thousand_workers_all_reply), TEST_ENTRY(spinners_do_not_starve_a_reply))

@@ -45,5 +45,4 @@ TEST_IMPL(cancelled_timers_never_fire) {
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(timeouts_sleeps_and_send_after_from_many_processes)
-              TEST_ENTRY(cancelled_timers_never_fire))
+TEST_LIST(TEST_ENTRY(timeouts_sleeps_and_send_after_from_many_processes), TEST_ENTRY(cancelled_timers_never_fire))

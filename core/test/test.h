@@ -38,10 +38,12 @@ typedef struct {
 } test_case_t;
 
 #define TEST_IMPL(name) static void test_##name(void)
-#define TEST_ENTRY(name) {#name, test_##name},
-/* The file's cases, in the order they run: TEST_LIST(TEST_ENTRY(a) ...). */
+#define TEST_ENTRY(name)                                                       \
+  { #name, test_##name }
+/* The file's cases, in the order they run:
+ * TEST_LIST(TEST_ENTRY(a), TEST_ENTRY(b), ...). */
 #define TEST_LIST(...)                                                        \
-  static const test_case_t test_cases[] = {__VA_ARGS__{NULL, NULL}};         \
+  static const test_case_t test_cases[] = {__VA_ARGS__, {NULL, NULL}};         \
   int main(int argc, char **argv) { return test_main(argc, argv, test_cases); }
 
 /* One case in a child process: its exit status (0 passed). */
