@@ -558,6 +558,7 @@ bool mb__dist_connected(const mb__atom_t *peer) {
 
 /* ---- starting ---- */
 
+/* A caller's thread waiting for work it handed to the loop thread. */
 typedef struct {
   uv_mutex_t lock;
   uv_cond_t cond;
@@ -565,15 +566,35 @@ typedef struct {
   int err;
 } start_wait_t;
 
-static void registered(int err, uint32_t creation, void *arg) {
-  start_wait_t *w = arg;
-  if (err == 0)
-    mb__dist_self.creation = creation;
+static void wait_done(start_wait_t *w, int err) {
   uv_mutex_lock(&w->lock);
   w->err = err;
   w->done = true;
   uv_cond_signal(&w->cond);
   uv_mutex_unlock(&w->lock);
+}
+
+/* Run fn(w) on the loop thread and wait until it calls wait_done. */
+static int on_loop_and_wait(mb__loop_fn fn) {
+  start_wait_t w;
+  uv_mutex_init(&w.lock);
+  uv_cond_init(&w.cond);
+  w.done = false;
+  w.err = 0;
+  mb__loop_call(fn, &w);
+  uv_mutex_lock(&w.lock);
+  while (!w.done)
+    uv_cond_wait(&w.cond, &w.lock);
+  uv_mutex_unlock(&w.lock);
+  uv_cond_destroy(&w.cond);
+  uv_mutex_destroy(&w.lock);
+  return w.err;
+}
+
+static void registered(int err, uint32_t creation, void *arg) {
+  if (err == 0)
+    mb__dist_self.creation = creation;
+  wait_done(arg, err);
 }
 
 static void start_listening(void *arg) {
@@ -623,20 +644,9 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
     return err;
   uv_mutex_init(&mb__dist_tab_lock);
   mb__map_init(&mb__dist_conns);
-  start_wait_t w;
-  uv_mutex_init(&w.lock);
-  uv_cond_init(&w.cond);
-  w.done = false;
-  w.err = 0;
-  mb__loop_call(start_listening, &w);
-  uv_mutex_lock(&w.lock);
-  while (!w.done)
-    uv_cond_wait(&w.cond, &w.lock);
-  uv_mutex_unlock(&w.lock);
-  uv_cond_destroy(&w.cond);
-  uv_mutex_destroy(&w.lock);
-  if (w.err != 0)
-    return w.err;
+  err = on_loop_and_wait(start_listening);
+  if (err != 0)
+    return err;
   mb__etf_set_local(mb__dist_self.name, mb__dist_self.creation);
   mb__dist_self.started = true;
   mb_log(MB_LOG_INFO, "dist: node %s up on port %d", name, mb__dist_self.port);
@@ -662,26 +672,13 @@ static void close_all(void *arg) {
   free(list);
   uv_close((uv_handle_t *)&mb__dist_self.listener, NULL);
   mb__epmd_stop();
-  uv_mutex_lock(&w->lock);
-  w->done = true;
-  uv_cond_signal(&w->cond);
-  uv_mutex_unlock(&w->lock);
+  wait_done(w, 0);
 }
 
 void mb__dist_stop(void) {
   if (!mb__dist_self.started)
     return;
-  start_wait_t w;
-  uv_mutex_init(&w.lock);
-  uv_cond_init(&w.cond);
-  w.done = false;
-  mb__loop_call(close_all, &w);
-  uv_mutex_lock(&w.lock);
-  while (!w.done)
-    uv_cond_wait(&w.cond, &w.lock);
-  uv_mutex_unlock(&w.lock);
-  uv_cond_destroy(&w.cond);
-  uv_mutex_destroy(&w.lock);
+  on_loop_and_wait(close_all);
   mb__dist_self.started = false;
   mb__etf_set_local(NULL, 0);
 }
