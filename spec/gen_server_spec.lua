@@ -2,20 +2,11 @@
 -- timeouts, continue, stop and terminate, bad returns.
 local mb = require "moonbeam"
 
--- Run fn in a process; then kill whatever it started that is still alive,
--- so that no example leaves a server behind.
-local function in_process(fn, ...)
-  return mb.run(function(fn, ...)
-    local mb = require "moonbeam"
-    local before = {}
-    for _, p in ipairs(mb.processes()) do before[p] = true end
-    local results = table.pack(fn(...))
-    for _, p in ipairs(mb.processes()) do
-      if not before[p] and p ~= mb.self() then mb.exit(p, "kill") end
-    end
-    return table.unpack(results, 1, results.n)
-  end, fn, ...)
-end
+-- Run fn in a process (mb.run), and check that every example leaves no
+-- process behind: a server an example starts, it stops.
+local in_process = require("spec.leak_helper")
+  .no_process_left_behind(before_each, after_each)
+
 
 -- The callback module the specs start (a table: it is copied into the
 -- server process with its functions).
@@ -64,16 +55,15 @@ local counter = {
   end,
 }
 
--- Every example leaves no process of the node behind.
-require("spec.leak_helper").no_process_left_behind(before_each, after_each)
-
 describe("gen_server.start_link", function()
   it("returns the pid once init has finished, and registers a name", function()
     assert.same({true, 5, true}, {in_process(function(cb)
       local mb = require "moonbeam"
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 5, {name = "counter1"})
-      return mb.typeof(pid) == "pid", gs.call("counter1", "get"), mb.whereis("counter1") == pid
+      local results = {mb.typeof(pid) == "pid", gs.call("counter1", "get"), mb.whereis("counter1") == pid}
+      gs.stop(pid)
+      return table.unpack(results)
     end, counter)})
   end)
 
@@ -96,6 +86,7 @@ describe("gen_server.start_link", function()
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 0, {name = "taken_gs"})
       local none, why = gs.start_link(cb, 0, {name = "taken_gs"})
+      gs.stop(pid)
       return none == nil and tostring(why[1]) == "already_started" and why[2] == pid
     end, counter))
   end)
@@ -103,7 +94,10 @@ describe("gen_server.start_link", function()
   it("runs handle_continue before any message", function()
     assert.equal(10, in_process(function(cb)
       local gs = require "moonbeam.gen_server"
-      return gs.call(gs.start_link(cb, "continue"), "get")
+      local pid = gs.start_link(cb, "continue")
+      local n = gs.call(pid, "get")
+      gs.stop(pid)
+      return n
     end, counter))
   end)
 
@@ -113,7 +107,9 @@ describe("gen_server.start_link", function()
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, "timeout")
       mb.sleep(100)
-      return gs.call(pid, "get")
+      local n = gs.call(pid, "get")
+      gs.stop(pid)
+      return n
     end, counter))
   end)
 end)
@@ -123,14 +119,19 @@ describe("gen_server.call", function()
     assert.same({1, 2, 2}, {in_process(function(cb)
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 0)
-      return gs.call(pid, "inc"), gs.call(pid, "inc"), gs.call(pid, "get")
+      local a, b, c = gs.call(pid, "inc"), gs.call(pid, "inc"), gs.call(pid, "get")
+      gs.stop(pid)
+      return a, b, c
     end, counter)})
   end)
 
   it("waits for a reply sent later with gen_server.reply", function()
     assert.equal("deferred", in_process(function(cb)
       local gs = require "moonbeam.gen_server"
-      return gs.call(gs.start_link(cb, 0), "later")
+      local pid = gs.start_link(cb, 0)
+      local r = gs.call(pid, "later")
+      gs.stop(pid)
+      return r
     end, counter))
   end)
 
@@ -156,6 +157,7 @@ describe("gen_server.call", function()
       -- one has been sent, and would be in the mailbox.
       local second = gs.call(pid, "slow")
       local _, empty = mb.receive(0)
+      gs.stop(pid)
       return tostring(e[1]), empty, second
     end, counter)})
   end)
@@ -247,7 +249,9 @@ describe("gen_server.cast and handle_info", function()
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 0)
       for _ = 1, 3 do gs.cast(pid, "inc") end
-      return gs.call(pid, "get")
+      local n = gs.call(pid, "get")
+      gs.stop(pid)
+      return n
     end, counter))
   end)
 
@@ -257,7 +261,9 @@ describe("gen_server.cast and handle_info", function()
       local gs = require "moonbeam.gen_server"
       local pid = gs.start_link(cb, 7)
       mb.send(pid, {report = mb.self()})
-      return mb.receive(1000)
+      local n = mb.receive(1000)
+      gs.stop(pid)
+      return n
     end, counter))
   end)
 
