@@ -16,6 +16,9 @@ end
 
 local CHECK = {"eval", "return require('moonbeam.net_kernel') ~= nil"}
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("a launcher", function()
   local tmp, root
 

@@ -27,6 +27,9 @@ local expected = {
   left_behind = "0",
 }
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("a supervision tree under load and random kills", function()
   it("loses no acknowledged request and hangs no call, on two schedulers", function()
     assert.same(expected, chaos(2, 2000))

@@ -19,6 +19,9 @@ local function hint_line(prefix)
   error(".ci/demo's hint has no line starting with " .. prefix)
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe(".ci/demo", function()
   it("builds the launcher only, not every test", function()
     assert.truthy(demo:find("--target moonbeam", 1, true))

@@ -7,6 +7,9 @@ local function read(path)
   return text
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("the licence", function()
   it("is the MIT licence, in LICENSE at the root", function()
     local text = read("LICENSE")

@@ -19,6 +19,9 @@ local function survives(code, options, args)
   return out, err
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("a node name with a NUL byte", function()
   it("is refused where Lua gives it, and the node goes on", function()
     local out = survives([[

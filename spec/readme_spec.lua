@@ -38,6 +38,9 @@ local function block(info, contains)
   error("README.md has no ```" .. info .. " block" .. (contains and (" with " .. contains) or ""))
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("README.md", function()
   it("runs every block or says beside it why it cannot", function()
     local run_here = {["sh-nodes"] = true, ["lua-shell-a"] = true, ["text-shell-b"] = true,

@@ -27,6 +27,9 @@ local expected = {
   ["third-party kill+link"] = 0,
 }
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("a monitor or link request racing an exit signal", function()
   it("is always answered on one scheduler", function()
     assert.same(expected, lost_answers(1))

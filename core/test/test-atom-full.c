@@ -5,7 +5,7 @@
 #include "../dist/dist_internal.h"
 #include "test.h"
 
-int main(void) {
+TEST_IMPL(a_full_table_refuses_new_atoms_and_the_node_goes_on) {
   mb_log_set_level(MB_LOG_ERROR + 1);
   mb_config_t cfg = {0};
   cfg.schedulers = 1;
@@ -46,6 +46,6 @@ int main(void) {
       "end\n",
       &r));
   ASSERT_EQ(1, r);
-  printf("ok\n");
-  return 0;
 }
+
+TEST_LIST(TEST_ENTRY(a_full_table_refuses_new_atoms_and_the_node_goes_on))

@@ -10,7 +10,7 @@ static const mb__atom_t *atom(const char *s) {
   return a;
 }
 
-int main(void) {
+TEST_IMPL(name_keys_are_never_taken_for_pids) {
   const mb__atom_t *node = atom("peer@127.0.0.1"), *name = atom("echo");
   uint32_t n = node->index + 1;
   mb_pid_t by_name = mb__dist_name_key(name, node);
@@ -38,6 +38,6 @@ int main(void) {
   ASSERT_EQ(MB_EINVAL, mb__etf_write_local_pid(&m, by_name));
   ASSERT_EQ(len, m->len);
   mb_msg_free(m);
-  printf("ok\n");
-  return 0;
 }
+
+TEST_LIST(TEST_ENTRY(name_keys_are_never_taken_for_pids))
