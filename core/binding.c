@@ -2,14 +2,6 @@
  * moonbeam.h (lua/lsocket.c). */
 #include "internal.h"
 
-int mb_value_self(lua_State *L, mb_pid_t *out) {
-  mb_proc_t *p = MB_PROC(L);
-  if (p == NULL)
-    return MB_ENOPROC;
-  *out = p->pid;
-  return 0;
-}
-
 int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out) {
   mb__lpid_t *p = mb__to_pid(L, idx);
   if (p == NULL || p->node != 0)
@@ -20,4 +12,3 @@ int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out) {
 
 uint64_t mb_value_new_ref(void) { return mb__ref_next(); }
 
-void mb_value_push_ref(lua_State *L, uint64_t ref) { mb__push_ref(L, ref); }

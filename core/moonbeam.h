@@ -165,13 +165,10 @@ int mb_dist_spawn_handler(const char *module, const char *function);
 int mb_dist_default_cookie(char *out, size_t len);
 
 /* Values of the core in a Lua state, for bindings that see only this
- * header.  mb_value_self: the pid of the process whose state L is, or
- * MB_ENOPROC outside a process.  mb_value_to_pid: a local pid at idx, or
- * MB_EINVAL. */
-int mb_value_self(lua_State *L, mb_pid_t *out);
+ * header (with the mb_lua_* helpers below).  mb_value_to_pid: a local pid
+ * at idx, or MB_EINVAL. */
 int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out);
 uint64_t mb_value_new_ref(void);
-void mb_value_push_ref(lua_State *L, uint64_t ref);
 
 /* Sockets owned by processes (socket.c).  Every socket lives on the node's
  * I/O loop; a process asks for work with the functions below, which return

@@ -450,8 +450,6 @@ static int l_names(lua_State *L) {
   return 1;
 }
 
-void mb_lsocket_register(lua_State *L); /* lsocket.c */
-
 int luaopen_moonbeam(lua_State *L) {
   mb_node_preload("moonbeam", luaopen_moonbeam);
   mb_lsocket_register(L);

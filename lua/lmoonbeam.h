@@ -8,6 +8,11 @@
 /* The module `moonbeam` (require "moonbeam"). */
 int luaopen_moonbeam(lua_State *L);
 
+/* The module `moonbeam.socket` (lsocket.c), and its registration as a
+ * preloaded module of every process. */
+int luaopen_moonbeam_socket(lua_State *L);
+void mb_lsocket_register(lua_State *L);
+
 /* start_distribution(settings): the one place that starts distribution,
  * for Lua code and for the launcher alike.  Raises on failure. */
 int lmb_start_distribution(lua_State *L);

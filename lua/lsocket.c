@@ -8,13 +8,11 @@
 #include <lauxlib.h>
 
 #include "../core/moonbeam.h"
-
-int luaopen_moonbeam_socket(lua_State *L);
-void mb_lsocket_register(lua_State *L);
+#include "lmoonbeam.h"
 
 static mb_pid_t self(lua_State *L, const char *fname) {
-  mb_pid_t pid;
-  if (mb_value_self(L, &pid) != 0)
+  mb_pid_t pid = mb_lua_self_pid(L);
+  if (pid == 0)
     luaL_error(L, "%s: not called inside a moonbeam process", fname);
   return pid;
 }
@@ -216,7 +214,7 @@ static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
 static int queued(lua_State *L, int err, uint64_t ref, const char *fname) {
   if (err != 0)
     return luaL_error(L, "%s: %s", fname, mb_strerror(err));
-  mb_value_push_ref(L, ref);
+  mb_lua_push_ref(L, ref);
   return 1;
 }
 

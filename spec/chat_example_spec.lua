@@ -4,6 +4,9 @@
 -- directory; every node started is stopped by its pid; only 127.0.0.1.
 local H = require "spec.launcher_helper"
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("examples/chat", function()
   local dir, jobs
 

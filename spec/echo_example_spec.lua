@@ -19,6 +19,9 @@ local function erl_eval(expr)
   return st, out, err
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("examples/echo", function()
   local job, port
   before_each(function() job, port = start_echo() end)

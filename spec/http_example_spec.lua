@@ -24,6 +24,9 @@ local function curl(args)
   return tonumber(code), body
 end
 
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
+
 describe("examples/http", function()
   if not have_curl then
     it("needs curl", function() pending("curl is not installed") end)

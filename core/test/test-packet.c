@@ -9,7 +9,7 @@ static long find(int packet, size_t limit, const char *s, size_t len,
                         plen);
 }
 
-static void length_prefixes(void) {
+TEST_IMPL(length_prefixes) {
   size_t off, plen;
   ASSERT_EQ(4, find(MB_PACKET_1, 0, "\3abcX", 5, &off, &plen));
   ASSERT(off == 1 && plen == 3);
@@ -25,7 +25,7 @@ static void length_prefixes(void) {
   ASSERT_EQ(0u, plen);
 }
 
-static void lines(void) {
+TEST_IMPL(lines) {
   size_t off, plen;
   ASSERT_EQ(4, find(MB_PACKET_LINE, 0, "one\ntwo", 7, &off, &plen));
   ASSERT(off == 0 && plen == 4);
@@ -34,7 +34,7 @@ static void lines(void) {
   ASSERT_EQ(4, find(MB_PACKET_LINE, 4, "abc\nmore", 8, &off, &plen));
 }
 
-static void http_heads(void) {
+TEST_IMPL(http_heads) {
   size_t off, plen;
   const char *req = "GET /x HTTP/1.1\r\nHost: a\r\n\r\nBODY";
   size_t head = strlen("GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -68,10 +68,5 @@ static void http_heads(void) {
   mb_msg_free(v);
 }
 
-int main(void) {
-  length_prefixes();
-  lines();
-  http_heads();
-  printf("ok\n");
-  return 0;
-}
+TEST_LIST(TEST_ENTRY(length_prefixes), TEST_ENTRY(lines),
+          TEST_ENTRY(http_heads))
