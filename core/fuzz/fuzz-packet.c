@@ -66,6 +66,9 @@ static long frame_all(int packet, size_t limit, const unsigned char *p,
   return (long)at;
 }
 
+/* libFuzzer's entry point. */
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
   if (atoms[0] == NULL) {
     mb__atom_intern("http_request", 12, &atoms[0]);
