@@ -26,8 +26,8 @@ static uint64_t hash_name(const char *s, size_t len) {
 const mb__atom_t *mb__atom_at(uint32_t index) {
   if (index >= atomic_load_explicit(&count, memory_order_acquire))
     return NULL;
-  mb__atom_t **c = atomic_load_explicit(&chunks[index >> CHUNK_BITS],
-                                        memory_order_acquire);
+  mb__atom_t **c =
+      atomic_load_explicit(&chunks[index >> CHUNK_BITS], memory_order_acquire);
   return c[index & (CHUNK_SIZE - 1)];
 }
 

@@ -11,4 +11,3 @@ int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out) {
 }
 
 uint64_t mb_value_new_ref(void) { return mb__ref_next(); }
-

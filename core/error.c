@@ -7,8 +7,8 @@ const char *mb_strerror(int err) {
   switch (err) {
   case 0:
     return "success";
-#define XX(name, text)                                                        \
-  case MB_E##name:                                                            \
+#define XX(name, text)                                                         \
+  case MB_E##name:                                                             \
     return text;
     MB_ERRNO_MAP(XX)
 #undef XX
@@ -21,8 +21,8 @@ const char *mb_err_name(int err) {
   switch (err) {
   case 0:
     return "OK";
-#define XX(name, _)                                                           \
-  case MB_E##name:                                                            \
+#define XX(name, _)                                                            \
+  case MB_E##name:                                                             \
     return "E" #name;
     MB_ERRNO_MAP(XX)
 #undef XX

@@ -117,7 +117,7 @@ int mb__etf_write_local_ref(mb_msg_t **m, uint64_t ref);
 /* A term already encoded (without its 131), such as one skipped over. */
 int mb__etf_write_raw(mb_msg_t **m, const void *bytes, size_t len);
 /* The Lua value at idx; errors as mb__etf_encode's. */
-int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx,
-                        const char *root, char *err, size_t errlen);
+int mb__etf_write_value(mb_msg_t **m, lua_State *L, int idx, const char *root,
+                        char *err, size_t errlen);
 
 #endif

@@ -113,7 +113,7 @@ typedef enum {
 
 struct mb_msg_s {
   struct mb_msg_s *next;
-  uint8_t kind; /* mb__sig_kind_t */
+  uint8_t kind;     /* mb__sig_kind_t */
   uint8_t has_refs; /* the value holds shared tables, cycles or functions */
   uint8_t flags;
   mb_pid_t from;
@@ -286,7 +286,7 @@ typedef struct mb__waitlink_s mb__waitlink_t;
 struct mb_proc_s {
   /* Set at spawn, then read-only. */
   mb_pid_t pid;
-  atomic_int refs; /* the process table holds one while alive */
+  atomic_int refs;  /* the process table holds one while alive */
   size_t mem_limit; /* max_heap, for senders (max_mem below may move) */
 
   /* Under `lock`: what other threads hand to the process.  `state`,
@@ -295,8 +295,8 @@ struct mb_proc_s {
   uv_mutex_t lock;
   _Atomic(mb_msg_t *) inbox_head;
   mb_msg_t *inbox_tail;
-  _Atomic int state;  /* mb__proc_state_t */
-  uint32_t timer_gen; /* generation of the armed timer */
+  _Atomic int state;     /* mb__proc_state_t */
+  uint32_t timer_gen;    /* generation of the armed timer */
   atomic_bool timed_out; /* the armed timer fired */
   mb__waitlink_t *waiters;
   atomic_bool sig_pending; /* the inbox holds a signal other than a message */
@@ -318,17 +318,17 @@ struct mb_proc_s {
   atomic_size_t mem;
   atomic_size_t mq_len;
   _Atomic uint64_t reductions; /* slices run, and messages taken */
-  atomic_bool poked;            /* the watchdog ended its slice */
-  atomic_bool on_cpu;           /* running now (for process_info) */
+  atomic_bool poked;           /* the watchdog ended its slice */
+  atomic_bool on_cpu;          /* running now (for process_info) */
 
   /* Owned by the thread running the process. */
   lua_State *L;
   mb_msg_t *q_head, *q_tail; /* drained from inbox, not yet decoded */
   size_t q_len;
-  int saved_ref;             /* registry ref of decoded-but-skipped queue */
+  int saved_ref; /* registry ref of decoded-but-skipped queue */
   lua_Integer sq_head, sq_tail;
-  int cache_ref;             /* registry ref of interned pids/refs */
-  uint64_t timer_id;         /* armed timer, 0 = none */
+  int cache_ref;     /* registry ref of interned pids/refs */
+  uint64_t timer_id; /* armed timer, 0 = none */
   mb__yield_kind_t yield_kind;
   bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */
   int co_depth;     /* coroutines being resumed by coro.c */
@@ -434,8 +434,7 @@ typedef struct {
 typedef struct mb__tls_s mb__tls_t;
 /* An SSL_CTX for a client or a server; NULL with *why (an atom's name:
  * bad_certfile, bad_keyfile, bad_cacertfile, bad_alpn, enomem). */
-void *mb__tls_context(const mb__tls_config_t *c, bool server,
-                      const char **why);
+void *mb__tls_context(const mb__tls_config_t *c, bool server, const char **why);
 void mb__tls_context_free(void *ctx);
 /* A connection's TLS state; `host` is checked and sent as SNI unless
  * c->server_name says otherwise. */

@@ -35,9 +35,9 @@ int mb__atoms_init(void) {
       return err;
   }
   /* Named by the distribution layer when it writes signals. */
-  static const char *const dist[] = {"monitor", "noconnection", "noreply",
+  static const char *const dist[] = {"monitor",     "noconnection", "noreply",
                                      "spawn_reply", "system_limit", "ok",
-                                     "error", "nodeup", "nodedown"};
+                                     "error",       "nodeup",       "nodedown"};
   for (size_t i = 0; i < sizeof dist / sizeof dist[0]; i++) {
     const mb__atom_t *a;
     int err = mb__atom_intern(dist[i], strlen(dist[i]), &a);
@@ -354,7 +354,6 @@ int mb_lua_monitor(lua_State *L) {
   mb__push_ref(L, ref);
   return 1;
 }
-
 
 /* demonitor(ref, [{flush = true}]) -> true.  After it, no 'DOWN' for ref
  * arrives; with flush, one already queued is removed. */

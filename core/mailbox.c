@@ -275,10 +275,10 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   if (mb__proc_handle_signals(p))
     return mb__proc_yield(L, MB_YIELD_EXIT, ctx, receive_k);
   if (take(L, p, &scanned)) {
-    atomic_store_explicit(&p->reductions,
-                          atomic_load_explicit(&p->reductions,
-                                               memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &p->reductions,
+        atomic_load_explicit(&p->reductions, memory_order_relaxed) + 1,
+        memory_order_relaxed);
     publish_len(p);
     mb__proc_timer_disarm(p);
     return 1;
@@ -301,8 +301,7 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
   if (p == NULL)
     luaL_error(L, "%s: not called inside a moonbeam process", fname);
   if (L != p->L && p->co_depth == 0)
-    luaL_error(L, "%s: cannot block inside a coroutine resumed from C",
-               fname);
+    luaL_error(L, "%s: cannot block inside a coroutine resumed from C", fname);
   return p;
 }
 
@@ -363,7 +362,8 @@ int mb_lua_sleep(lua_State *L) {
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
   drain_inbox(p);
   /* Undecoded messages remember whether they came as that DOWN. */
-  for (mb_msg_t **pp = &p->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+  for (mb_msg_t **pp = &p->q_head, *prev = NULL; *pp;
+       prev = *pp, pp = &(*pp)->next) {
     mb_msg_t *m = *pp;
     if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
       *pp = m->next;
@@ -410,7 +410,8 @@ static mb_pid_t check_dest(lua_State *L, int idx, const char *fname) {
   if (mb__to_remote_name(L, idx, &rname, &rnode)) {
     mb_pid_t pid = mb__dist_resolve(rname, rnode);
     if (pid == 0 && mb__dist_node() == NULL)
-      luaL_error(L, "%s: this node is not distributed (node %s)", fname, rnode->name);
+      luaL_error(L, "%s: this node is not distributed (node %s)", fname,
+                 rnode->name);
     return pid;
   }
   if (lua_type(L, idx) != LUA_TSTRING && mb__to_atom(L, idx) == NULL)

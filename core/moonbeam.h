@@ -14,22 +14,22 @@
 #define MB_VERSION "0.1.0"
 
 /* Error codes.  Each entry: name, text. */
-#define MB_ERRNO_MAP(XX)                                                      \
-  XX(NOMEM, "out of memory")                                                 \
-  XX(INVAL, "invalid argument")                                              \
-  XX(NOPROC, "no such process")                                              \
-  XX(BADTERM, "value cannot be sent")                                        \
-  XX(TOOBIG, "value too large")                                              \
-  XX(EXIST, "already exists")                                                \
-  XX(NOTFOUND, "not found")                                                  \
-  XX(STATE, "invalid state for this operation")                              \
-  XX(THREAD, "thread operation failed")                                      \
-  XX(LUA, "Lua error")                                                       \
-  XX(TIMEDOUT, "timed out")                                                  \
-  XX(CONN, "connection failed")                                              \
-  XX(PROTO, "protocol error")                                                \
-  XX(NOHOST, "host not found")                                               \
-  XX(CANCELED, "operation canceled")                                         \
+#define MB_ERRNO_MAP(XX)                                                       \
+  XX(NOMEM, "out of memory")                                                   \
+  XX(INVAL, "invalid argument")                                                \
+  XX(NOPROC, "no such process")                                                \
+  XX(BADTERM, "value cannot be sent")                                          \
+  XX(TOOBIG, "value too large")                                                \
+  XX(EXIST, "already exists")                                                  \
+  XX(NOTFOUND, "not found")                                                    \
+  XX(STATE, "invalid state for this operation")                                \
+  XX(THREAD, "thread operation failed")                                        \
+  XX(LUA, "Lua error")                                                         \
+  XX(TIMEDOUT, "timed out")                                                    \
+  XX(CONN, "connection failed")                                                \
+  XX(PROTO, "protocol error")                                                  \
+  XX(NOHOST, "host not found")                                                 \
+  XX(CANCELED, "operation canceled")                                           \
   XX(LIMIT, "system limit reached")
 
 /* The list expands to entries clang-format cannot see. */
@@ -65,12 +65,12 @@ typedef uint64_t mb_pid_t;
 
 /* Node configuration, read once by mb_node_start. */
 typedef struct {
-  int schedulers;          /* scheduler threads; 0 = number of cores */
-  size_t max_heap;         /* default per-process memory limit, 0 = none */
-  size_t max_processes;    /* processes alive at once (Erlang's +P);
+  int schedulers;        /* scheduler threads; 0 = number of cores */
+  size_t max_heap;       /* default per-process memory limit, 0 = none */
+  size_t max_processes;  /* processes alive at once (Erlang's +P);
                               0 = MB_MAX_PROCESSES_DEFAULT */
-  const char *lua_path;    /* package.path for processes, NULL = default */
-  const char *lua_cpath;   /* package.cpath for processes, NULL = default */
+  const char *lua_path;  /* package.path for processes, NULL = default */
+  const char *lua_cpath; /* package.cpath for processes, NULL = default */
 } mb_config_t;
 
 /* Node lifecycle.  One node per OS process, as one BEAM is one node. */
@@ -109,8 +109,8 @@ typedef struct {
   const char *function;
   const char *file;
   mb_msg_t *args;
-  size_t max_heap;       /* memory limit in bytes; 0 = the node's default */
-  mb_waiter_t **waiter;  /* if set, receives a waiter for the exit */
+  size_t max_heap;      /* memory limit in bytes; 0 = the node's default */
+  mb_waiter_t **waiter; /* if set, receives a waiter for the exit */
   /* Link and/or monitor the new process with `parent` (the calling
    * process) before it runs; the monitor's ref is written back. */
   mb_pid_t parent;
@@ -142,12 +142,12 @@ void mb_waiter_free(mb_waiter_t *w);
 /* Distribution: make this node a node of a cluster (Erlang's
  * distribution protocol).  The node must be started. */
 typedef struct {
-  const char *name;   /* alive@host */
+  const char *name; /* alive@host */
   const char *cookie;
-  int hidden;         /* not in other nodes' nodes() */
-  unsigned ticktime;  /* net_ticktime in seconds; 0 = 60 */
-  int port;           /* listen port; 0 = any */
-  int epmd_port;      /* 0: ERL_EPMD_PORT, or 4369 */
+  int hidden;        /* not in other nodes' nodes() */
+  unsigned ticktime; /* net_ticktime in seconds; 0 = 60 */
+  int port;          /* listen port; 0 = any */
+  int epmd_port;     /* 0: ERL_EPMD_PORT, or 4369 */
 } mb_dist_config_t;
 int mb_dist_start(const mb_dist_config_t *cfg);
 int mb_dist_port(void);
@@ -186,8 +186,8 @@ typedef enum {
   MB_PACKET_1 = 1, /* big-endian length prefix of 1, 2 or 4 bytes */
   MB_PACKET_2 = 2,
   MB_PACKET_4 = 4,
-  MB_PACKET_LINE = 5, /* up to and including "\n" */
-  MB_PACKET_HTTP = 6, /* an HTTP request head, then the body raw */
+  MB_PACKET_LINE = 5,         /* up to and including "\n" */
+  MB_PACKET_HTTP = 6,         /* an HTTP request head, then the body raw */
   MB_PACKET_HTTP_RESPONSE = 7 /* an HTTP response head */
 } mb_packet_t;
 
@@ -210,30 +210,30 @@ enum {
 };
 
 typedef struct {
-  unsigned set;         /* MB_SOCKOPT_* of the fields below that count */
-  int active;           /* MB_ACTIVE_*, or a count; default true */
-  int packet;           /* mb_packet_t; default raw */
-  size_t packet_size;   /* largest packet or line; 0 = the default */
+  unsigned set;       /* MB_SOCKOPT_* of the fields below that count */
+  int active;         /* MB_ACTIVE_*, or a count; default true */
+  int packet;         /* mb_packet_t; default raw */
+  size_t packet_size; /* largest packet or line; 0 = the default */
   int nodelay, keepalive, reuseaddr;
-  int sndbuf, recbuf;   /* bytes */
-  int backlog;          /* listen queue; default 128 */
-  long send_timeout;    /* ms a send may wait; 0 = forever */
-  int ipv6;             /* resolve names to IPv6 addresses only */
-  const char *ip;       /* listen, UDP: the address to bind; NULL = any */
-  const char *path;     /* connect, listen: a Unix-domain socket's path
+  int sndbuf, recbuf; /* bytes */
+  int backlog;        /* listen queue; default 128 */
+  long send_timeout;  /* ms a send may wait; 0 = forever */
+  int ipv6;           /* resolve names to IPv6 addresses only */
+  const char *ip;     /* listen, UDP: the address to bind; NULL = any */
+  const char *path;   /* connect, listen: a Unix-domain socket's path
                            instead of an address and port */
   /* TLS (OpenSSL): with tls set, connect and listen make TLS sockets;
    * their messages are ssl, ssl_closed, ssl_error, ssl_passive. */
   int tls;
-  int verify;           /* check the peer's certificate: -1 = the default
+  int verify;               /* check the peer's certificate: -1 = the default
                            (clients check, servers do not ask) */
   int fail_if_no_peer_cert; /* a server that checks refuses no certificate */
   long handshake_timeout;   /* accept: ms for the handshake; 0 = 15000 */
   const char *certfile, *keyfile; /* PEM files: this end's chain and key */
-  const char *cacertfile;   /* PEM: whom to trust; NULL = the system's */
-  const char *server_name;  /* the name to check and send as SNI; NULL =
+  const char *cacertfile;         /* PEM: whom to trust; NULL = the system's */
+  const char *server_name;        /* the name to check and send as SNI; NULL =
                                the host connected to */
-  const char *alpn;         /* "h2,http/1.1": offered, or (server) chosen
+  const char *alpn;               /* "h2,http/1.1": offered, or (server) chosen
                                from in this order */
 } mb_socket_opts_t;
 
@@ -250,8 +250,8 @@ typedef struct {
 
 /* Answers {ok, Sock}: a connected socket owned by caller.  `host` is an
  * IPv4 or IPv6 address or a name (resolved on the loop's thread pool). */
-int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host,
-                      int port, const mb_socket_opts_t *o, long timeout_ms);
+int mb_socket_connect(mb_pid_t caller, uint64_t ref, const char *host, int port,
+                      const mb_socket_opts_t *o, long timeout_ms);
 /* Answers {ok, Sock}: a listening socket; its accepted sockets take its
  * options. */
 int mb_socket_listen(mb_pid_t caller, uint64_t ref, int port,
@@ -272,12 +272,11 @@ int mb_socket_setopts(mb_pid_t caller, uint64_t ref, mb_socket_t s,
 /* Only the owner may hand a socket over (else not_owner).  Delivery then
  * pauses until the next mb_socket_setopts, so that the old owner can pass
  * on the messages it already had, in order. */
-int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref,
-                                  mb_socket_t s, mb_pid_t to);
+int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref, mb_socket_t s,
+                                  mb_pid_t to);
 int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s);
 /* how: 0 read, 1 write, 2 both (only write is a TCP half-close). */
-int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s,
-                       int how);
+int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s, int how);
 /* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end; for a
  * Unix-domain socket {Path, 0}.  For a TLS socket, peer = 2 answers
  * {ok, Protocol} (ALPN's choice) and peer = 3 {ok, Subject} (the peer's
@@ -291,8 +290,7 @@ int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
                        const mb_socket_opts_t *o);
 /* Answers ok once the datagram is sent; `ip` is an IPv4 or IPv6 address. */
 int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
-                       const char *ip, int port, const void *data,
-                       size_t len);
+                       const char *ip, int port, const void *data, size_t len);
 /* Ports: answers {ok, Port}, a program (argv[0], found on PATH, with its
  * arguments) whose input and output are a socket-like port owned by
  * caller, as Erlang's open_port({spawn_executable, ...}).  Sends (with

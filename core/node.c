@@ -30,10 +30,10 @@ static const struct {
   int (*start)(void);
   void (*stop)(void); /* NULL: nothing to undo */
 } steps[] = {
-    {start_tables, NULL},             /* the process table */
-    {mb__atoms_init, NULL},           /* the atoms the core uses */
-    {start_loop, stop_loop},          /* the I/O loop's thread, timers */
-    {mb__socket_start, stop_sockets}, /* sockets owned by processes */
+    {start_tables, NULL},               /* the process table */
+    {mb__atoms_init, NULL},             /* the atoms the core uses */
+    {start_loop, stop_loop},            /* the I/O loop's thread, timers */
+    {mb__socket_start, stop_sockets},   /* sockets owned by processes */
     {start_schedulers, mb__sched_stop}, /* scheduler threads, watchdog */
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])

@@ -424,8 +424,8 @@ static int set_start(mb_proc_t *p, const mb_spawn_opts_t *o) {
   } else if (o->file != NULL) {
     p->start_mod = strdup(o->file);
   }
-  if (o->fn == NULL && (p->start_mod == NULL ||
-                        (o->module != NULL && p->start_fun == NULL)))
+  if (o->fn == NULL &&
+      (p->start_mod == NULL || (o->module != NULL && p->start_fun == NULL)))
     return MB_ENOMEM;
   return 0;
 }
@@ -461,8 +461,7 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
   int err = set_start(p, o);
   if (err == 0 && (p->L = new_state(p)) == NULL)
     err = MB_ENOMEM;
-  if (err == 0 && o->waiter != NULL &&
-      (p->waiters = waitlink_new()) == NULL)
+  if (err == 0 && o->waiter != NULL && (p->waiters = waitlink_new()) == NULL)
     err = MB_ENOMEM;
   if (err == 0 && (p->pid = table_add(p)) == 0)
     err = MB_ENOMEM;
@@ -479,7 +478,8 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
     if (r->watcher_link)
       mb__map_put(&p->links, r->watcher, (void *)1);
     if (r->watch_ref != 0)
-      mb__map_put(&p->monitored_by, r->watch_ref, (void *)(uintptr_t)r->watcher);
+      mb__map_put(&p->monitored_by, r->watch_ref,
+                  (void *)(uintptr_t)r->watcher);
     uv_mutex_unlock(&p->lock);
   }
   if (err) {
@@ -613,8 +613,9 @@ static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
   mb_log(MB_LOG_ERROR,
          "process <0.%u.%u>%s%s%s terminating\n"
          "** (error) %s\n  %s",
-         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), name ? " (registered as " : "",
-         name ? name->name : "", name ? ")" : "", what, tb ? tb : "");
+         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid),
+         name ? " (registered as " : "", name ? name->name : "",
+         name ? ")" : "", what, tb ? tb : "");
   lua_pop(L, 4);
 }
 
@@ -654,9 +655,9 @@ static mb_msg_t *crash_reason(mb_proc_t *p, lua_State *L, int status) {
            "bytes",
            MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid), p->max_mem);
     m = mb__tuple_new(2);
-    if (m != NULL && (mb__tuple_atom(&m, mb__atoms.memory_limit) ||
-                      mb__tuple_int(&m, (lua_Integer)p->max_mem) ||
-                      mb__tuple_end(&m, 2))) {
+    if (m != NULL &&
+        (mb__tuple_atom(&m, mb__atoms.memory_limit) ||
+         mb__tuple_int(&m, (lua_Integer)p->max_mem) || mb__tuple_end(&m, 2))) {
       mb_msg_free(m);
       m = NULL;
     }

@@ -9,7 +9,9 @@
 static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t names; /* atom index + 1 -> pid */
 
-static uint64_t key(const mb__atom_t *name) { return (uint64_t)name->index + 1; }
+static uint64_t key(const mb__atom_t *name) {
+  return (uint64_t)name->index + 1;
+}
 
 static int register_name(const mb__atom_t *name, mb_pid_t pid) {
   mb_proc_t *p = mb__proc_lookup(pid);

@@ -16,14 +16,14 @@ typedef struct timer_s {
   uint64_t id;
   mb__timer_kind_t kind;
   mb_pid_t pid;
-  uint32_t gen;     /* WAKE: the process's timer generation */
-  mb_msg_t *msg;    /* SEND: the message, owned by the timer */
+  uint32_t gen;           /* WAKE: the process's timer generation */
+  mb_msg_t *msg;          /* SEND: the message, owned by the timer */
   const mb__atom_t *name; /* SEND to a registered name, looked up at the end */
   uint64_t ms;
-  uint64_t deadline; /* uv_hrtime() at which it fires */
-  bool cancelled;         /* under lock */
-  bool queued;            /* in the request queue; under lock */
-  bool started;           /* loop thread only */
+  uint64_t deadline;        /* uv_hrtime() at which it fires */
+  bool cancelled;           /* under lock */
+  bool queued;              /* in the request queue; under lock */
+  bool started;             /* loop thread only */
   struct timer_s *next_req; /* under lock */
 } timer_t_;
 
@@ -196,7 +196,8 @@ int mb__timer_start(void) {
 }
 
 static uv_close_cb closer(uv_handle_t *h) {
-  return h->type == UV_TIMER && ((timer_t_ *)h)->magic == TIMER_MAGIC ? close_cb : NULL;
+  return h->type == UV_TIMER && ((timer_t_ *)h)->magic == TIMER_MAGIC ? close_cb
+                                                                      : NULL;
 }
 
 /* Stops the loop too: timers are the loop's first users. */

@@ -88,7 +88,9 @@ void mb__push_weak_table(lua_State *L, const void *key, const char *mode) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
 
-static void push_cache(lua_State *L) { mb__push_weak_table(L, &cache_key, "v"); }
+static void push_cache(lua_State *L) {
+  mb__push_weak_table(L, &cache_key, "v");
+}
 
 /* Pids print as Erlang prints them: <Node.ID.Serial>, Node 0 for ours. */
 static int pid_tostring(lua_State *L) {
@@ -97,8 +99,7 @@ static int pid_tostring(lua_State *L) {
     lua_pushfstring(L, "<0.%d.%d>", (int)MB_PID_ID(p->id),
                     (int)MB_PID_SERIAL(p->id));
   else
-    lua_pushfstring(L, "<%d.%d.%d>", (int)p->node, (int)p->num,
-                    (int)p->serial);
+    lua_pushfstring(L, "<%d.%d.%d>", (int)p->node, (int)p->num, (int)p->serial);
   return 1;
 }
 
@@ -753,8 +754,7 @@ int mb_lua_typeof(lua_State *L) {
   else if (mb__to_term(L, 1)) {
     static const char *kinds[] = {"term", "bignum", "bitstring", "fun", "port"};
     t = kinds[mb__to_term(L, 1)->kind];
-  }
-  else if (lua_istable(L, 1)) {
+  } else if (lua_istable(L, 1)) {
     static const char *kinds[] = {"table", "tuple", "list", "map"};
     t = kinds[mb__table_kind(L, 1)];
   }

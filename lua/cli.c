@@ -115,12 +115,12 @@ static const option_t options[] = {
      "a size in bytes (or with K, M, G)",
      "memory limit of each process: bytes, or with K, M, G\n"
      "(default: none)"},
-    {"--max-processes", "N", NODE, OPT_MAX_PROCESSES,
-     "MOONBEAM_MAX_PROCESSES", "a number from 1 to 134217727",
+    {"--max-processes", "N", NODE, OPT_MAX_PROCESSES, "MOONBEAM_MAX_PROCESSES",
+     "a number from 1 to 134217727",
      "processes alive at once, as Erlang's +P\n"
      "(default: 1048576)"},
-    {"--shutdown-time", "MS", NODE, OPT_SHUTDOWN_TIME,
-     "MOONBEAM_SHUTDOWN_TIME", "milliseconds from 1 to 2147483647",
+    {"--shutdown-time", "MS", NODE, OPT_SHUTDOWN_TIME, "MOONBEAM_SHUTDOWN_TIME",
+     "milliseconds from 1 to 2147483647",
      "how long SIGTERM waits for the node to stop\n"
      "cleanly before it exits anyway (default: 30000)"},
     {"--log-level", "LEVEL", NODE, OPT_LOG_LEVEL, "MOONBEAM_LOG_LEVEL",
@@ -623,11 +623,14 @@ static const struct {
   const char *key;
   int id;
 } file_keys[] = {
-    {"schedulers", OPT_SCHEDULERS}, {"max_heap", OPT_MAX_HEAP},
+    {"schedulers", OPT_SCHEDULERS},
+    {"max_heap", OPT_MAX_HEAP},
     {"max_processes", OPT_MAX_PROCESSES},
     {"shutdown_time", OPT_SHUTDOWN_TIME},
-    {"log_level", OPT_LOG_LEVEL},   {"rocks_tree", OPT_ROCKS_TREE},
-    {"sname", OPT_SNAME},           {"name", OPT_NAME},
+    {"log_level", OPT_LOG_LEVEL},
+    {"rocks_tree", OPT_ROCKS_TREE},
+    {"sname", OPT_SNAME},
+    {"name", OPT_NAME},
     {"cookie", OPT_COOKIE},
 };
 

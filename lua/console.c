@@ -38,7 +38,6 @@
 #include "launcher.h"
 #include "lmoonbeam.h"
 
-
 #define HISTORY_LINES 1000
 
 /* Set once, before the thread starts; read-only after. */

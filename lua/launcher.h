@@ -37,7 +37,7 @@ typedef struct {
   int nenvs;
   /* Distribution. */
   const char *sname, *name, *cookie, *remsh;
-  int hidden; /* --hidden */
+  int hidden;     /* --hidden */
   unsigned given; /* the settings given by flag or variable (cli.c) */
   char *owned;    /* storage the strings above may point into */
 } cli_t;

@@ -100,8 +100,10 @@ static int spawn_with(lua_State *L, mb_spawn_opts_t *o, int base,
   mb_pid_t pid;
   int err = mb_proc_spawn_opts(o, &pid);
   if (err == MB_ELIMIT)
-    return luaL_error(L, "%s: too many processes (the node's limit is %d: "
-                      "system_limit)", fname, (int)mb_node_process_limit());
+    return luaL_error(L,
+                      "%s: too many processes (the node's limit is %d: "
+                      "system_limit)",
+                      fname, (int)mb_node_process_limit());
   check_err(L, err, fname);
   mb_lua_push_pid(L, pid);
   if (o->monitor) {
@@ -219,7 +221,8 @@ int lmb_start_distribution(lua_State *L) {
   } else {
     int err = mb_dist_default_cookie(cookie, sizeof cookie);
     if (err)
-      return luaL_error(L, "start_distribution: no cookie (~/.erlang.cookie: %s)",
+      return luaL_error(L,
+                        "start_distribution: no cookie (~/.erlang.cookie: %s)",
                         mb_strerror(err));
   }
   cfg.cookie = cookie;
@@ -236,7 +239,9 @@ int lmb_start_distribution(lua_State *L) {
   if (err == 0)
     err = mb_dist_start(&cfg);
   if (err == MB_EEXIST)
-    return luaL_error(L, "start_distribution: the name %s is already registered with epmd", name);
+    return luaL_error(
+        L, "start_distribution: the name %s is already registered with epmd",
+        name);
   check_err(L, err, "start_distribution");
   /* net_kernel answers other nodes' pings; moonbeam.rpc runs what their
    * spawn requests ask for. */
@@ -246,7 +251,7 @@ int lmb_start_distribution(lua_State *L) {
 
 /* ---- logging ---- */
 
-static const char *const level_names[] = {"debug", "info", "notice",
+static const char *const level_names[] = {"debug",   "info",  "notice",
                                           "warning", "error", NULL};
 
 static int l_log(lua_State *L) {
@@ -360,7 +365,7 @@ static const luaL_Reg funcs[] = {
 #define XX(name) {#name, mb_lua_##name},
     MB_LUA_ENTRY_POINTS(XX)
 #undef XX
-    {"spawn", l_spawn},
+        {"spawn", l_spawn},
     {"spawn_link", l_spawn_link},
     {"spawn_monitor", l_spawn_monitor},
     {"spawn_opt", l_spawn_opt},
@@ -429,8 +434,7 @@ static int lazy_field(lua_State *L) {
   }
   uv_once(&sort_once, sort_funcs);
   luaL_Reg key = {k, NULL};
-  const luaL_Reg *f =
-      bsearch(&key, sorted, nsorted, sizeof sorted[0], by_name);
+  const luaL_Reg *f = bsearch(&key, sorted, nsorted, sizeof sorted[0], by_name);
   if (f == NULL)
     return 0;
   lua_pushcfunction(L, f->func);

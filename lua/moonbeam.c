@@ -39,7 +39,6 @@
 #include "launcher.h"
 #include "lmoonbeam.h"
 
-
 #define LAUNCHER "moonbeam.launcher"
 #define PRELUDE_TIMEOUT_MS 60000
 #define SHUTDOWN_TIME_MS 30000
@@ -213,10 +212,9 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
   mb_log(MB_LOG_NOTICE, "%s received: stopping the node", name);
   uv_timer_init(&loop, &shutdown_timer);
-  uv_timer_start(&shutdown_timer, shutdown_timed_out,
-                 (uint64_t)(cli.shutdown_time ? cli.shutdown_time
-                                              : SHUTDOWN_TIME_MS),
-                 0);
+  uv_timer_start(
+      &shutdown_timer, shutdown_timed_out,
+      (uint64_t)(cli.shutdown_time ? cli.shutdown_time : SHUTDOWN_TIME_MS), 0);
   int err = spawn_launcher("stop_node", NULL, &stopper.waiter);
   if (err == 0)
     err = watch(&stopper, stopper_ended);

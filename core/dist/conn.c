@@ -17,16 +17,18 @@
 #define MAX_HANDSHAKE_MSG 1024
 #define MAX_FRAME (256u << 20) /* a bigger frame closes the connection */
 
-
 mb__dist_self_t mb__dist_self;
 uv_mutex_t mb__dist_tab_lock;
-mb__map_t mb__dist_conns; /* node atom index + 1 -> conn (under mb__dist_tab_lock) */
+mb__map_t
+    mb__dist_conns;  /* node atom index + 1 -> conn (under mb__dist_tab_lock) */
 static bool fuzzing; /* fed by mb__dist_fuzz_feed: no socket, no dialling */
 static uint64_t next_conn_id = 1;
 
 /* ---- small helpers ---- */
 
-const mb__atom_t *mb__dist_node(void) { return mb__dist_self.started ? mb__dist_self.name : NULL; }
+const mb__atom_t *mb__dist_node(void) {
+  return mb__dist_self.started ? mb__dist_self.name : NULL;
+}
 
 mb_pid_t mb__dist_resolve(const mb__atom_t *name, const mb__atom_t *peer) {
   const mb__atom_t *self = mb__dist_node();
@@ -87,7 +89,8 @@ void mb__conn_close(mb__conn_t *c, const char *why) {
   }
   uv_mutex_unlock(&mb__dist_tab_lock);
   if (why != NULL)
-    mb_log(was_up ? MB_LOG_WARNING : MB_LOG_DEBUG, "dist: connection to %s closed: %s",
+    mb_log(was_up ? MB_LOG_WARNING : MB_LOG_DEBUG,
+           "dist: connection to %s closed: %s",
            c->node ? c->node->name : "(unknown node)", why);
   if (c->node != NULL && (was_up || was_current))
     mb__dist_node_down(c->node, c->id, was_up);
@@ -141,7 +144,8 @@ void mb__conn_write_frames(mb__conn_t *c, frame_t *frames) {
   for (frame_t *f = frames; f; f = f->next)
     bufs[i++] = uv_buf_init((char *)f->data, (unsigned)f->len);
   w->frames = frames;
-  int err = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, write_done);
+  int err =
+      uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, write_done);
   free(bufs);
   if (err) {
     w->req.handle = (uv_stream_t *)&c->tcp;
@@ -297,7 +301,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   mb__conn_t *c = s->data;
   if (nread < 0) {
     free(buf->base);
-    mb__conn_close(c, nread == UV_EOF ? "closed by the node" : uv_strerror((int)nread));
+    mb__conn_close(c, nread == UV_EOF ? "closed by the node"
+                                      : uv_strerror((int)nread));
     return;
   }
   c->read_any = true;
@@ -381,7 +386,8 @@ typedef struct {
 } resolve_t;
 
 static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr);
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res);
 
 static void on_port(int err, int port, void *arg) {
   mb__conn_t *c = arg;
@@ -390,7 +396,8 @@ static void on_port(int err, int port, void *arg) {
     return;
   }
   if (err) {
-    mb__conn_close(c, err == MB_ENOTFOUND ? "not registered with epmd" : mb_strerror(err));
+    mb__conn_close(c, err == MB_ENOTFOUND ? "not registered with epmd"
+                                          : mb_strerror(err));
     conn_unref(c);
     return;
   }
@@ -411,7 +418,8 @@ static void on_port(int err, int port, void *arg) {
     r->c = c;
     r->port = port;
     r->req.data = r;
-    if (uv_getaddrinfo(mb__loop(), &r->req, on_resolved, host, NULL, &hints) != 0) {
+    if (uv_getaddrinfo(mb__loop(), &r->req, on_resolved, host, NULL, &hints) !=
+        0) {
       free(r);
       mb__conn_close(c, "cannot resolve the host");
       conn_unref(c);
@@ -437,7 +445,8 @@ static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr) {
   }
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
   resolve_t *r = req->data;
   mb__conn_t *c = r->c;
   if (status != 0 || res == NULL || c->state == C_CLOSING) {
@@ -611,7 +620,8 @@ static void start_listening(void *arg) {
     int len = sizeof ss;
     uv_tcp_getsockname(&mb__dist_self.listener, (struct sockaddr *)&ss, &len);
     mb__dist_self.port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    err = mb__epmd_register(mb__dist_self.alive, mb__dist_self.port, registered, w);
+    err = mb__epmd_register(mb__dist_self.alive, mb__dist_self.port, registered,
+                            w);
   }
   if (err != 0)
     registered(err, 0, w);
@@ -623,7 +633,8 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   if (!mb_node_started())
     return MB_ESTATE;
   const char *name = cfg->name;
-  if (name == NULL || strlen(name) >= sizeof mb__dist_self.alive + sizeof mb__dist_self.host ||
+  if (name == NULL ||
+      strlen(name) >= sizeof mb__dist_self.alive + sizeof mb__dist_self.host ||
       cfg->cookie == NULL || strlen(cfg->cookie) >= sizeof mb__dist_self.cookie)
     return MB_EINVAL;
   const char *at = strchr(name, '@');
@@ -632,7 +643,8 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   memcpy(mb__dist_self.alive, name, (size_t)(at - name));
   mb__dist_self.alive[at - name] = '\0';
   snprintf(mb__dist_self.host, sizeof mb__dist_self.host, "%s", at + 1);
-  snprintf(mb__dist_self.cookie, sizeof mb__dist_self.cookie, "%s", cfg->cookie);
+  snprintf(mb__dist_self.cookie, sizeof mb__dist_self.cookie, "%s",
+           cfg->cookie);
   mb__dist_self.hidden = cfg->hidden;
   mb__dist_self.ticktime = cfg->ticktime ? cfg->ticktime : 60;
   mb__dist_self.port = cfg->port;
@@ -653,7 +665,9 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   return 0;
 }
 
-int mb_dist_port(void) { return mb__dist_self.started ? mb__dist_self.port : 0; }
+int mb_dist_port(void) {
+  return mb__dist_self.started ? mb__dist_self.port : 0;
+}
 
 /* ---- stopping ---- */
 
@@ -694,7 +708,8 @@ int mb__dist_fuzz_init(const char *name, const char *cookie) {
   const char *at = strchr(name, '@');
   if (at == NULL)
     return MB_EINVAL;
-  snprintf(mb__dist_self.alive, sizeof mb__dist_self.alive, "%.*s", (int)(at - name), name);
+  snprintf(mb__dist_self.alive, sizeof mb__dist_self.alive, "%.*s",
+           (int)(at - name), name);
   snprintf(mb__dist_self.host, sizeof mb__dist_self.host, "%s", at + 1);
   snprintf(mb__dist_self.cookie, sizeof mb__dist_self.cookie, "%s", cookie);
   mb__dist_self.ticktime = 60;

@@ -18,28 +18,28 @@
 #define DFLAG_MANDATORY_25_DIGEST 0x4000000ULL
 #define DFLAG_SPAWN (1ULL << 32)
 #define DFLAG_V4_NC (1ULL << 34)
-#define OUR_FLAGS                                                             \
-  (DFLAG_MANDATORY | DFLAG_DIST_MONITOR | DFLAG_DIST_MONITOR_NAME |           \
+#define OUR_FLAGS                                                              \
+  (DFLAG_MANDATORY | DFLAG_DIST_MONITOR | DFLAG_DIST_MONITOR_NAME |            \
    DFLAG_UNLINK_ID | DFLAG_MANDATORY_25_DIGEST | DFLAG_SPAWN | DFLAG_V4_NC)
 
 typedef enum {
-  C_LOOKUP,      /* asking epmd for the port */
-  C_CONNECTING,  /* TCP connect */
-  C_HANDSHAKE,   /* messages with 2-byte lengths */
-  C_UP,          /* frames with 4-byte lengths */
-  C_WAITING,     /* refused ("nok") in a simultaneous connect: the socket is
+  C_LOOKUP,     /* asking epmd for the port */
+  C_CONNECTING, /* TCP connect */
+  C_HANDSHAKE,  /* messages with 2-byte lengths */
+  C_UP,         /* frames with 4-byte lengths */
+  C_WAITING,    /* refused ("nok") in a simultaneous connect: the socket is
                     closed, and what is queued waits for the other side's
                     connection to take it over (or the handshake timeout) */
   C_CLOSING
 } conn_state_t;
 
 typedef enum {
-  H_SEND_NAME,  /* acceptor: waiting for 'N' */
-  H_STATUS,     /* initiator: waiting for 's' */
-  H_CHALLENGE,  /* initiator: waiting for 'N' challenge */
-  H_REPLY,      /* acceptor: waiting for 'r' */
-  H_ACK,        /* initiator: waiting for 'a' */
-  H_ALIVE       /* acceptor: sent "alive", waiting for "true"/"false" */
+  H_SEND_NAME, /* acceptor: waiting for 'N' */
+  H_STATUS,    /* initiator: waiting for 's' */
+  H_CHALLENGE, /* initiator: waiting for 'N' challenge */
+  H_REPLY,     /* acceptor: waiting for 'r' */
+  H_ACK,       /* initiator: waiting for 'a' */
+  H_ALIVE      /* acceptor: sent "alive", waiting for "true"/"false" */
 } hs_state_t;
 
 typedef struct frame_s {

@@ -17,7 +17,8 @@ static int read_cookie(const char *path, char *out, size_t len) {
   if (stat(path, &st) != 0)
     return MB_ENOTFOUND;
   if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-    mb_log(MB_LOG_ERROR, "dist: cookie file %s must be accessible by its owner only", path);
+    mb_log(MB_LOG_ERROR,
+           "dist: cookie file %s must be accessible by its owner only", path);
     return MB_EINVAL;
   }
   FILE *f = fopen(path, "r");

@@ -28,11 +28,9 @@ void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up);
 int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on);
 int mb__dist_monitor_nodes(mb_pid_t who, bool on);
 int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
-                           mb_pid_t caller, uint64_t ref,
-                           const mb__atom_t *mod, const mb__atom_t *fun,
-                           int args_idx, bool reply, char *err,
-                           size_t errlen);
-
+                           mb_pid_t caller, uint64_t ref, const mb__atom_t *mod,
+                           const mb__atom_t *fun, int args_idx, bool reply,
+                           char *err, size_t errlen);
 
 /* ---- EPMD's wire: requests and replies (docs/erlang-distribution.md) ---- */
 #define NAMES_REQ 110
@@ -76,8 +74,8 @@ int mb__epmd_register(const char *alive, int listen_port,
 void mb__epmd_unregister(void);
 /* PORT_PLEASE2 to the EPMD of `host` (IPv4 address or name): the node's
  * distribution port, or MB_ENOTFOUND, MB_ENOHOST, MB_ECONN, ... */
-int mb__epmd_lookup(const char *host, const char *alive,
-                    mb__epmd_lookup_cb cb, void *arg);
+int mb__epmd_lookup(const char *host, const char *alive, mb__epmd_lookup_cb cb,
+                    void *arg);
 /* The EPMD port that mb_dist_start was given (0: ERL_EPMD_PORT). */
 void mb__epmd_set_port(int port);
 /* At node stop, before the loop stops: unregister, cancel the requests in

@@ -41,7 +41,7 @@
 #define REQ_TIMEOUT_MS 10000 /* a whole exchange, retries included */
 #define RETRY_MS 50          /* after losing the race to start a server */
 #define MAX_ATTEMPTS 5
-#define ALIVE_MAX 255        /* bytes: the node name must fit in an atom */
+#define ALIVE_MAX 255 /* bytes: the node name must fit in an atom */
 #define HOST_MAX 255
 #define REPLY_MAX (1u << 20) /* the largest NAMES reply taken */
 
@@ -101,7 +101,7 @@ typedef struct req_s {
   bool done;     /* the callback was called */
   bool closing;
   int attempts;
-  int port; /* EPMD's */
+  int port;                    /* EPMD's */
   uint64_t deadline, retry_ms; /* loop time */
   struct sockaddr_in addr;
   char *addresses; /* ERL_EPMD_ADDRESS at the call, to start a server */
@@ -173,9 +173,7 @@ static void complete(req_t *r, int err, uint32_t value, const char *text) {
 
 static void fail(req_t *r, int err) { complete(r, err, 0, NULL); }
 
-static int from_uv(int err) {
-  return err == UV_ENOMEM ? MB_ENOMEM : MB_ECONN;
-}
+static int from_uv(int err) { return err == UV_ENOMEM ? MB_ENOMEM : MB_ECONN; }
 
 static void connected(req_t *r, int status);
 
@@ -358,8 +356,8 @@ static void resolve(req_t *r) {
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   r->resolve.data = r;
-  int err = uv_getaddrinfo(mb__loop(), &r->resolve, resolved, r->host, NULL,
-                           &hints);
+  int err =
+      uv_getaddrinfo(mb__loop(), &r->resolve, resolved, r->host, NULL, &hints);
   if (err)
     fail(r, from_uv(err));
   else
@@ -409,8 +407,7 @@ static int epmd_port(void) {
   return *end == '\0' && p > 0 && p <= 65535 ? (int)p : MB_EINVAL;
 }
 
-static int req_new(req_kind_t kind, const char *host, void *arg,
-                   req_t **out) {
+static int req_new(req_kind_t kind, const char *host, void *arg, req_t **out) {
   int port = epmd_port();
   size_t hlen = host ? strlen(host) : 0;
   if (port < 0 || hlen == 0 || hlen > HOST_MAX)
@@ -437,7 +434,8 @@ static int submit(req_t *r) {
 
 static bool alive_ok(const char *alive, size_t *len) {
   *len = alive ? strlen(alive) : 0;
-  return *len <= ALIVE_MAX && mb__epmd_name_ok((const unsigned char *)alive, *len) &&
+  return *len <= ALIVE_MAX &&
+         mb__epmd_name_ok((const unsigned char *)alive, *len) &&
          strchr(alive, '@') == NULL;
 }
 
@@ -486,8 +484,8 @@ int mb__epmd_register(const char *alive, int listen_port,
   return submit(r);
 }
 
-int mb__epmd_lookup(const char *host, const char *alive,
-                    mb__epmd_lookup_cb cb, void *arg) {
+int mb__epmd_lookup(const char *host, const char *alive, mb__epmd_lookup_cb cb,
+                    void *arg) {
   size_t n;
   req_t *r;
   if (!alive_ok(alive, &n) || cb == NULL)

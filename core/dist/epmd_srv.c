@@ -105,8 +105,7 @@ static void reject(conn_t *c, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
-  mb_log(MB_LOG_WARNING, "epmd: %s from %s; connection closed", why,
-         c->peer);
+  mb_log(MB_LOG_WARNING, "epmd: %s from %s; connection closed", why, c->peer);
   conn_close(c);
 }
 

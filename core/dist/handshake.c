@@ -57,7 +57,8 @@ static bool flags_ok(mb__conn_t *c, uint64_t theirs) {
     mb__conn_close(c, "the node lacks mandatory capabilities");
     return false;
   }
-  c->flags = theirs & (OUR_FLAGS | (mb__dist_self.hidden ? 0 : DFLAG_PUBLISHED));
+  c->flags =
+      theirs & (OUR_FLAGS | (mb__dist_self.hidden ? 0 : DFLAG_PUBLISHED));
   return true;
 }
 
@@ -78,7 +79,8 @@ static void take_over(mb__conn_t *c, mb__conn_t *other) {
     c->out_head = other->out_head;
     c->out_tail = other->out_tail;
     other->out_head = other->out_tail = NULL;
-    if (other->in_table && mb__map_get(&mb__dist_conns, key_of(other->node)) == other)
+    if (other->in_table &&
+        mb__map_get(&mb__dist_conns, key_of(other->node)) == other)
       other->in_table = false;
   }
   mb__map_put(&mb__dist_conns, key_of(c->node), c);
@@ -166,7 +168,8 @@ static void on_reply(mb__conn_t *c, const unsigned char *m, size_t len) {
   unsigned char want[16];
   digest(c->my_challenge, want);
   if (memcmp(want, m + 5, 16) != 0) {
-    mb_log(MB_LOG_ERROR, "dist: connection attempt from %s refused: wrong cookie",
+    mb_log(MB_LOG_ERROR,
+           "dist: connection attempt from %s refused: wrong cookie",
            c->node->name);
     mb__conn_close(c, NULL);
     return;
@@ -250,11 +253,23 @@ static void on_ack(mb__conn_t *c, const unsigned char *m, size_t len) {
 
 void mb__conn_handshake_msg(mb__conn_t *c, const unsigned char *m, size_t len) {
   switch (c->hs) {
-  case H_SEND_NAME: on_send_name(c, m, len); break;
-  case H_STATUS: on_status(c, m, len); break;
-  case H_CHALLENGE: on_challenge(c, m, len); break;
-  case H_REPLY: on_reply(c, m, len); break;
-  case H_ACK: on_ack(c, m, len); break;
-  case H_ALIVE: on_alive_answer(c, m, len); break;
+  case H_SEND_NAME:
+    on_send_name(c, m, len);
+    break;
+  case H_STATUS:
+    on_status(c, m, len);
+    break;
+  case H_CHALLENGE:
+    on_challenge(c, m, len);
+    break;
+  case H_REPLY:
+    on_reply(c, m, len);
+    break;
+  case H_ACK:
+    on_ack(c, m, len);
+    break;
+  case H_ALIVE:
+    on_alive_answer(c, m, len);
+    break;
   }
 }

@@ -57,7 +57,8 @@ int mb_lua_nodes(lua_State *L) {
 int mb_lua_monitor_node(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "monitor_node");
   const mb__atom_t *n = check_node(L, 1);
-  int err = mb__dist_monitor_node(p->pid, n, lua_isnone(L, 2) || lua_toboolean(L, 2));
+  int err =
+      mb__dist_monitor_node(p->pid, n, lua_isnone(L, 2) || lua_toboolean(L, 2));
   if (err == MB_ESTATE)
     return luaL_error(L, "monitor_node: this node is not distributed");
   if (err)

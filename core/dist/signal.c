@@ -46,17 +46,17 @@ enum {
 };
 
 typedef struct {
-  mb_pid_t local;  /* the process of this node */
-  mb_pid_t remote; /* its peer's key */
+  mb_pid_t local;         /* the process of this node */
+  mb_pid_t remote;        /* its peer's key */
   const mb__atom_t *name; /* in-monitors by name: the name watched */
 } crossing_t;
 
 /* What crosses to one node. */
 typedef struct {
-  mb__map_t links;   /* hash of (local, remote) -> crossing_t* */
-  mb__map_t out_mon; /* local ref -> crossing_t*: we watch them */
-  mb__map_t in_mon;  /* remote ref key -> crossing_t*: they watch us */
-  mb__map_t spawns;  /* local ref -> crossing_t*: spawn requests waiting */
+  mb__map_t links;    /* hash of (local, remote) -> crossing_t* */
+  mb__map_t out_mon;  /* local ref -> crossing_t*: we watch them */
+  mb__map_t in_mon;   /* remote ref key -> crossing_t*: they watch us */
+  mb__map_t spawns;   /* local ref -> crossing_t*: spawn requests waiting */
   mb__map_t watchers; /* local pid -> 1: monitor_node(Node) */
 } node_t;
 
@@ -144,7 +144,9 @@ static const mb__atom_t *cross_untrack(const mb__atom_t *node, table_id_t t,
 
 /* ---- remote keys ---- */
 
-static const mb__atom_t *node_atom(uint32_t node) { return mb__atom_at(node - 1); }
+static const mb__atom_t *node_atom(uint32_t node) {
+  return mb__atom_at(node - 1);
+}
 
 static mb_pid_t key_of_pid(const mb__etf_pid_t *p) {
   mb_pid_t local;
@@ -191,7 +193,9 @@ static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
 static void scratch_free(void *L) { lua_close(L); }
-static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+static void scratch_init(void) {
+  pthread_key_create(&scratch_key, scratch_free);
+}
 
 /* A Lua state of the calling thread's own, closed when the thread ends. */
 static lua_State *scratch_state(void) {
@@ -338,8 +342,8 @@ static void w_pid(writer_t *w, mb_pid_t pid) {
   else if (!wire_pid(pid, &wp, &name, &node))
     w->err = MB_EINVAL;
   else
-    w->err = name ? mb__etf_write_atom(&w->m, name)
-                  : mb__etf_write_pid(&w->m, &wp);
+    w->err =
+        name ? mb__etf_write_atom(&w->m, name) : mb__etf_write_pid(&w->m, &wp);
 }
 
 static void w_ref(writer_t *w, uint64_t ref) {
@@ -456,7 +460,7 @@ int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
     w_value(&w, m, 0);
     break;
   }
-  case MB_SIG_MONITOR: /* {19, From, To, Ref} */
+  case MB_SIG_MONITOR:   /* {19, From, To, Ref} */
   case MB_SIG_DEMONITOR: /* {20, From, To, Ref} */
     if (m->kind == MB_SIG_MONITOR)
       cross_track(node, T_OUT_MON, m->ref, m->from, to, name);
@@ -497,8 +501,8 @@ static const mb__atom_t *A(const char *s) {
   return a;
 }
 
-static void reply_exit(const mb__atom_t *node, mb_pid_t from, const mb__etf_pid_t *to,
-                       const char *reason) {
+static void reply_exit(const mb__atom_t *node, mb_pid_t from,
+                       const mb__etf_pid_t *to, const char *reason) {
   writer_t w;
   frame_begin(&w, 4);
   w_int(&w, OP_EXIT);
@@ -509,7 +513,8 @@ static void reply_exit(const mb__atom_t *node, mb_pid_t from, const mb__etf_pid_
 }
 
 /* The rest of the frame after the control tuple: the message term. */
-static int rest_message(mb__etf_reader_t *r, const unsigned char **p, size_t *n) {
+static int rest_message(mb__etf_reader_t *r, const unsigned char **p,
+                        size_t *n) {
   if (r->p >= r->end || r->p[0] != MB_ETF_VERSION)
     return MB_EBADTERM;
   const unsigned char *start = r->p + 1;
@@ -551,7 +556,8 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   return 0;
 }
 
-static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r, bool linked) {
+static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r,
+                          bool linked) {
   mb__etf_pid_t from, to;
   if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
     return MB_EBADTERM;
@@ -574,7 +580,8 @@ static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r, bool link
 }
 
 /* MONITOR_P and DEMONITOR_P: {_, Watcher, Target (pid or name), Ref}. */
-static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonitor) {
+static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r,
+                      bool demonitor) {
   mb__etf_pid_t from, to;
   mb__etf_ref_t ref;
   const mb__atom_t *name = NULL;
@@ -589,7 +596,8 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
   if (mb__etf_read_ref(r, &ref))
     return MB_EBADTERM;
   mb_pid_t watcher = key_of_pid(&from), target = 0;
-  uint64_t refkey = mb__remote_ref_key(ref.node->index + 1, ref.creation, ref.len, ref.words);
+  uint64_t refkey =
+      mb__remote_ref_key(ref.node->index + 1, ref.creation, ref.len, ref.words);
   if (name != NULL)
     target = mb__registry_whereis(name);
   else if (!mb__etf_pid_local(&to, &target))
@@ -626,8 +634,9 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r, bool demonito
 }
 
 /* {'DOWN', Ref, process, Object, Reason} as an ETF message. */
-static mb_msg_t *down_message(uint64_t ref, const unsigned char *object, size_t olen,
-                              const unsigned char *reason, size_t rlen) {
+static mb_msg_t *down_message(uint64_t ref, const unsigned char *object,
+                              size_t olen, const unsigned char *reason,
+                              size_t rlen) {
   writer_t w;
   w_begin(&w, 64 + olen + rlen);
   w_version(&w);
@@ -680,7 +689,8 @@ static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
       mb_msg_free(obj.m);
       return 0;
     }
-    m = down_message(local_ref, obj.m->data, obj.m->len, reason, (size_t)(r->p - reason));
+    m = down_message(local_ref, obj.m->data, obj.m->len, reason,
+                     (size_t)(r->p - reason));
     mb_msg_free(obj.m);
   } else {
     m = down_message(local_ref, object, olen, reason, (size_t)(r->p - reason));
@@ -715,12 +725,11 @@ static void send_spawn_reply(mb_pid_t pid, void *arg) {
 
 /* What spawn requests run (mb_dist_spawn_handler); read on the loop
  * thread, set before distribution starts. */
-static struct {
-  const char *module, *function;
-} spawn_handler;
+static struct { const char *module, *function; } spawn_handler;
 
 int mb_dist_spawn_handler(const char *module, const char *function) {
-  char *m = module ? strdup(module) : NULL, *f = function ? strdup(function) : NULL;
+  char *m = module ? strdup(module) : NULL,
+       *f = function ? strdup(function) : NULL;
   if ((module && m == NULL) || (function && f == NULL)) {
     free(m);
     free(f);
@@ -759,8 +768,10 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
     o.p += 5;
     for (uint32_t i = 0; i < len; i++) {
       const mb__atom_t *a;
-      if (mb__etf_peek(&o) == MB_ETF_SMALL_ATOM_UTF8 || mb__etf_peek(&o) == MB_ETF_ATOM ||
-          mb__etf_peek(&o) == MB_ETF_ATOM_UTF8 || mb__etf_peek(&o) == MB_ETF_SMALL_ATOM) {
+      if (mb__etf_peek(&o) == MB_ETF_SMALL_ATOM_UTF8 ||
+          mb__etf_peek(&o) == MB_ETF_ATOM ||
+          mb__etf_peek(&o) == MB_ETF_ATOM_UTF8 ||
+          mb__etf_peek(&o) == MB_ETF_SMALL_ATOM) {
         if (mb__etf_read_atom(&o, &a))
           return MB_EBADTERM;
         link |= strcmp(a->name, "link") == 0;
@@ -786,7 +797,8 @@ static int on_spawn_request(const mb__atom_t *node, mb__etf_reader_t *r) {
   if (a == NULL)
     return 0;
   mb_pid_t caller = key_of_pid(&from);
-  uint64_t refkey = mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
+  uint64_t refkey =
+      mb__remote_ref_key(req.node->index + 1, req.creation, req.len, req.words);
   spawn_reply_t sr = {node, &req, &from, (link ? 1 : 0) | (monitor ? 2 : 0)};
   mb_spawn_opts_t so = {0};
   so.module = spawn_handler.module;
@@ -826,7 +838,8 @@ static int on_spawn_reply(const mb__atom_t *node, mb__etf_reader_t *r) {
   mb__etf_ref_t req;
   mb__etf_pid_t to;
   int64_t flags;
-  if (mb__etf_read_ref(r, &req) || mb__etf_read_pid(r, &to) || mb__etf_read_int(r, &flags))
+  if (mb__etf_read_ref(r, &req) || mb__etf_read_pid(r, &to) ||
+      mb__etf_read_int(r, &flags))
     return MB_EBADTERM;
   const unsigned char *result = r->p;
   bool ok = mb__etf_peek(r) == MB_ETF_NEW_PID || mb__etf_peek(r) == MB_ETF_PID;
@@ -896,8 +909,8 @@ static int on_unlink_id(const mb__atom_t *node, mb__etf_reader_t *r) {
 }
 
 /* One frame from a node (loop thread): nonzero closes the connection. */
-int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p,
-                   size_t n) {
+int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node,
+                   const unsigned char *p, size_t n) {
   (void)c;
   if (n < 2 || p[0] != 'p')
     return MB_EBADTERM;
@@ -927,7 +940,8 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p
   case OP_REG_SEND_TT: {
     mb__etf_pid_t from;
     const mb__atom_t *name;
-    if (mb__etf_read_pid(&r, &from) || mb__etf_skip(&r) || mb__etf_read_atom(&r, &name) ||
+    if (mb__etf_read_pid(&r, &from) || mb__etf_skip(&r) ||
+        mb__etf_read_atom(&r, &name) ||
         (op == OP_REG_SEND_TT && mb__etf_skip(&r)))
       return MB_EBADTERM;
     mb_pid_t to = mb__registry_whereis(name);
@@ -985,8 +999,9 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p
   case OP_SPAWN_REPLY:
     return on_spawn_reply(node, &r);
   default:
-    mb_log(MB_LOG_WARNING, "dist: %s sent an operation moonbeam does not know (%d)",
-           node->name, (int)op);
+    mb_log(MB_LOG_WARNING,
+           "dist: %s sent an operation moonbeam does not know (%d)", node->name,
+           (int)op);
     return 0;
   }
 }
@@ -996,9 +1011,10 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node, const unsigned char *p
 /* Ask `node` to spawn module:function(args...) (an Erlang MFA) for the
  * calling process, monitored; the reply comes as {spawn_reply, Ref, ok,
  * Pid} or {spawn_reply, Ref, error, Reason}, then {'DOWN', Ref, ...}. */
-int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node, mb_pid_t caller,
-                           uint64_t ref, const mb__atom_t *mod, const mb__atom_t *fun,
-                           int args_idx, bool reply, char *err, size_t errlen) {
+int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
+                           mb_pid_t caller, uint64_t ref, const mb__atom_t *mod,
+                           const mb__atom_t *fun, int args_idx, bool reply,
+                           char *err, size_t errlen) {
   lua_Integer nargs = (lua_Integer)lua_rawlen(L, args_idx);
   static const unsigned char monitor_opt[] = {MB_ETF_LIST, 0, 0, 0, 1};
   static const unsigned char empty_list[] = {MB_ETF_NIL};
@@ -1057,7 +1073,8 @@ void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
   free(to);
 }
 
-static void fire_map(mb__map_t *m, void (*fn)(crossing_t *, uint64_t, const mb__atom_t *),
+static void fire_map(mb__map_t *m,
+                     void (*fn)(crossing_t *, uint64_t, const mb__atom_t *),
                      const mb__atom_t *node) {
   size_t i = 0;
   uint64_t k;
@@ -1096,7 +1113,8 @@ static void out_mon_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
       mb__etf_write_atom(&obj, node);
     }
     mb__etf_write_atom(&reason, A("noconnection"));
-    mb_msg_t *m = down_message(ref, obj->data, obj->len, reason->data, reason->len);
+    mb_msg_t *m =
+        down_message(ref, obj->data, obj->len, reason->data, reason->len);
     if (m)
       mb__signal(c->local, m);
   }
@@ -1107,8 +1125,9 @@ static void out_mon_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
 static void spawn_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
   mb_msg_t *m = mb__msg_new(64);
   if (m == NULL || mb__etf_write_version(&m) || mb__etf_write_tuple(&m, 4) ||
-      mb__etf_write_atom(&m, A("spawn_reply")) || mb__etf_write_local_ref(&m, ref) ||
-      mb__etf_write_atom(&m, A("error")) || mb__etf_write_atom(&m, A("noconnection"))) {
+      mb__etf_write_atom(&m, A("spawn_reply")) ||
+      mb__etf_write_local_ref(&m, ref) || mb__etf_write_atom(&m, A("error")) ||
+      mb__etf_write_atom(&m, A("noconnection"))) {
     mb_msg_free(m);
     return;
   }
@@ -1117,7 +1136,8 @@ static void spawn_down(crossing_t *c, uint64_t ref, const mb__atom_t *node) {
   mb_proc_send(c->local, m);
 }
 
-static void in_mon_down(crossing_t *c, uint64_t refkey, const mb__atom_t *node) {
+static void in_mon_down(crossing_t *c, uint64_t refkey,
+                        const mb__atom_t *node) {
   (void)node;
   mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, c->remote, refkey);
   if (m)

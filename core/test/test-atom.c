@@ -38,4 +38,5 @@ TEST_IMPL(refuses_a_long_name_and_an_unknown_index) {
   ASSERT_EQ(NULL, mb__atom_at(1u << 30));
 }
 
-TEST_LIST(TEST_ENTRY(same_atom_from_every_thread), TEST_ENTRY(refuses_a_long_name_and_an_unknown_index))
+TEST_LIST(TEST_ENTRY(same_atom_from_every_thread),
+          TEST_ENTRY(refuses_a_long_name_and_an_unknown_index))

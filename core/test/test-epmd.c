@@ -235,8 +235,8 @@ static int raw_register(int epmd, const char *name, int hi, int port,
 }
 
 /* A one-shot request; the reply is read to EOF. */
-static size_t raw_query(int epmd, const void *req, size_t n,
-                        unsigned char *buf, size_t cap, bool split) {
+static size_t raw_query(int epmd, const void *req, size_t n, unsigned char *buf,
+                        size_t cap, bool split) {
   bool eof;
   int fd = raw_connect(epmd);
   ASSERT(fd >= 0);
@@ -261,8 +261,8 @@ static void raw_names(int epmd, char *text, size_t cap) {
   unsigned char buf[8192];
   size_t n = raw_query(epmd, req, 3, buf, sizeof buf - 1, false);
   ASSERT(n >= 4);
-  ASSERT_EQ((uint32_t)epmd, (uint32_t)buf[0] << 24 | buf[1] << 16 |
-                                buf[2] << 8 | buf[3]);
+  ASSERT_EQ((uint32_t)epmd,
+            (uint32_t)buf[0] << 24 | buf[1] << 16 | buf[2] << 8 | buf[3]);
   buf[n] = '\0';
   snprintf(text, cap, "%s", (char *)buf + 4);
 }
@@ -306,16 +306,16 @@ static void check_wire(int epmd, bool builtin) {
   ASSERT(get32(rep + 2) != 0);
   ASSERT(!builtin || get32(rep + 2) - c1 == 2); /* wire2 took one */
 
-  static const unsigned char found[] = {119, 0, 0x13, 0x89, 77, 0,   0,
-                                        6,   0, 5,    0,    5,  'w', 'i',
-                                        'r', 'e', '1', 0,   0};
+  static const unsigned char found[] = {119, 0,   0x13, 0x89, 77, 0,   0,
+                                        6,   0,   5,    0,    5,  'w', 'i',
+                                        'r', 'e', '1',  0,    0};
   ASSERT_EQ(sizeof found, port_please(epmd, "wire1", buf, sizeof buf));
   ASSERT_EQ(0, memcmp(found, buf, sizeof found));
   ASSERT_EQ(2, port_please(epmd, "nope", buf, sizeof buf));
   ASSERT(buf[0] == 119 && buf[1] != 0);
   static const unsigned char split[] = {0, 6, 122, 'w', 'i', 'r', 'e', '1'};
-  ASSERT_EQ(sizeof found, raw_query(epmd, split, sizeof split, buf,
-                                    sizeof buf, true));
+  ASSERT_EQ(sizeof found,
+            raw_query(epmd, split, sizeof split, buf, sizeof buf, true));
   ASSERT_EQ(0, memcmp(found, buf, sizeof found));
 
   raw_names(epmd, text, sizeof text);
@@ -344,21 +344,21 @@ static void check_malformed(int epmd) {
     const char *bytes;
   } bad[] = {
       {"length 0", 2, "\0\0"},
-      {"oversized", 12, "\xff\xff" "0123456789"},
+      {"oversized", 12,
+       "\xff\xff"
+       "0123456789"},
       {"unknown request", 3, "\0\1Q"},
       {"DUMP_REQ", 3, "\0\1d"},
       {"PORT_PLEASE2 without a name", 3, "\0\1z"},
       {"NAMES with a byte more", 4, "\0\2nx"},
       {"short ALIVE2", 7, "\0\5x\0\1M\0"},
       {"ALIVE2 name beyond it", 17,
-       "\0\x0fx\0\1M\0\0\6\0\5\0\xc8" "ab\0\0"},
-      {"ALIVE2 extra beyond it", 17,
-       "\0\x0fx\0\1M\0\0\6\0\5\0\2ab\0\7"},
+       "\0\x0fx\0\1M\0\0\6\0\5\0\xc8"
+       "ab\0\0"},
+      {"ALIVE2 extra beyond it", 17, "\0\x0fx\0\1M\0\0\6\0\5\0\2ab\0\7"},
       {"ALIVE2 empty name", 15, "\0\x0dx\0\1M\0\0\6\0\5\0\0\0\0"},
-      {"ALIVE2 newline in name", 18,
-       "\0\x10x\0\1M\0\0\6\0\5\0\3a\nb\0\0"},
-      {"ALIVE2 NUL in name", 18,
-       "\0\x10x\0\1M\0\0\6\0\5\0\3a\0b\0\0"},
+      {"ALIVE2 newline in name", 18, "\0\x10x\0\1M\0\0\6\0\5\0\3a\nb\0\0"},
+      {"ALIVE2 NUL in name", 18, "\0\x10x\0\1M\0\0\6\0\5\0\3a\0b\0\0"},
       {"ALIVE2 and more", 19, "\0\x0fx\0\1M\0\0\6\0\5\0\2ab\0\0zz"},
   };
   unsigned char buf[64];
@@ -382,8 +382,7 @@ static void check_malformed(int epmd) {
   raw_send(fd, "\0\x09zab", 5, false);
   close(fd);
   /* Two requests at once: the first is answered, the rest dropped. */
-  static const unsigned char two[] = {0, 5, 122, 'n', 'o', 'p', 'e', 0, 1,
-                                      110};
+  static const unsigned char two[] = {0, 5, 122, 'n', 'o', 'p', 'e', 0, 1, 110};
   ASSERT_EQ(2, raw_query(epmd, two, sizeof two, buf, sizeof buf, false));
   ASSERT(buf[0] == 119 && buf[1] == 1);
   raw_names(epmd, text, sizeof text);
@@ -573,9 +572,18 @@ static void check_erlang_node(int epmd, uint32_t ours) {
     return;
   }
   char *argv[] = {
-      erl, "-sname", "mbt1", "-setcookie", "mbtest", "-noshell",
-      "-start_epmd", "false", "-kernel",
-      "inet_dist_use_interface", "{127,0,0,1}", "-eval",
+      erl,
+      "-sname",
+      "mbt1",
+      "-setcookie",
+      "mbtest",
+      "-noshell",
+      "-start_epmd",
+      "false",
+      "-kernel",
+      "inet_dist_use_interface",
+      "{127,0,0,1}",
+      "-eval",
       "io:format(\"names ~p~n\", [erl_epmd:names({127,0,0,1})]),"
       "io:format(\"mbtest ~p~n\","
       "  [erl_epmd:port_please(\"mbtest\", {127,0,0,1})]),"
@@ -683,13 +691,11 @@ static void check_client_reads(void) {
                              old_ok[] = {121, 0, 0, 2},
                              taken[] = {118, 1, 0, 0, 0, 99},
                              junk[] = {'H', 'T', 'T', 'P'},
-                             found[] = {119, 0, 0x1f, 0x90, 77, 0, 0, 6,
+                             found[] = {119, 0, 0x1f, 0x90, 77,  0, 0, 6,
                                         0,   5, 0,    1,    'x', 0, 0},
-                             cut[] = {119, 0, 0x1f},
-                             names[] = {0, 0};
-  static const unsigned char alive2[] = {0, 15, 120, 0x15, 0xb3, 77, 0, 0,
-                                         6, 0,  5,   0,    2,    'm', 'b',
-                                         0, 0};
+                             cut[] = {119, 0, 0x1f}, names[] = {0, 0};
+  static const unsigned char alive2[] = {0, 15, 120, 0x15, 0xb3, 77,  0, 0, 6,
+                                         0, 5,  0,   2,    'm',  'b', 0, 0};
   fake_t f;
   int port, lfd = fake_listen(&port);
   uint32_t creation = 0;
@@ -874,7 +880,11 @@ TEST_IMPL(real_epmd) {
   mb__loop_stop(NULL);
 }
 
-static const test_case_t test_cases[] = {TEST_ENTRY(refuses_bad_arguments), TEST_ENTRY(client_reads_every_reply), TEST_ENTRY(builtin_server), TEST_ENTRY(real_epmd), {NULL, NULL}};
+static const test_case_t test_cases[] = {TEST_ENTRY(refuses_bad_arguments),
+                                         TEST_ENTRY(client_reads_every_reply),
+                                         TEST_ENTRY(builtin_server),
+                                         TEST_ENTRY(real_epmd),
+                                         {NULL, NULL}};
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "child") == 0)

@@ -458,8 +458,8 @@ static int l_rref(lua_State *ls) {
   uint32_t words[MB_REF_MAXWORDS], n = (uint32_t)lua_gettop(ls) - 2;
   for (uint32_t i = 0; i < n && i < MB_REF_MAXWORDS; i++)
     words[i] = (uint32_t)luaL_checkinteger(ls, 3 + (int)i);
-  mb__push_remote_ref(ls, node->index + 1, (uint32_t)luaL_checkinteger(ls, 2), n,
-                      words);
+  mb__push_remote_ref(ls, node->index + 1, (uint32_t)luaL_checkinteger(ls, 2),
+                      n, words);
   return 1;
 }
 
@@ -1203,4 +1203,6 @@ TEST_IMPL(damage) {
   lua_close(L);
 }
 
-TEST_LIST(TEST_ENTRY(zoo), TEST_ENTRY(canonical), TEST_ENTRY(decoded_values), TEST_ENTRY(large), TEST_ENTRY(lua_values), TEST_ENTRY(control), TEST_ENTRY(malformed), TEST_ENTRY(damage))
+TEST_LIST(TEST_ENTRY(zoo), TEST_ENTRY(canonical), TEST_ENTRY(decoded_values),
+          TEST_ENTRY(large), TEST_ENTRY(lua_values), TEST_ENTRY(control),
+          TEST_ENTRY(malformed), TEST_ENTRY(damage))

@@ -5,50 +5,50 @@
 
 TEST_IMPL(a_linked_chain_dies_whole) {
   test_node_start(4);
-  ASSERT(test_run(
-      "local mb = require 'moonbeam'\n"
-      "return function()\n"
-      "  local me = mb.self()\n"
-      "  local function node(n)\n"
-      "    if n == 0 then mb.send(me, mb.self()) end\n"
-      "    if n > 0 then mb.spawn_link(node, n - 1) end\n"
-      "    mb.receive()\n"
-      "  end\n"
-      "  local head = mb.spawn(node, 2000)\n"
-      "  local tail = mb.receive(10000)\n"
-      "  local ref = mb.monitor(tail)\n"
-      "  mb.exit(head, 'boom')\n"
-      "  local down = mb.receive(10000)\n"
-      "  assert(down[2] == ref and down[5] == 'boom', 'chain')\n"
-      "end\n",
-      NULL));
+  ASSERT(test_run("local mb = require 'moonbeam'\n"
+                  "return function()\n"
+                  "  local me = mb.self()\n"
+                  "  local function node(n)\n"
+                  "    if n == 0 then mb.send(me, mb.self()) end\n"
+                  "    if n > 0 then mb.spawn_link(node, n - 1) end\n"
+                  "    mb.receive()\n"
+                  "  end\n"
+                  "  local head = mb.spawn(node, 2000)\n"
+                  "  local tail = mb.receive(10000)\n"
+                  "  local ref = mb.monitor(tail)\n"
+                  "  mb.exit(head, 'boom')\n"
+                  "  local down = mb.receive(10000)\n"
+                  "  assert(down[2] == ref and down[5] == 'boom', 'chain')\n"
+                  "end\n",
+                  NULL));
   test_node_stop();
 }
 
 TEST_IMPL(many_monitors_fire_once_each) {
   test_node_start(4);
   long long n = 0;
-  ASSERT(test_run(
-      "local mb = require 'moonbeam'\n"
-      "return function()\n"
-      "  local me = mb.self()\n"
-      "  local target = mb.spawn(function() mb.receive() end)\n"
-      "  for i = 1, 200 do mb.spawn(function()\n"
-      "    local refs = {}\n"
-      "    for j = 1, 50 do refs[mb.monitor(target)] = true end\n"
-      "    mb.send(me, 'armed')\n"
-      "    local got = 0\n"
-      "    for j = 1, 50 do local m = mb.receive(10000) refs[m[2]] = nil got = got + 1 end\n"
-      "    assert(next(refs) == nil)\n"
-      "    mb.send(me, got)\n"
-      "  end) end\n"
-      "  for i = 1, 200 do assert(mb.receive(10000) == 'armed') end\n"
-      "  mb.send(target, 'die')\n"
-      "  local total = 0\n"
-      "  for i = 1, 200 do total = total + mb.receive(10000) end\n"
-      "  return total\n"
-      "end\n",
-      &n));
+  ASSERT(
+      test_run("local mb = require 'moonbeam'\n"
+               "return function()\n"
+               "  local me = mb.self()\n"
+               "  local target = mb.spawn(function() mb.receive() end)\n"
+               "  for i = 1, 200 do mb.spawn(function()\n"
+               "    local refs = {}\n"
+               "    for j = 1, 50 do refs[mb.monitor(target)] = true end\n"
+               "    mb.send(me, 'armed')\n"
+               "    local got = 0\n"
+               "    for j = 1, 50 do local m = mb.receive(10000) refs[m[2]] = "
+               "nil got = got + 1 end\n"
+               "    assert(next(refs) == nil)\n"
+               "    mb.send(me, got)\n"
+               "  end) end\n"
+               "  for i = 1, 200 do assert(mb.receive(10000) == 'armed') end\n"
+               "  mb.send(target, 'die')\n"
+               "  local total = 0\n"
+               "  for i = 1, 200 do total = total + mb.receive(10000) end\n"
+               "  return total\n"
+               "end\n",
+               &n));
   ASSERT_EQ(10000, n);
   test_node_stop();
 }
@@ -56,23 +56,25 @@ TEST_IMPL(many_monitors_fire_once_each) {
 TEST_IMPL(one_process_wins_a_race_for_a_name) {
   test_node_start(4);
   long long n = 0;
-  ASSERT(test_run(
-      "local mb = require 'moonbeam'\n"
-      "return function()\n"
-      "  local me = mb.self()\n"
-      "  for i = 1, 100 do mb.spawn(function()\n"
-      "    local ok = pcall(mb.register, 'the_one', mb.self())\n"
-      "    mb.send(me, ok and 1 or 0)\n"
-      "    if ok then mb.receive() end\n"
-      "  end) end\n"
-      "  local winners = 0\n"
-      "  for i = 1, 100 do winners = winners + mb.receive(10000) end\n"
-      "  mb.exit(mb.whereis('the_one'), 'kill')\n"
-      "  return winners\n"
-      "end\n",
-      &n));
+  ASSERT(
+      test_run("local mb = require 'moonbeam'\n"
+               "return function()\n"
+               "  local me = mb.self()\n"
+               "  for i = 1, 100 do mb.spawn(function()\n"
+               "    local ok = pcall(mb.register, 'the_one', mb.self())\n"
+               "    mb.send(me, ok and 1 or 0)\n"
+               "    if ok then mb.receive() end\n"
+               "  end) end\n"
+               "  local winners = 0\n"
+               "  for i = 1, 100 do winners = winners + mb.receive(10000) end\n"
+               "  mb.exit(mb.whereis('the_one'), 'kill')\n"
+               "  return winners\n"
+               "end\n",
+               &n));
   ASSERT_EQ(1, n);
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(a_linked_chain_dies_whole), TEST_ENTRY(many_monitors_fire_once_each), TEST_ENTRY(one_process_wins_a_race_for_a_name))
+TEST_LIST(TEST_ENTRY(a_linked_chain_dies_whole),
+          TEST_ENTRY(many_monitors_fire_once_each),
+          TEST_ENTRY(one_process_wins_a_race_for_a_name))

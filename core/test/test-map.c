@@ -27,4 +27,5 @@ TEST_IMPL(deleting_a_missing_key_gives_null) {
   mb__map_free(&m);
 }
 
-TEST_LIST(TEST_ENTRY(keeps_keys_through_growth_and_deletions), TEST_ENTRY(deleting_a_missing_key_gives_null))
+TEST_LIST(TEST_ENTRY(keeps_keys_through_growth_and_deletions),
+          TEST_ENTRY(deleting_a_missing_key_gives_null))

@@ -48,8 +48,8 @@ TEST_IMPL(decodes_to_an_equal_value_in_another_state) {
 TEST_IMPL(refuses_a_coroutine_with_its_path) {
   mb_msg_t *m;
   char err[256];
-  ASSERT_EQ(MB_EBADTERM, encode("return {x = {1, coroutine.create(print)}}",
-                                &m, err, sizeof err));
+  ASSERT_EQ(MB_EBADTERM, encode("return {x = {1, coroutine.create(print)}}", &m,
+                                err, sizeof err));
   ASSERT(strstr(err, "cannot send a coroutine at value.x[2]") != NULL);
 }
 
@@ -73,4 +73,6 @@ TEST_IMPL(copies_nesting_to_the_limit_and_refuses_one_level_more) {
   lua_close(b);
 }
 
-TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state), TEST_ENTRY(refuses_a_coroutine_with_its_path), TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))
+TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state),
+          TEST_ENTRY(refuses_a_coroutine_with_its_path),
+          TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))

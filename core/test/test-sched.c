@@ -31,23 +31,26 @@ TEST_IMPL(twenty_thousand_workers_all_reply) {
 TEST_IMPL(spinners_do_not_starve_a_reply) {
   test_node_start(2);
   long long n = 0;
-  ASSERT(test_run("local mb = require 'moonbeam'\n"
-                  "return function()\n"
-                  "  local me = mb.self()\n"
-                  "  local s = {}\n"
-                  "  for i = 1, 4 do s[i] = mb.spawn(function()\n"
-                  "    local n = 0\n"
-                  "    while true do n = n + 1\n"
-                  "      if n % 1000000 == 0 and mb.receive(0) then return end\n"
-                  "    end end) end\n"
-                  "  mb.spawn(function() mb.send(me, 7) end)\n"
-                  "  local r = mb.receive(10000)\n"
-                  "  for i = 1, 4 do mb.send(s[i], 'stop') end\n"
-                  "  return r\n"
-                  "end\n",
-                  &n));
+  ASSERT(
+      test_run("local mb = require 'moonbeam'\n"
+               "return function()\n"
+               "  local me = mb.self()\n"
+               "  local s = {}\n"
+               "  for i = 1, 4 do s[i] = mb.spawn(function()\n"
+               "    local n = 0\n"
+               "    while true do n = n + 1\n"
+               "      if n % 1000000 == 0 and mb.receive(0) then return end\n"
+               "    end end) end\n"
+               "  mb.spawn(function() mb.send(me, 7) end)\n"
+               "  local r = mb.receive(10000)\n"
+               "  for i = 1, 4 do mb.send(s[i], 'stop') end\n"
+               "  return r\n"
+               "end\n",
+               &n));
   ASSERT_EQ(7, n);
   test_node_stop();
 }
 
-TEST_LIST(TEST_ENTRY(runs_the_schedulers_asked_for), TEST_ENTRY(twenty_thousand_workers_all_reply), TEST_ENTRY(spinners_do_not_starve_a_reply))
+TEST_LIST(TEST_ENTRY(runs_the_schedulers_asked_for),
+          TEST_ENTRY(twenty_thousand_workers_all_reply),
+          TEST_ENTRY(spinners_do_not_starve_a_reply))

@@ -19,13 +19,13 @@
 
 #include "moonbeam.h"
 
-#define ASSERT(cond)                                                          \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,   \
-              #cond);                                                         \
-      abort();                                                                \
-    }                                                                         \
+#define ASSERT(cond)                                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__,     \
+              #cond);                                                          \
+      abort();                                                                 \
+    }                                                                          \
   } while (0)
 
 #define ASSERT_EQ(a, b) ASSERT((a) == (b))
@@ -42,7 +42,7 @@ typedef struct {
   { #name, test_##name }
 /* The file's cases, in the order they run:
  * TEST_LIST(TEST_ENTRY(a), TEST_ENTRY(b), ...). */
-#define TEST_LIST(...)                                                        \
+#define TEST_LIST(...)                                                         \
   static const test_case_t test_cases[] = {__VA_ARGS__, {NULL, NULL}};         \
   int main(int argc, char **argv) { return test_main(argc, argv, test_cases); }
 
