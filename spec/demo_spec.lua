@@ -35,7 +35,7 @@ describe(".ci/demo", function()
     end
     assert.equal("start", args[1])
     assert.matches("%.app%.lua$", args[2])
-    local port = tostring(46000 + math.random(0, 999))
+    local port = tostring(22000 + math.random(0, 999))
     local job = H.start(args, {env = {ERL_EPMD_PORT = port}})
     finally(function()
       job:signal("TERM")

@@ -4,7 +4,7 @@
 -- starts is stopped by its pid, and temp files are removed.
 local mb = require "moonbeam"
 
-local EPMD_PORT = 43000 + math.random(0, 999)
+local EPMD_PORT = 21000 + math.random(0, 999)
 local COOKIE = "specsecret"
 local build = os.getenv("MB_BUILD_DIR") or "build"
 local launcher = build .. "/bin/moonbeam"

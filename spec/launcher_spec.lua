@@ -419,7 +419,7 @@ describe("moonbeam start", function()
 end)
 
 describe("distribution", function()
-  local port = tostring(44000 + math.random(0, 999))
+  local port = tostring(23000 + math.random(0, 999))
   local env = "ERL_EPMD_PORT=" .. port .. " "
 
   -- Runs `body` as a script on a node named `alive`@127.0.0.1, and waits

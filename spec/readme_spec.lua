@@ -56,7 +56,7 @@ describe("README.md", function()
   end)
 
   describe("sessions", function()
-    local port = tostring(45000 + math.random(0, 999))
+    local port = tostring(25000 + math.random(0, 999))
     local env = {ERL_EPMD_PORT = port}
     local nodes = {}
 

@@ -357,7 +357,7 @@ describe("moonbeam shell on a terminal", function()
     -- hold that port, so a failed start tries another.
     local port, target, up
     for _ = 1, 3 do
-      port = tostring(41000 + math.random(0, 2999))
+      port = tostring(26000 + math.random(0, 2999))
       target = H.start({"run", "--name", "rt@127.0.0.1", "--cookie", "rc", script},
         {env = {ERL_EPMD_PORT = port}})
       up = H.wait_for(function()
