@@ -293,6 +293,77 @@ describe("distribution with an Erlang node", function()
   end)
 end)
 
+describe("a handshake that claims a connected node's name", function()
+  if not have_erl then pending("erl is not installed") return end
+  setup(await_ctl)
+
+  it("without the cookie leaves the live connection, its links and monitors untouched", function()
+    local status, after, exit_reason, down_reason, pong = run(function(node)
+      local mb = require "moonbeam"
+      local rpc = require "moonbeam.rpc"
+      local dist = require "moonbeam.dist"
+      mb.trap_exit(true)
+      local p = rpc.call(node, "erlang", "spawn", {mb.atom.timer, mb.atom.sleep, {60000}})
+      mb.link(p)
+      local ref = mb.monitor(p)
+      -- the Erlang node itself runs the raw client, claiming its own name
+      local tag = mb.make_ref()
+      mb.send({"ctl", node}, mb.tuple(mb.self(), tag, mb.tuple(mb.atom.apply, mb.atom.mbpeer,
+        mb.atom.hostile, mb.list("mbspec", mb.atom(node)))))
+      local r = mb.receive(function(m) return m[1] == tag end, 20000)[2]
+      local pong = dist.ping(node)
+      -- a noconnection, had there been one, would come before this exit
+      mb.exit(p, "boom")
+      local e = mb.receive(function(m) return m[1] == mb.atom.EXIT end, 5000)
+      local d = mb.receive(function(m) return m[1] == mb.atom.DOWN and m[2] == ref end, 5000)
+      if mb.typeof(r[2]) ~= "tuple" then error(require("moonbeam.inspect")(r)) end
+      return tostring(r[1]), tostring(r[2][2]), e and tostring(e[3]), d and tostring(d[5]), pong
+    end, erl_node)
+    assert.equal("alive", status)
+    assert.equal("closed", after)
+    assert.equal("boom", exit_reason)
+    assert.equal("boom", down_reason)
+    assert.equal("pong", pong)
+  end)
+end)
+
+describe("idle connections from many sockets", function()
+  if not have_erl then pending("erl is not installed") return end
+  setup(await_ctl)
+
+  -- Loopback addresses 127.0.0.2 and up stand for other hosts.
+  local function sources(n)
+    local ips = {}
+    for i = 1, n do ips[i] = mb.tuple(127, 0, 0, 1 + i) end
+    return mb.list(table.unpack(ips))
+  end
+
+  it("are bounded at the distribution port, and a real node still gets in", function()
+    local port = erl_apply("mbpeer", "port_of", {"mbspec"})
+    local holder = erl_apply("mbpeer", "flood", {port, sources(10), 20})
+    -- a new connection from the Erlang node, after all of them
+    local me = mb.atom("mbspec@" .. host)
+    erl_apply("net_kernel", "disconnect", {me})
+    local pong = erl_apply("net_adm", "ping", {me})
+    local open = erl_apply("mbpeer", "flood_open", {holder})
+    erl_apply("mbpeer", "flood_stop", {holder})
+    assert.equal("pong", tostring(pong))
+    assert.is_true(open[1] <= 128, "open in all: " .. tostring(open[1]))
+    assert.is_true(open[2] <= 16, "open from one address: " .. tostring(open[2]))
+  end)
+
+  it("are bounded at the built-in EPMD, and registrations held open do not block lookups", function()
+    local registered = erl_apply("mbpeer", "register_many", {EPMD_PORT, 600})
+    local holder = erl_apply("mbpeer", "flood", {EPMD_PORT, sources(20), 40})
+    local found = erl_apply("mbpeer", "port_of", {"mbspec"})
+    local open = erl_apply("mbpeer", "flood_open", {holder})
+    erl_apply("mbpeer", "flood_stop", {holder})
+    erl_apply("mbpeer", "flood_stop", {registered})
+    assert.equal("number", math.type(found) and "number", tostring(found))
+    assert.is_true(open[1] <= 512, "open in all: " .. tostring(open[1]))
+  end)
+end)
+
 describe("distribution with an Elixir node", function()
   if not have_erl or not have_elixir then pending("elixir is not installed") return end
 

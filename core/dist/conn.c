@@ -16,6 +16,17 @@
 #define HANDSHAKE_TIMEOUT_MS 7000 /* OTP's net_setuptime */
 #define MAX_HANDSHAKE_MSG 1024
 #define MAX_FRAME (256u << 20) /* a bigger frame closes the connection */
+/* Bounds on incoming connections, so that idle or hostile sockets cannot
+ * lock real peers out or use up the process's file descriptors: those
+ * still in the handshake (each ends within HANDSHAKE_TIMEOUT_MS) from one
+ * source address, and all connections from one source: a connection
+ * beyond them is accepted and closed at once.  Beyond MAX_HANDSHAKES in
+ * the handshake in all, the oldest of them is closed instead, so that
+ * many sources together cannot hold a real peer out either: its
+ * handshake takes a few round trips, theirs never ends. */
+#define MAX_HANDSHAKES 128
+#define MAX_HANDSHAKES_PER_SOURCE 16
+#define MAX_CONNS_PER_SOURCE 512
 
 mb__dist_self_t mb__dist_self;
 uv_mutex_t mb__dist_tab_lock;
@@ -23,6 +34,15 @@ mb__map_t
     mb__dist_conns;  /* node atom index + 1 -> conn (under mb__dist_tab_lock) */
 static bool fuzzing; /* fed by mb__dist_fuzz_feed: no socket, no dialling */
 static uint64_t next_conn_id = 1;
+/* Loop thread: incoming connections in the handshake, and per source
+ * address (IPv4 + 1) its connections in the handshake (low 16 bits) and
+ * in all (the bits above). */
+static int handshakes;
+static mb__map_t per_source;
+/* Loop thread: the incoming connections, by id, closed at stop even
+ * while in the handshake (not in the table yet). */
+static mb__map_t incoming;
+static uint64_t last_refusal_log;
 
 /* ---- small helpers ---- */
 
@@ -35,6 +55,90 @@ mb_pid_t mb__dist_resolve(const mb__atom_t *name, const mb__atom_t *peer) {
   if (self == NULL || peer == self)
     return mb__registry_whereis(name);
   return mb__dist_name_key(name, peer);
+}
+
+mb__conn_t *mb__conn_find(const char *name, size_t len) {
+  size_t i = 0;
+  uint64_t k;
+  void *v;
+  while (mb__map_next(&mb__dist_conns, &i, &k, &v)) {
+    mb__conn_t *c = v;
+    if (c->node->len == len && memcmp(c->node->name, name, len) == 0)
+      return c;
+  }
+  return NULL;
+}
+
+const char *mb__conn_label(const mb__conn_t *c) {
+  if (c->node != NULL)
+    return c->node->name;
+  return c->claimed[0] != '\0' ? c->claimed : "(unknown node)";
+}
+
+/* ---- bounds on incoming connections (loop thread) ---- */
+
+static uintptr_t source_counts(uint32_t source) {
+  return (uintptr_t)mb__map_get(&per_source, (uint64_t)source + 1);
+}
+
+static void set_source_counts(uint32_t source, uintptr_t v) {
+  if (v == 0)
+    mb__map_del(&per_source, (uint64_t)source + 1);
+  else
+    mb__map_put(&per_source, (uint64_t)source + 1, (void *)v);
+}
+
+/* The incoming connection in the handshake that came first. */
+static mb__conn_t *oldest_handshake(void) {
+  mb__conn_t *oldest = NULL;
+  size_t i = 0;
+  uint64_t k;
+  void *v;
+  while (mb__map_next(&incoming, &i, &k, &v)) {
+    mb__conn_t *c = v;
+    if (c->handshaking && (oldest == NULL || c->id < oldest->id))
+      oldest = c;
+  }
+  return oldest;
+}
+
+/* Count a new incoming connection from `source`, or say why not. */
+static const char *admit(mb__conn_t *c, uint32_t source) {
+  uintptr_t v = source_counts(source);
+  if ((v & 0xffff) >= MAX_HANDSHAKES_PER_SOURCE)
+    return "too many connections in the handshake from one address";
+  if ((v >> 16) >= MAX_CONNS_PER_SOURCE)
+    return "too many connections from one address";
+  if (mb__map_put(&per_source, (uint64_t)source + 1,
+                  (void *)(v + 1 + (1u << 16))) != 0)
+    return "out of memory";
+  mb__conn_t *oldest = handshakes >= MAX_HANDSHAKES ? oldest_handshake() : NULL;
+  if (oldest != NULL)
+    mb__conn_close(oldest,
+                   "too many connections in the handshake; the oldest goes");
+  handshakes++;
+  mb__map_put(&incoming, c->id, c);
+  c->source = source;
+  c->counted = c->handshaking = true;
+  return NULL;
+}
+
+/* The handshake of a counted connection ended (up, or closing). */
+static void handshake_ended(mb__conn_t *c) {
+  if (!c->counted || !c->handshaking)
+    return;
+  c->handshaking = false;
+  handshakes--;
+  set_source_counts(c->source, source_counts(c->source) - 1);
+}
+
+static void uncount(mb__conn_t *c) {
+  mb__map_del(&incoming, c->id);
+  handshake_ended(c);
+  if (!c->counted)
+    return;
+  c->counted = false;
+  set_source_counts(c->source, source_counts(c->source) - (1u << 16));
 }
 
 /* ---- connection lifetime ---- */
@@ -88,10 +192,10 @@ void mb__conn_close(mb__conn_t *c, const char *why) {
     was_current = true;
   }
   uv_mutex_unlock(&mb__dist_tab_lock);
+  uncount(c);
   if (why != NULL)
     mb_log(was_up ? MB_LOG_WARNING : MB_LOG_DEBUG,
-           "dist: connection to %s closed: %s",
-           c->node ? c->node->name : "(unknown node)", why);
+           "dist: connection to %s closed: %s", mb__conn_label(c), why);
   if (c->node != NULL && (was_up || was_current))
     mb__dist_node_down(c->node, c->id, was_up);
   if (c->timer_open) {
@@ -236,6 +340,7 @@ void mb__conn_up(mb__conn_t *c) {
   frame_t *f = c->out_head;
   c->out_head = c->out_tail = NULL;
   uv_mutex_unlock(&mb__dist_tab_lock);
+  handshake_ended(c);
   if (c->tcp_open) {
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_stop(&c->timer);
@@ -337,7 +442,29 @@ static int start_io(mb__conn_t *c) {
   return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
-/* ---- accepting ---- */
+/* ---- incoming ---- */
+
+/* The peer's IPv4 address, host order (0 if unknown). */
+static uint32_t peer_address(uv_tcp_t *tcp) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0 ||
+      ss.ss_family != AF_INET)
+    return 0;
+  return ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
+}
+
+/* A refused connection is logged at most once a second: a flood of them
+ * must not flood the log. */
+static void log_refusal(uint32_t source, const char *why) {
+  uint64_t now = uv_now(mb__loop());
+  if (last_refusal_log != 0 && now - last_refusal_log < 1000)
+    return;
+  last_refusal_log = now;
+  mb_log(MB_LOG_WARNING, "dist: connection from %u.%u.%u.%u refused: %s",
+         source >> 24, (source >> 16) & 255, (source >> 8) & 255,
+         source & 255, why);
+}
 
 static void on_connection(uv_stream_t *server, int status) {
   if (status < 0)
@@ -346,12 +473,23 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL)
     return;
   uv_tcp_init(mb__loop(), &c->tcp);
+  c->tcp.data = c;
   c->tcp_open = true;
   conn_ref(c);
   c->state = C_HANDSHAKE;
   c->hs = H_SEND_NAME;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || start_io(c) != 0)
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     mb__conn_close(c, "accept failed");
+    return;
+  }
+  uint32_t source = peer_address(&c->tcp);
+  const char *refused = admit(c, source);
+  if (refused != NULL) {
+    log_refusal(source, refused);
+    mb__conn_close(c, NULL);
+  } else if (start_io(c) != 0) {
+    mb__conn_close(c, "accept failed");
+  }
 }
 
 /* ---- dialling ---- */
@@ -656,6 +794,8 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
     return err;
   uv_mutex_init(&mb__dist_tab_lock);
   mb__map_init(&mb__dist_conns);
+  mb__map_init(&per_source);
+  mb__map_init(&incoming);
   err = on_loop_and_wait(start_listening);
   if (err != 0)
     return err;
@@ -684,6 +824,14 @@ static void close_all(void *arg) {
   for (size_t j = 0; j < k; j++)
     mb__conn_close(list[j], NULL);
   free(list);
+  /* Then the incoming connections still in the handshake. */
+  i = 0;
+  while (mb__map_next(&incoming, &i, &key, &v)) {
+    mb__conn_close(v, NULL);
+    i = 0; /* closing changed the map */
+  }
+  mb__map_free(&incoming);
+  mb__map_free(&per_source);
   uv_close((uv_handle_t *)&mb__dist_self.listener, NULL);
   mb__epmd_stop();
   wait_done(w, 0);

@@ -57,8 +57,17 @@ struct mb__conn_s {
   uv_tcp_t tcp;     /* first: handle callbacks get the conn */
   uv_timer_t timer; /* handshake timeout, then the tick */
   uv_connect_t connect_req;
-  const mb__atom_t *node; /* the peer; NULL until an acceptor learns it */
+  /* The peer.  An acceptor learns it only once the peer has proved the
+   * cookie: until then the name it claims waits in `claimed`, not
+   * interned, and the connection is in no table (nothing an
+   * unauthenticated peer sends is kept). */
+  const mb__atom_t *node;
+  char claimed[MB_ATOM_MAXLEN + 1];
   bool initiator, tcp_open, timer_open, in_table;
+  /* Acceptor: counted against the bounds on handshakes and on
+   * connections per source address (conn.c); loop thread. */
+  bool counted, handshaking;
+  uint32_t source; /* IPv4 address, host order */
   conn_state_t state; /* under tab_lock */
   hs_state_t hs;
   uint64_t flags; /* negotiated: ours & theirs */
@@ -106,6 +115,12 @@ void mb__conn_send_hs(mb__conn_t *c, const unsigned char *body, size_t len);
 void mb__conn_send_status(mb__conn_t *c, const char *status);
 /* The handshake succeeded: frames flow, the tick starts. */
 void mb__conn_up(mb__conn_t *c);
+/* The connection with the node `name` (len bytes) in the table, if any:
+ * found by name, so that a name an unauthenticated peer claims needs no
+ * atom.  Under mb__dist_tab_lock. */
+mb__conn_t *mb__conn_find(const char *name, size_t len);
+/* The peer's name for the log: the node, the claimed name, or a mark. */
+const char *mb__conn_label(const mb__conn_t *c);
 
 /* ---- handshake.c ---- */
 /* alive@host, with no NUL byte: the parts go on as C strings. */

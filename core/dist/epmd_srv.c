@@ -28,8 +28,16 @@
  * 1024 bytes and whose names are up to 255 characters of UTF-8. */
 #define SRV_MAX_REQ 1024
 #define SRV_MAX_NAME (255 * 4)
-#define SRV_MAX_CONNS 512
-#define SRV_IDLE_MS 60000 /* to send a whole request */
+/* Bounds, so that idle or hostile clients cannot block lookups: a client
+ * has SRV_IDLE_MS to send its whole request; at most SRV_MAX_PENDING
+ * connections wait for theirs (beyond, the oldest of them is closed: a
+ * real request takes one round trip), SRV_MAX_PENDING_PER_SOURCE from one
+ * address (beyond, the new one is closed).  Registrations, which last as
+ * long as their node, count apart: up to SRV_MAX_REGISTERED. */
+#define SRV_MAX_PENDING 512
+#define SRV_MAX_PENDING_PER_SOURCE 64
+#define SRV_MAX_REGISTERED 4096
+#define SRV_IDLE_MS 5000
 #define SRV_MAX_LISTENERS 8
 
 /* ======================================================================
@@ -48,6 +56,7 @@ typedef struct conn_s {
   bool local;      /* the peer is on this host */
   bool answered;   /* a one-shot request was answered: closing */
   bool registered;
+  uint32_t source; /* the peer's IPv4 address, host order */
   char peer[24];
   size_t len;
   unsigned char buf[2 + SRV_MAX_REQ];
@@ -61,7 +70,8 @@ struct server_s {
   int handles; /* freed when the last one is closed, after stop */
   int port;
   conn_t *conns;
-  int n_conns;
+  int n_conns, n_registered;
+  int dropped; /* closed for the bounds since the last sweep's log line */
   uint32_t creation; /* the next registration's, never 0 */
 };
 
@@ -93,6 +103,8 @@ static void conn_closed(uv_handle_t *h) {
 
 /* The name goes at once, not when the close completes. */
 static void conn_close(conn_t *c) {
+  if (c->registered && c->srv != NULL)
+    c->srv->n_registered--;
   c->registered = false;
   if (!uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
@@ -158,6 +170,7 @@ static uint32_t next_creation(server_t *s) {
 static void answer_alive2(conn_t *c, bool x, bool taken) {
   unsigned char out[6] = {x ? ALIVE2_X_RESP : ALIVE2_RESP, taken ? 1 : 0};
   if (!taken) {
+    c->srv->n_registered++;
     uint32_t creation = next_creation(c->srv);
     if (x)
       mb__put32(out + 2, creation);
@@ -183,6 +196,8 @@ static void serve_alive2(conn_t *c, const unsigned char *req, size_t n,
     reject(c, "ALIVE2_REQ with inconsistent lengths");
   else if (!mb__epmd_name_ok(req + 11, nlen))
     reject(c, "ALIVE2_REQ with an empty or unprintable name");
+  else if (c->srv->n_registered >= SRV_MAX_REGISTERED)
+    reject(c, "registration beyond %d", SRV_MAX_REGISTERED);
   else
     answer_alive2(c, mb__get16(req + 5) >= 6, find(c->srv, req + 11, nlen));
 }
@@ -286,7 +301,36 @@ static void peer_name(conn_t *c) {
     return;
   struct sockaddr_in *a = (struct sockaddr_in *)&ss;
   uv_ip4_name(a, c->peer, sizeof c->peer);
-  c->local = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+  c->source = ntohl(a->sin_addr.s_addr);
+  c->local = (c->source >> 24) == 127;
+}
+
+static bool pending(const conn_t *c) {
+  return !c->registered && !c->answered &&
+         !uv_is_closing((const uv_handle_t *)&c->tcp);
+}
+
+/* Whether a new connection from c's address may wait for its request;
+ * beyond SRV_MAX_PENDING in all, the oldest waiting one is closed. */
+static bool admit(server_t *s, conn_t *c) {
+  int all = 0, same = 0;
+  conn_t *oldest = NULL;
+  for (conn_t *o = s->conns; o != NULL; o = o->next) {
+    if (o == c || !pending(o))
+      continue;
+    all++;
+    same += o->source == c->source;
+    oldest = o; /* new connections go in front */
+  }
+  if (same >= SRV_MAX_PENDING_PER_SOURCE) {
+    s->dropped++;
+    return false;
+  }
+  if (all >= SRV_MAX_PENDING && oldest != NULL) {
+    s->dropped++;
+    conn_close(oldest);
+  }
+  return true;
 }
 
 static void conn_link(server_t *s, conn_t *c) {
@@ -315,8 +359,8 @@ static void on_connection(uv_stream_t *l, int status) {
     return;
   }
   peer_name(c);
-  if (s->n_conns > SRV_MAX_CONNS)
-    reject(c, "connection beyond %d", SRV_MAX_CONNS);
+  if (!admit(s, c))
+    conn_close(c);
   else if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read))
     conn_close(c);
 }
@@ -326,9 +370,17 @@ static void sweep(uv_timer_t *t) {
   server_t *s = t->data;
   uint64_t now = uv_now(mb__loop());
   for (conn_t *c = s->conns; c != NULL; c = c->next)
-    if (!c->registered && !c->answered && now - c->opened >= SRV_IDLE_MS &&
-        !uv_is_closing((uv_handle_t *)&c->tcp))
-      reject(c, "no whole request in %d s", SRV_IDLE_MS / 1000);
+    if (pending(c) && now - c->opened >= SRV_IDLE_MS) {
+      s->dropped++;
+      conn_close(c);
+    }
+  /* One line for all, so that a flood does not flood the log. */
+  if (s->dropped > 0)
+    mb_log(MB_LOG_WARNING,
+           "epmd: closed %d connections that sent no whole request in "
+           "time or went beyond the bounds",
+           s->dropped);
+  s->dropped = 0;
 }
 
 static void server_handle_closed(uv_handle_t *h) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -71,9 +72,9 @@ bool mb__dist_valid_name(const char *s, size_t n) {
 
 /* The accepted connection c becomes the node's connection (frames queued
  * from now on wait on it); `other`, if any, leaves the table and its
- * queued frames move to c.  Under mb__dist_tab_lock, in the same hold as the look
- * that found `other`: a frame queued in between would dial again.  The
- * caller then closes `other`. */
+ * queued frames move to c.  Under mb__dist_tab_lock, in the same hold as
+ * the look that found `other`: a frame queued in between would dial
+ * again.  The caller then closes `other`. */
 static void take_over(mb__conn_t *c, mb__conn_t *other) {
   if (other != NULL) {
     c->out_head = other->out_head;
@@ -87,6 +88,25 @@ static void take_over(mb__conn_t *c, mb__conn_t *other) {
   c->in_table = true;
 }
 
+/* What the acceptor answers a send_name for a node it may already have a
+ * connection with: a simultaneous connect is decided by the names, as
+ * OTP's dist_util decides it; a node with a live connection is asked
+ * whether it is a new incarnation ("alive").  Nothing changes in the
+ * table here: the peer has not proved the cookie yet. */
+static const char *status_for(const char *name, size_t len) {
+  const char *status = "ok";
+  uv_mutex_lock(&mb__dist_tab_lock);
+  mb__conn_t *other = mb__conn_find(name, len);
+  if (other != NULL && other->state == C_UP)
+    status = "alive";
+  else if (other != NULL && other->state != C_CLOSING)
+    status = strcmp(mb__dist_self.name->name, other->node->name) > 0
+                 ? "nok" /* ours wins */
+                 : "ok_simultaneous";
+  uv_mutex_unlock(&mb__dist_tab_lock);
+  return status;
+}
+
 /* Acceptor: the initiator's send_name. */
 static void on_send_name(mb__conn_t *c, const unsigned char *m, size_t len) {
   if (len < 15 || m[0] != 'N') {
@@ -96,67 +116,66 @@ static void on_send_name(mb__conn_t *c, const unsigned char *m, size_t len) {
   uint64_t theirs = mb__get64(m + 1);
   c->peer_creation = mb__get32(m + 9);
   size_t n = mb__get16(m + 13);
-  if (15 + n > len || !mb__dist_valid_name((const char *)m + 15, n)) {
+  if (15 + n > len || n > MB_ATOM_MAXLEN ||
+      memchr(m + 15, '\0', n) != NULL ||
+      !mb__dist_valid_name((const char *)m + 15, n)) {
     mb__conn_send_status(c, "not_allowed");
     mb__conn_close(c, "bad node name in send_name");
     return;
   }
-  const mb__atom_t *peer;
-  if (mb__atom_intern((const char *)m + 15, n, &peer) != 0) {
-    mb__conn_close(c, "node name too long");
-    return;
-  }
-  c->node = peer;
+  memcpy(c->claimed, m + 15, n);
+  c->claimed[n] = '\0';
   if (!flags_ok(c, theirs)) {
     mb__conn_send_status(c, "not_allowed");
     return;
   }
-  /* Another connection with this node: simultaneous connect, or a node
-   * that comes back. */
-  const char *status = "ok";
-  uv_mutex_lock(&mb__dist_tab_lock);
-  mb__conn_t *other = mb__map_get(&mb__dist_conns, key_of(peer));
-  if (other != NULL && other->state != C_UP) {
-    if (strcmp(mb__dist_self.name->name, peer->name) > 0)
-      status = "nok"; /* ours wins */
-    else
-      status = "ok_simultaneous";
-  } else if (other != NULL) {
-    status = "alive";
-  }
-  if (strcmp(status, "nok") != 0 && strcmp(status, "alive") != 0)
-    take_over(c, other);
-  uv_mutex_unlock(&mb__dist_tab_lock);
+  const char *status = status_for(c->claimed, n);
   mb__conn_send_status(c, status);
   if (strcmp(status, "nok") == 0) {
     mb__conn_close(c, NULL);
-    return;
-  }
-  if (strcmp(status, "alive") == 0) {
+  } else if (strcmp(status, "alive") == 0) {
     c->hs = H_ALIVE;
-    return;
+  } else {
+    send_challenge(c);
+    c->hs = H_REPLY;
   }
-  if (other != NULL)
-    mb__conn_close(other, NULL);
-  send_challenge(c);
-  c->hs = H_REPLY;
 }
 
-static void on_alive_answer(mb__conn_t *c, const unsigned char *m, size_t len) {
-  if (len >= 5 && m[0] == 's' && memcmp(m + 1, "true", 4) == 0) {
-    uv_mutex_lock(&mb__dist_tab_lock);
-    mb__conn_t *old = mb__map_get(&mb__dist_conns, key_of(c->node));
-    if (old == c)
-      old = NULL;
-    take_over(c, old);
-    uv_mutex_unlock(&mb__dist_tab_lock);
-    if (old != NULL)
-      mb__conn_close(old, NULL);
+/* Acceptor: "true" (a new incarnation of a node we are connected with:
+ * go on; the old connection stays until the new one has proved the
+ * cookie) or "false". */
+static void on_alive_answer(mb__conn_t *c, const unsigned char *m,
+                            size_t len) {
+  if (len == 5 && m[0] == 's' && memcmp(m + 1, "true", 4) == 0) {
     send_challenge(c);
     c->hs = H_REPLY;
     return;
   }
   mb__conn_close(c, NULL);
+}
+
+/* Acceptor: the peer proved the cookie.  Only now does its name become an
+ * atom and the connection the node's, replacing any other one (a pending
+ * attempt of ours, or the connection of an earlier incarnation), as OTP's
+ * net_kernel replaces it only once the new handshake has authenticated. */
+static bool adopt(mb__conn_t *c) {
+  const mb__atom_t *peer;
+  int err = mb__atom_intern(c->claimed, strlen(c->claimed), &peer);
+  if (err != 0) {
+    mb_log(MB_LOG_ERROR, "dist: connection from %s refused: %s", c->claimed,
+           mb_strerror(err));
+    mb__conn_close(c, NULL);
+    return false;
+  }
+  uv_mutex_lock(&mb__dist_tab_lock);
+  c->node = peer;
+  mb__conn_t *old = mb__map_get(&mb__dist_conns, key_of(peer));
+  take_over(c, old);
+  uv_mutex_unlock(&mb__dist_tab_lock);
+  if (old != NULL)
+    mb__conn_close(old, old->state == C_UP ? "replaced by a new connection"
+                                           : NULL);
+  return true;
 }
 
 /* Acceptor: challenge_reply. */
@@ -167,13 +186,15 @@ static void on_reply(mb__conn_t *c, const unsigned char *m, size_t len) {
   }
   unsigned char want[16];
   digest(c->my_challenge, want);
-  if (memcmp(want, m + 5, 16) != 0) {
+  if (CRYPTO_memcmp(want, m + 5, 16) != 0) {
     mb_log(MB_LOG_ERROR,
            "dist: connection attempt from %s refused: wrong cookie",
-           c->node->name);
+           mb__conn_label(c));
     mb__conn_close(c, NULL);
     return;
   }
+  if (!adopt(c))
+    return;
   c->peer_challenge = mb__get32(m + 1);
   unsigned char ack[17];
   ack[0] = 'a';
@@ -242,7 +263,7 @@ static void on_challenge(mb__conn_t *c, const unsigned char *m, size_t len) {
 static void on_ack(mb__conn_t *c, const unsigned char *m, size_t len) {
   unsigned char want[16];
   digest(c->my_challenge, want);
-  if (len != 17 || m[0] != 'a' || memcmp(want, m + 1, 16) != 0) {
+  if (len != 17 || m[0] != 'a' || CRYPTO_memcmp(want, m + 1, 16) != 0) {
     mb_log(MB_LOG_ERROR, "dist: %s refused our cookie (or answered wrongly)",
            c->node->name);
     mb__conn_close(c, NULL);
