@@ -226,11 +226,14 @@ static long utf8_chars(const unsigned char *s, size_t n) {
   return chars;
 }
 
-/* An atom's name, converted to UTF-8.  Erlang allows 255 characters; the
- * atom table holds 255 bytes, so longer UTF-8 names are refused too. */
+/* An atom's name, converted to UTF-8.  Erlang allows 255 characters, up
+ * to 1020 bytes of UTF-8; the atom table holds 255 bytes, so a longer
+ * name reads here but becomes no atom (the decoder keeps such an atom as
+ * an opaque term). */
+#define ATEXT_MAX (255 * 4)
 typedef struct {
   size_t len;
-  char s[MB_ATOM_MAXLEN + 1];
+  char s[ATEXT_MAX + 1];
 } atext_t;
 
 static int latin1_atom(rd_t *r, const unsigned char *s, size_t n, atext_t *a) {
@@ -238,8 +241,6 @@ static int latin1_atom(rd_t *r, const unsigned char *s, size_t n, atext_t *a) {
     return bad(r, "an atom longer than 255 characters");
   size_t len = 0;
   for (size_t i = 0; i < n; i++) {
-    if (len + (s[i] < 0x80 ? 1 : 2) > MB_ATOM_MAXLEN)
-      return bad(r, "an atom longer than 255 bytes in UTF-8 (unsupported)");
     if (s[i] < 0x80) {
       a->s[len++] = (char)s[i];
     } else {
@@ -255,10 +256,8 @@ static int utf8_atom(rd_t *r, const unsigned char *s, size_t n, atext_t *a) {
   long chars = utf8_chars(s, n);
   if (chars < 0)
     return bad(r, "an atom that is not valid UTF-8");
-  if (chars > 255)
+  if (chars > 255 || n > ATEXT_MAX)
     return bad(r, "an atom longer than 255 characters");
-  if (n > MB_ATOM_MAXLEN)
-    return bad(r, "an atom longer than 255 bytes in UTF-8 (unsupported)");
   memcpy(a->s, s, n);
   a->len = n;
   return 0;
@@ -788,6 +787,8 @@ int mb__etf_read_int(mb__etf_reader_t *r, int64_t *v) {
 }
 
 static int intern(rd_t *r, const atext_t *a, const mb__atom_t **out) {
+  if (a->len > MB_ATOM_MAXLEN)
+    return bad(r, "an atom longer than 255 bytes in UTF-8 (unsupported here)");
   if (mb__atom_intern(a->s, a->len, out) != 0)
     return bad(r, "the atom table is full");
   return 0;
@@ -1932,6 +1933,15 @@ static int push_atom(dec_t *d, const atext_t *a, bool nil_ok) {
     lua_pushnil(L);
     return 0;
   }
+  if (a->len > MB_ATOM_MAXLEN) {
+    /* More than the atom table holds: kept as its ATOM_UTF8_EXT. */
+    unsigned char b[3 + ATEXT_MAX];
+    b[0] = MB_ETF_ATOM_UTF8;
+    mb__put16(b + 1, (uint16_t)a->len);
+    memcpy(b + 3, a->s, a->len);
+    mb__push_term(L, MB_TERM_OTHER, b, 3 + a->len);
+    return 0;
+  }
   int err = intern(&d->r, a, &atom);
   if (err == 0)
     mb__push_atom(L, atom);
@@ -2169,6 +2179,7 @@ enum { D_TUPLE, D_LIST, D_MAP, D_MAP_VALUE };
 
 struct dframe_s {
   uint8_t kind;
+  const unsigned char *start; /* D_MAP: where the map began */
   bool nil_ok; /* D_LIST: what the list may be, if it turns out its tail */
   bool tail;   /* D_LIST: its tail is being read */
   uint32_t left, n;
@@ -2250,7 +2261,7 @@ static int dec_start(dec_t *d, int depth, bool nil_ok) {
     if ((err = container(r, depth, n, 2)))
       return err;
     lua_createtable(L, 0, presize(n));
-    dpush(d, D_MAP, n);
+    dpush(d, D_MAP, n)->start = h;
     return 0;
   case MB_ETF_NEW_PID:
   case MB_ETF_PID:
@@ -2278,8 +2289,68 @@ static int dec_start(dec_t *d, int depth, bool nil_ok) {
   return err ? err : 1;
 }
 
-/* A value is complete on top: it goes into the container below it. */
-static int deliver(dec_t *d) {
+/* A float key with an integer value is an integer key in a Lua table
+ * (1.0 is 1, -0.0 is 0): as a key it would not go back as it came. */
+static bool integral_float(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
+    return false;
+  lua_Number v = lua_tonumber(L, idx);
+  return v == floor(v);
+}
+
+/* The map at `start`, read whole already (r->p is past it), has no key
+ * twice: no two keys with the same bytes (Erlang refuses such a map; a
+ * key written in two forms, as 1 in INTEGER_EXT and in SMALL_INTEGER_EXT,
+ * is not caught here). */
+static int distinct_keys(rd_t *r, const unsigned char *start, int depth) {
+  const unsigned char *end = r->p;
+  uint32_t n = mb__get32(start + 1);
+  size_t *at = malloc((size_t)n * 2 * sizeof *at);
+  int err = at == NULL ? bad(r, "out of memory") : 0;
+  r->p = start + 5;
+  for (uint32_t i = 0; err == 0 && i < n; i++) {
+    at[2 * i] = (size_t)(r->p - start);
+    if ((err = skip_term(r, depth + 1)) != 0)
+      break;
+    at[2 * i + 1] = (size_t)(r->p - start) - at[2 * i];
+    for (uint32_t j = 0; j < i && err == 0; j++)
+      if (at[2 * j + 1] == at[2 * i + 1] &&
+          memcmp(start + at[2 * j], start + at[2 * i], at[2 * i + 1]) == 0)
+        err = bad(r, "a map with a key twice");
+    if (err == 0)
+      err = skip_term(r, depth + 1);
+  }
+  free(at);
+  if (err == 0)
+    r->p = end;
+  return err;
+}
+
+/* A map Lua cannot hold as it came, kept whole as an opaque term: one
+ * with two keys that are one key in Lua (1 and 1.0; Erlang refuses a map
+ * with a key twice, so the encoding is valid), or with a float key that
+ * Lua would turn into an integer.  The table and what was pushed for the
+ * current key (`npop` values with it) go, the map's bytes are read again
+ * from its start, and the term takes the map's place, to be delivered
+ * (2). */
+static int opaque_map(dec_t *d, int depth0, int npop) {
+  lua_State *L = d->L;
+  rd_t *r = &d->r;
+  const unsigned char *start = d->frames[--d->nframes].start;
+  lua_pop(L, npop);
+  r->p = start;
+  int err = skip_term(r, depth0 + d->nframes);
+  if (err == 0)
+    err = distinct_keys(r, start, depth0 + d->nframes);
+  if (err)
+    return err;
+  mb__push_term(L, MB_TERM_OTHER, start, (size_t)(r->p - start));
+  return 2;
+}
+
+/* A value is complete on top: it goes into the container below it (0),
+ * or replaces that container (2: deliver the container's replacement). */
+static int deliver(dec_t *d, int depth0) {
   lua_State *L = d->L;
   dframe_t *f = &d->frames[d->nframes - 1];
   switch (f->kind) {
@@ -2293,9 +2364,11 @@ static int deliver(dec_t *d) {
       lua_rawseti(L, -2, ++f->i);
     return 0;
   case D_MAP: /* a key: it waits for its value */
+    if (integral_float(L, -1))
+      return opaque_map(d, depth0, 2);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) != LUA_TNIL)
-      return bad(&d->r, "a map with a key twice (or keys equal in Lua)");
+      return opaque_map(d, depth0, 3);
     lua_pop(L, 1);
     f->kind = D_MAP_VALUE;
     return 0;
@@ -2376,12 +2449,13 @@ static int advance(dec_t *d, int depth0) {
 static int dec_term(dec_t *d, int depth0, bool nil_ok) {
   int rc = dec_start(d, depth0, nil_ok);
   while (rc >= 0) {
-    if (rc == 1) {
+    while (rc == 1 || rc == 2) {
       if (d->nframes == 0)
         return 0;
-      if ((rc = deliver(d)))
-        return rc;
+      rc = deliver(d, depth0);
     }
+    if (rc)
+      return rc;
     rc = advance(d, depth0);
   }
   return rc;

@@ -200,12 +200,15 @@ typedef struct {
   uint32_t words[MB_REF_MAXWORDS];
 } mb__lref_t;
 /* Erlang values Lua has no type for, kept as their external term format so
- * they go back unchanged: big integers, bitstrings, funs, ports. */
+ * they go back unchanged: big integers, bitstrings, funs, ports, and
+ * other terms Lua cannot hold as they came (a map with keys equal in Lua,
+ * an atom longer than the atom table holds). */
 typedef enum {
   MB_TERM_BIGNUM = 1,
   MB_TERM_BITSTRING,
   MB_TERM_FUN,
-  MB_TERM_PORT
+  MB_TERM_PORT,
+  MB_TERM_OTHER
 } mb__term_kind_t;
 typedef struct {
   uint8_t kind;

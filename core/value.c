@@ -13,6 +13,7 @@
 
 #include <lauxlib.h>
 
+#include "etf.h"
 #include "internal.h"
 
 static const char cache_key = 'c';
@@ -366,6 +367,13 @@ static int term_tostring(lua_State *L) {
   case MB_TERM_FUN:
     lua_pushliteral(L, "#Fun<erlang>");
     return 1;
+  case MB_TERM_OTHER: /* an atom prints its name */
+    if (t->bytes[0] == MB_ETF_ATOM_UTF8)
+      lua_pushlstring(L, (const char *)t->bytes + 3, t->len - 3);
+    else
+      lua_pushfstring(L, "#Term<%s of %d bytes>",
+                      t->bytes[0] == MB_ETF_MAP ? "map" : "term", (int)t->len);
+    return 1;
   default:
     lua_pushliteral(L, "#Port<erlang>");
     return 1;
@@ -381,7 +389,8 @@ static int term_eq(lua_State *L) {
 }
 
 static int term_kind(lua_State *L) {
-  static const char *names[] = {NULL, "bignum", "bitstring", "fun", "port"};
+  static const char *names[] = {NULL,  "bignum", "bitstring",
+                                "fun", "port",   "term"};
   mb__lterm_t *t = luaL_checkudata(L, 1, MB_TERM_MT);
   lua_pushstring(L, names[t->kind]);
   return 1;
@@ -752,7 +761,8 @@ int mb_lua_typeof(lua_State *L) {
   else if (mb__to_ref(L, 1))
     t = "ref";
   else if (mb__to_term(L, 1)) {
-    static const char *kinds[] = {"term", "bignum", "bitstring", "fun", "port"};
+    static const char *kinds[] = {"term", "bignum", "bitstring",
+                                  "fun",  "port",   "term"};
     t = kinds[mb__to_term(L, 1)->kind];
   } else if (lua_istable(L, 1)) {
     static const char *kinds[] = {"table", "tuple", "list", "map"};

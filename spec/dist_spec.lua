@@ -18,9 +18,30 @@ end
 
 -- Long names on 127.0.0.1: every connection stays on the loopback.
 local host = "127.0.0.1"
-local tmp = sh("mktemp -d"):gsub("%s+$", "")
-local have_erl = sh("command -v erl"):match("%S") ~= nil
-local have_elixir = sh("command -v elixir"):match("%S") ~= nil
+
+-- The Erlang and Elixir peers are the host's, or, with MB_PEER_ROOT set
+-- to a Debian root with other releases (.ci/roots builds them), that
+-- root's, run with chroot.  Files the peers read live under tmp, which
+-- they see as ptmp.
+local root = os.getenv("MB_PEER_ROOT")
+if root == "" then root = nil end
+local tmp, ptmp, have_erl, have_elixir
+if root then
+  tmp = sh(("mktemp -d %s/tmp/mbspec.XXXXXX"):format(root)):gsub("%s+$", "")
+  ptmp = tmp:sub(#root + 1)
+  have_erl = sh(("test -x %s/usr/bin/erl && echo y"):format(root)):match("y") ~= nil
+  have_elixir = sh(("test -x %s/usr/bin/elixir && echo y"):format(root)):match("y") ~= nil
+else
+  tmp = sh("mktemp -d"):gsub("%s+$", "")
+  ptmp = tmp
+  have_erl = sh("command -v erl"):match("%S") ~= nil
+  have_elixir = sh("command -v elixir"):match("%S") ~= nil
+end
+
+-- A command line of the peers' (erl, erlc, elixir).
+local function peer(cmd)
+  return root and ("chroot %s %s"):format(root, cmd) or cmd
+end
 
 -- An OS process in the background: its pid, and how to stop it.
 local started = {}
@@ -63,9 +84,10 @@ setup(function()
     mb.start_distribution{name = "mbspec@127.0.0.1", cookie = cookie, epmd_port = port}
   end, EPMD_PORT, COOKIE)
   if have_erl then
-    assert(os.execute(("erlc -o %s spec/fixtures/mbpeer.erl"):format(tmp)))
-    spawn_os(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
-      :format(COOKIE, tmp), tmp .. "/e1.log")
+    assert(os.execute(("cp spec/fixtures/mbpeer.erl %s/"):format(tmp)))
+    assert(os.execute(peer(("erlc -o %s %s/mbpeer.erl"):format(ptmp, ptmp))))
+    spawn_os(peer(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+      :format(COOKIE, ptmp)), tmp .. "/e1.log")
     -- wait (bounded) until it answers a ping
     assert(run(function(node)
       local dist = require "moonbeam.dist"
@@ -293,6 +315,49 @@ describe("distribution with an Erlang node", function()
   end)
 end)
 
+describe("terms Lua has no plain value for", function()
+  if not have_erl then pending("erl is not installed") return end
+  setup(await_ctl)
+
+  it("arrive as opaque terms, go back unchanged, and never close the connection", function()
+    local kinds = run(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local echo = mb.spawn(function()
+        while true do
+          local m = mb.receive()
+          if m == "stop" then return end
+          if m[2] ~= "last" then mb.send(me, mb.typeof(m[2])) end
+          mb.send(m[1], mb.tuple(mb.atom.echoed, m[2]))
+        end
+      end)
+      mb.register("lua_echo", echo)
+      return echo
+    end)
+    local me = mb.atom("mbspec@" .. host)
+    local r = erl_apply("mbpeer", "odd_roundtrip", {mb.atom.lua_echo, me}, 60000)
+    run(function() local mb = require "moonbeam" mb.send("lua_echo", "stop") end)
+    local back = {}
+    for i = 1, r[1].n do back[i] = tostring(r[1][i]) end
+    assert.same({"same", "same", "same", "same", "same", "same", "same", "same"}, back)
+    assert.equal("same", tostring(r[2]))
+    assert.equal("up", tostring(r[3]))
+  end)
+
+  it("are opaque terms that print themselves", function()
+    local kinds = {run(function(node)
+      local mb = require "moonbeam"
+      local rpc = require "moonbeam.rpc"
+      local t = rpc.call(node, "mbpeer", "odd_terms", {}, 30000)
+      return mb.typeof(t[1]), mb.typeof(t[2]), mb.typeof(t[3][2][1]), mb.typeof(t[4]),
+        tostring(t[4]) == string.rep("a", 255), mb.typeof(t[6]), #tostring(t[6]),
+        tostring(t[1]):match("^#Term<map of %d+ bytes>$") ~= nil
+    end, erl_node)}
+    -- a 255-byte atom is an atom; longer ones are kept as terms
+    assert.same({"term", "term", "term", "atom", true, "term", 1020, true}, kinds)
+  end)
+end)
+
 describe("a handshake that claims a connected node's name", function()
   if not have_erl then pending("erl is not installed") return end
   setup(await_ctl)
@@ -382,7 +447,7 @@ Process.sleep(:infinity)
     local f = io.open(tmp .. "/counter.exs", "w")
     f:write(code)
     f:close()
-    spawn_os(("elixir --name x1@127.0.0.1 --cookie %s %s/counter.exs"):format(COOKIE, tmp), tmp .. "/x1.log")
+    spawn_os(peer(("elixir --name x1@127.0.0.1 --cookie %s %s/counter.exs"):format(COOKIE, ptmp)), tmp .. "/x1.log")
     local got = {run(function(node)
       local mb = require "moonbeam"
       local dist = require "moonbeam.dist"
@@ -406,8 +471,8 @@ describe("a connection that goes down", function()
   if not have_erl then pending("erl is not installed") return end
 
   it("fires links and monitors with noconnection when the node dies", function()
-    spawn_os(("erl -name e2@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
-      :format(COOKIE, tmp), tmp .. "/e2.log")
+    spawn_os(peer(("erl -name e2@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+      :format(COOKIE, ptmp)), tmp .. "/e2.log")
     local pidfile = started[#started]
     local e, d, down_event = run(function(node, ospid)
       local mb = require "moonbeam"
@@ -445,8 +510,8 @@ describe("a peer that stops answering", function()
   it("is found dead by the ticks, with net_ticktime 4, while its socket stays open", function()
     -- A stopped (SIGSTOP) Erlang node keeps its connection open and says
     -- nothing: only the tick timeout can find it gone.
-    local erl = spawn_os(("erl -name e5@127.0.0.1 -setcookie %s -kernel net_ticktime 4 -noshell")
-      :format(COOKIE), tmp .. "/e5.log")
+    local erl = spawn_os(peer(("erl -name e5@127.0.0.1 -setcookie %s -kernel net_ticktime 4 -noshell")
+      :format(COOKIE)), tmp .. "/e5.log")
     local script = tmp .. "/ticker.lua"
     local f = io.open(script, "w")
     f:write([[
@@ -529,8 +594,8 @@ describe("a cookie that does not match", function()
   if not have_erl then pending("erl is not installed") return end
 
   it("is refused and logged, and nothing else is affected", function()
-    spawn_os(("erl -name e3@127.0.0.1 -setcookie wrong -noshell -eval 'R = net_adm:ping(list_to_atom(\"mbspec@%s\")), io:format(\"~p~n\", [R]), halt()'")
-      :format(host), tmp .. "/e3.log")
+    spawn_os(peer(("erl -name e3@127.0.0.1 -setcookie wrong -noshell -eval 'R = net_adm:ping(list_to_atom(\"mbspec@%s\")), io:format(\"~p~n\", [R]), halt()'")
+      :format(host)), tmp .. "/e3.log")
     assert.matches("pang", log_until("e3", "pang"))
     -- the connection to e1 still works
     assert.equal("pong", run(function(node) return require("moonbeam.dist").ping(node) end, erl_node))
