@@ -38,9 +38,13 @@ else
   have_elixir = sh("command -v elixir"):match("%S") ~= nil
 end
 
--- A command line of the peers' (erl, erlc, elixir).
+-- A command line of the peers' (erl, erlc, elixir).  In a root, the
+-- command gets a /proc of its own: mounted in a mount namespace of its
+-- own, it goes when the command ends, and nothing outside sees it.
 local function peer(cmd)
-  return root and ("chroot %s %s"):format(root, cmd) or cmd
+  if not root then return cmd end
+  return ([[unshare -m --propagation private sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' %s %s]])
+    :format(root, cmd)
 end
 
 -- An OS process in the background: its pid, and how to stop it.
@@ -248,6 +252,22 @@ describe("distribution with an Erlang node", function()
     local undef = erl_apply("rpc", "call", {me, mb.atom("fixtures.spec_rpc"), mb.atom.nope, mb.list()})
     assert.equal("badrpc", tostring(undef[1]))
     assert.matches("undef", tostring(undef[2][2][1]))
+  end)
+
+  it("answers rpc:block_call and rpc:call through rex, with Erlang's error shapes", function()
+    local me = mb.atom("mbspec@" .. host)
+    local mod = mb.atom("fixtures.spec_rpc")
+    assert.equal(5, erl_apply("rpc", "block_call", {me, mod, mb.atom.add, mb.list(2, 3)}))
+    -- {badrpc, {'EXIT', {undef, [{M, F, A, []}]}}}, from rex and from erpc alike
+    for _, f in ipairs({"block_call", "call"}) do
+      local r = erl_apply("rpc", f, {me, mod, mb.atom.nope, mb.list(1)})
+      assert.equal("badrpc", tostring(r[1]))
+      assert.equal("EXIT", tostring(r[2][1]))
+      assert.equal("undef", tostring(r[2][2][1]))
+      local mfa = r[2][2][2][1]
+      assert.same({"fixtures.spec_rpc", "nope", 1, 0},
+        {tostring(mfa[1]), tostring(mfa[2]), mfa[3].n, mfa[4].n})
+    end
   end)
 
   it("runs erpc:call from Erlang on a Lua standard library function", function()

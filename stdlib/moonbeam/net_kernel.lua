@@ -10,6 +10,7 @@ local M = {}
 --- Run the net_kernel process (started by mb.start_distribution).
 function M.start()
   if not pcall(mb.register, "net_kernel", mb.self()) then return end
+  mb.spawn("moonbeam.rpc", "rex")
   local GEN_CALL, is_auth = mb.atom["$gen_call"], mb.atom.is_auth
   while true do
     local m = mb.receive()

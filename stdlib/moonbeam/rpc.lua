@@ -75,9 +75,19 @@ local function lookup(m, f, a)
   end
   local fn = ok and type(mod) == "table" and mod[tostring(f)]
   if type(fn) ~= "function" then
-    return nil, tuple(atom.undef, mb.list(tuple(m, f, a or mb.list(), mb.list())))
+    return nil, atom.undef, mb.list(tuple(m, f, a or mb.list(), mb.list()))
   end
   return fn
+end
+
+-- Run M:F(A) for another node: true and the value, or false, the reason
+-- and the stack (Erlang's error exception).
+local function apply(m, f, a)
+  local fn, why, stack = lookup(m, f, a)
+  if fn == nil then return false, why, stack or mb.list() end
+  local ok, v = xpcall(fn, debug.traceback, unpack(a, 1, a.n or #a))
+  if ok then return true, v end
+  return false, tuple(atom.lua_error, tostring(v)), mb.list()
 end
 
 --- Entry point of processes spawned for other nodes; not for users.
@@ -86,21 +96,43 @@ end
 function M.spawned(m, f, a)
   a = a or {}
   if m == atom.erpc and f == atom.execute_call then
-    local resref, rm, rf, ra = a[1], a[2], a[3], a[4] or {}
-    local fn, why = lookup(rm, rf, ra)
-    if fn == nil then mb.exit(tuple(resref, atom.error, why, mb.list())) end
-    local ok, v = xpcall(fn, debug.traceback, unpack(ra, 1, ra.n or #ra))
+    local resref = a[1]
+    local ok, v, stack = apply(a[2], a[3], a[4] or mb.list())
     if ok then mb.exit(tuple(resref, atom["return"], v)) end
-    mb.exit(tuple(resref, atom.error, tuple(atom.lua_error, tostring(v)), mb.list()))
+    mb.exit(tuple(resref, atom.error, v, stack))
   elseif m == atom.erpc and f == atom.execute_cast then
     local fn = lookup(a[1], a[2])
     if fn then fn(unpack(a[3] or {}, 1, (a[3] or {}).n)) end
     return
   end
   -- spawn(Node, M, F, Args) from Erlang: run the Lua function.
-  local fn, why = lookup(m, f, a)
-  if fn == nil then error(why, 0) end
+  local fn, why, stack = lookup(m, f, a)
+  if fn == nil then error(tuple(why, stack), 0) end
   return fn(unpack(a, 1, a.n or #a))
+end
+
+--- The rex server of a distributed node (started with net_kernel), for
+-- rpc:block_call, and rpc:call from nodes that do not
+-- use spawn requests: a gen_server call {call, M, F, A, GroupLeader} (or
+-- block_call) is answered with M:F(A)'s value, or as Erlang's rex
+-- answers an exception: {badrpc, {'EXIT', {Reason, Stack}}}.  Requests
+-- run one at a time, in the rex process.  Other messages are dropped.
+-- Not for users.
+function M.rex()
+  if not pcall(mb.register, "rex", mb.self()) then return end
+  local gen = require "moonbeam.gen"
+  local GEN_CALL, call, block_call = atom["$gen_call"], atom.call, atom.block_call
+  while true do
+    local msg = mb.receive()
+    local req = typeof(msg) == "tuple" and msg[1] == GEN_CALL and msg[3]
+    if typeof(req) == "tuple" and (req[1] == call or req[1] == block_call)
+        and typeof(req[2]) == "atom" and typeof(req[3]) == "atom" then
+      local a = typeof(req[4]) == "list" and req[4] or mb.list()
+      local ok, v, stack = apply(req[2], req[3], a)
+      if not ok then v = tuple(atom.badrpc, tuple(atom.EXIT, tuple(v, stack))) end
+      gen.reply(msg[2], v)
+    end
+  end
 end
 
 return M
