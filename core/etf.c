@@ -2295,7 +2295,8 @@ static bool integral_float(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER || lua_isinteger(L, idx))
     return false;
   lua_Number v = lua_tonumber(L, idx);
-  return v == floor(v);
+  /* As Lua decides: an integral value within the integers' range. */
+  return v >= -0x1p63 && v < 0x1p63 && (lua_Number)(lua_Integer)v == v;
 }
 
 /* The map at `start`, read whole already (r->p is past it), has no key
