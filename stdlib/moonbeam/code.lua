@@ -1,0 +1,194 @@
+--- Loading new code into a running node, as Erlang's `code` module.
+--
+-- The node keeps one current version of each Lua module (see
+-- docs/code_loading.md). A process holds the version that was current
+-- when it required the module, until it upgrades:
+--
+--   code.load(name [, source])  a new current version, from the file on
+--                               package.path or from source/bytecode
+--   code.reload(name)           the same, for a module the node has
+--   code.which / code.version   where the current version came from, its
+--                               number
+--   code.held(name)             the version the calling process holds
+--   code.purge / soft_purge     the processes still on an old version
+--   code.upgrade([names])       the calling process moves to the current
+--                               versions (GenServers move by themselves,
+--                               between two messages)
+--
+-- Two versions at most, as in Erlang: loading a version kills the
+-- processes that still hold a version older than the one it replaces.
+local mb = require "moonbeam"
+local cache = require "moonbeam.codecache"
+
+local type, pcall, pairs, tostring = type, pcall, pairs, tostring
+local next, setmetatable, getmetatable = next, setmetatable, getmetatable
+
+local M = {}
+
+M.generation = cache.generation
+
+-- Kill the processes that hold a version too old to keep, as Erlang's
+-- code:purge does (their reason is `killed`), saying why in the log.
+local function kill(name, pids, why)
+  for _, pid in ipairs(pids) do
+    mb.log("warning", ("code: killing %s, which still runs an old version of "
+      .. "module '%s' (%s)"):format(tostring(pid), name, why))
+    mb.exit(pid, mb.atom.kill)
+  end
+  return #pids > 0
+end
+
+-- The compiled chunk of `name`, from source or from the file package.path
+-- finds, and where it came from (nil for a string).
+local function compile(name, source)
+  if source ~= nil then
+    if type(source) ~= "string" then
+      error(("bad argument #2 to 'load' (string expected, got %s)")
+        :format(type(source)), 3)
+    end
+    local chunk, err = load(source, "=" .. name, "bt")
+    return chunk, err
+  end
+  local path, err = package.searchpath(name, package.path)
+  if path == nil then return nil, "module '" .. name .. "' not found:" .. err end
+  local chunk, cerr = loadfile(path)
+  return chunk, cerr, path
+end
+
+--- Load a new version of a module into the node: it becomes the current
+-- version, the one every later `require` and upgrade gets. The module is
+-- compiled and run once in the calling process first: one that fails to
+-- compile or raises leaves the current version as it was.
+-- @param name module name, as for require
+-- @param source optional Lua source or bytecode (default: the file that
+--   package.path finds for name)
+-- @return the new version number, or nil and the error
+function M.load(name, source)
+  if type(name) ~= "string" then
+    error(("bad argument #1 to 'load' (string expected, got %s)"):format(type(name)), 2)
+  end
+  local chunk, err, path = compile(name, source)
+  if chunk == nil then return nil, err end
+  local ok, rerr = pcall(chunk, name, path)
+  if not ok then
+    return nil, ("error loading module '%s': %s"):format(name, tostring(rerr))
+  end
+  local version, stale = cache.install(name, path, string.dump(chunk))
+  kill(name, stale, ("version %d loaded"):format(version))
+  return version
+end
+
+--- Load a module again, as load does, if the node has a version of it.
+-- @return the new version, or nil and "not_loaded" or the error
+function M.reload(name)
+  if cache.info(name) == nil then return nil, "not_loaded" end
+  return M.load(name)
+end
+
+--- The file the current version of a module came from, "" for a module
+-- loaded from a string, or nil when the node has no version of it.
+function M.which(name)
+  local _, path = cache.info(name)
+  if path == nil then return nil end
+  return path or ""
+end
+
+--- The current version number of a module on this node (1 for the first),
+-- or nil.
+function M.version(name)
+  return (cache.info(name))
+end
+
+--- The version of a module the calling process holds, or nil.
+function M.held(name)
+  return cache.held()[name]
+end
+
+--- Kill the processes that hold an older version of `name` than the
+-- current one, as Erlang's code:purge.
+-- @return true if any process was killed
+function M.purge(name)
+  local version = cache.info(name)
+  if version == nil then return false end
+  return kill(name, cache.holders(name, version, true),
+    ("purged at version %d"):format(version))
+end
+
+--- True if no process holds an older version of `name` than the current
+-- one; unlike purge, kills nobody (Erlang's code:soft_purge).
+function M.soft_purge(name)
+  local version = cache.info(name)
+  if version == nil then return true end
+  return next(cache.holders(name, version)) == nil
+end
+
+-- Replace the contents of table t by those of u.
+local function refill(t, u)
+  for k in pairs(t) do t[k] = nil end
+  for k, v in pairs(u) do t[k] = v end
+  local mt = getmetatable(u)
+  if type(mt) == "table" or mt == nil then setmetatable(t, mt) end
+end
+
+--- Move the calling process to the current version of one module, if it
+-- holds an older one: the new version runs in this process and takes the
+-- place of the old in package.loaded. A module table is updated in place,
+-- so that code which kept it (`local kv = require "kv"`) calls the new
+-- functions through it, as a fully-qualified call does in Erlang; local
+-- functions captured by old code stay old.
+-- @return the module, the version it held and a function that puts the
+--   old version back; or nil (nothing to do); or nil and the error
+function M.swap(name)
+  local held = cache.held()[name]
+  local current = cache.info(name)
+  if held == nil or current == nil or held >= current then return nil end
+  local chunk, version, path = cache.load(name)
+  if chunk == nil then return nil end
+  local ok, new = pcall(chunk, name, path or nil)
+  if not ok then
+    cache.hold(name, held)
+    return nil, ("error loading module '%s' version %d: %s")
+      :format(name, version, tostring(new))
+  end
+  if new == nil then new = true end
+  local old = package.loaded[name]
+  local keep
+  if type(old) == "table" and type(new) == "table" then
+    keep = {}
+    refill(keep, old)
+    refill(old, new)
+    new = old
+  end
+  package.loaded[name] = new
+  return new, held, function()
+    if keep then refill(old, keep) end
+    package.loaded[name] = old
+    cache.hold(name, held)
+  end
+end
+
+--- Move the calling process to the current version of the modules it holds
+-- an older version of (all of them, or those named): the documented
+-- equivalent of Erlang's fully-qualified call for a plain process.
+-- @param names optional list of module names
+-- @return the list of modules upgraded, or nil and the first error (the
+--   modules before it stay upgraded)
+function M.upgrade(names)
+  if names == nil then
+    names = {}
+    for name in pairs(cache.held()) do names[#names + 1] = name end
+    table.sort(names)
+  end
+  local done = {}
+  for _, name in ipairs(names) do
+    local new, err = M.swap(name)
+    if new ~= nil then
+      done[#done + 1] = name
+    elseif err then
+      return nil, err
+    end
+  end
+  return done
+end
+
+return M
