@@ -177,3 +177,98 @@ describe("code.upgrade", function()
     end, name, source, holder)})
   end)
 end)
+
+-- A counter server: version 1 keeps a number; version 2 keeps a table, and
+-- its code_change turns the number into it, noting the version it came from.
+local COUNTER_V1 = [[
+  return {
+    init = function(n) return "ok", n end,
+    handle_call = function(req, _, n)
+      if req == "inc" then return "reply", n + 1, n + 1 end
+      if req == "get" then return "reply", {count = n, vsn = 1}, n end
+    end,
+  }]]
+local COUNTER_V2 = [[
+  return {
+    init = function(n) return "ok", {count = n, from = 0} end,
+    handle_call = function(req, _, s)
+      if req == "inc" then s.count = s.count + 1 return "reply", s.count, s end
+      if req == "get" then return "reply", {count = s.count, vsn = 2, from = s.from, extra = s.extra}, s end
+    end,
+    code_change = function(old_vsn, n, extra)
+      if extra == "refuse" then error("no thanks") end
+      return "ok", {count = n, from = old_vsn, extra = extra}
+    end,
+  }]]
+
+describe("a GenServer started by module name", function()
+  it("moves to a new version under load between two messages: no call lost or failed, state migrated by code_change", function()
+    local name = fresh_name()
+    local r = in_process(function(name, v1, v2)
+      local mb = require "moonbeam"
+      local code = require "moonbeam.code"
+      local gen_server = require "moonbeam.gen_server"
+      code.load(name, v1)
+      local server = gen_server.start(name, 0)
+      local parent = mb.self()
+      local clients = {}
+      for i = 1, 4 do
+        clients[i] = mb.spawn(function()
+          local gs = require "moonbeam.gen_server"
+          local ok_calls, failed, last = 0, 0, 0
+          local told = false
+          while true do
+            local ok, n = pcall(gs.call, server, "inc")
+            if ok and n > last then ok_calls, last = ok_calls + 1, n else failed = failed + 1 end
+            if ok_calls == 50 and not told then told = true mb.send(parent, "running") end
+            if mb.receive(0) == "stop" then break end
+          end
+          mb.send(parent, {ok_calls, failed})
+        end)
+      end
+      for _ = 1, 4 do assert(mb.receive(5000) == "running") end
+      local before = gen_server.call(server, "get")
+      local version = code.load(name, v2)
+      -- Let the clients go on against the new version for a while.
+      local after
+      for _ = 1, 1000 do
+        after = gen_server.call(server, "get")
+        if after.vsn == 2 and after.count >= before.count + 200 then break end
+      end
+      for _, c in ipairs(clients) do mb.send(c, "stop") end
+      local total, failed = 0, 0
+      for _ = 1, 4 do
+        local t = mb.receive(5000)
+        total, failed = total + t[1], failed + t[2]
+      end
+      local final = gen_server.call(server, "get")
+      gen_server.stop(server)
+      return {version = version, before_vsn = before.vsn, vsn = final.vsn,
+        from = final.from, extra = final.extra, count = final.count,
+        total = total, failed = failed, held = final.vsn}
+    end, name, COUNTER_V1, COUNTER_V2)
+    assert.equal(2, r.version)
+    assert.equal(1, r.before_vsn)
+    assert.equal(2, r.vsn)
+    assert.equal(1, r.from)          -- code_change got old_vsn 1
+    assert.is_nil(r.extra)           -- and no extra
+    assert.equal(0, r.failed)
+    assert.equal(r.total, r.count)   -- every call counted once, none lost
+  end)
+
+  it("stays on the old version with its state when code_change raises", function()
+    local name = fresh_name()
+    local r = {in_process(function(name, v1, v2)
+      local code = require "moonbeam.code"
+      local gen_server = require "moonbeam.gen_server"
+      code.load(name, v1)
+      local server = gen_server.start(name, 3)
+      code.load(name, v2:gsub('if extra == "refuse" then', 'if true then'))
+      local got = gen_server.call(server, "get")
+      local inc = gen_server.call(server, "inc")
+      gen_server.stop(server)
+      return got.vsn, got.count, inc
+    end, name, COUNTER_V1, COUNTER_V2)}
+    assert.same({1, 3, 4}, r)
+  end)
+end)

@@ -28,6 +28,17 @@
 -- with reason {bad_return_value, Text}, Text naming the values returned
 -- ("nothing" for none). handle_cast, handle_info,
 -- handle_continue and terminate are optional.
+--
+-- Code change: a server whose module was given by name moves to a new
+-- version of it (moonbeam.code.load) between two messages, before handling
+-- the next one:
+--
+--   code_change      (old_vsn, state, extra)  ->  "ok", new_state
+--                    (optional; without it the state is kept)
+--
+-- old_vsn is the version number the server held; extra is nil, or what
+-- sys.change_code passes. A code_change that raises or returns anything
+-- else leaves the server on the old version with its old state.
 local mb = require "moonbeam"
 local gen = require "moonbeam.gen"
 
@@ -40,6 +51,7 @@ local M = {}
 local GEN_CALL, GEN_CAST = gen.GEN_CALL, gen.GEN_CAST
 local EXIT, STOP = atom.EXIT, atom["$gen_stop"]
 local NORMAL, SHUTDOWN, TIMEOUT = atom.normal, atom.shutdown, atom.timeout
+local generation = require("moonbeam.codecache").generation
 
 -- ---------------------------------------------------------------------------
 -- Client side
@@ -221,6 +233,30 @@ local function dispatch(s, msg)
   return handle_noreply(s, run(s, msg, cb, msg, s.state), msg)
 end
 
+-- Move the server to the current version of its module, if it holds an
+-- older one: code_change migrates the state, or the old version stays.
+-- Returns true, or nil and why the change failed.
+local function upgrade(s, extra)
+  s.gen = generation()
+  local mod, old_vsn, restore = require("moonbeam.code").swap(s.modname)
+  local why = old_vsn -- the error, when mod is nil
+  if mod ~= nil then
+    local cb = mod.code_change
+    if cb == nil then return true end
+    local r = gen.pack(pcall(cb, old_vsn, s.state, extra))
+    if r[1] and gen.tag(r[2]) == "ok" and r.n <= 3 then
+      s.state = r[3]
+      return true
+    end
+    restore()
+    why = r[1] and tuple(atom.bad_return_value, returned(r)) or r[2]
+  end
+  if why == nil then return true end
+  mb.log("warning", ("GenServer %s: code change of %s failed, the old version "
+    .. "stays: %s"):format(tostring(s.name or mb.self()), s.modname, tostring(why)))
+  return nil, why
+end
+
 local function loop(s)
   while true do
     if s.continue then
@@ -229,6 +265,7 @@ local function loop(s)
       handle_noreply(s, run(s, c, s.mod.handle_continue, c, s.state), c)
     else
       local msg, why = mb.receive(s.timeout)
+      if s.gen and s.gen ~= generation() then upgrade(s) end
       if why == "timeout" and s.timeout then
         s.timeout = nil
         local cb = s.mod.handle_info or default_info
@@ -248,9 +285,11 @@ function M.init_it(starter, ref, parent, name, module, args)
     gen.ack(starter, ref, false, why)
     return
   end
-  local s = {name = name, parent = parent}
+  local s = {name = name, parent = parent,
+    modname = type(module) == "string" and module or nil}
   local r = gen.pack(xpcall(function()
     s.mod = gen.callback_module(module)
+    s.gen = s.modname and generation()
     return s.mod.init(args)
   end, on_error))
   local tag = r[1] and gen.tag(r[2])
