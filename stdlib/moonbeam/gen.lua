@@ -72,16 +72,18 @@ end
 -- @param request any sendable value
 -- @param timeout milliseconds (default 5000), or math.huge
 -- @param module name used in the failure reason (default "gen_server")
+-- @param label the message's tag (default $gen_call; sys uses system), as
+--   OTP's gen:call/4
 -- @return the reply; raises {noproc | timeout | calling_self | Reason, {...}}
 --   on failure
-function M.call(server, request, timeout, module)
+function M.call(server, request, timeout, module, label)
   module = module or "gen_server"
   timeout = timeout or 5000
   local pid = M.whereis(server)
   if pid == nil then M.fail(atom.noproc, module, server, request) end
   if pid == mb.self() then M.fail(atom.calling_self, module, server, request) end
   local ref = mb.monitor(pid)
-  mb.send(pid, tuple(GEN_CALL, tuple(mb.self(), ref), request))
+  mb.send(pid, tuple(label or GEN_CALL, tuple(mb.self(), ref), request))
   local msg, why = mb.receive(function(m)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})

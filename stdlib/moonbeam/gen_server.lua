@@ -49,7 +49,7 @@ local traceback = debug.traceback
 local M = {}
 
 local GEN_CALL, GEN_CAST = gen.GEN_CALL, gen.GEN_CAST
-local EXIT, STOP = atom.EXIT, atom["$gen_stop"]
+local EXIT, STOP, SYSTEM = atom.EXIT, atom["$gen_stop"], atom.system
 local NORMAL, SHUTDOWN, TIMEOUT = atom.normal, atom.shutdown, atom.timeout
 local generation = require("moonbeam.codecache").generation
 
@@ -217,6 +217,8 @@ local function default_info(msg, state)
   return "noreply", state
 end
 
+local system -- below, with the code change
+
 local function dispatch(s, msg)
   local kind = typeof(msg) == "tuple" and msg[1] or nil
   if kind == GEN_CALL then
@@ -228,6 +230,8 @@ local function dispatch(s, msg)
     return terminate(s, msg[2], msg)
   elseif kind == EXIT and msg[2] == s.parent then
     return terminate(s, msg[3], msg)
+  elseif kind == SYSTEM then
+    return system(s, msg)
   end
   local cb = s.mod.handle_info or default_info
   return handle_noreply(s, run(s, msg, cb, msg, s.state), msg)
@@ -235,11 +239,19 @@ end
 
 -- Move the server to the current version of its module, if it holds an
 -- older one: code_change migrates the state, or the old version stays.
+-- `force` (from sys.change_code, with the old_vsn it passes) calls
+-- code_change even when the module did not change, as OTP does.
 -- Returns true, or nil and why the change failed.
-local function upgrade(s, extra)
+local function upgrade(s, extra, force, vsn)
   s.gen = generation()
-  local mod, old_vsn, restore = require("moonbeam.code").swap(s.modname)
+  local mod, old_vsn, restore
+  if s.modname then
+    mod, old_vsn, restore = require("moonbeam.code").swap(s.modname)
+  end
   local why = old_vsn -- the error, when mod is nil
+  if mod == nil and why == nil and force then
+    mod, old_vsn, restore = s.mod, vsn, function() end
+  end
   if mod ~= nil then
     local cb = mod.code_change
     if cb == nil then return true end
@@ -253,8 +265,51 @@ local function upgrade(s, extra)
   end
   if why == nil then return true end
   mb.log("warning", ("GenServer %s: code change of %s failed, the old version "
-    .. "stays: %s"):format(tostring(s.name or mb.self()), s.modname, tostring(why)))
+    .. "stays: %s"):format(tostring(s.name or mb.self()),
+    tostring(s.modname or "its module"), tostring(why)))
   return nil, why
+end
+
+-- System messages, as OTP's sys sends them: {system, From, Request}.
+local function is_system(m) return typeof(m) == "tuple" and m[1] == SYSTEM end
+
+-- Suspended: only system messages (and the parent's exit) are handled,
+-- until resume; other messages wait in the mailbox.
+local function suspended(s)
+  while true do
+    local msg = mb.receive(function(m)
+      return is_system(m) or (typeof(m) == "tuple" and m[1] == EXIT and m[2] == s.parent)
+    end)
+    if msg[1] == EXIT then return terminate(s, msg[3], msg) end
+    if gen.tag(msg[3]) == "resume" then return gen.reply(msg[2], atom.ok) end
+    system(s, msg)
+  end
+end
+
+function system(s, msg)
+  local from, req = msg[2], msg[3]
+  local tag = gen.tag(typeof(req) == "tuple" and req[1] or req)
+  if tag == "suspend" then
+    gen.reply(from, atom.ok)
+    if not s.suspended then
+      s.suspended = true
+      suspended(s)
+      s.suspended = nil
+    end
+  elseif tag == "resume" then
+    gen.reply(from, atom.ok)
+  elseif tag == "get_state" then
+    gen.reply(from, s.state)
+  elseif tag == "replace_state" then
+    local ok, new = pcall(req[2], s.state)
+    if ok then s.state = new end
+    gen.reply(from, tuple(ok and atom.ok or atom.error, new))
+  elseif tag == "change_code" then
+    local ok, why = upgrade(s, req[4], true, req[3])
+    gen.reply(from, ok and atom.ok or tuple(atom.error, why))
+  else
+    gen.reply(from, tuple(atom.error, atom.unknown_system_msg))
+  end
 end
 
 local function loop(s)
