@@ -5,6 +5,12 @@ local mb = require "moonbeam"
 local in_process = require("spec.leak_helper")
   .no_process_left_behind(before_each, after_each)
 
+-- The application controller lives as long as the node: started here,
+-- before the leak check's baseline, it is not counted as left behind.
+setup(function()
+  mb.run(function() require("moonbeam.application").which_applications() end)
+end)
+
 local count = 0
 local function fresh_name()
   count = count + 1
@@ -145,5 +151,86 @@ describe("sys on a supervisor", function()
       return suspended, type(state), resumed, children
     end)}
     assert.same({true, "table", true, 0}, r)
+  end)
+end)
+
+describe("an upgrade of a supervisor's specs (sys.change_code)", function()
+  it("calls init again: a running child keeps its process under its new spec, a new child is not started", function()
+    local name = fresh_name()
+    local child = [[
+      local function start()
+        local mb = require "moonbeam"
+        return mb.spawn_link(function() require("moonbeam").receive() end)
+      end
+      return {init = function()
+        return "ok", {strategy = "one_for_one"}, {%s}
+      end}]]
+    local r = in_process(function(name, v1, v2)
+      local code = require "moonbeam.code"
+      local supervisor = require "moonbeam.supervisor"
+      local sys = require "moonbeam.sys"
+      code.load(name, v1)
+      local sup = supervisor.start(name)
+      local before = supervisor.which_children(sup)
+      sys.suspend(sup)
+      code.load(name, v2)
+      local changed = sys.change_code(sup, name, 1, nil)
+      sys.resume(sup)
+      local after = supervisor.which_children(sup)
+      local state = sys.get_state(sup)
+      local b = supervisor.restart_child(sup, "b")
+      local n = #supervisor.which_children(sup)
+      require("moonbeam.gen_server").stop(sup)
+      return {changed = changed, same_pid = before[1].pid == after[1].pid,
+        ids = {after[1].id, after[2].id}, b_before = after[2].pid == nil,
+        shutdown = state.children[1].shutdown, b_started = b ~= nil, n = n,
+        strategy = state.strategy}
+    end, name,
+      child:format('{id = "a", start = start}'),
+      child:format('{id = "a", start = start, shutdown = "brutal_kill"}, {id = "b", start = start}')
+        :gsub('"one_for_one"', '"one_for_all"'))
+    assert.same({changed = true, same_pid = true, ids = {"a", "b"}, b_before = true,
+      shutdown = "brutal_kill", b_started = true, n = 2, strategy = "one_for_all"}, r)
+  end)
+end)
+
+describe("application.change_spec", function()
+  it("replaces a running application's spec and calls config_change with the changes of its environment", function()
+    local name = fresh_name()
+    local r = in_process(function(name)
+      local mb = require "moonbeam"
+      local code = require "moonbeam.code"
+      local application = require "moonbeam.application"
+      mb.register("config_change_watcher", mb.self())
+      code.load(name, [[
+        return {
+          start = function()
+            return require("moonbeam.supervisor").start_link({
+              init = function() return "ok", {strategy = "one_for_one"}, {} end})
+          end,
+          config_change = function(changed, new, removed)
+            local mb = require "moonbeam"
+            mb.send(mb.whereis("config_change_watcher"), {changed, new, removed})
+          end,
+        }]])
+      local app = name .. "_app"
+      assert(application.load({name = app, version = "1", mod = {name}, env = {a = 1, b = 2, gone = 0}}))
+      assert(application.start(app))
+      local done = application.change_spec({name = app, version = "2", mod = {name},
+        env = {a = 1, b = 3, c = 4}})
+      local got = mb.receive(5000)
+      local version = application.loaded_applications()
+      local v
+      for _, a in ipairs(version) do if a.name == app then v = a.version end end
+      local b = application.get_env(app, "b")
+      application.stop(app)
+      application.unload(app)
+      local not_loaded = {application.change_spec({name = app})}
+      mb.unregister("config_change_watcher")
+      return {done = done, changed = got[1], new = got[2], removed = got[3],
+        version = v, b = b, err = tostring(not_loaded[2][1])}
+    end, name)
+    assert.same({done = true, changed = {b = 3}, new = {c = 4}, removed = {"gone"},
+      version = "2", b = 3, err = "not_loaded"}, r)
   end)
 end)

@@ -18,6 +18,10 @@
 --   application.stop                        ->  prep_stop(state) (optional,
 --        returns the new state), then the top supervisor is shut down,
 --        then stop(state) (optional)
+--   application.change_spec                 ->  config_change(changed, new,
+--        removed) (optional, for a running application): the keys of the
+--        environment whose value changed, the new ones (each a table of
+--        key -> value) and the removed keys (a list)
 --
 -- An application without `mod` is a library: starting it only marks it
 -- started.
@@ -400,6 +404,29 @@ function requests.load(s, _, spec)
   return ok()
 end
 
+-- A new spec for a loaded application (an upgrade): it replaces the old
+-- one and its environment, as OTP's change_application_data does (values
+-- set with set_env are replaced too). Returns the differences of the
+-- environment, and the callback module if the application runs.
+function requests.change_spec(s, _, spec)
+  local name = spec.name
+  local old = s.loaded[name]
+  if not old then return fail(tuple(atom.not_loaded, name)) end
+  local before, env = s.env[name] or {}, {}
+  for k, v in pairs(spec.env) do env[k] = v end
+  local changed, added, removed = {}, {}, {}
+  for k, v in pairs(env) do
+    if before[k] == nil then added[k] = v
+    elseif not gen.equal(before[k], v) then changed[k] = v end
+  end
+  for k in pairs(before) do
+    if env[k] == nil then removed[#removed + 1] = k end
+  end
+  s.loaded[name], s.env[name] = spec, env
+  return ok({changed = changed, new = added, removed = removed,
+             mod = s.running[name] and spec.mod and spec.mod[1] or nil})
+end
+
 function requests.unload(s, _, name)
   if s.running[name] or s.starting[name] then return fail(tuple(atom.running, name)) end
   if not s.loaded[name] then return fail(tuple(atom.not_loaded, name)) end
@@ -550,6 +577,35 @@ function M.load(app)
   local spec, why = read_spec_file(name)
   if not spec then return nil, why end
   return request("load", spec)
+end
+
+--- Change a loaded application's spec in an upgrade: the new spec (its
+-- version, description, dependencies and environment) replaces the old,
+-- and if the application runs, its callback module's config_change(changed,
+-- new, removed) is called in the calling process with the differences of
+-- the environment (as OTP's release handler does).
+-- @param app a spec table, or the application's name (its file
+--   `<name>.app.lua` is read again)
+-- @return true, or nil and {not_loaded, Name}, {not_found, Name},
+--   {bad_app_file, Path, Why} or the error config_change raised
+function M.change_spec(app)
+  local spec, why
+  if type(app) == "table" then
+    spec, why = check_spec(app)
+    if not spec then error("bad argument #1 to 'change_spec' (" .. why .. ")", 2) end
+  else
+    spec, why = read_spec_file(check_name(app, "change_spec", 1))
+    if not spec then return nil, why end
+  end
+  local diff, err = request("change_spec", spec)
+  if not diff then return nil, err end
+  if diff.mod ~= nil then
+    local mod = gen.callback_module(diff.mod)
+    local done, cerr = callback(spec.name, mod, "config_change", diff.changed,
+      diff.new, diff.removed)
+    if not done then return nil, cerr end
+  end
+  return true
 end
 
 --- Unload a stopped application: forget its spec and environment.

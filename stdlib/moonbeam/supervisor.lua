@@ -26,6 +26,12 @@
 -- Children start in order and stop in reverse order. With
 -- simple_one_for_one, `children` holds one template spec and start_child
 -- appends its arguments to the template's.
+--
+-- sys.change_code(sup, module, old_vsn, extra) calls init(args) again, in
+-- the current version of the callback module, and takes its flags and child
+-- specs, as OTP's supervisor does: a running child keeps its process under
+-- its new spec; a new spec's child is not started (start it with
+-- restart_child); a child whose spec is gone stays as it was.
 local mb = require "moonbeam"
 local gen_server = require "moonbeam.gen_server"
 local gen = require "moonbeam.gen"
@@ -298,6 +304,7 @@ function M.init(a)
     period = flags.period or 5,
     children = {}, by_pid = {}, restarts = {},
     name = mb.process_info(mb.self()).registered_name,
+    module = a.module, args = a.args, -- init again by code_change
     anonymous = flags.anonymous, -- a DynamicSupervisor: children by pid
     max_children = flags.max_children, -- a DynamicSupervisor's limit
   }
@@ -434,6 +441,56 @@ function M.handle_info(msg, s)
     end
   end
   return "noreply", s
+end
+
+local STRATEGIES = {one_for_one = true, one_for_all = true, rest_for_one = true}
+
+-- Take the flags and child specs a new init returned (see the header).
+local function update_specs(s, flags, specs)
+  if s.template then
+    if flags.strategy ~= "simple_one_for_one" then
+      return nil, tuple(atom.bad_strategy, tostring(flags.strategy))
+    end
+    local t, why = check_spec((specs or {})[1])
+    if not t or #specs ~= 1 then return nil, tuple(atom.bad_child_spec, why) end
+    s.template = t
+  else
+    local strategy = flags.strategy or "one_for_one"
+    if not STRATEGIES[strategy] then return nil, tuple(atom.bad_strategy, tostring(strategy)) end
+    local children, taken = {}, {}
+    for _, spec in ipairs(specs or {}) do
+      local c, why = check_spec(spec)
+      if not c then return nil, tuple(atom.bad_child_spec, why) end
+      local old = find(s, c.id)
+      if old then c.pid, c.extra, taken[old] = old.pid, old.extra, true end
+      children[#children + 1] = c
+    end
+    for _, old in ipairs(s.children) do
+      if not taken[old] then children[#children + 1] = old end
+    end
+    s.strategy, s.children = strategy, children
+    for _, c in ipairs(children) do if c.pid then s.by_pid[c.pid] = c end end
+  end
+  s.intensity, s.period = flags.intensity or 3, flags.period or 5
+  return true
+end
+
+--- gen_server callback (sys.change_code); not for users: init again with
+-- the current version of the callback module, and take its specs.
+function M.code_change(_, s, _)
+  if type(s.module) == "string" then
+    local mod, err = require("moonbeam.code").swap(s.module)
+    if mod == nil and err ~= nil then error(err, 0) end
+  end
+  local tag, flags, specs = gen.callback_module(s.module).init(s.args)
+  tag = gen.tag(tag)
+  if tag == "ignore" then return "ok", s end
+  if tag ~= "ok" or type(flags) ~= "table" then
+    error(tuple(atom.bad_return, tostring(tag)), 0)
+  end
+  local ok, why = update_specs(s, flags, specs)
+  if not ok then error(why, 0) end
+  return "ok", s
 end
 
 --- gen_server callback; not for users: children stop in reverse order.
