@@ -66,6 +66,13 @@ static const command_t commands[] = {
      "node: lines are read here and evaluated there.\n"},
     {"epmd-names", CLI_EPMD_NAMES, "moonbeam epmd-names [options]",
      "Lists the node names registered with epmd on this host.\n"},
+    {"reload", CLI_RELOAD, "moonbeam reload [options] NODE module...",
+     "Loads each module again on the running node NODE and on every node\n"
+     "it is connected to, from the files their package.path finds\n"
+     "(moonbeam.code.reload_cluster), and prints a line per node and\n"
+     "module: its new version, or the error that left the old one running.\n"
+     "Exits 0 if every module loaded everywhere, else 1.  The launcher's\n"
+     "own node is hidden, named reload<pid>@host.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -95,7 +102,7 @@ enum {
 #define FOR(cmd) (1u << (cmd))
 #define NODE (FOR(CLI_RUN) | FOR(CLI_START) | FOR(CLI_EVAL) | FOR(CLI_SHELL))
 #define APPS (FOR(CLI_START) | FOR(CLI_SHELL))
-#define ALL (NODE | FOR(CLI_EPMD_NAMES))
+#define ALL (NODE | FOR(CLI_EPMD_NAMES) | FOR(CLI_RELOAD))
 
 typedef struct {
   const char *name;
@@ -203,6 +210,7 @@ static const char general_usage[] =
     "  eval CODE [args...]       evaluate Lua code and print the result\n"
     "  shell [app.lua]           an interactive shell\n"
     "  epmd-names                list the names registered with epmd\n"
+    "  reload NODE module...     load modules again on a running cluster\n"
     "  help [COMMAND]            help on a command (or COMMAND --help)\n"
     "\n"
     "options (before or after the command; for run and eval, before the\n"
@@ -512,7 +520,8 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
 
   /* run and eval: options, then the target, then its arguments, untouched.
    * start, shell and epmd-names: options anywhere. */
-  bool has_args = c->command == CLI_RUN || c->command == CLI_EVAL;
+  bool has_args = c->command == CLI_RUN || c->command == CLI_EVAL ||
+                  c->command == CLI_RELOAD;
   bool in_options = true; /* until "--" */
   int npos = 0;
   for (int i = pos; i < argc; i++) {
@@ -539,12 +548,17 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
     }
     cli->target = argv[i];
   }
+  if (c->command == CLI_RELOAD && cli->target != NULL && cli->nargs == 0) {
+    cli_say("reload: no module named (see moonbeam reload --help)");
+    return 2;
+  }
   if (cli->target == NULL && c->command != CLI_SHELL &&
       c->command != CLI_EPMD_NAMES) {
     cli_say("%s: missing %s (see moonbeam %s --help)", c->name,
-            c->command == CLI_RUN     ? "script"
-            : c->command == CLI_START ? "application file"
-                                      : "code",
+            c->command == CLI_RUN      ? "script"
+            : c->command == CLI_START  ? "application file"
+            : c->command == CLI_RELOAD ? "node"
+                                       : "code",
             c->name);
     return 2;
   }

@@ -8,11 +8,12 @@
 #include <lua.h>
 
 typedef enum {
-  CLI_RUN,       /* moonbeam [run] script.lua [args...] */
-  CLI_START,     /* moonbeam start app.lua */
-  CLI_EVAL,      /* moonbeam eval CODE [args...] */
-  CLI_SHELL,     /* moonbeam shell [app.lua] */
-  CLI_EPMD_NAMES /* moonbeam epmd-names (needs distribution) */
+  CLI_RUN,        /* moonbeam [run] script.lua [args...] */
+  CLI_START,      /* moonbeam start app.lua */
+  CLI_EVAL,       /* moonbeam eval CODE [args...] */
+  CLI_SHELL,      /* moonbeam shell [app.lua] */
+  CLI_EPMD_NAMES, /* moonbeam epmd-names (needs distribution) */
+  CLI_RELOAD      /* moonbeam reload NODE module... */
 } cli_command_t;
 
 /* What to run and with which settings, once the command line, the MOONBEAM_*
@@ -21,8 +22,9 @@ typedef enum {
  * malloc'd.  All of it lives as long as the launcher. */
 typedef struct {
   cli_command_t command;
-  const char *target; /* the script, the app file (or NULL), or the code */
-  int nargs;          /* arguments after the target (run, eval) */
+  const char *target; /* the script, the app file (or NULL), the code, or
+                         the node (reload) */
+  int nargs;          /* arguments after the target (run, eval, reload) */
   char **args;
   const char *config;     /* --config or MOONBEAM_CONFIG, or NULL */
   int schedulers;         /* 0: one per core */

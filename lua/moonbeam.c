@@ -226,20 +226,25 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ---- */
 
-/* Distribution, when --sname, --name or --remsh asks for it: after the
- * node has started, before the first process runs.  A remote shell's own
- * node is hidden and named after this OS process, on the target's host. */
+/* Distribution, when --sname, --name, --remsh or reload asks for it: after
+ * the node has started, before the first process runs.  The own node of a
+ * remote shell or a reload is hidden and named after this OS process, on
+ * the target's host. */
 static int start_distribution(void) {
   char name[600];
   const char *base = cli.sname ? cli.sname : cli.name;
   const char *key = cli.sname ? "sname" : "name";
-  if (cli.remsh != NULL) {
-    const char *at = strchr(cli.remsh, '@');
+  int reload = cli.command == CLI_RELOAD;
+  const char *peer = reload ? cli.target : cli.remsh;
+  if (peer != NULL) {
+    const char *at = strchr(peer, '@');
     if (at == NULL || at[1] == '\0') {
-      cli_say("--remsh: a node name is name@host (got %s)", cli.remsh);
+      cli_say("%s: a node name is name@host (got %s)",
+              reload ? "reload" : "--remsh", peer);
       return 2;
     }
-    snprintf(name, sizeof name, "remsh%d@%s", (int)getpid(), at + 1);
+    snprintf(name, sizeof name, "%s%d@%s", reload ? "reload" : "remsh",
+             (int)getpid(), at + 1);
     base = name;
     key = "name";
   } else if (base == NULL) {
@@ -261,7 +266,7 @@ static int start_distribution(void) {
     lua_pushstring(L, cli.cookie);
     lua_setfield(L, -2, "cookie");
   }
-  lua_pushboolean(L, cli.remsh != NULL || cli.hidden);
+  lua_pushboolean(L, peer != NULL || cli.hidden);
   lua_setfield(L, -2, "hidden");
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     cli_say("%s", lua_tostring(L, -1));
@@ -413,9 +418,10 @@ static int spawn_entry(void) {
       return -1;
   } else {
     const char *function;
-    if (cli.command == CLI_EVAL) {
-      /* eval(code, env, {n = count, ...}) */
-      function = "eval";
+    int nargs = 3;
+    if (cli.command == CLI_EVAL || cli.command == CLI_RELOAD) {
+      /* eval(code, env, {n = count, ...}), reload(node, env, {...}) */
+      function = cli.command == CLI_EVAL ? "eval" : "reload";
       lua_pushstring(L, cli.target);
       lua_insert(L, -2);
       push_args(NULL);
@@ -426,8 +432,9 @@ static int spawn_entry(void) {
       lua_pushstring(L, cli.start_type);
       lua_rotate(L, -3, 2);
       lua_pushstring(L, cli.remsh);
+      nargs = 4;
     }
-    mb_msg_t *args = encode_args(cli.command == CLI_EVAL ? 3 : 4);
+    mb_msg_t *args = encode_args(nargs);
     if (args == NULL)
       return -1;
     err = spawn_launcher(function, args, &entry.waiter);
@@ -457,7 +464,7 @@ int main(int argc, char **argv) {
   if (r >= 0)
     return r;
   if (cli.target != NULL && cli.command != CLI_EVAL &&
-      check_readable(cli.target) != 0)
+      cli.command != CLI_RELOAD && check_readable(cli.target) != 0)
     return 1;
   if (start_node() != 0)
     return 1;

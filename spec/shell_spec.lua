@@ -159,6 +159,23 @@ pid(1, 2, 3)
     end
   end)
 
+  it("reload() loads modules again and says which version each node has", function()
+    local _, lines = shell([[
+tmp = os.tmpname(); f = io.open(tmp, "w"); f:write("return {}"); f:close()
+package.path = tmp:match("^(.*)/") .. "/?;" .. package.path
+name = tmp:match("[^/]+$"); m = require(name)
+reload(name, "no_such_mod_here")
+os.remove(tmp)
+print(name)
+require("moonbeam.code").version(name)
+]])
+    local text = table.concat(lines, "\n")
+    local name = lines[#lines - 1]
+    assert.matches("nonode@nohost " .. name .. " version 2", text, 1, true)
+    assert.matches("nonode@nohost no_such_mod_here error: not_loaded", text, 1, true)
+    assert.equal("2", lines[#lines])
+  end)
+
   it("leaves at q(), and exits 0", function()
     local status, lines = shell("1\nq()\n2\n")
     assert.equal(0, status)

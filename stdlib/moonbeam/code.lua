@@ -14,13 +14,17 @@
 --   code.upgrade([names])       the calling process moves to the current
 --                               versions (GenServers move by themselves,
 --                               between two messages)
+--   code.reload_cluster(names [, nodes])
+--                               reload on this node and the others, over
+--                               rpc (as Erlang's nl/1)
 --
 -- Two versions at most, as in Erlang: loading a version kills the
 -- processes that still hold a version older than the one it replaces.
 local mb = require "moonbeam"
 local cache = require "moonbeam.codecache"
 
-local type, pcall, pairs, tostring = type, pcall, pairs, tostring
+local type, pcall, pairs, ipairs, tostring = type, pcall, pairs, ipairs, tostring
+local typeof = mb.typeof
 local next, setmetatable, getmetatable = next, setmetatable, getmetatable
 
 local M = {}
@@ -189,6 +193,83 @@ function M.upgrade(names)
     end
   end
   return done
+end
+
+--- Reload modules on this node; what reload_cluster runs on each node.
+-- @param names a list of module names
+-- @return a table: name -> new version, or name -> "error: message"
+function M.reload_here(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    name = tostring(name)
+    local v, err = M.reload(name)
+    out[name] = v or ("error: " .. tostring(err))
+  end
+  return out
+end
+
+--- Reload modules on several nodes, one after the other, over rpc (each
+-- node reads its own files, as Erlang's code server does).
+-- @param names a list of module names
+-- @param nodes a list of node names (default: this node and every node it
+--   is connected to)
+-- @param timeout for each node, milliseconds (default 30000)
+-- @return a report: {ok = true if every module loaded on every node,
+--   nodes = {[node] = {[module] = version or "error: ..."}, or "error: why"
+--   for a node the call did not reach}}
+function M.reload_cluster(names, nodes, timeout)
+  if type(names) ~= "table" then
+    error(("bad argument #1 to 'reload_cluster' (list expected, got %s)")
+      :format(type(names)), 2)
+  end
+  if nodes == nil then
+    nodes = {tostring(mb.node())}
+    for _, n in ipairs(mb.nodes()) do nodes[#nodes + 1] = tostring(n) end
+  end
+  local rpc = require "moonbeam.rpc"
+  local here = tostring(mb.node())
+  local report = {ok = true, nodes = {}}
+  for _, node in ipairs(nodes) do
+    node = tostring(node)
+    local ok, r
+    if node == here then
+      ok, r = true, M.reload_here(names)
+    else
+      ok, r = pcall(rpc.call, node, "moonbeam.code", "reload_here", {names},
+        timeout or 30000)
+    end
+    if not ok then
+      r = "error: " .. tostring(typeof(r) == "tuple" and r[2] or r)
+      report.ok = false
+    else
+      for _, v in pairs(r) do
+        if type(v) ~= "number" then report.ok = false end
+      end
+    end
+    report.nodes[node] = r
+  end
+  return report
+end
+
+--- A reload_cluster report as text, one line per node and module:
+-- "node module version N" or "node module error: ...".
+function M.report_text(report, names)
+  local nodes, lines = {}, {}
+  for node in pairs(report.nodes) do nodes[#nodes + 1] = node end
+  table.sort(nodes)
+  for _, node in ipairs(nodes) do
+    local r = report.nodes[node]
+    if type(r) ~= "table" then
+      lines[#lines + 1] = node .. " " .. tostring(r)
+    else
+      for _, name in ipairs(names) do
+        local v = r[name]
+        lines[#lines + 1] = ("%s %s %s"):format(node, name,
+          type(v) == "number" and "version " .. v or tostring(v))
+      end
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
 end
 
 return M

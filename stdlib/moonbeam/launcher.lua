@@ -6,6 +6,7 @@
 --   moonbeam start app.lua   ->  start(file, start_type, env)
 --   moonbeam eval CODE       ->  eval(code, env, args)
 --   moonbeam shell [app.lua] ->  shell(file, start_type, env)
+--   moonbeam reload NODE m.. ->  reload(node, env, modules)
 --   SIGTERM, SIGINT          ->  stop_node()
 --   settings' env, for run   ->  set_env(env)
 --
@@ -185,6 +186,34 @@ function M.eval(code, env, args)
     io.stdout:flush()
   end
   return 0
+end
+
+-- ---------------------------------------------------------------------------
+-- reload
+
+--- moonbeam reload: load modules again on `node` and the nodes it is
+-- connected to (code.reload_cluster, run there), print a line per node and
+-- module.
+-- @return 0 if every module loaded everywhere, 1 otherwise, 2 for none
+function M.reload(node, _, modules)
+  if modules == nil or modules.n == 0 then
+    say("reload: no module named (see moonbeam reload --help)")
+    return 2
+  end
+  if not require("moonbeam.dist").connect(node, 10000) then
+    say("cannot connect to %s", node)
+    return 1
+  end
+  local names = {unpack(modules, 1, modules.n)}
+  local ok, report = pcall(require("moonbeam.rpc").call, node, "moonbeam.code",
+    "reload_cluster", {names}, 120000)
+  if not ok then
+    say("reload on %s failed: %s", node, inspect(report))
+    return 1
+  end
+  io.stdout:write(require("moonbeam.code").report_text(report, names))
+  io.stdout:flush()
+  return report.ok and 0 or 1
 end
 
 -- ---------------------------------------------------------------------------

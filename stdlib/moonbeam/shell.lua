@@ -21,7 +21,7 @@
 -- process's own, and are kept too. `mb` is bound to the moonbeam module.
 --
 -- Helpers, globals of the shell process (help() lists them): flush(),
--- i(), i(pid), pid(0, 42, 0), regs(), q().
+-- i(), i(pid), pid(0, 42, 0), regs(), reload(module...), q().
 local mb = require "moonbeam"
 local inspect = require "moonbeam.inspect"
 
@@ -257,6 +257,8 @@ Shell helpers:
                     i("<0.42.0>") or i("name")
   pid(0, 42, 0)     the pid <0.42.0>; also pid("<0.42.0>")
   regs()            the registered names
+  reload("m", ...)  load modules again on this node and every node it is
+                    connected to (moonbeam.code.reload_cluster)
   q()               leave the shell (and stop the node, under moonbeam shell)
 `mb` is the moonbeam module. Locals are kept from one input to the next.
 An incomplete input asks for more lines; #break drops it.
@@ -333,9 +335,16 @@ function helpers.regs()
   write(concat(out, "\n"), "\n")
 end
 
+function helpers.reload(...)
+  local code = require "moonbeam.code"
+  local report = code.reload_cluster({...})
+  write(code.report_text(report, {...}))
+  return report.ok
+end
+
 function helpers.q() quitting = true end
 
---- The shell's helpers, by name: help, flush, i, pid, regs, q.
+--- The shell's helpers, by name: help, flush, i, pid, regs, reload, q.
 M.helpers = helpers
 
 -- ---------------------------------------------------------------------------
