@@ -118,3 +118,17 @@ describe("examples/supervision_tree.lua", function()
     assert.truthy(restart and restart > crash, log)
   end)
 end)
+
+describe("examples/upgrade", function()
+  it("upgrades the kv store while clients call it: entries kept, new calls, no call failed", function()
+    local status, lines, log = moonbeam("examples/upgrade/main.lua", "examples/kv/?.lua;;")
+    assert.equal(0, status, log)
+    assert.same({
+      "version 1: moon = beam",
+      "loaded version 2 of kv.server while it serves",
+      "moon = nil, sun = star, language = Lua (kept by code_change)",
+      "clients made 400 or more calls, 0 failed; keys = 2",
+    }, lines)
+    assert.same({}, logged(log, "error"))
+  end)
+end)
