@@ -246,7 +246,7 @@ local function upgrade(s, extra, force, vsn)
   s.gen = generation()
   local mod, old_vsn, restore
   if s.modname then
-    mod, old_vsn, restore = require("moonbeam.code").swap(s.modname)
+    mod, old_vsn, restore = require("moonbeam.code_swap").swap(s.modname)
   end
   local why = old_vsn -- the error, when mod is nil
   if mod == nil and why == nil and force then
