@@ -91,3 +91,15 @@ int mb__atom_intern(const char *name, size_t len, const mb__atom_t **out) {
   uv_mutex_unlock(&lock);
   return err;
 }
+
+int mb__atom_find(const char *name, size_t len, const mb__atom_t **out) {
+  if (len > MB_ATOM_MAXLEN)
+    return MB_ENOTFOUND;
+  uv_mutex_lock(&lock);
+  const mb__atom_t *a = find(hash_name(name, len), name, len);
+  uv_mutex_unlock(&lock);
+  if (a == NULL)
+    return MB_ENOTFOUND;
+  *out = a;
+  return 0;
+}

@@ -1,5 +1,6 @@
 /* The core's values in a Lua state, for bindings that include only
- * moonbeam.h (lua/lsocket.c). */
+ * moonbeam.h (lua/lsocket.c, lua/lterm.c). */
+#include "etf.h"
 #include "internal.h"
 
 int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out) {
@@ -11,3 +12,19 @@ int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out) {
 }
 
 uint64_t mb_value_new_ref(void) { return mb__ref_next(); }
+
+int mb_value_to_term(lua_State *L, int idx, char *err, size_t errlen) {
+  mb_msg_t *m;
+  int rc = mb__etf_encode(L, idx, "term", &m, err, errlen);
+  if (rc != 0)
+    return rc;
+  lua_pushlstring(L, (const char *)m->data, m->len);
+  mb_msg_free(m);
+  return 0;
+}
+
+int mb_value_from_term(lua_State *L, const void *buf, size_t len, int safe,
+                       char *err, size_t errlen) {
+  return safe ? mb__etf_decode_safe(L, buf, len, err, errlen)
+              : mb__etf_decode(L, buf, len, err, errlen);
+}

@@ -1904,7 +1904,17 @@ typedef struct {
   int fslot;        /* the stack slot of the frames' userdata, 0 while small */
   dframe_t *frames; /* at first mb__etf_decode's, on the C stack */
   int nframes, cap;
+  bool safe; /* binary_to_term's safe: no new atoms */
 } dec_t;
+
+/* An atom of the term: made if new, unless the input is untrusted. */
+static int dintern(dec_t *d, const atext_t *a, const mb__atom_t **out) {
+  if (!d->safe)
+    return intern(&d->r, a, out);
+  if (mb__atom_find(a->s, a->len, out) != 0)
+    return bad(&d->r, "an atom this node does not know (safe)");
+  return 0;
+}
 
 /* How many slots to make room for: the count was checked against the
  * input left, but an int holds less than a size_t. */
@@ -1942,7 +1952,7 @@ static int push_atom(dec_t *d, const atext_t *a, bool nil_ok) {
     mb__push_term(L, MB_TERM_OTHER, b, 3 + a->len);
     return 0;
   }
-  int err = intern(&d->r, a, &atom);
+  int err = dintern(d, a, &atom);
   if (err == 0)
     mb__push_atom(L, atom);
   return err;
@@ -2029,7 +2039,7 @@ static int dec_pid(dec_t *d) {
   const mb__atom_t *node;
   bool old = *d->r.p++ == MB_ETF_PID;
   int err = get_node_ids(&d->r, &text, old ? 9 : 12, &h);
-  if (err || (err = intern(&d->r, &text, &node)))
+  if (err || (err = dintern(d, &text, &node)))
     return err;
   uint32_t id = mb__get32(h), serial = mb__get32(h + 4);
   uint32_t creation = old ? h[8] : mb__get32(h + 8);
@@ -2046,7 +2056,7 @@ static int dec_ref(dec_t *d) {
   uint32_t creation, len, words[MB_REF_MAXWORDS];
   const mb__atom_t *node;
   int err = get_ref_parts(&d->r, &text, &creation, &len, words);
-  if (err || (err = intern(&d->r, &text, &node)))
+  if (err || (err = dintern(d, &text, &node)))
     return err;
   mb__etf_ref_t ref = {node, creation, len, {0}};
   memcpy(ref.words, words, len * sizeof *words);
@@ -2462,8 +2472,8 @@ static int dec_term(dec_t *d, int depth0, bool nil_ok) {
   return rc;
 }
 
-int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
-                   char *err, size_t errlen) {
+static int decode(lua_State *L, const unsigned char *buf, size_t len, bool safe,
+                  char *err, size_t errlen) {
   dec_t d;
   dframe_t small[16];
   d.L = L;
@@ -2474,6 +2484,7 @@ int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
   d.nframes = 0;
   d.cap = 16;
   int rc = mb__etf_reader_init(&d.r, buf, len);
+  d.safe = safe;
   if (rc == 0 && mb__etf_get_local(&d.lnode, &d.lcreation) != 0)
     rc = bad(&d.r, "out of memory");
   if (rc == 0 && (rc = dec_term(&d, 0, true)) == 0 && d.r.p != d.r.end)
@@ -2488,4 +2499,14 @@ int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
     snprintf(err, errlen, "malformed external term at byte %zu: %s",
              (size_t)(d.r.p - buf), d.r.why ? d.r.why : "?");
   return rc;
+}
+
+int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
+                   char *err, size_t errlen) {
+  return decode(L, buf, len, false, err, errlen);
+}
+
+int mb__etf_decode_safe(lua_State *L, const unsigned char *buf, size_t len,
+                        char *err, size_t errlen) {
+  return decode(L, buf, len, true, err, errlen);
 }

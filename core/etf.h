@@ -67,6 +67,11 @@ int mb__etf_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
  * memory raises, as any Lua allocation does. */
 int mb__etf_decode(lua_State *L, const unsigned char *buf, size_t len,
                    char *err, size_t errlen);
+/* The same, with binary_to_term's `safe` option: input naming an atom
+ * this node does not know (also as a pid's or ref's node) is malformed,
+ * so that untrusted bytes cannot fill the atom table. */
+int mb__etf_decode_safe(lua_State *L, const unsigned char *buf, size_t len,
+                        char *err, size_t errlen);
 
 /* Reading control tuples without Lua.  Each read takes one term of the
  * expected type and returns 0, or MB_EBADTERM with `why` set and the

@@ -81,6 +81,8 @@ typedef struct {
 /* MB_ETOOBIG for a name longer than MB_ATOM_MAXLEN, MB_ELIMIT when the
  * table is full (the BEAM's system_limit). */
 int mb__atom_intern(const char *name, size_t len, const mb__atom_t **out);
+/* The atom of that name if it exists, or MB_ENOTFOUND: never adds one. */
+int mb__atom_find(const char *name, size_t len, const mb__atom_t **out);
 const mb__atom_t *mb__atom_at(uint32_t index);
 
 /* ---- msg.c: messages and signals ----

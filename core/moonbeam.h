@@ -170,6 +170,19 @@ int mb_dist_default_cookie(char *out, size_t len);
 int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out);
 uint64_t mb_value_new_ref(void);
 
+/* Erlang's external term format (docs/terms.md), as term_to_binary and
+ * binary_to_term.  mb_value_to_term pushes the encoding of the value at
+ * idx as a string, or returns MB_EBADTERM with the reason in err (a
+ * function cannot be encoded) and pushes nothing.  mb_value_from_term
+ * pushes the value of the term in buf, or returns MB_EBADTERM with the
+ * reason in err for input that is not one whole term, and pushes
+ * nothing; it never raises but for memory.  With safe, a term naming an
+ * atom this node does not know is refused, as with binary_to_term's
+ * `safe`. */
+int mb_value_to_term(lua_State *L, int idx, char *err, size_t errlen);
+int mb_value_from_term(lua_State *L, const void *buf, size_t len, int safe,
+                       char *err, size_t errlen);
+
 /* Sockets owned by processes (socket.c).  Every socket lives on the node's
  * I/O loop; a process asks for work with the functions below, which return
  * at once (0, or MB_ENOMEM) and answer later with a message to `caller`:

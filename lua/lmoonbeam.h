@@ -8,9 +8,11 @@
 /* The module `moonbeam` (require "moonbeam"). */
 int luaopen_moonbeam(lua_State *L);
 
-/* The module `moonbeam.socket` (lsocket.c), and its registration as a
- * preloaded module of every process. */
+/* The modules `moonbeam.socket` (lsocket.c) and `moonbeam.term`
+ * (lterm.c), and their registration as preloaded modules of every
+ * process. */
 int luaopen_moonbeam_socket(lua_State *L);
+int luaopen_moonbeam_term(lua_State *L);
 void mb_lsocket_register(lua_State *L);
 
 /* start_distribution(settings): the one place that starts distribution,

@@ -433,12 +433,17 @@ int luaopen_moonbeam_socket(lua_State *L) {
   return 1;
 }
 
-/* Make require "moonbeam.socket" work in every process, and in the host
- * state L that loads moonbeam. */
-void mb_lsocket_register(lua_State *L) {
-  mb_node_preload("moonbeam.socket", luaopen_moonbeam_socket);
+static void preload(lua_State *L, const char *name, lua_CFunction open) {
+  mb_node_preload(name, open);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_moonbeam_socket);
-  lua_setfield(L, -2, "moonbeam.socket");
+  lua_pushcfunction(L, open);
+  lua_setfield(L, -2, name);
   lua_pop(L, 1);
+}
+
+/* Make require "moonbeam.socket" and "moonbeam.term" work in every
+ * process, and in the host state L that loads moonbeam. */
+void mb_lsocket_register(lua_State *L) {
+  preload(L, "moonbeam.socket", luaopen_moonbeam_socket);
+  preload(L, "moonbeam.term", luaopen_moonbeam_term);
 }
