@@ -28,3 +28,8 @@ int mb_value_from_term(lua_State *L, const void *buf, size_t len, int safe,
   return safe ? mb__etf_decode_safe(L, buf, len, err, errlen)
               : mb__etf_decode(L, buf, len, err, errlen);
 }
+
+const char *mb_value_to_atom(lua_State *L, int idx) {
+  const mb__atom_t *a = mb__to_atom(L, idx);
+  return a ? a->name : NULL;
+}

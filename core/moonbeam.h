@@ -169,6 +169,8 @@ int mb_dist_default_cookie(char *out, size_t len);
  * at idx, or MB_EINVAL. */
 int mb_value_to_pid(lua_State *L, int idx, mb_pid_t *out);
 uint64_t mb_value_new_ref(void);
+/* The name of the atom at idx, or NULL if it is not an atom. */
+const char *mb_value_to_atom(lua_State *L, int idx);
 
 /* Erlang's external term format (docs/terms.md), as term_to_binary and
  * binary_to_term.  mb_value_to_term pushes the encoding of the value at
@@ -288,6 +290,13 @@ int mb_socket_setopts(mb_pid_t caller, uint64_t ref, mb_socket_t s,
 int mb_socket_controlling_process(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                                   mb_pid_t to);
 int mb_socket_close(mb_pid_t caller, uint64_t ref, mb_socket_t s);
+/* The ref of a request that came as a message to the socket, as Erlang's
+ * Port ! {Pid, {command, Data}}, {Pid, close}, {Pid, {connect, New}}:
+ * caller is Pid, which must be the owner (else the request is dropped
+ * with a log line); nothing is answered, but close answers
+ * {Port, closed} and controlling_process {Port, connected} to Pid, and
+ * the handover does not pause delivery. */
+#define MB_SOCKET_MESSAGE 0
 /* how: 0 read, 1 write, 2 both (only write is a TCP half-close). */
 int mb_socket_shutdown(mb_pid_t caller, uint64_t ref, mb_socket_t s, int how);
 /* Answers {ok, {Address, Port}}: the local (peer = 0) or remote end; for a

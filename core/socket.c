@@ -164,7 +164,7 @@ static struct {
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
       *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status, *http,
       *http_request, *http_response, *http_error, *ssl, *ssl_closed, *ssl_error,
-      *ssl_passive, *not_found;
+      *ssl_passive, *not_found, *connected;
 } A;
 
 static atomic_bool running;
@@ -229,6 +229,10 @@ static mb_msg_t *value_sock(mb_socket_t id) {
 /* {Ref, Status} or {Ref, Status, Value}; value is consumed. */
 static void answer(mb_pid_t to, uint64_t ref, const mb__atom_t *status,
                    mb_msg_t *value) {
+  if (ref == MB_SOCKET_MESSAGE) { /* Port ! {Pid, ...}: no answer */
+    mb_msg_free(value);
+    return;
+  }
   unsigned n = value ? 3 : 2;
   mb_msg_t *m = mb__tuple_new(n);
   if (m != NULL)
@@ -304,6 +308,30 @@ static void notify_port(sock_t *s, const mb__atom_t *tag, const void *data,
   mb_msg_free(v);
   if (m != NULL)
     mb_proc_send(s->owner, m);
+}
+
+/* {Port, closed} or {Port, connected}: a port's replies to the messages
+ * Erlang sends it (Port ! {Pid, close}, {Pid, {connect, New}}). */
+static void port_reply(mb_socket_t id, mb_pid_t to, const mb__atom_t *what) {
+  mb_msg_t *m = mb__tuple_new(2);
+  if (m != NULL)
+    m = finish(m, 2, mb__tuple_ref(&m, id) || mb__tuple_atom(&m, what));
+  if (m != NULL)
+    mb_proc_send(to, m);
+}
+
+/* A message to a port names its owner (Port ! {Owner, ...}); one that
+ * names another process is dropped, with a log line, where Erlang sends
+ * the owner an exit signal badsig. */
+static bool from_owner(const sock_t *s, const req_t *r) {
+  if (r->ref != MB_SOCKET_MESSAGE || s->owner == r->caller)
+    return true;
+  mb_log(MB_LOG_WARNING,
+         "socket #Ref<0.%u.%u.0>: a message to it names <0.%u.%u> "
+         "as its owner, which it is not: dropped",
+         (unsigned)(s->id >> 32), (unsigned)s->id, MB_PID_ID(r->caller),
+         MB_PID_SERIAL(r->caller));
+  return false;
 }
 
 /* ---- owners ---- */
@@ -1277,6 +1305,8 @@ static void flush_tls(sock_t *s, mb_pid_t caller, uint64_t ref) {
 
 static void do_send(req_t *r) {
   sock_t *s = lookup(r->sock);
+  if (s != NULL && !from_owner(s, r))
+    return;
   if (s == NULL || !s->connected || s->kind == K_UDP || s->handshaking) {
     answer_error(r->caller, r->ref,
                  s == NULL      ? A.closed
@@ -1351,14 +1381,23 @@ static void do_owner(req_t *r) {
     answer_error(r->caller, r->ref, A.closed);
     return;
   }
+  if (!from_owner(s, r))
+    return;
   if (s->owner != r->caller) {
     answer_error(r->caller, r->ref, A.not_owner);
     return;
   }
   owner_unlink(s);
-  s->held = true;
+  /* A message to the port hands it over at once, with no messages of the
+   * old owner's to pass on first (as Erlang's port_connect). */
+  s->held = r->ref != MB_SOCKET_MESSAGE;
   if (sock_adopt(s, r->to)) {
     update_reading(s);
+    if (r->ref == MB_SOCKET_MESSAGE) {
+      port_reply(s->id, r->caller, A.connected);
+      if (s->connected)
+        deliver(s);
+    }
     answer(r->caller, r->ref, A.ok, NULL);
   } else {
     answer_error(r->caller, r->ref, A.closed);
@@ -1367,8 +1406,12 @@ static void do_owner(req_t *r) {
 
 static void do_close(req_t *r) {
   sock_t *s = lookup(r->sock);
+  if (s != NULL && !from_owner(s, r))
+    return;
   if (s != NULL)
     sock_close(s, A.closed);
+  if (s != NULL && r->ref == MB_SOCKET_MESSAGE)
+    port_reply(r->sock, r->caller, A.closed);
   answer(r->caller, r->ref, A.ok, NULL);
 }
 
@@ -1969,7 +2012,8 @@ int mb__socket_start(void) {
       "enotconn",     "nxdomain",      "enomem",      "udp",
       "udp_passive",  "data",          "exit_status", "http",
       "http_request", "http_response", "http_error",  "ssl",
-      "ssl_closed",   "ssl_error",     "ssl_passive", "not_found"};
+      "ssl_closed",   "ssl_error",     "ssl_passive", "not_found",
+      "connected"};
   const mb__atom_t **slots[] = {
       &A.ok,           &A.error,         &A.tcp,         &A.tcp_closed,
       &A.tcp_error,    &A.tcp_passive,   &A.closed,      &A.timeout,
@@ -1977,7 +2021,8 @@ int mb__socket_start(void) {
       &A.enotconn,     &A.nxdomain,      &A.enomem,      &A.udp,
       &A.udp_passive,  &A.data,          &A.exit_status, &A.http,
       &A.http_request, &A.http_response, &A.http_error,  &A.ssl,
-      &A.ssl_closed,   &A.ssl_error,     &A.ssl_passive, &A.not_found};
+      &A.ssl_closed,   &A.ssl_error,     &A.ssl_passive, &A.not_found,
+      &A.connected};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

@@ -359,8 +359,15 @@ static int l_run(lua_State *L) {
 
 static int l_names(lua_State *L);
 
-/* Every Lua function of the module: the core's entry points, then the
- * binding's own. */
+/* send(dest, msg): a port or a socket takes Erlang's port messages
+ * (lsocket.c); any other destination goes to the core's send. */
+static int l_send(lua_State *L) {
+  return mb_lsocket_port_send(L) ? 0 : mb_lua_send(L);
+}
+
+/* Every Lua function of the module: the core's entry points (send through
+ * l_send), then the binding's own. */
+#define mb_lua_send l_send
 static const luaL_Reg funcs[] = {
 #define XX(name) {#name, mb_lua_##name},
     MB_LUA_ENTRY_POINTS(XX)
@@ -381,6 +388,7 @@ static const luaL_Reg funcs[] = {
     {"schedulers", l_schedulers},
     {"run", l_run},
     {NULL, NULL}};
+#undef mb_lua_send
 
 /* The module's functions are set on first use, so that a process that
  * uses two of them does not pay for a table of all of them. */

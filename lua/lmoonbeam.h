@@ -14,6 +14,9 @@ int luaopen_moonbeam(lua_State *L);
 int luaopen_moonbeam_socket(lua_State *L);
 int luaopen_moonbeam_term(lua_State *L);
 void mb_lsocket_register(lua_State *L);
+/* mb.send to a port or socket (Erlang's Port ! {Pid, ...}): 1 when idx 1
+ * is one and the message was taken, 0 when it is not a socket. */
+int mb_lsocket_port_send(lua_State *L);
 
 /* start_distribution(settings): the one place that starts distribution,
  * for Lua code and for the launcher alike.  Raises on failure. */

@@ -337,6 +337,58 @@ static int l_send(lua_State *L) {
   return queued(L, mb_socket_send(me, ref, s, data, len), ref, "send");
 }
 
+/* The pid at t[i], or raise with the message's expected shape. */
+static mb_pid_t field_pid(lua_State *L, int t, int i) {
+  mb_pid_t pid;
+  lua_rawgeti(L, t, i);
+  int err = mb_value_to_pid(L, -1, &pid);
+  lua_pop(L, 1);
+  if (err != 0)
+    luaL_argerror(L, 2,
+                  "{Pid, {command, Data}}, {Pid, close} or "
+                  "{Pid, {connect, NewPid}} expected (local pids)");
+  return pid;
+}
+
+/* mb.send(port, {Pid, {command, Data}}), {Pid, close} or
+ * {Pid, {connect, NewPid}}: what Erlang's Port ! Msg does, for a port or a
+ * socket (MB_SOCKET_MESSAGE).  Returns 0 when idx 1 is not a socket, for
+ * the binding's send to go on with a pid or a name. */
+int mb_lsocket_port_send(lua_State *L) {
+  mb_socket_t s;
+  if (mb_socket_to(L, 1, &s) != 0)
+    return 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  mb_pid_t pid = field_pid(L, 2, 1);
+  lua_rawgeti(L, 2, 2);
+  const char *what = mb_value_to_atom(L, -1);
+  int err = MB_EINVAL;
+  if (what != NULL && strcmp(what, "close") == 0) {
+    err = mb_socket_close(pid, MB_SOCKET_MESSAGE, s);
+  } else if (lua_istable(L, -1)) {
+    int op = lua_gettop(L);
+    lua_rawgeti(L, op, 1);
+    what = mb_value_to_atom(L, -1);
+    lua_rawgeti(L, op, 2);
+    size_t len;
+    if (what != NULL && strcmp(what, "command") == 0 &&
+        lua_type(L, -1) == LUA_TSTRING) {
+      const char *data = lua_tolstring(L, -1, &len);
+      err = mb_socket_send(pid, MB_SOCKET_MESSAGE, s, data, len);
+    } else if (what != NULL && strcmp(what, "connect") == 0) {
+      mb_pid_t to = field_pid(L, op, 2);
+      err = mb_socket_controlling_process(pid, MB_SOCKET_MESSAGE, s, to);
+    }
+  }
+  if (err == MB_EINVAL)
+    luaL_argerror(L, 2,
+                  "{Pid, {command, Data}}, {Pid, close} or "
+                  "{Pid, {connect, NewPid}} expected");
+  if (err != 0)
+    luaL_error(L, "send: %s", mb_strerror(err));
+  return 1;
+}
+
 /* recv(sock, n, timeout) -> ref */
 static int l_recv(lua_State *L) {
   mb_pid_t me = self(L, "recv");

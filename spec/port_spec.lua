@@ -87,3 +87,70 @@ describe("port.open", function()
     end))
   end)
 end)
+
+describe("mb.send to a port", function()
+  it("writes {Owner, {command, Data}} to the program, from the owner or any process", function()
+    assert.same({"moon\n", "beam\n"}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local A = mb.atom
+      local me = mb.self()
+      local p = assert(port.open({spawn = "exec cat"}, {packet = "line"}))
+      mb.send(p, mb.tuple(me, mb.tuple(A.command, "moon\n")))
+      local a = mb.receive(5000)
+      -- another process may send it, naming the owner
+      local w = mb.spawn(function()
+        local mb = require "moonbeam"
+        mb.send(p, mb.tuple(me, mb.tuple(mb.atom.command, "beam\n")))
+      end)
+      local b = mb.receive(5000)
+      port.close(p)
+      return a[2][2], b[2][2]
+    end)})
+  end)
+
+  it("closes the port on {Owner, close} and answers {Port, closed}", function()
+    assert.same({true, "closed", "closed"}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open({spawn = "exec cat"}))
+      mb.send(p, mb.tuple(mb.self(), mb.atom.close))
+      local m = mb.receive(5000)
+      local ok, why = port.command(p, "x")
+      return m[1] == p, tostring(m[2]), tostring(why)
+    end)})
+  end)
+
+  it("hands the port over on {Owner, {connect, New}}: {Port, connected} to the old owner, output to the new", function()
+    assert.same({true, "connected", "hi\n"}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local A = mb.atom
+      local me = mb.self()
+      local p = assert(port.open({spawn = "exec cat"}, {packet = "line"}))
+      local new = mb.spawn(function()
+        local mb = require "moonbeam"
+        local m = mb.receive(5000)
+        mb.send(me, m[2][2])
+        require("moonbeam.port").close(p)
+      end)
+      mb.send(p, mb.tuple(me, mb.tuple(A.connect, new)))
+      local c = mb.receive(5000)
+      -- the new owner may send commands now; the old may not
+      mb.send(p, mb.tuple(new, mb.tuple(A.command, "hi\n")))
+      local data = mb.receive(5000)
+      return c[1] == p, tostring(c[2]), data
+    end)})
+  end)
+
+  it("raises for a message a port does not take", function()
+    assert.is_true(in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open({spawn = "exec cat"}))
+      local ok, err = pcall(mb.send, p, mb.tuple(mb.self(), "data"))
+      port.close(p)
+      return not ok and err:find("bad argument #2 to", 1, true) ~= nil and err:find("{Pid, close}", 1, true) ~= nil or err
+    end))
+  end)
+end)
