@@ -86,6 +86,8 @@ struct sock_s {
   unsigned char *buf; /* received, not yet delivered: buf[start..len) */
   size_t start, len, cap;
 
+  /* Accepts waiting behind the one in `wait`, served in order. */
+  struct acceptor_s *accq;
   /* The one connect, accept or recv waiting for an answer. */
   struct {
     bool on;
@@ -478,6 +480,8 @@ static void wait_fail(sock_t *s, const mb__atom_t *why) {
   answer_error(s->wait.caller, s->wait.ref, why);
 }
 
+static void fail_acceptors(sock_t *l, const mb__atom_t *why);
+
 /* Close the socket: it leaves the table at once (so every later request
  * finds it closed) and its memory goes when libuv has closed its handles.
  * Writes in flight are cancelled and answer `why`. */
@@ -498,6 +502,7 @@ static void sock_close(sock_t *s, const mb__atom_t *why) {
   mb__map_del(&table, s->id);
   owner_unlink(s);
   wait_fail(s, why);
+  fail_acceptors(s, why);
   uv_close(&s->u.h, on_closed);
   timer_close(s->rtimer);
   timer_close(s->wtimer);
@@ -659,6 +664,7 @@ static void consume(sock_t *s, size_t n) {
 static void step_handshake(sock_t *s);
 static void tls_drain(sock_t *s);
 static void flush_tls(sock_t *s, mb_pid_t caller, uint64_t ref);
+static void serve_accept(sock_t *l);
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   sock_t *s = st->data;
@@ -864,6 +870,8 @@ static void on_wait_timeout(uv_timer_t *t) {
     return;
   }
   wait_fail(s, A.timeout);
+  if (s->listening)
+    serve_accept(s); /* the next acceptor's turn */
   update_reading(s);
 }
 
@@ -1047,8 +1055,84 @@ static void do_connect(req_t *r) {
 
 /* ---- listening and accepting ---- */
 
+/* An accept queued behind the one in the listener's `wait` (a pool of
+ * acceptors, as gen_tcp queues them), with its own timeout.  Its timer is
+ * its memory: on_closed frees it, and the listener counts it in its
+ * handles. */
+typedef struct acceptor_s {
+  uv_timer_t timer; /* first, for on_closed */
+  struct acceptor_s *next;
+  mb_pid_t caller;
+  uint64_t ref;
+} acceptor_t;
+
+static void acceptor_unlink(sock_t *l, acceptor_t *a) {
+  acceptor_t **p = &l->accq;
+  while (*p != a)
+    p = &(*p)->next;
+  *p = a->next;
+  uv_close((uv_handle_t *)&a->timer, on_closed);
+}
+
+static void on_queued_timeout(uv_timer_t *t) {
+  acceptor_t *a = (acceptor_t *)t;
+  answer_error(a->caller, a->ref, A.timeout);
+  acceptor_unlink(t->data, a);
+}
+
+static void queue_accept(sock_t *l, const req_t *r) {
+  acceptor_t *a = malloc(sizeof *a);
+  if (a == NULL) {
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  uv_timer_init(mb__loop(), &a->timer);
+  a->timer.data = l;
+  l->handles++;
+  a->caller = r->caller;
+  a->ref = r->ref;
+  a->next = NULL;
+  if (r->timeout >= 0)
+    uv_timer_start(&a->timer, on_queued_timeout, (uint64_t)r->timeout, 0);
+  acceptor_t **p = &l->accq;
+  while (*p != NULL)
+    p = &(*p)->next;
+  *p = a;
+}
+
+/* The listener's wait is over: the next queued accept whose process is
+ * alive takes it, with the time it has left. */
+static void next_acceptor(sock_t *l) {
+  while (!l->wait.on && l->accq != NULL) {
+    acceptor_t *a = l->accq;
+    if (mb_proc_alive(a->caller)) {
+      wait_set(l, a->caller, a->ref, 0);
+      if (uv_is_active((uv_handle_t *)&a->timer))
+        timer_start(l, &l->rtimer, (long)uv_timer_get_due_in(&a->timer),
+                    on_wait_timeout);
+    }
+    acceptor_unlink(l, a);
+  }
+}
+
+/* A closing listener answers every queued accept. */
+static void fail_acceptors(sock_t *l, const mb__atom_t *why) {
+  while (l->accq != NULL) {
+    answer_error(l->accq->caller, l->accq->ref, why);
+    acceptor_unlink(l, l->accq);
+  }
+}
+
 static void serve_accept(sock_t *l) {
+  next_acceptor(l);
   while (l->wait.on && l->ready > 0) {
+    if (!mb_proc_alive(l->wait.caller)) {
+      /* No connection is taken for a process that has ended. */
+      l->wait.on = false;
+      timer_stop(l->rtimer);
+      next_acceptor(l);
+      continue;
+    }
     l->ready--;
     sock_t *c = sock_new(l->kind);
     if (c == NULL) {
@@ -1083,7 +1167,10 @@ static void serve_accept(sock_t *l) {
       timer_stop(l->rtimer);
       timer_start(c, &c->rtimer, l->hs_timeout, on_wait_timeout);
       step_handshake(c);
-      return;
+      if (l->closing)
+        return;
+      next_acceptor(l);
+      continue;
     }
     mb_msg_t *v = value_sock(c->id);
     if (v == NULL) {
@@ -1093,6 +1180,7 @@ static void serve_accept(sock_t *l) {
     }
     wait_done(l, v);
     deliver(c);
+    next_acceptor(l);
   }
 }
 
@@ -1178,7 +1266,7 @@ static void do_accept(req_t *r) {
     return;
   }
   if (l->wait.on) {
-    answer_error(r->caller, r->ref, A.ealready);
+    queue_accept(l, r);
     return;
   }
   wait_set(l, r->caller, r->ref, 0);

@@ -93,21 +93,62 @@ describe("gen_tcp.connect and accept", function()
     assert.matches("unknown socket option 'activ'", tostring(err))
   end)
 
-  it("answer ealready to a second acceptor on one listening socket", function()
-    assert.same({"ealready", "closed"}, {run([[
-      local l = listener()
+  -- Acceptors queued in order: each asks with the raw binding (which
+  -- queues the accept and returns at once) before the next starts.
+  local acceptors = [[
+      local sock = require "moonbeam.socket"
       local me = mb.self()
-      mb.spawn(function()
-        -- the raw binding queues the accept and returns at once
-        local ref = require("moonbeam.socket").accept(l, 5000)
-        mb.send(me, "asked")
-        local m = mb.receive(function(m) return m[1] == ref end, 5000)
-        mb.send(me, tostring(m[3]))
-      end)
-      mb.receive(5000)
-      local _, why = gen_tcp.accept(l, 5000)
+      local function acceptor(l, name, timeout)
+        local pid = mb.spawn(function()
+          local ref = sock.accept(l, timeout)
+          mb.send(me, "asked")
+          local s, why = gen_tcp.await(ref)
+          if not s then mb.send(me, name .. " " .. tostring(why)) return end
+          local m = mb.receive(5000)
+          mb.send(me, name .. " got " .. tostring(m and m[3]))
+        end)
+        assert(mb.receive(5000) == "asked")
+        return pid
+      end
+      local function connect_and_say(port, text)
+        client(port, {}, function(c) gen_tcp.send(c, text); mb.receive(5000) end)
+      end
+  ]]
+
+  it("serves acceptors waiting on one listening socket in order", function()
+    assert.same({"a got one", "b got two", "c got three"}, {run(acceptors .. [[
+      local l, port = listener()
+      acceptor(l, "a", 5000); acceptor(l, "b", 5000); acceptor(l, "c", 5000)
+      local got = {}
+      for _, text in ipairs({"one", "two", "three"}) do
+        connect_and_say(port, text)
+        got[#got + 1] = mb.receive(5000)
+      end
       gen_tcp.close(l)
-      return tostring(why), mb.receive(5000)
+      return table.unpack(got)
+    ]])})
+  end)
+
+  it("times out a queued acceptor alone, skips one that ended, and answers closed to the rest", function()
+    assert.same({"b timeout", "d got one", "e closed"}, {run(acceptors .. [[
+      local l, port = listener()
+      local a = acceptor(l, "a", nil)
+      acceptor(l, "b", 50)
+      local b_said = mb.receive(5000)
+      -- a ends while waiting; c ends while queued; d is next
+      local c = acceptor(l, "c", nil)
+      mb.monitor(a); mb.monitor(c)
+      mb.exit(a, mb.atom.kill)
+      mb.exit(c, mb.atom.kill)
+      for _ = 1, 2 do
+        assert(mb.receive(function(m) return m[1] == mb.atom.DOWN end, 5000))
+      end
+      acceptor(l, "d", nil)
+      acceptor(l, "e", nil)
+      connect_and_say(port, "one")
+      local d_said = mb.receive(5000)
+      gen_tcp.close(l)
+      return b_said, d_said, mb.receive(5000)
     ]])})
   end)
 end)

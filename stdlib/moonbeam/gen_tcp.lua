@@ -75,10 +75,10 @@ function M.listen(port, opts)
 end
 
 --- Wait for the next connection; it belongs to the caller and has the
--- listening socket's options.
+-- listening socket's options.  Processes waiting on one listening socket
+-- are served in the order they asked (a pool of acceptors).
 -- @param timeout ms, or nil for none
--- @return the socket, or nil, reason (timeout, closed, ealready when
---   another process is already waiting on this socket)
+-- @return the socket, or nil, reason (timeout, closed)
 function M.accept(lsock, timeout)
   return await(sock.accept(lsock, timeout))
 end
