@@ -321,8 +321,17 @@ int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
  * once it has exited (N = 128 + the signal if a signal ended it), and the
  * port closes.  Closing the port, or its owner ending, closes the program's
  * input; a program still running when the node stops is killed. */
+typedef struct {
+  /* Changes to the node's environment, NULL-terminated: "NAME=VALUE"
+   * sets, "NAME" unsets (Erlang's {env, Env}); NULL for none. */
+  const char *const *env;
+  int stderr_to_stdout; /* the program's stderr goes to its output too */
+  size_t line; /* {line, N}: output as {Port, {data, {eol, Line}}} and
+                * {Port, {data, {noeol, Part}}}, Part at most N bytes */
+} mb_port_opts_t;
 int mb_port_open(mb_pid_t caller, uint64_t ref, const char *const *argv,
-                 const char *cwd, const mb_socket_opts_t *o);
+                 const char *cwd, const mb_port_opts_t *po,
+                 const mb_socket_opts_t *o);
 void mb_socket_push(lua_State *L, mb_socket_t s);
 /* The socket at idx, or MB_EINVAL. */
 int mb_socket_to(lua_State *L, int idx, mb_socket_t *out);

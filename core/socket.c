@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -49,7 +50,8 @@ typedef struct {
   uv_pipe_t in;
   uv_process_t proc;
   bool exited, proc_closed;
-  int status; /* exit code, or 128 + the signal that ended it */
+  int status;  /* exit code, or 128 + the signal that ended it */
+  size_t line; /* {line, N}: lines as {eol, L} and {noeol, Part}; 0: off */
 } port_t;
 
 /* A socket.  Loop thread only, but for the owner links (under
@@ -138,6 +140,8 @@ typedef struct {
   char path[MB_SOCKET_PATH_MAX + 1];
   /* TLS: certfile, keyfile, cacertfile, server_name, alpn */
   char tlsstr[5][MB_TLS_STR_MAX + 1];
+  mb_port_opts_t popts; /* port_open: env is nenv strings after argv */
+  size_t nenv;
   size_t len;
   unsigned char data[]; /* send: the bytes; connect: the host */
 } req_t;
@@ -166,7 +170,7 @@ static struct {
       *closed, *timeout, *emsgsize, *not_owner, *ealready, *einval, *enotconn,
       *nxdomain, *enomem, *udp, *udp_passive, *data, *exit_status, *http,
       *http_request, *http_response, *http_error, *ssl, *ssl_closed, *ssl_error,
-      *ssl_passive, *not_found, *connected;
+      *ssl_passive, *not_found, *connected, *eol, *noeol;
 } A;
 
 static atomic_bool running;
@@ -759,6 +763,51 @@ static long next_packet(sock_t *s, size_t want, size_t *off, size_t *plen) {
   return mb_packet_find(s->packet, packet_limit(s), p, len, off, plen);
 }
 
+static void spend_active(sock_t *s);
+static void port_done(sock_t *s);
+
+/* {Port, {data, {eol, Line}}} or {Port, {data, {noeol, Part}}}. */
+static void notify_line(sock_t *s, bool eol, const void *data, size_t len) {
+  mb_msg_t *l = mb__tuple_new(2);
+  if (l != NULL)
+    l = finish(l, 2,
+               mb__tuple_atom(&l, eol ? A.eol : A.noeol) ||
+                   mb__tuple_str(&l, data, len));
+  mb_msg_t *v = l ? mb__tuple_new(2) : NULL;
+  if (v != NULL)
+    v = finish(v, 2, mb__tuple_atom(&v, A.data) || mb__tuple_value(&v, l));
+  mb_msg_free(l);
+  mb_msg_t *m = v ? mb__tuple_new(2) : NULL;
+  if (m != NULL)
+    m = finish(m, 2, mb__tuple_ref(&m, s->id) || mb__tuple_value(&m, v));
+  mb_msg_free(v);
+  if (m != NULL)
+    mb_proc_send(s->owner, m);
+}
+
+/* A port with {line, N}: one line without its newline, or N bytes of a
+ * longer one, or what is left at the end of the output, as Erlang's
+ * ports frame them.  False when there is none yet. */
+static bool deliver_line(sock_t *s) {
+  const unsigned char *p = s->buf + s->start;
+  size_t have = s->len - s->start, max = s->port->line;
+  size_t scan = have < max ? have : max;
+  const unsigned char *nl = scan ? memchr(p, '\n', scan) : NULL;
+  if (nl != NULL) {
+    notify_line(s, true, p, (size_t)(nl - p));
+    consume(s, (size_t)(nl - p) + 1);
+  } else if (have >= max || (have > 0 && (s->eof || s->err))) {
+    notify_line(s, false, p, scan);
+    consume(s, scan);
+  } else {
+    if (s->eof || s->err)
+      port_done(s);
+    return false;
+  }
+  spend_active(s);
+  return true;
+}
+
 /* The active count after one packet: once and N end in passive mode, N
  * with {tcp_passive, Sock}. */
 static void spend_active(sock_t *s) {
@@ -767,6 +816,14 @@ static void spend_active(sock_t *s) {
   } else if (s->active > 0 && --s->active == 0) {
     s->active = MB_ACTIVE_FALSE;
     notify(s, s->kind == K_UDP ? A.udp_passive : A.tcp_passive, NULL, 0, NULL);
+  }
+}
+
+/* All of a port's output is delivered: the exit status comes last. */
+static void port_done(sock_t *s) {
+  if (s->port->exited) {
+    notify_port(s, A.exit_status, NULL, 0, s->port->status);
+    sock_close(s, A.closed);
   }
 }
 
@@ -789,6 +846,8 @@ static bool deliver_active(sock_t *s) {
     spend_active(s);
     return true;
   }
+  if (s->kind == K_PORT && s->port->line > 0)
+    return deliver_line(s);
   if (n > 0) {
     if (s->kind == K_PORT)
       notify_port(s, A.data, s->buf + s->start + off, plen, 0);
@@ -799,11 +858,7 @@ static bool deliver_active(sock_t *s) {
     return true;
   }
   if (s->kind == K_PORT && (s->eof || s->err)) {
-    /* All output is delivered: the exit status comes last. */
-    if (s->port->exited) {
-      notify_port(s, A.exit_status, NULL, 0, s->port->status);
-      sock_close(s, A.closed);
-    }
+    port_done(s);
     return false;
   }
   if (s->eof || s->err) {
@@ -1748,6 +1803,35 @@ static void on_program_exit(uv_process_t *proc, int64_t status, int signal) {
 }
 
 /* r->data: n NUL-terminated strings, the program and its arguments. */
+/* The program's environment: ours with the request's changes ("NAME=VALUE"
+ * sets, "NAME" unsets), as Erlang's {env, Env}; NULL (inherit) when there
+ * are none, or for want of memory.  The strings are ours and the
+ * request's: only the array is to be freed. */
+static char **port_env(const req_t *r, char *p) {
+  extern char **environ;
+  if (r->nenv == 0)
+    return NULL;
+  size_t n = 0;
+  while (environ[n] != NULL)
+    n++;
+  char **env = malloc((n + r->nenv + 1) * sizeof *env);
+  if (env == NULL)
+    return NULL;
+  memcpy(env, environ, n * sizeof *env);
+  for (size_t i = 0; i < r->nenv; i++, p += strlen(p) + 1) {
+    size_t name = strcspn(p, "=");
+    size_t j = 0;
+    while (j < n && !(strncmp(env[j], p, name) == 0 && env[j][name] == '='))
+      j++;
+    if (j < n)
+      env[j] = env[--n]; /* unset, or set again below */
+    if (p[name] == '=')
+      env[n++] = p;
+  }
+  env[n] = NULL;
+  return env;
+}
+
 static void do_port_open(req_t *r) {
   sock_t *s = sock_new(K_PORT);
   port_t *pt = calloc(1, sizeof *pt);
@@ -1771,6 +1855,7 @@ static void do_port_open(req_t *r) {
     p += strlen(p) + 1;
   }
   argv[r->n] = NULL;
+  pt->line = r->popts.line;
   uv_stdio_container_t stdio[3];
   stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
   stdio[0].data.stream = (uv_stream_t *)&pt->in;
@@ -1778,15 +1863,34 @@ static void do_port_open(req_t *r) {
   stdio[1].data.stream = &s->u.st;
   stdio[2].flags = UV_INHERIT_FD;
   stdio[2].data.fd = 2;
+  /* stderr_to_stdout: one pipe of our own for both of the program's
+   * outputs (libuv makes a pipe per descriptor). */
+  uv_file out[2] = {-1, -1};
+  int err = 0;
+  if (r->popts.stderr_to_stdout && (err = uv_pipe(out, 0, 0)) == 0 &&
+      (err = uv_pipe_open(&s->u.pipe, out[0])) == 0) {
+    out[0] = -1;
+    stdio[1].flags = stdio[2].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = stdio[2].data.fd = out[1];
+  }
+  char **env = err ? NULL : port_env(r, p);
   uv_process_options_t po;
   memset(&po, 0, sizeof po);
   po.file = argv[0];
   po.args = argv;
+  po.env = env;
   po.exit_cb = on_program_exit;
   po.stdio = stdio;
   po.stdio_count = 3;
   po.cwd = r->path[0] ? r->path : NULL;
-  int err = uv_spawn(mb__loop(), &pt->proc, &po);
+  if (err == 0 && r->nenv > 0 && env == NULL)
+    err = UV_ENOMEM;
+  if (err == 0)
+    err = uv_spawn(mb__loop(), &pt->proc, &po);
+  free(env);
+  for (int i = 0; i < 2; i++)
+    if (out[i] >= 0)
+      close(out[i]);
   if (err) {
     /* libuv wants the handle closed even when the spawn failed. */
     s->handles++;
@@ -2042,24 +2146,34 @@ int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
 }
 
 int mb_port_open(mb_pid_t caller, uint64_t ref, const char *const *argv,
-                 const char *cwd, const mb_socket_opts_t *o) {
-  size_t n = 0, len = 0;
+                 const char *cwd, const mb_port_opts_t *po,
+                 const mb_socket_opts_t *o) {
+  static const char *const none[] = {NULL};
+  const char *const *env = po && po->env ? po->env : none;
+  size_t n = 0, nenv = 0, len = 0;
   if (argv == NULL || argv[0] == NULL ||
       (cwd != NULL && strlen(cwd) > MB_SOCKET_PATH_MAX))
     return MB_EINVAL;
   for (; argv[n] != NULL; n++)
     len += strlen(argv[n]) + 1;
-  if (n > 1024)
+  for (; env[nenv] != NULL; nenv++)
+    len += strlen(env[nenv]) + 1;
+  if (n > 1024 || nenv > 1024)
     return MB_EINVAL;
   req_t *r = req_new(OP_PORT_OPEN, caller, ref, 0, len);
   if (r != NULL) {
     unsigned char *p = r->data;
-    for (size_t i = 0; i < n; i++) {
-      size_t l = strlen(argv[i]) + 1;
-      memcpy(p, argv[i], l);
+    for (size_t i = 0; i < n + nenv; i++) {
+      const char *a = i < n ? argv[i] : env[i - n];
+      size_t l = strlen(a) + 1;
+      memcpy(p, a, l);
       p += l;
     }
     r->n = n;
+    r->nenv = nenv;
+    if (po != NULL)
+      r->popts = *po;
+    r->popts.env = NULL;
     copy_opts(r, o);
     r->ip[0] = '\0';
     if (cwd != NULL)
@@ -2101,7 +2215,7 @@ int mb__socket_start(void) {
       "udp_passive",  "data",          "exit_status", "http",
       "http_request", "http_response", "http_error",  "ssl",
       "ssl_closed",   "ssl_error",     "ssl_passive", "not_found",
-      "connected"};
+      "connected",    "eol",           "noeol"};
   const mb__atom_t **slots[] = {
       &A.ok,           &A.error,         &A.tcp,         &A.tcp_closed,
       &A.tcp_error,    &A.tcp_passive,   &A.closed,      &A.timeout,
@@ -2110,7 +2224,7 @@ int mb__socket_start(void) {
       &A.udp_passive,  &A.data,          &A.exit_status, &A.http,
       &A.http_request, &A.http_response, &A.http_error,  &A.ssl,
       &A.ssl_closed,   &A.ssl_error,     &A.ssl_passive, &A.not_found,
-      &A.connected};
+      &A.connected,    &A.eol,           &A.noeol};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (mb__atom_intern(names[i], strlen(names[i]), slots[i]) != 0)
       return MB_ENOMEM;

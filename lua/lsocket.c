@@ -294,6 +294,30 @@ static int l_udp_send(lua_State *L) {
 }
 
 /* port_open({program, args...}, opts, cwd) -> ref */
+/* Option env of the table at 4: a list of "NAME=VALUE" (set) and "NAME"
+ * (unset) strings, kept by a userdata on the stack; NULL for none. */
+static const char *const *check_env(lua_State *L) {
+  if (lua_getfield(L, 4, "env") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  int t = lua_gettop(L);
+  luaL_argcheck(L, lua_istable(L, t), 4, "env must be a list of strings");
+  lua_Integer n = luaL_len(L, t);
+  luaL_argcheck(L, n >= 0 && n <= 1024, 4, "at most 1024 env changes");
+  const char **env = lua_newuserdatauv(L, sizeof *env * (size_t)(n + 1), 1);
+  lua_pushvalue(L, t); /* the userdata keeps the strings' table */
+  lua_setiuservalue(L, -2, 1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_geti(L, t, i) != LUA_TSTRING)
+      luaL_argerror(L, 4, "env must be a list of strings");
+    env[i - 1] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  env[n] = NULL;
+  return env;
+}
+
 static int l_port_open(lua_State *L) {
   mb_pid_t me = self(L, "open");
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -313,8 +337,23 @@ static int l_port_open(lua_State *L) {
     lua_pop(L, 1); /* the table holds the string */
   }
   argv[n] = NULL;
+  mb_port_opts_t po = {NULL, 0, 0};
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    po.stderr_to_stdout = lua_getfield(L, 4, "stderr_to_stdout") != LUA_TNIL &&
+                          lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 4, "line") != LUA_TNIL) {
+      lua_Integer line = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, line > 0 && line <= (64 << 20), 4,
+                    "line must be between 1 and 64 MiB");
+      po.line = (size_t)line;
+    }
+    lua_pop(L, 1);
+    po.env = check_env(L);
+  }
   uint64_t ref = mb_value_new_ref();
-  return queued(L, mb_port_open(me, ref, argv, cwd, &o), ref, "open");
+  return queued(L, mb_port_open(me, ref, argv, cwd, &po, &o), ref, "open");
 }
 
 /* accept(lsock, timeout) -> ref */

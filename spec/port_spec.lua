@@ -154,3 +154,46 @@ describe("mb.send to a port", function()
     end))
   end)
 end)
+
+describe("port.open options", function()
+  it("frames output with line = N as {eol, Line} and {noeol, Part}, as Erlang's {line, N}", function()
+    assert.same({"eol:one", "noeol:abcd", "eol:ef", "eol:", "noeol:tail", "exit_status"},
+      {in_process(function()
+        local mb = require "moonbeam"
+        local port = require "moonbeam.port"
+        local p = assert(port.open({spawn = "printf 'one\\nabcdef\\n\\ntail'"}, {line = 4}))
+        local out = {}
+        while true do
+          local m = mb.receive(5000)
+          if m[2][1] ~= mb.atom.data then out[#out + 1] = tostring(m[2][1]) break end
+          out[#out + 1] = tostring(m[2][2][1]) .. ":" .. m[2][2][2]
+        end
+        return table.unpack(out)
+      end)})
+  end)
+
+  it("joins standard error to the output with stderr_to_stdout", function()
+    assert.same({"out", "err"}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open({spawn = "echo out; echo err >&2"},
+                                 {line = 100, stderr_to_stdout = true}))
+      local a, b = mb.receive(5000), mb.receive(5000)
+      mb.receive(5000) -- exit_status
+      return a[2][2][2], b[2][2][2]
+    end)})
+  end)
+
+  it("sets and unsets environment variables with env", function()
+    assert.same({"moon|unset|beam"}, {in_process(function()
+      local mb = require "moonbeam"
+      local port = require "moonbeam.port"
+      local p = assert(port.open(
+        {spawn = 'echo "$MB_SPEC_A|${HOME-unset}|$MB_SPEC_B"'},
+        {line = 100, env = {MB_SPEC_A = "moon", HOME = false, {"MB_SPEC_B", "beam"}}}))
+      local a = mb.receive(5000)
+      mb.receive(5000) -- exit_status
+      return a[2][2][2]
+    end)})
+  end)
+end)

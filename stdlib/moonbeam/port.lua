@@ -20,7 +20,11 @@
 --
 -- Options: packet (as gen_tcp's: "raw", 1, 2, 4, "line"), packet_size,
 -- active (true by default; "once" and N as gen_tcp's), cd (the program's
--- working directory).
+-- working directory), env (changes to its environment), stderr_to_stdout
+-- (its standard error joins its output), line = N (Erlang's {line, N}:
+-- output as {Port, {data, {eol, Line}}}, without the newline, and
+-- {Port, {data, {noeol, Part}}} for N bytes of a longer line or the end
+-- of output without a newline).
 local sock = require "moonbeam.socket"
 local gen_tcp = require "moonbeam.gen_tcp"
 
@@ -30,10 +34,31 @@ local M = {}
 
 local await = gen_tcp.await
 
+-- Option env: {NAME = "value", OTHER = false} or a list of {name, value}
+-- pairs, as "NAME=value" (set) and "OTHER" (unset) strings.
+local function env_changes(env)
+  if type(env) ~= "table" then
+    error("bad option 'env' (table expected, got " .. type(env) .. ")", 3)
+  end
+  local out = {}
+  local function add(name, value)
+    if type(name) ~= "string" or name == "" or name:find("=", 1, true)
+       or (value ~= false and type(value) ~= "string") then
+      error("bad option 'env' (names are strings without '=', values strings or false)", 4)
+    end
+    out[#out + 1] = value and name .. "=" .. value or name
+  end
+  for i, pair in ipairs(env) do add(pair[1], pair[2]) end
+  for k, v in pairs(env) do
+    if math.type(k) ~= "integer" or k < 1 or k > #env then add(k, v) end
+  end
+  return out
+end
+
 --- Start a program.
 -- @param name {spawn = "command line"} (run by /bin/sh -c), or
 --   {spawn_executable = "prog", args = {...}} (prog found on PATH)
--- @param opts packet, packet_size, active, cd
+-- @param opts packet, packet_size, active, cd, env, stderr_to_stdout, line
 -- @return the port, or nil, reason (enoent, ...)
 function M.open(name, opts)
   if type(name) ~= "table" then
@@ -49,11 +74,14 @@ function M.open(name, opts)
   else
     error("bad argument #1 to 'open' ({spawn = cmd} or {spawn_executable = prog} expected)", 2)
   end
-  local o, cd = {}, nil
+  local o, cd, po = {}, nil, {}
   for k, v in pairs(opts or {}) do
-    if k == "cd" then cd = v else o[k] = v end
+    if k == "cd" then cd = v
+    elseif k == "stderr_to_stdout" or k == "line" then po[k] = v
+    elseif k == "env" then po.env = env_changes(v)
+    else o[k] = v end
   end
-  return await(sock.port_open(argv, o, cd))
+  return await(sock.port_open(argv, o, cd, po))
 end
 
 --- Write to the program's input (port_command); with a packet option,
