@@ -310,7 +310,9 @@ int mb_socket_name(mb_pid_t caller, uint64_t ref, mb_socket_t s, int peer);
  * {ok, {Address, Port, Data}}. */
 int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
                        const mb_socket_opts_t *o);
-/* Answers ok once the datagram is sent; `ip` is an IPv4 or IPv6 address. */
+/* Answers ok once the datagram is sent; `ip` is an IPv4 or IPv6 address,
+ * or a host name (under 64 bytes), resolved on libuv's thread pool in the
+ * socket's family (nxdomain if it has no address). */
 int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                        const char *ip, int port, const void *data, size_t len);
 /* Ports: answers {ok, Port}, a program (argv[0], found on PATH, with its

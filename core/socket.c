@@ -1750,19 +1750,9 @@ static void on_udp_sent(uv_udp_send_t *req, int status) {
   free(q);
 }
 
-static void do_udp_send(req_t *r) {
-  sock_t *s = lookup(r->sock);
-  if (s == NULL || s->kind != K_UDP) {
-    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.einval);
-    return;
-  }
-  struct sockaddr_storage sa;
-  if (!parse_ip(r->ip, r->port, &sa)) {
-    answer_error(r->caller, r->ref, A.einval);
-    return;
-  }
+static void udp_send_to(sock_t *s, const req_t *r, const struct sockaddr *sa) {
   uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
-  int sent = uv_udp_try_send(&s->u.udp, &b, 1, (struct sockaddr *)&sa);
+  int sent = uv_udp_try_send(&s->u.udp, &b, 1, sa);
   if (sent >= 0) {
     answer(r->caller, r->ref, A.ok, NULL);
     return;
@@ -1780,12 +1770,85 @@ static void do_udp_send(req_t *r) {
   q->ref = r->ref;
   memcpy(q->data, r->data, r->len);
   b = uv_buf_init((char *)q->data, (unsigned)r->len);
-  int err =
-      uv_udp_send(&q->r, &s->u.udp, &b, 1, (struct sockaddr *)&sa, on_udp_sent);
+  int err = uv_udp_send(&q->r, &s->u.udp, &b, 1, sa, on_udp_sent);
   if (err) {
     free(q);
     answer_error(r->caller, r->ref, uv_reason(err));
   }
+}
+
+/* A datagram for a host name, waiting for the name on libuv's thread
+ * pool: the request is kept until then. */
+typedef struct {
+  uv_getaddrinfo_t g;
+  req_t *r;
+} udp_gai_t;
+
+static void on_udp_resolved(uv_getaddrinfo_t *g, int status,
+                            struct addrinfo *res) {
+  udp_gai_t *u = (udp_gai_t *)g;
+  req_t *r = u->r;
+  sock_t *s = lookup(r->sock);
+  if (s == NULL) {
+    answer_error(r->caller, r->ref, A.closed);
+  } else if (status < 0 || res == NULL) {
+    answer_error(r->caller, r->ref, A.nxdomain);
+  } else {
+    struct sockaddr_storage sa;
+    memcpy(&sa, res->ai_addr, res->ai_addrlen);
+    if (sa.ss_family == AF_INET6)
+      ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)r->port);
+    else
+      ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)r->port);
+    udp_send_to(s, r, (struct sockaddr *)&sa);
+  }
+  uv_freeaddrinfo(res);
+  free(r);
+  free(u);
+}
+
+/* Resolve the request's host in the socket's address family, then send. */
+static void udp_resolve(sock_t *s, const req_t *r) {
+  udp_gai_t *u = malloc(sizeof *u);
+  req_t *copy = malloc(sizeof *r + r->len + 1);
+  if (u == NULL || copy == NULL) {
+    free(u);
+    free(copy);
+    answer_error(r->caller, r->ref, A.enomem);
+    return;
+  }
+  memcpy(copy, r, sizeof *r + r->len + 1);
+  u->r = copy;
+  struct sockaddr_storage own;
+  int len = sizeof own;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family =
+      uv_udp_getsockname(&s->u.udp, (struct sockaddr *)&own, &len) == 0 &&
+              own.ss_family == AF_INET6
+          ? AF_INET6
+          : AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  int err = uv_getaddrinfo(mb__loop(), &u->g, on_udp_resolved, copy->ip, NULL,
+                           &hints);
+  if (err) {
+    free(u);
+    free(copy);
+    answer_error(r->caller, r->ref, A.nxdomain);
+  }
+}
+
+static void do_udp_send(req_t *r) {
+  sock_t *s = lookup(r->sock);
+  if (s == NULL || s->kind != K_UDP) {
+    answer_error(r->caller, r->ref, s == NULL ? A.closed : A.einval);
+    return;
+  }
+  struct sockaddr_storage sa;
+  if (parse_ip(r->ip, r->port, &sa))
+    udp_send_to(s, r, (struct sockaddr *)&sa);
+  else
+    udp_resolve(s, r);
 }
 
 /* ---- ports ---- */
@@ -2133,8 +2196,8 @@ int mb_socket_udp_open(mb_pid_t caller, uint64_t ref, int port,
 
 int mb_socket_udp_send(mb_pid_t caller, uint64_t ref, mb_socket_t s,
                        const char *ip, int port, const void *data, size_t len) {
-  if (ip == NULL || strlen(ip) >= 64 || port <= 0 || port > 65535 ||
-      len > 65507)
+  if (ip == NULL || ip[0] == '\0' || strlen(ip) >= 64 || port <= 0 ||
+      port > 65535 || len > 65507)
     return MB_EINVAL;
   req_t *r = req_new(OP_UDP_SEND, caller, ref, s, len);
   if (r != NULL) {

@@ -25,8 +25,9 @@ function M.open(port, opts)
   return await(sock.udp_open(port, opts))
 end
 
---- Send a datagram to ip:port (an IPv4 or IPv6 address).
--- @return true, or nil, reason
+--- Send a datagram to host:port: an IPv4 or IPv6 address, or a name,
+-- resolved on the I/O loop's thread pool (never on a scheduler).
+-- @return true, or nil, reason (nxdomain for a name without an address)
 function M.send(s, ip, port, data)
   return await(sock.udp_send(s, ip, port, data))
 end
