@@ -74,8 +74,10 @@ struct sock_s {
   int handles; /* libuv handles still open: the socket's, its timers' */
   bool listening, connected, eof, closing, reading;
   /* Delivery paused while controlling_process passes on what the old
-   * owner already had; the next setopts resumes it. */
+   * owner (the holder) already had; the next setopts resumes it, or the
+   * holder's end does (see hold()). */
   bool held;
+  mb_pid_t holder;
   int err; /* a read error (libuv's code), reported once */
   int active, packet;
   size_t packet_size;
@@ -177,6 +179,8 @@ static atomic_bool running;
 static mb__map_t table; /* id -> sock_t*; loop thread */
 static uv_mutex_t owners_lock;
 static mb__map_t owners; /* pid -> first sock_t* it owns; under owners_lock */
+static mb__map_t held_socks; /* id -> sock_t* paused by a handover; loop */
+static atomic_int nheld;     /* its size, for owner exits on any thread */
 static uv_mutex_t live_lock;
 static uv_cond_t live_cond;
 static size_t nlive;                   /* sock_t allocated; under live_lock */
@@ -342,6 +346,37 @@ static bool from_owner(const sock_t *s, const req_t *r) {
 
 /* ---- owners ---- */
 
+/* Pause delivery while `holder`, the old owner, passes on its messages.
+ * If the holder ends before it resumes delivery, its end resumes it
+ * (do_owner_exit): the socket goes on with its new owner, never held
+ * for ever.  Without memory to track it, the socket is not paused. */
+static void hold(sock_t *s, mb_pid_t holder) {
+  if (mb__map_put(&held_socks, s->id, s) != 0)
+    return;
+  s->held = true;
+  s->holder = holder;
+  atomic_fetch_add(&nheld, 1);
+}
+
+static void unhold(sock_t *s) {
+  if (!s->held)
+    return;
+  s->held = false;
+  mb__map_del(&held_socks, s->id);
+  atomic_fetch_sub(&nheld, 1);
+}
+
+/* A socket held by pid, or NULL. */
+static sock_t *held_by(mb_pid_t pid) {
+  size_t i = 0;
+  uint64_t id;
+  void *v;
+  while (mb__map_next(&held_socks, &i, &id, &v))
+    if (((sock_t *)v)->holder == pid)
+      return v;
+  return NULL;
+}
+
 static int owner_link(sock_t *s, mb_pid_t pid) {
   uv_mutex_lock(&owners_lock);
   sock_t *head = mb__map_get(&owners, pid);
@@ -505,6 +540,7 @@ static void sock_close(sock_t *s, const mb__atom_t *why) {
   s->close_reason = why;
   mb__map_del(&table, s->id);
   owner_unlink(s);
+  unhold(s);
   wait_fail(s, why);
   fail_acceptors(s, why);
   uv_close(&s->u.h, on_closed);
@@ -1512,7 +1548,7 @@ static void do_setopts(req_t *r) {
     return;
   }
   apply_opts(s, &r->opts);
-  s->held = false;
+  unhold(s);
   answer(r->caller, r->ref, A.ok, NULL);
   if (s->connected)
     deliver(s);
@@ -1533,7 +1569,8 @@ static void do_owner(req_t *r) {
   owner_unlink(s);
   /* A message to the port hands it over at once, with no messages of the
    * old owner's to pass on first (as Erlang's port_connect). */
-  s->held = r->ref != MB_SOCKET_MESSAGE;
+  if (r->ref != MB_SOCKET_MESSAGE)
+    hold(s, r->caller);
   if (sock_adopt(s, r->to)) {
     update_reading(s);
     if (r->ref == MB_SOCKET_MESSAGE) {
@@ -1989,6 +2026,12 @@ static void do_owner_exit(req_t *r) {
       break;
     sock_close(s, A.closed);
   }
+  /* It ended in the middle of a handover: the new owner takes over. */
+  sock_t *h;
+  while ((h = held_by(r->caller)) != NULL) {
+    unhold(h);
+    deliver(h);
+  }
 }
 
 static void run_req(void *arg) {
@@ -2263,7 +2306,7 @@ void mb__socket_owner_exit(mb_pid_t pid) {
   if (!running)
     return;
   uv_mutex_lock(&owners_lock);
-  bool has = mb__map_get(&owners, pid) != NULL;
+  bool has = mb__map_get(&owners, pid) != NULL || atomic_load(&nheld) > 0;
   uv_mutex_unlock(&owners_lock);
   if (has)
     submit(req_new(OP_OWNER_EXIT, pid, 0, 0, 0));
@@ -2296,6 +2339,8 @@ int mb__socket_start(void) {
   uv_cond_init(&live_cond);
   mb__map_init(&table);
   mb__map_init(&owners);
+  mb__map_init(&held_socks);
+  atomic_store(&nheld, 0);
   nlive = 0;
   running = true;
   return 0;
@@ -2340,6 +2385,7 @@ void mb__socket_stop(void) {
   }
   mb__map_free(&table);
   mb__map_free(&owners);
+  mb__map_free(&held_socks);
   uv_cond_destroy(&live_cond);
   uv_mutex_destroy(&live_lock);
   uv_mutex_destroy(&owners_lock);

@@ -304,6 +304,28 @@ describe("gen_tcp ownership", function()
         mb.process_info(mb.self()).message_queue_len
     ]])})
   end)
+
+  it("goes on with the new owner when the old one ends in the middle of a handover", function()
+    assert.same({"after\n"}, {run([[
+      local l, port = listener({packet = "line"})
+      local me = mb.self()
+      local c = assert(gen_tcp.connect("127.0.0.1", port, {active = false}, 5000))
+      local heir = mb.spawn(function()
+        local m = mb.receive(5000)
+        mb.send(me, m and m[3] or "nothing")
+      end)
+      -- the old owner hands over with the raw binding, then ends before
+      -- delivery resumes (gen_tcp.controlling_process resumes it)
+      local old = mb.spawn(function()
+        local s = assert(gen_tcp.accept(l, 5000))
+        assert(gen_tcp.await(require("moonbeam.socket").controlling_process(s, heir)))
+      end)
+      mb.monitor(old)
+      assert(mb.receive(function(m) return m[1] == mb.atom.DOWN end, 5000))
+      gen_tcp.send(c, "after\n")
+      return mb.receive(5000)
+    ]])})
+  end)
 end)
 
 describe("gen_tcp bad input", function()
