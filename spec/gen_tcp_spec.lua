@@ -328,6 +328,40 @@ describe("gen_tcp ownership", function()
   end)
 end)
 
+describe("gen_tcp and memory limits", function()
+  it("ends an owner that goes over max_heap with data in flight, alone, and closes its socket", function()
+    assert.same({"memory_limit", true, true}, {run([[
+      local l, port = listener()
+      local me = mb.self()
+      local victim = mb.spawn_opt({monitor = true, max_heap = 2000000}, function()
+        local s = assert(gen_tcp.accept(l, 5000))
+        mb.send(me, "accepted")
+        -- what arrives stays queued, counted against the limit
+        mb.receive(function(m) return m == "never" end)
+      end)
+      local c = assert(gen_tcp.connect("127.0.0.1", port, {active = false}, 5000))
+      assert(mb.receive(function(m) return m == "accepted" end, 5000))
+      local chunk = ("x"):rep(65536)
+      for _ = 1, 1000 do -- 64 MB at most; sends fail once it is closed
+        if not gen_tcp.send(c, chunk) then break end
+      end
+      local down = mb.receive(function(m)
+        return type(m) == "table" and m[1] == mb.atom.DOWN
+      end, 5000)
+      -- the peer sees the close (after what was in flight, if anything)
+      local why
+      repeat
+        local data
+        data, why = gen_tcp.recv(c, 0, 5000)
+      until not data
+      gen_tcp.close(c)
+      return tostring(down[5][1]),
+        why == mb.atom.closed or why == mb.atom.econnreset or tostring(why),
+        mb.is_alive(mb.self())
+    ]])})
+  end)
+end)
+
 describe("gen_tcp bad input", function()
   it("closes a socket that announces a packet over packet_size, and only it", function()
     assert.same({"tcp_error", "emsgsize", "tcp_closed", "still here"}, {run([[
