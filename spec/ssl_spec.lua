@@ -4,6 +4,8 @@
 -- removed at the end; peers are moonbeam's and Erlang's ssl, on 127.0.0.1.
 local mb = require "moonbeam"
 local H = require "spec.launcher_helper"
+-- every process an example starts ends with it
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
 
 local have_erl = os.execute("command -v erl > /dev/null 2>&1") == true
 local dir
@@ -49,21 +51,34 @@ end
 
 -- A TLS server that accepts one connection and answers each packet in
 -- upper case; `opts` are its listen options.  Its result goes to `me`.
+-- It keeps its socket open until finish(), which waits for its end.
 local server = [[
+  local servers = {}
+  local function finish()
+    for _, pid in ipairs(servers) do
+      local ref = mb.monitor(pid)
+      mb.send(pid, "finish")
+      assert(mb.receive(function(m)
+        return type(m) == "table" and m[1] == mb.atom.DOWN and m[2] == ref
+      end, 5000))
+    end
+  end
   local function serve(opts, me)
     opts.ip = "127.0.0.1"
     opts.certfile = opts.certfile or d .. "server.pem"
     opts.keyfile = opts.keyfile or d .. "server.key"
     local l = assert(ssl.listen(0, opts))
     local port = ssl.port(l)
-    mb.spawn(function()
+    servers[#servers + 1] = mb.spawn(function()
       local s, why = ssl.accept(l, 5000)
-      if not s then mb.send(me, {"server", tostring(why)}) return end
-      local data = ssl.recv(s, 0, 5000)
+      if not s then mb.send(me, {"server", tostring(why)}) end
+      local data = s and ssl.recv(s, 0, 5000)
       if data then ssl.send(s, data:upper()) end
-      mb.send(me, {"server", data or "no data", ssl.peer_subject(s) or "no cert",
-                   ssl.negotiated_protocol(s) or "none"})
-      mb.receive(5000)
+      if s then
+        mb.send(me, {"server", data or "no data", ssl.peer_subject(s) or "no cert",
+                     ssl.negotiated_protocol(s) or "none"})
+      end
+      mb.receive(function(m) return m == "finish" end, 5000)
     end)
     return port, l
   end
@@ -83,7 +98,9 @@ describe("moonbeam.ssl", function()
       local c2 = assert(ssl.connect("localhost", port, {cacertfile = d .. "ca.pem"}, 5000))
       ssl.send(c2, "name")
       local m = mb.receive(function(m) return m[2] == c2 end, 5000)
-      return back, tostring(m[1]), back, srv[2], m[3]
+      local result = {back, tostring(m[1]), back, srv[2], m[3]}
+      finish()
+      return table.unpack(result, 1, 5)
     ]])})
   end)
 
@@ -95,7 +112,9 @@ describe("moonbeam.ssl", function()
       port = serve({}, me)
       local c2, why2 = ssl.connect("127.0.0.1", port,
         {cacertfile = d .. "ca.pem", server_name_indication = "other.example"}, 5000)
-      return tostring(c), tostring(why), tostring(c2), tostring(why2)
+      local result = {tostring(c), tostring(why), tostring(c2), tostring(why2)}
+      finish()
+      return table.unpack(result, 1, 5)
     ]])})
   end)
 
@@ -115,7 +134,9 @@ describe("moonbeam.ssl", function()
       ssl.send(c, "hi")
       local back = ssl.recv(c, 0, 5000)
       local ok = mb.receive(function(m) return m[1] == "server" end, 5000)
-      return refused[2], back, ok[3]
+      local result = {refused[2], back, ok[3]}
+      finish()
+      return table.unpack(result, 1, 5)
     ]])})
   end)
 
@@ -127,7 +148,9 @@ describe("moonbeam.ssl", function()
         alpn_advertised_protocols = {"http/1.1", "h2"}, active = false}, 5000))
       ssl.send(c, "x")
       local srv = mb.receive(function(m) return m[1] == "server" end, 5000)
-      return ssl.negotiated_protocol(c), srv[4]
+      local result = {ssl.negotiated_protocol(c), srv[4]}
+      finish()
+      return table.unpack(result, 1, 5)
     ]])})
   end)
 
@@ -176,7 +199,9 @@ describe("moonbeam.ssl with Erlang's ssl", function()
       local out = mb.receive(function(m) return m[1] == erl end, 30000)
       local srv = mb.receive(function(m) return m[1] == "server" end, 5000)
       mb.receive(function(m) return m[1] == erl end, 30000) -- its exit status
-      return out[2][2], srv[2]
+      local result = {out[2][2], srv[2]}
+      finish()
+      return table.unpack(result, 1, 5)
     ]])}
     assert.same({"FROM ERLANG\n", "from erlang"}, result)
   end)
