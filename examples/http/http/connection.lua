@@ -19,10 +19,21 @@ local REASONS = {[200] = "OK", [204] = "No Content", [400] = "Bad Request",
                  [404] = "Not Found", [405] = "Method Not Allowed",
                  [413] = "Payload Too Large"}
 
+local COMMAND = mb.atom.command
+
+-- Answer a request.  On a connection that stays open the answer goes as
+-- a message to the socket, as Erlang's Port ! {self(), {command, Data}}:
+-- the I/O loop writes it in order with what follows, and the process
+-- need not wait for the loop's answer (a write that fails shows as the
+-- socket closed at the next recv).  Before a close, it waits, so that
+-- the answer is out before the socket closes.
 local function respond(s, status, body, close)
   body = body or ""
-  return gen_tcp.send(s, ("HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n%s")
-    :format(status, REASONS[status], #body, close and "connection: close\r\n" or "", body))
+  local text = ("HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n%s")
+    :format(status, REASONS[status], #body, close and "connection: close\r\n" or "", body)
+  if close then return gen_tcp.send(s, text) end
+  mb.send(s, mb.tuple(mb.self(), mb.tuple(COMMAND, text)))
+  return true
 end
 
 local function unescape(s)
