@@ -328,8 +328,9 @@ typedef struct {
    * sets, "NAME" unsets (Erlang's {env, Env}); NULL for none. */
   const char *const *env;
   int stderr_to_stdout; /* the program's stderr goes to its output too */
-  size_t line; /* {line, N}: output as {Port, {data, {eol, Line}}} and
-                * {Port, {data, {noeol, Part}}}, Part at most N bytes */
+  /* {line, N}: output as {Port, {data, {eol, Line}}} and
+   * {Port, {data, {noeol, Part}}}, Part at most N bytes; 0: off. */
+  size_t line;
 } mb_port_opts_t;
 int mb_port_open(mb_pid_t caller, uint64_t ref, const char *const *argv,
                  const char *cwd, const mb_port_opts_t *po,

@@ -3,8 +3,6 @@
 -- Every OS process started here is stopped by its pid; only 127.0.0.1.
 local mb = require "moonbeam"
 local H = require "spec.launcher_helper"
--- every process an example starts ends with it
-require("spec.leak_helper").no_process_left_behind(before_each, after_each)
 
 local have_erl = os.execute("command -v erl > /dev/null 2>&1") == true
 

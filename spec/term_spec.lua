@@ -3,6 +3,8 @@
 local mb = require "moonbeam"
 local term = require "moonbeam.term"
 local A = mb.atom
+-- Every example leaves no process of the node behind.
+require("spec.leak_helper").no_process_left_behind(before_each, after_each)
 
 describe("moonbeam.term", function()
   it("writes what OTP's term_to_binary writes", function()
