@@ -283,6 +283,8 @@ describe("code that cannot be preempted", function()
       mb.register("release", releaser)
       print(down(ref))
       mb.unregister("release")
+      -- DOWN goes out before the state closes: wait until it is uncounted
+      while mb.process_count() > before do mb.sleep(1) end
       -- a __gc that runs as the killed process's state closes
       before = mb.process_count()
       p, ref = mb.spawn_monitor(function()
