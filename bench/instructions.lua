@@ -1,0 +1,85 @@
+-- instructions: one path of the runtime, done N times, for bench/instructions
+-- to count under callgrind.  Setup is the same whatever N is, so that the
+-- difference between two counts, divided by the difference of their N, is
+-- the cost of one operation.
+--   moonbeam instructions.lua OPERATION N
+-- OPERATION:
+--   spawn      spawn a process that tells its parent it runs, then ends
+--   send       send {tag, I} to this process (left queued)
+--   send_recv  send {tag, I} to this process and receive it
+--   selective  a selective receive past 1,000 queued messages (matcher)
+--   pattern    the same through moonbeam.receive's string pattern
+--   call       gen_server.call round trip to an echo server
+--   gen_start  gen_server.start of an idle server, until its init ran
+local mb = require "moonbeam"
+local gen_server = require "moonbeam.gen_server"
+local receive = require "moonbeam.receive"
+
+local op = arg[1]
+local n = assert(math.tointeger(tonumber(arg[2])), "N expected")
+local me = mb.self()
+local tag, noise, wanted = mb.atom.tag, mb.atom.noise, mb.atom.wanted
+local echo = {
+  init = function(state) return "ok", state end,
+  handle_call = function(request, _, state) return "reply", request, state end,
+}
+
+local function ready(parent) mb.send(parent, true) end
+local function is_wanted(m) return m[1] == wanted end
+local ops = {}
+
+function ops.spawn()
+  for _ = 1, n do
+    mb.spawn(ready, me)
+    mb.receive()
+  end
+end
+
+function ops.send()
+  for i = 1, n do mb.send(me, mb.tuple(tag, i)) end
+end
+
+function ops.send_recv()
+  for i = 1, n do
+    mb.send(me, mb.tuple(tag, i))
+    mb.receive()
+  end
+end
+
+local function queue_noise()
+  for i = 1, 1000 do mb.send(me, mb.tuple(noise, i)) end
+  mb.send(me, mb.tuple(wanted, 0))
+  mb.receive(is_wanted) -- the noise is now in the save queue, as it stays
+end
+
+function ops.selective()
+  queue_noise()
+  for i = 1, n do
+    mb.send(me, mb.tuple(wanted, i))
+    mb.receive(is_wanted)
+  end
+end
+
+function ops.pattern()
+  queue_noise()
+  local clauses = { {"{wanted, N}", function(b) return b.N end} }
+  for i = 1, n do
+    mb.send(me, mb.tuple(wanted, i))
+    receive(clauses)
+  end
+end
+
+function ops.call()
+  local server = assert(gen_server.start(echo, 0))
+  gen_server.call(server, 0)
+  for i = 1, n do gen_server.call(server, i) end
+end
+
+function ops.gen_start()
+  local first = assert(gen_server.start(echo, 0)) -- loads what a start needs
+  gen_server.stop(first)
+  for _ = 1, n do gen_server.start(echo, 0) end
+end
+
+assert(ops[op], "unknown operation")()
+os.exit(0)
