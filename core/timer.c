@@ -1,7 +1,17 @@
 /* Timers run on the node's libuv loop (loop.c).  Other threads hand start
  * and cancel requests to the loop through a queue; the table of live timers
  * (by id) is shared under `lock` so that cancel can answer at once how much
- * time was left. */
+ * time was left.
+ *
+ * Waking the loop thread costs more than most of what a timer guards: a
+ * gen_server.call arms a 5 s timeout and cancels it microseconds later.  So
+ * a timer of at least DEFER_MS is not handed to the loop at once: it waits
+ * in the deferred list, which the loop sweeps SWEEP_MS after the first timer
+ * joined it.  A deferred timer cancelled before the sweep never reaches the
+ * loop; one still live starts then, for what is left of its time, so it
+ * fires at its deadline all the same.  The loop is woken once per sweep,
+ * however many timers come and go meanwhile, and not at all while none is
+ * armed. */
 #include <stdlib.h>
 
 #include <lauxlib.h>
@@ -9,6 +19,8 @@
 #include "internal.h"
 
 #define TIMER_MAGIC 0x7431u
+#define DEFER_MS 20u /* a timer this long may wait for a sweep */
+#define SWEEP_MS 5u  /* a sweep comes this long after the first deferral */
 
 typedef struct timer_s {
   uv_timer_t handle;
@@ -23,6 +35,7 @@ typedef struct timer_s {
   uint64_t deadline;        /* uv_hrtime() at which it fires */
   bool cancelled;           /* under lock */
   bool queued;              /* in the request queue; under lock */
+  bool deferred;            /* in the deferred list; under lock */
   bool started;             /* loop thread only */
   struct timer_s *next_req; /* under lock */
 } timer_t_;
@@ -30,6 +43,9 @@ typedef struct timer_s {
 static uv_mutex_t lock;
 static mb__map_t live; /* id -> timer_t_* */
 static timer_t_ *req_head, *req_tail;
+static timer_t_ *deferred_head; /* under lock, linked by next_req */
+static bool sweep_due;          /* under lock: a sweep is on its way */
+static timer_t_ sweeper;        /* loop thread; magic 0, not one of ours */
 
 static void close_cb(uv_handle_t *h) {
   timer_t_ *t = (timer_t_ *)h;
@@ -69,6 +85,22 @@ static void fire(uv_timer_t *h) {
   uv_close((uv_handle_t *)h, close_cb);
 }
 
+/* Loop thread: start a timer for what is left until its deadline. */
+static void start_on_loop(timer_t_ *r) {
+  uv_timer_init(mb__loop(), &r->handle);
+  r->handle.data = r;
+  r->started = true;
+  /* libuv counts whole milliseconds from the loop's time, which is the
+   * clock rounded down: round the time left up, and add the millisecond
+   * the loop's time may be behind, so that a timer never fires before its
+   * deadline. */
+  uv_update_time(mb__loop());
+  uint64_t now = uv_hrtime();
+  uint64_t left =
+      r->deadline > now ? (r->deadline - now + 999999u) / 1000000u + 1 : 0;
+  uv_timer_start(&r->handle, fire, left, 0);
+}
+
 /* A queued timer is either new (start it) or cancelled (stop it, or free it
  * if it never started).  Requests are taken one at a time under the lock,
  * so a cancel that arrives meanwhile can queue the same timer again. */
@@ -93,16 +125,7 @@ static void on_requests(void *arg) {
     } else if (cancelled) {
       close_cb((uv_handle_t *)&r->handle);
     } else if (!r->started) {
-      uv_timer_init(mb__loop(), &r->handle);
-      r->handle.data = r;
-      r->started = true;
-      /* libuv counts whole milliseconds from the loop's time: round up,
-       * so that a timer never fires before its deadline. */
-      uv_update_time(mb__loop());
-      uint64_t now = uv_hrtime();
-      uint64_t left =
-          r->deadline > now ? (r->deadline - now + 999999u) / 1000000u : 0;
-      uv_timer_start(&r->handle, fire, left, 0);
+      start_on_loop(r);
     }
   }
 }
@@ -121,22 +144,66 @@ static bool request(timer_t_ *t) {
   return req_head == t;
 }
 
+/* Loop thread: start the deferred timers still live, free the others. */
+static void sweep(uv_timer_t *h) {
+  (void)h;
+  uv_mutex_lock(&lock);
+  timer_t_ *t = deferred_head;
+  deferred_head = NULL;
+  sweep_due = false;
+  uv_mutex_unlock(&lock);
+  while (t != NULL) {
+    timer_t_ *next = t->next_req;
+    uv_mutex_lock(&lock);
+    t->deferred = false;
+    bool cancelled = t->cancelled;
+    uv_mutex_unlock(&lock);
+    /* A cancel from now on goes through the request queue, which this
+     * thread reads after the timer has started. */
+    if (cancelled)
+      close_cb((uv_handle_t *)&t->handle);
+    else
+      start_on_loop(t);
+    t = next;
+  }
+}
+
+static void arm_sweeper(void *arg) {
+  (void)arg;
+  uv_timer_start(&sweeper.handle, sweep, SWEEP_MS, 0);
+}
+
+/* Call with lock held; returns true if the loop must be told. */
+static bool defer(timer_t_ *t) {
+  t->deferred = true;
+  t->next_req = deferred_head;
+  deferred_head = t;
+  bool tell = !sweep_due;
+  sweep_due = true;
+  return tell;
+}
+
 static uint64_t start(timer_t_ *t, uint64_t id) {
   t->id = id;
   t->deadline = uv_hrtime() + t->ms * 1000000u;
+  bool later = t->ms >= DEFER_MS;
   uv_mutex_lock(&lock);
   int err = mb__map_put(&live, id, t);
-  bool tell = !err && request(t);
+  bool tell = !err && (later ? defer(t) : request(t));
   uv_mutex_unlock(&lock);
   if (err) {
     mb_msg_free(t->msg);
     free(t);
     return 0;
   }
-  if (tell)
+  if (later) {
+    if (tell)
+      mb__loop_call(arm_sweeper, NULL);
+  } else if (tell) {
     mb__loop_call(on_requests, NULL);
-  else
+  } else {
     mb__loop_wake(); /* queued behind cancels that did not wake it */
+  }
   return id;
 }
 
@@ -179,7 +246,7 @@ int64_t mb__timer_cancel(uint64_t id) {
     t->cancelled = true;
     uint64_t now = uv_hrtime();
     left = t->deadline > now ? (int64_t)((t->deadline - now) / 1000000u) : 0;
-    tell = request(t);
+    tell = !t->deferred && request(t); /* a deferred one: the sweep frees it */
   }
   uv_mutex_unlock(&lock);
   /* A cancelled timer can wait for the loop's next turn to be freed: no
@@ -189,10 +256,18 @@ int64_t mb__timer_cancel(uint64_t id) {
   return left;
 }
 
+static void init_sweeper(void *arg) {
+  (void)arg;
+  uv_timer_init(mb__loop(), &sweeper.handle);
+}
+
 int mb__timer_start(void) {
   mb__map_init(&live);
   uv_mutex_init(&lock);
-  return 0;
+  deferred_head = NULL;
+  sweep_due = false;
+  /* Queued before any timer can ask for a sweep. */
+  return mb__loop_call(init_sweeper, NULL);
 }
 
 static uv_close_cb closer(uv_handle_t *h) {
@@ -203,6 +278,13 @@ static uv_close_cb closer(uv_handle_t *h) {
 /* Stops the loop too: timers are the loop's first users. */
 void mb__timer_stop(void) {
   mb__loop_stop(closer);
+  /* Deferred timers never reached the loop. */
+  while (deferred_head != NULL) {
+    timer_t_ *t = deferred_head;
+    deferred_head = t->next_req;
+    close_cb((uv_handle_t *)&t->handle);
+  }
+  sweep_due = false;
   mb__map_free(&live);
 }
 

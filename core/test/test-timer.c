@@ -44,5 +44,62 @@ TEST_IMPL(cancelled_timers_never_fire) {
   test_node_stop();
 }
 
+/* Timers of 20 ms and more wait for the loop's next sweep before they
+ * start (timer.c): they still fire, never before their deadline, and one
+ * cancelled before the sweep never fires. */
+TEST_IMPL(deferred_timers_fire_at_their_deadline_or_never) {
+  test_node_start(2);
+  long long n = 0;
+  ASSERT(
+      test_run("local mb = require 'moonbeam'\n"
+               "return function()\n"
+               "  local me = mb.self()\n"
+               "  for i = 1, 200 do mb.spawn(function()\n"
+               "    local ms = 20 + i % 30\n"
+               "    local t0 = mb.monotonic_time()\n"
+               "    local _, why = mb.receive(ms)\n"
+               "    assert(why == 'timeout')\n"
+               "    assert(mb.monotonic_time() - t0 >= ms * 1000000,\n"
+               "      'a timeout came early')\n"
+               "    local t = mb.send_after(ms, me, 'cancelled')\n"
+               "    local left = mb.cancel_timer(t)\n"
+               "    assert(math.type(left) == 'integer' and left <= ms)\n"
+               "    t0 = mb.monotonic_time()\n"
+               "    mb.send_after(ms, mb.self(), 'late')\n"
+               "    assert(mb.receive(10000) == 'late')\n"
+               "    assert(mb.monotonic_time() - t0 >= ms * 1000000,\n"
+               "      'a send_after came early')\n"
+               "    mb.send(me, 'done')\n"
+               "  end) end\n"
+               "  for i = 1, 200 do assert(mb.receive(10000) == 'done') end\n"
+               "  local m, why = mb.receive(100)\n"
+               "  assert(why == 'timeout', 'a cancelled timer fired: ' ..\n"
+               "    tostring(m))\n"
+               "  return 200\n"
+               "end\n",
+               &n));
+  ASSERT_EQ(200, n);
+  test_node_stop();
+}
+
+/* A node stopped while deferred timers wait for their sweep frees them. */
+TEST_IMPL(stopping_with_deferred_timers) {
+  for (int round = 0; round < 3; round++) {
+    test_node_start(1);
+    long long n = 0;
+    ASSERT(
+        test_run("local mb = require 'moonbeam'\n"
+                 "return function()\n"
+                 "  for i = 1, 50 do mb.send_after(60000, mb.self(), i) end\n"
+                 "  return 50\n"
+                 "end\n",
+                 &n));
+    ASSERT_EQ(50, n);
+    test_node_stop();
+  }
+}
+
 TEST_LIST(TEST_ENTRY(timeouts_sleeps_and_send_after_from_many_processes),
-          TEST_ENTRY(cancelled_timers_never_fire))
+          TEST_ENTRY(cancelled_timers_never_fire),
+          TEST_ENTRY(deferred_timers_fire_at_their_deadline_or_never),
+          TEST_ENTRY(stopping_with_deferred_timers))
