@@ -72,7 +72,7 @@ describe("a process", function()
       gen_server.stop(pid)
       return tb
     end)
-    assert.matches("moonbeam/gen_server%.lua:%d+: in ", tb)
+    assert.matches("moonbeam/gen_server_loop%.lua:%d+: in ", tb)
     assert.falsy(tb:find("<?:", 1, true), tb)
   end)
 

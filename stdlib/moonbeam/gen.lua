@@ -10,15 +10,20 @@
 -- ref as an alias (mb.send_alias), so a reply that comes after the caller
 -- gave up is dropped and never pollutes its mailbox.
 local mb = require "moonbeam"
+local base = require "moonbeam.gen_base"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
-local type, error, select = type, error, select
+local type, error = type, error
 
 local M = {}
 
 local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
 local DOWN, ACK = atom.DOWN, atom["$gen_ack"]
 M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
+
+-- What a behaviour's process needs (see moonbeam.gen_base): reply, ack,
+-- register_name, callback_module, tag and pack.
+for k, f in pairs(base) do M[k] = f end
 
 --- The address of a server: a pid, a registered name (string or atom),
 -- or {Name, Node} for a process registered on another node (returned as
@@ -96,18 +101,6 @@ function M.call(server, request, timeout, module, label)
   return msg[2]
 end
 
---- Reply to a call, from the process handling it (or any other).
--- @param from the From of the call ({Pid, Tag})
--- @param reply any sendable value
-function M.reply(from, reply)
-  local pid, tag = from[1], from[2]
-  if typeof(tag) == "ref" then
-    mb.send_alias(pid, tag, tuple(tag, reply))
-  else
-    mb.send(pid, tuple(tag, reply))
-  end
-end
-
 --- Send a cast: {'$gen_cast', Request}, to a pid or name; never fails.
 function M.cast(server, request)
   local ok, to = pcall(M.whereis, server)
@@ -146,33 +139,6 @@ function M.start(behaviour, link, opts, ...)
   return nil, msg[4]
 end
 
---- Tell the starter how init went: ok (true) or failed with reason.
-function M.ack(starter, ref, ok, reason)
-  mb.send(starter, tuple(ACK, ref, ok, reason))
-end
-
---- Register the calling process under opts' name, or say who has it.
--- @return true, or false and {already_started, Pid}
-function M.register_name(name)
-  if name == nil then return true end
-  if pcall(mb.register, name, mb.self()) then return true end
-  return false, tuple(atom.already_started, mb.whereis(name))
-end
-
---- The callback module: a table, or the name of a module to require.
-function M.callback_module(module)
-  if type(module) == "string" then return require(module) end
-  return module
-end
-
---- The tag of a callback's return, as a string: "ok", "reply", "stop"...
--- Both strings and atoms are accepted.
-function M.tag(v)
-  if type(v) == "string" then return v end
-  if typeof(v) == "atom" then return tostring(v) end
-  return nil
-end
-
 --- Deep equality of two values (tables compared by contents).
 function M.equal(a, b)
   if a == b then return true end
@@ -182,8 +148,5 @@ function M.equal(a, b)
   for k in pairs(b) do if a[k] == nil then return false end end
   return true
 end
-
---- Pack a callback's results (they may hold nils).
-function M.pack(...) return {n = select("#", ...), ...} end
 
 return M

@@ -1,0 +1,57 @@
+--- The part of moonbeam.gen that runs inside a behaviour's own process:
+-- acknowledging the start, registering the name, replying to calls.
+-- Every GenServer loads it, so it holds nothing else; moonbeam.gen, which
+-- callers load, offers these functions too (the same ones) next to the
+-- client side of the protocol.
+local mb = require "moonbeam"
+
+local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local type, select, pcall, require = type, select, pcall, require
+
+local M = {}
+
+local ACK = atom["$gen_ack"]
+
+--- Reply to a call, from the process handling it (or any other).
+-- @param from the From of the call ({Pid, Tag})
+-- @param reply any sendable value
+function M.reply(from, reply)
+  local pid, tag = from[1], from[2]
+  if typeof(tag) == "ref" then
+    mb.send_alias(pid, tag, tuple(tag, reply))
+  else
+    mb.send(pid, tuple(tag, reply))
+  end
+end
+
+--- Tell the starter how init went: ok (true) or failed with reason.
+function M.ack(starter, ref, ok, reason)
+  mb.send(starter, tuple(ACK, ref, ok, reason))
+end
+
+--- Register the calling process under opts' name, or say who has it.
+-- @return true, or false and {already_started, Pid}
+function M.register_name(name)
+  if name == nil then return true end
+  if pcall(mb.register, name, mb.self()) then return true end
+  return false, tuple(atom.already_started, mb.whereis(name))
+end
+
+--- The callback module: a table, or the name of a module to require.
+function M.callback_module(module)
+  if type(module) == "string" then return require(module) end
+  return module
+end
+
+--- The tag of a callback's return, as a string: "ok", "reply", "stop"...
+-- Both strings and atoms are accepted.
+function M.tag(v)
+  if type(v) == "string" then return v end
+  if typeof(v) == "atom" then return tostring(v) end
+  return nil
+end
+
+--- Pack a callback's results (they may hold nils).
+function M.pack(...) return {n = select("#", ...), ...} end
+
+return M

@@ -1,0 +1,175 @@
+--- The server side of moonbeam.gen_server: what runs in every server
+-- process, from init_it to the loop that dispatches each message to the
+-- callback module.  gen_server.start spawns the server with this module
+-- alone, so that an idle server carries neither the client side
+-- (moonbeam.gen_server, moonbeam.gen) nor the rare paths: ending the server
+-- (terminate, the crash report, a bad return) loads moonbeam.gen_server_stop
+-- when it happens, and a code change or a system message loads
+-- moonbeam.gen_server_sys.  The callback contract is at the top of
+-- moonbeam.gen_server.
+local mb = require "moonbeam"
+local gen = require "moonbeam.gen_base"
+
+local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local type, xpcall, require = type, xpcall, require
+local traceback = debug.traceback
+
+local M = {}
+
+local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
+local EXIT, STOP, SYSTEM = atom.EXIT, atom["$gen_stop"], atom.system
+local TIMEOUT = atom.timeout
+local generation = require("moonbeam.codecache").generation
+
+-- The rare paths, loaded when they happen (moonbeam.gen_server_stop).
+local function stop_paths() return require "moonbeam.gen_server_stop" end
+
+-- The code change and system messages (moonbeam.gen_server_sys), loaded
+-- the same way.
+local function sys_paths() return require "moonbeam.gen_server_sys" end
+
+local function terminate(s, reason, last, from, reply)
+  return stop_paths().terminate(s, reason, last, from, reply)
+end
+
+local function bad_return(s, r, last)
+  return stop_paths().bad_return(s, r, last)
+end
+
+local function default_info(msg, state)
+  return stop_paths().default_info(msg, state)
+end
+
+-- An error in a callback becomes the reason {Error, Traceback}, as a
+-- process that raises gets.
+local function on_error(e) return tuple(e, traceback(nil, 2)) end
+
+-- Run a callback; an error in it ends the server.
+local function run(s, last, fn, ...)
+  local r = gen.pack(xpcall(fn, on_error, ...))
+  if not r[1] then terminate(s, r[2], last) end
+  return r
+end
+
+-- Apply the timeout-or-continue part of a return.
+local function next_action(s, x)
+  if x == nil then s.timeout = nil return true end
+  if type(x) == "number" then s.timeout = x return true end
+  if type(x) == "table" and x.continue ~= nil then
+    s.timeout = nil
+    s.continue = {x.continue}
+    return true
+  end
+  return false
+end
+
+-- handle_cast / handle_info / handle_continue results: noreply or stop.
+local function handle_noreply(s, r, last)
+  local tag = gen.tag(r[2])
+  if tag == "noreply" and r.n <= 4 then
+    s.state = r[3]
+    if next_action(s, r[4]) then return end
+  elseif tag == "stop" and r.n == 4 then
+    s.state = r[4]
+    terminate(s, r[3], last)
+  end
+  bad_return(s, r, last)
+end
+
+local function handle_call(s, msg)
+  local from, request = msg[2], msg[3]
+  local r = run(s, msg, s.mod.handle_call, request, from, s.state)
+  local tag = gen.tag(r[2])
+  if tag == "reply" and r.n <= 5 then
+    gen.reply(from, r[3])
+    s.state = r[4]
+    if next_action(s, r[5]) then return end
+  elseif tag == "stop" and r.n == 5 then
+    s.state = r[5]
+    terminate(s, r[3], msg, from, r[4])
+  elseif tag == "noreply" or tag == "stop" then
+    return handle_noreply(s, r, msg)
+  end
+  bad_return(s, r, msg)
+end
+
+local function dispatch(s, msg)
+  local kind = typeof(msg) == "tuple" and msg[1] or nil
+  if kind == GEN_CALL then
+    return handle_call(s, msg)
+  elseif kind == GEN_CAST then
+    local cb = s.mod.handle_cast or function(_, st) return "noreply", st end
+    return handle_noreply(s, run(s, msg, cb, msg[2], s.state), msg)
+  elseif kind == STOP then
+    return terminate(s, msg[2], msg)
+  elseif kind == EXIT and msg[2] == s.parent then
+    return terminate(s, msg[3], msg)
+  elseif kind == SYSTEM then
+    return sys_paths().system(s, msg)
+  end
+  local cb = s.mod.handle_info or default_info
+  return handle_noreply(s, run(s, msg, cb, msg, s.state), msg)
+end
+
+local function loop(s)
+  while true do
+    if s.continue then
+      local c = s.continue[1]
+      s.continue = nil
+      handle_noreply(s, run(s, c, s.mod.handle_continue, c, s.state), c)
+    else
+      local msg, why = mb.receive(s.timeout)
+      if s.gen and s.gen ~= generation() then sys_paths().upgrade(s) end
+      if why == "timeout" and s.timeout then
+        s.timeout = nil
+        local cb = s.mod.handle_info or default_info
+        handle_noreply(s, run(s, TIMEOUT, cb, TIMEOUT, s.state), TIMEOUT)
+      else
+        dispatch(s, msg)
+      end
+    end
+  end
+end
+
+--- Entry point of a new server process (see gen.start); not for users.
+function M.init_it(starter, ref, parent, name, module, args)
+  local ok, why = gen.register_name(name)
+  if not ok then
+    if parent then mb.unlink(parent) end
+    gen.ack(starter, ref, false, why)
+    return
+  end
+  local s = {name = name, parent = parent,
+    modname = type(module) == "string" and module or nil}
+  local r = gen.pack(xpcall(function()
+    s.mod = gen.callback_module(module)
+    s.gen = s.modname and generation()
+    return s.mod.init(args)
+  end, on_error))
+  local tag = r[1] and gen.tag(r[2])
+  if tag == "ok" and r.n <= 4 then
+    s.state = r[3]
+    if next_action(s, r[4]) then
+      gen.ack(starter, ref, true)
+      return loop(s)
+    end
+  end
+  -- init failed: the starter hears why, and (as OTP 26 does) is not
+  -- brought down by the exit that follows.
+  local reason
+  if not r[1] then
+    reason = r[2]
+  elseif tag == "ignore" and r.n == 2 then
+    reason = atom.ignore
+  elseif tag == "stop" and r.n == 3 then
+    reason = r[3]
+  else
+    reason = tuple(atom.bad_return_value, stop_paths().returned(r))
+  end
+  if parent then mb.unlink(parent) end
+  gen.ack(starter, ref, false, reason)
+  if reason == atom.ignore then return end
+  mb.exit(reason)
+end
+
+return M
