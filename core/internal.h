@@ -332,6 +332,10 @@ struct mb_proc_s {
   size_t q_len;
   int saved_ref; /* registry ref of decoded-but-skipped queue */
   lua_Integer sq_head, sq_tail;
+  /* The first element of each saved message, at sq_keys[i - sq_base] for
+   * saved entry i, so that a prefilter turns them away without Lua. */
+  struct mb__sq_key_s *sq_keys;
+  lua_Integer sq_base, sq_cap;
   int cache_ref;     /* registry ref of interned pids/refs */
   uint64_t timer_id; /* armed timer, 0 = none */
   mb__yield_kind_t yield_kind;

@@ -2,8 +2,13 @@
  * process moves the whole inbox to its private queue in one step and works
  * on that without locking.  Messages a selective receive skipped are kept,
  * decoded and in arrival order, in a Lua table (the save queue), so each
- * message is decoded once. */
+ * message is decoded once.  Next to the save queue, a C array keeps the
+ * first element of each saved message (its identity, when it is an atom, a
+ * pid or a ref): a receive with a prefilter (gen.call's, a pattern's) goes
+ * past the saved messages it cannot accept without calling into Lua. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <lauxlib.h>
 
@@ -164,6 +169,106 @@ void mb__proc_timer_disarm(mb_proc_t *p) {
 
 static bool timed_out(mb_proc_t *p) { return atomic_load(&p->timed_out); }
 
+/* ---- first elements of saved messages ---- */
+
+/* type: the Lua type of the message's first element, LUA_TNONE if the
+ * message is not a table; id: its identity, for a light or full userdata
+ * (an atom, a pid, a ref). */
+typedef struct mb__sq_key_s {
+  const void *id;
+  int type;
+} sq_key_t;
+
+/* A prefilter's keys, when they are few and (but for `other`) userdata. */
+#define PREFILTER_MAX 8
+typedef struct {
+  bool usable;
+  bool other; /* it has a key that is not a userdata */
+  int n;
+  sq_key_t k[PREFILTER_MAX];
+} prefilter_t;
+
+static bool is_userdata(int type) {
+  return type == LUA_TLIGHTUSERDATA || type == LUA_TUSERDATA;
+}
+
+/* The key of the message on top of the stack. */
+static sq_key_t key_of(lua_State *L) {
+  sq_key_t k = {NULL, LUA_TNONE};
+  if (lua_type(L, -1) != LUA_TTABLE)
+    return k;
+  k.type = lua_rawgeti(L, -1, 1);
+  if (is_userdata(k.type))
+    k.id = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return k;
+}
+
+/* Make room for the key of saved entry `i` (i >= sq_head); raises on
+ * failure, before anything is taken. */
+static void keys_reserve(lua_State *L, mb_proc_t *p, lua_Integer i) {
+  if (p->sq_head == p->sq_tail)
+    p->sq_base = p->sq_head;
+  if (i - p->sq_base < p->sq_cap)
+    return;
+  /* Drop the room of entries already gone before growing. */
+  lua_Integer gone = p->sq_head - p->sq_base;
+  if (gone > 0) {
+    memmove(p->sq_keys, p->sq_keys + gone,
+            (size_t)(p->sq_tail - p->sq_head) * sizeof *p->sq_keys);
+    p->sq_base = p->sq_head;
+    if (i - p->sq_base < p->sq_cap)
+      return;
+  }
+  lua_Integer cap = p->sq_cap ? p->sq_cap * 2 : 16;
+  sq_key_t *k = realloc(p->sq_keys, (size_t)cap * sizeof *k);
+  if (k == NULL)
+    luaL_error(L, "not enough memory");
+  p->sq_keys = k;
+  p->sq_cap = cap;
+}
+
+static sq_key_t *key_at(mb_proc_t *p, lua_Integer i) {
+  return &p->sq_keys[i - p->sq_base];
+}
+
+/* Read the prefilter at index 3, if any. */
+static void prefilter_load(lua_State *L, prefilter_t *pf) {
+  pf->usable = lua_type(L, 3) == LUA_TTABLE;
+  pf->other = false;
+  pf->n = 0;
+  if (!pf->usable)
+    return;
+  lua_pushnil(L);
+  while (lua_next(L, 3) != 0) {
+    int type = lua_type(L, -2);
+    if (!is_userdata(type)) {
+      pf->other = true;
+    } else if (pf->n < PREFILTER_MAX) {
+      pf->k[pf->n].type = type;
+      pf->k[pf->n++].id = lua_topointer(L, -2);
+    } else {
+      pf->usable = false; /* too many: matches() decides */
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* Can the prefilter tell, from the key alone, that it turns the message
+ * away?  Only userdata are told apart here; matches() decides the rest. */
+static bool prefilter_rejects(const prefilter_t *pf, const sq_key_t *k) {
+  if (!pf->usable)
+    return false;
+  if (k->type == LUA_TNONE || k->type == LUA_TNIL)
+    return true;
+  if (!is_userdata(k->type))
+    return !pf->other;
+  for (int j = 0; j < pf->n; j++)
+    if (pf->k[j].type == k->type && pf->k[j].id == k->id)
+      return false;
+  return true;
+}
+
 /* ---- the save queue ---- */
 
 static void push_saved(lua_State *L, mb_proc_t *p) {
@@ -187,6 +292,8 @@ static void saved_remove(lua_State *L, mb_proc_t *p, int t, lua_Integer i) {
       lua_rawgeti(L, t, j + 1);
       lua_rawseti(L, t, j);
     }
+    memmove(key_at(p, i), key_at(p, i + 1),
+            (size_t)(p->sq_tail - 1 - i) * sizeof *p->sq_keys);
     lua_pushnil(L);
     lua_rawseti(L, t, --p->sq_tail);
   }
@@ -218,10 +325,16 @@ static bool matches(lua_State *L) {
 /* Try to take a message: pushes it and returns true, or pushes nothing. */
 static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
   bool has_matcher = !lua_isnil(L, 1);
-  if (p->saved_ref != LUA_NOREF && p->sq_head < p->sq_tail) {
+  if (p->saved_ref != LUA_NOREF && p->sq_head + *scanned < p->sq_tail) {
+    prefilter_t pf;
+    prefilter_load(L, &pf);
     push_saved(L, p);
     int t = lua_gettop(L);
     for (lua_Integer i = p->sq_head + *scanned; i < p->sq_tail; i++) {
+      if (has_matcher && prefilter_rejects(&pf, key_at(p, i))) {
+        ++*scanned;
+        continue;
+      }
       lua_rawgeti(L, t, i);
       if (!has_matcher || matches(L)) {
         saved_remove(L, p, t, i);
@@ -233,8 +346,13 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
     }
     lua_pop(L, 1);
   }
-  mb_msg_t *m;
-  while ((m = q_pop(p)) != NULL) {
+  while (p->q_head != NULL) {
+    if (has_matcher) {
+      /* Room first: raising now loses nothing. */
+      push_saved(L, p);
+      keys_reserve(L, p, p->sq_tail);
+    }
+    mb_msg_t *m = q_pop(p);
     if (!has_matcher) {
       /* Decoding may raise (memory): keep the message until it is done. */
       m->next = p->q_head;
@@ -248,11 +366,11 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       mb_msg_free(m);
       return true;
     }
-    push_saved(L, p);
     mb_msg_decode(L, m);
     mb__proc_uncount(p, m);
     mb_msg_free(m);
     /* Saved before the matcher runs, so an error in it loses nothing. */
+    *key_at(p, p->sq_tail) = key_of(L);
     lua_pushvalue(L, -1);
     lua_rawseti(L, -3, p->sq_tail++);
     lua_remove(L, -2);

@@ -762,6 +762,8 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   lua_close(L);
   p->L = NULL;
   count_remove();
+  free(p->sq_keys);
+  p->sq_keys = NULL;
   mb_msg_free(p->start_fn);
   mb_msg_free(p->start_args);
   free(p->start_mod);
