@@ -184,6 +184,14 @@ typedef enum {
   MB_KIND_LIST,
   MB_KIND_MAP
 } mb__table_kind_t;
+
+/* The metatables value.c keeps track of in each process's state: the
+ * table kinds, then pids and refs. */
+typedef enum {
+  MB__MT_PID = MB_KIND_MAP + 1,
+  MB__MT_REF,
+  MB__MT_COUNT
+} mb__mt_t;
 typedef struct mb_proc_s mb_proc_t;
 /* A pid in Lua.  node is 0 for this node's pids (id is then the process
  * number); for another node's, the index + 1 of the node name's atom, with
@@ -336,7 +344,12 @@ struct mb_proc_s {
    * saved entry i, so that a prefilter turns them away without Lua. */
   struct mb__sq_key_s *sq_keys;
   lua_Integer sq_base, sq_cap;
-  int cache_ref;     /* registry ref of interned pids/refs */
+  int cache_ref; /* registry ref of interned pids/refs */
+  /* This state's metatables of tuples, lists, maps, pids and refs, by
+   * mb__mt_t: registry refs to push them and addresses to recognise them,
+   * 0 and NULL until value.c first meets them (see value.c). */
+  int mt_ref[MB__MT_COUNT];
+  const void *mt_ptr[MB__MT_COUNT];
   uint64_t timer_id; /* armed timer, 0 = none */
   mb__yield_kind_t yield_kind;
   bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */

@@ -170,8 +170,64 @@ static int pid_gc(lua_State *L) {
   return 0;
 }
 
+/* ---- metatables, known by address ----
+ *
+ * Telling a tuple or a pid by its metatable the auxiliary library's way
+ * (luaL_testudata, luaL_getmetatable) looks its name up in the registry:
+ * a string to intern, a hash lookup.  A message in and out costs dozens
+ * of such tests, so each process's state remembers its metatables once
+ * met (mb_proc_t's mt_ref and mt_ptr): by address to recognise them, by a
+ * registry ref to push them.  States that are not a process's (the
+ * launcher's, a host Lua's) take the named way. */
+
+static const char *const mt_names[MB__MT_COUNT] = {
+    NULL, MB_TUPLE_MT, MB_LIST_MT, MB_MAP_MT, MB_PID_MT, MB_REF_MT};
+
+/* Remember the metatable on top as this state's metatable `k`. */
+static void mt_remember(lua_State *L, mb_proc_t *p, mb__mt_t k) {
+  if (p == NULL || p->mt_ref[k] != 0)
+    return;
+  lua_pushvalue(L, -1);
+  p->mt_ref[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+  p->mt_ptr[k] = lua_topointer(L, -1);
+}
+
+/* Push this state's metatable `k`; returns false and pushes nothing if it
+ * is not known yet. */
+static bool mt_push_known(lua_State *L, mb_proc_t *p, mb__mt_t k) {
+  if (p == NULL || p->mt_ref[k] == 0)
+    return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->mt_ref[k]);
+  return true;
+}
+
+/* Has the value at idx metatable `k`? */
+static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
+  mb_proc_t *p = MB_PROC(L);
+  if (!lua_getmetatable(L, idx))
+    return false;
+  bool is;
+  if (p != NULL && p->mt_ptr[k] != NULL) {
+    is = lua_topointer(L, -1) == p->mt_ptr[k];
+  } else {
+    luaL_getmetatable(L, mt_names[k]);
+    is = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (is)
+      mt_remember(L, p, k);
+  }
+  lua_pop(L, 1);
+  return is;
+}
+
 static void set_mt(lua_State *L, const char *name, lua_CFunction tostring,
                    lua_CFunction lt, lua_CFunction le) {
+  mb__mt_t k = tostring == pid_tostring ? MB__MT_PID : MB__MT_REF;
+  mb_proc_t *p = MB_PROC(L);
+  if (mt_push_known(L, p, k)) {
+    lua_setmetatable(L, -2);
+    return;
+  }
   if (luaL_newmetatable(L, name)) {
     if (tostring == pid_tostring) {
       lua_pushcfunction(L, pid_gc);
@@ -184,6 +240,7 @@ static void set_mt(lua_State *L, const char *name, lua_CFunction tostring,
     lua_pushcfunction(L, le);
     lua_setfield(L, -2, "__le");
   }
+  mt_remember(L, p, k);
   lua_setmetatable(L, -2);
 }
 
@@ -422,11 +479,15 @@ mb__lterm_t *mb__to_term(lua_State *L, int idx) {
 }
 
 mb__lpid_t *mb__to_pid(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, MB_PID_MT);
+  if (lua_type(L, idx) != LUA_TUSERDATA || !has_mt(L, idx, MB__MT_PID))
+    return NULL;
+  return lua_touserdata(L, idx);
 }
 
 mb__lref_t *mb__to_ref(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, MB_REF_MT);
+  if (lua_type(L, idx) != LUA_TUSERDATA || !has_mt(L, idx, MB__MT_REF))
+    return NULL;
+  return lua_touserdata(L, idx);
 }
 
 /* ---- tuples, lists, maps ---- */
@@ -509,9 +570,11 @@ static int tuple_tostring(lua_State *L) { return seq_tostring(L, '{', '}'); }
 static int list_tostring(lua_State *L) { return seq_tostring(L, '[', ']'); }
 
 void mb__push_kind_mt(lua_State *L, mb__table_kind_t kind) {
-  static const char *names[] = {NULL, MB_TUPLE_MT, MB_LIST_MT, MB_MAP_MT};
   static const char *short_names[] = {NULL, "tuple", "list", "map"};
-  if (luaL_newmetatable(L, names[kind])) {
+  mb_proc_t *p = MB_PROC(L);
+  if (mt_push_known(L, p, (mb__mt_t)kind))
+    return;
+  if (luaL_newmetatable(L, mt_names[kind])) {
     lua_pushstring(L, short_names[kind]);
     lua_setfield(L, -2, "__name");
     if (kind == MB_KIND_TUPLE) {
@@ -522,17 +585,26 @@ void mb__push_kind_mt(lua_State *L, mb__table_kind_t kind) {
       lua_setfield(L, -2, "__tostring");
     }
   }
+  mt_remember(L, p, (mb__mt_t)kind);
 }
 
 mb__table_kind_t mb__table_kind(lua_State *L, int idx) {
-  static const char *names[] = {NULL, MB_TUPLE_MT, MB_LIST_MT, MB_MAP_MT};
   if (!lua_getmetatable(L, idx))
     return MB_KIND_PLAIN;
+  mb_proc_t *p = MB_PROC(L);
+  const void *mt = lua_topointer(L, -1);
   mb__table_kind_t kind = MB_KIND_PLAIN;
   for (int k = MB_KIND_TUPLE; k <= MB_KIND_MAP && kind == MB_KIND_PLAIN; k++) {
-    luaL_getmetatable(L, names[k]);
-    if (lua_rawequal(L, -1, -2))
+    if (p != NULL && p->mt_ptr[k] != NULL) {
+      if (mt == p->mt_ptr[k])
+        kind = (mb__table_kind_t)k;
+      continue;
+    }
+    luaL_getmetatable(L, mt_names[k]);
+    if (lua_rawequal(L, -1, -2)) {
       kind = (mb__table_kind_t)k;
+      mt_remember(L, p, (mb__mt_t)k);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

@@ -73,6 +73,53 @@ TEST_IMPL(copies_nesting_to_the_limit_and_refuses_one_level_more) {
   lua_close(b);
 }
 
+/* Each process's state knows its metatables of tuples, lists, maps, pids
+ * and refs by address once met (value.c): values made in a coroutine or
+ * decoded from a message keep their kind, and a table whose metatable
+ * merely looks like a tuple's is a plain table. */
+TEST_IMPL(knows_each_kind_by_its_metatable) {
+  test_node_start(2);
+  long long n = 0;
+  ASSERT(test_run(
+      "local mb = require 'moonbeam'\n"
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local function make()\n"
+      "    return {mb.tuple(1), mb.list(2), mb.map({a = 1}), mb.self(),\n"
+      "      mb.make_ref()}\n"
+      "  end\n"
+      "  local kinds = {'tuple', 'list', 'map', 'pid', 'ref'}\n"
+      "  local count = 0\n"
+      "  local function check(vals)\n"
+      "    for i, v in ipairs(vals) do\n"
+      "      assert(mb.typeof(v) == kinds[i], mb.typeof(v))\n"
+      "      count = count + 1\n"
+      "    end\n"
+      "  end\n"
+      "  local fake = setmetatable({1, n = 1}, {__name = 'tuple',\n"
+      "    __tostring = getmetatable(mb.tuple()).__tostring})\n"
+      "  assert(mb.typeof(fake) == 'table')\n"
+      "  local co = coroutine.wrap(function()\n"
+      "    check(make()) return make()\n"
+      "  end)\n"
+      "  local made = co()\n"
+      "  check(made)\n"
+      "  mb.spawn(function(to) mb.send(to, make()) end, me)\n"
+      "  check(mb.receive())\n"
+      "  mb.send(me, made)\n"
+      "  local back = mb.receive()\n"
+      "  check(back)\n"
+      "  assert(back[4] == me and back[5] == made[5])\n"
+      "  mb.send(me, fake)\n"
+      "  assert(mb.typeof(mb.receive()) == 'table')\n"
+      "  return count\n"
+      "end\n",
+      &n));
+  ASSERT_EQ(20, n);
+  test_node_stop();
+}
+
 TEST_LIST(TEST_ENTRY(decodes_to_an_equal_value_in_another_state),
           TEST_ENTRY(refuses_a_coroutine_with_its_path),
-          TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more))
+          TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more),
+          TEST_ENTRY(knows_each_kind_by_its_metatable))
