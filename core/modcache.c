@@ -4,8 +4,9 @@
  * source again (about half a millisecond for gen_server and what it
  * needs); here the first process compiles it and keeps the bytecode, and
  * the others load that.  The bytecode keeps its debug information, so
- * that tracebacks name the file and line of every frame; for moonbeam's
- * own modules that costs about 7 KB per process that runs a GenServer.
+ * that tracebacks name the file and line of every frame; for the modules
+ * an idle GenServer loads (moonbeam.gen_base, moonbeam.gen_server_loop) it
+ * is about 1.9 KB of their 5.7 KB of bytecode.
  *
  * The cache is a searcher put before Lua's own file searcher in each
  * process's package.searchers.  It is keyed by module name, as Erlang's
