@@ -82,21 +82,19 @@ TEST_IMPL(deferred_timers_fire_at_their_deadline_or_never) {
   test_node_stop();
 }
 
-/* A node stopped while deferred timers wait for their sweep frees them. */
+/* A node stopped while deferred timers wait for their sweep frees them
+ * (the sanitizer build finds a leak otherwise). */
 TEST_IMPL(stopping_with_deferred_timers) {
-  for (int round = 0; round < 3; round++) {
-    test_node_start(1);
-    long long n = 0;
-    ASSERT(
-        test_run("local mb = require 'moonbeam'\n"
-                 "return function()\n"
-                 "  for i = 1, 50 do mb.send_after(60000, mb.self(), i) end\n"
-                 "  return 50\n"
-                 "end\n",
-                 &n));
-    ASSERT_EQ(50, n);
-    test_node_stop();
-  }
+  test_node_start(1);
+  long long n = 0;
+  ASSERT(test_run("local mb = require 'moonbeam'\n"
+                  "return function()\n"
+                  "  for i = 1, 50 do mb.send_after(60000, mb.self(), i) end\n"
+                  "  return 50\n"
+                  "end\n",
+                  &n));
+  ASSERT_EQ(50, n);
+  test_node_stop();
 }
 
 TEST_LIST(TEST_ENTRY(timeouts_sleeps_and_send_after_from_many_processes),
