@@ -234,3 +234,35 @@ describe("application.change_spec", function()
       version = "2", b = 3, err = "not_loaded"}, r)
   end)
 end)
+
+describe("a GenServer's system-message handling", function()
+  it("is loaded with the first system message, not by an idle server", function()
+    local r = {in_process(function()
+      local gen_server = require "moonbeam.gen_server"
+      local sys = require "moonbeam.sys"
+      local server = gen_server.start({
+        init = function(n) return "ok", n end,
+        handle_call = function(_, _, n)
+          local loaded = {}
+          for _, m in ipairs({"moonbeam.gen_server_sys", "moonbeam.gen_server_stop",
+              "moonbeam.gen", "moonbeam.code_swap"}) do
+            loaded[m] = package.loaded[m] ~= nil
+          end
+          return "reply", loaded, n
+        end,
+      }, 1)
+      local idle = gen_server.call(server, "loaded")
+      local state = sys.get_state(server)
+      local after = gen_server.call(server, "loaded")
+      gen_server.stop(server)
+      return idle, state, after
+    end)}
+    assert.same({
+      {["moonbeam.gen_server_sys"] = false, ["moonbeam.gen_server_stop"] = false,
+        ["moonbeam.gen"] = false, ["moonbeam.code_swap"] = false},
+      1,
+      {["moonbeam.gen_server_sys"] = true, ["moonbeam.gen_server_stop"] = false,
+        ["moonbeam.gen"] = false, ["moonbeam.code_swap"] = false},
+    }, r)
+  end)
+end)
