@@ -184,6 +184,7 @@ static atomic_int nheld;     /* its size, for owner exits on any thread */
 static uv_mutex_t live_lock;
 static uv_cond_t live_cond;
 static size_t nlive;                   /* sock_t allocated; under live_lock */
+static bool closed_all;                /* close_all has run; under live_lock */
 static unsigned char rbuf[READ_CHUNK]; /* what each read fills; loop thread */
 
 /* ---- answers and messages ---- */
@@ -2371,15 +2372,23 @@ static void close_all(void *arg) {
     if (mb__map_next(&table, &i, &key, &val))
       kill_and_close(val);
   }
+  /* The stopping thread frees the tables once this has run. */
+  uv_mutex_lock(&live_lock);
+  closed_all = true;
+  uv_cond_broadcast(&live_cond);
+  uv_mutex_unlock(&live_lock);
 }
 
 void mb__socket_stop(void) {
   if (!running)
     return;
   running = false;
+  uv_mutex_lock(&live_lock);
+  closed_all = false;
+  uv_mutex_unlock(&live_lock);
   if (mb__loop_call(close_all, NULL) == 0) {
     uv_mutex_lock(&live_lock);
-    while (nlive > 0)
+    while (nlive > 0 || !closed_all)
       uv_cond_wait(&live_cond, &live_lock);
     uv_mutex_unlock(&live_lock);
   }
