@@ -253,6 +253,22 @@ describe("moonbeam shell on a terminal", function()
     return H.wait_for(function() return screen():find(pattern) end, 10)
   end
 
+  -- A shell in a tmux terminal of the given size, at its first prompt;
+  -- false (the example pending) where tmux is missing.
+  local function open_shell(width, height, history)
+    if not has_tmux then
+      pending("tmux is not installed")
+      return false
+    end
+    dir = H.tmpdir()
+    local cmd = string.format("MOONBEAM_HISTORY=%s %s shell; echo exited=$?; sleep 60",
+      history and H.quote(dir .. "/" .. history) or "", H.quote(H.launcher))
+    assert(tmux(("new-session -d -s mbspec -x %d -y %d "):format(width, height) .. H.quote(cmd)))
+    -- (capture-pane drops the spaces at the end of a line)
+    assert(wait_screen("mb%(1%)>"), screen())
+    return true
+  end
+
   after_each(function()
     if dir then
       tmux("kill-server")
@@ -262,17 +278,8 @@ describe("moonbeam shell on a terminal", function()
   end)
 
   it("edits lines, keeps a history, and leaves at Ctrl-D", function()
-    if not has_tmux then
-      pending("tmux is not installed")
-      return
-    end
-    dir = H.tmpdir()
+    if not open_shell(100, 20, "history") then return end
     local history = dir .. "/history"
-    local cmd = string.format("MOONBEAM_HISTORY=%s %s shell; echo exited=$?; sleep 60",
-      H.quote(history), H.quote(H.launcher))
-    assert(tmux("new-session -d -s mbspec -x 100 -y 20 " .. H.quote(cmd)))
-    -- (capture-pane drops the spaces at the end of a line)
-    assert(wait_screen("mb%(1%)>"), screen())
     tmux("send-keys -t mbspec " .. H.quote("require('moonbeam.console').line_editing()") .. " Enter")
     assert(wait_screen("mb%(2%)>"), screen())
     if screen():find("\nfalse", 1, true) then
@@ -292,15 +299,7 @@ describe("moonbeam shell on a terminal", function()
   end)
 
   it("completes globals, locals and their fields with Tab", function()
-    if not has_tmux then
-      pending("tmux is not installed")
-      return
-    end
-    dir = H.tmpdir()
-    local cmd = string.format("MOONBEAM_HISTORY= %s shell; echo exited=$?; sleep 60",
-      H.quote(H.launcher))
-    assert(tmux("new-session -d -s mbspec -x 100 -y 20 " .. H.quote(cmd)))
-    assert(wait_screen("mb%(1%)>"), screen())
+    if not open_shell(100, 20) then return end
     tmux("send-keys -t mbspec " .. H.quote("require('moonbeam.console').line_editing()") .. " Enter")
     assert(wait_screen("mb%(2%)>"), screen())
     if screen():find("\nfalse", 1, true) then
@@ -319,15 +318,7 @@ describe("moonbeam shell on a terminal", function()
   end)
 
   it("writes a log line above the prompt that waits, not inside it", function()
-    if not has_tmux then
-      pending("tmux is not installed")
-      return
-    end
-    dir = H.tmpdir()
-    local cmd = string.format("MOONBEAM_HISTORY= %s shell; echo exited=$?; sleep 60",
-      H.quote(H.launcher))
-    assert(tmux("new-session -d -s mbspec -x 120 -y 30 " .. H.quote(cmd)))
-    assert(wait_screen("mb%(1%)>"), screen())
+    if not open_shell(120, 30) then return end
     tmux("send-keys -t mbspec " .. H.quote(
       "mb.spawn(function() require('moonbeam').sleep(300) require('moonbeam').log('error', 'from later') end)")
       .. " Enter")
@@ -339,15 +330,7 @@ describe("moonbeam shell on a terminal", function()
   end)
 
   it("interrupts what it evaluates at Ctrl-C, and runs on", function()
-    if not has_tmux then
-      pending("tmux is not installed")
-      return
-    end
-    dir = H.tmpdir()
-    local cmd = string.format("MOONBEAM_HISTORY= %s shell; echo exited=$?; sleep 60",
-      H.quote(H.launcher))
-    assert(tmux("new-session -d -s mbspec -x 100 -y 30 " .. H.quote(cmd)))
-    assert(wait_screen("mb%(1%)>"), screen())
+    if not open_shell(100, 30) then return end
     tmux("send-keys -t mbspec 'while true do end' Enter")
     assert(wait_screen("mb%(1%)> while true do end\n"), screen())
     tmux("send-keys -t mbspec C-c")
