@@ -9,59 +9,13 @@ local COOKIE = "specsecret"
 local build = os.getenv("MB_BUILD_DIR") or "build"
 local launcher = build .. "/bin/moonbeam"
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local P = require("spec.peer_helper").new{epmd_port = EPMD_PORT}
+local sh, peer, spawn_os, kill_os = P.sh, P.peer, P.spawn_os, P.kill_os
+local tmp, ptmp, have_erl, have_elixir = P.tmp, P.ptmp, P.have_erl, P.have_elixir
+local started = P.started
 
 -- Long names on 127.0.0.1: every connection stays on the loopback.
 local host = "127.0.0.1"
-
--- The Erlang and Elixir peers are the host's, or, with MB_PEER_ROOT set
--- to a Debian root with other releases (.ci/roots builds them), that
--- root's, run with chroot.  Files the peers read live under tmp, which
--- they see as ptmp.
-local root = os.getenv("MB_PEER_ROOT")
-if root == "" then root = nil end
-local tmp, ptmp, have_erl, have_elixir
-if root then
-  tmp = sh(("mktemp -d %s/tmp/mbspec.XXXXXX"):format(root)):gsub("%s+$", "")
-  ptmp = tmp:sub(#root + 1)
-  have_erl = sh(("test -x %s/usr/bin/erl && echo y"):format(root)):match("y") ~= nil
-  have_elixir = sh(("test -x %s/usr/bin/elixir && echo y"):format(root)):match("y") ~= nil
-else
-  tmp = sh("mktemp -d"):gsub("%s+$", "")
-  ptmp = tmp
-  have_erl = sh("command -v erl"):match("%S") ~= nil
-  have_elixir = sh("command -v elixir"):match("%S") ~= nil
-end
-
--- A command line of the peers' (erl, erlc, elixir).  In a root, the
--- command gets a /proc of its own: mounted in a mount namespace of its
--- own, it goes when the command ends, and nothing outside sees it.
-local function peer(cmd)
-  if not root then return cmd end
-  return ([[unshare -m --propagation private sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' %s %s]])
-    :format(root, cmd)
-end
-
--- An OS process in the background: its pid, and how to stop it.
-local started = {}
-local function spawn_os(cmd, log)
-  -- erl and elixir exec their way down to the VM, which keeps this pid
-  local p = io.popen(("ERL_EPMD_PORT=%d exec %s > %s 2>&1 & echo $!")
-    :format(EPMD_PORT, cmd, log))
-  local pid = p:read("l")
-  p:close()
-  started[#started + 1] = pid
-  return pid
-end
-
-local function kill_os(pid, sig)
-  os.execute(("kill -%s %s 2>/dev/null"):format(sig or "TERM", pid))
-end
 
 -- Run fn inside a process of this node and return its results.
 local function run(fn, ...) return mb.run(fn, ...) end
@@ -88,8 +42,7 @@ setup(function()
     mb.start_distribution{name = "mbspec@127.0.0.1", cookie = cookie, epmd_port = port}
   end, EPMD_PORT, COOKIE)
   if have_erl then
-    assert(os.execute(("cp spec/fixtures/mbpeer.erl %s/"):format(tmp)))
-    assert(os.execute(peer(("erlc -o %s %s/mbpeer.erl"):format(ptmp, ptmp))))
+    P.erlc("mbpeer.erl")
     spawn_os(peer(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
       :format(COOKIE, ptmp)), tmp .. "/e1.log")
     -- wait (bounded) until it answers a ping
@@ -106,10 +59,7 @@ setup(function()
 end)
 
 
-teardown(function()
-  for _, pid in ipairs(started) do kill_os(pid, "KILL") end
-  os.execute("rm -rf " .. tmp)
-end)
+teardown(P.stop_all)
 
 -- Ask the Erlang peer to apply M:F(A) and return the result.
 local function erl_apply(m, f, args, timeout)

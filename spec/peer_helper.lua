@@ -1,0 +1,82 @@
+-- Real Erlang and Elixir peers for the distribution specs: the host's, or,
+-- with MB_PEER_ROOT set to a Debian root with other releases (.ci/roots
+-- builds them), that root's, run with chroot.  Files the peers read live
+-- under P.tmp, which they see as P.ptmp.  Every OS process started here
+-- is stopped by its pid in P.stop_all, which also removes P.tmp.
+--
+--   local P = require("spec.peer_helper").new{epmd_port = port}
+--   P.spawn_os(P.peer("erl -name e1@127.0.0.1 ..."), P.tmp .. "/e1.log")
+--   teardown(P.stop_all)
+local M = {}
+
+local function sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return out
+end
+M.sh = sh
+
+function M.new(opts)
+  local P = {epmd_port = opts.epmd_port, started = {}, sh = sh}
+  local root = os.getenv("MB_PEER_ROOT")
+  if root == "" then root = nil end
+  P.root = root
+  if root then
+    P.tmp = sh(("mktemp -d %s/tmp/mbspec.XXXXXX"):format(root)):gsub("%s+$", "")
+    P.ptmp = P.tmp:sub(#root + 1)
+    P.have_erl = sh(("test -x %s/usr/bin/erl && echo y"):format(root)):match("y") ~= nil
+    P.have_elixir = sh(("test -x %s/usr/bin/elixir && echo y"):format(root)):match("y") ~= nil
+  else
+    P.tmp = sh("mktemp -d"):gsub("%s+$", "")
+    P.ptmp = P.tmp
+    P.have_erl = sh("command -v erl"):match("%S") ~= nil
+    P.have_elixir = sh("command -v elixir"):match("%S") ~= nil
+  end
+
+  -- A command line of the peers' (erl, erlc, elixir).  In a root, the
+  -- command gets a /proc of its own: mounted in a mount namespace of its
+  -- own, it goes when the command ends, and nothing outside sees it.
+  function P.peer(cmd)
+    if not root then return cmd end
+    return ([[unshare -m --propagation private sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' %s %s]])
+      :format(root, cmd)
+  end
+
+  -- An OS process in the background, its output in log: its pid.
+  function P.spawn_os(cmd, log)
+    -- erl and elixir exec their way down to the VM, which keeps this pid
+    local p = io.popen(("ERL_EPMD_PORT=%d exec %s > %s 2>&1 & echo $!")
+      :format(P.epmd_port, cmd, log or "/dev/null"))
+    local pid = p:read("l")
+    p:close()
+    P.started[#P.started + 1] = pid
+    return pid
+  end
+
+  -- Record a pid started some other way, so stop_all stops it.
+  function P.track(pid)
+    P.started[#P.started + 1] = pid
+    return pid
+  end
+
+  function P.kill_os(pid, sig)
+    os.execute(("kill -%s %s 2>/dev/null"):format(sig or "TERM", pid))
+  end
+
+  function P.stop_all()
+    for _, pid in ipairs(P.started) do P.kill_os(pid, "KILL") end
+    P.started = {}
+    os.execute("rm -rf " .. P.tmp)
+  end
+
+  -- Compile an Erlang module from spec/fixtures into P.tmp.
+  function P.erlc(file)
+    assert(os.execute(("cp spec/fixtures/%s %s/"):format(file, P.tmp)))
+    assert(os.execute(P.peer(("erlc -o %s %s/%s"):format(P.ptmp, P.ptmp, file))))
+  end
+
+  return P
+end
+
+return M
