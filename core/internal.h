@@ -279,6 +279,26 @@ uint64_t mb__ref_next(void);
  * have this bit, and messages sent to them always arrive. */
 #define MB_REF_ALIAS (1ULL << 62)
 
+/* ---- trace.c: tracing processes ---- */
+#define MB_TRACE_SEND 0x01u
+#define MB_TRACE_RECEIVE 0x02u
+#define MB_TRACE_CALL 0x04u
+#define MB_TRACE_SPAWN 0x08u
+#define MB_TRACE_EXIT 0x10u
+#define MB_TRACE_LINK 0x20u
+/* The one test the watched paths make when tracing is off. */
+#define MB__TRACING(p, flags)                                                  \
+  (atomic_load_explicit(&(p)->trace, memory_order_relaxed) & (flags))
+int mb__trace_init(void);
+/* The events, each called only when MB__TRACING says so, by the process
+ * itself: the destination and the message of a send at those indexes of
+ * L; the message just received at the top of L; the other process of a
+ * link or unlink at `other`; the exit reason. */
+void mb__trace_send(mb_proc_t *p, lua_State *L, int dest, int msg);
+void mb__trace_receive(mb_proc_t *p, lua_State *L);
+void mb__trace_link(mb_proc_t *p, lua_State *L, bool link, int other);
+void mb__trace_exit(mb_proc_t *p, const mb_msg_t *reason);
+
 /* ---- proc.c: processes ---- */
 typedef enum {
   MB_PS_RUNNABLE, /* in a run queue, or running (see on_cpu) */
@@ -331,8 +351,11 @@ struct mb_proc_s {
   atomic_size_t mem;
   atomic_size_t mq_len;
   _Atomic uint64_t reductions; /* slices run, and messages taken */
-  atomic_bool poked;           /* the watchdog ended its slice */
-  atomic_bool on_cpu;          /* running now (for process_info) */
+  /* Trace flags and session (trace.c): written by anyone under the trace
+   * lock, read by the owner. */
+  _Atomic uint32_t trace;
+  atomic_bool poked;  /* the watchdog ended its slice */
+  atomic_bool on_cpu; /* running now (for process_info) */
 
   /* Owned by the thread running the process. */
   lua_State *L;

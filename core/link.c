@@ -302,6 +302,8 @@ int mb_lua_link(lua_State *L) {
     return luaL_error(L, "link: out of memory");
   if (mb__signal(to, m) == 0) {
     table_put(p, &p->links, to, 1);
+    if (MB__TRACING(p, MB_TRACE_LINK))
+      mb__trace_link(p, L, true, 1);
     return 1;
   }
   if (!p->trap_exit)
@@ -322,6 +324,8 @@ int mb_lua_unlink(lua_State *L) {
     mb_msg_t *m = mb__signal_new(MB_SIG_UNLINK, p->pid, 0);
     if (m != NULL)
       mb__signal(to, m);
+    if (MB__TRACING(p, MB_TRACE_LINK))
+      mb__trace_link(p, L, false, 1);
   }
   lua_pushboolean(L, 1);
   return 1;

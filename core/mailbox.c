@@ -393,6 +393,8 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   if (mb__proc_handle_signals(p))
     return mb__proc_yield(L, MB_YIELD_EXIT, ctx, receive_k);
   if (take(L, p, &scanned)) {
+    if (MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL))
+      mb__trace_receive(p, L);
     atomic_store_explicit(
         &p->reductions,
         atomic_load_explicit(&p->reductions, memory_order_relaxed) + 1,
@@ -554,24 +556,39 @@ static int send_remote(lua_State *L, mb_pid_t to) {
   return 0;
 }
 
+/* A send the sender is traced for: after it went, so that a send that
+ * raises is not reported. */
+static int traced_send(lua_State *L) {
+  mb_proc_t *self = MB_PROC(L);
+  if (self != NULL && MB__TRACING(self, MB_TRACE_SEND))
+    mb__trace_send(self, L, 1, 2);
+  return 0;
+}
+
 /* send(dest, msg): dest is a pid, a registered name or {Name, Node}. */
 int mb_lua_send(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp != NULL && lp->node != 0) {
     luaL_checkany(L, 2);
-    return send_remote(L, mb__pid_key(lp));
+    send_remote(L, mb__pid_key(lp));
+    return traced_send(L);
   }
   mb_pid_t to = lp ? lp->id : check_dest(L, 1, "send");
   luaL_checkany(L, 2);
-  if (MB_PID_IS_REMOTE(to))
-    return send_remote(L, to);
+  if (MB_PID_IS_REMOTE(to)) {
+    send_remote(L, to);
+    return traced_send(L);
+  }
   mb_msg_t *m = mb_lua_encode(L, 2, "msg", "send");
-  m->from = mb_lua_self_pid(L);
+  mb_proc_t *self = MB_PROC(L);
+  m->from = self != NULL ? self->pid : 0;
   if (lp != NULL && lp->proc == NULL)
     lp->proc = mb__proc_lookup(to);
   if (lp != NULL && lp->proc != NULL)
     mb__proc_deliver(lp->proc, m); /* dropped if it has ended */
   else
     mb_proc_send(to, m);
+  if (self != NULL && MB__TRACING(self, MB_TRACE_SEND))
+    mb__trace_send(self, L, 1, 2);
   return 0;
 }

@@ -365,6 +365,10 @@ mb_pid_t mb_lua_self_pid(lua_State *L);
  * process (or in a coroutine resumed from C, where it cannot block). */
 mb_pid_t mb_lua_check_self(lua_State *L, const char *fname);
 void mb_lua_push_pid(lua_State *L, mb_pid_t pid);
+/* After the calling process spawned `child` (module and function, or NULL
+ * for a Lua function): a trace message if it is traced for spawns. */
+void mb_trace_spawn(lua_State *L, mb_pid_t child, const char *module,
+                    const char *function);
 /* The pid at idx, or a Lua error. */
 mb_pid_t mb_lua_check_pid(lua_State *L, int idx);
 void mb_lua_push_ref(lua_State *L, uint64_t ref);
@@ -394,6 +398,9 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(whereis) \
   XX(registered) \
   XX(process_info) \
+  XX(trace_start) \
+  XX(trace_process) \
+  XX(trace_stop) \
   XX(processes) \
   XX(make_ref) \
   XX(memory) \

@@ -32,6 +32,7 @@ static const struct {
 } steps[] = {
     {start_tables, NULL},               /* the process table */
     {mb__atoms_init, NULL},             /* the atoms the core uses */
+    {mb__trace_init, NULL},             /* no trace session yet */
     {start_loop, stop_loop},            /* the I/O loop's thread, timers */
     {mb__socket_start, stop_sockets},   /* sockets owned by processes */
     {start_schedulers, mb__sched_stop}, /* scheduler threads, watchdog */

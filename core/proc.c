@@ -733,6 +733,8 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   if (reason == NULL)
     reason = mb__msg_atom(mb__atoms.killed); /* out of memory */
   normal = reason != NULL && mb__msg_is_atom(reason, mb__atoms.normal);
+  if (reason != NULL && MB__TRACING(p, MB_TRACE_EXIT))
+    mb__trace_exit(p, reason);
 
   uv_mutex_lock(&p->lock);
   atomic_store(&p->state, MB_PS_EXITING);

@@ -105,6 +105,7 @@ static int spawn_with(lua_State *L, mb_spawn_opts_t *o, int base,
                       "system_limit)",
                       fname, (int)mb_node_process_limit());
   check_err(L, err, fname);
+  mb_trace_spawn(L, pid, o->module, o->function);
   mb_lua_push_pid(L, pid);
   if (o->monitor) {
     mb_lua_push_ref(L, o->monitor_ref);

@@ -367,6 +367,15 @@ end
 
 local REMOTE_EVAL, REMOTE_OUTPUT = mb.atom["$shell_eval"], mb.atom["$shell_output"]
 
+local remote_owner, remote_tag -- a remote session's: where its output goes
+
+--- Where a remote session's output goes: the user's shell process and the
+-- tag its output messages carry, {"$shell_output", Tag, Text}; nil in any
+-- other process. For processes that write for the session (the tracer of
+-- moonbeam.trace).
+-- @return owner, tag; or nil
+function M.remote_output() return remote_owner, remote_tag end
+
 --- A remote session's process (on the node the shell connects to): it
 -- evaluates what `owner` sends, and ends with it. What it prints (print,
 -- and the helpers) goes to the owner's terminal. Other messages stay in
@@ -375,6 +384,7 @@ function M.serve(owner)
   for name, f in pairs(helpers) do _G[name] = f end
   local tag = mb.make_ref()
   output = function(text) mb.send(owner, mb.tuple(REMOTE_OUTPUT, tag, text)) end
+  remote_owner, remote_tag = owner, tag
   _G.print = function(...)
     local n, parts = select("#", ...), {}
     for i = 1, n do parts[i] = tostring((select(i, ...))) end
