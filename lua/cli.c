@@ -73,6 +73,23 @@ static const command_t commands[] = {
      "module: its new version, or the error that left the old one running.\n"
      "Exits 0 if every module loaded everywhere, else 1.  The launcher's\n"
      "own node is hidden, named reload<pid>@host.\n"},
+    {"ping", CLI_PING, "moonbeam ping [options] [NODE]",
+     "Asks NODE whether it is up, as net_adm:ping/1: prints pong and exits\n"
+     "0, or prints pang and exits 1.  Without NODE, the node of --name, or\n"
+     "of --sname on this host (the config file may set them).  The\n"
+     "launcher's own node is hidden, named ping<pid>@host.\n"},
+    {"stop", CLI_STOP, "moonbeam stop [options] [NODE]",
+     "Stops NODE as SIGTERM does: its applications stop, last started\n"
+     "first, and its launcher exits 0.  Waits until NODE is down; exits 1\n"
+     "if it cannot be reached.\n"},
+    {"rpc", CLI_RPC, "moonbeam rpc [options] [NODE] CODE",
+     "Evaluates CODE, an expression or statements, on NODE (with `mb`\n"
+     "bound), and prints what it returns, as eval does.  Exits 1 if NODE\n"
+     "cannot be reached or CODE raises there (the error is printed).\n"},
+    {"pid", CLI_PID, "moonbeam pid [options] [NODE]",
+     "Prints the operating system pid of the launcher running NODE.\n"},
+    {"remote", CLI_REMOTE, "moonbeam remote [options] [NODE]",
+     "A shell on the running NODE: the same as shell --remsh NODE.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -102,7 +119,10 @@ enum {
 #define FOR(cmd) (1u << (cmd))
 #define NODE (FOR(CLI_RUN) | FOR(CLI_START) | FOR(CLI_EVAL) | FOR(CLI_SHELL))
 #define APPS (FOR(CLI_START) | FOR(CLI_SHELL))
-#define ALL (NODE | FOR(CLI_EPMD_NAMES) | FOR(CLI_RELOAD))
+#define TO_NODE                                                                \
+  (FOR(CLI_PING) | FOR(CLI_STOP) | FOR(CLI_RPC) | FOR(CLI_PID) |               \
+   FOR(CLI_REMOTE))
+#define ALL (NODE | FOR(CLI_EPMD_NAMES) | FOR(CLI_RELOAD) | TO_NODE)
 
 typedef struct {
   const char *name;
@@ -133,7 +153,7 @@ static const option_t options[] = {
     {"--log-level", "LEVEL", NODE, OPT_LOG_LEVEL, "MOONBEAM_LOG_LEVEL",
      "debug, info, notice, warning or error",
      "debug, info (default), notice, warning or error"},
-    {"--config", "FILE", NODE, OPT_CONFIG, "MOONBEAM_CONFIG", NULL,
+    {"--config", "FILE", NODE | TO_NODE, OPT_CONFIG, "MOONBEAM_CONFIG", NULL,
      "a Lua file that returns settings"},
     {"--rocks-tree", "DIR", NODE, OPT_ROCKS_TREE, "MOONBEAM_ROCKS_TREE",
      "a directory",
@@ -146,9 +166,9 @@ static const option_t options[] = {
      "permanent, transient or temporary",
      "start type: permanent (default), transient or\n"
      "temporary"},
-    {"--sname", "NAME", NODE, OPT_SNAME, NULL, NULL,
+    {"--sname", "NAME", NODE | TO_NODE, OPT_SNAME, NULL, NULL,
      "distributed node, short name (NAME@host)"},
-    {"--name", "NAME", NODE, OPT_NAME, NULL, NULL,
+    {"--name", "NAME", NODE | TO_NODE, OPT_NAME, NULL, NULL,
      "distributed node, long name (NAME@host.domain or NAME@ip)"},
     {"--cookie", "COOKIE", ALL, OPT_COOKIE, NULL, NULL,
      "distribution cookie (default: ~/.erlang.cookie)"},
@@ -211,6 +231,9 @@ static const char general_usage[] =
     "  shell [app.lua]           an interactive shell\n"
     "  epmd-names                list the names registered with epmd\n"
     "  reload NODE module...     load modules again on a running cluster\n"
+    "  ping|stop|pid [NODE]      is NODE up; stop it; its OS pid\n"
+    "  rpc [NODE] CODE           evaluate Lua code on NODE, print the result\n"
+    "  remote [NODE]             a shell on NODE (shell --remsh NODE)\n"
     "  help [COMMAND]            help on a command (or COMMAND --help)\n"
     "\n"
     "options (before or after the command; for run and eval, before the\n"
@@ -541,6 +564,13 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
       cli->nargs = argc - i - 1;
       break;
     }
+    if (c->command == CLI_RPC && npos == 1) {
+      /* rpc NODE CODE: the node was the first. */
+      cli->args = argv + i;
+      cli->nargs = 1;
+      npos++;
+      continue;
+    }
     if (++npos > (c->command == CLI_EPMD_NAMES ? 0 : 1)) {
       cli_say("%s: unexpected argument '%s' (see moonbeam %s --help)", c->name,
               argv[i], c->name);
@@ -552,8 +582,20 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
     cli_say("reload: no module named (see moonbeam reload --help)");
     return 2;
   }
+  if (c->command == CLI_RPC && cli->nargs == 0) {
+    /* rpc CODE: the node is --name's or --sname's. */
+    if (cli->target == NULL) {
+      cli_say("rpc: missing code (see moonbeam rpc --help)");
+      return 2;
+    }
+    static char *code[1];
+    code[0] = (char *)cli->target;
+    cli->args = code;
+    cli->nargs = 1;
+    cli->target = NULL;
+  }
   if (cli->target == NULL && c->command != CLI_SHELL &&
-      c->command != CLI_EPMD_NAMES) {
+      c->command != CLI_EPMD_NAMES && !CLI_TO_NODE(c->command)) {
     cli_say("%s: missing %s (see moonbeam %s --help)", c->name,
             c->command == CLI_RUN      ? "script"
             : c->command == CLI_START  ? "application file"
@@ -786,6 +828,33 @@ int cli_settings(lua_State *L, cli_t *cli) {
     lua_remove(L, file);
   }
   return -1;
+}
+
+const char *cli_node(cli_t *cli) {
+  if (cli->target != NULL)
+    return cli->target;
+  static char node[600];
+  if (cli->name != NULL) {
+    snprintf(node, sizeof node, "%s", cli->name);
+  } else if (cli->sname != NULL && strchr(cli->sname, '@') != NULL) {
+    snprintf(node, sizeof node, "%s", cli->sname);
+  } else if (cli->sname != NULL) {
+    char host[256];
+    size_t n = sizeof host;
+    if (uv_os_gethostname(host, &n) != 0)
+      snprintf(host, sizeof host, "localhost");
+    host[strcspn(host, ".")] = '\0';
+    snprintf(node, sizeof node, "%s@%s", cli->sname, host);
+  } else {
+    for (size_t i = 0; i < NCOMMANDS; i++)
+      if (commands[i].command == cli->command)
+        cli_say("%s: missing node (give NODE, --name or --sname; see "
+                "moonbeam %s --help)",
+                commands[i].name, commands[i].name);
+    return NULL;
+  }
+  cli->target = node;
+  return node;
 }
 
 /* ---- module paths ---- */

@@ -13,8 +13,17 @@ typedef enum {
   CLI_EVAL,       /* moonbeam eval CODE [args...] */
   CLI_SHELL,      /* moonbeam shell [app.lua] */
   CLI_EPMD_NAMES, /* moonbeam epmd-names (needs distribution) */
-  CLI_RELOAD      /* moonbeam reload NODE module... */
+  CLI_RELOAD,     /* moonbeam reload NODE module... */
+  CLI_PING,       /* moonbeam ping [NODE]: commands for a running node */
+  CLI_STOP,       /* moonbeam stop [NODE] */
+  CLI_RPC,        /* moonbeam rpc [NODE] CODE */
+  CLI_PID,        /* moonbeam pid [NODE] */
+  CLI_REMOTE      /* moonbeam remote [NODE]: shell --remsh NODE */
 } cli_command_t;
+
+/* The commands that reach a running node: NODE, or the node that --name
+ * or --sname names. */
+#define CLI_TO_NODE(c) ((c) >= CLI_PING)
 
 /* What to run and with which settings, once the command line, the MOONBEAM_*
  * variables and the config file are merged.  Strings point into argv, the
@@ -23,7 +32,7 @@ typedef enum {
 typedef struct {
   cli_command_t command;
   const char *target; /* the script, the app file (or NULL), the code, or
-                         the node (reload) */
+                         the node (reload, ping...; see cli_node) */
   int nargs;          /* arguments after the target (run, eval, reload) */
   char **args;
   const char *config;     /* --config or MOONBEAM_CONFIG, or NULL */
@@ -55,6 +64,12 @@ int cli_parse(int argc, char **argv, cli_t *cli);
  * with the --env flags over it.  Returns -1 to go on, or the status to exit
  * with (the error is printed). */
 int cli_settings(lua_State *L, cli_t *cli);
+
+/* For the commands that reach a running node: the node, the one argument
+ * or else the name of --name, or of --sname on this host; NULL with the
+ * error printed if there is none.  (Settings first: the config file may
+ * name the node.)  Returns a string that lives as long as the launcher. */
+const char *cli_node(cli_t *cli);
 
 /* package.path and package.cpath for the processes: malloc'd strings. */
 char *cli_lua_path(const cli_t *cli);

@@ -226,6 +226,25 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ---- */
 
+/* The name of a command that reaches a running node, as its own node's
+ * name starts. */
+static const char *command_name(void) {
+  switch (cli.command) {
+  case CLI_RELOAD:
+    return "reload";
+  case CLI_PING:
+    return "ping";
+  case CLI_STOP:
+    return "stop";
+  case CLI_RPC:
+    return "rpc";
+  case CLI_PID:
+    return "pid";
+  default:
+    return "remsh";
+  }
+}
+
 /* Distribution, when --sname, --name, --remsh or reload asks for it: after
  * the node has started, before the first process runs.  The own node of a
  * remote shell or a reload is hidden and named after this OS process, on
@@ -234,16 +253,17 @@ static int start_distribution(void) {
   char name[600];
   const char *base = cli.sname ? cli.sname : cli.name;
   const char *key = cli.sname ? "sname" : "name";
-  int reload = cli.command == CLI_RELOAD;
-  const char *peer = reload ? cli.target : cli.remsh;
+  const char *cmd = command_name();
+  int to_node = cli.command == CLI_RELOAD || CLI_TO_NODE(cli.command);
+  const char *peer = to_node ? cli.target : cli.remsh;
   if (peer != NULL) {
     const char *at = strchr(peer, '@');
     if (at == NULL || at[1] == '\0') {
       cli_say("%s: a node name is name@host (got %s)",
-              reload ? "reload" : "--remsh", peer);
+              to_node ? cmd : "--remsh", peer);
       return 2;
     }
-    snprintf(name, sizeof name, "%s%d@%s", reload ? "reload" : "remsh",
+    snprintf(name, sizeof name, "%s%d@%s", to_node ? cmd : "remsh",
              (int)getpid(), at + 1);
     base = name;
     key = "name";
@@ -326,6 +346,29 @@ static int check_readable(const char *file) {
   return 0;
 }
 
+/* ---- moonbeam.launcher_os: the launcher's process, for its node ---- */
+
+/* pid() -> the operating system pid of the launcher */
+static int os_pid(lua_State *ls) {
+  lua_pushinteger(ls, (lua_Integer)getpid());
+  return 1;
+}
+
+/* terminate(): stop the node as SIGTERM does (moonbeam stop), through the
+ * same handler. */
+static int os_terminate(lua_State *ls) {
+  (void)ls;
+  uv_kill((int)getpid(), SIGTERM);
+  return 0;
+}
+
+static int open_launcher_os(lua_State *ls) {
+  static const luaL_Reg funcs[] = {
+      {"pid", os_pid}, {"terminate", os_terminate}, {NULL, NULL}};
+  luaL_newlib(ls, funcs);
+  return 1;
+}
+
 static int start_node(void) {
   mb_config_t cfg = {0};
   cfg.schedulers = cli.schedulers;
@@ -337,8 +380,11 @@ static int start_node(void) {
   cfg.lua_cpath = cpath;
   if (cli.log_level >= 0)
     mb_log_set_level((mb_log_level_t)cli.log_level);
+  else if (CLI_TO_NODE(cli.command) && cli.command != CLI_REMOTE)
+    mb_log_set_level(MB_LOG_ERROR); /* its own node's news is noise */
   mb_node_preload("moonbeam", luaopen_moonbeam);
   mb_node_preload("moonbeam.console", luaopen_moonbeam_console);
+  mb_node_preload("moonbeam.launcher_os", open_launcher_os);
   int err = path && cpath ? mb_node_start(&cfg) : MB_ENOMEM;
   free(path);
   free(cpath);
@@ -419,9 +465,11 @@ static int spawn_entry(void) {
   } else {
     const char *function;
     int nargs = 3;
-    if (cli.command == CLI_EVAL || cli.command == CLI_RELOAD) {
-      /* eval(code, env, {n = count, ...}), reload(node, env, {...}) */
-      function = cli.command == CLI_EVAL ? "eval" : "reload";
+    if (cli.command == CLI_EVAL || cli.command == CLI_RELOAD ||
+        CLI_TO_NODE(cli.command)) {
+      /* eval(code, env, {n = count, ...}), reload(node, env, {...}),
+       * ping(node, env, {}), rpc(node, env, {code})... */
+      function = cli.command == CLI_EVAL ? "eval" : command_name();
       lua_pushstring(L, cli.target);
       lua_insert(L, -2);
       push_args(NULL);
@@ -463,8 +511,16 @@ int main(int argc, char **argv) {
   r = cli_settings(L, &cli);
   if (r >= 0)
     return r;
+  if (CLI_TO_NODE(cli.command) && cli_node(&cli) == NULL)
+    return 2;
+  if (cli.command == CLI_REMOTE) {
+    cli.command = CLI_SHELL;
+    cli.remsh = cli.target;
+    cli.target = NULL;
+  }
   if (cli.target != NULL && cli.command != CLI_EVAL &&
-      cli.command != CLI_RELOAD && check_readable(cli.target) != 0)
+      cli.command != CLI_RELOAD && !CLI_TO_NODE(cli.command) &&
+      check_readable(cli.target) != 0)
     return 1;
   if (start_node() != 0)
     return 1;

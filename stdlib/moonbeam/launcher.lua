@@ -7,6 +7,8 @@
 --   moonbeam eval CODE       ->  eval(code, env, args)
 --   moonbeam shell [app.lua] ->  shell(file, start_type, env)
 --   moonbeam reload NODE m.. ->  reload(node, env, modules)
+--   moonbeam ping|pid|stop NODE -> ping(node), pid(node), stop(node)
+--   moonbeam rpc NODE CODE   ->  rpc(node, env, {CODE})
 --   SIGTERM, SIGINT          ->  stop_node()
 --   settings' env, for run   ->  set_env(env)
 --
@@ -214,6 +216,119 @@ function M.reload(node, _, modules)
   io.stdout:write(require("moonbeam.code").report_text(report, names))
   io.stdout:flush()
   return report.ok and 0 or 1
+end
+
+-- ---------------------------------------------------------------------------
+-- Commands for a running node: ping, stop, rpc, pid
+
+-- How long an operator command waits for the node to answer, in ms.
+local ANSWER_TIME = 30000
+
+local function connect(node)
+  if require("moonbeam.dist").connect(node, 10000) then return true end
+  say("cannot connect to %s", node)
+  return false
+end
+
+local function remote_call(node, module, fun, args)
+  local ok, r = pcall(require("moonbeam.rpc").call, node, module, fun, args or {},
+    ANSWER_TIME)
+  if ok then return true, r end
+  -- {exception, Class, Reason} from the node, or {erpc, Reason}; a Lua
+  -- error's reason is {lua_error, "message\nstack traceback..."}.
+  if typeof(r) == "tuple" and r[1] == atom.exception then r = r[3] end
+  if typeof(r) == "tuple" and r[1] == atom.lua_error and type(r[2]) == "string" then
+    r = r[2]:match("^(.-)\nstack traceback") or r[2]
+  end
+  return false, type(r) == "string" and r or inspect(r, 3)
+end
+
+--- moonbeam ping: whether `node` answers, as net_adm:ping/1; prints pong
+-- or pang.
+-- @return 0 for pong, 1 for pang
+function M.ping(node)
+  local answer = require("moonbeam.dist").ping(node, 10000)
+  io.stdout:write(answer, "\n")
+  io.stdout:flush()
+  return answer == "pong" and 0 or 1
+end
+
+--- moonbeam pid: the operating system pid of the launcher running `node`.
+-- @return 0, or 1 if the node cannot be reached
+function M.pid(node)
+  if not connect(node) then return 1 end
+  local ok, r = remote_call(node, "moonbeam.launcher", "os_pid")
+  if not ok then
+    say("pid on %s failed: %s", node, r)
+    return 1
+  end
+  io.stdout:write(tostring(r), "\n")
+  io.stdout:flush()
+  return 0
+end
+
+--- moonbeam rpc: evaluate `code` (an expression or statements, as eval
+-- takes them) on `node`, and print what it returns, as eval does.
+-- @return 0, or 1 if the node cannot be reached or the code fails there
+function M.rpc(node, _, args)
+  local code = args and args[1]
+  if not connect(node) then return 1 end
+  local ok, r = remote_call(node, "moonbeam.launcher", "eval_text", {code})
+  if not ok then
+    say("rpc on %s: %s", node, r)
+    return 1
+  end
+  if r ~= "" then io.stdout:write(r, "\n") end
+  io.stdout:flush()
+  return 0
+end
+
+--- moonbeam stop: stop `node` as SIGTERM does (its applications stop, last
+-- started first, and its launcher exits 0), and wait until it is down.
+-- @return 0 once it is down, 1 if it cannot be reached or does not go
+function M.stop(node)
+  if not connect(node) then return 1 end
+  local nodeatom = mb.atom(node)
+  mb.monitor_node(nodeatom, true)
+  -- The node may go before it answers: the wait below tells.
+  pcall(require("moonbeam.rpc").call, node, "moonbeam.launcher", "terminate", {},
+    ANSWER_TIME)
+  local down = mb.receive(function(m)
+    return typeof(m) == "tuple" and m[1] == atom.nodedown and m[2] == nodeatom
+  end, 120000)
+  if down == nil then
+    say("%s did not stop within 120 s", node)
+    return 1
+  end
+  return 0
+end
+
+--- The operating system pid of this node's launcher (moonbeam pid).
+function M.os_pid() return require("moonbeam.launcher_os").pid() end
+
+--- Stop this node as SIGTERM does (moonbeam stop): the signal is raised
+-- in the launcher, which stops the applications and exits 0.
+function M.terminate()
+  require("moonbeam.launcher_os").terminate()
+  return true
+end
+
+--- Evaluate `code` as eval does, here, and give what it returns as the
+-- shell prints it ("" for nothing); raises the code's error (moonbeam rpc).
+function M.eval_text(code)
+  if type(code) ~= "string" then error("code expected, got " .. typeof(code), 0) end
+  local prefix = "local mb = require 'moonbeam'; "
+  local chunk = load(prefix .. "return " .. code, "=rpc", "t")
+  local err
+  if not chunk then chunk, err = load(prefix .. code, "=rpc", "t") end
+  if not chunk then error(err, 0) end
+  local r = pack(xpcall(chunk, function(e)
+    return type(e) == "string" and e or inspect(e)
+  end))
+  if not r[1] then error(r[2], 0) end
+  local out = {}
+  for i = 2, r.n do out[#out + 1] = inspect(r[i]) end
+  return concat(out, ", ")
 end
 
 -- ---------------------------------------------------------------------------
