@@ -279,6 +279,11 @@ uint64_t mb__ref_next(void);
  * have this bit, and messages sent to them always arrive. */
 #define MB_REF_ALIAS (1ULL << 62)
 
+/* ---- log.c ---- */
+/* mb_log, for a report of `kind` (see mb_log_event). */
+void mb__log_report(mb_log_level_t level, const char *kind, const char *fmt,
+                    ...);
+
 /* ---- trace.c: tracing processes ---- */
 #define MB_TRACE_SEND 0x01u
 #define MB_TRACE_RECEIVE 0x02u

@@ -434,6 +434,22 @@ typedef enum {
 void mb_log(mb_log_level_t level, const char *fmt, ...);
 void mb_log_set_level(mb_log_level_t level);
 mb_log_level_t mb_log_get_level(void);
+/* One event: `text` (len bytes) logged by the process `pid` (its text,
+ * "<0.3.0>", or NULL), a report of `kind` ("crash_report",
+ * "supervisor_report", "progress_report", or NULL for a plain line). */
+void mb_log_event(mb_log_level_t level, const char *pid, const char *kind,
+                  const char *text, size_t len);
+typedef enum {
+  MB_LOG_FORMAT_TIME, /* 12:00:00.000 [info] text (the default) */
+  MB_LOG_FORMAT_DATE, /* 2026-12-01 12:00:00.000 [info] text */
+  MB_LOG_FORMAT_JSON  /* {"time":..., "level":..., "msg":...}, one a line */
+} mb_log_format_t;
+void mb_log_set_format(mb_log_format_t format);
+/* Write to the file `path` (appended to) instead of stderr, or to stderr
+ * again for NULL.  Once the file reaches max_bytes (0: never), it becomes
+ * path.1, path.1 path.2 and so on, keeping `keep` of them.  Returns 0, or
+ * -1 with errno set when the file cannot be opened (nothing changes). */
+int mb_log_set_file(const char *path, size_t max_bytes, int keep);
 /* A function called around each line the logger writes, with 0 before and
  * 1 after it, holding the logger's lock: a console that shows a prompt
  * moves it out of the way and back.  NULL for none. */

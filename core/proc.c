@@ -610,12 +610,12 @@ static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
   uv_mutex_lock(&p->lock);
   const mb__atom_t *name = p->name;
   uv_mutex_unlock(&p->lock);
-  mb_log(MB_LOG_ERROR,
-         "process <0.%u.%u>%s%s%s terminating\n"
-         "** (error) %s\n  %s",
-         MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid),
-         name ? " (registered as " : "", name ? name->name : "",
-         name ? ")" : "", what, tb ? tb : "");
+  mb__log_report(MB_LOG_ERROR, "crash_report",
+                 "process <0.%u.%u>%s%s%s terminating\n"
+                 "** (error) %s\n  %s",
+                 MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid),
+                 name ? " (registered as " : "", name ? name->name : "",
+                 name ? ")" : "", what, tb ? tb : "");
   lua_pop(L, 4);
 }
 

@@ -99,6 +99,10 @@ enum {
   OPT_MAX_PROCESSES,
   OPT_SHUTDOWN_TIME,
   OPT_LOG_LEVEL,
+  OPT_LOG_FORMAT,
+  OPT_LOG_FILE,
+  OPT_LOG_FILE_SIZE,
+  OPT_LOG_FILES,
   OPT_CONFIG,
   OPT_ROCKS_TREE,
   OPT_ENV,
@@ -153,6 +157,18 @@ static const option_t options[] = {
     {"--log-level", "LEVEL", NODE, OPT_LOG_LEVEL, "MOONBEAM_LOG_LEVEL",
      "debug, info, notice, warning or error",
      "debug, info (default), notice, warning or error"},
+    {"--log-format", "FORMAT", NODE, OPT_LOG_FORMAT, "MOONBEAM_LOG_FORMAT",
+     "time, date or json",
+     "log lines: time (default: 12:00:00.000 [info]),\n"
+     "date (2026-12-01 12:00:00.000 [info]) or json"},
+    {"--log-file", "FILE", NODE, OPT_LOG_FILE, "MOONBEAM_LOG_FILE", "a file",
+     "log to FILE instead of stderr, rotated by size"},
+    {"--log-file-size", "SIZE", NODE, OPT_LOG_FILE_SIZE,
+     "MOONBEAM_LOG_FILE_SIZE", "a size in bytes (or with K, M, G)",
+     "rotate the log file at SIZE (default: 10M)"},
+    {"--log-files", "N", NODE, OPT_LOG_FILES, "MOONBEAM_LOG_FILES",
+     "a number from 0 to 100",
+     "rotated log files kept: FILE.1 .. FILE.N (default 5)"},
     {"--config", "FILE", NODE | TO_NODE, OPT_CONFIG, "MOONBEAM_CONFIG", NULL,
      "a Lua file that returns settings"},
     {"--rocks-tree", "DIR", NODE, OPT_ROCKS_TREE, "MOONBEAM_ROCKS_TREE",
@@ -184,6 +200,7 @@ static const option_t options[] = {
 
 static const char *const level_names[] = {"debug",   "info",  "notice",
                                           "warning", "error", NULL};
+static const char *const log_formats[] = {"time", "date", "json", NULL};
 static const char *const start_types[] = {"permanent", "transient", "temporary",
                                           NULL};
 
@@ -353,6 +370,25 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
       goto bad;
     cli->log_level = k;
     break;
+  case OPT_LOG_FORMAT:
+    if ((k = find_name(log_formats, value)) < 0)
+      goto bad;
+    cli->log_format = k;
+    break;
+  case OPT_LOG_FILE:
+    if (*value == '\0')
+      goto bad;
+    cli->log_file = value;
+    break;
+  case OPT_LOG_FILE_SIZE:
+    if (parse_size(value, &cli->log_file_size) != 0 || cli->log_file_size == 0)
+      goto bad;
+    break;
+  case OPT_LOG_FILES:
+    if (parse_int(value, 0, 100, &n) != 0)
+      goto bad;
+    cli->log_files = (int)n;
+    break;
   case OPT_CONFIG:
     cli->config = value;
     break;
@@ -499,6 +535,8 @@ static int skip_options(int argc, char **argv) {
 int cli_parse(int argc, char **argv, cli_t *cli) {
   memset(cli, 0, sizeof *cli);
   cli->log_level = -1;
+  cli->log_format = -1;
+  cli->log_files = -1;
   cli->start_type = "permanent";
 
   int first = skip_options(argc, argv);
@@ -636,7 +674,8 @@ static int from_variables(cli_t *cli) {
  * for a number setting a number written out (apply parses it at once). */
 static const char *setting_text(lua_State *L, int idx, int id) {
   bool number = id == OPT_SCHEDULERS || id == OPT_MAX_HEAP ||
-                id == OPT_MAX_PROCESSES || id == OPT_SHUTDOWN_TIME;
+                id == OPT_MAX_PROCESSES || id == OPT_SHUTDOWN_TIME ||
+                id == OPT_LOG_FILE_SIZE || id == OPT_LOG_FILES;
   if (lua_type(L, idx) == LUA_TSTRING ||
       (number && lua_type(L, idx) == LUA_TNUMBER))
     return lua_tostring(L, idx);
@@ -684,6 +723,10 @@ static const struct {
     {"max_processes", OPT_MAX_PROCESSES},
     {"shutdown_time", OPT_SHUTDOWN_TIME},
     {"log_level", OPT_LOG_LEVEL},
+    {"log_format", OPT_LOG_FORMAT},
+    {"log_file", OPT_LOG_FILE},
+    {"log_file_size", OPT_LOG_FILE_SIZE},
+    {"log_files", OPT_LOG_FILES},
     {"rocks_tree", OPT_ROCKS_TREE},
     {"sname", OPT_SNAME},
     {"name", OPT_NAME},
@@ -709,10 +752,11 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
     if (text == NULL)
       return file_error(file, "%s must be a %s", key,
                         id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES ||
-                                id == OPT_SHUTDOWN_TIME
+                                id == OPT_SHUTDOWN_TIME || id == OPT_LOG_FILES
                             ? "number"
-                        : id == OPT_MAX_HEAP ? "number or a string"
-                                             : "string");
+                        : id == OPT_MAX_HEAP || id == OPT_LOG_FILE_SIZE
+                            ? "number or a string"
+                            : "string");
     char from[128];
     snprintf(from, sizeof from, "%s: %s", file, key);
     return apply(cli, id, text, from) == 0 ? -1 : 1;

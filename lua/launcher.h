@@ -41,6 +41,10 @@ typedef struct {
   size_t max_processes;   /* 0: the core's default */
   long shutdown_time;     /* ms SIGTERM waits for a clean stop; 0: default */
   int log_level;          /* an mb_log_level_t, or -1: leave the default */
+  int log_format;         /* an mb_log_format_t, or -1: the default */
+  const char *log_file;   /* or NULL: stderr */
+  size_t log_file_size;   /* rotate at this size; 0: the default */
+  int log_files;          /* rotated files kept; -1: the default */
   const char *start_type; /* start, shell: "permanent" unless --type */
   const char **trees;     /* LuaRocks trees, in the order given */
   int ntrees;

@@ -255,15 +255,23 @@ int lmb_start_distribution(lua_State *L) {
 static const char *const level_names[] = {"debug",   "info",  "notice",
                                           "warning", "error", NULL};
 
+static const char *const report_kinds[] = {"crash_report", "supervisor_report",
+                                           "progress_report", NULL};
+
+/* log(level, text, [kind]): kind is a report's, see mb_log_event. */
 static int l_log(lua_State *L) {
   int level = luaL_checkoption(L, 1, NULL, level_names);
-  const char *text = mb_lua_tostring(L, 2, NULL);
+  const char *kind = NULL;
+  if (!lua_isnoneornil(L, 3))
+    kind = report_kinds[luaL_checkoption(L, 3, NULL, report_kinds)];
+  size_t len;
+  const char *text = mb_lua_tostring(L, 2, &len);
   mb_pid_t self = mb_lua_self_pid(L);
+  char pid[48];
   if (self != 0)
-    mb_log((mb_log_level_t)level, "<0.%u.%u> %s", MB_PID_ID(self),
-           MB_PID_SERIAL(self), text);
-  else
-    mb_log((mb_log_level_t)level, "%s", text);
+    snprintf(pid, sizeof pid, "<0.%u.%u>", MB_PID_ID(self),
+             MB_PID_SERIAL(self));
+  mb_log_event((mb_log_level_t)level, self != 0 ? pid : NULL, kind, text, len);
   return 0;
 }
 

@@ -42,6 +42,8 @@
 #define LAUNCHER "moonbeam.launcher"
 #define PRELUDE_TIMEOUT_MS 60000
 #define SHUTDOWN_TIME_MS 30000
+#define LOG_FILE_SIZE (10u << 20)
+#define LOG_FILES 5
 
 /* A process whose end the main loop waits for: a thread blocks in the
  * waiter and wakes the loop. */
@@ -382,6 +384,17 @@ static int start_node(void) {
     mb_log_set_level((mb_log_level_t)cli.log_level);
   else if (CLI_TO_NODE(cli.command) && cli.command != CLI_REMOTE)
     mb_log_set_level(MB_LOG_ERROR); /* its own node's news is noise */
+  if (cli.log_format >= 0)
+    mb_log_set_format((mb_log_format_t)cli.log_format);
+  if (cli.log_file != NULL &&
+      mb_log_set_file(cli.log_file,
+                      cli.log_file_size ? cli.log_file_size : LOG_FILE_SIZE,
+                      cli.log_files >= 0 ? cli.log_files : LOG_FILES) != 0) {
+    cli_say("cannot open the log file %s: %s", cli.log_file, strerror(errno));
+    free(path);
+    free(cpath);
+    return MB_EINVAL;
+  }
   mb_node_preload("moonbeam", luaopen_moonbeam);
   mb_node_preload("moonbeam.console", luaopen_moonbeam_console);
   mb_node_preload("moonbeam.launcher_os", open_launcher_os);

@@ -7,7 +7,9 @@
 --
 -- Each call writes one line (or one multi-line report) on stderr, prefixed
 -- by the time, the level and the pid of the calling process; lines from
--- different processes never mix. The level is the node's: setting it in one
+-- different processes never mix. The launcher's settings choose the format
+-- (the time, the date and time, or JSON lines) and a log file rotated by
+-- size instead of stderr (docs/operations.md, Logs). The level is the node's: setting it in one
 -- process sets it for all.
 --
 -- Levels, from lowest to highest: debug, info, notice, warning, error. The
@@ -204,7 +206,22 @@ end
 function M.crash_report(title, reason, fields)
   check_fields(fields)
   if enabled("error") then
-    mb_log("error", report_text(title, reason, true, fields))
+    mb_log("error", report_text(title, reason, true, fields), "crash_report")
+  end
+end
+
+--- Log a supervisor report (level error): a supervisor's child ended
+-- abnormally, or could not start, as OTP's supervisor reports say.
+--
+--   logger.supervisor_report("Child worker of Supervisor demo_sup terminated",
+--     reason, {{"Pid", pid}, {"Restart", "permanent"}})
+-- @param title the first line
+-- @param reason the exit reason
+-- @param fields optional list of {label, value} pairs
+function M.supervisor_report(title, reason, fields)
+  check_fields(fields)
+  if enabled("error") then
+    mb_log("error", report_text(title, reason, true, fields), "supervisor_report")
   end
 end
 
@@ -218,7 +235,7 @@ end
 function M.progress_report(title, fields)
   check_fields(fields)
   if enabled("info") then
-    mb_log("info", report_text(title, nil, false, fields))
+    mb_log("info", report_text(title, nil, false, fields), "progress_report")
   end
 end
 

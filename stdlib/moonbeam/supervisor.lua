@@ -149,7 +149,7 @@ local function start_one(c, extra)
 end
 
 local function log_child(s, c, pid, what, reason)
-  require("moonbeam.logger").crash_report(
+  require("moonbeam.logger").supervisor_report(
     ("Child %s of Supervisor %s %s"):format(tostring(c.id),
       tostring(s.name or mb.self()), what), reason,
     {{"Pid", pid}, {"Restart", c.restart}, {"Shutdown", c.shutdown}, {"Type", c.type}})
