@@ -90,6 +90,13 @@ static const command_t commands[] = {
      "Prints the operating system pid of the launcher running NODE.\n"},
     {"remote", CLI_REMOTE, "moonbeam remote [options] [NODE]",
      "A shell on the running NODE: the same as shell --remsh NODE.\n"},
+    {"release", CLI_RELEASE, "moonbeam release [options] app.lua --output DIR",
+     "Builds a release of the application file in DIR: this launcher,\n"
+     "moonbeam's modules, the application file's directory, the LuaRocks\n"
+     "trees of --rocks-tree, the --config file (else one that names the\n"
+     "node after the application) as etc/config.lua, and bin/<app>, a start\n"
+     "script: start|stop|remote|rpc CODE|pid|ping.  DIR may be moved; it\n"
+     "needs only the shared libraries the launcher links to.\n"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -112,6 +119,7 @@ enum {
   OPT_COOKIE,
   OPT_REMSH,
   OPT_HIDDEN,
+  OPT_OUTPUT,
   OPT_HELP,
   OPT_VERSION
 };
@@ -126,7 +134,8 @@ enum {
 #define TO_NODE                                                                \
   (FOR(CLI_PING) | FOR(CLI_STOP) | FOR(CLI_RPC) | FOR(CLI_PID) |               \
    FOR(CLI_REMOTE))
-#define ALL (NODE | FOR(CLI_EPMD_NAMES) | FOR(CLI_RELOAD) | TO_NODE)
+#define ALL                                                                    \
+  (NODE | FOR(CLI_EPMD_NAMES) | FOR(CLI_RELOAD) | TO_NODE | FOR(CLI_RELEASE))
 
 typedef struct {
   const char *name;
@@ -169,10 +178,10 @@ static const option_t options[] = {
     {"--log-files", "N", NODE, OPT_LOG_FILES, "MOONBEAM_LOG_FILES",
      "a number from 0 to 100",
      "rotated log files kept: FILE.1 .. FILE.N (default 5)"},
-    {"--config", "FILE", NODE | TO_NODE, OPT_CONFIG, "MOONBEAM_CONFIG", NULL,
-     "a Lua file that returns settings"},
-    {"--rocks-tree", "DIR", NODE, OPT_ROCKS_TREE, "MOONBEAM_ROCKS_TREE",
-     "a directory",
+    {"--config", "FILE", NODE | TO_NODE | FOR(CLI_RELEASE), OPT_CONFIG,
+     "MOONBEAM_CONFIG", NULL, "a Lua file that returns settings"},
+    {"--rocks-tree", "DIR", NODE | FOR(CLI_RELEASE), OPT_ROCKS_TREE,
+     "MOONBEAM_ROCKS_TREE", "a directory",
      "find modules in this LuaRocks tree too (repeatable;\n"
      "the variable takes DIR:DIR...)"},
     {"--env", "APP.KEY=VALUE", NODE, OPT_ENV, NULL, "APP.KEY=VALUE",
@@ -192,6 +201,8 @@ static const option_t options[] = {
      "a shell on a running node"},
     {"--hidden", NULL, NODE, OPT_HIDDEN, NULL, NULL,
      "a hidden node: it joins no cluster by connecting"},
+    {"--output", "DIR", FOR(CLI_RELEASE), OPT_OUTPUT, NULL, NULL,
+     "release: the directory to build the release in"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -251,6 +262,7 @@ static const char general_usage[] =
     "  ping|stop|pid [NODE]      is NODE up; stop it; its OS pid\n"
     "  rpc [NODE] CODE           evaluate Lua code on NODE, print the result\n"
     "  remote [NODE]             a shell on NODE (shell --remsh NODE)\n"
+    "  release app.lua --output DIR  a self-contained release in DIR\n"
     "  help [COMMAND]            help on a command (or COMMAND --help)\n"
     "\n"
     "options (before or after the command; for run and eval, before the\n"
@@ -425,6 +437,9 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     break;
   case OPT_HIDDEN:
     cli->hidden = 1;
+    break;
+  case OPT_OUTPUT:
+    cli->output = value;
     break;
   default:
     break;
@@ -635,8 +650,9 @@ int cli_parse(int argc, char **argv, cli_t *cli) {
   if (cli->target == NULL && c->command != CLI_SHELL &&
       c->command != CLI_EPMD_NAMES && !CLI_TO_NODE(c->command)) {
     cli_say("%s: missing %s (see moonbeam %s --help)", c->name,
-            c->command == CLI_RUN      ? "script"
-            : c->command == CLI_START  ? "application file"
+            c->command == CLI_RUN ? "script"
+            : c->command == CLI_START || c->command == CLI_RELEASE
+                ? "application file"
             : c->command == CLI_RELOAD ? "node"
                                        : "code",
             c->name);

@@ -18,12 +18,13 @@ typedef enum {
   CLI_STOP,       /* moonbeam stop [NODE] */
   CLI_RPC,        /* moonbeam rpc [NODE] CODE */
   CLI_PID,        /* moonbeam pid [NODE] */
-  CLI_REMOTE      /* moonbeam remote [NODE]: shell --remsh NODE */
+  CLI_REMOTE,     /* moonbeam remote [NODE]: shell --remsh NODE */
+  CLI_RELEASE     /* moonbeam release app.lua --output DIR (no node) */
 } cli_command_t;
 
 /* The commands that reach a running node: NODE, or the node that --name
  * or --sname names. */
-#define CLI_TO_NODE(c) ((c) >= CLI_PING)
+#define CLI_TO_NODE(c) ((c) >= CLI_PING && (c) <= CLI_REMOTE)
 
 /* What to run and with which settings, once the command line, the MOONBEAM_*
  * variables and the config file are merged.  Strings point into argv, the
@@ -52,9 +53,10 @@ typedef struct {
   int nenvs;
   /* Distribution. */
   const char *sname, *name, *cookie, *remsh;
-  int hidden;     /* --hidden */
-  unsigned given; /* the settings given by flag or variable (cli.c) */
-  char *owned;    /* storage the strings above may point into */
+  int hidden;         /* --hidden */
+  const char *output; /* release: --output DIR */
+  unsigned given;     /* the settings given by flag or variable (cli.c) */
+  char *owned;        /* storage the strings above may point into */
 } cli_t;
 
 /* Parse the command line into `cli`.  Returns -1 to go on, or the status
@@ -78,6 +80,10 @@ const char *cli_node(cli_t *cli);
 /* package.path and package.cpath for the processes: malloc'd strings. */
 char *cli_lua_path(const cli_t *cli);
 char *cli_lua_cpath(const cli_t *cli);
+
+/* moonbeam release (release.c): build the release of the application file
+ * cli->target in cli->output.  Returns the status to exit with. */
+int release_build(lua_State *L, const cli_t *cli);
 
 /* Write "moonbeam: <message>" on stderr: how the launcher reports an error
  * that stops it. */

@@ -535,6 +535,8 @@ int main(int argc, char **argv) {
       cli.command != CLI_RELOAD && !CLI_TO_NODE(cli.command) &&
       check_readable(cli.target) != 0)
     return 1;
+  if (cli.command == CLI_RELEASE)
+    return release_build(L, &cli);
   if (start_node() != 0)
     return 1;
   if (cli.command == CLI_EPMD_NAMES)

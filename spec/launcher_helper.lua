@@ -52,17 +52,21 @@ local function env_prefix(env)
   -- Settings of the runner's environment must not leak into a test.
   for _, var in ipairs({"MOONBEAM_SCHEDULERS", "MOONBEAM_MAX_HEAP", "MOONBEAM_MAX_PROCESSES",
                         "MOONBEAM_SHUTDOWN_TIME",
-                        "MOONBEAM_LOG_LEVEL",
+                        "MOONBEAM_LOG_LEVEL", "MOONBEAM_LOG_FORMAT", "MOONBEAM_LOG_FILE",
+                        "MOONBEAM_LOG_FILE_SIZE", "MOONBEAM_LOG_FILES",
                         "MOONBEAM_CONFIG", "MOONBEAM_ROCKS_TREE"}) do
     if not (env and env[var]) then words[#words + 1] = "-u " .. var end
   end
+  -- env takes its -u options before the assignments.
+  local sets = {}
   for k, v in pairs(env or {}) do
     if v == false then
       words[#words + 1] = "-u " .. k
     else
-      words[#words + 1] = quote(k .. "=" .. v)
+      sets[#sets + 1] = quote(k .. "=" .. v)
     end
   end
+  for _, w in ipairs(sets) do words[#words + 1] = w end
   return table.concat(words, " ")
 end
 
