@@ -7,6 +7,7 @@
 --   spawn      spawn a process that tells its parent it runs, then ends
 --   send       send {tag, I} to this process (left queued)
 --   send_recv  send {tag, I} to this process and receive it
+--   send_recv_traced  the same, this process traced for send and receive
 --   selective  a selective receive past 1,000 queued messages (matcher)
 --   pattern    the same through moonbeam.receive's string pattern
 --   call       gen_server.call round trip to an echo server
@@ -44,6 +45,16 @@ function ops.send_recv()
     mb.send(me, mb.tuple(tag, i))
     mb.receive()
   end
+end
+
+-- send_recv, with this process traced for both: two events an operation,
+-- taken by a tracer that drops them (its work is counted too).
+function ops.send_recv_traced()
+  local tracer = mb.spawn(function() while true do mb.receive() end end)
+  mb.trace_start(tracer, {})
+  mb.trace_process(me, {"send", "receive"})
+  ops.send_recv()
+  mb.trace_stop()
 end
 
 local function queue_noise()

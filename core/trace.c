@@ -54,6 +54,11 @@ static const mb__atom_t *atom(const char *name) {
 }
 
 int mb__trace_init(void) {
+  /* A node started again in this OS process starts with no trace. */
+  uv_mutex_lock(&lock);
+  session.gen = 0;
+  session.tracer = 0;
+  uv_mutex_unlock(&lock);
   a_trace_ts = atom("trace_ts");
   a_trace_stopped = atom("trace_stopped");
   a_gen_call = atom("$gen_call");
@@ -134,17 +139,22 @@ static mb_msg_t *head(mb_proc_t *p, unsigned n, const char *what) {
   return m;
 }
 
-/* Append the value at idx of L, or the atom `unencodable`. */
-static int add_value(mb_msg_t **m, lua_State *L, int idx) {
+/* The value at idx of L as a message, or NULL when it cannot be sent
+ * (the event then carries the atom `unencodable`).  Done before the lock
+ * is taken: encoding runs Lua's allocator, which may raise. */
+static mb_msg_t *encode(lua_State *L, int idx) {
   char err[160];
   mb_msg_t *v = NULL;
-  if (mb__msg_encode(L, idx, "trace", &v, err, sizeof err) != 0) {
-    const mb__atom_t *a = atom("unencodable");
-    return a == NULL || mb__tuple_atom(m, a);
-  }
-  int r = mb__tuple_value(m, v);
-  mb_msg_free(v);
-  return r;
+  if (idx == 0 || mb__msg_encode(L, idx, "trace", &v, err, sizeof err) != 0)
+    return NULL;
+  return v;
+}
+
+static int add_value(mb_msg_t **m, const mb_msg_t *v) {
+  if (v != NULL)
+    return mb__tuple_value(m, v);
+  const mb__atom_t *a = atom("unencodable");
+  return a == NULL || mb__tuple_atom(m, a);
 }
 
 /* Whether p's event goes out (lock held): its word names the running
@@ -171,19 +181,23 @@ static void emit(mb_msg_t *m, unsigned n) {
     stop("max");
 }
 
-/* An event {trace_ts, Pid, What, A, [B,] Ts}, A and B taken from L. */
+/* An event {trace_ts, Pid, What, A, [B,] Ts}, A and B taken from L (B
+ * left out when b is 0). */
 static void event(mb_proc_t *p, lua_State *L, const char *what, int a, int b) {
+  mb_msg_t *va = encode(L, a), *vb = encode(L, b);
   uv_mutex_lock(&lock);
   if (current(p) && admit()) {
     unsigned n = b != 0 ? 6 : 5;
     mb_msg_t *m = head(p, n, what);
-    if (m != NULL && (add_value(&m, L, a) || (b != 0 && add_value(&m, L, b)))) {
+    if (m != NULL && (add_value(&m, va) || (b != 0 && add_value(&m, vb)))) {
       mb_msg_free(m);
       m = NULL;
     }
     emit(m, n);
   }
   uv_mutex_unlock(&lock);
+  mb_msg_free(va);
+  mb_msg_free(vb);
 }
 
 void mb__trace_send(mb_proc_t *p, lua_State *L, int dest, int msg) {
