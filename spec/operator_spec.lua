@@ -106,7 +106,7 @@ describe("commands for a running node", function()
     s, out = run({"ping", node, "--cookie", "oc"})
     assert.equal(1, s)
     assert.equal("pang\n", out)
-    for _, cmd in ipairs({{"stop"}, {"pid"}, {"rpc", "1"}}) do
+    for _, cmd in ipairs({{"stop"}, {"pid"}, {"rpc", "1"}, {"remote"}}) do
       local args = {cmd[1], node, "--cookie", "oc"}
       if cmd[2] then table.insert(args, 3, cmd[2]) end
       s, out, err = run(args)
