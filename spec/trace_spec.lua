@@ -178,6 +178,20 @@ describe("moonbeam.trace", function()
     assert.same({"one", false, "two"}, got)
   end)
 
+  it("ends at once when nothing matches, and leaves no printing tracer behind on a bad option", function()
+    local got = in_process(function()
+      local mb = require "moonbeam"
+      local trace = require "moonbeam.trace"
+      local n = trace.processes({match = "^no_such_name"}, "all", {tracer = mb.self()})
+      local stop = collect()
+      -- The printing tracer started for it is killed (the leak check says).
+      local ok, err = pcall(trace.processes, mb.self(), "send", {max = 0})
+      return {n, stop, ok, err}
+    end)
+    assert.same({0, {{"stopped", "stopped", 0}}, false}, {got[1], got[2], got[3]})
+    assert.matches("max must be a positive integer", got[4])
+  end)
+
   it("refuses unknown flags and a dead tracer with clear errors", function()
     local errs = in_process(function()
       local mb = require "moonbeam"

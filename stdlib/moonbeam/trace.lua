@@ -136,7 +136,8 @@ end
 --   DEFAULT_MAX; math.huge for none), rate ({Max, Ms}: more than Max
 --   messages within Ms stops it), tracer (a local pid that gets the
 --   events; default: a process that prints each as a line, see format)
--- @return the number of processes traced, and the tracer's pid
+-- @return the number of processes traced (when none, the trace stops at
+--   once), and the tracer's pid
 function M.processes(spec, flags, opts)
   opts = opts or {}
   flags = flag_list(flags)
@@ -148,11 +149,17 @@ function M.processes(spec, flags, opts)
   end
   local max = opts.max or M.DEFAULT_MAX
   if max == math.huge then max = nil end
-  mb.trace_start(tracer, {max = max, rate = opts.rate})
+  local ok, err = pcall(mb.trace_start, tracer, {max = max, rate = opts.rate})
+  if not ok then
+    if opts.tracer == nil then mb.exit(tracer, "kill") end
+    error(err, 2)
+  end
   local n = 0
   for _, pid in ipairs(pids) do
     if mb.trace_process(pid, flags) then n = n + 1 end
   end
+  -- Nothing to trace: the trace ends at once, and its tracer with it.
+  if n == 0 then mb.trace_stop() end
   return n, tracer
 end
 
