@@ -222,9 +222,13 @@ describe("moonbeam.trace", function()
         trace.format(mb.tuple(mb.atom.trace_stopped, mb.atom.max, 3)),
         trace.format("not a trace message"),
         tostring(p),
+        trace.format(mb.tuple(mb.atom.trace_ts, p, mb.atom.call, "get", mb.tuple(p, "tag"), ts)),
+        trace.format(mb.tuple(mb.atom.trace_ts, p, mb.atom.call, "get", "odd", ts)),
       }
     end)
     local p = lines[5]
+    assert.equal("10:41:08.205511 " .. p .. ' call "get" from ' .. p, lines[6])
+    assert.equal("10:41:08.205511 " .. p .. ' call "get" from "odd"', lines[7])
     assert.same({
       "10:41:08.205511 " .. p .. " send {1, 2} to " .. p,
       "10:41:08.205511 " .. p .. ' receive "hi"',

@@ -60,7 +60,8 @@ function M.format(m)
   if what == "send" then
     return head .. show(m[4]) .. " to " .. show(m[5])
   elseif what == "call" then
-    return head .. show(m[4]) .. " from " .. show(m[5][1])
+    local from = m[5]
+    return head .. show(m[4]) .. " from " .. show(typeof(from) == "tuple" and from[1] or from)
   elseif what == "spawn" then
     return head .. tostring(m[4]) .. " (" .. m[5] .. ")"
   end
