@@ -61,33 +61,38 @@ for i = 1, spinners do busy[i] = mb.spawn(spin) end
 local tracer = mb.spawn(counter)
 local watched = members[procs // 2]
 
+-- A round: its wall time, and the CPU time of the node's threads (less
+-- moved by other programs on a loaded machine).
 local function round()
-  local t0 = bench.now()
+  local t0, c0 = bench.now(), os.clock()
   mb.send(nxt, hops - 1)
   while true do
     local k = mb.receive(function(m) return math.type(m) == "integer" end)
     if k == 0 then break end
     mb.send(nxt, k - 1)
   end
-  return bench.now() - t0
+  return bench.now() - t0, os.clock() - c0
 end
 
-local plain, traced, events = {}, {}, 0
+local plain, traced, plain_cpu, traced_cpu, events = {}, {}, {}, {}, 0
 round() -- warm up
 for _ = 1, rounds do
-  plain[#plain + 1] = round()
+  plain[#plain + 1], plain_cpu[#plain_cpu + 1] = round()
   trace.processes(watched, {"send", "receive"}, {tracer = tracer, max = math.huge})
-  traced[#traced + 1] = round()
+  traced[#traced + 1], traced_cpu[#traced_cpu + 1] = round()
   trace.stop()
   events = events + mb.receive(function(m) return math.type(m) == "integer" end)
 end
 for _, p in ipairs(busy) do mb.exit(p, "kill") end
 
-table.sort(plain)
-table.sort(traced)
+for _, l in ipairs({plain, traced, plain_cpu, traced_cpu}) do table.sort(l) end
 local p, t = bench.percentile(plain, 50), bench.percentile(traced, 50)
+local pc, tc = bench.percentile(plain_cpu, 50), bench.percentile(traced_cpu, 50)
 bench.note("%d processes, %d hops a round, %d rounds, %d spinners, %d schedulers; "
   .. "%d trace events in all", procs, hops, rounds, spinners, mb.schedulers(), events)
 bench.report("hop_untraced", p / hops * 1e9, "ns/hop", "lower")
 bench.report("hop_one_traced", t / hops * 1e9, "ns/hop", "lower")
 bench.report("traced_ratio", t / p, "x", "lower")
+bench.report("cpu_hop_untraced", pc / hops * 1e9, "ns/hop", "lower")
+bench.report("cpu_hop_one_traced", tc / hops * 1e9, "ns/hop", "lower")
+bench.report("cpu_traced_ratio", tc / pc, "x", "lower")
