@@ -280,9 +280,10 @@ uint64_t mb__ref_next(void);
 #define MB_REF_ALIAS (1ULL << 62)
 
 /* ---- log.c ---- */
-/* mb_log, for a report of `kind` (see mb_log_event). */
-void mb__log_report(mb_log_level_t level, const char *kind, const char *fmt,
-                    ...);
+/* mb_log, for a report of `kind` (see mb_log_event) about the process
+ * `about`, whose pid the JSON line carries (the text names it already). */
+void mb__log_report(mb_log_level_t level, const char *kind, mb_pid_t about,
+                    const char *fmt, ...);
 
 /* ---- trace.c: tracing processes ---- */
 #define MB_TRACE_SEND 0x01u

@@ -120,6 +120,7 @@ static void json_string(FILE *out, const char *s, size_t n) {
 typedef struct {
   mb_log_level_t level;
   const char *pid, *kind; /* or NULL */
+  mb_pid_t about; /* the process a core report is about (JSON only), or 0 */
   const char *text;
   int n;     /* the text's length, or -1 when it could not be formatted */
   int total; /* its length before the cut */
@@ -155,6 +156,9 @@ static void write_json(FILE *out, const line_t *l) {
           tm.tm_sec, l->ts.tv_nsec / 1000, level_name(l->level));
   if (l->pid != NULL)
     fprintf(out, ",\"pid\":\"%s\"", l->pid);
+  else if (l->about != 0)
+    fprintf(out, ",\"pid\":\"<0.%u.%u>\"", MB_PID_ID(l->about),
+            MB_PID_SERIAL(l->about));
   if (l->kind != NULL)
     fprintf(out, ",\"kind\":\"%s\"", l->kind);
   fputs(",\"msg\":", out);
@@ -194,7 +198,7 @@ void mb_log_event(mb_log_level_t level, const char *pid, const char *kind,
                   const char *text, size_t len) {
   if ((int)level < atomic_load(&min_level))
     return;
-  line_t l = {level, pid, kind, text, 0, 0, {0, 0}};
+  line_t l = {level, pid, kind, 0, text, 0, 0, {0, 0}};
   clock_gettime(CLOCK_REALTIME, &l.ts);
   l.total = len > (size_t)2147483647 ? 2147483647 : (int)len;
   l.n = len > MB_LOG_MAX ? MB_LOG_MAX : (int)len;
@@ -215,8 +219,8 @@ void mb_log_event(mb_log_level_t level, const char *pid, const char *kind,
   free(cut);
 }
 
-static void vlog(mb_log_level_t level, const char *kind, const char *fmt,
-                 va_list ap) {
+static void vlog(mb_log_level_t level, const char *kind, mb_pid_t about,
+                 const char *fmt, va_list ap) {
   if ((int)level < atomic_load(&min_level))
     return;
   char small[1024];
@@ -225,7 +229,7 @@ static void vlog(mb_log_level_t level, const char *kind, const char *fmt,
   if (buf == NULL)
     buf = small;
   int n = vsnprintf(buf, cap, fmt, ap);
-  line_t l = {level, NULL, kind, buf, n, n, {0, 0}};
+  line_t l = {level, NULL, kind, about, buf, n, n, {0, 0}};
   clock_gettime(CLOCK_REALTIME, &l.ts);
   if (n >= 0 && (size_t)n >= cap)
     l.n = (int)cap - 1;
@@ -237,14 +241,14 @@ static void vlog(mb_log_level_t level, const char *kind, const char *fmt,
 void mb_log(mb_log_level_t level, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vlog(level, NULL, fmt, ap);
+  vlog(level, NULL, 0, fmt, ap);
   va_end(ap);
 }
 
-void mb__log_report(mb_log_level_t level, const char *kind, const char *fmt,
-                    ...) {
+void mb__log_report(mb_log_level_t level, const char *kind, mb_pid_t about,
+                    const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vlog(level, kind, fmt, ap);
+  vlog(level, kind, about, fmt, ap);
   va_end(ap);
 }

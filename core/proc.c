@@ -610,7 +610,7 @@ static void log_crash(lua_State *L, mb_proc_t *p, int reason) {
   uv_mutex_lock(&p->lock);
   const mb__atom_t *name = p->name;
   uv_mutex_unlock(&p->lock);
-  mb__log_report(MB_LOG_ERROR, "crash_report",
+  mb__log_report(MB_LOG_ERROR, "crash_report", p->pid,
                  "process <0.%u.%u>%s%s%s terminating\n"
                  "** (error) %s\n  %s",
                  MB_PID_ID(p->pid), MB_PID_SERIAL(p->pid),

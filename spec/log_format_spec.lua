@@ -5,8 +5,9 @@ local H = require "spec.launcher_helper"
 local json = require "dkjson"
 
 -- A script that logs a line, a progress report (an application starts), a
--- supervisor report and a crash report (its child crashes), and waits
--- until the supervisor has restarted the child.
+-- supervisor report and a crash report (its child crashes), waits until
+-- the supervisor has restarted the child, and has a process raise (the
+-- core's crash report).
 local REPORTS = [[
 local mb = require "moonbeam"
 local logger = require "moonbeam.logger"
@@ -36,6 +37,8 @@ end})
 mb.receive(function(m) return m == "started" end)
 require("moonbeam.gen_server").cast("fragile", "go")
 mb.receive(function(m) return m == "started" end)
+local _, ref = mb.spawn_monitor(function() error("raw") end)
+mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end)
 ]]
 
 local function script(dir, body)
@@ -75,6 +78,9 @@ describe("log formats", function()
     local crash = find(function(e) return e.kind == "crash_report" end)
     assert.equal("error", crash.level)
     assert.matches("cracked", crash.msg)
+    -- The core's report of a process that raised names it in `pid` too.
+    local core = find(function(e) return e.kind == "crash_report" and e.msg:find("^process <") end)
+    assert.equal(core.msg:match("^process (<[%d.]+>)"), core.pid)
   end)
 
   it("writes the date and time with --log-format date, and the time alone by default", function()
