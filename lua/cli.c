@@ -262,7 +262,7 @@ static const char general_usage[] =
     "  ping|stop|pid [NODE]      is NODE up; stop it; its OS pid\n"
     "  rpc [NODE] CODE           evaluate Lua code on NODE, print the result\n"
     "  remote [NODE]             a shell on NODE (shell --remsh NODE)\n"
-    "  release app.lua --output DIR  a self-contained release in DIR\n"
+    "  release app.lua           a self-contained release (--output DIR)\n"
     "  help [COMMAND]            help on a command (or COMMAND --help)\n"
     "\n"
     "options (before or after the command; for run and eval, before the\n"
