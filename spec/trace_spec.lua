@@ -239,7 +239,6 @@ describe("moonbeam.trace", function()
   it("prints lines by default, in the user's terminal from a remote shell", function()
     local port = tostring(24000 + math.random(0, 999))
     local dir = H.tmpdir()
-    finally(function() H.remove(dir) end)
     local script = dir .. "/target.lua"
     H.write(script, [[
 local mb = require "moonbeam"
@@ -250,7 +249,11 @@ mb.receive(30000)
 ]])
     local target = H.start({"run", "--name", "tt@127.0.0.1", "--cookie", "tc", script},
       {env = {ERL_EPMD_PORT = port}})
-    finally(function() target:cleanup() end)
+    -- One finally (a second would replace it): the node, then its files.
+    finally(function()
+      target:cleanup()
+      H.remove(dir)
+    end)
     local up = H.wait_for(function()
       local s, names = H.run({"epmd-names"}, {env = {ERL_EPMD_PORT = port}, timeout = 10})
       return s == 0 and names:find("name tt at", 1, true)
