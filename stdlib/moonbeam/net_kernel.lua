@@ -11,6 +11,7 @@ local M = {}
 function M.start()
   if not pcall(mb.register, "net_kernel", mb.self()) then return end
   mb.spawn("moonbeam.rpc", "rex")
+  mb.spawn("moonbeam.global", "start")
   local GEN_CALL, is_auth = mb.atom["$gen_call"], mb.atom.is_auth
   while true do
     local m = mb.receive()

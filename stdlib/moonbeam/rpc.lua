@@ -67,8 +67,12 @@ end
 -- is {undef, [{M, F, A, []}]} as in Erlang; a module that is there but
 -- fails to load (a syntax error, an error while it runs) is
 -- {load_failed, M, Message}, and is logged.
+-- Erlang modules whose calls from other nodes a stdlib module answers:
+-- global:resolve_it/4 when global resolves a name conflict.
+local ERLANG_MODULES = {global = "moonbeam.global"}
+
 local function lookup(m, f, a)
-  local ok, mod = pcall(require, tostring(m))
+  local ok, mod = pcall(require, ERLANG_MODULES[tostring(m)] or tostring(m))
   if not ok and not tostring(mod):find("module '" .. tostring(m) .. "' not found", 1, true) then
     mb.log("error", "rpc: module " .. tostring(m) .. " failed to load: " .. tostring(mod))
     return nil, tuple(atom.load_failed, m, tostring(mod))

@@ -1,0 +1,208 @@
+-- global against real Erlang peers on 127.0.0.1: global:sync() completes
+-- with a moonbeam node in the cluster, names registered on either side are
+-- seen on both, go when their process or node goes, and conflicts resolve
+-- as OTP resolves them.  Every OS process started here is stopped by its
+-- pid, and every wait is bounded.
+local mb = require "moonbeam"
+
+local EPMD_PORT = 23000 + math.random(0, 999)
+local COOKIE = "globalsecret"
+local host = "127.0.0.1"
+local me = "mbglobal@" .. host
+
+local P = require("spec.peer_helper").new{epmd_port = EPMD_PORT}
+local tmp, ptmp = P.tmp, P.ptmp
+
+local function run(fn, ...) return mb.run(fn, ...) end
+
+-- Start an Erlang peer running mbpeer (its ctl process applies what we
+-- ask) and wait, bounded, until it answers.
+local function start_erl(name, extra)
+  P.spawn_os(P.peer(("erl -name %s@127.0.0.1 -setcookie %s -noshell -pa %s %s -eval 'mbpeer:start()'")
+    :format(name, COOKIE, ptmp, extra or "")), tmp .. "/" .. name .. ".log")
+  return name .. "@" .. host
+end
+
+-- Ask node's ctl process to apply M:F(A); nil if no answer within timeout.
+local function erl_apply(node, m, f, args, timeout)
+  return run(function(node, m, f, args, timeout)
+    local mb = require "moonbeam"
+    local ref = mb.make_ref()
+    mb.send({"ctl", node}, mb.tuple(mb.self(), ref,
+      mb.tuple(mb.atom.apply, mb.atom(m), mb.atom(f), mb.list(table.unpack(args)))))
+    local r = mb.receive(function(x) return x[1] == ref end, timeout or 20000)
+    return r and r[2]
+  end, node, m, f, args, timeout)
+end
+
+-- Wait (bounded) until node's ctl answers; the connection is then up.
+local function await(node)
+  for _ = 1, 100 do
+    if erl_apply(node, "erlang", "node", {}, 200) ~= nil then return end
+  end
+  error("the Erlang peer " .. node .. " did not come up")
+end
+
+-- Poll fn() (bounded, 10 s) until it returns true.
+local function eventually(fn)
+  for _ = 1, 200 do
+    if fn() then return true end
+    run(function() require("moonbeam").sleep(50) end)
+  end
+  return false
+end
+
+local function lua_sleeper()
+  return run(function()
+    local mb = require "moonbeam"
+    return mb.spawn(function() require("moonbeam").receive(function(m) return m == "stop" end) end)
+  end)
+end
+
+local function global(fn, ...)
+  return run(function(fn, ...)
+    return require("moonbeam.global")[fn](...)
+  end, fn, ...)
+end
+
+local A = mb.atom
+
+setup(function()
+  mb.start{run_timeout = 60000}
+  mb.run(function(port, cookie, me)
+    require("moonbeam").start_distribution{name = me, cookie = cookie, epmd_port = port}
+  end, EPMD_PORT, COOKIE, me)
+  if P.have_erl then
+    P.erlc("mbpeer.erl")
+    P.erlc("mbglobal.erl")
+  end
+end)
+
+teardown(P.stop_all)
+
+-- Stop a peer's OS process and wait (bounded) until its node is gone.
+local function stop_erl(node, pid)
+  P.kill_os(pid, "KILL")
+  return eventually(function()
+    for _, n in ipairs(run(function() return require("moonbeam").nodes() end)) do
+      if tostring(n) == node then return false end
+    end
+    return true
+  end)
+end
+
+describe("global with an Erlang node", function()
+  local e1, pid1
+  setup(function()
+    if not P.have_erl then return end
+    e1 = start_erl("g1")
+    pid1 = P.started[#P.started]
+    await(e1)
+  end)
+
+  it("lets global:sync() on the Erlang node return, and sync here too", function()
+    if not P.have_erl then return pending("no erl") end
+    assert.equal(A.ok, erl_apply(e1, "mbglobal", "sync", {10000}))
+    assert.is_true(global("sync"))
+  end)
+
+  it("shows a name registered from Lua to Erlang, and removes it when the process ends", function()
+    if not P.have_erl then return pending("no erl") end
+    local pid = lua_sleeper()
+    assert.is_true(global("register_name", "lua_db", pid))
+    assert.equal(pid, erl_apply(e1, "mbglobal", "whereis", {A.lua_db}))
+    assert.equal(pid, global("whereis_name", "lua_db"))
+    -- a second name for the same pid is refused, as OTP refuses it
+    assert.is_false(global("register_name", "lua_db2", pid))
+    -- and the name is taken
+    assert.is_false(global("register_name", "lua_db", lua_sleeper()))
+    run(function(p) require("moonbeam").send(p, "stop") end, pid)
+    assert.is_true(eventually(function()
+      return erl_apply(e1, "mbglobal", "whereis", {A.lua_db}) == A.undefined
+    end))
+    assert.is_nil(global("whereis_name", "lua_db"))
+  end)
+
+  it("finds a name registered on Erlang, sends to it, and forgets it when it is unregistered", function()
+    if not P.have_erl then return pending("no erl") end
+    local r = erl_apply(e1, "mbglobal", "reg", {A.erl_db})
+    assert.equal(A.yes, r[1])
+    assert.equal(r[2], global("whereis_name", "erl_db"))
+    assert.equal(r[2], global("send", "erl_db", "hi"))
+    local names = {}
+    for _, n in ipairs(global("registered_names")) do names[tostring(n)] = true end
+    assert.is_true(names.erl_db)
+    erl_apply(e1, "global", "unregister_name", {A.erl_db})
+    assert.is_nil(global("whereis_name", "erl_db"))
+  end)
+
+  it("raises {badarg, {Name, Msg}} on a send to a name nobody has", function()
+    if not P.have_erl then return pending("no erl") end
+    local err = run(function()
+      local ok, err = pcall(require("moonbeam.global").send, "nobody_here", "msg")
+      assert(not ok)
+      return err
+    end)
+    assert.equal(A.badarg, err[1])
+    assert.equal(A.nobody_here, err[2][1])
+    assert.equal("msg", err[2][2])
+  end)
+
+  it("unregisters and re-registers from Lua, seen on Erlang", function()
+    if not P.have_erl then return pending("no erl") end
+    local a, b = lua_sleeper(), lua_sleeper()
+    assert.is_true(global("register_name", "moving", a))
+    assert.is_true(global("re_register_name", "moving", b))
+    assert.equal(b, erl_apply(e1, "mbglobal", "whereis", {A.moving}))
+    assert.is_true(global("unregister_name", "moving"))
+    assert.equal(A.undefined, erl_apply(e1, "mbglobal", "whereis", {A.moving}))
+  end)
+
+  it("sets and deletes locks that Erlang's global:set_lock respects", function()
+    if not P.have_erl then return pending("no erl") end
+    local got = run(function(e1)
+      local mb = require "moonbeam"
+      local global = require "moonbeam.global"
+      local id = {mb.atom.res, mb.self()}
+      local set = global.set_lock(id)
+      -- Erlang may not take the same resource for another requester now
+      local ref = mb.make_ref()
+      mb.send({"ctl", e1}, mb.tuple(mb.self(), ref, mb.tuple(mb.atom.apply, mb.atom.global,
+        mb.atom.set_lock, mb.list(mb.tuple(mb.atom.res, mb.atom.other), mb.list(mb.atom(e1), mb.node()), 0))))
+      local theirs = mb.receive(function(x) return x[1] == ref end, 20000)
+      global.del_lock(id)
+      return {set, theirs and theirs[2]}
+    end, e1)
+    assert.is_true(got[1])
+    assert.is_false(got[2])
+    local r = global("trans", {"res2", "me"}, function() return 42 end)
+    assert.equal(42, r)
+  end)
+
+  it("lives through messages of every wrong shape sent to global_name_server", function()
+    if not P.have_erl then return pending("no erl") end
+    local gns = run(function() return require("moonbeam").whereis("global_name_server") end)
+    assert.is_true(erl_apply(e1, "mbglobal", "garbage", {A[me]}) > 20)
+    -- the same server still answers, and still speaks with Erlang
+    local pid = lua_sleeper()
+    assert.is_true(global("register_name", "after_garbage", pid))
+    assert.equal(pid, erl_apply(e1, "mbglobal", "whereis", {A.after_garbage}))
+    assert.equal(gns, run(function() return require("moonbeam").whereis("global_name_server") end))
+    assert.equal(A.ok, erl_apply(e1, "mbglobal", "sync", {10000}))
+    run(function(p) require("moonbeam").send(p, "stop") end, pid)
+  end)
+
+  it("forgets the names of a node that goes down", function()
+    if not P.have_erl then return pending("no erl") end
+    local e2 = start_erl("g2")
+    local pid2 = P.started[#P.started]
+    await(e2)
+    assert.equal(A.ok, erl_apply(e2, "mbglobal", "sync", {10000}))
+    local r = erl_apply(e2, "mbglobal", "reg", {A.on_g2})
+    assert.equal(A.yes, r[1])
+    assert.equal(r[2], global("whereis_name", "on_g2"))
+    assert.equal(r[2], erl_apply(e1, "mbglobal", "whereis", {A.on_g2}))
+    assert.is_true(stop_erl(e2, pid2))
+    assert.is_true(eventually(function() return global("whereis_name", "on_g2") == nil end))
+  end)
+end)
