@@ -206,3 +206,134 @@ describe("global with an Erlang node", function()
     assert.is_true(eventually(function() return global("whereis_name", "on_g2") == nil end))
   end)
 end)
+
+describe("a GenServer named {global, Name}", function()
+  local e1
+  setup(function()
+    if not P.have_erl then return end
+    e1 = start_erl("gs1")
+    await(e1)
+  end)
+  teardown(function()
+    if e1 then stop_erl(e1, P.started[#P.started]) end
+  end)
+
+  it("is called from Erlang with gen_server:call({global, Name}) and from Lua by the same name", function()
+    if not P.have_erl then return pending("no erl") end
+    assert.equal(A.ok, erl_apply(e1, "mbglobal", "sync", {10000}))
+    local pid = run(function()
+      local gs = require "moonbeam.gen_server"
+      return assert(gs.start("spec.fixtures.global_support", 40, {name = {"global", "counter"}}))
+    end)
+    assert.equal(pid, erl_apply(e1, "mbglobal", "whereis", {A.counter}))
+    assert.equal(40, erl_apply(e1, "gen_server", "call", {mb.tuple(A.global, A.counter), A.get}))
+    erl_apply(e1, "gen_server", "cast", {mb.tuple(A.global, A.counter), 2})
+    assert.equal(42, run(function()
+      return require("moonbeam.gen_server").call({"global", "counter"}, "get")
+    end))
+    -- a second server by that name is not started: the first has it
+    local second = run(function()
+      local gs = require "moonbeam.gen_server"
+      return {gs.start("spec.fixtures.global_support", 0, {name = {"global", "counter"}})}
+    end)
+    assert.is_nil(second[1])
+    assert.equal(A.already_started, second[2][1])
+    assert.equal(pid, second[2][2])
+    run(function(p) require("moonbeam.gen_server").stop(p) end, pid)
+    assert.is_true(eventually(function()
+      return erl_apply(e1, "mbglobal", "whereis", {A.counter}) == A.undefined
+    end))
+    -- and a call by the name now fails with noproc
+    local ok, err = run(function()
+      return pcall(require("moonbeam.gen_server").call, {"global", "counter"}, "get")
+    end)
+    assert.is_false(ok)
+    assert.equal(A.noproc, err[1])
+  end)
+end)
+
+-- Two sides that registered the same name before they met.
+describe("a name registered on both sides before they connect", function()
+  -- node names order the sides: c* < mbglobal < z*
+  -- Start a peer that registers `clash` itself before any connection
+  -- (mbglobal:reg runs in its -eval), then connect and sync.
+  local function meet(ename, resolve)
+    P.spawn_os(P.peer(("erl -name %s@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start(), {yes, P} = mbglobal:reg(clash), register(clash_owner, P)'")
+      :format(ename, COOKIE, ptmp)), tmp .. "/" .. ename .. ".log")
+    local os_pid = P.started[#P.started]
+    local node = ename .. "@" .. host
+    local lua_pid = lua_sleeper()
+    assert.is_true(global("register_name", "clash", lua_pid, resolve))
+    -- wait until the peer has registered its own (its ctl is up after)
+    await(node)
+    assert.equal(A.ok, erl_apply(node, "mbglobal", "sync", {10000}))
+    assert.is_true(global("sync"))
+    return node, os_pid, lua_pid
+  end
+
+  local function alive(pid)
+    return run(function(p) return require("moonbeam").process_info(p) ~= nil end, pid)
+  end
+
+  it("keeps the process of the smaller node and kills the other, when Erlang resolves", function()
+    if not P.have_erl then return pending("no erl") end
+    local node, os_pid, lua_pid = meet("c1")
+    local kept = erl_apply(node, "mbglobal", "whereis", {A.clash})
+    assert.equal(erl_apply(node, "erlang", "whereis", {A.clash_owner}), kept)
+    assert.equal(kept, global("whereis_name", "clash"))
+    assert.is_true(eventually(function() return not alive(lua_pid) end))
+    assert.is_true(stop_erl(node, os_pid))
+  end)
+
+  it("keeps the process of the smaller node and kills the other, when moonbeam resolves", function()
+    if not P.have_erl then return pending("no erl") end
+    local node, os_pid, lua_pid = meet("z1")
+    assert.equal(lua_pid, global("whereis_name", "clash"))
+    assert.is_true(eventually(function()
+      return erl_apply(node, "mbglobal", "whereis", {A.clash}) == lua_pid
+    end))
+    assert.is_true(alive(lua_pid))
+    -- the Erlang process that had the name was killed
+    assert.is_true(eventually(function()
+      return erl_apply(node, "erlang", "whereis", {A.clash_owner}) == A.undefined
+    end))
+    run(function(p) require("moonbeam").send(p, "stop") end, lua_pid)
+    assert.is_true(eventually(function() return global("whereis_name", "clash") == nil end))
+    assert.is_true(stop_erl(node, os_pid))
+  end)
+
+  it("runs the Lua registration's own resolve function when moonbeam resolves", function()
+    if not P.have_erl then return pending("no erl") end
+    -- resolve_seen keeps what keep_other tells it until asked
+    local seen = run(function()
+      local mb = require "moonbeam"
+      local p = mb.spawn(function()
+        local mb = require "moonbeam"
+        local m = mb.receive(function(m) return mb.typeof(m) == "tuple" end, 30000)
+        local ask = mb.receive(function(m) return type(m) == "table" and m.ask end, 30000)
+        if ask then mb.send(ask.ask, m or "nothing") end
+      end)
+      mb.register("resolve_seen", p)
+      return p
+    end)
+    local node, os_pid, lua_pid = meet("z2", {"spec.fixtures.global_support", "keep_other"})
+    local kept = global("whereis_name", "clash")
+    assert.equal(erl_apply(node, "erlang", "whereis", {A.clash_owner}), kept)
+    local told = run(function(p)
+      local mb = require "moonbeam"
+      mb.send(p, {ask = mb.self()})
+      return mb.receive(5000)
+    end, seen)
+    assert.equal(A.resolved, told[1])
+    assert.equal(A.clash, told[2])
+    assert.equal(kept, erl_apply(node, "mbglobal", "whereis", {A.clash}))
+    -- keep_other kills nobody
+    assert.is_true(alive(lua_pid))
+    run(function(p, q)
+      local mb = require "moonbeam"
+      mb.exit(p, "kill")
+      mb.send(q, "stop")
+    end, seen, lua_pid)
+    assert.is_true(stop_erl(node, os_pid))
+  end)
+end)

@@ -26,13 +26,18 @@ M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
 for k, f in pairs(base) do M[k] = f end
 
 --- The address of a server: a pid, a registered name (string or atom),
--- or {Name, Node} for a process registered on another node (returned as
--- it is: sends and monitors go by name).
--- @return the pid or {Name, Node}, or nil if no local process has the name
+-- {Name, Node} for a process registered on another node (returned as
+-- it is: sends and monitors go by name), {"global", Name} for a name
+-- registered with moonbeam.global, or {"via", Module, Name} for a name
+-- that require(Module).whereis_name(Name) looks up.
+-- @return the pid or {Name, Node}, or nil if no process has the name
 function M.whereis(server)
   local t = typeof(server)
   if t == "pid" then return server end
   if t == "string" or t == "atom" then return mb.whereis(server) end
+  local kind = (t == "table" or t == "tuple") and base.name_kind(server)
+  if kind == "global" then return require("moonbeam.global").whereis_name(server[2]) end
+  if kind == "via" then return require(tostring(server[2])).whereis_name(server[3]) end
   if (t == "table" or t == "tuple") and server[1] ~= nil and server[2] ~= nil then
     if tostring(server[2]) == tostring(mb.node()) then return mb.whereis(server[1]) end
     return server

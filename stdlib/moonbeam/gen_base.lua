@@ -29,10 +29,31 @@ function M.ack(starter, ref, ok, reason)
   mb.send(starter, tuple(ACK, ref, ok, reason))
 end
 
+--- "global" for a name {"global", Name}, "via" for {"via", Module,
+-- Name} (strings or atoms), or nil.
+function M.name_kind(name)
+  if type(name) ~= "table" and typeof(name) ~= "tuple" then return nil end
+  local k = name[1]
+  k = (type(k) == "string" or typeof(k) == "atom") and tostring(k)
+  if k == "global" and name[2] ~= nil and name[3] == nil then return "global" end
+  if k == "via" and name[3] ~= nil and name[4] == nil then return "via" end
+  return nil
+end
+
 --- Register the calling process under opts' name, or say who has it.
+-- The name is a local name, {"global", Name} (moonbeam.global) or
+-- {"via", Module, Name} (require(Module).register_name(Name, Pid)).
 -- @return true, or false and {already_started, Pid}
 function M.register_name(name)
   if name == nil then return true end
+  local kind = M.name_kind(name)
+  if kind then
+    local mod = kind == "global" and require("moonbeam.global") or require(tostring(name[2]))
+    local n = name[#name]
+    local r = mod.register_name(n, mb.self())
+    if r == true or r == atom.yes then return true end
+    return false, tuple(atom.already_started, mod.whereis_name(n))
+  end
   if pcall(mb.register, name, mb.self()) then return true end
   return false, tuple(atom.already_started, mb.whereis(name))
 end
