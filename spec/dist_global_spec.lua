@@ -337,3 +337,101 @@ describe("a name registered on both sides before they connect", function()
     assert.is_true(stop_erl(node, os_pid))
   end)
 end)
+
+describe("a cluster of three", function()
+  local build = os.getenv("MB_BUILD_DIR") or "build"
+
+  -- Ask node `via` to run M:F(A) on node `on` with rpc:call, so that this
+  -- node opens no connection of its own to `on`.
+  local function erl_rpc(via, on, m, f, args)
+    return erl_apply(via, "rpc", "call", {A[on], A[m], A[f], mb.list(table.unpack(args)), 20000}, 25000)
+  end
+
+  local function has(list, node)
+    for _, n in ipairs(list or {}) do if tostring(n) == node then return true end end
+    return false
+  end
+
+  it("of moonbeam and two Erlang nodes: joining one member meshes with both, and every sync returns", function()
+    if not P.have_erl then return pending("no erl") end
+    local t1 = start_erl("t1")
+    local pid_t1 = P.started[#P.started]
+    local t2 = "t2@" .. host
+    P.spawn_os(P.peer(("erl -name t2@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start(), pong = mbglobal:wait_ping(list_to_atom(\"%s\"), 100)'")
+      :format(COOKIE, ptmp, t1)), tmp .. "/t2.log")
+    local pid_t2 = P.started[#P.started]
+    -- t1 and t2 are one cluster before this node joins it through t1
+    assert.is_true(eventually(function()
+      return has(erl_apply(t1, "erlang", "nodes", {}, 1000), t2)
+    end))
+    assert.equal(A.ok, erl_rpc(t1, t2, "mbglobal", "sync", {10000}))
+    local r = erl_rpc(t1, t2, "mbglobal", "reg", {A.on_t2})
+    assert.equal(A.yes, r[1])
+    await(t1)
+    -- global connects t2 and this node
+    local seen
+    assert.is_true(eventually(function()
+      seen = erl_rpc(t1, t2, "erlang", "nodes", {})
+      return has(seen, me)
+    end), tostring(seen))
+    assert.equal(A.ok, erl_rpc(t1, t2, "mbglobal", "sync", {10000}))
+    assert.equal(A.ok, erl_apply(t1, "mbglobal", "sync", {10000}))
+    assert.is_true(global("sync"))
+    assert.equal(r[2], global("whereis_name", "on_t2"))
+    local pid = lua_sleeper()
+    assert.is_true(global("register_name", "on_mb", pid))
+    assert.equal(pid, erl_rpc(t1, t2, "mbglobal", "whereis", {A.on_mb}))
+    assert.equal(pid, erl_apply(t1, "mbglobal", "whereis", {A.on_mb}))
+    run(function(p) require("moonbeam").send(p, "stop") end, pid)
+    assert.is_true(stop_erl(t2, pid_t2))
+    assert.is_true(stop_erl(t1, pid_t1))
+  end)
+
+  it("of two moonbeam nodes and an Erlang node: names of each are seen on all", function()
+    if not P.have_erl then return pending("no erl") end
+    local e = start_erl("t3")
+    local pid_e = P.started[#P.started]
+    await(e)
+    assert.equal(A.ok, erl_apply(e, "mbglobal", "sync", {10000}))
+    local script = tmp .. "/m2.lua"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+local dist = require "moonbeam.dist"
+local global = require "moonbeam.global"
+local me, port, cookie, peer = arg[1], tonumber(arg[2]), arg[3], arg[4]
+dist.start{name = me, cookie = cookie, epmd_port = port}
+assert(global.register_name("on_m2", mb.self()))
+for _ = 1, 100 do if dist.ping(peer, 1000) == "pong" then break end mb.sleep(100) end
+global.sync()
+print("SYNCED " .. tostring(global.whereis_name("on_m1")))
+io.stdout:flush()
+mb.receive(30000) -- until stopped
+]])
+    f:close()
+    local m1_pid = lua_sleeper()
+    assert.is_true(global("register_name", "on_m1", m1_pid))
+    local p = io.popen(("ERL_EPMD_PORT=%d exec %s/bin/moonbeam %s m2@127.0.0.1 %d %s %s > %s/m2.log 2>&1 & echo $!")
+      :format(EPMD_PORT, build, script, EPMD_PORT, COOKIE, e, tmp))
+    local m2_os = P.track(p:read("l"))
+    p:close()
+    local out = ""
+    assert.is_true(eventually(function()
+      local fh = io.open(tmp .. "/m2.log")
+      out = fh and fh:read("a") or ""
+      if fh then fh:close() end
+      return out:match("SYNCED") ~= nil
+    end), out)
+    -- m2 sees this node's name, through the Erlang node
+    assert.matches("SYNCED <", out, 1, true)
+    local on_m2 = erl_apply(e, "mbglobal", "whereis", {A.on_m2})
+    assert.equal("m2@" .. host, require("moonbeam.global").node_of(on_m2))
+    assert.is_true(eventually(function() return global("whereis_name", "on_m2") == on_m2 end))
+    assert.equal(A.ok, erl_apply(e, "mbglobal", "sync", {10000}))
+    assert.is_true(global("sync"))
+    run(function(p) require("moonbeam").send(p, "stop") end, m1_pid)
+    assert.is_true(stop_erl("m2@" .. host, m2_os))
+    assert.is_true(eventually(function() return global("whereis_name", "on_m2") == nil end))
+    assert.is_true(stop_erl(e, pid_e))
+  end)
+end)

@@ -166,8 +166,21 @@ local function multi_call(nodes, req, timeout)
   return replies
 end
 
+-- The name server starts with distribution, in a process of its own: a
+-- caller that comes right after mb.start_distribution may have to wait
+-- (a few ms, bounded) until it has registered its name.
+local function server()
+  local pid = mb.whereis(NAME)
+  for _ = 1, 200 do
+    if pid or me() == "nonode@nohost" then break end
+    mb.sleep(5)
+    pid = mb.whereis(NAME)
+  end
+  return pid or NAME
+end
+
 local function call_local(req, timeout)
-  return gen.call(NAME, req, timeout or math.huge, "global")
+  return gen.call(server(), req, timeout or math.huge, "global")
 end
 
 -- ---------------------------------------------------------------------------
