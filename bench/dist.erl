@@ -4,7 +4,7 @@
 %%
 %%   ERL_EPMD_PORT=P erl -noshell -setcookie C -start_epmd false \
 %%     -kernel inet_dist_use_interface '{127,0,0,1}' \
-%%     -run dist main [R] [N] -s init stop
+%%     -run dist main [R] [N] [G] -s init stop
 %%
 %% main starts epmd on the test port P (127.0.0.1 only), makes this node
 %% distributed, starts a peer node (erl -run dist peer NAME) and measures
@@ -23,6 +23,7 @@ main() -> main([]).
 main(Args) ->
     Rounds = bench:int_arg(Args, 1, 20000),
     Count = bench:int_arg(Args, 2, 200000),
+    Global = bench:int_arg(Args, 3, 500),
     Port = case os:getenv("ERL_EPMD_PORT") of
                false -> error("set ERL_EPMD_PORT to a test port");
                P -> P
@@ -37,7 +38,7 @@ main(Args) ->
                                     longnames]),
         Peer = start_peer(Tag, Tmp),
         try
-            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count)
+            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count, Global)
         catch C:E:S ->
             show_logs(Tmp),
             erlang:raise(C, E, S)
@@ -50,13 +51,31 @@ main(Args) ->
         os:cmd("rm -rf '" ++ Tmp ++ "'")
     end.
 
-measure(Peer, Rounds, Count) ->
+measure(Peer, Rounds, Count, Global) ->
     Ctl = connect(Peer, 300),
     bench:report("round_trip", round_trip(Ctl, Rounds), "ns", "lower"),
     sink(Ctl, Count div 10),
     bench:report("throughput", sink(Ctl, Count), "msg/s", "higher"),
-    bench:note("~b round trips, ~b messages one way, over 127.0.0.1",
-               [Rounds, Count]).
+    bench:report("global", global_round(Global), "us", "lower"),
+    bench:note("~b round trips, ~b messages one way, ~b global rounds, over 127.0.0.1",
+               [Rounds, Count, Global]).
+
+%% G rounds of global register_name, whereis_name and unregister_name
+%% with the peer in the cluster (after G/10 not timed): microseconds each.
+global_round(G) ->
+    ok = global:sync(),
+    global_rounds(1, G div 10),
+    T0 = bench:now(),
+    global_rounds(G, G),
+    (bench:now() - T0) / G * 1.0e6.
+
+global_rounds(From, N) ->
+    Me = self(),
+    lists:foreach(fun(I) ->
+                          yes = global:register_name({bench, I}, Me),
+                          Me = global:whereis_name({bench, I}),
+                          _ = global:unregister_name({bench, I})
+                  end, lists:seq(From, From + N - 1)).
 
 %% Wait until the peer answers, and have it watch this node.
 connect(Peer, 0) ->

@@ -2,13 +2,17 @@
 -- protocol.  This node drives; its peer is another moonbeam node
 -- (dist_peer.lua) and, when erl is installed, an Erlang node (dist.erl's
 -- peer/1).  dist.erl measures Erlang to Erlang the same way.
---   ERL_EPMD_PORT=P moonbeam dist.lua [R] [N]
+--   ERL_EPMD_PORT=P moonbeam dist.lua [R] [N] [G]
 --
 -- round_trip/A-B: R = 20,000 round trips of an integer between a process
 --   here and an echo process on the peer (after R/10 not timed), ns each.
 -- throughput/A->B: N = 200,000 integers sent one way as fast as the
 --   sender can, from the first send until the receiver has taken the
 --   last (after N/10 not timed), messages per second.
+-- global/A-B: G = 500 rounds of global register_name, whereis_name and
+--   unregister_name here, with the peer in the cluster (each register and
+--   unregister takes global's lock on both nodes), after G/10 not timed;
+--   microseconds per round.
 -- mb is moonbeam, beam Erlang/OTP; bench/run puts each figure next to
 -- dist.erl's Erlang-to-Erlang one.
 --
@@ -25,9 +29,11 @@
 local mb = require "moonbeam"
 local bench = require "bench"
 local dist = require "moonbeam.dist"
+local global = require "moonbeam.global"
 
 local rounds = math.tointeger(tonumber(arg[1])) or 20000
 local count = math.tointeger(tonumber(arg[2])) or 200000
+local grounds = math.tointeger(tonumber(arg[3])) or 500
 local limit = math.tointeger(tonumber(os.getenv("BENCH_TIMEOUT"))) or 300
 local epmd_port = math.tointeger(tonumber(os.getenv("ERL_EPMD_PORT")))
   or 47000 + math.random(0, 999)
@@ -180,6 +186,24 @@ local function throughput_in(ctl)
   return source(ctl, count)
 end
 
+local function global_rounds(from, n)
+  local me = mb.self()
+  for i = from, from + n - 1 do
+    local name = tuple(A.bench, i)
+    assert(global.register_name(name, me))
+    assert(global.whereis_name(name) == me)
+    global.unregister_name(name)
+  end
+end
+
+local function global_round()
+  global.sync()
+  global_rounds(1, grounds // 10)
+  local t0 = bench.now()
+  global_rounds(grounds, grounds)
+  return (bench.now() - t0) / grounds * 1e6
+end
+
 -- ---------------------------------------------------------------------
 -- The peers
 
@@ -216,16 +240,19 @@ local function main()
   local ctl = connect(moonbeam_peer())
   bench.report("round_trip/mb-mb", round_trip(ctl), "ns", "lower")
   bench.report("throughput/mb->mb", throughput_out(ctl), "msg/s", "higher")
+  bench.report("global/mb-mb", global_round(), "us", "lower")
   stop_os(started[#started])
   if sh("command -v erl"):match("%S") then
     ctl = connect(beam_peer())
     bench.report("round_trip/mb-beam", round_trip(ctl), "ns", "lower")
     bench.report("throughput/mb->beam", throughput_out(ctl), "msg/s", "higher")
     bench.report("throughput/beam->mb", throughput_in(ctl), "msg/s", "higher")
+    bench.report("global/mb-beam", global_round(), "us", "lower")
   else
     bench.note("erl is not installed: no moonbeam-to-Erlang figures")
   end
-  bench.note("%d round trips, %d messages one way, over 127.0.0.1", rounds, count)
+  bench.note("%d round trips, %d messages one way, %d global rounds, over 127.0.0.1",
+    rounds, count, grounds)
 end
 
 local ok, err = xpcall(main, debug.traceback)
