@@ -1110,6 +1110,7 @@ local function handle_info(m)
     if S.known[node] or S.pending[node] or S.ns[node] or S.resolvers[node] or S.synced[node] then
       handle_nodedown(node, "disconnected")
     else
+      S.removing[node] = nil
       tell_syncers(node)
     end
   elseif kind == A.extra_nodedown and node then

@@ -115,26 +115,45 @@ function M.spawned(m, f, a)
   return fn(unpack(a, 1, a.n or #a))
 end
 
+-- A request {call | block_call, M, F, A, GroupLeader} to rex: M:F(A)'s
+-- value, or Erlang's rex answer to an exception.
+local function rex_apply(req)
+  local a = typeof(req[4]) == "list" and req[4] or mb.list()
+  local ok, v, stack = apply(req[2], req[3], a)
+  if not ok then v = tuple(atom.badrpc, tuple(atom.EXIT, tuple(v, stack))) end
+  return v
+end
+
 --- The rex server of a distributed node (started with net_kernel), for
 -- rpc:block_call, and rpc:call from nodes that do not
 -- use spawn requests: a gen_server call {call, M, F, A, GroupLeader} (or
 -- block_call) is answered with M:F(A)'s value, or as Erlang's rex
--- answers an exception: {badrpc, {'EXIT', {Reason, Stack}}}.  Requests
--- run one at a time, in the rex process.  Other messages are dropped.
--- Not for users.
+-- answers an exception: {badrpc, {'EXIT', {Reason, Stack}}}.  The older
+-- form C nodes send (erl_call -a, ei_rpc), {From, {call, M, F, A, GL}},
+-- is answered with {rex, Reply} to From, and {From, features_request}
+-- with {features_reply, Node, [erpc]}, as Erlang's rex answers them.
+-- Requests run one at a time, in the rex process.  Other messages are
+-- dropped.  Not for users.
 function M.rex()
   if not pcall(mb.register, "rex", mb.self()) then return end
   local gen = require "moonbeam.gen"
   local GEN_CALL, call, block_call = atom["$gen_call"], atom.call, atom.block_call
+  local function is_call(req)
+    return typeof(req) == "tuple" and #req == 5 and (req[1] == call or req[1] == block_call)
+      and typeof(req[2]) == "atom" and typeof(req[3]) == "atom"
+  end
   while true do
     local msg = mb.receive()
-    local req = typeof(msg) == "tuple" and msg[1] == GEN_CALL and msg[3]
-    if typeof(req) == "tuple" and (req[1] == call or req[1] == block_call)
-        and typeof(req[2]) == "atom" and typeof(req[3]) == "atom" then
-      local a = typeof(req[4]) == "list" and req[4] or mb.list()
-      local ok, v, stack = apply(req[2], req[3], a)
-      if not ok then v = tuple(atom.badrpc, tuple(atom.EXIT, tuple(v, stack))) end
-      gen.reply(msg[2], v)
+    local is_tuple = typeof(msg) == "tuple" and #msg >= 2
+    if is_tuple and msg[1] == GEN_CALL and is_call(msg[3]) then
+      gen.reply(msg[2], rex_apply(msg[3]))
+    elseif is_tuple and #msg == 2 and typeof(msg[1]) == "pid" then
+      local req = msg[2]
+      if is_call(req) and req[1] == call then
+        mb.send(msg[1], tuple(atom.rex, rex_apply(req)))
+      elseif req == atom.features_request then
+        mb.send(msg[1], tuple(atom.features_reply, mb.node(), mb.list(atom.erpc)))
+      end
     end
   end
 end
