@@ -387,6 +387,29 @@ describe("a cluster of three", function()
     assert.is_true(stop_erl(t1, pid_t1))
   end)
 
+  it("stays out of overlapping partitions when two Erlang members lose each other", function()
+    if not P.have_erl then return pending("no erl") end
+    local p1, p2 = start_erl("p1"), start_erl("p2")
+    local os1, os2 = P.started[#P.started - 1], P.started[#P.started]
+    await(p1)
+    await(p2)
+    assert.equal(A.ok, erl_apply(p1, "mbglobal", "connect", {A[p2], 10000}))
+    assert.equal(A.ok, erl_apply(p2, "mbglobal", "sync", {10000}))
+    assert.is_true(global("sync"))
+    local gns = run(function() return require("moonbeam").whereis("global_name_server") end)
+    -- p1 drops p2: p1 tells this node (lost_connection), which must not
+    -- stay connected to both
+    erl_apply(p1, "erlang", "disconnect_node", {A[p2]})
+    local nodes = function() return run(function() return require("moonbeam").nodes() end) end
+    assert.is_true(eventually(function()
+      local n = nodes()
+      return not (has(n, p1) and has(n, p2))
+    end))
+    assert.equal(gns, run(function() return require("moonbeam").whereis("global_name_server") end))
+    assert.is_true(stop_erl(p1, os1))
+    assert.is_true(stop_erl(p2, os2))
+  end)
+
   it("of two moonbeam nodes and an Erlang node: names of each are seen on all", function()
     if not P.have_erl then return pending("no erl") end
     local e = start_erl("t3")
