@@ -2,11 +2,11 @@
 -- moonbeam node through its rex process ({From, {call, M, F, A, user}},
 -- answered with {rex, Reply}).  Every erl_call runs under timeout(1) and
 -- its own -timeout.
-local mb = require "moonbeam"
 
-local EPMD_PORT = 24000 + math.random(0, 999)
-local COOKIE = "erlcallsecret"
-local me = "mbcall@127.0.0.1"
+-- The node is this process's, shared with the other spec/dist_*_spec.lua
+-- files of the run (spec/dist_node.lua).
+local NODE = require("spec.dist_node").start("mbspec")
+local EPMD_PORT, COOKIE, me = NODE.epmd_port, NODE.cookie, NODE.name
 
 local P = require("spec.peer_helper").new{epmd_port = EPMD_PORT}
 
@@ -36,13 +36,6 @@ local function call(apply)
     in_root(("timeout -k 5 30 %s -timeout 20 -c %s -n %s -a '%s'"):format(erl_call, COOKIE, me, apply))))
   return out:match("^(.-) rc=(%d+)%s*$")
 end
-
-setup(function()
-  mb.start{run_timeout = 60000}
-  mb.run(function(port, cookie, me)
-    require("moonbeam").start_distribution{name = me, cookie = cookie, epmd_port = port}
-  end, EPMD_PORT, COOKIE, me)
-end)
 
 teardown(P.stop_all)
 

@@ -4,8 +4,10 @@
 -- starts is stopped by its pid, and temp files are removed.
 local mb = require "moonbeam"
 
-local EPMD_PORT = 21000 + math.random(0, 999)
-local COOKIE = "specsecret"
+-- The node is this process's, shared with the other spec/dist_*_spec.lua
+-- files of the run (spec/dist_node.lua).
+local NODE = require("spec.dist_node").start("mbspec")
+local EPMD_PORT, COOKIE = NODE.epmd_port, NODE.cookie
 local build = os.getenv("MB_BUILD_DIR") or "build"
 local launcher = build .. "/bin/moonbeam"
 
@@ -36,11 +38,6 @@ end
 local erl_node = "e1@" .. host
 
 setup(function()
-  mb.start{run_timeout = 60000}
-  mb.run(function(port, cookie)
-    local mb = require "moonbeam"
-    mb.start_distribution{name = "mbspec@127.0.0.1", cookie = cookie, epmd_port = port}
-  end, EPMD_PORT, COOKIE)
   if have_erl then
     P.erlc("mbpeer.erl")
     spawn_os(peer(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")

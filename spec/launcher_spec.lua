@@ -495,7 +495,7 @@ describe("distribution", function()
     assert.truthy(out:find('Shell got {DOWN, #Ref<', 1, true), out)
     assert.truthy(out:find('Shell got "kept"', 1, true), out)
     assert.truthy(out:find("Shell helpers:", 1, true), out)
-    assert.matches("Name%s+Pid%s+Status\nnet_kernel ", out)
+    assert.matches("Name%s+Pid%s+Status\nglobal_name_server +<[%d.]+> +%a+\nnet_kernel ", out)
   end)
 
   it("starts a hidden node with --hidden: the node it reaches lists it among hidden nodes only", function()

@@ -590,7 +590,10 @@ function M.locker(gns)
       m, why = mb.receive(timeout)
       if why == "timeout" then
         m = nil
-        if not gen.call(gns, tuple(OWN, A.is_global_lock_set), math.huge) then select_node() end
+        local ok, err = pcall(function()
+          if not gen.call(gns, tuple(OWN, A.is_global_lock_set), math.huge) then select_node() end
+        end)
+        if not ok then mb.log("warning", "global: the locker's attempt failed: " .. tostring(err)) end
       end
     end
     if m ~= nil then
