@@ -90,6 +90,24 @@ local function stop_erl(node, pid)
   end)
 end
 
+describe("moonbeam.global's arguments", function()
+  it("raise on a missing name, a value that is not a pid, or a resolve it cannot name", function()
+    local errs = run(function()
+      local mb = require "moonbeam"
+      local global = require "moonbeam.global"
+      local out = {}
+      for i, args in ipairs{{nil, mb.self()}, {"n", "not a pid"}, {"n", mb.self(), function() end}} do
+        local ok, err = pcall(global.register_name, table.unpack(args, 1, 3))
+        out[i] = not ok and tostring(err) or "no error"
+      end
+      return out
+    end)
+    assert.matches("bad argument #1 to 'register_name' (name expected, got nil)", errs[1], 1, true)
+    assert.matches("bad argument #2 to 'register_name' (pid expected, got string)", errs[2], 1, true)
+    assert.matches("bad argument #3 to 'register_name' (resolve:", errs[3], 1, true)
+  end)
+end)
+
 describe("global with an Erlang node", function()
   local e1, pid1
   setup(function()

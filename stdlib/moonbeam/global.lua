@@ -952,7 +952,12 @@ local function lost_connection(a, xcre, opid, b)
   local msg = tuple(A.lost_connection, a, xcre, opid, b)
   for n, v in pairs(S.known) do if n ~= tostring(a) and v >= 7 then send(n, msg) end end
   for n, v in pairs(S.pending) do if n ~= tostring(a) and v >= 7 then send(n, msg) end end
-  S.lost[lk] = {x = xcre, op = opid}
+  -- As OTP keeps each pair's last operation for an hour.
+  local now = mb.monotonic_time() // 1000000000
+  for k, v in pairs(S.lost) do
+    if now - v.at > 3600 then S.lost[k] = nil end
+  end
+  S.lost[lk] = {x = xcre, op = opid, at = now}
   local rm = tostring(b) == me() and tostring(a) or tostring(b)
   if S.known[rm] or S.pending[rm] then
     send(rm, tuple(A.remove_connection, mb.node()))
@@ -1185,7 +1190,8 @@ end
 -- ---------------------------------------------------------------------------
 -- The API
 
-local function check_pid(pid, fname)
+local function check_pid(name, pid, fname)
+  if name == nil then gen.argerror(1, fname, "name expected, got nil", 2) end
   if typeof(pid) ~= "pid" then gen.argerror(2, fname, "pid expected, got " .. typeof(pid), 2) end
 end
 
@@ -1198,14 +1204,14 @@ end
 --   the pid to keep (nil: neither)
 -- @return true, or false if the name is taken or pid has a global name
 function M.register_name(name, pid, resolve)
-  check_pid(pid, "register_name")
+  check_pid(name, pid, "register_name")
   local method = method_of(resolve, "register_name")
   return call_local(tuple(OWN, A.trans, tuple(A.register, norm_name(name), pid, method))) == true
 end
 
 --- Register pid under name whether or not the name is taken.
 function M.re_register_name(name, pid, resolve)
-  check_pid(pid, "re_register_name")
+  check_pid(name, pid, "re_register_name")
   local method = method_of(resolve, "re_register_name")
   return call_local(tuple(OWN, A.trans, tuple(A.re_register, norm_name(name), pid, method))) == true
 end
