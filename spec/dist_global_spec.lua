@@ -237,6 +237,41 @@ describe("global with an Erlang node", function()
   end)
 end)
 
+describe("global with an Elixir node", function()
+  it("calls a Lua GenServer by {:global, name} and gets messages at its global name", function()
+    if not (P.have_erl and P.have_elixir) then return pending("no elixir") end
+    local server = run(function()
+      local gs = require "moonbeam.gen_server"
+      return assert(gs.start("spec.fixtures.global_support", 7, {name = {"global", "lua_counter"}}))
+    end)
+    local f = io.open(tmp .. "/x2.exs", "w")
+    f:write(([[
+target = :"%s"
+true = Enum.any?(1..100, fn _ -> Node.connect(target) || (Process.sleep(100) && false) end)
+:ok = :global.sync()
+IO.puts("CALLED #{GenServer.call({:global, :lua_counter}, :get)}")
+:yes = :global.register_name(:ex_proc, self())
+IO.puts("REGISTERED")
+receive do
+  m -> IO.puts("GOT #{inspect(m)}")
+end
+Process.sleep(:infinity)
+]]):format(me))
+    f:close()
+    P.spawn_os(P.peer(("elixir --name x2@127.0.0.1 --cookie %s %s/x2.exs"):format(COOKIE, ptmp)), tmp .. "/x2.log")
+    local os_pid = P.started[#P.started]
+    local function log() local fh = io.open(tmp .. "/x2.log"); local t = fh and fh:read("a") or ""; if fh then fh:close() end; return t end
+    assert.is_true(eventually(function() return log():match("REGISTERED") ~= nil end), log())
+    assert.matches("CALLED 7", log(), 1, true)
+    assert.equal("x2@" .. host, require("moonbeam.global").node_of(global("whereis_name", "ex_proc")))
+    global("send", "ex_proc", "hello from lua")
+    assert.is_true(eventually(function() return log():match("GOT") ~= nil end), log())
+    assert.matches('GOT "hello from lua"', log(), 1, true)
+    run(function(p) require("moonbeam.gen_server").stop(p) end, server)
+    assert.is_true(stop_erl("x2@" .. host, os_pid))
+  end)
+end)
+
 describe("a GenServer named {global, Name}", function()
   local e1
   setup(function()
