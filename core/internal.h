@@ -506,6 +506,9 @@ void mb__tls_close(mb__tls_t *t); /* queue close_notify */
 /* What OpenSSL has for the network. */
 size_t mb__tls_pending(mb__tls_t *t);
 size_t mb__tls_take(mb__tls_t *t, void *out, size_t cap);
+/* OpenSSL's words for the last failure ("unable to get local issuer
+ * certificate", "wrong version number"), or "". */
+const char *mb__tls_detail(const mb__tls_t *t);
 int mb__tls_alpn(mb__tls_t *t, char *out, size_t cap);
 int mb__tls_peer(mb__tls_t *t, char *out, size_t cap);
 

@@ -139,6 +139,15 @@ int mb_waiter_wait(mb_waiter_t *w, long timeout_ms, mb_msg_t **reason,
                    int *normal);
 void mb_waiter_free(mb_waiter_t *w);
 
+/* One side of TLS distribution: PEM files and verification, with the
+ * meaning of the ssl options of the same names.  verify: 1 verify_peer,
+ * 0 verify_none, -1 the default (the client checks the server's
+ * certificate and name, the server asks for none). */
+typedef struct {
+  const char *certfile, *keyfile, *cacertfile;
+  int verify, fail_if_no_peer_cert;
+} mb_dist_tls_opts_t;
+
 /* Distribution: make this node a node of a cluster (Erlang's
  * distribution protocol).  The node must be started. */
 typedef struct {
@@ -146,8 +155,19 @@ typedef struct {
   const char *cookie;
   int hidden;        /* not in other nodes' nodes() */
   unsigned ticktime; /* net_ticktime in seconds; 0 = 60 */
-  int port;          /* listen port; 0 = any */
+  int port;          /* listen port; 0 = any (or the range below) */
   int epmd_port;     /* 0: ERL_EPMD_PORT, or 4369 */
+  /* Erlang's inet_dist_listen_min/max: the first free port of the range
+   * (max 0: min alone); inet_dist_use_interface: the address to listen
+   * on (NULL: every interface). */
+  int listen_min, listen_max;
+  const char *use_interface;
+  int ipv6; /* inet6_tcp, inet6_tls: IPv6 addresses, names resolved so */
+  /* TLS distribution (inet_tls_dist): the handshake and every frame go
+   * over TLS; the sides' options as ssl_dist_optfile's server and client
+   * sections.  A plain-TCP node and a TLS node cannot talk. */
+  int tls;
+  mb_dist_tls_opts_t tls_server, tls_client;
 } mb_dist_config_t;
 int mb_dist_start(const mb_dist_config_t *cfg);
 int mb_dist_port(void);

@@ -7,6 +7,7 @@
  * like any other socket's bytes, and a peer that stops half-way blocks
  * nothing.  Loop thread only. */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,8 @@
 
 struct mb__tls_s {
   SSL *ssl;
-  BIO *in, *out; /* network -> OpenSSL, OpenSSL -> network */
+  BIO *in, *out;   /* network -> OpenSSL, OpenSSL -> network */
+  char detail[128]; /* OpenSSL's words for the last failure */
 };
 
 /* ALPN: "h2,http/1.1" as the wire's length-prefixed list. */
@@ -194,6 +196,9 @@ int mb__tls_feed(mb__tls_t *t, const void *p, size_t n) {
 static const char *failure(mb__tls_t *t, const char *otherwise) {
   long v = SSL_get_verify_result(t->ssl);
   unsigned long e = ERR_peek_last_error();
+  const char *text = v != X509_V_OK ? X509_verify_cert_error_string(v)
+                                    : ERR_reason_error_string(e);
+  snprintf(t->detail, sizeof t->detail, "%s", text ? text : "");
   ERR_clear_error();
   if (v != X509_V_OK)
     return "bad_certificate";
@@ -255,6 +260,8 @@ size_t mb__tls_take(mb__tls_t *t, void *out, size_t cap) {
   int r = BIO_read(t->out, out, (int)cap);
   return r > 0 ? (size_t)r : 0;
 }
+
+const char *mb__tls_detail(const mb__tls_t *t) { return t->detail; }
 
 int mb__tls_alpn(mb__tls_t *t, char *out, size_t cap) {
   const unsigned char *p;

@@ -120,6 +120,11 @@ enum {
   OPT_REMSH,
   OPT_HIDDEN,
   OPT_OUTPUT,
+  OPT_PROTO_DIST,
+  OPT_SSL_DIST_OPTFILE,
+  OPT_DIST_LISTEN_MIN,
+  OPT_DIST_LISTEN_MAX,
+  OPT_DIST_USE_INTERFACE,
   OPT_HELP,
   OPT_VERSION
 };
@@ -203,6 +208,23 @@ static const option_t options[] = {
      "a hidden node: it joins no cluster by connecting"},
     {"--output", "DIR", FOR(CLI_RELEASE), OPT_OUTPUT, NULL, NULL,
      "release: the directory to build the release in"},
+    {"--proto-dist", "PROTO", NODE, OPT_PROTO_DIST, NULL,
+     "inet_tcp, inet_tls (or tls), inet6_tcp or inet6_tls",
+     "distribution over inet_tcp (default), inet_tls\n"
+     "(or tls), inet6_tcp or inet6_tls, as erl -proto_dist"},
+    {"--ssl-dist-optfile", "FILE", NODE, OPT_SSL_DIST_OPTFILE, NULL, NULL,
+     "TLS distribution's options, in Erlang's format\n"
+     "(as erl -ssl_dist_optfile)"},
+    {"--inet-dist-listen-min", "PORT", NODE, OPT_DIST_LISTEN_MIN, NULL,
+     "a port from 1 to 65535",
+     "distribution listens on the first free port\n"
+     "from PORT (as the kernel's inet_dist_listen_min)"},
+    {"--inet-dist-listen-max", "PORT", NODE, OPT_DIST_LISTEN_MAX, NULL,
+     "a port from 1 to 65535", "... up to PORT (inet_dist_listen_max)"},
+    {"--inet-dist-use-interface", "IP", NODE, OPT_DIST_USE_INTERFACE, NULL,
+     NULL,
+     "distribution listens on this address only\n"
+     "(default: every interface)"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -440,6 +462,27 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     break;
   case OPT_OUTPUT:
     cli->output = value;
+    break;
+  case OPT_PROTO_DIST: {
+    static const char *const protos[] = {
+        "inet_tcp", "tcp", "inet_tls", "tls", "inet6_tcp", "inet6_tls", NULL};
+    if (find_name(protos, value) < 0)
+      goto bad;
+    cli->proto_dist = value;
+    break;
+  }
+  case OPT_SSL_DIST_OPTFILE:
+    cli->ssl_dist_optfile = value;
+    break;
+  case OPT_DIST_LISTEN_MIN:
+  case OPT_DIST_LISTEN_MAX:
+    if (parse_int(value, 1, 65535, &n) != 0)
+      goto bad;
+    *(id == OPT_DIST_LISTEN_MIN ? &cli->dist_listen_min
+                                : &cli->dist_listen_max) = (int)n;
+    break;
+  case OPT_DIST_USE_INTERFACE:
+    cli->dist_use_interface = value;
     break;
   default:
     break;
@@ -691,7 +734,8 @@ static int from_variables(cli_t *cli) {
 static const char *setting_text(lua_State *L, int idx, int id) {
   bool number = id == OPT_SCHEDULERS || id == OPT_MAX_HEAP ||
                 id == OPT_MAX_PROCESSES || id == OPT_SHUTDOWN_TIME ||
-                id == OPT_LOG_FILE_SIZE || id == OPT_LOG_FILES;
+                id == OPT_LOG_FILE_SIZE || id == OPT_LOG_FILES ||
+                id == OPT_DIST_LISTEN_MIN || id == OPT_DIST_LISTEN_MAX;
   if (lua_type(L, idx) == LUA_TSTRING ||
       (number && lua_type(L, idx) == LUA_TNUMBER))
     return lua_tostring(L, idx);
@@ -747,6 +791,11 @@ static const struct {
     {"sname", OPT_SNAME},
     {"name", OPT_NAME},
     {"cookie", OPT_COOKIE},
+    {"proto_dist", OPT_PROTO_DIST},
+    {"ssl_dist_optfile", OPT_SSL_DIST_OPTFILE},
+    {"inet_dist_listen_min", OPT_DIST_LISTEN_MIN},
+    {"inet_dist_listen_max", OPT_DIST_LISTEN_MAX},
+    {"inet_dist_use_interface", OPT_DIST_USE_INTERFACE},
 };
 
 /* One key of the config file's table (key at -2, value at -1). */
@@ -768,7 +817,9 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
     if (text == NULL)
       return file_error(file, "%s must be a %s", key,
                         id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES ||
-                                id == OPT_SHUTDOWN_TIME || id == OPT_LOG_FILES
+                                id == OPT_SHUTDOWN_TIME || id == OPT_LOG_FILES ||
+                                id == OPT_DIST_LISTEN_MIN ||
+                                id == OPT_DIST_LISTEN_MAX
                             ? "number"
                         : id == OPT_MAX_HEAP || id == OPT_LOG_FILE_SIZE
                             ? "number or a string"

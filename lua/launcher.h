@@ -55,8 +55,12 @@ typedef struct {
   const char *sname, *name, *cookie, *remsh;
   int hidden;         /* --hidden */
   const char *output; /* release: --output DIR */
-  unsigned given;     /* the settings given by flag or variable (cli.c) */
-  char *owned;        /* storage the strings above may point into */
+  /* --proto-dist, --ssl-dist-optfile, --inet-dist-use-interface: NULL
+   * unless given; --inet-dist-listen-min/max: 0 unless given. */
+  const char *proto_dist, *ssl_dist_optfile, *dist_use_interface;
+  int dist_listen_min, dist_listen_max;
+  unsigned given; /* the settings given by flag or variable (cli.c) */
+  char *owned;    /* storage the strings above may point into */
 } cli_t;
 
 /* Parse the command line into `cli`.  Returns -1 to go on, or the status

@@ -189,9 +189,91 @@ static void host_name(char *out, size_t len, bool shortname) {
   }
 }
 
+/* proto_dist, as Erlang's -proto_dist: inet_tcp (the default), inet_tls
+ * (or tls), inet6_tcp, inet6_tls. */
+static void dist_proto(lua_State *L, mb_dist_config_t *cfg) {
+  static const char *const names[] = {"inet_tcp",  "tcp",       "inet_tls",
+                                      "tls",       "inet6_tcp", "inet6_tls",
+                                      NULL};
+  lua_getfield(L, 1, "proto_dist");
+  int k = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, names);
+  lua_pop(L, 1);
+  cfg->tls = k == 2 || k == 3 || k == 5;
+  cfg->ipv6 = k >= 4;
+}
+
+/* One side of the TLS options, from the table at the top of the stack
+ * (its strings stay valid while it is there). */
+static void dist_tls_side(lua_State *L, const char *side,
+                          mb_dist_tls_opts_t *o) {
+  o->verify = -1;
+  if (lua_getfield(L, -1, side) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "certfile");
+  o->certfile = lua_tostring(L, -1);
+  lua_getfield(L, -2, "keyfile");
+  o->keyfile = lua_tostring(L, -1);
+  lua_getfield(L, -3, "cacertfile");
+  o->cacertfile = lua_tostring(L, -1);
+  lua_getfield(L, -4, "verify");
+  if (lua_isstring(L, -1))
+    o->verify = strcmp(lua_tostring(L, -1), "verify_peer") == 0;
+  lua_getfield(L, -5, "fail_if_no_peer_cert");
+  o->fail_if_no_peer_cert = lua_toboolean(L, -1);
+  lua_pop(L, 6);
+}
+
+/* ssl_dist_opts (a table) or ssl_dist_optfile (Erlang's file), checked by
+ * moonbeam.dist_tls: the options stay at the top of the stack until the
+ * start has read them. */
+static void dist_tls_opts(lua_State *L, mb_dist_config_t *cfg) {
+  lua_getfield(L, 1, "ssl_dist_opts");
+  lua_getfield(L, 1, "ssl_dist_optfile");
+  bool table = !lua_isnil(L, -2), file = !lua_isnil(L, -1);
+  if (!cfg->tls) {
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    return;
+  }
+  if (table == file)
+    luaL_error(L, "start_distribution: TLS distribution needs ssl_dist_optfile "
+                  "or ssl_dist_opts (one of them)");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonbeam.dist_tls");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, table ? "options" : "read_optfile");
+  lua_pushvalue(L, table ? -4 : -3);
+  lua_call(L, 1, 2);
+  if (lua_isnil(L, -2))
+    luaL_error(L, "start_distribution: %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  dist_tls_side(L, "server", &cfg->tls_server);
+  dist_tls_side(L, "client", &cfg->tls_client);
+}
+
+/* The listen ports and address: Erlang's kernel parameters
+ * inet_dist_listen_min, inet_dist_listen_max, inet_dist_use_interface. */
+static void dist_listen(lua_State *L, mb_dist_config_t *cfg) {
+  lua_getfield(L, 1, "inet_dist_listen_min");
+  cfg->listen_min = (int)luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 1, "inet_dist_listen_max");
+  cfg->listen_max = (int)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 2);
+  if (cfg->listen_min < 0 || cfg->listen_min > 65535 || cfg->listen_max < 0 ||
+      cfg->listen_max > 65535 ||
+      (cfg->listen_max > 0 && cfg->listen_max < cfg->listen_min))
+    luaL_argerror(L, 1, "inet_dist_listen_min/max: ports with min <= max");
+}
+
 /* start_distribution{name = "a@host" | sname = "a", cookie =, hidden =,
- * ticktime =, port =, epmd_port =} -> the node name (an atom).  The one
- * place that starts distribution: the launcher calls it too. */
+ * ticktime =, port =, epmd_port =, proto_dist =, ssl_dist_optfile =,
+ * ssl_dist_opts =, inet_dist_listen_min =, inet_dist_listen_max =,
+ * inet_dist_use_interface =} -> the node name (an atom).  The one place
+ * that starts distribution: the launcher calls it too. */
 int lmb_start_distribution(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   ensure_node(L);
@@ -236,6 +318,11 @@ int lmb_start_distribution(lua_State *L) {
   lua_getfield(L, 1, "epmd_port");
   cfg.epmd_port = (int)luaL_optinteger(L, -1, 0);
   lua_pop(L, 5);
+  dist_proto(L, &cfg);
+  dist_listen(L, &cfg);
+  lua_getfield(L, 1, "inet_dist_use_interface");
+  cfg.use_interface = luaL_optstring(L, -1, NULL); /* stays on the stack */
+  dist_tls_opts(L, &cfg);                          /* stays on the stack */
   int err = mb_dist_spawn_handler("moonbeam.rpc", "spawned");
   if (err == 0)
     err = mb_dist_start(&cfg);
@@ -243,6 +330,12 @@ int lmb_start_distribution(lua_State *L) {
     return luaL_error(
         L, "start_distribution: the name %s is already registered with epmd",
         name);
+  if (err == MB_EINVAL && (cfg.tls || cfg.use_interface || cfg.listen_min))
+    return luaL_error(L,
+                      "start_distribution: bad distribution settings (the "
+                      "log says which)");
+  if (err == UV_EADDRINUSE)
+    return luaL_error(L, "start_distribution: no free port to listen on");
   check_err(L, err, "start_distribution");
   /* net_kernel answers other nodes' pings; moonbeam.rpc runs what their
    * spawn requests ask for. */

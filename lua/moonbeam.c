@@ -247,6 +247,30 @@ static const char *command_name(void) {
   }
 }
 
+/* The settings of how distribution listens and talks, into the table at
+ * the top of L's stack, under start_distribution's names. */
+static void dist_settings(void) {
+  const struct {
+    const char *key, *value;
+  } texts[] = {{"proto_dist", cli.proto_dist},
+               {"ssl_dist_optfile", cli.ssl_dist_optfile},
+               {"inet_dist_use_interface", cli.dist_use_interface}};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    if (texts[i].value == NULL)
+      continue;
+    lua_pushstring(L, texts[i].value);
+    lua_setfield(L, -2, texts[i].key);
+  }
+  if (cli.dist_listen_min > 0) {
+    lua_pushinteger(L, cli.dist_listen_min);
+    lua_setfield(L, -2, "inet_dist_listen_min");
+  }
+  if (cli.dist_listen_max > 0) {
+    lua_pushinteger(L, cli.dist_listen_max);
+    lua_setfield(L, -2, "inet_dist_listen_max");
+  }
+}
+
 /* Distribution, when --sname, --name, --remsh or reload asks for it: after
  * the node has started, before the first process runs.  The own node of a
  * remote shell or a reload is hidden and named after this OS process, on
@@ -290,6 +314,7 @@ static int start_distribution(void) {
   }
   lua_pushboolean(L, peer != NULL || cli.hidden);
   lua_setfield(L, -2, "hidden");
+  dist_settings();
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     cli_say("%s", lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -371,6 +396,20 @@ static int open_launcher_os(lua_State *ls) {
   return 1;
 }
 
+/* The launcher's own state finds the stdlib as the processes do: it
+ * reads settings with it (an ssl_dist_optfile). */
+static void host_paths(const char *path, const char *cpath) {
+  lua_getglobal(L, "package");
+  lua_pushstring(L, path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, cpath);
+  lua_setfield(L, -2, "cpath");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_moonbeam);
+  lua_setfield(L, -2, "moonbeam");
+  lua_pop(L, 2);
+}
+
 static int start_node(void) {
   mb_config_t cfg = {0};
   cfg.schedulers = cli.schedulers;
@@ -399,6 +438,8 @@ static int start_node(void) {
   mb_node_preload("moonbeam.console", luaopen_moonbeam_console);
   mb_node_preload("moonbeam.launcher_os", open_launcher_os);
   int err = path && cpath ? mb_node_start(&cfg) : MB_ENOMEM;
+  if (err == 0)
+    host_paths(path, cpath);
   free(path);
   free(cpath);
   if (err)

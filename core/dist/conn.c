@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "conn.h"
 
@@ -43,6 +45,7 @@ static mb__map_t per_source;
  * while in the handshake (not in the table yet). */
 static mb__map_t incoming;
 static uint64_t last_refusal_log;
+static char last_refusal[256];
 
 /* ---- small helpers ---- */
 
@@ -154,6 +157,7 @@ static void conn_unref(mb__conn_t *c) {
     free(f);
     f = next;
   }
+  mb__tls_free(c->tls);
   free(c->rbuf);
   free(c);
 }
@@ -225,8 +229,8 @@ static void write_done(uv_write_t *req, int status) {
     mb__conn_close(c, uv_strerror(status));
 }
 
-/* Write a chain of frames (loop thread). */
-void mb__conn_write_frames(mb__conn_t *c, frame_t *frames) {
+/* Write a chain of frames to the socket as they are (loop thread). */
+static void write_raw(mb__conn_t *c, frame_t *frames) {
   size_t n = 0;
   for (frame_t *f = frames; f; f = f->next)
     n++;
@@ -268,13 +272,60 @@ static frame_t *frame_new(size_t len) {
   return f;
 }
 
-/* A handshake message: 2-byte length, then the body. */
+static void free_frames(frame_t *f) {
+  while (f != NULL) {
+    frame_t *next = f->next;
+    free(f);
+    f = next;
+  }
+}
+
+/* Send what OpenSSL has for the network. */
+static void tls_flush(mb__conn_t *c) {
+  size_t n = mb__tls_pending(c->tls);
+  if (n == 0)
+    return;
+  frame_t *f = frame_new(n);
+  if (f == NULL) {
+    mb__conn_close(c, "out of memory");
+    return;
+  }
+  f->len = mb__tls_take(c->tls, f->data, n);
+  write_raw(c, f);
+}
+
+/* Write a chain of frames, through TLS with TLS distribution (loop
+ * thread). */
+void mb__conn_write_frames(mb__conn_t *c, frame_t *frames) {
+  if (c->tls == NULL) {
+    write_raw(c, frames);
+    return;
+  }
+  int err = 0;
+  for (frame_t *f = frames; f != NULL && err == 0; f = f->next)
+    err = mb__tls_write(c->tls, f->data, f->len);
+  free_frames(frames);
+  if (err != 0)
+    mb__conn_close(c, "TLS: cannot encrypt");
+  else
+    tls_flush(c);
+}
+
+/* Handshake messages have a 2-byte length over plain TCP, a 4-byte one
+ * over TLS (OTP opens its TLS socket with {packet, 4} and keeps it). */
+static size_t hs_prefix(void) { return mb__dist_self.tls ? 4 : 2; }
+
+/* A handshake message: its length, then the body. */
 void mb__conn_send_hs(mb__conn_t *c, const unsigned char *body, size_t len) {
-  frame_t *f = frame_new(len + 2);
+  size_t pre = hs_prefix();
+  frame_t *f = frame_new(len + pre);
   if (f == NULL)
     return;
-  mb__put16(f->data, (uint16_t)len);
-  memcpy(f->data + 2, body, len);
+  if (pre == 4)
+    mb__put32(f->data, (uint32_t)len);
+  else
+    mb__put16(f->data, (uint16_t)len);
+  memcpy(f->data + pre, body, len);
   mb__conn_write_frames(c, f);
 }
 
@@ -299,6 +350,44 @@ static void flush(void *arg) {
   uv_mutex_unlock(&mb__dist_tab_lock);
   mb__conn_write_frames(c, f);
   conn_unref(c);
+}
+
+/* ---- refusals ---- */
+
+/* A refused connection is logged at most once a second for the same
+ * reason: a flood of them must not flood the log. */
+static void log_refusal(const char *address, const char *why) {
+  char line[sizeof last_refusal];
+  snprintf(line, sizeof line, "%s: %s", address, why);
+  uint64_t now = uv_now(mb__loop());
+  if (last_refusal_log != 0 && now - last_refusal_log < 1000 &&
+      strcmp(line, last_refusal) == 0)
+    return;
+  last_refusal_log = now;
+  memcpy(last_refusal, line, sizeof line);
+  mb_log(MB_LOG_WARNING, "dist: connection from %s refused: %s", address,
+         why);
+}
+
+/* A connection that fails before it is up for a reason its operator
+ * must hear of (TLS, a node that speaks the other protocol): one warning,
+ * then it closes. */
+static void refuse(mb__conn_t *c, const char *why) {
+  if (c->initiator)
+    mb_log(MB_LOG_WARNING, "dist: connection to %s failed: %s", c->node->name,
+           why);
+  else
+    log_refusal(c->address, why);
+  mb__conn_close(c, NULL);
+}
+
+/* TLS failed: why, in the ssl application's words and OpenSSL's. */
+static void refuse_tls(mb__conn_t *c, const char *stage, const char *why) {
+  char text[256];
+  const char *detail = mb__tls_detail(c->tls);
+  snprintf(text, sizeof text, "TLS %s failed: %s%s%s%s", stage, why,
+           detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+  refuse(c, text);
 }
 
 /* ---- the tick ---- */
@@ -328,7 +417,12 @@ static void tick(uv_timer_t *t) {
 
 static void handshake_timeout(uv_timer_t *t) {
   mb__conn_t *c = t->data;
-  if (c->state != C_UP)
+  if (c->state == C_UP)
+    return;
+  if (c->tls != NULL && !c->tls_up)
+    refuse(c, "TLS handshake timed out (does the node use TLS "
+              "distribution?)");
+  else
     mb__conn_close(c, "handshake timed out");
 }
 
@@ -368,17 +462,24 @@ static void consume(mb__conn_t *c) {
     size_t avail = c->rlen - off;
     const unsigned char *p = c->rbuf + off;
     if (c->state == C_HANDSHAKE) {
-      if (avail < 2)
+      size_t pre = hs_prefix();
+      if (avail < pre)
         break;
-      size_t n = mb__get16(p);
+      if (pre == 2 && p[0] >= 0x14 && p[0] <= 0x17 && p[1] == 3) {
+        /* A TLS record: no handshake message is that long. */
+        refuse(c, "the node speaks TLS: it uses TLS distribution, this "
+                  "node plain TCP");
+        return;
+      }
+      size_t n = pre == 4 ? mb__get32(p) : mb__get16(p);
       if (n == 0 || n > MAX_HANDSHAKE_MSG) {
         mb__conn_close(c, "bad handshake message length");
         return;
       }
-      if (avail < 2 + n)
+      if (avail < pre + n)
         break;
-      off += 2 + n;
-      mb__conn_handshake_msg(c, p + 2, n);
+      off += pre + n;
+      mb__conn_handshake_msg(c, p + pre, n);
     } else {
       if (avail < 4)
         break;
@@ -402,34 +503,139 @@ static void consume(mb__conn_t *c) {
   c->rlen -= off;
 }
 
+/* Room for n more bytes in the read buffer. */
+static bool reserve(mb__conn_t *c, size_t n) {
+  if (c->rlen + n <= c->rcap)
+    return true;
+  size_t cap = c->rcap ? c->rcap : 4096;
+  while (cap < c->rlen + n)
+    cap *= 2;
+  unsigned char *nb = realloc(c->rbuf, cap);
+  if (nb == NULL) {
+    mb__conn_close(c, "out of memory");
+    return false;
+  }
+  c->rbuf = nb;
+  c->rcap = cap;
+  return true;
+}
+
+/* The socket ended before the connection was up: where that says the
+ * two nodes speak different protocols, a warning says so. */
+static void closed_early(mb__conn_t *c, const char *why) {
+  if (c->tls != NULL && !c->tls_up)
+    refuse(c, "closed by the node in the TLS handshake (does it use TLS "
+              "distribution?)");
+  else if (c->tls == NULL && c->initiator && c->hs == H_STATUS)
+    refuse(c, "closed by the node before the handshake's status (does it "
+              "use TLS distribution?)");
+  else
+    mb__conn_close(c, why);
+}
+
+/* Bytes from the socket of a TLS connection: the TLS handshake, then
+ * plaintext into the read buffer. */
+static bool tls_input(mb__conn_t *c, const unsigned char *p, size_t n) {
+  if (!c->tls_heard && n > 0 && p[0] != 0x16 && p[0] != 0x15) {
+    /* Neither a handshake nor an alert record: not TLS at all. */
+    refuse(c, "not TLS: the node uses plain-TCP distribution, this node "
+              "TLS");
+    return false;
+  }
+  c->tls_heard = true;
+  if (mb__tls_feed(c->tls, p, n) != 0) {
+    mb__conn_close(c, "out of memory");
+    return false;
+  }
+  const char *why = NULL;
+  if (!c->tls_up) {
+    int r = mb__tls_handshake(c->tls, &why);
+    tls_flush(c);
+    if (r < 0) {
+      refuse_tls(c, "handshake", why);
+      return false;
+    }
+    if (r == 0 || c->state != C_HANDSHAKE)
+      return false;
+    c->tls_up = true;
+    if (c->initiator)
+      mb__conn_send_name(c);
+  }
+  for (;;) {
+    size_t got = 0;
+    if (!reserve(c, 16384))
+      return false;
+    int r = mb__tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &got,
+                         &why);
+    if (r == MB_ECONN) {
+      closed_early(c, "closed by the node");
+      return false;
+    }
+    if (r < 0) {
+      if (c->state == C_UP)
+        mb__conn_close(c, "TLS failed");
+      else
+        refuse_tls(c, "connection", why);
+      return false;
+    }
+    if (got == 0)
+      break;
+    c->rlen += got;
+  }
+  tls_flush(c); /* what reading made OpenSSL answer */
+  return c->state == C_HANDSHAKE || c->state == C_UP;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   mb__conn_t *c = s->data;
   if (nread < 0) {
     free(buf->base);
-    mb__conn_close(c, nread == UV_EOF ? "closed by the node"
+    if (c->state == C_HANDSHAKE)
+      closed_early(c, nread == UV_EOF ? "closed by the node"
                                       : uv_strerror((int)nread));
+    else
+      mb__conn_close(c, nread == UV_EOF ? "closed by the node"
+                                        : uv_strerror((int)nread));
     return;
   }
   c->read_any = true;
-  if (c->rlen + (size_t)nread > c->rcap) {
-    size_t cap = c->rcap ? c->rcap : 4096;
-    while (cap < c->rlen + (size_t)nread)
-      cap *= 2;
-    unsigned char *nb = realloc(c->rbuf, cap);
-    if (nb == NULL) {
-      free(buf->base);
-      mb__conn_close(c, "out of memory");
-      return;
-    }
-    c->rbuf = nb;
-    c->rcap = cap;
-  }
-  memcpy(c->rbuf + c->rlen, buf->base, (size_t)nread);
-  c->rlen += (size_t)nread;
-  free(buf->base);
   conn_ref(c); /* a message may close the connection under consume */
-  consume(c);
+  bool go;
+  if (c->tls != NULL) {
+    go = tls_input(c, (const unsigned char *)buf->base, (size_t)nread);
+  } else {
+    go = reserve(c, (size_t)nread);
+    if (go) {
+      memcpy(c->rbuf + c->rlen, buf->base, (size_t)nread);
+      c->rlen += (size_t)nread;
+    }
+  }
+  free(buf->base);
+  if (go)
+    consume(c);
   conn_unref(c);
+}
+
+/* With TLS distribution: the connection's TLS state; the initiator sends
+ * its hello.  The initiator checks the certificate against the host of
+ * the node's name, and sends that host as SNI, as OTP's does. */
+static int start_tls(mb__conn_t *c) {
+  if (!mb__dist_self.tls)
+    return 0;
+  mb__tls_config_t cfg = {0};
+  const char *why = "enomem";
+  const char *host = c->initiator ? strchr(c->node->name, '@') + 1 : NULL;
+  c->tls = mb__tls_new(c->initiator ? mb__dist_self.tls_client
+                                    : mb__dist_self.tls_server,
+                       !c->initiator, &cfg, host, &why);
+  if (c->tls == NULL)
+    return MB_ENOMEM;
+  if (c->initiator) {
+    if (mb__tls_handshake(c->tls, &why) < 0)
+      return MB_EPROTO;
+    tls_flush(c);
+  }
+  return 0;
 }
 
 static int start_io(mb__conn_t *c) {
@@ -444,26 +650,28 @@ static int start_io(mb__conn_t *c) {
 
 /* ---- incoming ---- */
 
-/* The peer's IPv4 address, host order (0 if unknown). */
-static uint32_t peer_address(uv_tcp_t *tcp) {
+/* The peer's address: as text into c->address, and as the key the
+ * bounds count by: an IPv4 address in host order, or a hash of an IPv6
+ * one (0 if unknown). */
+static uint32_t peer_address(mb__conn_t *c) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0 ||
-      ss.ss_family != AF_INET)
+  strcpy(c->address, "?");
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
     return 0;
-  return ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
-}
-
-/* A refused connection is logged at most once a second: a flood of them
- * must not flood the log. */
-static void log_refusal(uint32_t source, const char *why) {
-  uint64_t now = uv_now(mb__loop());
-  if (last_refusal_log != 0 && now - last_refusal_log < 1000)
-    return;
-  last_refusal_log = now;
-  mb_log(MB_LOG_WARNING, "dist: connection from %u.%u.%u.%u refused: %s",
-         source >> 24, (source >> 16) & 255, (source >> 8) & 255,
-         source & 255, why);
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    uv_ip4_name(a, c->address, sizeof c->address);
+    return ntohl(a->sin_addr.s_addr);
+  }
+  if (ss.ss_family != AF_INET6)
+    return 0;
+  struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+  uv_ip6_name(a, c->address, sizeof c->address);
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (int i = 0; i < 16; i++)
+    h = (h ^ a->sin6_addr.s6_addr[i]) * 16777619u;
+  return h;
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -482,12 +690,12 @@ static void on_connection(uv_stream_t *server, int status) {
     mb__conn_close(c, "accept failed");
     return;
   }
-  uint32_t source = peer_address(&c->tcp);
+  uint32_t source = peer_address(c);
   const char *refused = admit(c, source);
   if (refused != NULL) {
-    log_refusal(source, refused);
+    log_refusal(c->address, refused);
     mb__conn_close(c, NULL);
-  } else if (start_io(c) != 0) {
+  } else if (start_io(c) != 0 || start_tls(c) != 0) {
     mb__conn_close(c, "accept failed");
   }
 }
@@ -511,6 +719,9 @@ static void on_connected(uv_connect_t *req, int status) {
   c->hs = H_STATUS;
   if (start_io(c) != 0) {
     mb__conn_close(c, "cannot read");
+  } else if (mb__dist_self.tls) {
+    if (start_tls(c) != 0)
+      mb__conn_close(c, "TLS: cannot start");
   } else {
     mb__conn_send_name(c);
   }
@@ -523,7 +734,7 @@ typedef struct {
   int port;
 } resolve_t;
 
-static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr);
+static void connect_to(mb__conn_t *c, const struct sockaddr *addr);
 static void on_resolved(uv_getaddrinfo_t *req, int status,
                         struct addrinfo *res);
 
@@ -540,13 +751,14 @@ static void on_port(int err, int port, void *arg) {
     return;
   }
   const char *host = strchr(c->node->name, '@') + 1;
-  struct sockaddr_in addr;
-  if (uv_ip4_addr(host, port, &addr) != 0) {
+  struct sockaddr_storage addr;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0) {
     /* A host name: resolve it, then connect (the reference goes along). */
     resolve_t *r = malloc(sizeof *r);
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
+    hints.ai_family = mb__dist_self.ipv6 ? AF_INET6 : AF_INET;
     hints.ai_socktype = SOCK_STREAM;
     if (r == NULL) {
       mb__conn_close(c, "out of memory");
@@ -564,10 +776,10 @@ static void on_port(int err, int port, void *arg) {
     }
     return;
   }
-  connect_to(c, &addr);
+  connect_to(c, (struct sockaddr *)&addr);
 }
 
-static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr) {
+static void connect_to(mb__conn_t *c, const struct sockaddr *addr) {
   uv_tcp_init(mb__loop(), &c->tcp);
   c->tcp.data = c;
   c->tcp_open = true;
@@ -576,8 +788,7 @@ static void connect_to(mb__conn_t *c, const struct sockaddr_in *addr) {
   c->state = C_CONNECTING;
   uv_mutex_unlock(&mb__dist_tab_lock);
   c->connect_req.data = c;
-  if (uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)addr,
-                     on_connected) != 0) {
+  if (uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connected) != 0) {
     mb__conn_close(c, "cannot connect");
     conn_unref(c);
   }
@@ -592,9 +803,11 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
       mb__conn_close(c, "cannot resolve the host");
     conn_unref(c);
   } else {
-    struct sockaddr_in addr = *(struct sockaddr_in *)res->ai_addr;
-    addr.sin_port = htons((uint16_t)r->port);
-    connect_to(c, &addr);
+    struct sockaddr_storage addr;
+    memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    /* sin_port and sin6_port lie at the same place */
+    ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)r->port);
+    connect_to(c, (struct sockaddr *)&addr);
   }
   uv_freeaddrinfo(res);
   free(r);
@@ -744,15 +957,59 @@ static void registered(int err, uint32_t creation, void *arg) {
   wait_done(arg, err);
 }
 
-static void start_listening(void *arg) {
-  start_wait_t *w = arg;
-  struct sockaddr_in addr;
-  uv_ip4_addr("0.0.0.0", mb__dist_self.port, &addr);
-  int err = uv_tcp_init(mb__loop(), &mb__dist_self.listener);
-  if (err == 0)
-    err = uv_tcp_bind(&mb__dist_self.listener, (struct sockaddr *)&addr, 0);
+/* Where to listen, and on which ports: set by mb_dist_start. */
+static struct sockaddr_storage listen_addr;
+static int listen_min, listen_max;
+
+/* A socket listening on listen_addr at `port`, or a libuv error
+ * (UV_EADDRINUSE: taken).  Made by hand, as libuv would report a port
+ * in use only at uv_listen, on a handle that could not try the next. */
+static int listen_socket(int port, uv_os_sock_t *out) {
+  struct sockaddr_storage a = listen_addr;
+  socklen_t len = a.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                          : sizeof(struct sockaddr_in);
+  ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)port);
+  int fd = socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  if (bind(fd, (struct sockaddr *)&a, len) != 0 || listen(fd, 128) != 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  *out = fd;
+  return 0;
+}
+
+/* Listen on the first free port of the range (OTP's listen loop). */
+static int listen_in_range(void) {
+  uv_os_sock_t fd = -1;
+  int err = UV_EADDRINUSE;
+  for (int port = listen_min; port <= listen_max && err == UV_EADDRINUSE;
+       port++)
+    err = listen_socket(port, &fd);
+  if (err != 0)
+    return err;
+  err = uv_tcp_init(mb__loop(), &mb__dist_self.listener);
+  if (err != 0) {
+    close(fd);
+    return err;
+  }
+  err = uv_tcp_open(&mb__dist_self.listener, fd);
+  if (err != 0)
+    close(fd);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&mb__dist_self.listener, 128, on_connection);
+  if (err != 0)
+    uv_close((uv_handle_t *)&mb__dist_self.listener, NULL);
+  return err;
+}
+
+static void start_listening(void *arg) {
+  start_wait_t *w = arg;
+  int err = listen_in_range();
   if (err == 0) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -763,6 +1020,74 @@ static void start_listening(void *arg) {
   }
   if (err != 0)
     registered(err, 0, w);
+}
+
+/* Where to listen: use_interface (IPv4 or IPv6) or every interface of
+ * the family; the ports: the range, else `port` (0: any). */
+static int listen_config(const mb_dist_config_t *cfg) {
+  const char *ip = cfg->use_interface;
+  if (ip == NULL || ip[0] == '\0')
+    ip = cfg->ipv6 ? "::" : "0.0.0.0";
+  memset(&listen_addr, 0, sizeof listen_addr);
+  if (uv_ip4_addr(ip, 0, (struct sockaddr_in *)&listen_addr) != 0 &&
+      uv_ip6_addr(ip, 0, (struct sockaddr_in6 *)&listen_addr) != 0) {
+    mb_log(MB_LOG_ERROR, "dist: inet_dist_use_interface: not an address: %s",
+           ip);
+    return MB_EINVAL;
+  }
+  listen_min = listen_max = cfg->port;
+  if (cfg->listen_min > 0) {
+    listen_min = cfg->listen_min;
+    listen_max = cfg->listen_max > 0 ? cfg->listen_max : cfg->listen_min;
+  }
+  if (listen_min < 0 || listen_max > 65535 || listen_max < listen_min) {
+    mb_log(MB_LOG_ERROR, "dist: bad listen port range %d-%d", listen_min,
+           listen_max);
+    return MB_EINVAL;
+  }
+  return 0;
+}
+
+/* One side's TLS context from its options, or NULL with the reason
+ * logged.  The key defaults to the certificate's file, as in ssl. */
+static void *tls_side(const mb_dist_tls_opts_t *o, bool server) {
+  const char *side = server ? "server" : "client";
+  if (server && (o->certfile == NULL || o->certfile[0] == '\0')) {
+    mb_log(MB_LOG_ERROR, "dist: TLS distribution needs the server's certfile");
+    return NULL;
+  }
+  mb__tls_config_t c = {0};
+  c.certfile = o->certfile;
+  c.keyfile = o->keyfile ? o->keyfile : o->certfile;
+  c.cacertfile = o->cacertfile;
+  c.verify = o->verify < 0 ? !server : o->verify != 0;
+  c.fail_if_no_peer_cert = o->fail_if_no_peer_cert != 0;
+  const char *why = "enomem";
+  void *ctx = mb__tls_context(&c, server, &why);
+  if (ctx == NULL)
+    mb_log(MB_LOG_ERROR, "dist: TLS distribution: the %s options: %s", side,
+           why);
+  return ctx;
+}
+
+static void tls_contexts_free(void) {
+  mb__tls_context_free(mb__dist_self.tls_server);
+  mb__tls_context_free(mb__dist_self.tls_client);
+  mb__dist_self.tls_server = mb__dist_self.tls_client = NULL;
+  mb__dist_self.tls = false;
+}
+
+static int tls_config(const mb_dist_config_t *cfg) {
+  mb__dist_self.tls = cfg->tls != 0;
+  if (!cfg->tls)
+    return 0;
+  mb__dist_self.tls_server = tls_side(&cfg->tls_server, true);
+  mb__dist_self.tls_client = tls_side(&cfg->tls_client, false);
+  if (mb__dist_self.tls_server == NULL || mb__dist_self.tls_client == NULL) {
+    tls_contexts_free();
+    return MB_EINVAL;
+  }
+  return 0;
 }
 
 int mb_dist_start(const mb_dist_config_t *cfg) {
@@ -789,7 +1114,13 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   if (cfg->epmd_port < 0 || cfg->epmd_port > 65535)
     return MB_EINVAL;
   mb__epmd_set_port(cfg->epmd_port);
-  int err = mb__atom_intern(name, strlen(name), &mb__dist_self.name);
+  mb__dist_self.ipv6 = cfg->ipv6 != 0;
+  mb__epmd_set_ipv6(mb__dist_self.ipv6);
+  int err = listen_config(cfg);
+  if (err == 0)
+    err = mb__atom_intern(name, strlen(name), &mb__dist_self.name);
+  if (err == 0)
+    err = tls_config(cfg);
   if (err)
     return err;
   uv_mutex_init(&mb__dist_tab_lock);
@@ -797,11 +1128,14 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   mb__map_init(&per_source);
   mb__map_init(&incoming);
   err = on_loop_and_wait(start_listening);
-  if (err != 0)
+  if (err != 0) {
+    tls_contexts_free();
     return err;
+  }
   mb__etf_set_local(mb__dist_self.name, mb__dist_self.creation);
   mb__dist_self.started = true;
-  mb_log(MB_LOG_INFO, "dist: node %s up on port %d", name, mb__dist_self.port);
+  mb_log(MB_LOG_INFO, "dist: node %s up on port %d%s", name,
+         mb__dist_self.port, mb__dist_self.tls ? " (TLS)" : "");
   return 0;
 }
 
@@ -842,6 +1176,7 @@ void mb__dist_stop(void) {
     return;
   on_loop_and_wait(close_all);
   mb__dist_self.started = false;
+  tls_contexts_free();
   mb__etf_set_local(NULL, 0);
 }
 

@@ -67,7 +67,12 @@ struct mb__conn_s {
   /* Acceptor: counted against the bounds on handshakes and on
    * connections per source address (conn.c); loop thread. */
   bool counted, handshaking;
-  uint32_t source; /* IPv4 address, host order */
+  uint32_t source; /* IPv4 address, host order, or a hash of IPv6's */
+  char address[48]; /* the peer's address as text, for the log */
+  /* With TLS distribution: the connection's TLS state, and whether its
+   * TLS handshake is done (the distribution handshake follows inside). */
+  mb__tls_t *tls;
+  bool tls_up, tls_heard;
   conn_state_t state; /* under tab_lock */
   hs_state_t hs;
   uint64_t flags; /* negotiated: ours & theirs */
@@ -94,6 +99,9 @@ typedef struct {
   unsigned ticktime; /* seconds */
   uv_tcp_t listener;
   int port;
+  /* TLS distribution: the contexts of both sides, made at start. */
+  bool tls, ipv6;
+  void *tls_server, *tls_client;
 } mb__dist_self_t;
 extern mb__dist_self_t mb__dist_self;
 /* The connection table, node atom index + 1 -> conn, under tab_lock. */

@@ -78,6 +78,8 @@ int mb__epmd_lookup(const char *host, const char *alive, mb__epmd_lookup_cb cb,
                     void *arg);
 /* The EPMD port that mb_dist_start was given (0: ERL_EPMD_PORT). */
 void mb__epmd_set_port(int port);
+/* Resolve host names to IPv6 addresses (an IPv6 distribution). */
+void mb__epmd_set_ipv6(bool on);
 /* At node stop, before the loop stops: unregister, cancel the requests in
  * flight (MB_ECANCELED) and stop the built-in server if this node runs
  * it, which ends the registrations of the nodes that use it. */

@@ -103,7 +103,7 @@ typedef struct req_s {
   int attempts;
   int port;                    /* EPMD's */
   uint64_t deadline, retry_ms; /* loop time */
-  struct sockaddr_in addr;
+  struct sockaddr_storage addr; /* IPv4 or IPv6 */
   char *addresses; /* ERL_EPMD_ADDRESS at the call, to start a server */
   char host[HOST_MAX + 1];
   char alive[ALIVE_MAX + 1];
@@ -337,8 +337,9 @@ static void resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai) {
   req_t *r = g->data;
   r->resolving = false;
   if (status == 0 && !r->closing) {
-    memcpy(&r->addr, ai->ai_addr, sizeof r->addr);
-    r->addr.sin_port = htons((uint16_t)r->port);
+    memcpy(&r->addr, ai->ai_addr, ai->ai_addrlen);
+    /* sin_port and sin6_port lie at the same place */
+    ((struct sockaddr_in *)&r->addr)->sin_port = htons((uint16_t)r->port);
   }
   uv_freeaddrinfo(ai);
   if (r->closing)
@@ -349,11 +350,15 @@ static void resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai) {
     connect_attempt(r);
 }
 
-/* IPv4 only: OTP's default distribution (inet_tcp) and its EPMD
- * connections are IPv4. */
+/* IPv4, as OTP's default distribution (inet_tcp) and its EPMD
+ * connections; IPv6 for an IPv6 distribution (inet6_tcp, inet6_tls). */
+static _Atomic bool ipv6_names;
+
+void mb__epmd_set_ipv6(bool on) { atomic_store(&ipv6_names, on); }
+
 static void resolve(req_t *r) {
   struct addrinfo hints = {0};
-  hints.ai_family = AF_INET;
+  hints.ai_family = atomic_load(&ipv6_names) ? AF_INET6 : AF_INET;
   hints.ai_socktype = SOCK_STREAM;
   r->resolve.data = r;
   int err =
@@ -382,7 +387,8 @@ static void req_begin(void *arg) {
   }
   if (r->kind == REQ_REGISTER)
     reg = r;
-  if (uv_ip4_addr(r->host, r->port, &r->addr) == 0)
+  if (uv_ip4_addr(r->host, r->port, (struct sockaddr_in *)&r->addr) == 0 ||
+      uv_ip6_addr(r->host, r->port, (struct sockaddr_in6 *)&r->addr) == 0)
     connect_attempt(r);
   else
     resolve(r);

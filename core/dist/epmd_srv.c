@@ -8,8 +8,10 @@
  * ERL_EPMD_ADDRESS is set, on 127.0.0.1 and the IPv4 addresses it lists
  * (separated by commas or spaces; 0.0.0.0 for all); otherwise on every
  * IPv4 interface (0.0.0.0), so that nodes of other hosts can look names
- * up, or on 127.0.0.1 alone if that fails.  As with epmd, only peers on
- * 127.0.0.0/8 may register; anyone who reaches it may look names up.
+ * up, or on 127.0.0.1 alone if that fails; and on IPv6 as well (every
+ * interface, or ::1 when ERL_EPMD_ADDRESS is set), where the host has it.
+ * As with epmd, only peers on 127.0.0.0/8 or ::1 may register; anyone who
+ * reaches it may look names up.
  *
  * The server lives as long as the node that started it: when that node
  * stops, the nodes registered with it lose their registration, as they do
@@ -57,7 +59,7 @@ typedef struct conn_s {
   bool answered;   /* a one-shot request was answered: closing */
   bool registered;
   uint32_t source; /* the peer's IPv4 address, host order */
-  char peer[24];
+  char peer[48];
   size_t len;
   unsigned char buf[2 + SRV_MAX_REQ];
 } conn_t;
@@ -296,8 +298,19 @@ static void peer_name(conn_t *c) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   strcpy(c->peer, "?");
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0 ||
-      ss.ss_family != AF_INET)
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a6, c->peer, sizeof c->peer);
+    uint32_t h = 2166136261u; /* FNV-1a: the key the bounds count by */
+    for (int i = 0; i < 16; i++)
+      h = (h ^ a6->sin6_addr.s6_addr[i]) * 16777619u;
+    c->source = h;
+    c->local = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+    return;
+  }
+  if (ss.ss_family != AF_INET)
     return;
   struct sockaddr_in *a = (struct sockaddr_in *)&ss;
   uv_ip4_name(a, c->peer, sizeof c->peer);
@@ -390,8 +403,15 @@ static void server_handle_closed(uv_handle_t *h) {
 }
 
 static int listen_on(server_t *s, const char *ip) {
-  struct sockaddr_in a;
-  int i = s->n_listeners, err = uv_ip4_addr(ip, s->port, &a);
+  struct sockaddr_storage a;
+  unsigned flags = 0;
+  int i = s->n_listeners,
+      err = uv_ip4_addr(ip, s->port, (struct sockaddr_in *)&a);
+  if (err) {
+    /* IPv6 apart from IPv4, as epmd listens on both. */
+    err = uv_ip6_addr(ip, s->port, (struct sockaddr_in6 *)&a);
+    flags = UV_TCP_IPV6ONLY;
+  }
   if (err)
     return err;
   uv_tcp_t *l = &s->listeners[i];
@@ -400,7 +420,7 @@ static int listen_on(server_t *s, const char *ip) {
   s->handles++;
   s->n_listeners++;
   /* libuv reports EADDRINUSE from listen, not bind. */
-  err = uv_tcp_bind(l, (const struct sockaddr *)&a, 0);
+  err = uv_tcp_bind(l, (const struct sockaddr *)&a, flags);
   if (err == 0)
     err = uv_listen((uv_stream_t *)l, SOMAXCONN, on_connection);
   if (err)
@@ -482,6 +502,10 @@ int mb__epmd_server_start(int port, const char *addresses) {
   }
   if (!any)
     listen_extra(s, addresses);
+  /* IPv6 too where the host has it (for IPv6 distribution): a failure
+   * costs nothing else. */
+  if (listen_on(s, any ? "::" : "::1") != 0)
+    mb_log(MB_LOG_DEBUG, "epmd: not listening on IPv6");
   uv_timer_init(mb__loop(), &s->sweep);
   s->sweep.data = s;
   s->handles++;
