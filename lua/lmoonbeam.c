@@ -334,7 +334,7 @@ int lmb_start_distribution(lua_State *L) {
     return luaL_error(L,
                       "start_distribution: bad distribution settings (the "
                       "log says which)");
-  if (err == UV_EADDRINUSE)
+  if (err == MB_ELIMIT)
     return luaL_error(L, "start_distribution: no free port to listen on");
   check_err(L, err, "start_distribution");
   /* net_kernel answers other nodes' pings; moonbeam.rpc runs what their

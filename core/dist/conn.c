@@ -1010,7 +1010,14 @@ static int listen_in_range(void) {
 static void start_listening(void *arg) {
   start_wait_t *w = arg;
   int err = listen_in_range();
-  if (err == 0) {
+  if (err != 0) {
+    char ip[64] = "?";
+    uv_ip_name((struct sockaddr *)&listen_addr, ip, sizeof ip);
+    mb_log(MB_LOG_ERROR, "dist: cannot listen on %s, port %d-%d: %s", ip,
+           listen_min, listen_max, uv_strerror(err));
+    /* libuv's codes are not ours: no port free is a limit reached. */
+    err = err == UV_EADDRINUSE ? MB_ELIMIT : MB_ECONN;
+  } else {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     uv_tcp_getsockname(&mb__dist_self.listener, (struct sockaddr *)&ss, &len);
