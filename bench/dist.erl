@@ -15,8 +15,14 @@
 %% The peer (peer/1) answers, as bench_peer: {hello, From, Node} (it
 %% watches Node and halts when Node goes down), {echo, From},
 %% {sink, From, N}, {source, From, N} and stop; see dist_peer.lua.
+%%
+%% Then the same over TLS distribution (inet_tls_dist, both sides
+%% verifying the other's certificate), as round_trip_tls and
+%% throughput_tls: main makes the certificates with dist_certs.sh (in
+%% BENCH_DIR, the directory of the benchmarks) and runs tls_main in a node
+%% started with -proto_dist inet_tls, whose peer runs it too.
 -module(dist).
--export([main/0, main/1, peer/1]).
+-export([main/0, main/1, tls_main/1, peer/1]).
 
 main() -> main([]).
 
@@ -36,9 +42,75 @@ main(Args) ->
         wait_epmd(100),
         {ok, _} = net_kernel:start([list_to_atom("beamdist_" ++ Tag ++ "@127.0.0.1"),
                                     longnames]),
-        Peer = start_peer(Tag, Tmp),
+        Peer = start_peer(Tag, Tmp, ""),
         try
-            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count, Global)
+            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count, ""),
+            bench:report("global", global_round(Global), "us", "lower"),
+            bench:note("~b round trips, ~b messages one way, ~b global rounds, over 127.0.0.1",
+                       [Rounds, Count, Global])
+        catch C:E:S ->
+            show_logs(Tmp),
+            erlang:raise(C, E, S)
+        after
+            stop_os(Peer)
+        end,
+        tls_run(Tmp, Rounds, Count)
+    after
+        net_kernel:stop(),
+        stop_os(Epmd),
+        os:cmd("rm -rf '" ++ Tmp ++ "'")
+    end.
+
+measure(Peer, Rounds, Count, Suffix) ->
+    Ctl = connect(Peer, 300),
+    bench:report("round_trip" ++ Suffix, round_trip(Ctl, Rounds), "ns", "lower"),
+    sink(Ctl, Count div 10),
+    bench:report("throughput" ++ Suffix, sink(Ctl, Count), "msg/s", "higher").
+
+%% TLS distribution's flags, with the ssl_dist_optfile in Dir.
+tls_flags(Dir) ->
+    " -proto_dist inet_tls -ssl_dist_optfile '" ++ Dir ++ "/ssl_dist.conf'".
+
+%% The TLS figures: certificates, then a node of TLS distribution that
+%% measures (a node's protocol is set when it starts); its figures go on.
+tls_run(Tmp, Rounds, Count) ->
+    Dir = Tmp ++ "/tls",
+    Certs = filename:join(os:getenv("BENCH_DIR", "."), "dist_certs.sh"),
+    ok = file:make_dir(Dir),
+    "" = os:cmd("sh '" ++ Certs ++ "' '" ++ Dir ++ "' 2>&1"),
+    Ebin = filename:dirname(code:which(?MODULE)),
+    Log = Tmp ++ "/tls_main.log",
+    Main = start_os("erl -noshell -noinput -setcookie " ++
+                    atom_to_list(erlang:get_cookie()) ++
+                    " -start_epmd false" ++ tls_flags(Dir) ++
+                    " -kernel inet_dist_use_interface '{127,0,0,1}'"
+                    " +S " ++ integer_to_list(erlang:system_info(schedulers)) ++
+                    " -pa '" ++ Ebin ++ "' -run dist tls_main " ++
+                    integer_to_list(Rounds) ++ " " ++ integer_to_list(Count) ++
+                    " " ++ Dir ++ " -s init stop", Log),
+    wait_gone(Main, 10 * list_to_integer(os:getenv("BENCH_TIMEOUT", "300"))),
+    stop_os(Main),
+    {ok, Out} = file:read_file(Log),
+    Lines = [L || L <- string:split(binary_to_list(Out), "\n", all),
+                  lists:prefix("RESULT ", L) orelse lists:prefix("# ", L)],
+    [io:format("~s~n", [L]) || L <- Lines],
+    case [L || L <- Lines, lists:prefix("RESULT ", L)] of
+        [] -> io:format(standard_error, "the TLS run gave no figures:~n~s", [Out]),
+              error(no_tls_figures);
+        _ -> ok
+    end.
+
+%% In a node started with -proto_dist inet_tls: as main, over TLS.
+tls_main([R, N, Dir]) ->
+    Tmp = string:trim(os:cmd("mktemp -d")),
+    Tag = tag(),
+    try
+        {ok, _} = net_kernel:start([list_to_atom("beamtls_" ++ Tag ++ "@127.0.0.1"),
+                                    longnames]),
+        Peer = start_peer(Tag, Tmp, tls_flags(Dir)),
+        try
+            measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"),
+                    list_to_integer(R), list_to_integer(N), "_tls")
         catch C:E:S ->
             show_logs(Tmp),
             erlang:raise(C, E, S)
@@ -46,19 +118,8 @@ main(Args) ->
             stop_os(Peer)
         end
     after
-        net_kernel:stop(),
-        stop_os(Epmd),
         os:cmd("rm -rf '" ++ Tmp ++ "'")
     end.
-
-measure(Peer, Rounds, Count, Global) ->
-    Ctl = connect(Peer, 300),
-    bench:report("round_trip", round_trip(Ctl, Rounds), "ns", "lower"),
-    sink(Ctl, Count div 10),
-    bench:report("throughput", sink(Ctl, Count), "msg/s", "higher"),
-    bench:report("global", global_round(Global), "us", "lower"),
-    bench:note("~b round trips, ~b messages one way, ~b global rounds, over 127.0.0.1",
-               [Rounds, Count, Global]).
 
 %% G rounds of global register_name, whereis_name and unregister_name
 %% with the peer in the cluster (after G/10 not timed): microseconds each.
@@ -156,13 +217,13 @@ take(From, K, N) -> receive _ -> take(From, K - 1, N) end.
 %% ---------------------------------------------------------------------
 %% OS processes: in the background under timeout(1), stopped by their pid.
 
-start_peer(Tag, Tmp) ->
+start_peer(Tag, Tmp, Flags) ->
     Ebin = filename:dirname(code:which(?MODULE)),
     S = integer_to_list(erlang:system_info(schedulers)),
     start_os("erl -noshell -noinput"
              " -setcookie " ++ atom_to_list(erlang:get_cookie()) ++
-             " -start_epmd false -kernel inet_dist_use_interface '{127,0,0,1}'"
-             " +S " ++ S ++ ":" ++ S ++ " -pa '" ++ Ebin ++ "'"
+             " -start_epmd false -kernel inet_dist_use_interface '{127,0,0,1}'" ++
+             Flags ++ " +S " ++ S ++ ":" ++ S ++ " -pa '" ++ Ebin ++ "'"
              " -run dist peer beampeer_" ++ Tag ++ "@127.0.0.1",
              Tmp ++ "/beampeer.log").
 

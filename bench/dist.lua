@@ -15,6 +15,10 @@
 --   microseconds per round.
 -- mb is moonbeam, beam Erlang/OTP; bench/run puts each figure next to
 -- dist.erl's Erlang-to-Erlang one.
+-- round_trip_tls/..., throughput_tls/...: the same over TLS distribution
+--   (inet_tls_dist, both sides verifying the other's certificate), from
+--   a second run of this script with BENCH_DIST_TLS set, whose nodes and
+--   peers all run TLS distribution (certificates by dist_certs.sh).
 --
 -- Environment:
 --   ERL_EPMD_PORT    the EPMD port, a test port (default: 47000 to 47999);
@@ -25,6 +29,8 @@
 --                    into a temporary directory)
 --   BENCH_MOONBEAM   the launcher of the moonbeam peer (default: this one)
 --   BENCH_TIMEOUT    seconds a peer may live (default 300)
+--   BENCH_DIST_TLS   (set by this script) a directory with the
+--                    certificates and ssl_dist.conf: run over TLS
 -- Each peer runs under timeout(1) and is stopped by its pid at the end.
 local mb = require "moonbeam"
 local bench = require "bench"
@@ -57,6 +63,11 @@ local function random_word()
 end
 
 local cookie = os.getenv("DIST_COOKIE") or random_word()
+local tls_dir = os.getenv("BENCH_DIST_TLS")
+local suffix = tls_dir and "_tls" or ""
+-- erl's flags of TLS distribution
+local erl_tls = tls_dir and ("-proto_dist inet_tls -ssl_dist_optfile %s ")
+  :format(quote(tls_dir .. "/ssl_dist.conf")) or ""
 local tag = random_word():sub(1, 6):lower()
 local tmp = sh("mktemp -d"):gsub("%s+$", "")
 local bench_dir = assert(package.searchpath("dist_peer", package.path),
@@ -211,9 +222,10 @@ local function moonbeam_peer()
   local launcher = os.getenv("BENCH_MOONBEAM")
     or sh("readlink -f /proc/$PPID/exe"):gsub("%s+$", "")
   local node = "mbpeer_" .. tag .. "@127.0.0.1"
-  start_os(("%s --schedulers %d %s %s %s"):format(quote(launcher),
-    mb.schedulers(), quote(bench_dir .. "/dist_peer.lua"), node, cookie),
-    tmp .. "/mbpeer.log")
+  start_os(("%s%s --schedulers %d %s %s %s"):format(
+    tls_dir and "env BENCH_DIST_TLS=" .. quote(tls_dir) .. " " or "",
+    quote(launcher), mb.schedulers(), quote(bench_dir .. "/dist_peer.lua"),
+    node, cookie), tmp .. "/mbpeer.log")
   return node
 end
 
@@ -225,34 +237,63 @@ local function beam_peer()
       quote(bench_dir .. "/dist.erl"), quote(bench_dir .. "/bench.erl"))))
   end
   local node = "beampeer_" .. tag .. "@127.0.0.1"
-  start_os(("erl -noshell -noinput -setcookie %s -start_epmd false "
+  start_os(("erl -noshell -noinput -setcookie %s -start_epmd false %s"
     .. "-kernel inet_dist_use_interface '{127,0,0,1}' +S %d:%d -pa %s "
-    .. "-run dist peer %s"):format(cookie, mb.schedulers(), mb.schedulers(),
-    quote(ebin), node), tmp .. "/beampeer.log")
+    .. "-run dist peer %s"):format(cookie, erl_tls, mb.schedulers(),
+    mb.schedulers(), quote(ebin), node), tmp .. "/beampeer.log")
   return node
+end
+
+-- The TLS figures: this script again, as a node of its own (a node's
+-- distribution starts once), over TLS; its figures and notes go on.
+local function tls_run()
+  if sh("command -v openssl"):match("%S") == nil then
+    bench.note("openssl is not installed: no TLS figures")
+    return
+  end
+  local dir = tmp .. "/tls"
+  assert(os.execute(("mkdir -p %s && sh %s %s"):format(quote(dir),
+    quote(bench_dir .. "/dist_certs.sh"), quote(dir))), "dist_certs.sh failed")
+  local launcher = os.getenv("BENCH_MOONBEAM")
+    or sh("readlink -f /proc/$PPID/exe"):gsub("%s+$", "")
+  local out = sh(("BENCH_DIST_TLS=%s ERL_EPMD_PORT=%d DIST_COOKIE=%s "
+    .. "timeout -k 5 %d %s --schedulers %d %s %d %d 2>&1"):format(quote(dir),
+    epmd_port, quote(cookie), limit, quote(launcher), mb.schedulers(),
+    quote(bench_dir .. "/dist.lua"), rounds, count))
+  local figures = 0
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^RESULT ") then figures = figures + 1 end
+    if line:match("^RESULT ") or line:match("^# ") then print(line) end
+  end
+  if figures == 0 then error("the TLS run gave no figures:\n" .. out, 0) end
 end
 
 local function main()
   mb.log_level("error") -- not each connection, nor the peers' going
   mb.start_distribution{name = "mbdist_" .. tag .. "@127.0.0.1",
-                        cookie = cookie, epmd_port = epmd_port}
+                        cookie = cookie, epmd_port = epmd_port,
+                        proto_dist = tls_dir and "inet_tls" or nil,
+                        ssl_dist_optfile = tls_dir and tls_dir .. "/ssl_dist.conf"}
   -- One peer at a time, so that the other does not take CPU time.
   local ctl = connect(moonbeam_peer())
-  bench.report("round_trip/mb-mb", round_trip(ctl), "ns", "lower")
-  bench.report("throughput/mb->mb", throughput_out(ctl), "msg/s", "higher")
-  bench.report("global/mb-mb", global_round(), "us", "lower")
+  bench.report("round_trip" .. suffix .. "/mb-mb", round_trip(ctl), "ns", "lower")
+  bench.report("throughput" .. suffix .. "/mb->mb", throughput_out(ctl), "msg/s", "higher")
+  if not tls_dir then bench.report("global/mb-mb", global_round(), "us", "lower") end
   stop_os(started[#started])
   if sh("command -v erl"):match("%S") then
     ctl = connect(beam_peer())
-    bench.report("round_trip/mb-beam", round_trip(ctl), "ns", "lower")
-    bench.report("throughput/mb->beam", throughput_out(ctl), "msg/s", "higher")
-    bench.report("throughput/beam->mb", throughput_in(ctl), "msg/s", "higher")
-    bench.report("global/mb-beam", global_round(), "us", "lower")
+    bench.report("round_trip" .. suffix .. "/mb-beam", round_trip(ctl), "ns", "lower")
+    bench.report("throughput" .. suffix .. "/mb->beam", throughput_out(ctl), "msg/s", "higher")
+    bench.report("throughput" .. suffix .. "/beam->mb", throughput_in(ctl), "msg/s", "higher")
+    if not tls_dir then bench.report("global/mb-beam", global_round(), "us", "lower") end
+    stop_os(started[#started])
   else
     bench.note("erl is not installed: no moonbeam-to-Erlang figures")
   end
+  if tls_dir then return end
   bench.note("%d round trips, %d messages one way, %d global rounds, over 127.0.0.1",
     rounds, count, grounds)
+  tls_run()
 end
 
 local ok, err = xpcall(main, debug.traceback)

@@ -2,6 +2,7 @@
 -- measurements; dist.erl's peer/1 is its Erlang twin and answers the same
 -- requests.  dist.lua starts it and stops it by its pid.
 --   ERL_EPMD_PORT=P moonbeam dist_peer.lua NAME@127.0.0.1 COOKIE
+-- With BENCH_DIST_TLS=DIR, over TLS distribution (DIR/ssl_dist.conf).
 --
 -- Requests, to the process registered as bench_peer:
 --   {hello, From, Node}  monitor Node (the node ends when Node goes down);
@@ -17,8 +18,11 @@ local mb = require "moonbeam"
 -- The name first: once the node answers a ping, bench_peer is there.
 local name, cookie = arg[1], arg[2]
 mb.register("bench_peer", mb.self())
+local tls_dir = os.getenv("BENCH_DIST_TLS") -- TLS distribution's figures
 mb.start_distribution{name = name, cookie = cookie,
-                      epmd_port = tonumber(os.getenv("ERL_EPMD_PORT"))}
+                      epmd_port = tonumber(os.getenv("ERL_EPMD_PORT")),
+                      proto_dist = tls_dir and "inet_tls" or nil,
+                      ssl_dist_optfile = tls_dir and tls_dir .. "/ssl_dist.conf"}
 
 local A = mb.atom
 local send, receive, tuple = mb.send, mb.receive, mb.tuple

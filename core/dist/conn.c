@@ -301,9 +301,26 @@ void mb__conn_write_frames(mb__conn_t *c, frame_t *frames) {
     write_raw(c, frames);
     return;
   }
+  /* Frames queued together go in one write, so that many small
+   * messages share TLS records instead of taking one each. */
+  size_t total = 0;
+  for (frame_t *f = frames; f != NULL; f = f->next)
+    total += f->len;
+  unsigned char *one =
+      frames && frames->next && total <= (1u << 30) ? malloc(total) : NULL;
   int err = 0;
-  for (frame_t *f = frames; f != NULL && err == 0; f = f->next)
-    err = mb__tls_write(c->tls, f->data, f->len);
+  if (one != NULL) {
+    size_t off = 0;
+    for (frame_t *f = frames; f != NULL; f = f->next) {
+      memcpy(one + off, f->data, f->len);
+      off += f->len;
+    }
+    err = mb__tls_write(c->tls, one, total);
+    free(one);
+  } else {
+    for (frame_t *f = frames; f != NULL && err == 0; f = f->next)
+      err = mb__tls_write(c->tls, f->data, f->len);
+  }
   free_frames(frames);
   if (err != 0)
     mb__conn_close(c, "TLS: cannot encrypt");
