@@ -19,7 +19,7 @@
 
 struct mb__tls_s {
   SSL *ssl;
-  BIO *in, *out;   /* network -> OpenSSL, OpenSSL -> network */
+  BIO *in, *out;    /* network -> OpenSSL, OpenSSL -> network */
   char detail[128]; /* OpenSSL's words for the last failure */
 };
 

@@ -192,9 +192,8 @@ static void host_name(char *out, size_t len, bool shortname) {
 /* proto_dist, as Erlang's -proto_dist: inet_tcp (the default), inet_tls
  * (or tls), inet6_tcp, inet6_tls. */
 static void dist_proto(lua_State *L, mb_dist_config_t *cfg) {
-  static const char *const names[] = {"inet_tcp",  "tcp",       "inet_tls",
-                                      "tls",       "inet6_tcp", "inet6_tls",
-                                      NULL};
+  static const char *const names[] = {
+      "inet_tcp", "tcp", "inet_tls", "tls", "inet6_tcp", "inet6_tls", NULL};
   lua_getfield(L, 1, "proto_dist");
   int k = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, names);
   lua_pop(L, 1);
@@ -331,9 +330,8 @@ int lmb_start_distribution(lua_State *L) {
         L, "start_distribution: the name %s is already registered with epmd",
         name);
   if (err == MB_EINVAL && (cfg.tls || cfg.use_interface || cfg.listen_min))
-    return luaL_error(L,
-                      "start_distribution: bad distribution settings (the "
-                      "log says which)");
+    return luaL_error(L, "start_distribution: bad distribution settings (the "
+                         "log says which)");
   if (err == MB_ELIMIT)
     return luaL_error(L, "start_distribution: no free port to listen on");
   check_err(L, err, "start_distribution");

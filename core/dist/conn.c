@@ -7,10 +7,10 @@
  * thread may queue a frame for a node (mb__dist_queue): the connection
  * table and each connection's outgoing queue are under mb__dist_tab_lock;
  * the connection is created (and dialled) on first use. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -382,8 +382,7 @@ static void log_refusal(const char *address, const char *why) {
     return;
   last_refusal_log = now;
   memcpy(last_refusal, line, sizeof line);
-  mb_log(MB_LOG_WARNING, "dist: connection from %s refused: %s", address,
-         why);
+  mb_log(MB_LOG_WARNING, "dist: connection from %s refused: %s", address, why);
 }
 
 /* A connection that fails before it is up for a reason its operator
@@ -582,8 +581,8 @@ static bool tls_input(mb__conn_t *c, const unsigned char *p, size_t n) {
     size_t got = 0;
     if (!reserve(c, 16384))
       return false;
-    int r = mb__tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &got,
-                         &why);
+    int r =
+        mb__tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &got, &why);
     if (r == MB_ECONN) {
       closed_early(c, "closed by the node");
       return false;
@@ -1158,8 +1157,8 @@ int mb_dist_start(const mb_dist_config_t *cfg) {
   }
   mb__etf_set_local(mb__dist_self.name, mb__dist_self.creation);
   mb__dist_self.started = true;
-  mb_log(MB_LOG_INFO, "dist: node %s up on port %d%s", name,
-         mb__dist_self.port, mb__dist_self.tls ? " (TLS)" : "");
+  mb_log(MB_LOG_INFO, "dist: node %s up on port %d%s", name, mb__dist_self.port,
+         mb__dist_self.tls ? " (TLS)" : "");
   return 0;
 }
 

@@ -67,7 +67,7 @@ struct mb__conn_s {
   /* Acceptor: counted against the bounds on handshakes and on
    * connections per source address (conn.c); loop thread. */
   bool counted, handshaking;
-  uint32_t source; /* IPv4 address, host order, or a hash of IPv6's */
+  uint32_t source;  /* IPv4 address, host order, or a hash of IPv6's */
   char address[48]; /* the peer's address as text, for the log */
   /* With TLS distribution: the connection's TLS state, and whether its
    * TLS handshake is done (the distribution handshake follows inside). */

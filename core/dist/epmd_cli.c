@@ -101,8 +101,8 @@ typedef struct req_s {
   bool done;     /* the callback was called */
   bool closing;
   int attempts;
-  int port;                    /* EPMD's */
-  uint64_t deadline, retry_ms; /* loop time */
+  int port;                     /* EPMD's */
+  uint64_t deadline, retry_ms;  /* loop time */
   struct sockaddr_storage addr; /* IPv4 or IPv6 */
   char *addresses; /* ERL_EPMD_ADDRESS at the call, to start a server */
   char host[HOST_MAX + 1];

@@ -73,7 +73,7 @@ struct server_s {
   int port;
   conn_t *conns;
   int n_conns, n_registered;
-  int dropped; /* closed for the bounds since the last sweep's log line */
+  int dropped;       /* closed for the bounds since the last sweep's log line */
   uint32_t creation; /* the next registration's, never 0 */
 };
 
