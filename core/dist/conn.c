@@ -1206,8 +1206,10 @@ void mb__dist_stop(void) {
 /* ---- fuzzing ----
  * The handshake and frame reader take bytes from a fuzzer instead of a
  * socket: a connection with no handles, in the state the first byte picks
- * (0: an acceptor waiting for mb__conn_send_name, 1: an initiator waiting for the
- * status, 2: up), fed the rest.  Writes go nowhere. */
+ * (modulo 3, 0: an acceptor waiting for mb__conn_send_name, 1: an initiator
+ * waiting for the status, 2: up; and 3 to 5 the same with the handshake's
+ * 4-byte lengths of TLS distribution, past TLS itself), fed the rest.
+ * Writes go nowhere. */
 
 int mb__dist_fuzz_init(const char *name, const char *cookie) {
   mb_dist_config_t cfg = {0};
@@ -1235,9 +1237,10 @@ int mb__dist_fuzz_init(const char *name, const char *cookie) {
 void mb__dist_fuzz_feed(const unsigned char *data, size_t len) {
   if (len < 1)
     return;
-  mb__conn_t *c = conn_new(NULL, data[0] == 1);
+  mb__conn_t *c = conn_new(NULL, data[0] % 3 == 1);
   if (c == NULL)
     return;
+  mb__dist_self.tls = data[0] / 3 % 2 == 1;
   const mb__atom_t *peer;
   mb__atom_intern("peer@localhost", 14, &peer);
   switch (data[0] % 3) {

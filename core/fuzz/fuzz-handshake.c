@@ -1,6 +1,7 @@
 /* libFuzzer target: the distribution handshake and the frames after it.
  * The first byte picks where the bytes arrive (a connection accepting, one
- * that dialled, one that is up); any input must end in the connection being
+ * that dialled, one that is up; with the 2-byte handshake lengths of TCP or
+ * the 4-byte ones of TLS); any input must end in the connection being
  * closed or still open, never in a crash.  See CMakeLists.txt. */
 #include <stddef.h>
 #include <stdint.h>
