@@ -372,16 +372,16 @@ static void flush(void *arg) {
 /* ---- refusals ---- */
 
 /* A refused connection is logged at most once a second for the same
- * reason: a flood of them must not flood the log. */
+ * reason, whatever the address: a flood of them must not flood the log,
+ * and refusals for other reasons (a TLS peer's bad certificate) are still
+ * heard. */
 static void log_refusal(const char *address, const char *why) {
-  char line[sizeof last_refusal];
-  snprintf(line, sizeof line, "%s: %s", address, why);
   uint64_t now = uv_now(mb__loop());
   if (last_refusal_log != 0 && now - last_refusal_log < 1000 &&
-      strcmp(line, last_refusal) == 0)
+      strncmp(why, last_refusal, sizeof last_refusal - 1) == 0)
     return;
   last_refusal_log = now;
-  memcpy(last_refusal, line, sizeof line);
+  snprintf(last_refusal, sizeof last_refusal, "%s", why);
   mb_log(MB_LOG_WARNING, "dist: connection from %s refused: %s", address, why);
 }
 
