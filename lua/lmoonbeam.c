@@ -265,7 +265,8 @@ static void dist_listen(lua_State *L, mb_dist_config_t *cfg) {
   if (cfg->listen_min < 0 || cfg->listen_min > 65535 || cfg->listen_max < 0 ||
       cfg->listen_max > 65535 ||
       (cfg->listen_max > 0 && cfg->listen_max < cfg->listen_min))
-    luaL_argerror(L, 1, "inet_dist_listen_min/max: ports with min <= max");
+    luaL_error(L, "start_distribution: inet_dist_listen_min and "
+                  "inet_dist_listen_max must be ports, min <= max");
 }
 
 /* start_distribution{name = "a@host" | sname = "a", cookie =, hidden =,

@@ -369,6 +369,35 @@ describe("TLS distribution between moonbeam nodes", function()
   end)
 end)
 
+describe("bad distribution settings", function()
+  -- The launcher's exit status and what it said.
+  local function launch(args)
+    local p = io.popen(("ERL_EPMD_PORT=%d timeout 20 %s %s eval 1 2>&1; echo \"STATUS $?\"")
+      :format(EPMD_PORT, launcher, args))
+    local out = p:read("a")
+    p:close()
+    return tonumber(out:match("STATUS (%d+)")), out
+  end
+
+  it("stop the launcher with a clear message", function()
+    local status, out = launch("--proto-dist udp")
+    assert.equal(2, status)
+    assert.matches("--proto-dist expects inet_tcp, inet_tls (or tls), inet6_tcp or inet6_tls, "
+      .. "got 'udp'", out, 1, true)
+    status, out = launch("--name x1@127.0.0.1 --cookie c --proto-dist tls")
+    assert.equal(1, status)
+    assert.matches("TLS distribution needs ssl_dist_optfile or ssl_dist_opts", out, 1, true)
+    status, out = launch("--name x2@127.0.0.1 --cookie c --inet-dist-use-interface nowhere")
+    assert.equal(1, status)
+    assert.matches("inet_dist_use_interface: not an address: nowhere", out, 1, true)
+    status, out = launch("--name x3@127.0.0.1 --cookie c --inet-dist-listen-min 9000 "
+      .. "--inet-dist-listen-max 8000")
+    assert.equal(1, status)
+    assert.matches("start_distribution: inet_dist_listen_min and inet_dist_listen_max must "
+      .. "be ports, min <= max", out, 1, true)
+  end)
+end)
+
 describe("ssl_dist_optfile", function()
   local dist_tls = require "moonbeam.dist_tls"
 
