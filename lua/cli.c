@@ -815,15 +815,14 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
       return file_list(L, cli, id, file, key);
     const char *text = setting_text(L, -1, id);
     if (text == NULL)
-      return file_error(file, "%s must be a %s", key,
-                        id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES ||
-                                id == OPT_SHUTDOWN_TIME || id == OPT_LOG_FILES ||
-                                id == OPT_DIST_LISTEN_MIN ||
-                                id == OPT_DIST_LISTEN_MAX
-                            ? "number"
-                        : id == OPT_MAX_HEAP || id == OPT_LOG_FILE_SIZE
-                            ? "number or a string"
-                            : "string");
+      return file_error(
+          file, "%s must be a %s", key,
+          id == OPT_SCHEDULERS || id == OPT_MAX_PROCESSES ||
+                  id == OPT_SHUTDOWN_TIME || id == OPT_LOG_FILES ||
+                  id == OPT_DIST_LISTEN_MIN || id == OPT_DIST_LISTEN_MAX
+              ? "number"
+          : id == OPT_MAX_HEAP || id == OPT_LOG_FILE_SIZE ? "number or a string"
+                                                          : "string");
     char from[128];
     snprintf(from, sizeof from, "%s: %s", file, key);
     return apply(cli, id, text, from) == 0 ? -1 : 1;
