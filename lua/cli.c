@@ -126,12 +126,14 @@ enum {
   OPT_DIST_LISTEN_MAX,
   OPT_DIST_USE_INTERFACE,
   OPT_HELP,
-  OPT_VERSION
+  OPT_VERSION,
+  OPT_COUNT
 };
 
 /* Which settings have been given, by flag or by variable: the config file
- * fills in only the others. */
-#define GIVEN(opt) (1u << (opt))
+ * fills in only the others.  One bit each in a 64-bit mask. */
+#define GIVEN(opt) (UINT64_C(1) << (opt))
+_Static_assert(OPT_COUNT <= 64, "more settings than bits in cli->given");
 
 #define FOR(cmd) (1u << (cmd))
 #define NODE (FOR(CLI_RUN) | FOR(CLI_START) | FOR(CLI_EVAL) | FOR(CLI_SHELL))

@@ -4,6 +4,7 @@
 #define MB_LAUNCHER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -59,7 +60,7 @@ typedef struct {
    * unless given; --inet-dist-listen-min/max: 0 unless given. */
   const char *proto_dist, *ssl_dist_optfile, *dist_use_interface;
   int dist_listen_min, dist_listen_max;
-  unsigned given; /* the settings given by flag or variable (cli.c) */
+  uint64_t given; /* the settings given by flag or variable (cli.c) */
   char *owned;    /* storage the strings above may point into */
 } cli_t;
 
