@@ -322,6 +322,18 @@ static bool matches(lua_State *L) {
   return ok;
 }
 
+/* Does the matcher at index 1 accept saved entry i of the save queue at
+ * t?  As matches() without a prefilter, with less moving on the stack: a
+ * selective receive calls it for every message it goes past. */
+static bool matches_saved(lua_State *L, int t, lua_Integer i) {
+  lua_pushvalue(L, 1);
+  lua_rawgeti(L, t, i);
+  lua_call(L, 1, 1);
+  bool ok = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return ok;
+}
+
 /* Try to take a message: pushes it and returns true, or pushes nothing. */
 static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
   bool has_matcher = !lua_isnil(L, 1);
@@ -330,6 +342,17 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
     prefilter_load(L, &pf);
     push_saved(L, p);
     int t = lua_gettop(L);
+    if (has_matcher && lua_isnil(L, 3)) {
+      for (lua_Integer i = p->sq_head + *scanned; i < p->sq_tail; i++) {
+        if (matches_saved(L, t, i)) {
+          lua_rawgeti(L, t, i);
+          saved_remove(L, p, t, i);
+          lua_remove(L, t);
+          return true;
+        }
+        ++*scanned;
+      }
+    }
     for (lua_Integer i = p->sq_head + *scanned; i < p->sq_tail; i++) {
       if (has_matcher && prefilter_rejects(&pf, key_at(p, i))) {
         ++*scanned;
