@@ -20,6 +20,8 @@ local M = {}
 local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
 local DOWN, ACK = atom.DOWN, atom["$gen_ack"]
 M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
+-- The options of every call's demonitor (read, never kept or changed).
+local FLUSH = {flush = true}
 
 -- What a behaviour's process needs (see moonbeam.gen_base): reply, ack,
 -- register_name, callback_module, tag and pack.
@@ -89,20 +91,20 @@ end
 function M.call(server, request, timeout, module, label)
   module = module or "gen_server"
   timeout = timeout or 5000
-  local pid = M.whereis(server)
+  local pid, me = M.whereis(server), mb.self()
   if pid == nil then M.fail(atom.noproc, module, server, request) end
-  if pid == mb.self() then M.fail(atom.calling_self, module, server, request) end
+  if pid == me then M.fail(atom.calling_self, module, server, request) end
   local ref = mb.monitor(pid)
-  mb.send(pid, tuple(label or GEN_CALL, tuple(mb.self(), ref), request))
+  mb.send(pid, tuple(label or GEN_CALL, tuple(me, ref), request))
   local msg, why = mb.receive(function(m)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})
   if why == "timeout" then
-    mb.demonitor(ref, {flush = true})
+    mb.demonitor(ref, FLUSH)
     M.fail(atom.timeout, module, server, request)
   end
   if msg[1] == DOWN then M.fail(msg[5], module, server, request) end
-  mb.demonitor(ref, {flush = true})
+  mb.demonitor(ref, FLUSH)
   return msg[2]
 end
 
