@@ -135,6 +135,9 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
                    char *err, size_t errlen);
 
 void mb__require(lua_State *L, const char *name); /* proc.c */
+/* A standard or preloaded library that mb__require opens without the
+ * package library. */
+bool mb__require_opener(const char *name); /* proc.c */
 
 /* Tuples written directly, for signals turned into messages. */
 mb_msg_t *mb__tuple_new(unsigned n);
@@ -528,6 +531,9 @@ mb_msg_t *mb__http_head(int response, const unsigned char *buf, size_t len,
 
 /* ---- modcache.c: Lua modules compiled once per node ---- */
 void mb__modcache_install(lua_State *L);
+int mb__modcache_require(lua_State *L); /* require, without package */
+/* The registry's field for the package library's require, once opened. */
+#define MB__REQUIRE_KEY "moonbeam.require"
 
 /* ---- coro.c ---- */
 void mb__coro_patch(lua_State *L);

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <lualib.h>
 
 #include "internal.h"
 
@@ -409,6 +410,129 @@ static int open_codecache(lua_State *L) {
                                    {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
+}
+
+/* ---- require without the package library ---- */
+
+/* The file package.searchpath would find for `name` along `path`, into
+ * buf; false if there is none, or the path is one this copy does not
+ * read the way package.searchpath does (an empty template). */
+static bool search_path(const char *name, const char *path, char *buf,
+                        size_t size) {
+  char mod[256];
+  size_t n = strlen(name);
+  if (n >= sizeof mod)
+    return false;
+  for (size_t i = 0; i <= n; i++)
+    mod[i] = name[i] == '.' ? '/' : name[i];
+  for (const char *t = path; *t;) {
+    const char *end = strchr(t, ';');
+    size_t len = end ? (size_t)(end - t) : strlen(t);
+    if (len == 0)
+      return false;
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+      const char *piece = t[i] == '?' ? mod : &t[i];
+      size_t plen = t[i] == '?' ? n : 1;
+      if (k + plen >= size)
+        return false;
+      memcpy(buf + k, piece, plen);
+      k += plen;
+    }
+    buf[k] = '\0';
+    FILE *f = fopen(buf, "r");
+    if (f != NULL) {
+      fclose(f);
+      return true;
+    }
+    t = end ? end + 1 : t + len;
+  }
+  return false;
+}
+
+/* Push the chunk of `name` from the cache, and the loader data require
+ * gives it (the file's path, or "=name" for a module loaded from a
+ * string), as the searcher would; false, with nothing pushed, when the
+ * cache cannot say (not compiled yet, not found, no node path). */
+static bool load_cached(lua_State *L, const char *name) {
+  lua_Integer version = 0;
+  uv_mutex_lock(&lock);
+  entry_t *e = find(name);
+  bool from_string = e != NULL && e->path == NULL;
+  uv_mutex_unlock(&lock);
+  if (e == NULL)
+    return false;
+  if (from_string) {
+    if (load_current(L, name, NULL, &version) != LUA_OK)
+      return false;
+    note_held(L, name, version);
+    lua_pushfstring(L, "=%s", name);
+    return true;
+  }
+  const char *path = mb__config()->lua_path;
+  char file[4096];
+  if (path == NULL || !search_path(name, path, file, sizeof file))
+    return false;
+  int status = load_current(L, name, file, &version);
+  if (status != LUA_OK) {
+    if (status > 0)
+      lua_pop(L, 1);
+    return false;
+  }
+  note_held(L, name, version);
+  lua_pushstring(L, file);
+  return true;
+}
+
+/* require(name), as package.require does it, for a process that has not
+ * opened the package library: an idle process pays neither for the
+ * library (its tables, searchers and path strings, a few KB) nor for
+ * opening it.  What is already loaded, a standard or preloaded library,
+ * and a module the cache has compiled are loaded here; anything else
+ * opens the package library and goes through its require, as does every
+ * require once the process has opened it (by naming `package`). */
+int mb__modcache_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
+  if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1))
+    return 1;
+  lua_pop(L, 1);
+  bool opened = lua_getfield(L, 2, LUA_LOADLIBNAME) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (!opened && mb__require_opener(name)) {
+    mb__require(L, name);
+    lua_pushliteral(L, ":preload:");
+    return 2;
+  }
+  if (!opened && strcmp(name, "moonbeam.codecache") == 0) {
+    luaL_requiref(L, name, open_codecache, 0);
+    lua_pushliteral(L, ":preload:");
+    return 2;
+  }
+  if (opened || !load_cached(L, name)) {
+    mb__require(L, LUA_LOADLIBNAME);
+    lua_getfield(L, LUA_REGISTRYINDEX, MB__REQUIRE_KEY);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 2);
+    return 2;
+  }
+  /* As package.require: the loader's result, or true, is the module. */
+  lua_rotate(L, -2, 1); /* data, chunk */
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -3);
+  lua_call(L, 2, 1); /* chunk(name, data) */
+  if (!lua_isnil(L, -1))
+    lua_setfield(L, 2, name);
+  else
+    lua_pop(L, 1);
+  if (lua_getfield(L, 2, name) == LUA_TNIL) {
+    lua_pushboolean(L, 1);
+    lua_copy(L, -1, -2);
+    lua_setfield(L, 2, name);
+  }
+  lua_rotate(L, -2, 1);
+  return 2;
 }
 
 /* Put the searcher in the place of Lua's file searcher, the second of

@@ -225,8 +225,20 @@ static int stdlib_loader(lua_State *L) {
   return 1;
 }
 
+bool mb__require_opener(const char *name) {
+  return strcmp(name, LUA_GNAME) == 0 || stdlib_opener(name) != NULL ||
+         find_preload(name) != NULL;
+}
+
 static void open_package(lua_State *L) {
   luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
+  /* The package library's own require, for mb__modcache_require to hand
+   * over to (the global may be replaced by then). */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, MB__REQUIRE_KEY) == LUA_TNIL) {
+    lua_getglobal(L, "require");
+    lua_setfield(L, LUA_REGISTRYINDEX, MB__REQUIRE_KEY);
+  }
+  lua_pop(L, 1);
   if (config.lua_path) {
     lua_pushstring(L, config.lua_path);
     lua_setfield(L, -2, "path");
@@ -320,8 +332,12 @@ static int lazy_index(lua_State *L) {
   if (k == NULL)
     return 0;
   if (strcmp(k, "require") == 0) {
+    /* A require that opens the package library only when it needs it. */
     ensure_base(L);
-    open_package(L);
+    lua_pushcfunction(L, mb__modcache_require);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "require");
+    return 1;
   } else if (stdlib_opener(k) != NULL) {
     mb__require(L, k);
     return 1;
