@@ -343,3 +343,32 @@ describe("stopping", function()
     end, counter))
   end)
 end)
+
+describe("an idle gen_server", function()
+  it("has opened neither the package nor the debug library", function()
+    local idle, failed = in_process(function()
+      local gen_server = require "moonbeam.gen_server"
+      local probe = {
+        init = function(n) return "ok", n end,
+        handle_call = function(req, _, n)
+          if req == "fail" then error("asked to") end
+          return "reply", {package = rawget(_G, "package") ~= nil,
+            debug = rawget(_G, "debug") ~= nil}, n
+        end,
+      }
+      -- The first server of a node may compile the server's modules (the
+      -- package library does that); the next ones load them from the cache.
+      gen_server.stop(assert(gen_server.start(probe, 0)))
+      local server = assert(gen_server.start(probe, 0))
+      local r = gen_server.call(server, "libraries")
+      local ref = mb.monitor(server)
+      pcall(gen_server.call, server, "fail")
+      local down = mb.receive(function(m) return m[2] == ref end, 5000)
+      return r, down[5]
+    end)
+    assert.same({package = false, debug = false}, idle)
+    -- A callback's error still ends the server with its traceback.
+    assert.matches("asked to", tostring(failed[1]))
+    assert.matches("stack traceback", tostring(failed[2]))
+  end)
+end)

@@ -12,7 +12,6 @@ local gen = require "moonbeam.gen_base"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
 local type, xpcall, require = type, xpcall, require
-local traceback = debug.traceback
 
 local M = {}
 
@@ -41,8 +40,9 @@ local function default_info(msg, state)
 end
 
 -- An error in a callback becomes the reason {Error, Traceback}, as a
--- process that raises gets.
-local function on_error(e) return tuple(e, traceback(nil, 2)) end
+-- process that raises gets.  The debug library is looked up here, when a
+-- callback fails, so that a server that never fails does not carry it.
+local function on_error(e) return tuple(e, debug.traceback(nil, 2)) end
 
 -- Run a callback; an error in it ends the server.
 local function run(s, last, fn, ...)
