@@ -526,6 +526,8 @@ int luaopen_moonbeam_socket(lua_State *L) {
 
 static void preload(lua_State *L, const char *name, lua_CFunction open) {
   mb_node_preload(name, open);
+  if (mb_lua_self_pid(L) != 0)
+    return; /* a process finds it among the node's preloads */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, open);
   lua_setfield(L, -2, name);
@@ -533,7 +535,9 @@ static void preload(lua_State *L, const char *name, lua_CFunction open) {
 }
 
 /* Make require "moonbeam.socket" and "moonbeam.term" work in every
- * process, and in the host state L that loads moonbeam. */
+ * process, and in the host state L that loads moonbeam (a process does
+ * not get a package.preload table of its own for them: mb__require and
+ * its package library find the node's preloads). */
 void mb_lsocket_register(lua_State *L) {
   preload(L, "moonbeam.socket", luaopen_moonbeam_socket);
   preload(L, "moonbeam.term", luaopen_moonbeam_term);
