@@ -264,16 +264,98 @@ static void open_package(lua_State *L) {
 }
 
 /* Standard libraries are opened on first use, so an idle process pays only
- * for the bare state. */
+ * for the bare state.  The base library too, one function at a time: a
+ * process that calls type and pcall has those two in its globals, not the
+ * library's twenty-odd.  Its functions are found by name in base_fns, read
+ * once from a state of its own (they have no upvalues, so one serves every
+ * state). */
+typedef struct {
+  char name[24];
+  lua_CFunction fn;
+} base_fn_t;
+
+static base_fn_t base_fns[48];
+static int nbase_fns;
+static uv_once_t base_once = UV_ONCE_INIT;
+
+static void read_base_fns(void) {
+  lua_State *S = luaL_newstate();
+  if (S == NULL)
+    return; /* then ensure_base opens the whole library */
+  luaL_requiref(S, LUA_GNAME, luaopen_base, 1);
+  lua_pushnil(S);
+  while (lua_next(S, -2) != 0) {
+    size_t len;
+    const char *k =
+        lua_type(S, -2) == LUA_TSTRING ? lua_tolstring(S, -2, &len) : NULL;
+    if (k != NULL && len < sizeof base_fns[0].name &&
+        lua_tocfunction(S, -1) != NULL &&
+        nbase_fns < (int)(sizeof base_fns / sizeof base_fns[0])) {
+      memcpy(base_fns[nbase_fns].name, k, len + 1);
+      base_fns[nbase_fns++].fn = lua_tocfunction(S, -1);
+    }
+    lua_pop(S, 1);
+  }
+  lua_close(S);
+}
+
+/* Push the base library's value `k` (a function, _G or _VERSION) and set
+ * it in the globals at 1; false, with nothing pushed, if there is none. */
+static bool push_base(lua_State *L, const char *k) {
+  uv_once(&base_once, read_base_fns);
+  if (strcmp(k, LUA_GNAME) == 0) {
+    lua_pushglobaltable(L);
+  } else if (strcmp(k, "_VERSION") == 0) {
+    lua_pushliteral(L, LUA_VERSION);
+  } else {
+    int i = 0;
+    while (i < nbase_fns && strcmp(base_fns[i].name, k) != 0)
+      i++;
+    if (i == nbase_fns)
+      return false;
+    lua_pushcfunction(L, base_fns[i].fn);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 1, k);
+  return true;
+}
+
+/* Set the value on top as field k of the table below it, unless the table
+ * has one already; pops the value. */
+static void set_if_nil(lua_State *L, const char *k) {
+  lua_pushstring(L, k);
+  bool has = lua_rawget(L, -3) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (has) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_setfield(L, -2, k);
+}
+
+/* The whole base library, as luaopen_base sets it (require "_G"), but for
+ * what the process has set already: a global of its own stays. */
 static void ensure_base(lua_State *L) {
-  lua_pushglobaltable(L);
-  lua_pushliteral(L, LUA_GNAME);
-  int loaded = lua_rawget(L, -2) != LUA_TNIL;
-  lua_pop(L, 2);
-  if (!loaded) {
+  uv_once(&base_once, read_base_fns);
+  if (nbase_fns == 0) {
     luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
     lua_pop(L, 1);
+    return;
   }
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_GNAME) == LUA_TNIL) {
+    lua_pushglobaltable(L);
+    for (int i = 0; i < nbase_fns; i++) {
+      lua_pushcfunction(L, base_fns[i].fn);
+      set_if_nil(L, base_fns[i].name);
+    }
+    lua_pushglobaltable(L);
+    set_if_nil(L, LUA_GNAME);
+    lua_pushliteral(L, LUA_VERSION);
+    set_if_nil(L, "_VERSION");
+    lua_setfield(L, -3, LUA_GNAME);
+  }
+  lua_pop(L, 2);
 }
 
 /* Push module `name`, opening standard and preloaded libraries directly and
@@ -307,7 +389,6 @@ void mb__require(lua_State *L, const char *name) {
     luaL_requiref(L, name, pre, 0);
     return;
   }
-  ensure_base(L);
   lua_getglobal(L, "require");
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -333,19 +414,16 @@ static int lazy_index(lua_State *L) {
     return 0;
   if (strcmp(k, "require") == 0) {
     /* A require that opens the package library only when it needs it. */
-    ensure_base(L);
     lua_pushcfunction(L, mb__modcache_require);
     lua_pushvalue(L, -1);
     lua_setfield(L, 1, "require");
     return 1;
-  } else if (stdlib_opener(k) != NULL) {
+  }
+  if (stdlib_opener(k) != NULL) {
     mb__require(L, k);
     return 1;
-  } else {
-    ensure_base(L);
   }
-  lua_rawget(L, 1);
-  return 1;
+  return push_base(L, k) ? 1 : 0;
 }
 
 static void hook(lua_State *L, lua_Debug *ar);

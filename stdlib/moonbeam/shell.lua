@@ -185,7 +185,9 @@ function M.completions(s)
   end
   for i, name in ipairs(s.names) do add(name, s.values[i]) end
   for _, name in ipairs(STDLIBS) do add(name, _G[name]) end
-  for k, v in pairs(_G) do add(k, v) end
+  -- A process sets the base library's functions in its globals as it
+  -- uses them; require "_G" sets them all.
+  for k, v in pairs((require "_G")) do add(k, v) end
   for _, nv in ipairs(values) do
     local name, v = nv[1], nv[2]
     out[#out + 1] = name
