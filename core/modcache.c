@@ -23,7 +23,14 @@
  * two-versions rule kills; dead pids are pruned as the table grows.
  *
  * The searcher takes the place of Lua's file searcher, so that a module
- * that is not found is reported with each path searched once. */
+ * that is not found is reported with each path searched once.
+ *
+ * A process's `require` is mb__modcache_require until it opens the
+ * package library: it finds the file along the node's package.path as
+ * package.searchpath does and loads the cached bytecode of that file, so
+ * that an idle GenServer has no package library (a few KB) and its start
+ * does not open one.  Whatever the cache does not hold yet goes to the
+ * package library's require, which this searcher serves. */
 #include <stdlib.h>
 #include <string.h>
 
