@@ -299,10 +299,20 @@ static void read_base_fns(void) {
   lua_close(S);
 }
 
+static void ensure_base(lua_State *L);
+
 /* Push the base library's value `k` (a function, _G or _VERSION) and set
  * it in the globals at 1; false, with nothing pushed, if there is none. */
 static bool push_base(lua_State *L, const char *k) {
   uv_once(&base_once, read_base_fns);
+  if (nbase_fns == 0) { /* no list (out of memory): the whole library */
+    ensure_base(L);
+    lua_pushstring(L, k);
+    if (lua_rawget(L, 1) != LUA_TNIL)
+      return true;
+    lua_pop(L, 1);
+    return false;
+  }
   if (strcmp(k, LUA_GNAME) == 0) {
     lua_pushglobaltable(L);
   } else if (strcmp(k, "_VERSION") == 0) {
