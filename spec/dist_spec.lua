@@ -471,6 +471,63 @@ describe("a connection that goes down", function()
   end)
 end)
 
+describe("a pid of a node's previous incarnation", function()
+  it("gives noproc at once to a link, from Lua and from Erlang", function()
+    -- A moonbeam node that registers the same process each time it
+    -- starts; its second incarnation has a new creation.
+    local script = tmp .. "/incarnation.lua"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+require("moonbeam.dist").start{name = "inc@127.0.0.1", cookie = arg[1], epmd_port = tonumber(arg[2])}
+mb.register("member", mb.self())
+print("UP")
+io.stdout:flush()
+mb.receive(60000)
+]])
+    f:close()
+    local function incarnation(n)
+      local p = io.popen(("exec %s %s %s %d > %s/inc%d.log 2>&1 & echo $!")
+        :format(launcher, script, COOKIE, EPMD_PORT, tmp, n))
+      local pid = p:read("l")
+      p:close()
+      started[#started + 1] = pid
+      assert.matches("UP", log_until("inc" .. n, "UP"))
+      return pid
+    end
+    local inc = "inc@" .. host
+    local first = incarnation(1)
+    local old = run(function(node)
+      local mb = require "moonbeam"
+      local dist = require "moonbeam.dist"
+      assert(dist.ping(node) == "pong")
+      local p = require("moonbeam.rpc").call(node, "moonbeam", "whereis", {"member"})
+      mb.monitor_node(node, true)
+      return p
+    end, inc)
+    assert.equal("pid", mb.typeof(old))
+    kill_os(first, "KILL")
+    run(function(node)
+      local mb = require "moonbeam"
+      mb.monitor_node(node, true)
+      assert(mb.receive(function(m) return m[1] == mb.atom.nodedown end, 10000))
+    end, inc)
+    incarnation(2)
+    local from_lua = run(function(node, p)
+      local mb = require "moonbeam"
+      assert(require("moonbeam.dist").ping(node) == "pong")
+      mb.trap_exit(true)
+      mb.link(p)
+      local e = mb.receive(function(m) return m[1] == mb.atom.EXIT end, 5000)
+      return e and e[2] == p and tostring(e[3]) or "nothing"
+    end, inc, old)
+    assert.equal("noproc", from_lua)
+    if have_erl then
+      assert.equal("noproc", tostring(erl_apply("mbpeer", "link_outcome", {old})))
+    end
+  end)
+end)
+
 describe("a peer that stops answering", function()
   if not have_erl then pending("erl is not installed") return end
 

@@ -501,12 +501,16 @@ static const mb__atom_t *A(const char *s) {
   return a;
 }
 
-static void reply_exit(const mb__atom_t *node, mb_pid_t from,
+/* A link exit {3, From, To, Reason} back to a process that linked to one
+ * of ours that is not there: From as the link named it, so that the
+ * sender matches it to its link also when it names a previous incarnation
+ * of this node. */
+static void reply_exit(const mb__atom_t *node, const mb__etf_pid_t *from,
                        const mb__etf_pid_t *to, const char *reason) {
   writer_t w;
   frame_begin(&w, 4);
   w_int(&w, OP_EXIT);
-  w_pid(&w, from);
+  w_wire_pid(&w, from);
   w_wire_pid(&w, to);
   w_atom(&w, A(reason));
   frame_send(node, &w);
@@ -542,8 +546,12 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
     return MB_EBADTERM;
   mb_pid_t local, remote = key_of_pid(&from);
-  if (!mb__etf_pid_local(&to, &local))
-    return 0; /* a previous incarnation's pid */
+  if (!mb__etf_pid_local(&to, &local)) {
+    /* A previous incarnation's pid: no such process, as for a dead one. */
+    if (!unlink)
+      reply_exit(node, &to, &from, "noproc");
+    return 0;
+  }
   if (unlink)
     cross_untrack(node, T_LINKS, pair_key(local, remote));
   else
@@ -551,7 +559,7 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   mb_msg_t *m = mb__signal_new(unlink ? MB_SIG_UNLINK : MB_SIG_LINK, remote, 0);
   if (m != NULL && mb__signal(local, m) != 0 && !unlink) {
     cross_untrack(node, T_LINKS, pair_key(local, remote));
-    reply_exit(node, local, &from, "noproc");
+    reply_exit(node, &to, &from, "noproc");
   }
   return 0;
 }
