@@ -36,11 +36,12 @@ local function log_until(name, what)
 end
 
 local erl_node = "e1@" .. host
+local e1_os_pid -- e1's OS process
 
 setup(function()
   if have_erl then
     P.erlc("mbpeer.erl")
-    spawn_os(peer(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
+    e1_os_pid = spawn_os(peer(("erl -name e1@127.0.0.1 -setcookie %s -noshell -pa %s -eval 'mbpeer:start()'")
       :format(COOKIE, ptmp)), tmp .. "/e1.log")
     -- wait (bounded) until it answers a ping
     assert(run(function(node)
@@ -74,7 +75,14 @@ local function await_ctl()
   for _ = 1, 100 do
     if erl_apply("erlang", "node", {}, 200) ~= nil then return end
   end
-  error("the Erlang peer's ctl process did not come up")
+  -- Say what is left of the peer, for the log of a failed run.
+  local alive = sh(("kill -0 %s 2>/dev/null && echo alive || echo gone"):format(e1_os_pid))
+  local pong = run(function(node) return require("moonbeam.dist").ping(node, 2000) end, erl_node)
+  local f = io.open(tmp .. "/e1.log")
+  local log = f and f:read("a") or "(no log)"
+  if f then f:close() end
+  error(("the Erlang peer's ctl process does not answer: its OS process is %s, a ping gives %s; its log:\n%s")
+    :format(alive:match("%a+"), pong, log:sub(-4000)))
 end
 
 -- Every example leaves no process of the node behind.

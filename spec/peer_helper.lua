@@ -2,7 +2,8 @@
 -- with MB_PEER_ROOT set to a Debian root with other releases (.ci/roots
 -- builds them), that root's, run with chroot.  Files the peers read live
 -- under P.tmp, which they see as P.ptmp.  Every OS process started here
--- is stopped by its pid in P.stop_all, which also removes P.tmp.
+-- is stopped by its pid in P.stop_all, which also removes P.tmp (after
+-- copying it into $MB_PEER_KEEP, when that is set).
 --
 --   local P = require("spec.peer_helper").new{epmd_port = port}
 --   P.spawn_os(P.peer("erl -name e1@127.0.0.1 ..."), P.tmp .. "/e1.log")
@@ -67,6 +68,10 @@ function M.new(opts)
   function P.stop_all()
     for _, pid in ipairs(P.started) do P.kill_os(pid, "KILL") end
     P.started = {}
+    -- MB_PEER_KEEP=dir keeps the peers' files (their logs) for a look
+    -- after a failed run.
+    local keep = os.getenv("MB_PEER_KEEP")
+    if keep and keep ~= "" then os.execute(("cp -r %s %s/"):format(P.tmp, keep)) end
     os.execute("rm -rf " .. P.tmp)
   end
 
