@@ -269,14 +269,33 @@ static void dist_listen(lua_State *L, mb_dist_config_t *cfg) {
                   "inet_dist_listen_max must be ports, min <= max");
 }
 
+/* The default pg scope, registered as pg before start_distribution
+ * returns, so that the caller's next pg.join finds it. */
+static void start_default_scope(lua_State *L) {
+  mb_pid_t scope;
+  if (mb_proc_spawn_mfa("moonbeam.pg", "run_default", NULL, &scope) != 0)
+    return;
+  lua_pushcfunction(L, mb_lua_register);
+  lua_pushliteral(L, "pg");
+  mb_lua_push_pid(L, scope);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    mb_log(MB_LOG_WARNING, "dist: the default pg scope is not started: %s",
+           lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 /* start_distribution{name = "a@host" | sname = "a", cookie =, hidden =,
  * ticktime =, port =, epmd_port =, proto_dist =, ssl_dist_optfile =,
  * ssl_dist_opts =, inet_dist_listen_min =, inet_dist_listen_max =,
- * inet_dist_use_interface =} -> the node name (an atom).  The one place
- * that starts distribution: the launcher calls it too. */
+ * inet_dist_use_interface =, start_pg =} -> the node name (an atom).  The
+ * one place that starts distribution: the launcher calls it too. */
 int lmb_start_distribution(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   ensure_node(L);
+  lua_getfield(L, 1, "start_pg");
+  bool start_pg = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
   char name[600], host[256], cookie[256];
   lua_getfield(L, 1, "name");
   lua_getfield(L, 1, "sname");
@@ -339,6 +358,9 @@ int lmb_start_distribution(lua_State *L) {
   /* net_kernel answers other nodes' pings; moonbeam.rpc runs what their
    * spawn requests ask for. */
   mb_proc_spawn_mfa("moonbeam.net_kernel", "start", NULL, NULL);
+  if (start_pg)
+    start_default_scope(L);
+  lua_settop(L, 0);
   return mb_lua_node(L);
 }
 

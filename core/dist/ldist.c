@@ -29,11 +29,21 @@ static const mb__atom_t *check_node(lua_State *L, int idx) {
   return a;
 }
 
-/* node() -> this node's name, or nonode@nohost */
+/* node([pid | ref]) -> the node of the pid or ref (Erlang's node/1), or
+ * this node's name; nonode@nohost before distribution is started. */
 int mb_lua_node(lua_State *L) {
   const mb__atom_t *a = mb__dist_node();
   if (a == NULL)
     a = mb__atoms.nonode;
+  if (!lua_isnoneornil(L, 1)) {
+    const mb__lpid_t *p = mb__to_pid(L, 1);
+    const mb__lref_t *r = p ? NULL : mb__to_ref(L, 1);
+    if (p == NULL && r == NULL)
+      return luaL_typeerror(L, 1, "pid or ref");
+    uint32_t node = p ? p->node : r->node;
+    if (node != 0)
+      a = mb__atom_at(node - 1);
+  }
   mb__push_atom(L, a);
   return 1;
 }
