@@ -243,6 +243,41 @@ describe("distribution with an Erlang node", function()
     end
   end)
 
+  it("answers the probe calls tools make to any node, as BEAM answers them", function()
+    local me = mb.atom("mbspec@" .. host)
+    local function probe(f, ...)
+      return erl_apply("erpc", "call", {me, mb.atom.erlang, mb.atom(f), mb.list(...)})
+    end
+    assert.equal(me, probe("node"))
+    assert.equal(me, probe("node", run(function() return require("moonbeam").self() end)))
+    assert.equal(mb.atom(erl_node), probe("node", erl_apply("erlang", "self", {})))
+    assert.same({erl_node}, {tostring(probe("nodes")[1])})
+    local known = probe("nodes", mb.list(mb.atom.this, mb.atom.visible))
+    assert.same({"mbspec@" .. host, erl_node}, {tostring(known[1]), tostring(known[2])})
+    assert.is_true(probe("is_alive"))
+    assert.equal("pid", mb.typeof(probe("whereis", mb.atom.net_kernel)))
+    assert.equal("undefined", tostring(probe("whereis", mb.atom.nobody_here)))
+    local names = {}
+    for _, n in ipairs(probe("registered")) do names[tostring(n)] = true end
+    assert.is_true(names.net_kernel and names.rex and names.pg)
+    -- system_info: what moonbeam is, in Erlang's types (strings are lists)
+    local release = probe("system_info", mb.atom.otp_release)
+    assert.equal("list", mb.typeof(release))
+    assert.matches("^moonbeam ", string.char(table.unpack(release)))
+    assert.equal(8, probe("system_info", mb.atom.wordsize))
+    assert.equal("number", type(probe("system_info", mb.atom.process_count)))
+    -- what is not in the set fails as on BEAM: erpc's error
+    -- {exception, badarg | undef, Stack}
+    local bad = probe("system_info", mb.atom.no_such_item)
+    assert.same({"error", "exception", "badarg"},
+      {tostring(bad[2]), tostring(bad[3][1]), tostring(bad[3][2])})
+    local undef = probe("no_such_function")
+    assert.same({"error", "exception", "undef"},
+      {tostring(undef[2]), tostring(undef[3][1]), tostring(undef[3][2])})
+    local rpc = erl_apply("rpc", "call", {me, mb.atom.erlang, mb.atom.nodes, mb.list()})
+    assert.same({erl_node}, {tostring(rpc[1])})
+  end)
+
   it("calls Erlang functions with rpc, and reports an undefined one", function()
     local n, err = run(function(node)
       local rpc = require "moonbeam.rpc"

@@ -6,7 +6,8 @@
 --   local n = rpc.call("e@localhost", "erlang", "length", {{1, 2, 3}})
 --
 -- Other nodes' rpc:call/erpc:call into this node run a Lua function:
--- module M is require(M), function F its field F.
+-- module M is require(M), function F its field F; calls of the Erlang
+-- module erlang are the probes of moonbeam.probe.
 local mb = require "moonbeam"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
@@ -72,6 +73,11 @@ end
 local ERLANG_MODULES = {global = "moonbeam.global"}
 
 local function lookup(m, f, a)
+  local probe = require("moonbeam.probe").lookup(m, f, a and (a.n or #a) or 0)
+  if probe then return probe end
+  if tostring(m) == "erlang" then
+    return nil, atom.undef, mb.list(tuple(m, f, a or mb.list(), mb.list()))
+  end
   local ok, mod = pcall(require, ERLANG_MODULES[tostring(m)] or tostring(m))
   if not ok and not tostring(mod):find("module '" .. tostring(m) .. "' not found", 1, true) then
     mb.log("error", "rpc: module " .. tostring(m) .. " failed to load: " .. tostring(mod))
@@ -89,8 +95,12 @@ end
 local function apply(m, f, a)
   local fn, why, stack = lookup(m, f, a)
   if fn == nil then return false, why, stack or mb.list() end
-  local ok, v = xpcall(fn, debug.traceback, unpack(a, 1, a.n or #a))
+  local ok, v = xpcall(fn, function(e)
+    return require("moonbeam.probe").reason(e) and e or debug.traceback(e, 2)
+  end, unpack(a, 1, a.n or #a))
   if ok then return true, v end
+  local reason = require("moonbeam.probe").reason(v)
+  if reason ~= nil then return false, reason, mb.list() end
   return false, tuple(atom.lua_error, tostring(v)), mb.list()
 end
 
