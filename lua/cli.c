@@ -125,6 +125,7 @@ enum {
   OPT_DIST_LISTEN_MIN,
   OPT_DIST_LISTEN_MAX,
   OPT_DIST_USE_INTERFACE,
+  OPT_CONNECT_ALL,
   OPT_HELP,
   OPT_VERSION,
   OPT_COUNT
@@ -227,6 +228,9 @@ static const option_t options[] = {
      NULL,
      "distribution listens on this address only\n"
      "(default: every interface)"},
+    {"--connect-all", "BOOL", NODE, OPT_CONNECT_ALL, NULL, "true or false",
+     "connect to every node a peer knows, as Erlang's\n"
+     "-connect_all (default: true)"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -486,6 +490,11 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
   case OPT_DIST_USE_INTERFACE:
     cli->dist_use_interface = value;
     break;
+  case OPT_CONNECT_ALL:
+    if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+      goto bad;
+    cli->no_connect_all = strcmp(value, "false") == 0;
+    break;
   default:
     break;
   }
@@ -741,6 +750,8 @@ static const char *setting_text(lua_State *L, int idx, int id) {
   if (lua_type(L, idx) == LUA_TSTRING ||
       (number && lua_type(L, idx) == LUA_TNUMBER))
     return lua_tostring(L, idx);
+  if (id == OPT_CONNECT_ALL && lua_type(L, idx) == LUA_TBOOLEAN)
+    return lua_toboolean(L, idx) ? "true" : "false";
   return NULL;
 }
 
@@ -798,6 +809,7 @@ static const struct {
     {"inet_dist_listen_min", OPT_DIST_LISTEN_MIN},
     {"inet_dist_listen_max", OPT_DIST_LISTEN_MAX},
     {"inet_dist_use_interface", OPT_DIST_USE_INTERFACE},
+    {"connect_all", OPT_CONNECT_ALL},
 };
 
 /* One key of the config file's table (key at -2, value at -1). */
@@ -824,6 +836,7 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
                   id == OPT_DIST_LISTEN_MIN || id == OPT_DIST_LISTEN_MAX
               ? "number"
           : id == OPT_MAX_HEAP || id == OPT_LOG_FILE_SIZE ? "number or a string"
+          : id == OPT_CONNECT_ALL                         ? "boolean"
                                                           : "string");
     char from[128];
     snprintf(from, sizeof from, "%s: %s", file, key);

@@ -60,8 +60,9 @@ typedef struct {
    * unless given; --inet-dist-listen-min/max: 0 unless given. */
   const char *proto_dist, *ssl_dist_optfile, *dist_use_interface;
   int dist_listen_min, dist_listen_max;
-  uint64_t given; /* the settings given by flag or variable (cli.c) */
-  char *owned;    /* storage the strings above may point into */
+  int no_connect_all; /* --connect-all false */
+  uint64_t given;     /* the settings given by flag or variable (cli.c) */
+  char *owned;        /* storage the strings above may point into */
 } cli_t;
 
 /* Parse the command line into `cli`.  Returns -1 to go on, or the status

@@ -288,8 +288,9 @@ static void start_default_scope(lua_State *L) {
 /* start_distribution{name = "a@host" | sname = "a", cookie =, hidden =,
  * ticktime =, port =, epmd_port =, proto_dist =, ssl_dist_optfile =,
  * ssl_dist_opts =, inet_dist_listen_min =, inet_dist_listen_max =,
- * inet_dist_use_interface =, start_pg =} -> the node name (an atom).  The
- * one place that starts distribution: the launcher calls it too. */
+ * inet_dist_use_interface =, connect_all =, start_pg =} -> the node name
+ * (an atom).  The one place that starts distribution: the launcher calls
+ * it too. */
 int lmb_start_distribution(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   ensure_node(L);
@@ -336,7 +337,9 @@ int lmb_start_distribution(lua_State *L) {
   cfg.port = (int)luaL_optinteger(L, -1, 0);
   lua_getfield(L, 1, "epmd_port");
   cfg.epmd_port = (int)luaL_optinteger(L, -1, 0);
-  lua_pop(L, 5);
+  lua_getfield(L, 1, "connect_all");
+  bool connect_all = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 6);
   dist_proto(L, &cfg);
   dist_listen(L, &cfg);
   lua_getfield(L, 1, "inet_dist_use_interface");
@@ -355,9 +358,13 @@ int lmb_start_distribution(lua_State *L) {
   if (err == MB_ELIMIT)
     return luaL_error(L, "start_distribution: no free port to listen on");
   check_err(L, err, "start_distribution");
-  /* net_kernel answers other nodes' pings; moonbeam.rpc runs what their
-   * spawn requests ask for. */
-  mb_proc_spawn_mfa("moonbeam.net_kernel", "start", NULL, NULL);
+  /* net_kernel answers other nodes' pings and starts global, which meshes
+   * the cluster (unless connect_all is false; a hidden node never does);
+   * moonbeam.rpc runs what their spawn requests ask for. */
+  lua_settop(L, 0);
+  lua_pushboolean(L, connect_all && !cfg.hidden);
+  mb_proc_spawn_mfa("moonbeam.net_kernel", "start",
+                    encode_args(L, 1, "start_distribution"), NULL);
   if (start_pg)
     start_default_scope(L);
   lua_settop(L, 0);

@@ -315,6 +315,8 @@ static int start_distribution(void) {
   lua_pushboolean(L, peer != NULL || cli.hidden);
   lua_setfield(L, -2, "hidden");
   dist_settings();
+  lua_pushboolean(L, !cli.no_connect_all);
+  lua_setfield(L, -2, "connect_all");
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     cli_say("%s", lua_tostring(L, -1));
     lua_pop(L, 1);

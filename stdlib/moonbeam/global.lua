@@ -777,7 +777,10 @@ local function restart_connect(node, tag)
   if math.type(tag) == "integer" then handle_nodeup(node) end
 end
 
+-- With connect_all off, as in OTP's global, a nodeup starts no exchange:
+-- the node takes no part in the mesh.
 function handle_nodeup(node)
+  if not S.connect_all then return end
   if node == me() or S.known[node] or S.resolvers[node] then return end
   S.tags = S.tags + 1
   local tag = S.tags
@@ -1166,10 +1169,11 @@ local function dispatch(m)
 end
 
 --- Run this node's global_name_server (started with distribution).
-function M.start()
+function M.start(connect_all)
   if not pcall(mb.register, NAME, mb.self()) then return end
   math.randomseed(mb.monotonic_time() ~ os.time())
-  S = {known = {}, pending = {}, synced = {}, resolvers = {}, ns = {}, names = {},
+  S = {connect_all = connect_all ~= false,
+    known = {}, pending = {}, synced = {}, resolvers = {}, ns = {}, names = {},
     pid_names = {}, by_ref = {}, locks = {}, syncers = {}, lost = {}, removing = {},
     global_lock_down = false, tags = mb.monotonic_time() & 0xffffffffff, op_id = 0,
     xcreation = math.random(1 << 52)}

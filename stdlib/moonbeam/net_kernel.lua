@@ -8,10 +8,12 @@ local gen = require "moonbeam.gen"
 local M = {}
 
 --- Run the net_kernel process (started by mb.start_distribution).
-function M.start()
+-- @param connect_all whether global connects to the nodes it learns of
+--   (the mesh; false for connect_all = false and for hidden nodes)
+function M.start(connect_all)
   if not pcall(mb.register, "net_kernel", mb.self()) then return end
   mb.spawn("moonbeam.rpc", "rex")
-  mb.spawn("moonbeam.global", "start")
+  mb.spawn("moonbeam.global", "start", connect_all ~= false)
   local GEN_CALL, is_auth = mb.atom["$gen_call"], mb.atom.is_auth
   while true do
     local m = mb.receive()
