@@ -534,7 +534,7 @@ mb.receive(60000)
         :format(launcher, script, COOKIE, EPMD_PORT, tmp, n))
       local pid = p:read("l")
       p:close()
-      started[#started + 1] = pid
+      P.track(pid)
       assert.matches("UP", log_until("inc" .. n, "UP"))
       return pid
     end
@@ -601,7 +601,7 @@ io.stdout:flush()
     f:close()
     local p = io.popen(("exec %s %s e5@%s %s %d > %s/ticker.log 2>&1 & echo $!")
       :format(launcher, script, host, COOKIE, EPMD_PORT, tmp))
-    started[#started + 1] = p:read("l")
+    P.track(p:read("l"))
     p:close()
     local out = log_until("ticker", "UP")
     assert.matches("\nUP\n", "\n" .. out)
@@ -642,7 +642,7 @@ mb.receive(5000)
     local function node(name, peer)
       local p = io.popen(("exec %s %s %s %s %s %d %s > %s/%s.log 2>&1 & echo $!")
         :format(launcher, script, name, peer, COOKIE, EPMD_PORT, go, tmp, name))
-      started[#started + 1] = p:read("l")
+      P.track(p:read("l"))
       p:close()
     end
     node("c1", "c2@" .. host)
@@ -697,7 +697,7 @@ mb.receive(20000) -- until told to stop
         :format(launcher, script, name, port, COOKIE, table.concat({...}, " "), tmp, name))
       local pid = p:read("l")
       p:close()
-      started[#started + 1] = pid
+      P.track(pid)
       return pid
     end
     member("m1")

@@ -44,6 +44,26 @@ function M.new(opts)
       :format(root, cmd)
   end
 
+  -- When each process started (field 22 of /proc/PID/stat), so that a
+  -- pid the system gave to another process since is never signalled.
+  local since = {}
+  local function start_time(pid)
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if f == nil then return nil end
+    local t = f:read("a"):match("^.*%) (.*)$")
+    f:close()
+    local fields = {}
+    for w in (t or ""):gmatch("%S+") do fields[#fields + 1] = w end
+    return fields[20]
+  end
+
+  -- Record a pid started some other way, so stop_all stops it.
+  function P.track(pid)
+    P.started[#P.started + 1] = pid
+    since[pid] = start_time(pid)
+    return pid
+  end
+
   -- An OS process in the background, its output in log: its pid.
   function P.spawn_os(cmd, log)
     -- erl and elixir exec their way down to the VM, which keeps this pid
@@ -51,17 +71,13 @@ function M.new(opts)
       :format(P.epmd_port, cmd, log or "/dev/null"))
     local pid = p:read("l")
     p:close()
-    P.started[#P.started + 1] = pid
-    return pid
+    return P.track(pid)
   end
 
-  -- Record a pid started some other way, so stop_all stops it.
-  function P.track(pid)
-    P.started[#P.started + 1] = pid
-    return pid
-  end
-
+  -- Signal a process started here, if it is still that process.
   function P.kill_os(pid, sig)
+    local t = start_time(pid)
+    if t == nil or t ~= since[pid] then return end
     os.execute(("kill -%s %s 2>/dev/null"):format(sig or "TERM", pid))
   end
 
