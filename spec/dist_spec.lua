@@ -76,13 +76,12 @@ local function await_ctl()
     if erl_apply("erlang", "node", {}, 200) ~= nil then return end
   end
   -- Say what is left of the peer, for the log of a failed run.
-  local alive = sh(("kill -0 %s 2>/dev/null && echo alive || echo gone"):format(e1_os_pid))
   local pong = run(function(node) return require("moonbeam.dist").ping(node, 2000) end, erl_node)
   local f = io.open(tmp .. "/e1.log")
   local log = f and f:read("a") or "(no log)"
   if f then f:close() end
-  error(("the Erlang peer's ctl process does not answer: its OS process is %s, a ping gives %s; its log:\n%s")
-    :format(alive:match("%a+"), pong, log:sub(-4000)))
+  error(("the Erlang peer's ctl process does not answer: its OS process: %s, a ping gives %s; its log:\n%s")
+    :format(P.exit_status(e1_os_pid), pong, log:sub(-4000)))
 end
 
 -- Every example leaves no process of the node behind.
@@ -688,7 +687,7 @@ for _, n in ipairs(mb.nodes()) do names[#names + 1] = tostring(n) end
 table.sort(names)
 print("NODES " .. table.concat(names, " "))
 io.stdout:flush()
-mb.receive(20000) -- until told to stop
+mb.receive(function(m) return m == "stop" end, 60000) -- until stopped
 ]])
     f:close()
     local port = EPMD_PORT + 1000

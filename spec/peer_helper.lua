@@ -64,14 +64,46 @@ function M.new(opts)
     return pid
   end
 
-  -- An OS process in the background, its output in log: its pid.
+  -- How each process started with spawn_os ended, by pid: a file that a
+  -- shell waiting for it writes its exit status into.
+  local status_file = {}
+
+  -- An OS process in the background, its output in log: its pid.  A shell
+  -- waits for it and notes how it ended (P.exit_status).
   function P.spawn_os(cmd, log)
+    log = log or "/dev/null"
+    local st = ("%s/exit.%d"):format(P.tmp, #P.started + 1)
     -- erl and elixir exec their way down to the VM, which keeps this pid
-    local p = io.popen(("ERL_EPMD_PORT=%d exec %s > %s 2>&1 & echo $!")
-      :format(P.epmd_port, cmd, log or "/dev/null"))
+    local p = io.popen(("{ (ERL_EPMD_PORT=%d exec %s > %s 2>&1) & echo $!; exec > /dev/null 2>&1; "
+      .. "wait $!; echo $? > %s; } &"):format(P.epmd_port, cmd, log, st))
     local pid = p:read("l")
     p:close()
+    status_file[pid] = st
     return P.track(pid)
+  end
+
+  -- How a process of spawn_os ended: "running", "exit N", or "killed by
+  -- signal N" (a VM that crashed: 11 is a segmentation fault, 6 an abort).
+  function P.exit_status(pid)
+    local f = status_file[pid] and io.open(status_file[pid])
+    if f == nil then return "running" end
+    local code = tonumber(f:read("a"):match("%d+"))
+    f:close()
+    if code == nil then return "running" end
+    if code > 128 then return ("killed by signal %d"):format(code - 128) end
+    return ("exit %d"):format(code)
+  end
+
+  -- Say loudly, once the peers are stopped, which of them crashed (ended
+  -- by a signal this file did not send): the log of a failed run shows it.
+  local function report_crashes()
+    for pid in pairs(status_file) do
+      local how = P.exit_status(pid)
+      local sig = tonumber(how:match("signal (%d+)"))
+      if sig and sig ~= 9 and sig ~= 15 and sig ~= 19 then
+        io.stderr:write(("\n!! PEER VM CRASHED: OS process %s %s\n"):format(pid, how))
+      end
+    end
   end
 
   -- Signal a process started here, if it is still that process.
@@ -84,6 +116,7 @@ function M.new(opts)
   function P.stop_all()
     for _, pid in ipairs(P.started) do P.kill_os(pid, "KILL") end
     P.started = {}
+    report_crashes()
     -- MB_PEER_KEEP=dir keeps the peers' files (their logs) for a look
     -- after a failed run.
     local keep = os.getenv("MB_PEER_KEEP")
