@@ -24,6 +24,10 @@
 -module(dist).
 -export([main/0, main/1, tls_main/1, peer/1]).
 
+-define(PG_MEMBERS, 100).
+-define(PG_READS, 10000).
+-define(PG_JOINS, 5000).
+
 main() -> main([]).
 
 main(Args) ->
@@ -42,12 +46,20 @@ main(Args) ->
         wait_epmd(100),
         {ok, _} = net_kernel:start([list_to_atom("beamdist_" ++ Tag ++ "@127.0.0.1"),
                                     longnames]),
+        {ok, _} = pg:start(pg),
         Peer = start_peer(Tag, Tmp, ""),
         try
             measure(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), Rounds, Count, ""),
             bench:report("global", global_round(Global), "us", "lower"),
+            pg_members(connect(list_to_atom("beampeer_" ++ Tag ++ "@127.0.0.1"), 300),
+                       ?PG_MEMBERS),
+            bench:report("pg_get_members", pg_get_members(?PG_READS), "ns", "lower"),
+            bench:report("pg_join_leave", pg_join_leave(?PG_JOINS), "ns", "lower"),
             bench:note("~b round trips, ~b messages one way, ~b global rounds, over 127.0.0.1",
-                       [Rounds, Count, Global])
+                       [Rounds, Count, Global]),
+            bench:note("pg: ~b members of the peer in the group read ~b times; ~b joins "
+                       "and leaves of another group, with the peer's scope in sync",
+                       [?PG_MEMBERS, ?PG_READS, ?PG_JOINS])
         catch C:E:S ->
             show_logs(Tmp),
             erlang:raise(C, E, S)
@@ -121,6 +133,42 @@ tls_main([R, N, Dir]) ->
         os:cmd("rm -rf '" ++ Tmp ++ "'")
     end.
 
+%% The peer's default pg scope gets N members in the group <<"bench">>;
+%% wait until this node's scope has them.
+pg_members(Ctl, N) ->
+    Ctl ! {pg_members, self(), N, <<"bench">>},
+    receive {ready, N} -> ok after 30000 -> error(no_pg_members) end,
+    {Ref, Now} = pg:monitor(<<"bench">>),
+    pg_wait(Ref, length(Now), N),
+    pg:demonitor(Ref).
+
+pg_wait(_, N, N) -> ok;
+pg_wait(Ref, _, N) ->
+    receive {Ref, join, _, _} -> pg_wait(Ref, length(pg:get_members(<<"bench">>)), N)
+    after 30000 -> error(no_pg_sync)
+    end.
+
+%% ns per pg:get_members of the group the peer filled.
+pg_get_members(N) ->
+    T0 = bench:now(),
+    pg_read(N),
+    (bench:now() - T0) / N * 1.0e9.
+
+pg_read(0) -> ok;
+pg_read(K) -> _ = pg:get_members(<<"bench">>), pg_read(K - 1).
+
+%% ns per pg:join + pg:leave of this process, announced to the peer.
+pg_join_leave(N) ->
+    T0 = bench:now(),
+    pg_cycle(N),
+    (bench:now() - T0) / N * 1.0e9.
+
+pg_cycle(0) -> ok;
+pg_cycle(K) ->
+    ok = pg:join(<<"local">>, self()),
+    ok = pg:leave(<<"local">>, self()),
+    pg_cycle(K - 1).
+
 %% G rounds of global register_name, whereis_name and unregister_name
 %% with the peer in the cluster (after G/10 not timed): microseconds each.
 global_round(G) ->
@@ -183,6 +231,7 @@ send_all(To, I, N) -> To ! I, send_all(To, I + 1, N).
 %% then distribution, so that bench_peer is there once the node answers a
 %% ping.
 peer([Name]) ->
+    {ok, _} = pg:start(pg),
     register(bench_peer, spawn(fun peer_loop/0)),
     {ok, _} = net_kernel:start([list_to_atom(Name), longnames]),
     ok.
@@ -198,6 +247,10 @@ peer_loop() ->
             From ! {ready, spawn(fun() -> take(From, N, N) end)};
         {source, From, N} ->
             send_all(From, 1, N);
+        {pg_members, From, N, Group} ->
+            Pids = [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, N)],
+            ok = pg:join(Group, Pids),
+            From ! {ready, N};
         {nodedown, _} ->
             halt(0);
         stop ->

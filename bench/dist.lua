@@ -9,6 +9,11 @@
 -- throughput/A->B: N = 200,000 integers sent one way as fast as the
 --   sender can, from the first send until the receiver has taken the
 --   last (after N/10 not timed), messages per second.
+-- pg_get_members/A-B: the peer's default pg scope gets 100 members in a
+--   group; once this node's scope has them, 10,000 pg.get_members of it,
+--   ns each.
+-- pg_join_leave/A-B: 5,000 pg.join + pg.leave of this process in another
+--   group (each announced to the peer's scope), ns per pair.
 -- global/A-B: G = 500 rounds of global register_name, whereis_name and
 --   unregister_name here, with the peer in the cluster (each register and
 --   unregister takes global's lock on both nodes), after G/10 not timed;
@@ -197,6 +202,47 @@ local function throughput_in(ctl)
   return source(ctl, count)
 end
 
+-- pg: the peer's members, then reads and joins here.
+local PG_MEMBERS, PG_READS, PG_JOINS = 100, 10000, 5000
+
+local function pg_members(ctl, group)
+  local pg = require "moonbeam.pg"
+  send(ctl, tuple(A.pg_members, mb.self(), PG_MEMBERS, group))
+  await(A.ready, "pg members")
+  local ref, now = pg.monitor(group)
+  while now.n < PG_MEMBERS do
+    assert(receive(function(m) return m[1] == ref end, 30000), "no pg sync within 30 s")
+    now = pg.get_members(group)
+  end
+  pg.demonitor(ref)
+end
+
+local function pg_get_members(group)
+  local get = require("moonbeam.pg").get_members
+  local t0 = bench.now()
+  for _ = 1, PG_READS do get(group) end
+  return (bench.now() - t0) / PG_READS * 1e9
+end
+
+local function pg_join_leave()
+  local pg = require "moonbeam.pg"
+  local me = mb.self()
+  local t0 = bench.now()
+  for _ = 1, PG_JOINS do
+    pg.join("local", me)
+    pg.leave("local", me)
+  end
+  return (bench.now() - t0) / PG_JOINS * 1e9
+end
+
+-- The pg figures against the peer ctl, named NAME/variant.
+local function pg_figures(ctl, variant)
+  local group = "bench_" .. variant
+  pg_members(ctl, group)
+  bench.report("pg_get_members/" .. variant, pg_get_members(group), "ns", "lower")
+  bench.report("pg_join_leave/" .. variant, pg_join_leave(), "ns", "lower")
+end
+
 local function global_rounds(from, n)
   local me = mb.self()
   for i = from, from + n - 1 do
@@ -278,14 +324,20 @@ local function main()
   local ctl = connect(moonbeam_peer())
   bench.report("round_trip" .. suffix .. "/mb-mb", round_trip(ctl), "ns", "lower")
   bench.report("throughput" .. suffix .. "/mb->mb", throughput_out(ctl), "msg/s", "higher")
-  if not tls_dir then bench.report("global/mb-mb", global_round(), "us", "lower") end
+  if not tls_dir then
+    bench.report("global/mb-mb", global_round(), "us", "lower")
+    pg_figures(ctl, "mb-mb")
+  end
   stop_os(started[#started])
   if sh("command -v erl"):match("%S") then
     ctl = connect(beam_peer())
     bench.report("round_trip" .. suffix .. "/mb-beam", round_trip(ctl), "ns", "lower")
     bench.report("throughput" .. suffix .. "/mb->beam", throughput_out(ctl), "msg/s", "higher")
     bench.report("throughput" .. suffix .. "/beam->mb", throughput_in(ctl), "msg/s", "higher")
-    if not tls_dir then bench.report("global/mb-beam", global_round(), "us", "lower") end
+    if not tls_dir then
+      bench.report("global/mb-beam", global_round(), "us", "lower")
+      pg_figures(ctl, "mb-beam")
+    end
     stop_os(started[#started])
   else
     bench.note("erl is not installed: no moonbeam-to-Erlang figures")

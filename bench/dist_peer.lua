@@ -12,6 +12,9 @@
 --   {sink, From, N}      start a process that takes N messages, then sends
 --                        {done, N} to From; reply {ready, Pid}
 --   {source, From, N}    send the integers 1..N to From
+--   {pg_members, From, N, Group}
+--                        N new processes join Group in the default pg
+--                        scope; reply {ready, N}
 --   stop                 end the node
 local mb = require "moonbeam"
 
@@ -54,6 +57,11 @@ while true do
     send(m[2], tuple(A.ready, mb.spawn(sink, m[2], m[3])))
   elseif tag == A.source then
     for i = 1, m[3] do send(m[2], i) end
+  elseif tag == A.pg_members then
+    local pids = {}
+    for i = 1, m[3] do pids[i] = mb.spawn(function() require("moonbeam").receive() end) end
+    require("moonbeam.pg").join(m[4], pids)
+    send(m[2], tuple(A.ready, m[3]))
   elseif tag == A.nodedown or tag == A.stop then
     break -- the node ends with its first process
   end
