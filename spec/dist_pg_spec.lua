@@ -231,3 +231,52 @@ describe("pg with Erlang nodes", function()
     assert.equal(scope_pid, tostring(erl("p1", "erlang", "whereis", {mb.atom.pg})))
   end)
 end)
+
+describe("pg between moonbeam nodes", function()
+  it("shows each node's members to the other, and drops them when the node goes", function()
+    -- A launcher node with one member in group "both", which prints the
+    -- members it sees once there are two.
+    local script = tmp .. "/pgpeer.lua"
+    local f = io.open(script, "w")
+    f:write([[
+local mb = require "moonbeam"
+local pg = require "moonbeam.pg"
+mb.start_distribution{name = "pgpeer@127.0.0.1", cookie = arg[1], epmd_port = tonumber(arg[2])}
+pg.join("both", mb.self())
+assert(require("moonbeam.dist").ping(arg[3]) == "pong")
+local ref, now = pg.monitor("both")
+while now.n < 2 do
+  mb.receive(function(m) return m[1] == ref end, 10000)
+  now = pg.get_members("both")
+end
+local names = {}
+for i = 1, now.n do names[i] = tostring(mb.node(now[i])) end
+table.sort(names)
+print("MEMBERS " .. table.concat(names, " "))
+io.stdout:flush()
+mb.receive(function(m) return m == "stop" end, 60000)
+]])
+    f:close()
+    local lua = lua_member("pg", "both")
+    local p = io.popen(("exec %s %s %s %d %s > %s/pgpeer.log 2>&1 & echo $!")
+      :format((os.getenv("MB_BUILD_DIR") or "build") .. "/bin/moonbeam", script, COOKIE,
+        EPMD_PORT, me, tmp))
+    local pid = P.track(p:read("l"))
+    p:close()
+    -- this node sees the peer's member, the peer sees this node's
+    local mine = await_members("pg", "both", 2)
+    local out = ""
+    for _ = 1, 200 do
+      local lf = io.open(tmp .. "/pgpeer.log")
+      out = lf and lf:read("a") or ""
+      if lf then lf:close() end
+      if out:find("MEMBERS") then break end
+      run(function() require("moonbeam").sleep(100) end)
+    end
+    assert.equal(2, #mine)
+    assert.matches("MEMBERS " .. me .. " pgpeer@127.0.0.1", out, 1, true)
+    P.kill_os(pid, "KILL")
+    assert.same({tostring(lua)}, await_members("pg", "both", 1))
+    tell(lua, "end")
+  end)
+end)
