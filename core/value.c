@@ -93,9 +93,25 @@ static void push_cache(lua_State *L) {
   mb__push_weak_table(L, &cache_key, "v");
 }
 
+/* The metamethods tell pids and refs by address (mb__to_pid): a
+ * process's state does not register their metatables by name. */
+static mb__lpid_t *check_pid(lua_State *L, int idx) {
+  mb__lpid_t *p = mb__to_pid(L, idx);
+  if (p == NULL)
+    luaL_typeerror(L, idx, MB_PID_MT);
+  return p;
+}
+
+static mb__lref_t *check_ref(lua_State *L, int idx) {
+  mb__lref_t *r = mb__to_ref(L, idx);
+  if (r == NULL)
+    luaL_typeerror(L, idx, MB_REF_MT);
+  return r;
+}
+
 /* Pids print as Erlang prints them: <Node.ID.Serial>, Node 0 for ours. */
 static int pid_tostring(lua_State *L) {
-  mb__lpid_t *p = luaL_checkudata(L, 1, MB_PID_MT);
+  mb__lpid_t *p = check_pid(L, 1);
   if (p->node == 0)
     lua_pushfstring(L, "<0.%d.%d>", (int)MB_PID_ID(p->id),
                     (int)MB_PID_SERIAL(p->id));
@@ -106,8 +122,8 @@ static int pid_tostring(lua_State *L) {
 
 /* Order: by node, then number (Erlang orders pids of a node by number). */
 static int pid_cmp(lua_State *L) {
-  mb__lpid_t *a = luaL_checkudata(L, 1, MB_PID_MT);
-  mb__lpid_t *b = luaL_checkudata(L, 2, MB_PID_MT);
+  mb__lpid_t *a = check_pid(L, 1);
+  mb__lpid_t *b = check_pid(L, 2);
   uint64_t ka = a->node ? ((uint64_t)a->serial << 32 | a->num) : a->id;
   uint64_t kb = b->node ? ((uint64_t)b->serial << 32 | b->num) : b->id;
   if (a->node != b->node)
@@ -126,7 +142,7 @@ static int pid_le(lua_State *L) {
 }
 
 static int ref_tostring(lua_State *L) {
-  mb__lref_t *r = luaL_checkudata(L, 1, MB_REF_MT);
+  mb__lref_t *r = check_ref(L, 1);
   if (r->node == 0) {
     lua_pushfstring(L, "#Ref<0.%d.%d.0>", (int)(r->id >> 32),
                     (int)(r->id & 0xffffffffu));
@@ -146,8 +162,8 @@ static int ref_tostring(lua_State *L) {
 }
 
 static int ref_cmp(lua_State *L) {
-  mb__lref_t *a = luaL_checkudata(L, 1, MB_REF_MT);
-  mb__lref_t *b = luaL_checkudata(L, 2, MB_REF_MT);
+  mb__lref_t *a = check_ref(L, 1);
+  mb__lref_t *b = check_ref(L, 2);
   if (a->node != b->node)
     return a->node < b->node ? -1 : 1;
   if (a->node == 0)
@@ -157,6 +173,11 @@ static int ref_cmp(lua_State *L) {
 
 static int ref_lt(lua_State *L) {
   lua_pushboolean(L, ref_cmp(L) < 0);
+  return 1;
+}
+
+static int ref_le(lua_State *L) {
+  lua_pushboolean(L, ref_cmp(L) <= 0);
   return 1;
 }
 
@@ -220,33 +241,46 @@ static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
   return is;
 }
 
-static void set_mt(lua_State *L, const char *name, lua_CFunction tostring,
-                   lua_CFunction lt, lua_CFunction le) {
-  mb__mt_t k = tostring == pid_tostring ? MB__MT_PID : MB__MT_REF;
+/* Make the metatable of pids or refs, sized for its fields at once
+ * (luaL_newmetatable's table would grow twice as they are set), and, in a
+ * state that is not a process's, register it by name.  A process's state
+ * knows it by address (mt_remember) and does not pay for a registry entry
+ * by name: a spawned process makes the pid one first thing. */
+static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
+  bool pid = k == MB__MT_PID;
+  lua_createtable(L, 0, pid ? 5 : 4);
+  if (pid) {
+    lua_pushcfunction(L, pid_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pushcfunction(L, pid ? pid_tostring : ref_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, pid ? pid_lt : ref_lt);
+  lua_setfield(L, -2, "__lt");
+  lua_pushcfunction(L, pid ? pid_le : ref_le);
+  lua_setfield(L, -2, "__le");
+  lua_pushstring(L, mt_names[k]);
+  lua_setfield(L, -2, "__name");
+  if (p == NULL) {
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, mt_names[k]);
+  }
+}
+
+/* Give the value on top this state's metatable `k` (pid or ref). */
+static void set_mt(lua_State *L, mb__mt_t k) {
   mb_proc_t *p = MB_PROC(L);
   if (mt_push_known(L, p, k)) {
     lua_setmetatable(L, -2);
     return;
   }
-  if (luaL_newmetatable(L, name)) {
-    if (tostring == pid_tostring) {
-      lua_pushcfunction(L, pid_gc);
-      lua_setfield(L, -2, "__gc");
-    }
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, lt);
-    lua_setfield(L, -2, "__lt");
-    lua_pushcfunction(L, le);
-    lua_setfield(L, -2, "__le");
+  if (p != NULL || luaL_getmetatable(L, mt_names[k]) != LUA_TTABLE) {
+    if (p == NULL)
+      lua_pop(L, 1);
+    new_mt(L, p, k);
   }
   mt_remember(L, p, k);
   lua_setmetatable(L, -2);
-}
-
-static int ref_le(lua_State *L) {
-  lua_pushboolean(L, ref_cmp(L) <= 0);
-  return 1;
 }
 
 void mb__push_pid(lua_State *L, mb_pid_t pid) {
@@ -278,7 +312,7 @@ void mb__push_pid(lua_State *L, mb_pid_t pid) {
   mb__lpid_t *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   p->id = pid;
-  set_mt(L, MB_PID_MT, pid_tostring, pid_lt, pid_le);
+  set_mt(L, MB__MT_PID);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, (lua_Integer)pid);
   lua_remove(L, -2);
@@ -302,7 +336,7 @@ void mb__push_ref(lua_State *L, uint64_t ref) {
   mb__lref_t *r = lua_newuserdatauv(L, sizeof *r, 0);
   memset(r, 0, sizeof *r);
   r->id = ref;
-  set_mt(L, MB_REF_MT, ref_tostring, ref_lt, ref_le);
+  set_mt(L, MB__MT_REF);
   lua_pushvalue(L, -1);
   lua_rawseti(L, -3, key);
   lua_remove(L, -2);
@@ -338,7 +372,7 @@ void mb__push_remote_pid(lua_State *L, uint32_t node, uint32_t creation,
   p->creation = creation;
   p->num = num;
   p->serial = serial;
-  set_mt(L, MB_PID_MT, pid_tostring, pid_lt, pid_le);
+  set_mt(L, MB__MT_PID);
   cache_top(L, key, sizeof key);
 }
 
@@ -356,7 +390,7 @@ void mb__push_remote_ref(lua_State *L, uint32_t node, uint32_t creation,
   r->creation = creation;
   r->len = len;
   memcpy(r->words, words, len * sizeof *words);
-  set_mt(L, MB_REF_MT, ref_tostring, ref_lt, ref_le);
+  set_mt(L, MB__MT_REF);
   cache_top(L, key, sizeof key);
 }
 

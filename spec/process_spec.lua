@@ -104,6 +104,28 @@ describe("a process", function()
     assert.equal("me", keyed)
   end)
 
+
+  it("orders and prints the pids and refs it makes, and refuses to order them with others", function()
+    local r = mb.run(function()
+      local mb = require "moonbeam"
+      local a = mb.spawn(function() end)
+      local b = mb.spawn(function() end)
+      local r1, r2 = mb.make_ref(), mb.make_ref()
+      local ok_pid, err_pid = pcall(function() return a < 1 end)
+      local ok_ref, err_ref = pcall(function() return r1 <= {} end)
+      return {a < b, b <= a, a <= a, r1 < r2, r2 < r1, r1 <= r1,
+        tostring(r1), tostring(a), ok_pid, err_pid, ok_ref, err_ref,
+        mb.typeof(a), mb.typeof(r1)}
+    end)
+    assert.same({true, false, true, true, false, true}, {table.unpack(r, 1, 6)})
+    assert.matches("^#Ref<0%.%d+%.%d+%.0>$", r[7])
+    assert.matches("^<0%.%d+%.%d+>$", r[8])
+    assert.is_false(r[9])
+    assert.matches("moonbeam%.pid expected", r[10])
+    assert.is_false(r[11])
+    assert.matches("moonbeam%.ref expected", r[12])
+    assert.same({"pid", "ref"}, {r[13], r[14]})
+  end)
   it("spawns a module function with arguments", function()
     assert.equal("HI!", mb.run(function()
       local mb = require "moonbeam"
