@@ -647,7 +647,10 @@ static void open_dtable(dec_t *d) {
   uint64_t narr = get_varint(d);
   if (narr > (uint64_t)(d->end - d->p))
     luaL_error(L, "corrupt message");
-  lua_createtable(L, (int)narr, 0);
+  /* A tuple's or list's hash part holds its "n" (see make_seq): room for
+   * it at once, not a rehash when it comes. */
+  lua_createtable(L, (int)narr,
+                  kind == MB_KIND_TUPLE || kind == MB_KIND_LIST ? 1 : 0);
   register_obj(d);
   dframe_t *f = dpush(d, F_ARRAY);
   f->tkind = kind;
