@@ -23,6 +23,10 @@ static uint64_t hash_name(const char *s, size_t len) {
   return h ? h : 1;
 }
 
+uint32_t mb__atom_count(void) {
+  return atomic_load_explicit(&count, memory_order_relaxed);
+}
+
 const mb__atom_t *mb__atom_at(uint32_t index) {
   if (index >= atomic_load_explicit(&count, memory_order_acquire))
     return NULL;

@@ -547,6 +547,24 @@ void mb__sched_enqueue(mb_proc_t *p);
  * runs next, in what is left of the waker's time slice. */
 void mb__sched_wake(mb_proc_t *p);
 int mb__sched_count(void);
+/* Counters of scheduler i, read without locks (see stats.c). */
+typedef struct {
+  uint64_t busy_ns; /* time a process ran, sampled at each watchdog tick */
+  uint64_t msgs;    /* messages taken by receive */
+  uint64_t runs;    /* processes run */
+  size_t run_queue; /* processes waiting to run there */
+} mb__sched_sample_t;
+void mb__sched_sample(int i, mb__sched_sample_t *out);
+uint64_t mb__sched_uptime_ns(void);
+/* The memory of all live processes' states, and of their queued
+ * messages, summed under each shard's lock. */
+void mb__proc_totals(size_t *mem, size_t *queued);
+uint32_t mb__atom_count(void);
+/* Keep a logged line in the ring that mb.log_tail reads (stats.c). */
+void mb__log_keep(int level, uint64_t unix_ms, const char *pid,
+                  const char *text, size_t len);
+/* Count a message taken by the process running on this thread. */
+void mb__sched_note_message(void);
 /* The running process is about to end: the watchdog must let it be. */
 void mb__sched_leave(void);
 

@@ -172,6 +172,10 @@ static void write_json(FILE *out, const line_t *l) {
 }
 
 static void write_line(const line_t *l) {
+  mb__log_keep(
+      (int)l->level,
+      (uint64_t)l->ts.tv_sec * 1000 + (uint64_t)l->ts.tv_nsec / 1000000, l->pid,
+      l->n < 0 ? "(unprintable)" : l->text, l->n < 0 ? 13 : (size_t)l->n);
   uv_mutex_lock(&out_lock);
   FILE *out = file.f != NULL ? file.f : stderr;
   mb_log_around_cb cb = out == stderr ? atomic_load(&around) : NULL;

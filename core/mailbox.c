@@ -422,6 +422,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
         &p->reductions,
         atomic_load_explicit(&p->reductions, memory_order_relaxed) + 1,
         memory_order_relaxed);
+    mb__sched_note_message();
     publish_len(p);
     mb__proc_timer_disarm(p);
     return 1;

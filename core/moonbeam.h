@@ -424,6 +424,8 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(processes) \
   XX(make_ref) \
   XX(memory) \
+  XX(statistics) \
+  XX(log_tail) \
   XX(node) \
   XX(nodes) \
   XX(monitor_node) \

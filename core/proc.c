@@ -1177,6 +1177,23 @@ int mb_lua_processes(lua_State *L) {
   return 1;
 }
 
+void mb__proc_totals(size_t *mem, size_t *queued) {
+  *mem = *queued = 0;
+  for (int i = 0; i < SHARDS; i++) {
+    shard_t *s = &shards[i];
+    uv_mutex_lock(&s->lock);
+    size_t it = 0;
+    uint64_t key;
+    void *val;
+    while (mb__map_next(&s->map, &it, &key, &val)) {
+      mb_proc_t *p = val;
+      *mem += atomic_load_explicit(&p->mem, memory_order_relaxed);
+      *queued += atomic_load_explicit(&p->mq_bytes, memory_order_relaxed);
+    }
+    uv_mutex_unlock(&s->lock);
+  }
+}
+
 mb_pid_t mb_lua_self_pid(lua_State *L) {
   mb_proc_t *p = MB_PROC(L);
   return p ? p->pid : 0;

@@ -52,6 +52,11 @@ typedef struct {
   atomic_uint_fast64_t slice;
   atomic_uint_fast64_t spent; /* the last slice the watchdog ended */
   atomic_uint_fast64_t runs;  /* processes run: written by the owner */
+  /* Messages taken by receive on this thread: written by the owner. */
+  atomic_uint_fast64_t msgs;
+  /* Time a process ran here, sampled by the watchdog at each tick: the
+   * time since its last tick is counted busy when a process runs. */
+  atomic_uint_fast64_t busy_ns;
   atomic_bool stalled;        /* processes wait, and none began to run */
   uint64_t wd_slice, wd_runs; /* watchdog thread only */
   int wd_ticks, wd_stall_ticks;
@@ -73,6 +78,9 @@ static uv_mutex_t wd_lock;
 static uv_cond_t wd_wakeup;
 static atomic_bool wd_sleeping;
 static _Thread_local sched_t *current;
+/* The monotonic time the node's schedulers started at; the watchdog's
+ * clock at its last tick (watchdog thread only, 0 after it slept). */
+static uint64_t started_ns, wd_last_ns;
 
 int mb__sched_count(void) { return nscheds; }
 
@@ -272,6 +280,14 @@ static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
   mb__proc_run(p); /* calls mb__sched_leave as soon as the slice ends */
 }
 
+void mb__sched_note_message(void) {
+  sched_t *s = current;
+  if (s != NULL)
+    atomic_store_explicit(
+        &s->msgs, atomic_load_explicit(&s->msgs, memory_order_relaxed) + 1,
+        memory_order_relaxed);
+}
+
 static void sched_main(void *arg) {
   sched_t *s = arg;
   current = s;
@@ -351,16 +367,35 @@ static void watchdog_sleep(void) {
   uv_mutex_unlock(&wd_lock);
 }
 
+/* Utilisation is sampled, not measured at each switch: at every tick the
+ * time since the last one goes to the schedulers that run a process now.
+ * A scheduler thread reads no clock for it; while the watchdog sleeps,
+ * nothing runs. */
+static void sample_busy(void) {
+  uint64_t now = uv_hrtime();
+  uint64_t dt = wd_last_ns ? now - wd_last_ns : 0;
+  wd_last_ns = now;
+  for (int i = 0; i < nscheds && dt > 0; i++)
+    if (atomic_load_explicit(&scheds[i].running, memory_order_relaxed))
+      atomic_store_explicit(
+          &scheds[i].busy_ns,
+          atomic_load_explicit(&scheds[i].busy_ns, memory_order_relaxed) + dt,
+          memory_order_relaxed);
+}
+
 static void watchdog_main(void *arg) {
   (void)arg;
   int idle_ticks = 0;
+  wd_last_ns = 0;
   while (!atomic_load(&stopping)) {
     bool busy = false;
+    sample_busy();
     for (int i = 0; i < nscheds; i++)
       busy |= watch(&scheds[i]);
     idle_ticks = busy ? 0 : idle_ticks + 1;
     if (idle_ticks > IDLE_TICKS) {
       watchdog_sleep();
+      wd_last_ns = 0;
       idle_ticks = 0;
       continue;
     }
@@ -371,6 +406,7 @@ static void watchdog_main(void *arg) {
 
 int mb__sched_start(int n) {
   nscheds = n;
+  started_ns = uv_hrtime();
   scheds = calloc((size_t)n, sizeof *scheds);
   if (scheds == NULL)
     return MB_ENOMEM;
@@ -404,4 +440,18 @@ void mb__sched_stop(void) {
   for (int i = 0; i < nscheds; i++)
     uv_thread_join(&scheds[i].thread);
   uv_thread_join(&watchdog);
+}
+
+uint64_t mb__sched_uptime_ns(void) {
+  return started_ns ? uv_hrtime() - started_ns : 0;
+}
+
+void mb__sched_sample(int i, mb__sched_sample_t *out) {
+  sched_t *s = &scheds[i];
+  out->busy_ns = atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
+  out->msgs = atomic_load_explicit(&s->msgs, memory_order_relaxed);
+  out->runs = atomic_load_explicit(&s->runs, memory_order_relaxed);
+  out->run_queue =
+      atomic_load_explicit(&s->len, memory_order_relaxed) +
+      (atomic_load_explicit(&s->runnext, memory_order_relaxed) != NULL);
 }
