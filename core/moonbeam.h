@@ -425,6 +425,7 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(make_ref) \
   XX(memory) \
   XX(statistics) \
+  XX(process_messages) \
   XX(log_tail) \
   XX(node) \
   XX(nodes) \

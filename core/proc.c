@@ -1194,6 +1194,96 @@ void mb__proc_totals(size_t *mem, size_t *queued) {
   }
 }
 
+static int mb_msg_decode_lua(lua_State *L) {
+  mb_msg_decode(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+/* Copies of the first messages (at most max) in p's inbox, linked. */
+static mb_msg_t *inbox_copies(mb_proc_t *p, int max, bool *nomem) {
+  mb_msg_t *first = NULL, **tail = &first;
+  int n = 0;
+  uv_mutex_lock(&p->lock);
+  for (mb_msg_t *m = atomic_load(&p->inbox_head); m && n < max; m = m->next) {
+    if (m->kind != MB_SIG_MSG)
+      continue;
+    mb_msg_t *c = mb__msg_new(m->len);
+    if (c == NULL) {
+      *nomem = true;
+      break;
+    }
+    memcpy(c->data, m->data, m->len);
+    c->len = m->len;
+    c->kind = m->kind;
+    c->flags = m->flags;
+    c->has_refs = m->has_refs;
+    c->from = m->from;
+    *tail = c;
+    tail = &c->next;
+    n++;
+  }
+  uv_mutex_unlock(&p->lock);
+  return first;
+}
+
+static void free_copies(mb_msg_t *m) {
+  while (m != NULL) {
+    mb_msg_t *next = m->next;
+    mb_msg_free(m);
+    m = next;
+  }
+}
+
+/* Decode the copies into a list (in a protected call: the caller frees).
+ * A message that cannot be read here shows as the reason why. */
+static int push_copies(lua_State *L) {
+  const mb_msg_t *m = lua_touserdata(L, 1);
+  lua_newtable(L);
+  for (int i = 1; m != NULL; m = m->next, i++) {
+    lua_pushcfunction(L, mb_msg_decode_lua);
+    lua_pushlightuserdata(L, (void *)m);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      const char *why = lua_tostring(L, -1);
+      lua_pushfstring(L, "(unreadable: %s)", why ? why : "?");
+      lua_remove(L, -2);
+    }
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+/* process_messages(pid, [max]) -> the first messages (at most max, 10 by
+ * default) that arrived at a process of this node and that it has not
+ * looked at yet, as copies; nil if it is not alive.  Messages it has
+ * taken into its own queue (looked at and left by a selective receive)
+ * are in its Lua state, which only it may read: they are not there. */
+int mb_lua_process_messages(lua_State *L) {
+  mb__lpid_t *lp = mb__to_pid(L, 1);
+  if (lp == NULL)
+    return luaL_typeerror(L, 1, "pid");
+  lua_Integer max = luaL_optinteger(L, 2, 10);
+  luaL_argcheck(L, max >= 0 && max <= 1000, 2, "must be from 0 to 1000");
+  if (lp->node != 0)
+    return 0;
+  mb_proc_t *p = mb__proc_lookup(lp->id);
+  if (p == NULL)
+    return 0;
+  bool nomem = false;
+  mb_msg_t *copies = inbox_copies(p, (int)max, &nomem);
+  mb__proc_unref(p);
+  if (nomem) {
+    free_copies(copies);
+    return mb_lua_error(L, "process_messages", MB_ENOMEM, NULL);
+  }
+  lua_pushcfunction(L, push_copies);
+  lua_pushlightuserdata(L, copies);
+  int status = lua_pcall(L, 1, 1, 0);
+  free_copies(copies);
+  if (status != LUA_OK)
+    return lua_error(L);
+  return 1;
+}
+
 mb_pid_t mb_lua_self_pid(lua_State *L) {
   mb_proc_t *p = MB_PROC(L);
   return p ? p->pid : 0;

@@ -206,7 +206,7 @@ local function master(controller, name, mod, start_type)
     mb.exit(SHUTDOWN)
   end
   mb.link(sup)
-  started(true)
+  started(true, sup)
   while true do
     local m = mb.receive()
     if typeof(m) == "tuple" and m[1] == EXIT then
@@ -346,7 +346,7 @@ local function master_started(s, pid, started, reason)
   if not st or st.master ~= pid then return end
   s.starting[name] = nil
   if started then
-    s.running[name] = {type = st.type, master = pid}
+    s.running[name] = {type = st.type, master = pid, sup = reason}
     insert(s.order, name)
     logger.progress_report(format("Application %s started", name), {{"Type", st.type}})
     gen_server.reply(st.waiters[1], ok())
@@ -382,9 +382,10 @@ end
 local function app_list(s, names)
   local out = {}
   for _, name in ipairs(names) do
-    local spec = s.loaded[name]
+    local spec, run = s.loaded[name], s.running[name]
     out[#out + 1] = {name, spec.description, spec.version,
-      name = name, description = spec.description, version = spec.version}
+      name = name, description = spec.description, version = spec.version,
+      type = run and run.type, sup = run and run.sup}
   end
   return out
 end
@@ -722,7 +723,8 @@ end
 
 --- The running applications, last started first: a list of
 -- {name, description, version}, also readable as fields `name`,
--- `description`, `version`.
+-- `description`, `version`; the fields `type` (the start type) and `sup`
+-- (the top supervisor's pid, nil for a library) say how each runs.
 function M.which_applications() return request("which") end
 
 --- The loaded applications (running or not), by name: a list of
