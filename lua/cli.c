@@ -126,6 +126,8 @@ enum {
   OPT_DIST_LISTEN_MAX,
   OPT_DIST_USE_INTERFACE,
   OPT_CONNECT_ALL,
+  OPT_DASHBOARD,
+  OPT_DASHBOARD_TOKEN,
   OPT_HELP,
   OPT_VERSION,
   OPT_COUNT
@@ -231,6 +233,14 @@ static const option_t options[] = {
     {"--connect-all", "BOOL", NODE, OPT_CONNECT_ALL, NULL, "true or false",
      "connect to every node a peer knows, as Erlang's\n"
      "-connect_all (default: true)"},
+    {"--dashboard", "IP:PORT", APPS, OPT_DASHBOARD, "MOONBEAM_DASHBOARD",
+     "an address IP:PORT",
+     "serve the dashboard on this address (a loopback\n"
+     "one, such as 127.0.0.1:4040, unless a token is set)"},
+    {"--dashboard-token", "TOKEN", APPS, OPT_DASHBOARD_TOKEN,
+     "MOONBEAM_DASHBOARD_TOKEN", "a token of 8 to 256 characters",
+     "the dashboard's access token (needed to listen on an\n"
+     "address other than loopback)"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -494,6 +504,16 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
       goto bad;
     cli->no_connect_all = strcmp(value, "false") == 0;
+    break;
+  case OPT_DASHBOARD:
+    if (*value == '\0')
+      goto bad;
+    cli->dashboard = value;
+    break;
+  case OPT_DASHBOARD_TOKEN:
+    if (strlen(value) < 8 || strlen(value) > 256)
+      goto bad;
+    cli->dashboard_token = value;
     break;
   default:
     break;
@@ -810,6 +830,8 @@ static const struct {
     {"inet_dist_listen_max", OPT_DIST_LISTEN_MAX},
     {"inet_dist_use_interface", OPT_DIST_USE_INTERFACE},
     {"connect_all", OPT_CONNECT_ALL},
+    {"dashboard", OPT_DASHBOARD},
+    {"dashboard_token", OPT_DASHBOARD_TOKEN},
 };
 
 /* One key of the config file's table (key at -2, value at -1). */
@@ -885,6 +907,26 @@ static void push_env_value(lua_State *L, const char *text) {
   }
 }
 
+/* The dashboard's settings, as its application's environment: enabled,
+ * listen, and token if there is one (strings as they are). */
+static void dashboard_env(lua_State *L, int env, const cli_t *cli) {
+  if (lua_getfield(L, env, "moonbeam_dashboard") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, env, "moonbeam_dashboard");
+  }
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "enabled");
+  lua_pushstring(L, cli->dashboard);
+  lua_setfield(L, -2, "listen");
+  if (cli->dashboard_token != NULL) {
+    lua_pushstring(L, cli->dashboard_token);
+    lua_setfield(L, -2, "token");
+  }
+  lua_pop(L, 1);
+}
+
 /* The table {app = {key = value}}: the config file's env (at `file`, or 0
  * for none), with the --env flags laid over it. */
 static int env_table(lua_State *L, cli_t *cli, int file) {
@@ -929,6 +971,8 @@ static int env_table(lua_State *L, cli_t *cli, int file) {
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
+  if (cli->dashboard != NULL)
+    dashboard_env(L, env, cli);
   return -1;
 }
 

@@ -61,8 +61,10 @@ typedef struct {
   const char *proto_dist, *ssl_dist_optfile, *dist_use_interface;
   int dist_listen_min, dist_listen_max;
   int no_connect_all; /* --connect-all false */
-  uint64_t given;     /* the settings given by flag or variable (cli.c) */
-  char *owned;        /* storage the strings above may point into */
+  /* The dashboard: its address and token, or NULL (start, shell). */
+  const char *dashboard, *dashboard_token;
+  uint64_t given; /* the settings given by flag or variable (cli.c) */
+  char *owned;    /* storage the strings above may point into */
 } cli_t;
 
 /* Parse the command line into `cli`.  Returns -1 to go on, or the status

@@ -54,7 +54,8 @@ local function env_prefix(env)
                         "MOONBEAM_SHUTDOWN_TIME",
                         "MOONBEAM_LOG_LEVEL", "MOONBEAM_LOG_FORMAT", "MOONBEAM_LOG_FILE",
                         "MOONBEAM_LOG_FILE_SIZE", "MOONBEAM_LOG_FILES",
-                        "MOONBEAM_CONFIG", "MOONBEAM_ROCKS_TREE"}) do
+                        "MOONBEAM_CONFIG", "MOONBEAM_ROCKS_TREE",
+                        "MOONBEAM_DASHBOARD", "MOONBEAM_DASHBOARD_TOKEN"}) do
     if not (env and env[var]) then words[#words + 1] = "-u " .. var end
   end
   -- env takes its -u options before the assignments.

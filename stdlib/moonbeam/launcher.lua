@@ -105,6 +105,17 @@ local function boot(file, start_type, env)
     say("%s", err)
     return nil
   end
+  if application.get_env("moonbeam_dashboard", "enabled") then
+    -- Before the application, so that the page shows it starting; its
+    -- /health waits for the application if it is permanent.
+    if start_type == "permanent" then application.set_env("moonbeam_dashboard", "main", name) end
+    local dashboard = require "moonbeam.dashboard"
+    local ok, why = dashboard.start_dashboard()
+    if not ok then
+      say("cannot start the dashboard: %s", start_failure({dashboard.APP, why}))
+      return nil
+    end
+  end
   local me = mb.self()
   application.set_node_stop_hook(function(reason)
     local mb = require "moonbeam"

@@ -1,0 +1,227 @@
+--- What the dashboard shows, as plain tables (strings, numbers, lists and
+-- tables with string keys) that travel as JSON to the browser and as terms
+-- to another node: the dashboard of one node shows another moonbeam node
+-- by calling these functions there with rpc.
+--
+--   node()               the node: uptime, schedulers, memory, counts,
+--                        and the sampler's history when it runs
+--   processes(sort, n)   the n processes first by sort ("memory",
+--                        "reductions", "message_queue_len", "pid")
+--   process(pid)         one process: its info, links, monitors, the
+--                        head of its mailbox
+--   state(pid)           a GenServer's state (sys.get_state), as text
+--   applications()       the running applications and their supervision
+--                        trees
+--   cluster()            the connected nodes, visible and hidden, and
+--                        their kind
+--   log(after, level)    the log's lines after a sequence number
+--   kill(pid)            exit(pid, kill)
+local mb = require "moonbeam"
+local inspect = require "moonbeam.inspect"
+
+local typeof, atom = mb.typeof, mb.atom
+local tostring, tonumber, ipairs, pcall, type = tostring, tonumber, ipairs, pcall, type
+local sort, min = table.sort, math.min
+local format = string.format
+
+local M = {}
+
+local SAMPLER = "dashboard_sampler"
+local MAX_ROWS = 2000
+local INSPECT_DEPTH = 4
+local MAX_TEXT = 16384
+
+-- Text of a value, cut to MAX_TEXT bytes.
+local function show(v)
+  local ok, s = pcall(inspect, v, INSPECT_DEPTH)
+  s = ok and s or "(cannot show: " .. tostring(s) .. ")"
+  if #s > MAX_TEXT then s = s:sub(1, MAX_TEXT) .. format(" ... (%d bytes)", #s) end
+  return s
+end
+
+local function texts(list)
+  local out = {}
+  for i, v in ipairs(list or {}) do out[i] = tostring(v) end
+  return out
+end
+
+--- A local pid from its text "<0.42.0>" or a registered name; nil if there
+-- is no such live process (or the text is neither).
+function M.pid(text)
+  if typeof(text) == "pid" then return text end
+  if type(text) ~= "string" or #text > 64 then return nil end
+  local n, i, s = text:match("^<(%d+)%.(%d+)%.(%d+)>$")
+  if not n then
+    if not text:match("^[%w_.@-]+$") then return nil end
+    return mb.whereis(text)
+  end
+  if tonumber(n) ~= 0 then return nil end
+  local ok, console = pcall(require, "moonbeam.console")
+  if ok and type(console) == "table" and console.pid then
+    local p = console.pid(0, tonumber(i), tonumber(s))
+    return mb.process_info(p) and p or nil
+  end
+  for _, p in ipairs(mb.processes()) do
+    if tostring(p) == text then return p end
+  end
+  return nil
+end
+
+--- The kind of this node, for cluster(): another node that answers this
+-- is a moonbeam node.
+function M.kind() return "moonbeam" end
+
+--- The node.
+function M.node()
+  local s = mb.statistics()
+  local queues = {}
+  for i, sc in ipairs(s.schedulers) do queues[i] = sc.run_queue end
+  local out = {
+    node = tostring(mb.node()), uptime_ms = s.uptime_ms, schedulers = #s.schedulers,
+    processes = s.processes, process_limit = s.process_limit, atoms = s.atoms,
+    memory = s.memory, run_queues = queues, registered = #mb.registered(),
+    log_level = mb.log_level(),
+  }
+  local sampler = mb.whereis(SAMPLER)
+  if sampler then
+    local gen_server = require "moonbeam.gen_server"
+    local ok, history = pcall(gen_server.call, sampler, "history", 2000)
+    if ok then out.history = history end
+  end
+  return out
+end
+
+local SORTS = {memory = true, reductions = true, message_queue_len = true, pid = true}
+
+--- The processes, the first n by a key, largest first (pid: in order).
+-- @param key "memory" (default), "reductions", "message_queue_len", "pid"
+-- @param n at most this many rows (default 200, at most 2000)
+-- @return {total = count, rows = {{pid, name, status, memory, ...}}}
+function M.processes(key, n)
+  key = SORTS[key] and key or "memory"
+  n = min(tonumber(n) or 200, MAX_ROWS)
+  local rows = {}
+  for _, p in ipairs(mb.processes()) do
+    local info = mb.process_info(p)
+    if info then
+      rows[#rows + 1] = {
+        pid = tostring(p), id = tonumber(tostring(p):match("^<%d+%.(%d+)")),
+        name = info.registered_name or "", status = info.status,
+        memory = info.memory, reductions = info.reductions,
+        message_queue_len = info.message_queue_len,
+        links = #info.links, monitors = #info.monitors,
+      }
+    end
+  end
+  if key == "pid" then
+    sort(rows, function(a, b) return a.id < b.id end)
+  else
+    sort(rows, function(a, b)
+      if a[key] ~= b[key] then return a[key] > b[key] end
+      return a.id < b.id
+    end)
+  end
+  local total = #rows
+  for i = n + 1, total do rows[i] = nil end
+  return {total = total, sort = key, rows = rows}
+end
+
+--- One process, or nil if there is no such live process.
+function M.process(text)
+  local p = M.pid(text)
+  local info = p and mb.process_info(p)
+  if not info then return nil end
+  local messages = {}
+  for i, m in ipairs(mb.process_messages(p, 10) or {}) do messages[i] = show(m) end
+  return {
+    pid = tostring(p), name = info.registered_name or "", status = info.status,
+    memory = info.memory, max_heap = info.max_heap, reductions = info.reductions,
+    message_queue_len = info.message_queue_len, trap_exit = info.trap_exit,
+    links = texts(info.links), monitors = texts(info.monitors),
+    monitored_by = texts(info.monitored_by), messages = messages,
+  }
+end
+
+--- A GenServer's state as text (sys.get_state), or nil and why.
+function M.state(text, timeout)
+  local p = M.pid(text)
+  if not p then return nil, "no such process" end
+  local sys = require "moonbeam.sys"
+  local ok, state = pcall(sys.get_state, p, timeout or 1000)
+  if not ok then return nil, "not a GenServer, or it did not answer: " .. show(state) end
+  return {pid = tostring(p), state = show(state)}
+end
+
+-- A supervisor's tree, depth first.
+local function tree(pid, id, kind, depth)
+  local info = mb.process_info(pid)
+  local node = {pid = tostring(pid), id = tostring(id), type = kind,
+                name = info and info.registered_name or "", children = {}}
+  if kind ~= "supervisor" or depth > 16 then return node end
+  local supervisor = require "moonbeam.supervisor"
+  local ok, children = pcall(supervisor.which_children, pid)
+  if not ok or type(children) ~= "table" then return node end
+  for _, c in ipairs(children) do
+    if c.pid then
+      node.children[#node.children + 1] = tree(c.pid, c.id, c.type, depth + 1)
+    else
+      node.children[#node.children + 1] = {pid = "", id = tostring(c.id), type = c.type,
+                                           name = "(not running)", children = {}}
+    end
+  end
+  return node
+end
+
+--- The running applications, each with its supervision tree.
+function M.applications()
+  local application = require "moonbeam.application"
+  local out = {}
+  for _, app in ipairs(application.which_applications()) do
+    out[#out + 1] = {
+      name = app.name, description = app.description or "", version = app.version or "",
+      type = app.type or "", tree = app.sup and tree(app.sup, app.name, "supervisor", 0) or nil,
+    }
+  end
+  return out
+end
+
+--- The connected nodes and what they are: "moonbeam" for a node that
+-- answers kind(), "beam" for another (an Erlang or Elixir node).
+function M.cluster()
+  local out = {node = tostring(mb.node()), nodes = {}}
+  if tostring(mb.node()) == "nonode@nohost" then return out end
+  local rpc = require "moonbeam.rpc"
+  local visible = {}
+  for _, n in ipairs(mb.nodes("visible")) do visible[tostring(n)] = true end
+  for _, n in ipairs(mb.nodes("connected")) do
+    local ok, kind = pcall(rpc.call, n, "moonbeam.dashboard.data", "kind", {}, 2000)
+    out.nodes[#out.nodes + 1] = {
+      name = tostring(n), visible = visible[tostring(n)] == true,
+      kind = (ok and kind == "moonbeam") and "moonbeam" or "beam",
+    }
+  end
+  return out
+end
+
+local RANK = {debug = 1, info = 2, notice = 3, warning = 4, error = 5}
+
+--- The log's lines after sequence number `after`, at `level` or above.
+function M.log(after, level)
+  local least = RANK[level] or 1
+  local out = {}
+  for _, l in ipairs(mb.log_tail(tonumber(after) or 0)) do
+    if RANK[l.level] >= least then out[#out + 1] = l end
+  end
+  return out
+end
+
+--- Kill a process (exit(pid, kill)); false if there is none.
+function M.kill(text)
+  local p = M.pid(text)
+  if not p then return false end
+  mb.exit(p, atom.kill)
+  return true
+end
+
+
+return M
