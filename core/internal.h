@@ -450,6 +450,8 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
                           mb_pid_t *out);
 /* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref);
+/* Push the first `max` messages of p's own queue (p runs L). */
+int mb__proc_peek_self(lua_State *L, mb_proc_t *p, int max);
 /* The calling process, or a Lua error naming `fname`. */
 mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
 /* Yield the calling thread to the scheduler (from a process's main thread

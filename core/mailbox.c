@@ -616,3 +616,27 @@ int mb_lua_send(lua_State *L) {
     mb__trace_send(self, L, 1, 2);
   return 0;
 }
+
+/* Push a list of the first `max` messages of the calling process's own
+ * queue, oldest first: those a selective receive has looked at and left
+ * (as they are), then decoded copies of those it has not looked at yet.
+ * Nothing is taken off the queue; a decode that raises leaves it as it
+ * was. */
+int mb__proc_peek_self(lua_State *L, mb_proc_t *p, int max) {
+  drain_inbox(p);
+  lua_createtable(L, max < 16 ? max : 16, 0);
+  int out = lua_gettop(L), n = 0;
+  if (p->saved_ref != LUA_NOREF) {
+    push_saved(L, p);
+    for (lua_Integer i = p->sq_head; i < p->sq_tail && n < max; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_rawseti(L, out, ++n);
+    }
+    lua_pop(L, 1);
+  }
+  for (mb_msg_t *m = p->q_head; m != NULL && n < max; m = m->next) {
+    mb_msg_decode(L, m);
+    lua_rawseti(L, out, ++n);
+  }
+  return 1;
+}

@@ -1253,10 +1253,11 @@ static int push_copies(lua_State *L) {
 }
 
 /* process_messages(pid, [max]) -> the first messages (at most max, 10 by
- * default) that arrived at a process of this node and that it has not
- * looked at yet, as copies; nil if it is not alive.  Messages it has
- * taken into its own queue (looked at and left by a selective receive)
- * are in its Lua state, which only it may read: they are not there. */
+ * default) in the mailbox of a process of this node, as copies; nil if it
+ * is not alive.  For the calling process, its whole queue.  For another,
+ * only what arrived since it last ran: a process moves what arrived into
+ * a queue that only its own thread reads each time it runs, so another
+ * process asks it (sys.get_messages does, for GenServers). */
 int mb_lua_process_messages(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
@@ -1265,6 +1266,9 @@ int mb_lua_process_messages(lua_State *L) {
   luaL_argcheck(L, max >= 0 && max <= 1000, 2, "must be from 0 to 1000");
   if (lp->node != 0)
     return 0;
+  mb_proc_t *self = MB_PROC(L);
+  if (self != NULL && self->pid == lp->id)
+    return mb__proc_peek_self(L, self, (int)max);
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;

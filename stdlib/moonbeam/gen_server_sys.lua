@@ -80,6 +80,11 @@ function M.system(s, msg)
     gen.reply(from, atom.ok)
   elseif tag == "get_state" then
     gen.reply(from, s.state)
+  elseif tag == "get_messages" then
+    local n = typeof(req) == "tuple" and math.tointeger(req[2]) or 10
+    if n < 0 or n > 1000 then n = 10 end
+    local ok, messages = pcall(mb.process_messages, mb.self(), n)
+    gen.reply(from, ok and messages or tuple(atom.error, messages))
   elseif tag == "replace_state" then
     local ok, new = pcall(req[2], s.state)
     if ok then s.state = new end

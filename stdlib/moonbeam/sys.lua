@@ -6,6 +6,8 @@
 --                                        messages until resume
 --   sys.resume(server)
 --   sys.get_state(server)                its state (a supervisor's own)
+--   sys.get_messages(server, [n])        the first n (10) messages waiting
+--                                        in its mailbox, as copies
 --   sys.replace_state(server, fn)        state = fn(state); the new state
 --   sys.change_code(server, module, old_vsn, extra)
 --                                        the server moves to the current
@@ -43,6 +45,14 @@ end
 --- The server's state.
 function M.get_state(server, timeout)
   return call(server, atom.get_state, timeout)
+end
+
+--- The first n messages (10 by default, at most 1000) waiting in the
+-- server's mailbox, oldest first, as copies: what it has not handled yet
+-- (the system message asking is not among them).  Not in OTP's sys:
+-- observer reads a process's messages with process_info.
+function M.get_messages(server, n, timeout)
+  return call(server, tuple(atom.get_messages, n or 10), timeout)
 end
 
 --- Replace the server's state by fn(state), run in the server; raises

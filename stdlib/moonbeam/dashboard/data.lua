@@ -142,14 +142,20 @@ function M.process(text)
   }
 end
 
---- A GenServer's state as text (sys.get_state), or nil and why.
+--- A GenServer's state as text (sys.get_state) and the head of its
+-- mailbox (sys.get_messages), or nil and why.
 function M.state(text, timeout)
   local p = M.pid(text)
   if not p then return nil, "no such process" end
   local sys = require "moonbeam.sys"
   local ok, state = pcall(sys.get_state, p, timeout or 1000)
   if not ok then return nil, "not a GenServer, or it did not answer: " .. show(state) end
-  return {pid = tostring(p), state = show(state)}
+  local messages = {}
+  local got, list = pcall(sys.get_messages, p, 10, timeout or 1000)
+  if got and typeof(list) == "table" then
+    for i, m in ipairs(list) do messages[i] = show(m) end
+  end
+  return {pid = tostring(p), state = show(state), messages = messages}
 end
 
 -- A supervisor's tree, depth first.

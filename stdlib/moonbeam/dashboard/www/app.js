@@ -161,8 +161,13 @@ async function loadProcess() {
     ? p.messages.map((m) => el("li", {}, el("code", {}, m)))
     : [el("li", { class: "note" }, "empty")]));
   $("#process-state").textContent = "…";
-  api("/api/state", { pid }).then((s) => { $("#process-state").textContent = s.state; },
-    (e) => { $("#process-state").textContent = e.message; });
+  api("/api/state", { pid }).then((s) => {
+    $("#process-state").textContent = s.state;
+    // A GenServer shows its whole mailbox's head, which it reads itself.
+    if (s.messages.length) {
+      $("#process-messages").replaceChildren(...s.messages.map((m) => el("li", {}, el("code", {}, m))));
+    }
+  }, (e) => { $("#process-state").textContent = e.message; });
 }
 
 async function killProcess() {
