@@ -1,10 +1,12 @@
 --- A JSON encoder for the dashboard's answers: tables with a sequence
--- part become arrays (an empty table too), others objects; pids, refs,
--- atoms and other moonbeam values become their text.
+-- part become arrays (an empty table too), others objects (keys sorted);
+-- lists and tuples arrays, maps objects; pids, refs, atoms and other
+-- moonbeam values their text.
 local mb = require "moonbeam"
 
 local typeof = mb.typeof
-local type, pairs, tostring, next = type, pairs, tostring, next
+local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
+local sort = table.sort
 local format, byte, concat = string.format, string.byte, table.concat
 local math_type, huge = math.type, math.huge
 
@@ -23,6 +25,7 @@ local function str(s)
 end
 
 local encode
+local STRUCTURE = {table = true, map = true, list = true, tuple = true}
 
 local function array(t, out, depth)
   out[#out + 1] = "["
@@ -33,14 +36,18 @@ local function array(t, out, depth)
   out[#out + 1] = "]"
 end
 
+-- Keys in order, so that one value always gives one text.
 local function object(t, out, depth)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  sort(keys)
   out[#out + 1] = "{"
-  local first = true
-  for k, v in pairs(t) do
-    if not first then out[#out + 1] = "," end
-    first = false
-    out[#out + 1] = str(tostring(k))
+  for i, k in ipairs(keys) do
+    if i > 1 then out[#out + 1] = "," end
+    out[#out + 1] = str(k)
     out[#out + 1] = ":"
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
     encode(v, out, depth)
   end
   out[#out + 1] = "}"
@@ -58,10 +65,17 @@ function encode(v, out, depth)
     else out[#out + 1] = format("%.14g", v) end
   elseif t == "string" then
     out[#out + 1] = str(v)
-  elseif t == "table" and typeof(v) == "table" then
-    if depth > 32 then out[#out + 1] = '"..."' return end
-    if v[1] ~= nil or next(v) == nil then array(v, out, depth + 1)
-    else object(v, out, depth + 1) end
+  elseif t == "table" and depth > 32 then
+    out[#out + 1] = '"..."'
+  elseif t == "table" and STRUCTURE[typeof(v)] then
+    -- Lua tables, and the maps, lists and tuples another node's answer
+    -- decodes to.
+    local kind = typeof(v)
+    if kind == "list" or kind == "tuple" or (kind == "table" and (v[1] ~= nil or next(v) == nil)) then
+      array(v, out, depth + 1)
+    else
+      object(v, out, depth + 1)
+    end
   else
     out[#out + 1] = str(tostring(v))
   end
