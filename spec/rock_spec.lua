@@ -85,6 +85,13 @@ describe("luarocks", function()
     for _, m in ipairs({"gen_server", "supervisor", "application", "shell", "launcher"}) do
       assert.truthy(exists(tree .. "/share/lua/5.4/moonbeam/" .. m .. ".lua"), m)
     end
+    -- The dashboard's page, and the chart library npm installed for it.
+    for _, f in ipairs({"index.html", "app.js", "style.css"}) do
+      assert.truthy(exists(tree .. "/share/lua/5.4/moonbeam/dashboard/www/" .. f), f)
+    end
+    if os.execute("command -v npm > /dev/null 2>&1") then
+      assert.truthy(exists(tree .. "/share/lua/5.4/moonbeam-dashboard/uPlot.iife.min.js"))
+    end
   end)
 
   it("installs a launcher that finds the tree's modules", function()

@@ -3,8 +3,9 @@
 -- to another node: the dashboard of one node shows another moonbeam node
 -- by calling these functions there with rpc.
 --
---   node()               the node: uptime, schedulers, memory, counts,
---                        and the sampler's history when it runs
+--   node(latest)         the node: uptime, schedulers, memory, counts,
+--                        and the sampler's history when it runs (its
+--                        last sample only, with latest)
 --   processes(sort, n)   the n processes first by sort ("memory",
 --                        "reductions", "message_queue_len", "pid")
 --   process(pid)         one process: its info, links, monitors, the
@@ -71,8 +72,9 @@ end
 -- is a moonbeam node.
 function M.kind() return "moonbeam" end
 
---- The node.
-function M.node()
+--- The node, with the sampler's history (or with `latest`, its last
+-- sample only, as `sample`).
+function M.node(latest)
   local s = mb.statistics()
   local queues = {}
   for i, sc in ipairs(s.schedulers) do queues[i] = sc.run_queue end
@@ -85,8 +87,8 @@ function M.node()
   local sampler = mb.whereis(SAMPLER)
   if sampler then
     local gen_server = require "moonbeam.gen_server"
-    local ok, history = pcall(gen_server.call, sampler, "history", 2000)
-    if ok then out.history = history end
+    local ok, got = pcall(gen_server.call, sampler, latest and "latest" or "history", 2000)
+    if ok then out[latest and "sample" or "history"] = got end
   end
   return out
 end

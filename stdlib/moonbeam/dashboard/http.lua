@@ -332,11 +332,8 @@ local function events(s, req)
   end
   local after = tonumber(req.query.after) or 0
   while true do
-    local ok, n = fetch(node, "node")
+    local ok, n = fetch(node, "node", true)
     if ok and n then
-      local history = n.history
-      n.history = nil
-      n.sample = history and history[#history] or nil
       if not event(s, "node", n) then return end
     end
     local lok, lines = fetch(node, "log", after, level)

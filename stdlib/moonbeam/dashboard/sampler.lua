@@ -52,9 +52,12 @@ function M.init(period)
   return "ok", {period = period, last = mb.statistics(), samples = {}, first = 1}
 end
 
---- gen_server callback: "history" answers the samples, oldest first.
+--- gen_server callback: "history" answers the samples, oldest first;
+-- "latest" the last one (nil before the first).
 function M.handle_call(req, _, s)
-  if req == "history" then
+  if req == "latest" then
+    return "reply", s.samples[#s.samples], s
+  elseif req == "history" then
     local out = {}
     for i = s.first, #s.samples do out[#out + 1] = s.samples[i] end
     return "reply", out, s
