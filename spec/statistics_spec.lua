@@ -1,0 +1,131 @@
+-- mb.statistics (what the node says of itself), mb.log_tail (the last
+-- lines of the log), mb.process_messages and sys.get_messages (the head
+-- of a mailbox).
+local mb = require "moonbeam"
+local in_process = require("spec.leak_helper")
+  .no_process_left_behind(before_each, after_each)
+
+describe("mb.statistics", function()
+  it("counts the messages receive takes and the time processes run, per scheduler", function()
+    assert.same({true, true, true, true, true}, {in_process(function()
+      local mb = require "moonbeam"
+      local function totals()
+        local s = mb.statistics()
+        local msgs, busy = 0, 0
+        for _, sc in ipairs(s.schedulers) do
+          msgs, busy = msgs + sc.messages, busy + sc.busy_ns
+        end
+        return s, msgs, busy
+      end
+      local s0, m0, b0 = totals()
+      local me = mb.self()
+      local echo = mb.spawn(function()
+        for _ = 1, 1000 do mb.send(me, mb.receive()) end
+      end)
+      for i = 1, 1000 do
+        mb.send(echo, i)
+        mb.receive()
+      end
+      -- A process that computes for a while: its time is counted busy.
+      local t = mb.monotonic_time()
+      while mb.monotonic_time() - t < 50e6 do end
+      local s1, m1, b1 = totals()
+      return m1 - m0 >= 2000, b1 - b0 >= 10e6, s1.uptime_ms >= s0.uptime_ms,
+        #s1.schedulers == mb.schedulers(),
+        s1.memory.processes > 0 and s1.memory.total >= s1.memory.processes
+    end)})
+  end)
+
+  it("sums the messages the processes have not received yet", function()
+    assert.same({true, true}, {in_process(function()
+      local mb = require "moonbeam"
+      local before = mb.statistics().memory.queues
+      local sleeper = mb.spawn(function() mb.receive(function(m) return m == "go" end) end)
+      mb.send(sleeper, string.rep("x", 1000000))
+      local grew = mb.statistics().memory.queues - before >= 1000000
+      local ref = mb.monitor(sleeper)
+      mb.send(sleeper, "go")
+      mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end)
+      return grew, mb.statistics().processes == mb.process_count()
+    end)})
+  end)
+end)
+
+describe("mb.log_tail", function()
+  it("returns the lines logged after a sequence number, oldest first", function()
+    assert.same({"first line for log_tail", "second line for log_tail", "warning", 1, 0},
+      {in_process(function()
+        local mb = require "moonbeam"
+        local logger = require "moonbeam.logger"
+        local all = mb.log_tail()
+        local last = #all > 0 and all[#all].seq or 0
+        logger.warning("first line for log_tail")
+        logger.warning("second line for log_tail")
+        local lines = mb.log_tail(last)
+        return lines[1].text:match("first line for log_tail"),
+          lines[2].text:match("second line for log_tail"),
+          lines[2].level, lines[2].seq - lines[1].seq, #mb.log_tail(lines[2].seq)
+      end)})
+  end)
+
+  it("keeps the last 512 lines, each cut at 4 KiB", function()
+    assert.same({512, true, 4096}, {in_process(function()
+      local mb = require "moonbeam"
+      local logger = require "moonbeam.logger"
+      for i = 1, 600 do logger.warning("ring line %d", i) end
+      logger.warning(string.rep("y", 10000))
+      local lines = mb.log_tail(0)
+      local n = #lines
+      return n, lines[n - 1].text:match("ring line 600$") ~= nil, #lines[n].text
+    end)})
+  end)
+end)
+
+describe("mb.process_messages", function()
+  it("copies the calling process's own queue, leaving it as it was", function()
+    assert.same({{"a", "b", "c"}, "a", "b"}, {in_process(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      mb.send(me, "a")
+      mb.send(me, "b")
+      -- "a", "b", "c" are looked at and left by a selective receive.
+      mb.send(me, "c")
+      mb.send(me, "d")
+      assert(mb.receive(function(m) return m == "d" end, 1000))
+      local head = mb.process_messages(me, 3)
+      return head, mb.receive(), mb.receive()
+    end)})
+  end)
+
+  it("is nil for a process that is not alive, and raises for a bad count", function()
+    assert.same({true, false}, {in_process(function()
+      local mb = require "moonbeam"
+      local p = mb.spawn(function() end)
+      local ref = mb.monitor(p)
+      mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end)
+      return mb.process_messages(p) == nil, (pcall(mb.process_messages, mb.self(), -1))
+    end)})
+  end)
+end)
+
+describe("sys.get_messages", function()
+  it("answers the messages waiting in a suspended GenServer's mailbox", function()
+    assert.same({{"one", "two"}, {}}, {in_process(function()
+      local mb = require "moonbeam"
+      local gen_server = require "moonbeam.gen_server"
+      local sys = require "moonbeam.sys"
+      local srv = assert(gen_server.start({
+        init = function() return "ok", nil end,
+        handle_info = function(_, s) return "noreply", s end,
+      }))
+      sys.suspend(srv)
+      mb.send(srv, "one")
+      mb.send(srv, "two")
+      local waiting = sys.get_messages(srv)
+      sys.resume(srv)
+      local after = sys.get_messages(srv)
+      gen_server.stop(srv)
+      return waiting, after
+    end)})
+  end)
+end)
