@@ -558,9 +558,9 @@ typedef struct {
 } mb__sched_sample_t;
 void mb__sched_sample(int i, mb__sched_sample_t *out);
 uint64_t mb__sched_uptime_ns(void);
-/* The memory of all live processes' states, and of their queued
- * messages, summed under each shard's lock. */
-void mb__proc_totals(size_t *mem, size_t *queued);
+/* The memory of all live processes' Lua states, summed under each
+ * shard's lock. */
+void mb__proc_totals(size_t *mem);
 uint32_t mb__atom_count(void);
 /* Keep a logged line in the ring that mb.log_tail reads (stats.c). */
 void mb__log_keep(int level, uint64_t unix_ms, const char *pid,

@@ -1177,8 +1177,8 @@ int mb_lua_processes(lua_State *L) {
   return 1;
 }
 
-void mb__proc_totals(size_t *mem, size_t *queued) {
-  *mem = *queued = 0;
+void mb__proc_totals(size_t *mem) {
+  *mem = 0;
   for (int i = 0; i < SHARDS; i++) {
     shard_t *s = &shards[i];
     uv_mutex_lock(&s->lock);
@@ -1188,7 +1188,6 @@ void mb__proc_totals(size_t *mem, size_t *queued) {
     while (mb__map_next(&s->map, &it, &key, &val)) {
       mb_proc_t *p = val;
       *mem += atomic_load_explicit(&p->mem, memory_order_relaxed);
-      *queued += atomic_load_explicit(&p->mq_bytes, memory_order_relaxed);
     }
     uv_mutex_unlock(&s->lock);
   }

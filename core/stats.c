@@ -59,12 +59,13 @@ static void set_num(lua_State *L, const char *field, lua_Integer v) {
 }
 
 /* statistics() -> {uptime_ms, processes, process_limit, atoms, memory =
- * {total, processes, queues}, schedulers = {{busy_ns, messages, runs,
+ * {total (the resident set), processes (their Lua states), other (the
+ * rest: the runtime, messages, sockets)}, schedulers = {{busy_ns, messages, runs,
  * run_queue}, ...}}.  Counters only grow: a rate is the difference of two
  * samples. */
 int mb_lua_statistics(lua_State *L) {
-  size_t mem, queued, rss = 0;
-  mb__proc_totals(&mem, &queued);
+  size_t mem, rss = 0;
+  mb__proc_totals(&mem);
   if (uv_resident_set_memory(&rss) != 0)
     rss = 0;
   lua_createtable(L, 0, 7);
@@ -75,7 +76,7 @@ int mb_lua_statistics(lua_State *L) {
   lua_createtable(L, 0, 3);
   set_num(L, "total", (lua_Integer)rss);
   set_num(L, "processes", (lua_Integer)mem);
-  set_num(L, "queues", (lua_Integer)queued);
+  set_num(L, "other", (lua_Integer)(rss > mem ? rss - mem : 0));
   lua_setfield(L, -2, "memory");
   int n = mb_node_started() ? mb__sched_count() : 0;
   lua_createtable(L, n, 0);

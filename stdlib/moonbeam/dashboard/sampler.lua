@@ -6,7 +6,7 @@
 --
 -- A sample: {t = ms since the node started, util = {per scheduler, 0..1},
 -- util_avg, messages = per second, runs = per second, processes,
--- memory = bytes in all, memory_processes, memory_queues, run_queue}.
+-- memory = bytes in all, memory_processes, run_queue}.
 local mb = require "moonbeam"
 local gen_server = require "moonbeam.gen_server"
 
@@ -41,7 +41,7 @@ local function sample(prev, now)
     t = now.uptime_ms, util = util, util_avg = #util > 0 and sum / #util or 0,
     messages = msgs * 1000 // dt_ms, runs = runs * 1000 // dt_ms,
     processes = now.processes, memory = now.memory.total,
-    memory_processes = now.memory.processes, memory_queues = now.memory.queues,
+    memory_processes = now.memory.processes,
     run_queue = queue,
   }
 end

@@ -57,7 +57,7 @@ function showNode(n) {
     card("node", n.node), card("uptime", duration(n.uptime_ms)),
     card("processes", n.processes + " / " + n.process_limit),
     card("memory (total)", bytes(m.total || 0)), card("processes' memory", bytes(m.processes || 0)),
-    card("queued messages", bytes(m.queues || 0)), card("atoms", n.atoms),
+    card("other memory", bytes(m.other || 0)), card("atoms", n.atoms),
     card("run queues", (n.run_queues || []).join(" ")),
     card("messages/s", n.sample ? n.sample.messages : "…"));
   const util = n.sample ? n.sample.util : [];
