@@ -53,8 +53,12 @@ function M.pid(text)
   if type(text) ~= "string" or #text > 64 then return nil end
   local n, i, s = text:match("^<(%d+)%.(%d+)%.(%d+)>$")
   if not n then
-    if not text:match("^[%w_.@-]+$") then return nil end
-    return mb.whereis(text)
+    -- A registered name: looked for among those registered, so that a
+    -- name that is not one makes no atom.
+    for _, name in ipairs(mb.registered()) do
+      if tostring(name) == text then return mb.whereis(name) end
+    end
+    return nil
   end
   if tonumber(n) ~= 0 then return nil end
   local ok, console = pcall(require, "moonbeam.console")
