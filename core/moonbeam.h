@@ -426,6 +426,7 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(memory) \
   XX(statistics) \
   XX(process_messages) \
+  XX(process_table) \
   XX(log_tail) \
   XX(node) \
   XX(nodes) \

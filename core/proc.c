@@ -1287,6 +1287,143 @@ int mb_lua_process_messages(lua_State *L) {
   return 1;
 }
 
+/* One row of process_table, read under the process's lock. */
+typedef struct {
+  mb_pid_t pid;
+  const char *status;
+  const mb__atom_t *name;
+  size_t mem, queue_len, links, monitors;
+  uint64_t reductions;
+} row_t;
+
+/* Read p's row; false if it is exiting. */
+static bool row_take(mb_proc_t *p, row_t *r) {
+  uv_mutex_lock(&p->lock);
+  int state = atomic_load(&p->state);
+  size_t inbox = 0;
+  for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
+    inbox += m->kind == MB_SIG_MSG;
+  r->queue_len = inbox + atomic_load_explicit(&p->mq_len, memory_order_relaxed);
+  r->name = p->name;
+  r->links = p->links.len;
+  r->monitors = p->monitors.len;
+  uv_mutex_unlock(&p->lock);
+  r->status = state == MB_PS_RUNNABLE && atomic_load(&p->on_cpu)
+                  ? "running"
+                  : state_name((mb__proc_state_t)state);
+  r->mem = atomic_load_explicit(&p->mem, memory_order_relaxed);
+  r->reductions = atomic_load_explicit(&p->reductions, memory_order_relaxed);
+  return state != MB_PS_EXITING;
+}
+
+static int by_pid(const void *a, const void *b) {
+  mb_pid_t x = MB_PID_ID(((const row_t *)a)->pid);
+  mb_pid_t y = MB_PID_ID(((const row_t *)b)->pid);
+  return (x > y) - (x < y);
+}
+
+/* Largest first; equal ones by pid. */
+#define BY_FIELD(field)                                                        \
+  static int by_##field(const void *a, const void *b) {                        \
+    const row_t *x = a, *y = b;                                                \
+    if (x->field != y->field)                                                  \
+      return x->field < y->field ? 1 : -1;                                     \
+    return by_pid(a, b);                                                       \
+  }
+BY_FIELD(mem)
+BY_FIELD(reductions)
+BY_FIELD(queue_len)
+#undef BY_FIELD
+
+static void set_column(lua_State *L, int t, const char *field, int i) {
+  lua_getfield(L, t, field);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, i);
+  lua_pop(L, 1);
+}
+
+static void push_row(lua_State *L, int t, const row_t *r, int i) {
+  mb__push_pid(L, r->pid);
+  set_column(L, t, "pid", i);
+  lua_pushstring(L, r->status);
+  set_column(L, t, "status", i);
+  if (r->name != NULL)
+    lua_pushlstring(L, r->name->name, r->name->len);
+  else
+    lua_pushboolean(L, 0);
+  set_column(L, t, "name", i);
+  lua_pushinteger(L, (lua_Integer)r->mem);
+  set_column(L, t, "memory", i);
+  lua_pushinteger(L, (lua_Integer)r->reductions);
+  set_column(L, t, "reductions", i);
+  lua_pushinteger(L, (lua_Integer)r->queue_len);
+  set_column(L, t, "message_queue_len", i);
+  lua_pushinteger(L, (lua_Integer)r->links);
+  set_column(L, t, "links", i);
+  lua_pushinteger(L, (lua_Integer)r->monitors);
+  set_column(L, t, "monitors", i);
+}
+
+/* process_table([sort], [n]) -> {total = count, pid = {...}, status =
+ * {...}, name = {...}, memory = {...}, reductions = {...},
+ * message_queue_len = {...}, links = {...}, monitors = {...}}: what
+ * process_info says of the live processes, in columns (row i of each is
+ * one process; name[i] is false for a process without one), sorted by
+ * `sort` ("memory", "reductions", "message_queue_len": largest first;
+ * "pid", the default: in order), the first n rows (all by default).
+ * Cheaper than process_info for each: one pass, no table per process,
+ * no copy of its links and monitors, and a row in Lua only for the n. */
+int mb_lua_process_table(lua_State *L) {
+  static const char *const sorts[] = {"pid", "memory", "reductions",
+                                      "message_queue_len", NULL};
+  static int (*const cmp[])(const void *, const void *) = {
+      by_pid, by_mem, by_reductions, by_queue_len};
+  static const char *const columns[] = {
+      "pid",   "status",  "name", "memory", "reductions", "message_queue_len",
+      "links", "monitors"};
+  int sort = luaL_checkoption(L, 1, "pid", sorts);
+  lua_Integer max = luaL_optinteger(L, 2, LUA_MAXINTEGER);
+  luaL_argcheck(L, max >= 0, 2, "must not be negative");
+  size_t cap = mb_proc_count() + 64, n = 0;
+  /* The rows, in memory that Lua frees should a push below raise. */
+  row_t *rows = lua_newuserdatauv(L, cap * sizeof *rows, 0);
+  int keep = lua_gettop(L);
+  for (int i = 0; i < SHARDS; i++) {
+    shard_t *s = &shards[i];
+    uv_mutex_lock(&s->lock);
+    size_t it = 0;
+    uint64_t key;
+    void *val;
+    while (n < cap && mb__map_next(&s->map, &it, &key, &val))
+      rows[n++].pid = (mb_pid_t)key;
+    uv_mutex_unlock(&s->lock);
+  }
+  size_t live = 0;
+  for (size_t j = 0; j < n; j++) {
+    mb_proc_t *p = mb__proc_lookup(rows[j].pid);
+    if (p == NULL)
+      continue;
+    row_t r = {.pid = rows[j].pid};
+    if (row_take(p, &r))
+      rows[live++] = r;
+    mb__proc_unref(p);
+  }
+  qsort(rows, live, sizeof *rows, cmp[sort]);
+  size_t shown = (lua_Unsigned)max < live ? (size_t)max : live;
+  lua_createtable(L, 0, 9);
+  int t = lua_gettop(L);
+  for (size_t c = 0; c < sizeof columns / sizeof *columns; c++) {
+    lua_createtable(L, (int)shown, 0);
+    lua_setfield(L, t, columns[c]);
+  }
+  lua_pushinteger(L, (lua_Integer)live);
+  lua_setfield(L, t, "total");
+  for (size_t j = 0; j < shown; j++)
+    push_row(L, t, &rows[j], (int)j + 1);
+  lua_remove(L, keep);
+  return 1;
+}
+
 mb_pid_t mb_lua_self_pid(lua_State *L) {
   mb_proc_t *p = MB_PROC(L);
   return p ? p->pid : 0;

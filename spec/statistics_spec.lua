@@ -120,6 +120,35 @@ describe("mb.process_messages", function()
   end)
 end)
 
+describe("mb.process_table", function()
+  it("answers the processes in columns, sorted and cut, with their count", function()
+    assert.same({true, 2, true, "table_spec_big", true, false}, {in_process(function()
+      local mb = require "moonbeam"
+      local big = mb.spawn(function()
+        mb.register("table_spec_big", mb.self())
+        local keep = string.rep("z", 2000000)
+        mb.receive(function(m) return m == keep end)
+      end)
+      while (mb.process_info(big) or {memory = 0}).memory < 2000000 do mb.sleep(1) end
+      local count = mb.process_count()
+      local t = mb.process_table("memory", 2)
+      local all = mb.process_table()
+      local in_order = true
+      for i = 2, #all.pid do
+        local a = tonumber(tostring(all.pid[i - 1]):match("^<%d+%.(%d+)"))
+        local b = tonumber(tostring(all.pid[i]):match("^<%d+%.(%d+)"))
+        in_order = in_order and a < b
+      end
+      local ref = mb.monitor(big)
+      mb.exit(big, mb.atom.kill)
+      mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end)
+      return t.total == count and #all.pid == count,
+        #t.pid, t.pid[1] == big and t.memory[1] >= t.memory[2], t.name[1], in_order,
+        (pcall(mb.process_table, "size"))
+    end)})
+  end)
+end)
+
 describe("sys.get_messages", function()
   it("answers the messages waiting in a suspended GenServer's mailbox", function()
     assert.same({{"one", "two"}, {}}, {in_process(function()

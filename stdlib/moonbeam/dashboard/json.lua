@@ -7,7 +7,7 @@ local mb = require "moonbeam"
 local typeof = mb.typeof
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local sort = table.sort
-local format, byte, concat = string.format, string.byte, table.concat
+local format, byte, concat, find = string.format, string.byte, table.concat, string.find
 local math_type, huge = math.type, math.huge
 
 local M = {}
@@ -19,6 +19,7 @@ local function str(s)
   -- Control characters, quotes, backslashes; "<" too, so that a value
   -- cannot close a script element.  Bytes that are not UTF-8 pass as
   -- they are: the browser shows them as replacement characters.
+  if not find(s, '[%c"\\<]') then return '"' .. s .. '"' end
   return '"' .. s:gsub('[%c"\\<]', function(c)
     return ESC[c] or format("\\u%04x", byte(c))
   end) .. '"'
@@ -60,7 +61,7 @@ function encode(v, out, depth)
   elseif t == "boolean" then
     out[#out + 1] = v and "true" or "false"
   elseif t == "number" then
-    if math_type(v) == "integer" then out[#out + 1] = format("%d", v)
+    if math_type(v) == "integer" then out[#out + 1] = tostring(v)
     elseif v ~= v or v == huge or v == -huge then out[#out + 1] = "null"
     else out[#out + 1] = format("%.14g", v) end
   elseif t == "string" then

@@ -111,7 +111,9 @@ function showProcesses(data) {
   for (const th of document.querySelectorAll("#proc-table th.sortable")) {
     th.classList.toggle("sorted", th.dataset.sort === data.sort);
   }
-  const rows = data.rows.map((p) => {
+  const rows = data.rows.map((row) => {
+    const p = {};
+    data.columns.forEach((c, i) => { p[c] = row[i]; });
     const tr = el("tr", { "data-pid": p.pid }, el("td", {}, p.pid), el("td", {}, p.name),
       el("td", {}, p.status), el("td", { class: "num" }, p.memory),
       el("td", { class: "num" }, p.reductions), el("td", { class: "num" }, p.message_queue_len),
@@ -123,7 +125,7 @@ function showProcesses(data) {
 }
 
 async function loadProcesses() {
-  showProcesses(await api("/api/processes", { sort: state.sort, limit: 500 }));
+  showProcesses(await api("/api/processes", { sort: state.sort, limit: 200 }));
 }
 
 // ---- one process ----
