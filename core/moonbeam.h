@@ -176,6 +176,9 @@ int mb_dist_port(void);
  * once on the node's loop thread when the call returned 0. */
 typedef void (*mb_epmd_names_cb)(int err, const char *text, void *arg);
 int mb_epmd_names(const char *host, mb_epmd_names_cb cb, void *arg);
+/* The port EPMD is asked on: mb_dist_start's epmd_port, else
+ * ERL_EPMD_PORT, else 4369; MB_EINVAL for a bad ERL_EPMD_PORT. */
+int mb_epmd_port(void);
 /* What a spawn request from another node runs (erpc's calls and casts):
  * module.function(m, f, args) in a new process, where the Erlang MFA comes
  * as the module's and function's names and the list of arguments.  The
@@ -241,7 +244,9 @@ enum {
   MB_SOCKOPT_SNDBUF = 1 << 6,
   MB_SOCKOPT_RECBUF = 1 << 7,
   MB_SOCKOPT_BACKLOG = 1 << 8,
-  MB_SOCKOPT_SEND_TIMEOUT = 1 << 9
+  MB_SOCKOPT_SEND_TIMEOUT = 1 << 9,
+  MB_SOCKOPT_MULTICAST_TTL = 1 << 10,
+  MB_SOCKOPT_MULTICAST_LOOP = 1 << 11
 };
 
 typedef struct {
@@ -257,6 +262,12 @@ typedef struct {
   const char *ip;     /* listen, UDP: the address to bind; NULL = any */
   const char *path;   /* connect, listen: a Unix-domain socket's path
                            instead of an address and port */
+  /* UDP, IPv4 multicast, addresses in network byte order: the group to
+   * join (0 = none) on the interface of the address membership_if, the
+   * interface to send on (multicast_if; 0 = the kernel's choice for both),
+   * the TTL of sent datagrams and whether they loop back. */
+  uint32_t multicast_group, membership_if, multicast_if;
+  int multicast_ttl, multicast_loop;
   /* TLS (OpenSSL): with tls set, connect and listen make TLS sockets;
    * their messages are ssl, ssl_closed, ssl_error, ssl_passive. */
   int tls;

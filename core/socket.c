@@ -23,6 +23,7 @@
  * The owner index (pid -> the owner's sockets) is the one structure other
  * threads read, under owners_lock; everything else here belongs to the
  * loop thread. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -1748,6 +1749,28 @@ static void on_datagram(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   update_reading(s);
 }
 
+/* IPv4 multicast settings of a bound UDP socket, as inet's add_membership,
+ * multicast_if, multicast_ttl and multicast_loop. */
+static int apply_multicast(sock_t *s, const mb_socket_opts_t *o) {
+  char group[INET_ADDRSTRLEN], iface[INET_ADDRSTRLEN];
+  int err = 0;
+  if (o->multicast_if != 0) {
+    inet_ntop(AF_INET, &o->multicast_if, iface, sizeof iface);
+    err = uv_udp_set_multicast_interface(&s->u.udp, iface);
+  }
+  if (err == 0 && o->multicast_group != 0) {
+    inet_ntop(AF_INET, &o->multicast_group, group, sizeof group);
+    inet_ntop(AF_INET, &o->membership_if, iface, sizeof iface);
+    err = uv_udp_set_membership(&s->u.udp, group,
+                                o->membership_if ? iface : NULL, UV_JOIN_GROUP);
+  }
+  if (err == 0 && (o->set & MB_SOCKOPT_MULTICAST_TTL))
+    err = uv_udp_set_multicast_ttl(&s->u.udp, o->multicast_ttl);
+  if (err == 0 && (o->set & MB_SOCKOPT_MULTICAST_LOOP))
+    err = uv_udp_set_multicast_loop(&s->u.udp, o->multicast_loop);
+  return err;
+}
+
 static void do_udp_open(req_t *r) {
   sock_t *s = sock_new(K_UDP);
   if (s == NULL) {
@@ -1768,6 +1791,13 @@ static void do_udp_open(req_t *r) {
   }
   s->connected = true; /* ready: sends and receives need no peer */
   apply_buffers(s);
+  err = apply_multicast(s, &r->opts);
+  if (err) {
+    mb_msg_free(v);
+    sock_close(s, A.closed);
+    answer_error(r->caller, r->ref, uv_reason(err));
+    return;
+  }
   answer(r->caller, r->ref, A.ok, v);
   update_reading(s);
 }

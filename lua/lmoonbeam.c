@@ -371,6 +371,14 @@ int lmb_start_distribution(lua_State *L) {
   return mb_lua_node(L);
 }
 
+/* epmd_port() -> the port this node asks EPMD on (net_adm.names). */
+static int l_epmd_port(lua_State *L) {
+  int port = mb_epmd_port();
+  check_err(L, port < 0 ? port : 0, "epmd_port");
+  lua_pushinteger(L, port);
+  return 1;
+}
+
 /* ---- logging ---- */
 
 static const char *const level_names[] = {"debug",   "info",  "notice",
@@ -510,6 +518,7 @@ static const luaL_Reg funcs[] = {
     {"log_level", l_log_level},
     {"names", l_names},
     {"start_distribution", lmb_start_distribution},
+    {"epmd_port", l_epmd_port},
     {"is_alive", l_is_alive},
     {"process_count", l_process_count},
     {"process_limit", l_process_limit},

@@ -13,6 +13,8 @@ int luaopen_moonbeam(lua_State *L);
  * process. */
 int luaopen_moonbeam_socket(lua_State *L);
 int luaopen_moonbeam_term(lua_State *L);
+/* moonbeam.crypto (lcrypto.c): hashes, random bytes, AES-256-CBC. */
+int luaopen_moonbeam_crypto(lua_State *L);
 void mb_lsocket_register(lua_State *L);
 /* mb.send to a port or socket (Erlang's Port ! {Pid, ...}): 1 when idx 1
  * is one and the message was taken, 0 when it is not a socket. */

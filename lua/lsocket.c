@@ -2,6 +2,7 @@
  * function per request.  Each returns the ref that the answer,
  * {Ref, ok | error, ...}, will carry; stdlib/moonbeam/gen_tcp.lua waits for
  * it and gives gen_tcp's API. */
+#include <arpa/inet.h>
 #include <math.h>
 #include <string.h>
 
@@ -22,6 +23,27 @@ static mb_socket_t check_socket(lua_State *L, int idx) {
   if (mb_socket_to(L, idx, &s) != 0)
     luaL_typeerror(L, idx, "socket");
   return s;
+}
+
+/* An IPv4 address given as a string, in network byte order. */
+static uint32_t check_ip4(lua_State *L, int idx, const char *name) {
+  const char *text = lua_tostring(L, idx);
+  uint32_t a;
+  if (lua_type(L, idx) != LUA_TSTRING || inet_pton(AF_INET, text, &a) != 1)
+    luaL_error(L, "bad option %s (an IPv4 address as a string expected)", name);
+  return a;
+}
+
+/* add_membership = {group, interface}, as inet's {MultiAddr, IfAddr}. */
+static void check_membership(lua_State *L, int idx, mb_socket_opts_t *o) {
+  if (!lua_istable(L, idx))
+    luaL_error(L, "bad option add_membership ({group, interface} expected)");
+  lua_rawgeti(L, idx, 1);
+  o->multicast_group = check_ip4(L, -1, "add_membership");
+  lua_rawgeti(L, idx, 2);
+  if (!lua_isnil(L, -1))
+    o->membership_if = check_ip4(L, -1, "add_membership");
+  lua_pop(L, 2);
 }
 
 /* A timeout in ms: nil or math.huge wait forever (-1). */
@@ -169,6 +191,16 @@ static void check_opts(lua_State *L, int idx, mb_socket_opts_t *o) {
       if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "bad option ip (an address as a string expected)");
       o->ip = lua_tostring(L, -1); /* held by the table */
+    } else if (strcmp(k, "add_membership") == 0) {
+      check_membership(L, lua_absindex(L, -1), o);
+    } else if (strcmp(k, "multicast_if") == 0) {
+      o->multicast_if = check_ip4(L, -1, k);
+    } else if (strcmp(k, "multicast_ttl") == 0) {
+      o->multicast_ttl = check_size(L, -1, k);
+      o->set |= MB_SOCKOPT_MULTICAST_TTL;
+    } else if (strcmp(k, "multicast_loop") == 0) {
+      o->multicast_loop = lua_toboolean(L, -1);
+      o->set |= MB_SOCKOPT_MULTICAST_LOOP;
     } else if (strcmp(k, "inet6") == 0) {
       o->ipv6 = lua_toboolean(L, -1);
     } else if (strcmp(k, "tls") == 0) {
@@ -534,11 +566,12 @@ static void preload(lua_State *L, const char *name, lua_CFunction open) {
   lua_pop(L, 1);
 }
 
-/* Make require "moonbeam.socket" and "moonbeam.term" work in every
- * process, and in the host state L that loads moonbeam (a process does
- * not get a package.preload table of its own for them: mb__require and
- * its package library find the node's preloads). */
+/* Make require "moonbeam.socket", "moonbeam.term" and "moonbeam.crypto"
+ * work in every process, and in the host state L that loads moonbeam (a
+ * process does not get a package.preload table of its own for them:
+ * mb__require and its package library find the node's preloads). */
 void mb_lsocket_register(lua_State *L) {
   preload(L, "moonbeam.socket", luaopen_moonbeam_socket);
   preload(L, "moonbeam.term", luaopen_moonbeam_term);
+  preload(L, "moonbeam.crypto", luaopen_moonbeam_crypto);
 }

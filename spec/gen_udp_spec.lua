@@ -100,4 +100,25 @@ describe("gen_udp", function()
       return ok, ip, data, tostring(why)
     end)})
   end)
+  it("joins a multicast group and hears datagrams sent to it on the loopback", function()
+    assert.same({"to the group", "127.0.0.1"}, {in_process(function()
+      local gen_udp = require "moonbeam.gen_udp"
+      local group = "239.255.77.77"
+      local member = assert(gen_udp.open(0, {active = false, reuseaddr = true,
+        add_membership = {group, "127.0.0.1"}}))
+      local sender = assert(gen_udp.open(0, {multicast_if = "127.0.0.1", multicast_ttl = 1,
+        multicast_loop = true}))
+      assert(gen_udp.send(sender, group, gen_udp.port(member), "to the group"))
+      local ip, _, data = gen_udp.recv(member, 0, 5000)
+      return data, ip
+    end)})
+  end)
+
+  it("refuses a multicast option that is not an IPv4 address", function()
+    local ok, err = pcall(in_process, function()
+      return require("moonbeam.gen_udp").open(0, {add_membership = {"not an address"}})
+    end)
+    assert.is_false(ok)
+    assert.matches("bad option add_membership %(an IPv4 address as a string expected%)", tostring(err))
+  end)
 end)

@@ -413,6 +413,8 @@ static int epmd_port(void) {
   return *end == '\0' && p > 0 && p <= 65535 ? (int)p : MB_EINVAL;
 }
 
+int mb_epmd_port(void) { return epmd_port(); }
+
 static int req_new(req_kind_t kind, const char *host, void *arg, req_t **out) {
   int port = epmd_port();
   size_t hlen = host ? strlen(host) : 0;

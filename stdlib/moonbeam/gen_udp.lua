@@ -11,7 +11,10 @@
 -- {udp_passive, Sock} when an {active = N} count is spent; once and N stop
 -- reading until the owner asks again, and the kernel keeps (or drops)
 -- what comes meanwhile, as UDP does.  Options: active, ip, reuseaddr,
--- sndbuf, recbuf, inet6.
+-- sndbuf, recbuf, inet6, and for IPv4 multicast, as inet's:
+-- add_membership = {group, interface} (addresses as strings: join the
+-- group on the interface of that address), multicast_if = address (send
+-- on that interface), multicast_ttl = n, multicast_loop = true/false.
 local sock = require "moonbeam.socket"
 local gen_tcp = require "moonbeam.gen_tcp"
 
