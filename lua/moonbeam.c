@@ -437,6 +437,12 @@ static int start_node(void) {
     return MB_EINVAL;
   }
   mb_node_preload("moonbeam", luaopen_moonbeam);
+  /* The binding's modules too, before any process runs: a process that
+   * opens the package library takes the node's preloads as they are then,
+   * and would miss those that loading moonbeam registers later. */
+  mb_node_preload("moonbeam.socket", luaopen_moonbeam_socket);
+  mb_node_preload("moonbeam.term", luaopen_moonbeam_term);
+  mb_node_preload("moonbeam.crypto", luaopen_moonbeam_crypto);
   mb_node_preload("moonbeam.console", luaopen_moonbeam_console);
   mb_node_preload("moonbeam.launcher_os", open_launcher_os);
   int err = path && cpath ? mb_node_start(&cfg) : MB_ENOMEM;
