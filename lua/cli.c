@@ -128,6 +128,8 @@ enum {
   OPT_CONNECT_ALL,
   OPT_DASHBOARD,
   OPT_DASHBOARD_TOKEN,
+  OPT_CONNECT,
+  OPT_HOSTS,
   OPT_HELP,
   OPT_VERSION,
   OPT_COUNT
@@ -241,6 +243,12 @@ static const option_t options[] = {
      "MOONBEAM_DASHBOARD_TOKEN", "a token of 8 to 256 characters",
      "the dashboard's access token (needed to listen on an\n"
      "address other than loopback)"},
+    {"--connect", "NODE,...", NODE, OPT_CONNECT, NULL, "node names (name@host)",
+     "connect to these nodes at boot and keep them\n"
+     "connected (repeatable; needs --sname or --name)"},
+    {"--hosts", "FILE", NODE, OPT_HOSTS, NULL, NULL,
+     "the host file (.hosts.erlang's format): connect\n"
+     "to the nodes of its hosts at boot"},
     {"--help", NULL, ALL, OPT_HELP, NULL, NULL, "print this help and exit"},
     {"--version", NULL, ALL, OPT_VERSION, NULL, NULL,
      "print the version and exit"},
@@ -390,6 +398,30 @@ static int push_str(const char ***list, int *n, const char *s) {
   return 0;
 }
 
+/* --connect a@h,b@h: each name, kept in a copy the list owns. */
+static int add_nodes(cli_t *cli, const char *value) {
+  char *copy = strdup(value), *save = NULL;
+  if (copy == NULL)
+    return -1;
+  int n = 0;
+  for (char *p = strtok_r(copy, ",", &save); p;
+       p = strtok_r(NULL, ",", &save)) {
+    const char *at = strchr(p, '@');
+    if (at == NULL || at == p || at[1] == '\0' || strchr(at + 1, '@') ||
+        push_str(&cli->connects, &cli->nconnects, p) != 0) {
+      free(copy);
+      return -1;
+    }
+    n++;
+  }
+  if (n == 0) {
+    free(copy);
+    return -1;
+  }
+  /* The names point into the copy: it lives as long as the launcher. */
+  return 0;
+}
+
 /* Set one setting from `value`; `from` names where it came from, for the
  * error.  Returns 0, or -1 (the error printed). */
 static int apply(cli_t *cli, int id, const char *value, const char *from) {
@@ -514,6 +546,13 @@ static int apply(cli_t *cli, int id, const char *value, const char *from) {
     if (strlen(value) < 8 || strlen(value) > 256)
       goto bad;
     cli->dashboard_token = value;
+    break;
+  case OPT_CONNECT:
+    if (add_nodes(cli, value) != 0)
+      goto bad;
+    break;
+  case OPT_HOSTS:
+    cli->hosts = value;
     break;
   default:
     break;
@@ -832,6 +871,8 @@ static const struct {
     {"connect_all", OPT_CONNECT_ALL},
     {"dashboard", OPT_DASHBOARD},
     {"dashboard_token", OPT_DASHBOARD_TOKEN},
+    {"connect", OPT_CONNECT},
+    {"hosts", OPT_HOSTS},
 };
 
 /* One key of the config file's table (key at -2, value at -1). */
@@ -847,7 +888,7 @@ static int file_setting(lua_State *L, cli_t *cli, const char *file) {
     int id = file_keys[i].id;
     if (cli->given & GIVEN(id))
       return -1;
-    if (id == OPT_ROCKS_TREE)
+    if (id == OPT_ROCKS_TREE || id == OPT_CONNECT)
       return file_list(L, cli, id, file, key);
     const char *text = setting_text(L, -1, id);
     if (text == NULL)

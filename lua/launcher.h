@@ -63,8 +63,11 @@ typedef struct {
   int no_connect_all; /* --connect-all false */
   /* The dashboard: its address and token, or NULL (start, shell). */
   const char *dashboard, *dashboard_token;
-  uint64_t given; /* the settings given by flag or variable (cli.c) */
-  char *owned;    /* storage the strings above may point into */
+  const char **connects; /* --connect: nodes to keep connected */
+  int nconnects;
+  const char *hosts; /* --hosts: the host file */
+  uint64_t given;    /* the settings given by flag or variable (cli.c) */
+  char *owned;       /* storage the strings above may point into */
 } cli_t;
 
 /* Parse the command line into `cli`.  Returns -1 to go on, or the status

@@ -294,9 +294,11 @@ static int start_distribution(void) {
     base = name;
     key = "name";
   } else if (base == NULL) {
-    if (cli.cookie != NULL || cli.hidden) {
-      cli_say("%s needs --sname or --name",
-              cli.hidden ? "--hidden" : "--cookie");
+    if (cli.cookie != NULL || cli.hidden || cli.nconnects || cli.hosts) {
+      cli_say("%s needs --sname or --name", cli.hidden      ? "--hidden"
+                                            : cli.nconnects ? "--connect"
+                                            : cli.hosts     ? "--hosts"
+                                                            : "--cookie");
       return 2;
     }
     return 0;
@@ -320,6 +322,57 @@ static int start_distribution(void) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     cli_say("%s", lua_tostring(L, -1));
     lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Push the settings' moonbeam.topologies (the environment table is at
+ * `env`), or nil. */
+static void push_topologies(int env) {
+  if (lua_getfield(L, env, "moonbeam") == LUA_TTABLE)
+    lua_getfield(L, -1, "topologies");
+  else
+    lua_pushnil(L);
+  lua_remove(L, -2);
+}
+
+/* --connect, --hosts and the environment's moonbeam.topologies: the
+ * launcher's join(nodes, file, topologies) starts the topologies that
+ * connect this node, before the first process runs.  The settings'
+ * environment table stays at the top of L. */
+static int join_cluster(void) {
+  /* The own node of a command that reaches another node joins nothing. */
+  if (cli.command == CLI_RELOAD || CLI_TO_NODE(cli.command) || cli.remsh)
+    return 0;
+  int env = lua_gettop(L);
+  push_topologies(env);
+  if (cli.nconnects == 0 && cli.hosts == NULL && lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_createtable(L, cli.nconnects, 0);
+  for (int i = 0; i < cli.nconnects; i++) {
+    lua_pushstring(L, cli.connects[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushstring(L, cli.hosts); /* nil without --hosts */
+  lua_rotate(L, -3, 2);         /* nodes, file, topologies */
+  mb_msg_t *args = encode_args(3);
+  if (args == NULL)
+    return 1;
+  mb_waiter_t *w = NULL;
+  mb_msg_t *result = NULL;
+  int normal = 0;
+  int err = spawn_launcher("join", args, &w);
+  if (err == 0)
+    err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
+  if (w != NULL)
+    mb_waiter_free(w);
+  mb_msg_free(result);
+  if (err != 0 || !normal) {
+    cli_say("cannot start the cluster topologies%s%s", err ? ": " : "",
+            err ? mb_strerror(err) : "");
     return 1;
   }
   return 0;
@@ -591,6 +644,8 @@ int main(int argc, char **argv) {
   if (cli.command == CLI_EPMD_NAMES)
     return epmd_names();
   r = start_distribution();
+  if (r == 0)
+    r = join_cluster();
   if (r != 0)
     return r;
 

@@ -11,6 +11,8 @@
 --   moonbeam rpc NODE CODE   ->  rpc(node, env, {CODE})
 --   SIGTERM, SIGINT          ->  stop_node()
 --   settings' env, for run   ->  set_env(env)
+--   --connect, --hosts, the
+--   env's moonbeam.topologies ->  join(nodes, hosts_file, topologies)
 --
 -- `env` is the application environment of the settings, {app = {key =
 -- value}}: the config file's `env` with the --env flags over it. It is set
@@ -158,6 +160,45 @@ function M.stop_node()
   if mb.whereis("application_controller") == nil then return 0 end
   for _, app in ipairs(application.which_applications()) do
     application.stop(app.name)
+  end
+  return 0
+end
+
+-- ---------------------------------------------------------------------------
+-- Joining a cluster at boot
+
+--- --connect and --hosts (or the config's connect and hosts), and the
+-- topologies of the `moonbeam` application's `topologies` in the settings'
+-- env: start the topologies that connect this node, not linked to this
+-- process, which ends at once. The host file becomes the `moonbeam`
+-- application's `hosts_file`, which net_adm.host_file reads.
+-- @param nodes a list of node names (may be empty)
+-- @param hosts_file a host file, or nil
+-- @param configured {name = {strategy =, config =}}, or nil
+-- @return 0, or 1 when the topologies could not start (the error said)
+function M.join(nodes, hosts_file, configured)
+  local topologies = {}
+  if configured ~= nil and type(configured) ~= "table" then
+    say("the moonbeam application's topologies must be a table {name = "
+      .. "{strategy = ..., config = {...}}}, not %s", typeof(configured))
+    configured = nil
+  end
+  for name, spec in pairs(configured or {}) do topologies[name] = spec end
+  if nodes and #nodes > 0 then
+    topologies.connect = {strategy = "epmd", config = {hosts = nodes}}
+  end
+  if hosts_file then
+    application.set_env("moonbeam", "hosts_file", hosts_file)
+    local hosts, why = require("moonbeam.net_adm").host_file(hosts_file)
+    if not hosts then say("--hosts: %s", why) end
+    -- Read again every 10 s, so that nodes started later are found.
+    topologies.hosts = {strategy = "erlang_hosts",
+                        config = {hosts_file = hosts_file, polling_interval = 10000}}
+  end
+  local pid, why = require("moonbeam.cluster").start(topologies, {name = "moonbeam_cluster"})
+  if not pid then
+    say("cannot start the cluster topologies: %s", inspect(why))
+    return 1
   end
   return 0
 end
