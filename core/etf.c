@@ -2068,10 +2068,26 @@ static int dec_ref(dec_t *d) {
   return 0;
 }
 
+/* An atom's text at b + len as SMALL_ATOM_UTF8_EXT, or as ATOM_UTF8_EXT
+ * when it is longer than 255 bytes (up to 255 characters): the new
+ * length. */
+static size_t put_atext(unsigned char *b, size_t len, const atext_t *a) {
+  if (a->len <= 255) {
+    b[len++] = MB_ETF_SMALL_ATOM_UTF8;
+    b[len++] = (unsigned char)a->len;
+  } else {
+    b[len++] = MB_ETF_ATOM_UTF8;
+    mb__put16(b + len, (uint16_t)a->len);
+    len += 2;
+  }
+  memcpy(b + len, a->s, a->len);
+  return len + a->len;
+}
+
 /* Ports are kept as NEW_PORT_EXT (V4_PORT_EXT as it came), with the
  * node written as a UTF-8 atom. */
 static int dec_port(dec_t *d) {
-  unsigned char b[1 + 2 + MB_ATOM_MAXLEN + 12];
+  unsigned char b[1 + 3 + ATEXT_MAX + 12];
   const unsigned char *ids;
   atext_t node;
   unsigned tag = *d->r.p++;
@@ -2081,10 +2097,7 @@ static int dec_port(dec_t *d) {
     return err;
   size_t len = 0;
   b[len++] = tag == MB_ETF_V4_PORT ? MB_ETF_V4_PORT : MB_ETF_NEW_PORT;
-  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
-  b[len++] = (unsigned char)node.len;
-  memcpy(b + len, node.s, node.len);
-  len += node.len;
+  len = put_atext(b, len, &node);
   if (tag == MB_ETF_PORT) {
     memcpy(b + len, ids, 4);
     mb__put32(b + len + 4, ids[4]);
@@ -2097,7 +2110,7 @@ static int dec_port(dec_t *d) {
 
 /* fun M:F/A, with UTF-8 atoms. */
 static int dec_export(dec_t *d) {
-  unsigned char b[1 + 2 * (2 + MB_ATOM_MAXLEN) + 2];
+  unsigned char b[1 + 2 * (3 + ATEXT_MAX) + 2];
   atext_t mod, fun;
   const unsigned char *h;
   rd_t *r = &d->r;
@@ -2110,14 +2123,8 @@ static int dec_export(dec_t *d) {
     return bad(r, "a fun's arity that is not a small integer");
   size_t len = 0;
   b[len++] = MB_ETF_EXPORT;
-  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
-  b[len++] = (unsigned char)mod.len;
-  memcpy(b + len, mod.s, mod.len);
-  len += mod.len;
-  b[len++] = MB_ETF_SMALL_ATOM_UTF8;
-  b[len++] = (unsigned char)fun.len;
-  memcpy(b + len, fun.s, fun.len);
-  len += fun.len;
+  len = put_atext(b, len, &mod);
+  len = put_atext(b, len, &fun);
   b[len++] = MB_ETF_SMALL_INTEGER;
   b[len++] = h[1];
   mb__push_term(d->L, MB_TERM_FUN, b, len);
