@@ -849,6 +849,16 @@ static void dial(void *arg) {
 /* Queue a frame (4-byte length included) for a node, connecting on first
  * use.  Returns MB_ESTATE if distribution is off, MB_EINVAL for a name that
  * is not a node name; the frame is owned by the callee either way. */
+bool mb__dist_exit_payload(const mb__atom_t *peer) {
+  if (!mb__dist_self.started)
+    return false;
+  uv_mutex_lock(&mb__dist_tab_lock);
+  mb__conn_t *c = mb__map_get(&mb__dist_conns, key_of(peer));
+  bool yes = c != NULL && c->state == C_UP && (c->flags & DFLAG_EXIT_PAYLOAD);
+  uv_mutex_unlock(&mb__dist_tab_lock);
+  return yes;
+}
+
 int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len) {
   if (!mb__dist_self.started)
     return MB_ESTATE;

@@ -8,19 +8,22 @@
 
 /* Capability flags (docs/distribution.md): the mandatory set, monitors by
  * pid and name, the new unlink protocol, spawn (for rpc), 32-bit pid
- * fields; PUBLISHED unless hidden.  No atom cache, no fragments: every
+ * fields, exit reasons after the control tuple (EXIT_PAYLOAD); PUBLISHED
+ * unless hidden.  No atom cache, no fragments: every
  * frame is a pass-through frame of self-contained terms. */
 #define DFLAG_PUBLISHED 0x1ULL
 #define DFLAG_MANDATORY 0x01070F94ULL
 #define DFLAG_DIST_MONITOR 0x8ULL
 #define DFLAG_DIST_MONITOR_NAME 0x20ULL
+#define DFLAG_EXIT_PAYLOAD 0x400000ULL
 #define DFLAG_UNLINK_ID 0x2000000ULL
 #define DFLAG_MANDATORY_25_DIGEST 0x4000000ULL
 #define DFLAG_SPAWN (1ULL << 32)
 #define DFLAG_V4_NC (1ULL << 34)
 #define OUR_FLAGS                                                              \
   (DFLAG_MANDATORY | DFLAG_DIST_MONITOR | DFLAG_DIST_MONITOR_NAME |            \
-   DFLAG_UNLINK_ID | DFLAG_MANDATORY_25_DIGEST | DFLAG_SPAWN | DFLAG_V4_NC)
+   DFLAG_EXIT_PAYLOAD | DFLAG_UNLINK_ID | DFLAG_MANDATORY_25_DIGEST |          \
+   DFLAG_SPAWN | DFLAG_V4_NC)
 
 typedef enum {
   C_LOOKUP,     /* asking epmd for the port */

@@ -12,6 +12,9 @@ typedef struct mb__conn_s mb__conn_t;
 /* Queue a frame (its 4-byte length included) for a node, dialling it on
  * first use; the bytes are copied. */
 int mb__dist_queue(const mb__atom_t *peer, unsigned char *data, size_t len);
+/* Whether the connection to `peer` is up and takes exit reasons after the
+ * control tuple (EXIT_PAYLOAD). */
+bool mb__dist_exit_payload(const mb__atom_t *peer);
 int mb__dist_disconnect(const mb__atom_t *peer);
 int mb__dist_nodes(const mb__atom_t **out, int max, int mode);
 bool mb__dist_connected(const mb__atom_t *peer);

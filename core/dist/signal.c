@@ -37,6 +37,11 @@ enum {
   OP_MONITOR_P_EXIT = 21,
   OP_SEND_SENDER = 22,
   OP_SEND_SENDER_TT = 23,
+  OP_PAYLOAD_EXIT = 24,
+  OP_PAYLOAD_EXIT_TT = 25,
+  OP_PAYLOAD_EXIT2 = 26,
+  OP_PAYLOAD_EXIT2_TT = 27,
+  OP_PAYLOAD_MONITOR_P_EXIT = 28,
   OP_SPAWN_REQUEST = 29,
   OP_SPAWN_REQUEST_TT = 30,
   OP_SPAWN_REPLY = 31,
@@ -449,14 +454,20 @@ int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
     w_pid(&w, to);
     break;
   }
-  case MB_SIG_EXIT: { /* {3 or 8, From, To, Reason} */
+  case MB_SIG_EXIT: { /* {24 or 26, From, To} + Reason, or {3 or 8, From, To, Reason} */
     bool linked = (m->flags & MB_SIGF_LINKED) != 0;
+    bool payload = mb__dist_exit_payload(node);
     if (linked)
       cross_untrack(node, T_LINKS, pair_key(m->from, to));
-    frame_begin(&w, 4);
-    w_int(&w, linked ? OP_EXIT : OP_EXIT2);
+    frame_begin(&w, payload ? 3 : 4);
+    if (payload)
+      w_int(&w, linked ? OP_PAYLOAD_EXIT : OP_PAYLOAD_EXIT2);
+    else
+      w_int(&w, linked ? OP_EXIT : OP_EXIT2);
     w_pid(&w, m->from);
     w_pid(&w, to);
+    if (payload)
+      w_version(&w);
     w_value(&w, m, 0);
     break;
   }
@@ -472,16 +483,20 @@ int mb__dist_route(mb_pid_t to, mb_msg_t *m) {
     w_pid(&w, to);
     w_ref(&w, m->ref);
     break;
-  case MB_SIG_DOWN: { /* to a remote watcher: {21, Watched, Watcher, Ref, Reason} */
+  case MB_SIG_DOWN: { /* to a remote watcher: {28, Watched, Watcher, Ref} +
+                         Reason, or {21, Watched, Watcher, Ref, Reason} */
     const mb__atom_t *watched_name = cross_untrack(node, T_IN_MON, m->ref);
-    frame_begin(&w, 5);
-    w_int(&w, OP_MONITOR_P_EXIT);
+    bool payload = mb__dist_exit_payload(node);
+    frame_begin(&w, payload ? 4 : 5);
+    w_int(&w, payload ? OP_PAYLOAD_MONITOR_P_EXIT : OP_MONITOR_P_EXIT);
     if (watched_name)
       w_atom(&w, watched_name);
     else
       w_pid(&w, m->from);
     w_pid(&w, to);
     w_ref(&w, m->ref);
+    if (payload)
+      w_version(&w);
     w_value(&w, m, 5);
     break;
   }
@@ -508,10 +523,13 @@ static const mb__atom_t *A(const char *s) {
 static void reply_exit(const mb__atom_t *node, const mb__etf_pid_t *from,
                        const mb__etf_pid_t *to, const char *reason) {
   writer_t w;
-  frame_begin(&w, 4);
-  w_int(&w, OP_EXIT);
+  bool payload = mb__dist_exit_payload(node);
+  frame_begin(&w, payload ? 3 : 4);
+  w_int(&w, payload ? OP_PAYLOAD_EXIT : OP_EXIT);
   w_wire_pid(&w, from);
   w_wire_pid(&w, to);
+  if (payload)
+    w_version(&w);
   w_atom(&w, A(reason));
   frame_send(node, &w);
 }
@@ -541,6 +559,19 @@ static void deliver_message(mb_pid_t to, mb__etf_reader_t *r) {
     mb_proc_send(to, m);
 }
 
+/* The reason of an exit or DOWN signal: the last element of the control
+ * tuple, or, for the PAYLOAD_ ops, the term after it (without its 131). */
+static int read_reason(mb__etf_reader_t *r, bool payload,
+                       const unsigned char **p, size_t *n) {
+  if (payload)
+    return rest_message(r, p, n);
+  *p = r->p;
+  if (mb__etf_skip(r))
+    return MB_EBADTERM;
+  *n = (size_t)(r->p - *p);
+  return 0;
+}
+
 static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
   mb__etf_pid_t from, to;
   if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
@@ -565,19 +596,19 @@ static int on_link(const mb__atom_t *node, mb__etf_reader_t *r, bool unlink) {
 }
 
 static int on_exit_signal(const mb__atom_t *node, mb__etf_reader_t *r,
-                          bool linked) {
+                          bool linked, bool token, bool payload) {
   mb__etf_pid_t from, to;
-  if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to))
-    return MB_EBADTERM;
-  const unsigned char *reason = r->p;
-  if (mb__etf_skip(r))
+  const unsigned char *reason;
+  size_t rlen;
+  if (mb__etf_read_pid(r, &from) || mb__etf_read_pid(r, &to) ||
+      (token && mb__etf_skip(r)) || read_reason(r, payload, &reason, &rlen))
     return MB_EBADTERM;
   mb_pid_t local, remote = key_of_pid(&from);
   if (!mb__etf_pid_local(&to, &local))
     return 0;
   if (linked)
     cross_untrack(node, T_LINKS, pair_key(local, remote));
-  mb_msg_t *m = local_from_wire(reason, (size_t)(r->p - reason));
+  mb_msg_t *m = local_from_wire(reason, rlen);
   if (m == NULL)
     return 0;
   m->kind = MB_SIG_EXIT;
@@ -628,14 +659,17 @@ static int on_monitor(const mb__atom_t *node, mb__etf_reader_t *r,
   }
   /* No such process: {21, Target as given, Watcher, Ref, noproc}. */
   writer_t w;
-  frame_begin(&w, 5);
-  w_int(&w, OP_MONITOR_P_EXIT);
+  bool payload = mb__dist_exit_payload(node);
+  frame_begin(&w, payload ? 4 : 5);
+  w_int(&w, payload ? OP_PAYLOAD_MONITOR_P_EXIT : OP_MONITOR_P_EXIT);
   if (name)
     w_atom(&w, name);
   else
     w_wire_pid(&w, &to);
   w_wire_pid(&w, &from);
   w_wire_ref(&w, &ref);
+  if (payload)
+    w_version(&w);
   w_atom(&w, A("noproc"));
   frame_send(node, &w);
   return 0;
@@ -663,7 +697,8 @@ static mb_msg_t *down_message(uint64_t ref, const unsigned char *object,
 }
 
 /* MONITOR_P_EXIT: {21, Watched (pid or name), Watcher, Ref, Reason}. */
-static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
+static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r,
+                           bool payload) {
   const unsigned char *object = r->p;
   const mb__atom_t *name = NULL;
   mb__etf_pid_t watched, to;
@@ -675,10 +710,10 @@ static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
     return MB_EBADTERM;
   }
   size_t olen = (size_t)(r->p - object);
-  if (mb__etf_read_pid(r, &to) || mb__etf_read_ref(r, &ref))
-    return MB_EBADTERM;
-  const unsigned char *reason = r->p;
-  if (mb__etf_skip(r))
+  const unsigned char *reason;
+  size_t rlen;
+  if (mb__etf_read_pid(r, &to) || mb__etf_read_ref(r, &ref) ||
+      read_reason(r, payload, &reason, &rlen))
     return MB_EBADTERM;
   mb_pid_t watcher;
   uint64_t local_ref;
@@ -697,11 +732,10 @@ static int on_monitor_exit(const mb__atom_t *node, mb__etf_reader_t *r) {
       mb_msg_free(obj.m);
       return 0;
     }
-    m = down_message(local_ref, obj.m->data, obj.m->len, reason,
-                     (size_t)(r->p - reason));
+    m = down_message(local_ref, obj.m->data, obj.m->len, reason, rlen);
     mb_msg_free(obj.m);
   } else {
-    m = down_message(local_ref, object, olen, reason, (size_t)(r->p - reason));
+    m = down_message(local_ref, object, olen, reason, rlen);
   }
   if (m != NULL)
     mb__signal(watcher, m);
@@ -971,37 +1005,25 @@ int mb__dist_frame(mb__conn_t *c, const mb__atom_t *node,
     return 0;
   case OP_EXIT:
   case OP_EXIT2:
-    return on_exit_signal(node, &r, op == OP_EXIT);
   case OP_EXIT_TT:
-  case OP_EXIT2_TT: {
-    /* {_, From, To, Token, Reason}: drop the token. */
-    mb__etf_pid_t from, to;
-    const unsigned char *start = r.p;
-    if (mb__etf_read_pid(&r, &from) || mb__etf_read_pid(&r, &to))
-      return MB_EBADTERM;
-    const unsigned char *mid = r.p;
-    if (mb__etf_skip(&r))
-      return MB_EBADTERM;
-    /* Re-read without the token: build a reader over From, To, Reason. */
-    size_t a = (size_t)(mid - start), rest = (size_t)(r.end - r.p);
-    unsigned char *buf = malloc(1 + a + rest);
-    if (buf == NULL)
-      return 0;
-    buf[0] = MB_ETF_VERSION;
-    memcpy(buf + 1, start, a);
-    memcpy(buf + 1 + a, r.p, rest);
-    mb__etf_reader_t r2;
-    mb__etf_reader_init(&r2, buf, 1 + a + rest);
-    int err = on_exit_signal(node, &r2, op == OP_EXIT_TT);
-    free(buf);
-    return err;
-  }
+  case OP_EXIT2_TT:
+    return on_exit_signal(node, &r, op == OP_EXIT || op == OP_EXIT_TT,
+                          op == OP_EXIT_TT || op == OP_EXIT2_TT, false);
+  case OP_PAYLOAD_EXIT:
+  case OP_PAYLOAD_EXIT2:
+  case OP_PAYLOAD_EXIT_TT:
+  case OP_PAYLOAD_EXIT2_TT:
+    return on_exit_signal(
+        node, &r, op == OP_PAYLOAD_EXIT || op == OP_PAYLOAD_EXIT_TT,
+        op == OP_PAYLOAD_EXIT_TT || op == OP_PAYLOAD_EXIT2_TT, true);
   case OP_MONITOR_P:
     return on_monitor(node, &r, false);
   case OP_DEMONITOR_P:
     return on_monitor(node, &r, true);
   case OP_MONITOR_P_EXIT:
-    return on_monitor_exit(node, &r);
+    return on_monitor_exit(node, &r, false);
+  case OP_PAYLOAD_MONITOR_P_EXIT:
+    return on_monitor_exit(node, &r, true);
   case OP_SPAWN_REQUEST:
     return on_spawn_request(node, &r);
   case OP_SPAWN_REPLY:
