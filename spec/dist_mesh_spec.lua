@@ -19,18 +19,7 @@ local tmp, ptmp, have_erl = P.tmp, P.ptmp, P.have_erl
 
 local function run(fn, ...) return mb.run(fn, ...) end
 
--- What tmp/<name>.log holds once it matches `what`, or after 20 s.
-local function log_until(name, what)
-  local out = ""
-  for _ = 1, 200 do
-    local f = io.open(tmp .. "/" .. name .. ".log")
-    out = f and f:read("a") or ""
-    if f then f:close() end
-    if out:match(what) then break end
-    run(function() require("moonbeam").sleep(100) end)
-  end
-  return out
-end
+local log_until = P.log_until
 
 -- A node that dials `target` and prints the nodes it is connected to
 -- (sorted, hidden ones included) once it has `want` of them, or after

@@ -22,18 +22,7 @@ local host = "127.0.0.1"
 -- Run fn inside a process of this node and return its results.
 local function run(fn, ...) return mb.run(fn, ...) end
 
--- What tmp/<name>.log holds once it matches `what`, or after 20 s.
-local function log_until(name, what)
-  local out = ""
-  for _ = 1, 200 do
-    local f = io.open(tmp .. "/" .. name .. ".log")
-    out = f and f:read("a") or ""
-    if f then f:close() end
-    if out:match(what) then break end
-    run(function() require("moonbeam").sleep(100) end)
-  end
-  return out
-end
+local log_until = P.log_until
 
 local erl_node = "e1@" .. host
 local e1_os_pid -- e1's OS process

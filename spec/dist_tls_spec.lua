@@ -30,17 +30,7 @@ local function run(fn, ...) return mb.run(fn, ...) end
 
 -- What tmp/<name>.log holds once it matches `what` (a plain string), or
 -- after 20 s.
-local function log_until(name, what)
-  local out = ""
-  for _ = 1, 200 do
-    local f = io.open(tmp .. "/" .. name .. ".log")
-    out = f and f:read("a") or ""
-    if f then f:close() end
-    if out:find(what, 1, true) then break end
-    run(function() require("moonbeam").sleep(100) end)
-  end
-  return out
-end
+local function log_until(name, what) return P.log_until(name, what, true) end
 
 -- What tmp/<name>.log holds now.
 local function log_now(name)

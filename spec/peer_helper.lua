@@ -124,6 +124,20 @@ function M.new(opts)
     os.execute("rm -rf " .. P.tmp)
   end
 
+  -- What P.tmp/<name>.log holds once it matches `what` (a Lua pattern,
+  -- or a plain string when `plain`), or after 20 s.
+  function P.log_until(name, what, plain)
+    local out = ""
+    for _ = 1, 200 do
+      local f = io.open(P.tmp .. "/" .. name .. ".log")
+      out = f and f:read("a") or ""
+      if f then f:close() end
+      if out:find(what, 1, plain) then break end
+      require("moonbeam").run(function() require("moonbeam").sleep(100) end)
+    end
+    return out
+  end
+
   -- Compile an Erlang module from spec/fixtures into P.tmp.
   function P.erlc(file)
     assert(os.execute(("cp spec/fixtures/%s %s/"):format(file, P.tmp)))
