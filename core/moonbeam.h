@@ -443,6 +443,8 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(nodes) \
   XX(monitor_node) \
   XX(monitor_nodes) \
+  XX(node_watch) \
+  XX(node_unwatch) \
   XX(disconnect) \
   XX(spawn_request) \
   XX(atom) \

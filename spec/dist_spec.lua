@@ -99,6 +99,46 @@ describe("distribution with an Erlang node", function()
     assert.is_true(found)
   end)
 
+  it("stacks monitor_node and monitor_nodes as Erlang does, and connect leaves them alone", function()
+    local downs, ups, connected, left = run(function(node)
+      local mb = require "moonbeam"
+      local dist = require "moonbeam.dist"
+      local n = mb.atom(node)
+      local function count(tag, want)
+        local k = 0
+        for _ = 1, want do
+          if mb.receive(function(m) return m[1] == tag and m[2] == n end, 10000) then k = k + 1 end
+        end
+        return k
+      end
+      assert(dist.connect(node))
+      mb.monitor_nodes(true)
+      mb.monitor_nodes(true)
+      mb.monitor_node(n, true)
+      mb.monitor_node(n, true)
+      mb.monitor_node(n, true)
+      mb.monitor_node(n, false)
+      assert(dist.ping(node) == "pong")
+      mb.disconnect(n)
+      -- two subscriptions and two node monitors: four nodedown
+      local downs = count(mb.atom.nodedown, 4)
+      local connected = dist.connect(node)
+      local ups = count(mb.atom.nodeup, 2)
+      mb.monitor_nodes(false)
+      local left = {}
+      while true do
+        local m = mb.receive(200)
+        if m == nil then break end
+        left[#left + 1] = tostring(m)
+      end
+      return downs, ups, connected, table.concat(left, " ")
+    end, erl_node)
+    assert.equal(4, downs)
+    assert.is_true(connected)
+    assert.equal(2, ups)
+    assert.equal("", left)
+  end)
+
   it("sends to {name, node} and to remote pids, and gets replies", function()
     local v = run(function(node)
       local mb = require "moonbeam"

@@ -115,6 +115,14 @@ function M.new(opts)
 
   function P.stop_all()
     for _, pid in ipairs(P.started) do P.kill_os(pid, "KILL") end
+    -- Each one's waiting shell writes its exit status into P.tmp: let it
+    -- (5 s at most) before the directory goes.
+    for _, pid in ipairs(P.started) do
+      for _ = 1, 50 do
+        if not status_file[pid] or P.exit_status(pid) ~= "running" then break end
+        require("moonbeam").run(function() require("moonbeam").sleep(100) end)
+      end
+    end
     P.started = {}
     report_crashes()
     -- MB_PEER_KEEP=dir keeps the peers' files (their logs) for a look

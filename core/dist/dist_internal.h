@@ -30,6 +30,8 @@ void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c);
 void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up);
 int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on);
 int mb__dist_monitor_nodes(mb_pid_t who, bool on);
+int mb__dist_node_watch(mb_pid_t who, const mb__atom_t *node, uint64_t ref);
+bool mb__dist_node_unwatch(const mb__atom_t *node, uint64_t ref);
 int mb__dist_spawn_request(lua_State *L, const mb__atom_t *node,
                            mb_pid_t caller, uint64_t ref, const mb__atom_t *mod,
                            const mb__atom_t *fun, int args_idx, bool reply,

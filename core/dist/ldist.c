@@ -85,6 +85,32 @@ int mb_lua_monitor_nodes(lua_State *L) {
   return 1;
 }
 
+/* node_watch(node) -> ref: {Ref, true} once the node is connected (at
+ * once if it is), {Ref, false} if connecting fails; the node is dialled.
+ * What dist.connect waits on, leaving the caller's monitor_node and
+ * monitor_nodes subscriptions as they were. */
+int mb_lua_node_watch(lua_State *L) {
+  mb_proc_t *p = mb__proc_self(L, "node_watch");
+  const mb__atom_t *n = check_node(L, 1);
+  uint64_t ref = mb__ref_next();
+  int err = mb__dist_node_watch(p->pid, n, ref);
+  if (err == MB_ESTATE)
+    return luaL_error(L, "node_watch: this node is not distributed");
+  if (err)
+    mb_lua_error(L, "node_watch", err, NULL);
+  mb_lua_push_ref(L, ref);
+  return 1;
+}
+
+/* node_unwatch(node, ref) -> false if its message was already sent. */
+int mb_lua_node_unwatch(lua_State *L) {
+  const mb__atom_t *n = check_node(L, 1);
+  mb__lref_t *r = mb__to_ref(L, 2);
+  luaL_argexpected(L, r != NULL, 2, "ref");
+  lua_pushboolean(L, mb__dist_node_unwatch(n, r->id));
+  return 1;
+}
+
 int mb_lua_disconnect(lua_State *L) {
   const mb__atom_t *n = check_node(L, 1);
   if (mb__dist_node() == NULL || !mb__dist_connected(n)) {

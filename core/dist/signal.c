@@ -62,12 +62,13 @@ typedef struct {
   mb__map_t out_mon;  /* local ref -> crossing_t*: we watch them */
   mb__map_t in_mon;   /* remote ref key -> crossing_t*: they watch us */
   mb__map_t spawns;   /* local ref -> crossing_t*: spawn requests waiting */
-  mb__map_t watchers; /* local pid -> 1: monitor_node(Node) */
+  mb__map_t watchers; /* local pid -> count: monitor_node(Node) */
+  mb__map_t waiting;  /* local ref -> pid: node_watch, told once */
 } node_t;
 
 static uv_mutex_t lock = MB__MUTEX_INIT;
 static mb__map_t nodes;     /* node atom index + 1 -> node_t* */
-static mb__map_t all_watch; /* local pid -> 1: monitor_nodes */
+static mb__map_t all_watch; /* local pid -> count: monitor_nodes */
 static _Atomic uint64_t next_unlink_id = 1;
 
 /* Call with lock held. */
@@ -1088,19 +1089,71 @@ static void notify(mb_pid_t to, const char *what, const mb__atom_t *node) {
     mb_proc_send(to, m);
 }
 
-void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
-  (void)c;
-  uv_mutex_lock(&lock);
-  size_t n = all_watch.len, i = 0, k = 0;
-  mb_pid_t *to = n ? malloc(n * sizeof *to) : NULL;
+/* {Ref, Up} to a process waiting in node_watch. */
+static void tell_waiter(mb_pid_t to, uint64_t ref, bool up) {
+  writer_t w;
+  w_begin(&w, 48);
+  w_version(&w);
+  w_tuple(&w, 2);
+  w_ref(&w, ref);
+  w_atom(&w, A(up ? "true" : "false"));
+  mb_msg_t *m = w_end(&w);
+  if (m != NULL)
+    mb_proc_send(to, m);
+}
+
+/* Tell every process waiting for node n, and forget them.  The map is
+ * taken whole under the lock, so each waiter is told once. */
+static void tell_waiting(mb__map_t *waiting, bool up) {
+  size_t i = 0;
+  uint64_t ref;
+  void *pid;
+  while (mb__map_next(waiting, &i, &ref, &pid))
+    tell_waiter((mb_pid_t)(uintptr_t)pid, ref, up);
+  mb__map_free(waiting);
+}
+
+/* Each subscriber gets one message per subscription (its count). */
+static void notify_all(mb_pid_t *to, size_t *times, size_t k, const char *what,
+                       const mb__atom_t *node) {
+  for (size_t j = 0; j < k; j++)
+    for (size_t t = 0; t < times[j]; t++)
+      notify(to[j], what, node);
+}
+
+/* The subscribers of monitor_nodes, with their counts; lock held. */
+static size_t all_watchers(mb_pid_t **to, size_t **times) {
+  size_t cap = all_watch.len, i = 0, k = 0;
+  *to = cap ? malloc(cap * sizeof **to) : NULL;
+  *times = cap ? malloc(cap * sizeof **times) : NULL;
+  if (*to == NULL || *times == NULL)
+    return 0;
   uint64_t key;
   void *v;
-  while (to && mb__map_next(&all_watch, &i, &key, &v))
-    to[k++] = key;
+  while (mb__map_next(&all_watch, &i, &key, &v)) {
+    (*to)[k] = key;
+    (*times)[k++] = (uintptr_t)v;
+  }
+  return k;
+}
+
+void mb__dist_node_up(const mb__atom_t *node, mb__conn_t *c) {
+  (void)c;
+  mb__map_t waiting = {0};
+  mb_pid_t *to;
+  size_t *times;
+  uv_mutex_lock(&lock);
+  size_t k = all_watchers(&to, &times);
+  node_t *n = node_of(node, false);
+  if (n != NULL) {
+    waiting = n->waiting;
+    memset(&n->waiting, 0, sizeof n->waiting);
+  }
   uv_mutex_unlock(&lock);
-  for (size_t j = 0; j < k; j++)
-    notify(to[j], "nodeup", node);
+  notify_all(to, times, k, "nodeup", node);
   free(to);
+  free(times);
+  tell_waiting(&waiting, true);
 }
 
 static void fire_map(mb__map_t *m,
@@ -1180,27 +1233,27 @@ void mb__dist_node_down(const mb__atom_t *node, uint64_t conn_id, bool was_up) {
   node_t *n = node_of(node, false);
   if (n)
     mb__map_del(&nodes, (uint64_t)node->index + 1);
-  size_t cap = all_watch.len, i = 0, k = 0;
-  mb_pid_t *to = cap ? malloc(cap * sizeof *to) : NULL;
-  uint64_t key;
-  void *v;
-  while (to && was_up && mb__map_next(&all_watch, &i, &key, &v))
-    to[k++] = key;
+  mb_pid_t *to = NULL;
+  size_t *times = NULL, k = was_up ? all_watchers(&to, &times) : 0;
   uv_mutex_unlock(&lock);
   if (n != NULL) {
     fire_map(&n->links, link_down, node);
     fire_map(&n->out_mon, out_mon_down, node);
     fire_map(&n->spawns, spawn_down, node);
     fire_map(&n->in_mon, in_mon_down, node);
-    i = 0;
+    size_t i = 0;
+    uint64_t key;
+    void *v;
     while (mb__map_next(&n->watchers, &i, &key, &v))
-      notify(key, "nodedown", node);
+      for (uintptr_t t = 0; t < (uintptr_t)v; t++)
+        notify(key, "nodedown", node);
     mb__map_free(&n->watchers);
+    tell_waiting(&n->waiting, false);
     free(n);
   }
-  for (size_t j = 0; j < k; j++)
-    notify(to[j], "nodedown", node);
+  notify_all(to, times, k, "nodedown", node);
   free(to);
+  free(times);
 }
 
 /* monitor_node(Node, true/false) for a local process; a node that is not
@@ -1210,9 +1263,12 @@ int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on) {
     return MB_ESTATE;
   uv_mutex_lock(&lock);
   node_t *n = node_of(node, on);
+  uintptr_t count = n ? (uintptr_t)mb__map_get(&n->watchers, who) : 0;
   if (n && on)
-    mb__map_put(&n->watchers, who, (void *)1);
-  else if (n)
+    mb__map_put(&n->watchers, who, (void *)(count + 1));
+  else if (count > 1)
+    mb__map_put(&n->watchers, who, (void *)(count - 1));
+  else if (count == 1)
     mb__map_del(&n->watchers, who);
   uv_mutex_unlock(&lock);
   if (on) {
@@ -1224,12 +1280,51 @@ int mb__dist_monitor_node(mb_pid_t who, const mb__atom_t *node, bool on) {
   return 0;
 }
 
+/* Subscriptions stack, as net_kernel's do: one message per subscription
+ * per event; monitor_nodes(false) ends them all. */
 int mb__dist_monitor_nodes(mb_pid_t who, bool on) {
   uv_mutex_lock(&lock);
   if (on)
-    mb__map_put(&all_watch, who, (void *)1);
+    mb__map_put(&all_watch, who,
+                (void *)((uintptr_t)mb__map_get(&all_watch, who) + 1));
   else
     mb__map_del(&all_watch, who);
   uv_mutex_unlock(&lock);
   return 0;
+}
+
+/* node_watch: {Ref, true} to `who` once the node is connected (at once if it
+ * is), {Ref, false} if the attempt fails; the node is dialled. */
+int mb__dist_node_watch(mb_pid_t who, const mb__atom_t *node, uint64_t ref) {
+  if (mb__dist_node() == NULL)
+    return MB_ESTATE;
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, true);
+  int err =
+      n ? mb__map_put(&n->waiting, ref, (void *)(uintptr_t)who) : MB_ENOMEM;
+  uv_mutex_unlock(&lock);
+  if (err)
+    return err;
+  /* Up already (node_up ran before the waiter was in): tell it here,
+   * unless node_up or node_down took it meanwhile. */
+  if (mb__dist_connected(node) && mb__dist_node_unwatch(node, ref)) {
+    tell_waiter(who, ref, true);
+    return 0;
+  }
+  unsigned char tick[4] = {0, 0, 0, 0};
+  err = mb__dist_queue(node, tick, sizeof tick);
+  if (err && mb__dist_node_unwatch(node, ref))
+    return err;
+  return 0;
+}
+
+/* Forget a node_watch; false if it was already told (or never was). */
+bool mb__dist_node_unwatch(const mb__atom_t *node, uint64_t ref) {
+  uv_mutex_lock(&lock);
+  node_t *n = node_of(node, false);
+  bool had = n != NULL && mb__map_get(&n->waiting, ref) != NULL;
+  if (had)
+    mb__map_del(&n->waiting, ref);
+  uv_mutex_unlock(&lock);
+  return had;
 }

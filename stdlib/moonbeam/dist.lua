@@ -20,18 +20,13 @@ function M.start(opts) return mb.start_distribution(opts) end
 -- @return true, or false if the node could not be reached
 function M.connect(node, timeout)
   node = type(node) == "string" and mb.atom(node) or node
-  for _, n in ipairs(mb.nodes("connected")) do
-    if n == node then return true end
+  local ref = mb.node_watch(node)
+  local m = mb.receive(function(m) return m[1] == ref end, timeout or 7000)
+  if m == nil and not mb.node_unwatch(node, ref) then
+    -- Told just as the wait ended: take the answer.
+    m = mb.receive(function(m) return m[1] == ref end)
   end
-  mb.monitor_nodes(true)
-  mb.monitor_node(node, true)
-  local NODEUP, NODEDOWN = mb.atom.nodeup, mb.atom.nodedown
-  local m = mb.receive(function(m)
-    return (m[1] == NODEUP or m[1] == NODEDOWN) and m[2] == node
-  end, timeout or 7000, {[NODEUP] = true, [NODEDOWN] = true})
-  mb.monitor_node(node, false)
-  mb.monitor_nodes(false)
-  return m ~= nil and m[1] == NODEUP
+  return m ~= nil and m[2] == true
 end
 
 --- Ping a node as net_adm:ping does: "pong" if it answers, "pang" if not.
