@@ -118,12 +118,25 @@ int mb_lua_unregister(lua_State *L) {
   return 1;
 }
 
-/* whereis(name) -> pid, or nil */
+/* whereis(name) -> pid, or nil.  A string that names no atom names no
+ * process: it is looked up, never made an atom (a lookup of names from
+ * outside cannot fill the atom table). */
 int mb_lua_whereis(lua_State *L) {
-  mb_pid_t pid = mb__registry_whereis(mb__check_name(L, 1));
+  const mb__atom_t *name = mb__to_atom(L, 1);
+  size_t len;
+  const char *s;
+  if (name == NULL && lua_type(L, 1) == LUA_TSTRING) {
+    s = lua_tolstring(L, 1, &len);
+    if (mb__atom_find(s, len, &name) != 0)
+      name = NULL;
+  } else if (name == NULL) {
+    name = mb__check_name(L, 1); /* raises: not a name */
+  }
+  mb_pid_t pid = name ? mb__registry_whereis(name) : 0;
   if (pid == 0 || !mb_proc_alive(pid))
-    return 0;
-  mb__push_pid(L, pid);
+    lua_pushnil(L);
+  else
+    mb__push_pid(L, pid);
   return 1;
 }
 

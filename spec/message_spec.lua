@@ -319,3 +319,30 @@ describe("timers", function()
     end)})
   end)
 end)
+
+describe("whereis", function()
+  it("looks a string up without making it an atom, and gives nil for no process", function()
+    local before, after, n, found, gone = mb.run(function()
+      local mb = require "moonbeam"
+      local before = mb.statistics().atoms
+      local misses = 0
+      for i = 1, 1000 do
+        local p = mb.whereis(("whereis_probe_%d_%d"):format(i, math.random(1e9)))
+        if p == nil then misses = misses + 1 end
+      end
+      local after = mb.statistics().atoms
+      local p = mb.spawn(function() mb.receive() end)
+      mb.register("whereis_named", p)
+      local found = mb.whereis("whereis_named") == p and mb.whereis(mb.atom.whereis_named) == p
+      mb.exit(p, "kill")
+      local ref = mb.monitor(p)
+      mb.receive(function(m) return m[2] == ref end, 2000)
+      return before, after, select("#", mb.whereis("nobody_by_this_name")), found,
+        mb.whereis("whereis_named")
+    end)
+    assert.equal(before, after)
+    assert.equal(1, n)
+    assert.is_true(found)
+    assert.is_nil(gone)
+  end)
+end)
