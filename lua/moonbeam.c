@@ -524,6 +524,8 @@ static int prelude(void) {
   int normal = 0;
   if (err == 0)
     err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
+  if (w != NULL)
+    mb_waiter_free(w);
   mb_msg_free(result);
   if (err != 0 || !normal) {
     cli_say("cannot set the application environment%s%s", err ? ": " : "",
