@@ -5,22 +5,24 @@
 
 TEST_IMPL(a_linked_chain_dies_whole) {
   test_node_start(4);
-  ASSERT(test_run("local mb = require 'moonbeam'\n"
-                  "return function()\n"
-                  "  local me = mb.self()\n"
-                  "  local function node(n)\n"
-                  "    if n == 0 then mb.send(me, mb.self()) end\n"
-                  "    if n > 0 then mb.spawn_link(node, n - 1) end\n"
-                  "    mb.receive()\n"
-                  "  end\n"
-                  "  local head = mb.spawn(node, 2000)\n"
-                  "  local tail = mb.receive(10000)\n"
-                  "  local ref = mb.monitor(tail)\n"
-                  "  mb.exit(head, 'boom')\n"
-                  "  local down = mb.receive(10000)\n"
-                  "  assert(down[2] == ref and down[5] == 'boom', 'chain')\n"
-                  "end\n",
-                  NULL));
+  ASSERT(test_run(
+      "local mb = require 'moonbeam'\n"
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local function node(n)\n"
+      "    if n == 0 then mb.send(me, mb.self()) end\n"
+      "    if n > 0 then mb.spawn_link(node, n - 1) end\n"
+      "    mb.receive()\n"
+      "  end\n"
+      "  local head = mb.spawn(node, 2000)\n"
+      "  -- 2,000 spawns and exits: slow under TSan on a busy machine\n"
+      "  local tail = assert(mb.receive(60000), 'the chain did not come up')\n"
+      "  local ref = mb.monitor(tail)\n"
+      "  mb.exit(head, 'boom')\n"
+      "  local down = mb.receive(60000)\n"
+      "  assert(down and down[2] == ref and down[5] == 'boom', 'chain')\n"
+      "end\n",
+      NULL));
   test_node_stop();
 }
 
