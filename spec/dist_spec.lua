@@ -149,6 +149,46 @@ describe("distribution with an Erlang node", function()
     assert.is_true(v)
   end)
 
+  it("keeps each sender's messages in order, in bursts and one by one, from four senders at once", function()
+    -- Senders write to the socket themselves when nothing is queued, and
+    -- queue behind the loop thread otherwise: both must keep the order.
+    local bad = run(function(node)
+      local mb = require "moonbeam"
+      local me, N = mb.self(), 3000
+      for s = 1, 4 do
+        mb.spawn(function()
+          local got, sent, wrong = 0, 0, nil
+          while got < N and not wrong do
+            -- a burst of up to 50, then waits for some answers
+            for _ = 1, math.random(1, 50) do
+              if sent < N then
+                sent = sent + 1
+                mb.send({"echo", node}, mb.tuple(mb.self(), mb.tuple(s, sent)))
+              end
+            end
+            local want = math.random(got + 1, sent)
+            while got < want do
+              local m = mb.receive(20000)
+              if m == nil then wrong = ("sender %d: nothing after %d"):format(s, got) break end
+              got = got + 1
+              if m[2][1] ~= s or m[2][2] ~= got then
+                wrong = ("sender %d: got %s, %s where %d was due"):format(s, tostring(m[2][1]), tostring(m[2][2]), got)
+              end
+            end
+          end
+          mb.send(me, wrong or "ok")
+        end)
+      end
+      local bad = {}
+      for _ = 1, 4 do
+        local r = mb.receive(120000)
+        if r ~= "ok" then bad[#bad + 1] = tostring(r) end
+      end
+      return table.concat(bad, "; ")
+    end, erl_node)
+    assert.equal("", bad)
+  end)
+
   it("carries the term zoo from Erlang to Lua and back unchanged", function()
     local same = {run(function(node)
       local mb = require "moonbeam"

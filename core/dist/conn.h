@@ -82,11 +82,18 @@ struct mb__conn_s {
   uint32_t peer_creation, my_challenge, peer_challenge;
   unsigned char *rbuf;
   size_t rlen, rcap;
-  /* Under tab_lock: frames waiting to be written. */
+  /* Under tab_lock: frames waiting to be written, and the writes the
+   * loop thread has in hand (taken from the queue or handed to libuv and
+   * not done).  With none of either, a sender writes to the socket
+   * itself (mb__dist_queue). */
   frame_t *out_head, *out_tail;
   bool flush_queued;
-  /* Loop thread: tick bookkeeping. */
-  bool wrote, read_any;
+  int writing;
+  uint64_t direct_at; /* when a sender last wrote itself (uv_hrtime) */
+  int fd;             /* the socket's, once up: senders write to it */
+  /* Tick bookkeeping: wrote is also set by senders writing themselves. */
+  atomic_bool wrote;
+  bool read_any;
   int silent_ticks;
   atomic_int refs; /* the table's, loop calls pending, open handles */
   uint64_t id;
