@@ -488,6 +488,11 @@ typedef struct {
   bool verify, fail_if_no_peer_cert;
 } mb__tls_config_t;
 typedef struct mb__tls_s mb__tls_t;
+/* Set OpenSSL up for the node, before any other use of it: without its
+ * clean-up at exit, which would otherwise run while the schedulers still
+ * hash, encrypt or speak TLS (atexit handlers run last registered first,
+ * and OpenSSL registers its own on first use, after the node's). */
+void mb__tls_init(void);
 /* An SSL_CTX for a client or a server; NULL with *why (an atom's name:
  * bad_certfile, bad_keyfile, bad_cacertfile, bad_alpn, enomem). */
 void *mb__tls_context(const mb__tls_config_t *c, bool server, const char **why);

@@ -62,6 +62,7 @@ int mb_node_start(const mb_config_t *cfg) {
   if (c.schedulers <= 0)
     c.schedulers = default_schedulers();
   nschedulers = c.schedulers;
+  mb__tls_init();
   mb__proc_config(&c);
   for (size_t i = 0; i < NSTEPS; i++) {
     int err = steps[i].start();

@@ -23,6 +23,12 @@ struct mb__tls_s {
   char detail[128]; /* OpenSSL's words for the last failure */
 };
 
+void mb__tls_init(void) {
+  OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT | OPENSSL_INIT_LOAD_SSL_STRINGS |
+                       OPENSSL_INIT_LOAD_CRYPTO_STRINGS,
+                   NULL);
+}
+
 /* ALPN: "h2,http/1.1" as the wire's length-prefixed list. */
 static int alpn_wire(const char *list, unsigned char *out, size_t cap) {
   size_t n = 0;
