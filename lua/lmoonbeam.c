@@ -526,6 +526,7 @@ static const luaL_Reg funcs[] = {
     {"start", l_start},
     {"schedulers", l_schedulers},
     {"run", l_run},
+    {"gen_serve", mb_lgen_serve},
     {NULL, NULL}};
 #undef mb_lua_send
 

@@ -20,6 +20,10 @@ void mb_lsocket_register(lua_State *L);
  * is one and the message was taken, 0 when it is not a socket. */
 int mb_lsocket_port_send(lua_State *L);
 
+/* gen_serve(s, generation, rare, forget): a GenServer's receive-and-
+ * dispatch loop (lgenserve.c). */
+int mb_lgen_serve(lua_State *L);
+
 /* start_distribution(settings): the one place that starts distribution,
  * for Lua code and for the launcher alike.  Raises on failure. */
 int lmb_start_distribution(lua_State *L);

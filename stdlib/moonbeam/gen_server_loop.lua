@@ -1,11 +1,20 @@
 --- The server side of moonbeam.gen_server: what runs in every server
--- process, from init_it to the loop that dispatches each message to the
--- callback module.  gen_server.start spawns the server with this module
--- alone, so that an idle server carries neither the client side
--- (moonbeam.gen_server, moonbeam.gen) nor the rare paths: ending the server
--- (terminate, the crash report, a bad return) loads moonbeam.gen_server_stop
--- when it happens, and a code change or a system message loads
--- moonbeam.gen_server_sys.  The callback contract is at the top of
+-- process, from init_it to the handling of each message.  gen_server.start
+-- spawns the server with this module alone, so that a server carries
+-- neither the client side (moonbeam.gen_server, moonbeam.gen) nor the rare
+-- paths: ending the server (terminate, the crash report, a bad return)
+-- loads moonbeam.gen_server_stop when it happens, and a code change or a
+-- system message loads moonbeam.gen_server_sys.
+--
+-- Once init has run, the server waits and dispatches in mb.gen_serve (C):
+-- calls, casts, infos and timeouts whose callbacks return "reply" or
+-- "noreply" never leave it.  What it does not handle (system messages,
+-- $gen_stop, the parent's 'EXIT', {continue = x}, stop, a bad return, an
+-- error in a callback, a new version of the module) it hands to M.event
+-- below, loading this module again for it; this module and the ones it
+-- loads are dropped from package.loaded before the loop starts and after
+-- each event, so that an idle server keeps only the loop, its table, the
+-- callback module and the state.  The callback contract is at the top of
 -- moonbeam.gen_server.
 local mb = require "moonbeam"
 local gen = require "moonbeam.gen_base"
@@ -76,9 +85,9 @@ local function handle_noreply(s, r, last)
   bad_return(s, r, last)
 end
 
-local function handle_call(s, msg)
-  local from, request = msg[2], msg[3]
-  local r = run(s, msg, s.mod.handle_call, request, from, s.state)
+-- What handle_call returned (r, from run), for the call msg.
+local function call_result(s, msg, r)
+  local from = msg[2]
   local tag = gen.tag(r[2])
   if tag == "reply" and r.n <= 5 then
     gen.reply(from, r[3])
@@ -91,6 +100,10 @@ local function handle_call(s, msg)
     return handle_noreply(s, r, msg)
   end
   bad_return(s, r, msg)
+end
+
+local function handle_call(s, msg)
+  return call_result(s, msg, run(s, msg, s.mod.handle_call, msg[3], msg[2], s.state))
 end
 
 local function dispatch(s, msg)
@@ -111,24 +124,42 @@ local function dispatch(s, msg)
   return handle_noreply(s, run(s, msg, cb, msg, s.state), msg)
 end
 
-local function loop(s)
-  while true do
-    if s.continue then
-      local c = s.continue[1]
-      s.continue = nil
-      handle_noreply(s, run(s, c, s.mod.handle_continue, c, s.state), c)
-    else
-      local msg, why = mb.receive(s.timeout)
-      if s.gen and s.gen ~= generation() then sys_paths().upgrade(s) end
-      if why == "timeout" and s.timeout then
-        s.timeout = nil
-        local cb = s.mod.handle_info or default_info
-        handle_noreply(s, run(s, TIMEOUT, cb, TIMEOUT, s.state), TIMEOUT)
-      else
-        dispatch(s, msg)
-      end
-    end
+-- A message or receive's timeout (why), as mb.receive gave them.
+local function message(s, msg, why)
+  if s.gen and s.gen ~= generation() then sys_paths().upgrade(s) end
+  if why == "timeout" and s.timeout then
+    s.timeout = nil
+    local cb = s.mod.handle_info or default_info
+    return handle_noreply(s, run(s, TIMEOUT, cb, TIMEOUT, s.state), TIMEOUT)
   end
+  return dispatch(s, msg)
+end
+
+--- What mb.gen_serve hands to Lua (see its comment in lua/lgenserve.c);
+-- not for users.
+-- @param kind "message" (a: the message, b: why), "continue", "call" (a:
+--   the call, b: handle_call's outcome as run gives it) or "noreply" (a:
+--   the message, b: the outcome of handle_cast or handle_info)
+function M.event(s, kind, a, b)
+  if kind == "message" then return message(s, a, b) end
+  if kind == "continue" then
+    local c = s.continue[1]
+    s.continue = nil
+    return handle_noreply(s, run(s, c, s.mod.handle_continue, c, s.state), c)
+  end
+  if not b[1] then terminate(s, b[2], a) end
+  if kind == "call" then return call_result(s, a, b) end
+  return handle_noreply(s, b, a)
+end
+
+-- What the loop drops from package.loaded, besides this module.
+local FORGET = {"moonbeam.gen_base", "moonbeam.gen_server_stop",
+  "moonbeam.gen_server_sys", "moonbeam.codecache"}
+local serve = mb.gen_serve
+
+-- The loop (not a tail call, so that tracebacks of callbacks name it).
+local function loop(s)
+  serve(s, generation, "moonbeam.gen_server_loop", FORGET)
 end
 
 --- Entry point of a new server process (see gen.start); not for users.
@@ -153,11 +184,10 @@ function M.init_it(starter, ref, parent, name, module, args)
       gen.ack(starter, ref, true)
       -- What starting left behind (the loaded chunks, init's results) is
       -- garbage that an idle server would otherwise keep until its heap
-      -- doubles: one full collection, after the ack so that the starter
-      -- does not wait for it, leaves an idle server about 10 % smaller for
-      -- about 7 % more work per start.
+      -- doubles: mb.gen_serve drops the modules and makes one full
+      -- collection before it waits, after the ack so that the starter does
+      -- not wait for it.
       r = nil
-      collectgarbage()
       return loop(s)
     end
   end

@@ -1,0 +1,383 @@
+/* gen_serve: the receive-and-dispatch loop of a GenServer, in C.
+ *
+ * A GenServer spends its life waiting for a message, handing it to one of
+ * its callbacks and keeping what the callback returns.  Written in Lua,
+ * that loop and the return handling around it are code (prototypes,
+ * constants, debug information) that every idle server keeps reachable,
+ * several KB each.  Here the common case runs in C:
+ *
+ *   {'$gen_call', From, Request}  handle_call(Request, From, State)
+ *   {'$gen_cast', Request}        handle_cast(Request, State)
+ *   any other message             handle_info(Msg, State)
+ *   the server's timeout          handle_info(timeout, State)
+ *
+ * with the returns "reply", Reply, State [, Timeout] (the reply goes to
+ * From as {Tag, Reply}, as gen.reply sends it) and "noreply", State
+ * [, Timeout].  Everything else is rare, and goes to the Lua side of the
+ * behaviour, loaded when it happens: system messages, $gen_stop, the
+ * parent's 'EXIT', a message without handle_info, {continue = x}, any
+ * other return, an error in a callback, a new version of the code.  The
+ * Lua side handles it as the whole loop in Lua would, and returns here;
+ * the modules it loaded are then dropped from package.loaded again, so
+ * that their prototypes can be collected.
+ *
+ * Callbacks run in lua_pcallk with a continuation, as receive does: they
+ * may block (a call to another server), be preempted or run out of
+ * memory, as in a loop written in Lua.  The loop's own state is the
+ * server table `s` (mod, state, timeout, continue, gen), so that the Lua
+ * side sees and changes exactly what it did before. */
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "../core/moonbeam.h"
+#include "lmoonbeam.h"
+
+/* The stack of gen_serve, below the message being handled. */
+enum {
+  S = 1,  /* the server table */
+  GEN_FN, /* moonbeam.codecache.generation, or nil */
+  RARE,   /* the name of the Lua side's module */
+  FORGET, /* a list of the modules dropped after a rare event */
+  MSGH,   /* the message handler of callbacks */
+  A_CALL, /* the atoms the loop compares with */
+  A_CAST,
+  A_STOP,
+  A_SYSTEM,
+  A_EXIT,
+  A_TIMEOUT,
+  A_REPLY,
+  A_NOREPLY,
+  LAST,        /* the message being handled (or the atom timeout) */
+  FIRST_RESULT /* a receive's or a callback's results */
+};
+
+/* What the continuation resumes. */
+enum { K_RECEIVED, K_CALLED, K_NOREPLIED, K_REQUIRED, K_RARE_DONE };
+
+/* An error in a callback becomes {Error, Traceback}, as the reason of a
+ * process that raises: the traceback from the failing function up. */
+static int on_error(lua_State *L) {
+  luaL_traceback(L, L, NULL, 1);
+  lua_pushcfunction(L, mb_lua_tuple);
+  lua_insert(L, -3);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+static void push_atom(lua_State *L, const char *name) {
+  lua_pushcfunction(L, mb_lua_atom);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+}
+
+/* Is the value at idx the tag `atom_idx` names, as a string or an atom? */
+static int is_tag(lua_State *L, int idx, int atom_idx, const char *name) {
+  if (lua_type(L, idx) == LUA_TSTRING)
+    return strcmp(lua_tostring(L, idx), name) == 0;
+  return lua_rawequal(L, idx, atom_idx);
+}
+
+/* Drop the Lua side and what it loaded from package.loaded. */
+static void forget(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  lua_setfield(L, -2, lua_tostring(L, RARE));
+  lua_Integer n = luaL_len(L, FORGET);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, FORGET, i);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
+static int serve_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Hand an event to the Lua side: require(RARE).event(s, kind, a, b), with
+ * a and b on top of the stack. */
+static int rare(lua_State *L, const char *kind) {
+  lua_pushstring(L, kind);
+  lua_insert(L, -3);
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, RARE);
+  lua_callk(L, 1, 1, K_REQUIRED, serve_k);
+  return serve_k(L, LUA_OK, K_REQUIRED);
+}
+
+/* A callback's outcome, for the Lua side: {n = N, ok, values...} as
+ * gen.pack(xpcall(...)) gives it, from the results above LAST; leaves
+ * the message and that table on top. */
+static void pack_results(lua_State *L, int ok) {
+  int n = lua_gettop(L) - LAST;
+  lua_createtable(L, n + 1, 1);
+  lua_pushboolean(L, ok);
+  lua_rawseti(L, -2, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, LAST + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, n + 1);
+  lua_setfield(L, -2, "n");
+  lua_insert(L, LAST + 1);
+  lua_settop(L, LAST + 1);
+  lua_pushvalue(L, LAST);
+  lua_insert(L, -2);
+}
+
+/* Call s.mod[name] with the n arguments on top in a protected call. */
+static int call_back(lua_State *L, const char *name, int n, int k) {
+  lua_getfield(L, S, "mod");
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  lua_insert(L, -(n + 1));
+  lua_pcallk(L, n, LUA_MULTRET, MSGH, k, serve_k);
+  return serve_k(L, LUA_OK, k);
+}
+
+/* Does s.mod have the callback `name`? */
+static int has_callback(lua_State *L, const char *name) {
+  lua_getfield(L, S, "mod");
+  int t = lua_getfield(L, -1, name);
+  lua_pop(L, 2);
+  return t != LUA_TNIL;
+}
+
+/* Set s.timeout from the value at idx: nil (or no value) or a number. */
+static void set_timeout(lua_State *L, int idx) {
+  if (idx > lua_gettop(L))
+    lua_pushnil(L);
+  else
+    lua_pushvalue(L, idx);
+  lua_setfield(L, S, "timeout");
+}
+
+/* Is the optional timeout at idx one the loop keeps (nil or a number)?
+ * {continue = x} and bad values are the Lua side's. */
+static int plain_timeout(lua_State *L, int idx) {
+  int t = idx > lua_gettop(L) ? LUA_TNIL : lua_type(L, idx);
+  return t == LUA_TNIL || t == LUA_TNUMBER;
+}
+
+/* "noreply", State [, Timeout] from the results above LAST: kept, true;
+ * or false for the Lua side. */
+static int noreply(lua_State *L) {
+  int n = lua_gettop(L) - LAST;
+  int tag = LAST + 1;
+  if (n < 1 || n > 3 || !is_tag(L, tag, A_NOREPLY, "noreply"))
+    return 0;
+  if (!plain_timeout(L, tag + 2))
+    return 0;
+  if (n < 2)
+    lua_pushnil(L);
+  else
+    lua_pushvalue(L, tag + 1);
+  lua_setfield(L, S, "state");
+  set_timeout(L, tag + 2);
+  return 1;
+}
+
+/* Send {Tag, Reply} to From = {Pid, Tag}: to Tag as an alias when it is a
+ * ref, as gen.reply does. */
+static void reply(lua_State *L, int from, int value) {
+  int top = lua_gettop(L);
+  lua_rawgeti(L, from, 1); /* pid */
+  lua_rawgeti(L, from, 2); /* tag */
+  lua_pushcfunction(L, mb_lua_typeof);
+  lua_pushvalue(L, top + 2);
+  lua_call(L, 1, 1);
+  int alias = strcmp(lua_tostring(L, -1), "ref") == 0;
+  lua_pop(L, 1);
+  lua_pushcfunction(L, alias ? mb_lua_send_alias : mb_lua_send);
+  lua_pushvalue(L, top + 1);
+  if (alias)
+    lua_pushvalue(L, top + 2);
+  lua_pushcfunction(L, mb_lua_tuple);
+  lua_pushvalue(L, top + 2);
+  lua_pushvalue(L, value);
+  lua_call(L, 2, 1);
+  lua_call(L, alias ? 3 : 2, 0);
+  lua_settop(L, top);
+}
+
+/* "reply", Reply, State [, Timeout] from handle_call: the reply sent and
+ * the rest kept, true; or false for the Lua side. */
+static int replied(lua_State *L) {
+  int n = lua_gettop(L) - LAST;
+  int tag = LAST + 1;
+  if (n < 1 || n > 4 || !is_tag(L, tag, A_REPLY, "reply"))
+    return 0;
+  if (!plain_timeout(L, tag + 3))
+    return 0;
+  lua_rawgeti(L, LAST, 2); /* From */
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushnil(L); /* the reply or the state may be missing */
+  lua_pushnil(L);
+  lua_pushnil(L);
+  int from = lua_gettop(L) - 3;
+  for (int i = 1; i < n && i <= 3; i++)
+    lua_copy(L, tag + i, from + i);
+  reply(L, from, from + 1);
+  lua_pushvalue(L, from + 2);
+  lua_setfield(L, S, "state");
+  set_timeout(L, from + 3);
+  return 1;
+}
+
+/* Wait for the next message, as the Lua loop did: mb.receive(s.timeout). */
+static int wait(lua_State *L) {
+  lua_settop(L, LAST - 1);
+  int cont = lua_getfield(L, S, "continue") != LUA_TNIL;
+  lua_pop(L, 1);
+  if (cont) {
+    lua_pushnil(L); /* LAST, and the event's a and b */
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return rare(L, "continue");
+  }
+  lua_pushnil(L); /* LAST */
+  lua_pushcfunction(L, mb_lua_receive);
+  lua_getfield(L, S, "timeout");
+  lua_callk(L, 1, 2, K_RECEIVED, serve_k);
+  return serve_k(L, LUA_OK, K_RECEIVED);
+}
+
+/* Is the module the server runs one that moonbeam.code changed since? */
+static int code_changed(lua_State *L) {
+  if (lua_getfield(L, S, "gen") == LUA_TNIL || lua_isnil(L, GEN_FN)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, GEN_FN);
+  lua_call(L, 0, 1);
+  int changed = !lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return changed;
+}
+
+/* The message (at LAST + 1, with receive's second result above it):
+ * handled here, or handed to the Lua side. */
+static int dispatch(lua_State *L) {
+  int msg = LAST + 1;
+  if (code_changed(L))
+    return rare(L, "message");
+  if (lua_isnil(L, msg)) { /* the server's timeout */
+    if (lua_getfield(L, S, "timeout") == LUA_TNIL ||
+        !has_callback(L, "handle_info")) {
+      lua_pop(L, 1);
+      return rare(L, "message");
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setfield(L, S, "timeout");
+    lua_settop(L, LAST - 1);
+    lua_pushvalue(L, A_TIMEOUT); /* LAST */
+    lua_pushvalue(L, A_TIMEOUT);
+    lua_getfield(L, S, "state");
+    return call_back(L, "handle_info", 2, K_NOREPLIED);
+  }
+  lua_settop(L, msg);
+  lua_replace(L, LAST);
+  int kind = 0;
+  if (mb_lua_is_tuple(L, LAST)) {
+    lua_rawgeti(L, LAST, 1);
+    for (int a = A_CALL; a <= A_EXIT && !kind; a++)
+      if (lua_rawequal(L, -1, a))
+        kind = a;
+    lua_pop(L, 1);
+  }
+  if (kind == A_CALL) {
+    lua_rawgeti(L, LAST, 3);
+    lua_rawgeti(L, LAST, 2);
+    lua_getfield(L, S, "state");
+    return call_back(L, "handle_call", 3, K_CALLED);
+  }
+  if (kind == A_CAST) {
+    if (!has_callback(L, "handle_cast")) {
+      lua_pushnil(L); /* as noreply with the state as it is */
+      lua_setfield(L, S, "timeout");
+      return wait(L);
+    }
+    lua_rawgeti(L, LAST, 2);
+    lua_getfield(L, S, "state");
+    return call_back(L, "handle_cast", 2, K_NOREPLIED);
+  }
+  if (kind == A_EXIT) { /* from the parent: the server ends */
+    lua_rawgeti(L, LAST, 2);
+    lua_getfield(L, S, "parent");
+    if (!lua_compare(L, -1, -2, LUA_OPEQ))
+      kind = 0; /* from anyone else: info */
+    lua_pop(L, 2);
+  }
+  if (kind != 0 || !has_callback(L, "handle_info")) {
+    lua_pushvalue(L, LAST);
+    lua_pushnil(L);
+    return rare(L, "message");
+  }
+  lua_pushvalue(L, LAST);
+  lua_getfield(L, S, "state");
+  return call_back(L, "handle_info", 2, K_NOREPLIED);
+}
+
+static int serve_k(lua_State *L, int status, lua_KContext ctx) {
+  int ok = status == LUA_OK || status == LUA_YIELD;
+  switch ((int)ctx) {
+  case K_RECEIVED:
+    return dispatch(L);
+  case K_CALLED:
+    if (ok && (replied(L) || noreply(L)))
+      return wait(L);
+    pack_results(L, ok);
+    return rare(L, "call");
+  case K_NOREPLIED:
+    if (ok && noreply(L))
+      return wait(L);
+    pack_results(L, ok);
+    return rare(L, "noreply");
+  case K_REQUIRED: /* kind, a, b, module */
+    lua_getfield(L, -1, "event");
+    lua_replace(L, -2);
+    lua_pushvalue(L, S);
+    lua_rotate(L, -5, 2); /* event, s, kind, a, b */
+    lua_callk(L, 4, 0, K_RARE_DONE, serve_k);
+    /* fall through */
+  case K_RARE_DONE:
+    forget(L);
+    return wait(L);
+  }
+  return luaL_error(L, "gen_serve: bad continuation");
+}
+
+/* gen_serve(s, generation, rare, forget): serve messages until the server
+ * ends (it never returns).  s is the server table; generation is
+ * moonbeam.codecache's, called before each message when s.gen is set;
+ * rare names the module whose event(s, kind, a, b) takes what the loop
+ * leaves to Lua:
+ *
+ *   "message", msg, why     a message, or receive's nil, "timeout"
+ *   "continue"              s.continue is set
+ *   "call", msg, r          handle_call's outcome r, as gen.pack(xpcall())
+ *   "noreply", last, r      handle_cast's, handle_info's
+ *
+ * `forget` lists the modules dropped from package.loaded, with `rare`,
+ * before the loop starts and after each event; a full collection follows
+ * the first drop, so that an idle server keeps only what it needs. */
+int mb_lgen_serve(lua_State *L) {
+  luaL_checktype(L, S, LUA_TTABLE);
+  luaL_checkstring(L, RARE);
+  luaL_checktype(L, FORGET, LUA_TTABLE);
+  lua_settop(L, FORGET);
+  luaL_checkstack(L, 32, "gen_serve");
+  lua_pushcfunction(L, on_error);
+  static const char *const atoms[] = {"$gen_call", "$gen_cast", "$gen_stop",
+                                      "system",    "EXIT",      "timeout",
+                                      "reply",     "noreply"};
+  for (size_t i = 0; i < sizeof atoms / sizeof atoms[0]; i++)
+    push_atom(L, atoms[i]);
+  forget(L);
+  lua_gc(L, LUA_GCCOLLECT);
+  return wait(L);
+}
