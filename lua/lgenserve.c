@@ -78,16 +78,20 @@ static int is_tag(lua_State *L, int idx, int atom_idx, const char *name) {
   return lua_rawequal(L, idx, atom_idx);
 }
 
-/* Drop the Lua side and what it loaded from package.loaded. */
+/* Drop the Lua side and what it loaded (FORGET: names between spaces)
+ * from package.loaded. */
 static void forget(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushnil(L);
   lua_setfield(L, -2, lua_tostring(L, RARE));
-  lua_Integer n = luaL_len(L, FORGET);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, FORGET, i);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
+  for (const char *p = lua_tostring(L, FORGET); *p != '\0';) {
+    size_t n = strcspn(p, " ");
+    if (n > 0) {
+      lua_pushlstring(L, p, n);
+      lua_pushnil(L);
+      lua_rawset(L, -3);
+    }
+    p += n + (p[n] == ' ');
   }
   lua_pop(L, 1);
 }
@@ -362,21 +366,24 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
  *   "call", msg, r          handle_call's outcome r, as gen.pack(xpcall())
  *   "noreply", last, r      handle_cast's, handle_info's
  *
- * `forget` lists the modules dropped from package.loaded, with `rare`,
- * before the loop starts and after each event; a full collection follows
+ * `forget` names the modules (separated by spaces) dropped from
+ * package.loaded, with `rare`, before the loop starts and after each
+ * event; a full collection follows
  * the first drop, so that an idle server keeps only what it needs. */
 int mb_lgen_serve(lua_State *L) {
   luaL_checktype(L, S, LUA_TTABLE);
   luaL_checkstring(L, RARE);
-  luaL_checktype(L, FORGET, LUA_TTABLE);
+  luaL_checkstring(L, FORGET);
   lua_settop(L, FORGET);
-  luaL_checkstack(L, 32, "gen_serve");
   lua_pushcfunction(L, on_error);
   static const char *const atoms[] = {"$gen_call", "$gen_cast", "$gen_stop",
                                       "system",    "EXIT",      "timeout",
                                       "reply",     "noreply"};
   for (size_t i = 0; i < sizeof atoms / sizeof atoms[0]; i++)
     push_atom(L, atoms[i]);
+  /* Room for the message, the results and what reply() pushes; no more,
+   * as the stack of an idle server keeps what its frames reserved. */
+  luaL_checkstack(L, 16, "gen_serve");
   forget(L);
   lua_gc(L, LUA_GCCOLLECT);
   return wait(L);

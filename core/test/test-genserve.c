@@ -30,7 +30,7 @@
   "    end\n"                                                                  \
   "    local s = {mod = mod, state = state, timeout = opts.timeout,\n"         \
   "      gen = opts.gen and opts.gen() or nil}\n"                              \
-  "    mb.gen_serve(s, opts.gen, 'test_rare', {'forgotten'})\n"                \
+  "    mb.gen_serve(s, opts.gen, 'test_rare', 'forgotten')\n"                \
   "  end)\n"                                                                   \
   "end\n"                                                                      \
   "local function expect(pred)\n"                                              \

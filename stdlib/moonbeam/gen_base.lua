@@ -10,7 +10,9 @@ local type, select, pcall, require = type, select, pcall, require
 
 local M = {}
 
-local ACK = atom["$gen_ack"]
+-- atom(name) rather than atom[name]: the table form keeps each atom in
+-- mb.atom, where a server would keep it after this module is dropped.
+local ACK = atom("$gen_ack")
 
 --- Reply to a call, from the process handling it (or any other).
 -- @param from the From of the call ({Pid, Tag})

@@ -24,9 +24,11 @@ local type, xpcall, require = type, xpcall, require
 
 local M = {}
 
-local GEN_CALL, GEN_CAST = atom["$gen_call"], atom["$gen_cast"]
-local EXIT, STOP, SYSTEM = atom.EXIT, atom["$gen_stop"], atom.system
-local TIMEOUT = atom.timeout
+-- atom(name) rather than atom[name]: the table form keeps each atom in
+-- mb.atom, where the server would keep it after this module is dropped.
+local GEN_CALL, GEN_CAST = atom("$gen_call"), atom("$gen_cast")
+local EXIT, STOP, SYSTEM = atom("EXIT"), atom("$gen_stop"), atom("system")
+local TIMEOUT = atom("timeout")
 local generation = require("moonbeam.codecache").generation
 
 -- The rare paths, loaded when they happen (moonbeam.gen_server_stop).
@@ -152,14 +154,14 @@ function M.event(s, kind, a, b)
   return handle_noreply(s, b, a)
 end
 
--- What the loop drops from package.loaded, besides this module.
-local FORGET = {"moonbeam.gen_base", "moonbeam.gen_server_stop",
-  "moonbeam.gen_server_sys", "moonbeam.codecache"}
 local serve = mb.gen_serve
 
 -- The loop (not a tail call, so that tracebacks of callbacks name it).
+-- It drops this module and the others it names from package.loaded (one
+-- string constant: a table of names would cost an idle server more).
 local function loop(s)
-  serve(s, generation, "moonbeam.gen_server_loop", FORGET)
+  serve(s, generation, "moonbeam.gen_server_loop", "moonbeam.gen_base \z
+    moonbeam.gen_server_stop moonbeam.gen_server_sys moonbeam.codecache")
 end
 
 --- Entry point of a new server process (see gen.start); not for users.
