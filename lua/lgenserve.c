@@ -38,7 +38,7 @@ enum {
   S = 1,  /* the server table */
   GEN_FN, /* moonbeam.codecache.generation, or nil */
   RARE,   /* the name of the Lua side's module */
-  FORGET, /* a list of the modules dropped after a rare event */
+  FORGET, /* the modules dropped after it, between spaces */
   MSGH,   /* the message handler of callbacks */
   A_CALL, /* the atoms the loop compares with */
   A_CAST,
@@ -48,8 +48,8 @@ enum {
   A_TIMEOUT,
   A_REPLY,
   A_NOREPLY,
-  LAST,        /* the message being handled (or the atom timeout) */
-  FIRST_RESULT /* a receive's or a callback's results */
+  LAST /* the message being handled (or the atom timeout); above it, a
+        * receive's or a callback's results */
 };
 
 /* What the continuation resumes. */
@@ -73,9 +73,11 @@ static void push_atom(lua_State *L, const char *name) {
 
 /* Is the value at idx the tag `atom_idx` names, as a string or an atom? */
 static int is_tag(lua_State *L, int idx, int atom_idx, const char *name) {
-  if (lua_type(L, idx) == LUA_TSTRING)
-    return strcmp(lua_tostring(L, idx), name) == 0;
-  return lua_rawequal(L, idx, atom_idx);
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return lua_rawequal(L, idx, atom_idx);
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  return len == strlen(name) && memcmp(s, name, len) == 0;
 }
 
 /* Drop the Lua side and what it loaded (FORGET: names between spaces)
@@ -114,6 +116,7 @@ static int rare(lua_State *L, const char *kind) {
  * the message and that table on top. */
 static void pack_results(lua_State *L, int ok) {
   int n = lua_gettop(L) - LAST;
+  luaL_checkstack(L, 3, "gen_serve"); /* a callback may return many */
   lua_createtable(L, n + 1, 1);
   lua_pushboolean(L, ok);
   lua_rawseti(L, -2, 1);
@@ -381,9 +384,10 @@ int mb_lgen_serve(lua_State *L) {
                                       "reply",     "noreply"};
   for (size_t i = 0; i < sizeof atoms / sizeof atoms[0]; i++)
     push_atom(L, atoms[i]);
-  /* Room for the message, the results and what reply() pushes; no more,
-   * as the stack of an idle server keeps what its frames reserved. */
-  luaL_checkstack(L, 16, "gen_serve");
+  /* Room for a call's message and results (4 at most, or they go to
+   * pack_results) and what replied() and reply() push on top of them; no
+   * more, as the stack of an idle server keeps what its frames reserve. */
+  luaL_checkstack(L, LAST + 4 + 4 + 10 - lua_gettop(L), "gen_serve");
   forget(L);
   lua_gc(L, LUA_GCCOLLECT);
   return wait(L);
