@@ -5,7 +5,7 @@
  * needs); here the first process compiles it and keeps the bytecode, and
  * the others load that.  The bytecode keeps its debug information, so
  * that tracebacks name the file and line of every frame; for the modules
- * an idle GenServer loads (moonbeam.gen_base, moonbeam.gen_server_loop) it
+ * a GenServer loads to start (moonbeam.gen_base, moonbeam.gen_server_loop) it
  * is about 1.9 KB of their 5.7 KB of bytecode.
  *
  * The cache is a searcher put before Lua's own file searcher in each
