@@ -30,7 +30,7 @@
   "    end\n"                                                                  \
   "    local s = {mod = mod, state = state, timeout = opts.timeout,\n"         \
   "      gen = opts.gen and opts.gen() or nil}\n"                              \
-  "    mb.gen_serve(s, opts.gen, 'test_rare', 'forgotten')\n"                \
+  "    mb.gen_serve(s, opts.gen, 'test_rare', 'forgotten')\n"                  \
   "  end)\n"                                                                   \
   "end\n"                                                                      \
   "local function expect(pred)\n"                                              \
@@ -194,6 +194,11 @@ TEST_IMPL(other_returns_go_to_lua_whole) {
       "    handle_cast = function(x, n)\n"
       "      if x == 'bogus' then return 'bogus', 1, 2, 3 end\n"
       "      if x == 'long' then return 'noreply', n, nil, 4 end\n"
+      "      if x == 'many' then\n"
+      "        local t = {}\n"
+      "        for i = 1, 300 do t[i] = i end\n"
+      "        return table.unpack(t)\n"
+      "      end\n"
       "      return 'noreply' end,\n"
       "  }, 0)\n"
       "  cast(pid, 'bogus')\n"
@@ -204,6 +209,10 @@ TEST_IMPL(other_returns_go_to_lua_whole) {
       "  cast(pid, 'long')\n"
       "  kind, last, r = event()\n"
       "  assert(kind == 'noreply' and r.n == 5 and r[5] == 4)\n"
+      "  go(pid)\n"
+      "  cast(pid, 'many')\n"
+      "  kind, last, r = event()\n"
+      "  assert(kind == 'noreply' and r.n == 301 and r[301] == 300)\n"
       "  go(pid)\n"
       "  mb.send(pid, mb.tuple(mb.atom['$gen_call'], mb.tuple(mb.self(), 'c'), "
       "'continue'))\n"
