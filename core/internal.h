@@ -148,6 +148,17 @@ int mb__tuple_int(mb_msg_t **m, lua_Integer v);
 int mb__tuple_str(mb_msg_t **m, const void *p, size_t len);
 int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v);
 int mb__tuple_end(mb_msg_t **m, unsigned n);
+/* A tuple of n elements inside one being written; closed by tuple_end. */
+int mb__tuple_open(mb_msg_t **m, unsigned n);
+/* The Lua value at idx, as mb__msg_encode encodes it. */
+int mb__tuple_lua(lua_State *L, int idx, const char *root, mb_msg_t **m,
+                  char *err, size_t errlen);
+/* Is m (in moonbeam's format) a table whose first element is this node's
+ * ref `ref`?  Read without decoding. */
+bool mb__msg_first_is_ref(const mb_msg_t *m, uint64_t ref);
+/* Push element i of the table message m, decoding no more of m than it
+ * has to. */
+void mb__msg_decode_field(lua_State *L, const mb_msg_t *m, lua_Integer i);
 mb_msg_t *mb__msg_atom(const mb__atom_t *a);
 mb_msg_t *mb__msg_dup(const mb_msg_t *m);
 bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
@@ -156,7 +167,7 @@ bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
  * table never keeps the core from naming them). */
 typedef struct {
   const mb__atom_t *normal, *kill, *killed, *noproc, *EXIT, *DOWN, *process,
-      *memory_limit, *shutdown, *out_of_memory, *empty, *nonode;
+      *memory_limit, *shutdown, *out_of_memory, *empty, *nonode, *timeout;
 } mb__atoms_t;
 extern mb__atoms_t mb__atoms;
 int mb__atoms_init(void);
@@ -431,8 +442,13 @@ int mb__signal(mb_pid_t to, mb_msg_t *m);
 bool mb__proc_handle_signals(mb_proc_t *p);
 void mb__proc_shutdown_all(void);
 int mb__proc_init(void);
-/* Called by the process's own thread. */
+/* Called by the process's own thread: the timer of a receive, armed when
+ * it is about to wait (it sets timed_out when it fires). */
+void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms);
 void mb__proc_timer_disarm(mb_proc_t *p);
+/* The owner took a message out of its queue: count it, and publish the
+ * queue's length. */
+void mb__proc_took(mb_proc_t *p);
 const mb_config_t *mb__config(void);
 void mb__proc_config(const mb_config_t *cfg);
 /* A spawn another node asked for: link to and/or be monitored by
@@ -466,6 +482,9 @@ void mb__link_handle(mb_proc_t *p, mb_msg_t *m);
 void mb__link_exit(mb_proc_t *p, const mb_msg_t *reason, mb_msg_t *inbox);
 /* Note a monitor the process holds (for monitors set up elsewhere). */
 void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target);
+/* Forget it: returns its target, or 0 if the process held no such
+ * monitor (its 'DOWN' came, or it was never set up). */
+mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref);
 /* Set up a link or monitor with a process that has not started yet. */
 int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
                        uint64_t monitor_ref);

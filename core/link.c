@@ -28,7 +28,8 @@ int mb__atoms_init(void) {
              {&mb__atoms.shutdown, "shutdown"},
              {&mb__atoms.out_of_memory, "out_of_memory"},
              {&mb__atoms.empty, ""},
-             {&mb__atoms.nonode, "nonode@nohost"}};
+             {&mb__atoms.nonode, "nonode@nohost"},
+             {&mb__atoms.timeout, "timeout"}};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     int err = mb__atom_intern(all[i].name, strlen(all[i].name), all[i].slot);
     if (err)
@@ -333,6 +334,10 @@ int mb_lua_unlink(lua_State *L) {
 
 void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target) {
   table_put(p, &p->monitors, ref, target);
+}
+
+mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref) {
+  return (mb_pid_t)table_del(p, &p->monitors, ref);
 }
 
 /* monitor(pid or {Name, Node}) -> ref.  A dead or unknown process gives

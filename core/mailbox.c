@@ -148,7 +148,7 @@ static mb_msg_t *q_pop(mb_proc_t *p) {
 
 /* ---- timers of receive and sleep ---- */
 
-static void timer_arm(mb_proc_t *p, uint64_t ms) {
+void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms) {
   uv_mutex_lock(&p->lock);
   uint32_t gen = ++p->timer_gen;
   atomic_store(&p->timed_out, false);
@@ -409,6 +409,15 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
   return false;
 }
 
+void mb__proc_took(mb_proc_t *p) {
+  atomic_store_explicit(
+      &p->reductions,
+      atomic_load_explicit(&p->reductions, memory_order_relaxed) + 1,
+      memory_order_relaxed);
+  mb__sched_note_message();
+  publish_len(p);
+}
+
 static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mb_proc_t *p = MB_PROC(L);
@@ -418,12 +427,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   if (take(L, p, &scanned)) {
     if (MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL))
       mb__trace_receive(p, L);
-    atomic_store_explicit(
-        &p->reductions,
-        atomic_load_explicit(&p->reductions, memory_order_relaxed) + 1,
-        memory_order_relaxed);
-    mb__sched_note_message();
-    publish_len(p);
+    mb__proc_took(p);
     mb__proc_timer_disarm(p);
     return 1;
   }
@@ -436,7 +440,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
     return 2;
   }
   if (timeout > 0 && p->timer_id == 0)
-    timer_arm(p, (uint64_t)timeout);
+    mb__proc_timer_arm(p, (uint64_t)timeout);
   return mb__proc_yield(L, MB_YIELD_WAIT, (lua_KContext)scanned, receive_k);
 }
 
@@ -498,7 +502,7 @@ int mb_lua_sleep(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "sleep");
   lua_Number t = luaL_checknumber(L, 1);
   luaL_argcheck(L, t >= 0, 1, "time must not be negative");
-  timer_arm(p, (uint64_t)t);
+  mb__proc_timer_arm(p, (uint64_t)t);
   return sleep_k(L, LUA_OK, 0);
 }
 

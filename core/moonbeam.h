@@ -424,6 +424,7 @@ int mb_lua_is_tuple(lua_State *L, int idx);
   XX(exit) \
   XX(trap_exit) \
   XX(send_alias) \
+  XX(call) \
   XX(register) \
   XX(unregister) \
   XX(whereis) \

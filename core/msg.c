@@ -524,13 +524,13 @@ static int enc_scalar(enc_t *e, int idx) {
   }
 }
 
-int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
-                   char *err, size_t errlen) {
+/* Encode value idx of L at the end of *m (which may move); on failure *m
+ * keeps what it had, perhaps with part of the value after it. */
+static int encode_into(lua_State *L, int idx, const char *root, mb_msg_t **m,
+                       char *err, size_t errlen) {
   enc_t e;
   e.L = L;
-  e.m = mb__msg_new(64);
-  if (e.m == NULL)
-    return MB_ENOMEM;
+  e.m = *m;
   e.frames = e.small_frames;
   e.nframes = 0;
   e.cap = SMALL_FRAMES;
@@ -546,16 +546,28 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   mb__map_free(&e.seen);
   if (e.frames != e.small_frames)
     free(e.frames);
-  if (r == 0) {
-    *out = e.m;
+  *m = e.m;
+  if (r == 0)
     return 0;
-  }
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "cannot send %s%s at %s%s",
              e.what ? e.what : "a value", e.as_key ? " used as a key" : "",
              root, mb__path_str(&e.path));
-  mb_msg_free(e.m);
   return MB_EBADTERM;
+}
+
+int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
+                   char *err, size_t errlen) {
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL)
+    return MB_ENOMEM;
+  int r = encode_into(L, idx, root, &m, err, errlen);
+  if (r != 0) {
+    mb_msg_free(m);
+    return r;
+  }
+  *out = m;
+  return 0;
 }
 
 int mb_msg_encode(lua_State *L, int idx, mb_msg_t **out, char *err,
@@ -878,16 +890,12 @@ static void dec_value(dec_t *d) {
   }
 }
 
-int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
-  if (m->flags & MB_MSGF_ETF) {
-    char err[200];
-    if (mb__etf_decode(L, m->data, m->len, err, sizeof err) != 0)
-      luaL_error(L, "a message from another node could not be read: %s", err);
-    return 0;
-  }
+/* Push the value encoded from p on (bytes after it are not read). */
+static void decode_from(lua_State *L, const mb_msg_t *m,
+                        const unsigned char *p) {
   dec_t d;
   d.L = L;
-  d.p = m->data;
+  d.p = p;
   d.end = m->data + m->len;
   d.objs = 0;
   d.nobj = 0;
@@ -905,7 +913,89 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
     lua_remove(L, d.fslot);
   if (d.objs)
     lua_remove(L, d.objs);
+}
+
+int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
+  if (m->flags & MB_MSGF_ETF) {
+    char err[200];
+    if (mb__etf_decode(L, m->data, m->len, err, sizeof err) != 0)
+      luaL_error(L, "a message from another node could not be read: %s", err);
+    return 0;
+  }
+  decode_from(L, m, m->data);
   return 0;
+}
+
+/* ---- reading a message without decoding it ----
+ * A call waits for the one reply that starts with its ref: these look at
+ * the encoded messages, so that the others are left as they are. */
+
+/* The first element of a table message in moonbeam's format, with *n
+ * the length of its array part; NULL if it is not such a table. */
+static const unsigned char *first_element(const mb_msg_t *m, uint64_t *n) {
+  const unsigned char *p = m->data, *end = m->data + m->len;
+  if (m->flags & MB_MSGF_ETF || m->len < 3 || p[0] != T_TABLE)
+    return NULL;
+  *n = 0;
+  p += 2;
+  for (int shift = 0; p < end && shift < 64; shift += 7) {
+    *n |= (uint64_t)(*p & 0x7f) << shift;
+    if (!(*p++ & 0x80))
+      return p;
+  }
+  return NULL;
+}
+
+bool mb__msg_first_is_ref(const mb_msg_t *m, uint64_t ref) {
+  uint64_t n;
+  const unsigned char *p = first_element(m, &n);
+  return p != NULL && n >= 1 && m->data + m->len - p >= 1 + (long)sizeof ref &&
+         p[0] == T_REF && memcmp(p + 1, &ref, sizeof ref) == 0;
+}
+
+/* The bytes a scalar of fixed size takes, tag included; 0 for a value
+ * whose size this does not know. */
+static size_t scalar_size(unsigned char tag) {
+  switch (tag) {
+  case T_NIL:
+  case T_FALSE:
+  case T_TRUE:
+    return 1;
+  case T_INT8:
+    return 2;
+  case T_INT:
+  case T_FLOAT:
+    return 1 + sizeof(lua_Integer);
+  case T_ATOM:
+    return 1 + sizeof(uint32_t);
+  case T_PID:
+    return 1 + sizeof(mb_pid_t);
+  case T_REF:
+    return 1 + sizeof(uint64_t);
+  default:
+    return 0;
+  }
+}
+
+void mb__msg_decode_field(lua_State *L, const mb_msg_t *m, lua_Integer i) {
+  uint64_t n;
+  const unsigned char *p = first_element(m, &n), *end = m->data + m->len;
+  /* Past the fixed-size scalars before it, in the array part, when no
+   * shared table can point back before it. */
+  for (lua_Integer j = 1; p != NULL && !m->has_refs && j <= (lua_Integer)n;
+       j++) {
+    if (j == i) {
+      decode_from(L, m, p);
+      return;
+    }
+    size_t size = scalar_size(*p);
+    if (size == 0 || (size_t)(end - p) < size)
+      break;
+    p += size;
+  }
+  mb_msg_decode(L, m);
+  lua_rawgeti(L, -1, i);
+  lua_remove(L, -2);
 }
 
 /* ---- building tuples in C ----
@@ -914,11 +1004,7 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
  * was encoded by the process that died. */
 
 static int raw_put(mb_msg_t **m, const void *p, size_t n) {
-  enc_t e;
-  e.m = *m;
-  int r = put(&e, p, n);
-  *m = e.m;
-  return r;
+  return mb__msg_append(m, p, n);
 }
 
 mb_msg_t *mb__tuple_new(unsigned n) {
@@ -931,24 +1017,38 @@ mb_msg_t *mb__tuple_new(unsigned n) {
   return m;
 }
 
+int mb__tuple_open(mb_msg_t **m, unsigned n) {
+  unsigned char head[3] = {T_TABLE, MB_KIND_TUPLE, (unsigned char)n};
+  return n > 127 || raw_put(m, head, sizeof head);
+}
+
+int mb__tuple_lua(lua_State *L, int idx, const char *root, mb_msg_t **m,
+                  char *err, size_t errlen) {
+  return encode_into(L, idx, root, m, err, errlen);
+}
+
+/* A scalar of n bytes (n <= 8) after its tag, in one append. */
+static int put_tagged(mb_msg_t **m, unsigned char tag, const void *p,
+                      size_t n) {
+  unsigned char b[9] = {tag};
+  memcpy(b + 1, p, n);
+  return raw_put(m, b, n + 1);
+}
+
 int mb__tuple_atom(mb_msg_t **m, const mb__atom_t *a) {
-  unsigned char t = T_ATOM;
-  return raw_put(m, &t, 1) || raw_put(m, &a->index, sizeof a->index);
+  return put_tagged(m, T_ATOM, &a->index, sizeof a->index);
 }
 
 int mb__tuple_pid(mb_msg_t **m, mb_pid_t pid) {
-  unsigned char t = T_PID;
-  return raw_put(m, &t, 1) || raw_put(m, &pid, sizeof pid);
+  return put_tagged(m, T_PID, &pid, sizeof pid);
 }
 
 int mb__tuple_ref(mb_msg_t **m, uint64_t ref) {
-  unsigned char t = T_REF;
-  return raw_put(m, &t, 1) || raw_put(m, &ref, sizeof ref);
+  return put_tagged(m, T_REF, &ref, sizeof ref);
 }
 
 int mb__tuple_int(mb_msg_t **m, lua_Integer v) {
-  unsigned char t = T_INT;
-  return raw_put(m, &t, 1) || raw_put(m, &v, sizeof v);
+  return put_tagged(m, T_INT, &v, sizeof v);
 }
 
 int mb__tuple_str(mb_msg_t **m, const void *p, size_t len) {
@@ -967,10 +1067,10 @@ int mb__tuple_value(mb_msg_t **m, const mb_msg_t *v) {
 /* Close a tuple of n elements: its "n" field. */
 int mb__tuple_end(mb_msg_t **m, unsigned n) {
   uint32_t nhash = 1;
-  unsigned char key[3] = {T_STR, 1, 'n'};
-  unsigned char val[2] = {T_INT8, (unsigned char)n};
-  return raw_put(m, &nhash, sizeof nhash) || raw_put(m, key, sizeof key) ||
-         raw_put(m, val, sizeof val);
+  unsigned char tail[sizeof nhash + 5] = {
+      0, 0, 0, 0, T_STR, 1, 'n', T_INT8, (unsigned char)n};
+  memcpy(tail, &nhash, sizeof nhash);
+  return raw_put(m, tail, sizeof tail);
 }
 
 mb_msg_t *mb__msg_atom(const mb__atom_t *a) {

@@ -12,7 +12,7 @@
 local mb = require "moonbeam"
 local base = require "moonbeam.gen_base"
 
-local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local atom, tuple, typeof, call = mb.atom, mb.tuple, mb.typeof, mb.call
 local type, error = type, error
 
 local M = {}
@@ -79,23 +79,19 @@ function M.fail(reason, module, server, request)
   error(tuple(reason, tuple(atom[module], atom.call, tuple(server, request))), 0)
 end
 
---- Call a server and wait for its reply.
--- @param server pid or registered name
--- @param request any sendable value
--- @param timeout milliseconds (default 5000), or math.huge
--- @param module name used in the failure reason (default "gen_server")
--- @param label the message's tag (default $gen_call; sys uses system), as
---   OTP's gen:call/4
--- @return the reply; raises {noproc | timeout | calling_self | Reason, {...}}
---   on failure
-function M.call(server, request, timeout, module, label)
-  module = module or "gen_server"
-  timeout = timeout or 5000
+-- The Lua path of a call, for what mb.call leaves to it: names, servers
+-- on other nodes, a traced caller.
+local function call_lua(server, request, timeout, module, label)
   local pid, me = M.whereis(server), mb.self()
   if pid == nil then M.fail(atom.noproc, module, server, request) end
   if pid == me then M.fail(atom.calling_self, module, server, request) end
+  if pid ~= server then
+    local ok, r = mb.call(pid, label, request, timeout)
+    if ok then return r end
+    if ok == false then M.fail(r, module, server, request) end
+  end
   local ref = mb.monitor(pid)
-  mb.send(pid, tuple(label or GEN_CALL, tuple(me, ref), request))
+  mb.send(pid, tuple(label, tuple(me, ref), request))
   local msg, why = mb.receive(function(m)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})
@@ -106,6 +102,25 @@ function M.call(server, request, timeout, module, label)
   if msg[1] == DOWN then M.fail(msg[5], module, server, request) end
   mb.demonitor(ref, FLUSH)
   return msg[2]
+end
+
+--- Call a server and wait for its reply.
+-- @param server pid or registered name
+-- @param request any sendable value
+-- @param timeout milliseconds (default 5000), or math.huge
+-- @param module name used in the failure reason (default "gen_server")
+-- @param label the message's tag (default $gen_call; sys uses system), as
+--   OTP's gen:call/4
+-- @return the reply; raises {noproc | timeout | calling_self | Reason, {...}}
+--   on failure
+function M.call(server, request, timeout, module, label)
+  timeout, label = timeout or 5000, label or GEN_CALL
+  -- A server of this node, by pid: all in C (mb.call).
+  local ok, r = call(server, label, request, timeout)
+  if ok then return r end
+  module = module or "gen_server"
+  if ok == nil then return call_lua(server, request, timeout, module, label) end
+  M.fail(r, module, server, request)
 end
 
 --- Send a cast: {'$gen_cast', Request}, to a pid or name; never fails.

@@ -1,0 +1,219 @@
+/* Calls: the client side of a GenServer call in one primitive, for a
+ * server on this node.  It does what moonbeam.gen's Lua path does, with
+ * the same messages: a monitor of the server whose ref is the call's tag
+ * (and an alias, so that a late reply is dropped), the request
+ * {Label, {self(), Tag}, Request}, and a wait for the first message that
+ * is {Tag, ...} or that monitor's 'DOWN'.  The request is written as one
+ * message without building its tuples in Lua, and the wait reads the
+ * queued messages without decoding them: the others stay where they
+ * were, undecoded, as a selective receive would leave them.
+ *
+ * A message from another node (in the external term format) that could
+ * be the reply is decoded to be looked at and left in the queue as it
+ * was.  Everything the primitive does not take on (another node's
+ * server, a traced caller) it hands back to the Lua path. */
+#include <math.h>
+
+#include <lauxlib.h>
+
+#include "etf.h"
+#include "internal.h"
+
+/* The stack of a call while it waits. */
+enum {
+  ARG_DEST = 1,
+  ARG_LABEL,
+  ARG_REQUEST,
+  ARG_TIMEOUT,
+  SLOT_REF, /* the tag, as an integer */
+  SLOT_WAIT /* the timeout in ms, -1 for none */
+};
+
+/* Could this message from another node be {Tag, Reply}?  Only a tuple
+ * whose first element is a ref can be. */
+static bool etf_maybe_reply(const mb_msg_t *m) {
+  const unsigned char *p = m->data, *end = m->data + m->len;
+  if (p < end && *p == MB_ETF_VERSION)
+    p++;
+  if (end - p >= 2 && p[0] == MB_ETF_SMALL_TUPLE && p[1] >= 1)
+    p += 2;
+  else if (end - p >= 5 && p[0] == MB_ETF_LARGE_TUPLE && mb__get32(p + 1) >= 1)
+    p += 5;
+  else
+    return false;
+  return p < end && (*p == MB_ETF_NEWER_REFERENCE ||
+                     *p == MB_ETF_NEW_REFERENCE || *p == MB_ETF_REFERENCE);
+}
+
+/* Is the ETF message m {Tag, ...}?  Decoded on the stack and dropped. */
+static bool etf_is_reply(lua_State *L, const mb_msg_t *m, uint64_t ref) {
+  mb_msg_decode(L, m);
+  bool yes = false;
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 1);
+    mb__lref_t *r = mb__to_ref(L, -1);
+    yes = r != NULL && r->node == 0 && r->id == ref;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* Take message m out of the private queue; `prev` is the one before it
+ * (NULL: m is the first). */
+static void unqueue(mb_proc_t *p, mb_msg_t *prev, mb_msg_t *m) {
+  if (prev != NULL)
+    prev->next = m->next;
+  else
+    p->q_head = m->next;
+  if (p->q_tail == m)
+    p->q_tail = prev;
+  p->q_len--;
+  mb__proc_uncount(p, m);
+}
+
+typedef enum { NOTHING, REPLY, DOWN } outcome_t;
+
+/* Look for the reply or the 'DOWN' among the queued messages after
+ * *last (all of them if it is NULL), and push the reply or the DOWN's
+ * reason.  *last moves to the last message looked at. */
+static outcome_t take_reply(lua_State *L, mb_proc_t *p, uint64_t ref,
+                            mb_msg_t **last) {
+  mb_msg_t *prev = *last, *m = prev ? prev->next : p->q_head;
+  for (; m != NULL; prev = m, m = m->next) {
+    outcome_t o = NOTHING;
+    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref)
+      o = DOWN;
+    else if (m->flags & MB_MSGF_ETF)
+      o = etf_maybe_reply(m) && etf_is_reply(L, m, ref) ? REPLY : NOTHING;
+    else if (mb__msg_first_is_ref(m, ref))
+      o = REPLY;
+    if (o == NOTHING)
+      continue;
+    /* Decoded while still queued: an error raised here loses nothing. */
+    mb__msg_decode_field(L, m, o == REPLY ? 2 : 5);
+    unqueue(p, prev, m);
+    mb_msg_free(m);
+    mb__proc_took(p);
+    return o;
+  }
+  *last = prev;
+  return NOTHING;
+}
+
+/* demonitor(Tag, {flush = true}): the server forgets the monitor, and no
+ * 'DOWN' of it stays.  One still in the inbox is dropped when the inbox
+ * is read, as the monitor is gone; one already queued is removed here. */
+static void end_monitor(lua_State *L, mb_proc_t *p, uint64_t ref) {
+  mb_pid_t target = mb__link_monitor_del(p, ref);
+  if (target == 0)
+    return; /* its 'DOWN' came */
+  mb_msg_t *sig = mb__signal_new(MB_SIG_DEMONITOR, p->pid, ref);
+  mb__lpid_t *lp = mb__to_pid(L, ARG_DEST);
+  if (sig != NULL && lp != NULL && lp->proc != NULL)
+    mb__proc_deliver(lp->proc, sig);
+  else if (sig != NULL)
+    mb__signal(target, sig);
+  for (mb_msg_t *prev = NULL, *m = p->q_head; m != NULL;
+       prev = m, m = m->next) {
+    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
+      unqueue(p, prev, m);
+      mb_msg_free(m);
+      break;
+    }
+  }
+}
+
+static int call_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mb_proc_t *p = MB_PROC(L);
+  mb_msg_t *last = (mb_msg_t *)ctx;
+  if (mb__proc_handle_signals(p))
+    return mb__proc_yield(L, MB_YIELD_EXIT, ctx, call_k);
+  uint64_t ref = (uint64_t)lua_tointeger(L, SLOT_REF);
+  outcome_t o = take_reply(L, p, ref, &last);
+  lua_Integer wait = lua_tointeger(L, SLOT_WAIT);
+  if (o == NOTHING &&
+      (wait == 0 || (p->timer_id != 0 && atomic_load(&p->timed_out)))) {
+    mb__push_atom(L, mb__atoms.timeout);
+    o = DOWN; /* fails as a 'DOWN' does, with the reason timeout */
+  }
+  if (o != NOTHING) {
+    mb__proc_timer_disarm(p);
+    end_monitor(L, p, ref);
+    lua_pushboolean(L, o == REPLY);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (wait > 0 && p->timer_id == 0)
+    mb__proc_timer_arm(p, (uint64_t)wait);
+  return mb__proc_yield(L, MB_YIELD_WAIT, (lua_KContext)last, call_k);
+}
+
+/* The wait of a call, in ms (-1: none), or -2 if the Lua path is to say
+ * what is wrong with it. */
+static lua_Integer wait_of(lua_State *L) {
+  if (lua_type(L, ARG_TIMEOUT) != LUA_TNUMBER)
+    return -2;
+  lua_Number t = lua_tonumber(L, ARG_TIMEOUT);
+  if (!(t >= 0))
+    return -2;
+  if (t == HUGE_VAL)
+    return -1;
+  return t < 0x1p62 ? (lua_Integer)t : -1;
+}
+
+/* call(dest, label, request, timeout_ms)
+ *   -> true, reply | false, reason (noproc, timeout, the server's exit
+ *      reason) | nothing, where the Lua path is to make the call: dest is
+ *      not a pid of this node or is the caller, label is not an atom, the
+ *      timeout is not a number >= 0, the caller is traced or not where a
+ *      process can wait. */
+int mb_lua_call(lua_State *L) {
+  mb_proc_t *p = MB_PROC(L);
+  mb__lpid_t *lp = mb__to_pid(L, ARG_DEST);
+  const mb__atom_t *label = mb__to_atom(L, ARG_LABEL);
+  lua_settop(L, ARG_TIMEOUT);
+  lua_Integer wait = wait_of(L);
+  if (p == NULL || (L != p->L && p->co_depth == 0) || lp == NULL ||
+      lp->node != 0 || lp->id == p->pid || label == NULL || wait == -2 ||
+      MB__TRACING(p, MB_TRACE_SEND | MB_TRACE_RECEIVE | MB_TRACE_CALL))
+    return 0;
+  uint64_t ref = mb__ref_next() | MB_REF_ALIAS;
+  /* The request first: a value that cannot be sent raises before the
+   * monitor is set up. */
+  char err[600];
+  mb_msg_t *m = mb__tuple_new(3);
+  int r = m == NULL || mb__tuple_atom(&m, label) || mb__tuple_open(&m, 2) ||
+                  mb__tuple_pid(&m, p->pid) || mb__tuple_ref(&m, ref) ||
+                  mb__tuple_end(&m, 2)
+              ? MB_ENOMEM
+              : mb__tuple_lua(L, ARG_REQUEST, "msg[3]", &m, err, sizeof err);
+  if (r == 0 && mb__tuple_end(&m, 3))
+    r = MB_ENOMEM;
+  if (r != 0) {
+    mb_msg_free(m);
+    return mb_lua_error(L, "send", r, r == MB_EBADTERM ? err : NULL);
+  }
+  if (lp->proc == NULL)
+    lp->proc = mb__proc_lookup(lp->id);
+  mb_msg_t *mon = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
+  if (mon == NULL) {
+    mb_msg_free(m);
+    return mb_lua_error(L, "monitor", MB_ENOMEM, NULL);
+  }
+  if (lp->proc == NULL || !mb__proc_deliver(lp->proc, mon)) {
+    if (lp->proc == NULL)
+      mb_msg_free(mon);
+    mb_msg_free(m);
+    lua_pushboolean(L, 0);
+    mb__push_atom(L, mb__atoms.noproc);
+    return 2;
+  }
+  mb__link_monitor_add(p, ref, lp->id);
+  m->from = p->pid;
+  mb__proc_deliver(lp->proc, m); /* dropped if it ends: its DOWN says so */
+  lua_pushinteger(L, (lua_Integer)ref);
+  lua_pushinteger(L, wait);
+  return call_k(L, LUA_OK, 0);
+}
