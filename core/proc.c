@@ -658,6 +658,8 @@ static int push_args(lua_State *L, mb_proc_t *p, bool as_arg_global) {
 
 static int proc_main(lua_State *L) {
   mb_proc_t *p = MB_PROC(L);
+  /* A script (no function, no module) gets its arguments as `arg` too. */
+  bool script = p->start_fn == NULL && p->start_fun == NULL;
   lua_settop(L, 0);
   if (p->start_fn != NULL) {
     mb_msg_decode(L, p->start_fn);
@@ -678,7 +680,7 @@ static int proc_main(lua_State *L) {
                         p->start_mod, p->start_fun);
     lua_remove(L, -2);
   }
-  int n = push_args(L, p, p->start_fn == NULL && p->start_fun == NULL);
+  int n = push_args(L, p, script);
   lua_callk(L, n, LUA_MULTRET, 0, main_k);
   return main_k(L, LUA_OK, 0);
 }

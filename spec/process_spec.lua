@@ -33,6 +33,15 @@ describe("a process", function()
     end)})
   end)
 
+  it("started with a function gets its arguments and no global arg (a script's own)", function()
+    assert.same({true, true, 7}, {mb.run(function(n)
+      local mb = require "moonbeam"
+      mb.spawn(function(parent, x) mb.send(parent, {rawget(_G, "arg") == nil, x}) end, mb.self(), n)
+      local got = mb.receive(5000)
+      return rawget(_G, "arg") == nil, got[1], got[2]
+    end, 7)})
+  end)
+
   it("gets the standard libraries on first use", function()
     assert.same({"HELLO", 3, "table"}, {mb.run(function()
       return string.upper("hello"), math.max(1, 3), type(table)
