@@ -234,17 +234,40 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   return put(ud, p, sz);
 }
 
-/* Is the table at idx a loaded module?  Leaves its name on the stack. */
+static const char module_names_key = 'm';
+
+/* Is the table at idx a loaded module?  Leaves its name on the stack.
+ * The name found last for a table is kept (weakly), and trusted while
+ * package.loaded still holds the table under it: a function spawned again
+ * and again does not go through every loaded module each time. */
 static int module_name(lua_State *L, int idx) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
     lua_pop(L, 1);
     return 0;
   }
+  mb__push_weak_table(L, &module_names_key, "k");
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_pushvalue(L, -1);
+    bool same = lua_rawget(L, -4) == LUA_TTABLE && lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (same) {
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  lua_pop(L, 2);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
     if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
       lua_pop(L, 1);
       lua_remove(L, -2);
+      mb__push_weak_table(L, &module_names_key, "k");
+      lua_pushvalue(L, idx);
+      lua_pushvalue(L, -3);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
       return 1;
     }
     lua_pop(L, 1);
