@@ -86,7 +86,7 @@ local function call_lua(server, request, timeout, module, label)
   if pid == nil then M.fail(atom.noproc, module, server, request) end
   if pid == me then M.fail(atom.calling_self, module, server, request) end
   if pid ~= server then
-    local ok, r = mb.call(pid, label, request, timeout)
+    local ok, r = call(pid, label, request, timeout)
     if ok then return r end
     if ok == false then M.fail(r, module, server, request) end
   end
