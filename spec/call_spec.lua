@@ -155,6 +155,22 @@ describe("mb.call", function()
     end)})
   end)
 
+  it("leaves no monitor on the Lua path either (a traced caller) for a request that cannot be sent", function()
+    assert.same({false, true, 0}, {in_process(function()
+      local mb = require "moonbeam"
+      local gen = require "moonbeam.gen"
+      local server = mb.spawn(function() mb.receive() end)
+      local tracer = mb.spawn(function() while mb.receive() ~= "stop" do end end)
+      require("moonbeam.trace").processes(mb.self(), "send", {tracer = tracer})
+      local ok, err = pcall(gen.call, server, {co = coroutine.create(print)}, 1000)
+      require("moonbeam.trace").stop()
+      local monitors = #mb.process_info(mb.self()).monitors
+      mb.exit(server, "kill")
+      mb.send(tracer, "stop")
+      return ok, tostring(err):find("cannot send a coroutine", 1, true) ~= nil, monitors
+    end)})
+  end)
+
   it("raises as send does for a request that cannot be sent, with no monitor left", function()
     assert.same({false, true, 0}, {in_process(function()
       local mb = require "moonbeam"

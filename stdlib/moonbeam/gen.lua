@@ -91,7 +91,11 @@ local function call_lua(server, request, timeout, module, label)
     if ok == false then M.fail(r, module, server, request) end
   end
   local ref = mb.monitor(pid)
-  mb.send(pid, tuple(label, tuple(me, ref), request))
+  local sent, err = pcall(mb.send, pid, tuple(label, tuple(me, ref), request))
+  if not sent then -- an unsendable request: no monitor left behind
+    mb.demonitor(ref, FLUSH)
+    error(err, 2)
+  end
   local msg, why = mb.receive(function(m)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})
