@@ -376,6 +376,11 @@ struct mb_proc_s {
   _Atomic uint32_t trace;
   atomic_bool poked;  /* the watchdog ended its slice */
   atomic_bool on_cpu; /* running now (for process_info) */
+  /* Who holds the Lua state (mb__hold_t), changed by compare-and-swap: a
+   * scheduler from the start of a slice to its end (and for good once the
+   * process ends), or a reader of its stack (stack.c) for a few
+   * microseconds, during which a scheduler that wants to run it waits. */
+  _Atomic int hold;
 
   /* Owned by the thread running the process. */
   lua_State *L;
@@ -410,6 +415,13 @@ struct mb_proc_s {
   /* Under the process table shard lock. */
   mb_proc_t *hash_next;
 };
+
+/* Who holds a process's Lua state (mb_proc_s.hold). */
+typedef enum {
+  MB_HOLD_NONE, /* suspended: queued, waiting, or not started */
+  MB_HOLD_RUN,  /* a scheduler runs it, or it has ended */
+  MB_HOLD_READ  /* a reader copies its frames (stack.c) */
+} mb__hold_t;
 
 /* The process whose state L is (or a coroutine of), or NULL for any other
  * Lua state, such as a host's. */
@@ -474,6 +486,29 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname);
  * or a coroutine resumed by coro.c) with continuation k. */
 int mb__proc_yield(lua_State *L, mb__yield_kind_t kind, lua_KContext ctx,
                    lua_KFunction k);
+
+/* ---- stack.c: the frames of a process that is not running ---- */
+#define MB_STACK_FRAMES 32 /* frames copied, innermost first */
+typedef struct {
+  char src[LUA_IDSIZE]; /* as a traceback shows it: "[C]", a file name */
+  char name[48];        /* the function's name where known, or "" */
+  int line, defined;    /* current line, and the line it was defined at */
+  char what;            /* 'L' Lua function, 'm' main chunk, 'C' C function */
+} mb__frame_t;
+typedef struct {
+  int n;     /* frames copied */
+  bool more; /* there were more than MB_STACK_FRAMES */
+  mb__frame_t f[MB_STACK_FRAMES];
+} mb__stack_t;
+/* Copy the frames of p (alive; the caller holds a counted ref), or of the
+ * calling process when p is self and L its state.  0; MB_ESTATE while p
+ * runs on another thread; MB_ENOPROC once it ends. */
+int mb__stack_read(lua_State *L, mb_proc_t *p, mb__stack_t *out);
+/* One frame as text, "file.lua:42 in function 'loop'", into buf. */
+void mb__frame_text(const mb__frame_t *f, char *buf, size_t cap);
+/* The frame an operator asks about: the innermost Lua frame (the
+ * function that waits, not the runtime's C receive), or NULL. */
+const mb__frame_t *mb__stack_current(const mb__stack_t *s);
 
 /* ---- link.c: links, monitors, exit signals ---- */
 /* Act on one signal taken from the inbox; messages are queued. */

@@ -127,6 +127,13 @@ int mb_proc_spawn_mfa(const char *mod, const char *fun, mb_msg_t *args,
 int mb_proc_send(mb_pid_t to, mb_msg_t *m);
 int mb_proc_alive(mb_pid_t pid);
 size_t mb_proc_count(void);
+/* The stack of a process of this node as text, one frame a line,
+ * innermost first ("file.lua:42 in function 'loop'"), cut to fit cap
+ * bytes (NUL included).  Read while the process is not running: a
+ * scheduler that wants to run it meanwhile waits the few microseconds the
+ * copy takes, and a message that arrives meanwhile wakes it as usual.
+ * Returns 0; MB_ESTATE while it runs; MB_ENOPROC if it is not alive. */
+int mb_proc_stack(mb_pid_t pid, char *buf, size_t cap);
 
 /* Wait for a process to exit.  On return *reason holds, when the process
  * returned, a table of its return values ({n = count, ...}) and *normal is

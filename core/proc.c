@@ -5,6 +5,7 @@
  * running the process" are touched by one scheduler thread at a time (the
  * one that took it from a run queue).  Other threads reach a process only
  * through its lock: they append to the inbox, wake it, or wait for it. */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -889,9 +890,23 @@ static void add_reductions(mb_proc_t *p, uint64_t n) {
   atomic_store_explicit(&p->reductions, r + n, memory_order_relaxed);
 }
 
+/* Take the Lua state from a reader of its stack (stack.c), who gives it
+ * back within microseconds: it copies a bounded number of frames, and
+ * neither allocates nor takes a lock meanwhile. */
+static void hold_for_run(mb_proc_t *p) {
+  int none = MB_HOLD_NONE;
+  while (!atomic_compare_exchange_weak(&p->hold, &none, MB_HOLD_RUN)) {
+    none = MB_HOLD_NONE;
+    sched_yield();
+  }
+}
+
 void mb__proc_run(mb_proc_t *p) {
   lua_State *L = p->L;
   int nargs = 0, nres = 0;
+  /* Held until the slice ends, or for good if the process ends in it (a
+   * reader then never touches the closed state). */
+  hold_for_run(p);
   if (atomic_load(&p->sig_pending) && mb__proc_handle_signals(p)) {
     mb__sched_leave();
     proc_exit(p, LUA_YIELD, 0);
@@ -918,6 +933,8 @@ void mb__proc_run(mb_proc_t *p) {
     return;
   }
   lua_pop(L, nres);
+  /* Given back before another scheduler can take the process. */
+  atomic_store(&p->hold, MB_HOLD_NONE);
   if (p->yield_kind != MB_YIELD_WAIT) {
     mb__sched_enqueue(p);
     return;
@@ -1128,16 +1145,65 @@ static int push_info(lua_State *L) {
   return 1;
 }
 
+/* process_info(pid, "current_function") -> "file.lua:42 in function
+ * 'loop'" (false before it runs Lua code); process_info(pid,
+ * "current_stacktrace") -> a list of such lines, innermost first.  Both
+ * "running" while the process runs on another thread (see stack.c), nil
+ * if it is not alive. */
+static int process_info_item(lua_State *L, mb_proc_t *p, const char *item) {
+  bool all = strcmp(item, "current_stacktrace") == 0;
+  if (!all && strcmp(item, "current_function") != 0) {
+    mb__proc_unref(p);
+    return luaL_argerror(L, 2,
+                         "current_function or current_stacktrace "
+                         "expected");
+  }
+  mb__stack_t s;
+  int err = mb__stack_read(L, p, &s);
+  mb__proc_unref(p);
+  if (err == MB_ENOPROC)
+    return 0;
+  if (err == MB_ESTATE) {
+    lua_pushliteral(L, "running");
+    return 1;
+  }
+  char line[256];
+  if (!all) {
+    const mb__frame_t *f = mb__stack_current(&s);
+    if (f == NULL)
+      lua_pushboolean(L, 0);
+    else {
+      mb__frame_text(f, line, sizeof line);
+      lua_pushstring(L, line);
+    }
+    return 1;
+  }
+  lua_createtable(L, s.n + s.more, 0);
+  for (int i = 0; i < s.n; i++) {
+    mb__frame_text(&s.f[i], line, sizeof line);
+    lua_pushstring(L, line);
+    lua_rawseti(L, -2, i + 1);
+  }
+  if (s.more) {
+    lua_pushliteral(L, "...");
+    lua_rawseti(L, -2, s.n + 1);
+  }
+  return 1;
+}
+
 /* process_info(pid) -> table, or nil if the process is not alive. */
 int mb_lua_process_info(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
     return luaL_typeerror(L, 1, "pid");
+  const char *item = luaL_optstring(L, 2, NULL);
   if (lp->node != 0)
     return 0; /* not a process of this node */
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;
+  if (item != NULL)
+    return process_info_item(L, p, item);
   info_t info = {0};
   bool ok = info_take(p, &info);
   mb__proc_unref(p);
