@@ -52,6 +52,17 @@ async function main() {
     const pid = await page.$eval("#process-title", (h) => h.textContent.replace("Process ", ""));
     console.log("ok " + step + " " + pid);
 
+    step = "see the function the counter waits in, and its stack";
+    const fn = await page.$eval("#process-function", (c) => c.textContent);
+    if (!/^moonbeam\/gen_server_loop\.lua:\d+ in function /.test(fn)) throw new Error("function: " + fn);
+    const stack = await page.$$eval("#process-stack li", (ls) => ls.map((l) => l.textContent));
+    // It waits in the runtime's C loop (mb.gen_serve), below its Lua
+    // function.
+    if (!stack[0].startsWith("[C] in function ") || !stack.includes(fn)) {
+      throw new Error("stack: " + stack.join(" | "));
+    }
+    console.log("ok " + step);
+
     step = "see the supervision tree";
     await page.click("#tab-apps");
     await page.waitForSelector(".tree li[data-id=demo] li[data-id=counter]");

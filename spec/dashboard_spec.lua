@@ -92,6 +92,32 @@ describe("the dashboard's API", function()
     ]])})
   end)
 
+  it("shows the function a process waits in, in the table and with its stack", function()
+    assert.same({200, true, 200, true, true}, {run([[
+      local port = start()
+      local function wait_for_orders() return mb.receive() end
+      local p = mb.spawn(function() wait_for_orders() end)
+      mb.register("order_desk", p)
+      local f
+      for _ = 1, 1000 do -- until it waits in receive
+        f = mb.process_info(p, "current_function")
+        if f and f ~= "running" then break end
+        mb.sleep(1)
+      end
+      local st, _, procs = get(port, "/api/processes?sort=pid&limit=2000")
+      local st2, _, proc = get(port, "/api/process?pid=order_desk")
+      mb.exit(p, "kill")
+      stop()
+      -- The chunk is this example's text: its name and lines are Lua's.
+      local fn = "in function 'wait_for_orders'"
+      local current = proc:match('"current_function":"(.-)",')
+      local stack = proc:match('"stack":(.*)$')
+      return st, procs:find('"order_desk","waiting",[%d,]+"[^,]-' .. fn .. '"%]') ~= nil, st2,
+        current:sub(-#fn) == fn,
+        stack:find('["[C] in function \'receive\'","' .. current .. '"', 1, true) == 1
+    ]])})
+  end)
+
   it("shows the head of a GenServer's mailbox and its state", function()
     assert.same({200, true, true}, {run([[
       local port = start()

@@ -8,9 +8,10 @@
 --                        last sample only, with latest)
 --   processes(sort, n)   the n processes first by sort ("memory",
 --                        "reductions", "message_queue_len", "pid"):
---                        {total, sort, columns, rows = {{...}}}
---   process(pid)         one process: its info, links, monitors, the
---                        head of its mailbox
+--                        {total, sort, columns, rows = {{...}}}, with
+--                        each one's current function
+--   process(pid)         one process: its info, links, monitors, current
+--                        function and stack, the head of its mailbox
 --   state(pid)           a GenServer's state (sys.get_state), as text
 --   applications()       the running applications and their supervision
 --                        trees
@@ -100,14 +101,21 @@ end
 
 local SORTS = {memory = true, reductions = true, message_queue_len = true, pid = true}
 local COLUMNS = {"pid", "name", "status", "memory", "reductions", "message_queue_len", "links",
-                 "monitors"}
+                 "monitors", "current_function"}
+
+-- What a process is doing, as text: its current function, "running", or
+-- "" (not started, or gone meanwhile).
+local function current_function(p)
+  return mb.process_info(p, "current_function") or ""
+end
 
 --- The processes, the first n by a key, largest first (pid: in order).
 -- @param key "memory" (default), "reductions", "message_queue_len", "pid"
 -- @param n at most this many rows (default 200, at most 2000)
 -- @return {total = count, sort = key, columns = {"pid", "name", ...},
 --   rows = {{pid, name, status, memory, ...}}}, each row a list in the
---   order of columns
+--   order of columns; current_function (see mb.process_info(pid, item))
+--   is read for the rows shown only
 function M.processes(key, n)
   key = SORTS[key] and key or "memory"
   n = math.tointeger(tonumber(n)) or 200
@@ -118,7 +126,7 @@ function M.processes(key, n)
   local rows = {}
   for i, p in ipairs(t.pid) do
     rows[i] = {tostring(p), t.name[i] or "", t.status[i], t.memory[i], t.reductions[i],
-               t.message_queue_len[i], t.links[i], t.monitors[i]}
+               t.message_queue_len[i], t.links[i], t.monitors[i], current_function(p)}
   end
   return {total = t.total, sort = key, columns = COLUMNS, rows = rows}
 end
@@ -130,7 +138,10 @@ function M.process(text)
   if not info then return nil end
   local messages = {}
   for i, m in ipairs(mb.process_messages(p, 10) or {}) do messages[i] = show(m) end
+  local stack = mb.process_info(p, "current_stacktrace")
   return {
+    current_function = current_function(p),
+    stack = type(stack) == "table" and stack or {stack or ""},
     pid = tostring(p), name = info.registered_name or "", status = info.status,
     memory = info.memory, max_heap = info.max_heap, reductions = info.reductions,
     message_queue_len = info.message_queue_len, trap_exit = info.trap_exit,

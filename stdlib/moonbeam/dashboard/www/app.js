@@ -117,7 +117,8 @@ function showProcesses(data) {
     const tr = el("tr", { "data-pid": p.pid }, el("td", {}, p.pid), el("td", {}, p.name),
       el("td", {}, p.status), el("td", { class: "num" }, p.memory),
       el("td", { class: "num" }, p.reductions), el("td", { class: "num" }, p.message_queue_len),
-      el("td", { class: "num" }, p.links), el("td", { class: "num" }, p.monitors));
+      el("td", { class: "num" }, p.links), el("td", { class: "num" }, p.monitors),
+      el("td", { class: "fn" }, p.current_function || ""));
     tr.addEventListener("click", () => { location.hash = "#/process/" + encodeURIComponent(p.pid); });
     return tr;
   });
@@ -153,12 +154,15 @@ async function loadProcess() {
     return;
   }
   $("#kill-button").hidden = false;
-  const rows = [["name", p.name || "(none)"], ["status", p.status], ["memory", bytes(p.memory)],
+  const rows = [["name", p.name || "(none)"], ["status", p.status],
+    ["current function", el("code", { id: "process-function" }, p.current_function || "")],
+    ["memory", bytes(p.memory)],
     ["reductions", p.reductions], ["mailbox length", p.message_queue_len],
     ["trap_exit", p.trap_exit], ["links", pidLinks(p.links)],
     ["monitors", pidLinks(p.monitors)], ["monitored by", pidLinks(p.monitored_by)]];
   $("#process-view").replaceChildren(el("table", {}, el("tbody", {},
     ...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))))));
+  $("#process-stack").replaceChildren(...(p.stack || []).map((f) => el("li", {}, el("code", {}, f))));
   $("#process-messages").replaceChildren(...(p.messages.length
     ? p.messages.map((m) => el("li", {}, el("code", {}, m)))
     : [el("li", { class: "note" }, "empty")]));
