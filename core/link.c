@@ -442,6 +442,10 @@ int mb_lua_send_alias(lua_State *L) {
   m->ref = r->id;
   m->from = self ? self->pid : 0;
   mb__signal(to, m);
+  /* A send like any other for tracing (a GenServer's reply is one), to
+   * the pid that holds the alias. */
+  if (self != NULL && MB__TRACING(self, MB_TRACE_SEND))
+    mb__trace_send(self, L, 1, 3);
   return 0;
 }
 

@@ -289,15 +289,21 @@ static lua_Integer opt_field(lua_State *L, int t, const char *k, int i) {
   return v;
 }
 
-/* trace_start(tracer, {max = N, rate = {Max, Ms}}) -> session number.
- * A running session stops first ({trace_stopped, replaced, Count}). */
+/* trace_start(tracer, {max = N, rate = {Max, Ms}, replace = bool}) ->
+ * session number.  A running session stops first ({trace_stopped,
+ * replaced, Count}); with replace = false it goes on instead, and the
+ * answer is nil, "a trace is already running" and its tracer. */
 int mb_lua_trace_start(lua_State *L) {
   mb_pid_t tracer = mb_lua_check_pid(L, 1);
   luaL_argcheck(L, !MB_PID_IS_REMOTE(tracer), 1, "a local process expected");
   uint64_t max = 0, rate_max = 0, rate_ms = 0;
+  bool replace = true;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     max = (uint64_t)opt_field(L, 2, "max", 0);
+    if (lua_getfield(L, 2, "replace") != LUA_TNIL)
+      replace = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (lua_getfield(L, 2, "rate") != LUA_TNIL) {
       luaL_argexpected(L, lua_istable(L, -1), 2, "rate as {Max, Ms}");
       int r = lua_gettop(L);
@@ -312,6 +318,14 @@ int mb_lua_trace_start(lua_State *L) {
     return luaL_error(L, "trace_start: noproc (no process %s)",
                       luaL_tolstring(L, 1, NULL));
   uv_mutex_lock(&lock);
+  if (!replace && session.gen != 0) {
+    mb_pid_t running = session.tracer;
+    uv_mutex_unlock(&lock);
+    lua_pushnil(L);
+    lua_pushliteral(L, "a trace is already running");
+    mb__push_pid(L, running);
+    return 3;
+  }
   stop("replaced");
   if (++session.last >= (1u << 24))
     session.last = 1;
@@ -363,12 +377,15 @@ int mb_lua_trace_process(lua_State *L) {
   return 1;
 }
 
-/* trace_stop() -> true if a session was running (its tracer gets
- * {trace_stopped, stopped, Count}). */
+/* trace_stop([session]) -> true if a session was running (its tracer
+ * gets {trace_stopped, stopped, Count}); with a session number (from
+ * trace_start), only if that one is. */
 int mb_lua_trace_stop(lua_State *L) {
+  lua_Integer only = luaL_optinteger(L, 1, 0);
   uv_mutex_lock(&lock);
-  bool running = session.gen != 0;
-  stop("stopped");
+  bool running = session.gen != 0 && (only == 0 || session.gen == only);
+  if (running)
+    stop("stopped");
   uv_mutex_unlock(&lock);
   lua_pushboolean(L, running);
   return 1;

@@ -88,6 +88,26 @@ describe("moonbeam.trace", function()
     assert.same({42, "call", 41, true, {"stopped", "stopped", 1}}, got)
   end)
 
+  it("reports a GenServer's reply, sent to the caller's alias, as a send to the caller", function()
+    local got = in_process(function()
+      local mb = require "moonbeam"
+      local gen_server = require "moonbeam.gen_server"
+      local trace = require "moonbeam.trace"
+      local pid = gen_server.start({
+        init = function() return "ok", 0 end,
+        handle_call = function(req, _, n) return "reply", req * 2, n end,
+      })
+      trace.processes(pid, {"send"}, {tracer = mb.self()})
+      local r = gen_server.call(pid, 21)
+      trace.stop()
+      local got = collect()
+      gen_server.stop(pid)
+      local reply = got[1][2]
+      return {r, got[1][1], mb.typeof(reply) == "tuple" and reply[2], got[1][3] == mb.self(), got[2]}
+    end)
+    assert.same({42, "send", 42, true, {"stopped", "stopped", 1}}, got)
+  end)
+
   it("traces the processes whose registered name matches a pattern, and no others", function()
     local got = in_process(function()
       local mb = require "moonbeam"
@@ -190,6 +210,25 @@ describe("moonbeam.trace", function()
     end)
     assert.same({0, {{"stopped", "stopped", 0}}, false}, {got[1], got[2], got[3]})
     assert.matches("max must be a positive integer", got[4])
+  end)
+
+  it("leaves a running trace alone when told not to replace it, and stops only its own session", function()
+    local got = in_process(function()
+      local mb = require "moonbeam"
+      local trace = require "moonbeam.trace"
+      local me = mb.self()
+      local w = mb.spawn(function() mb.receive() end)
+      local n, tracer, session = trace.processes(w, "all", {tracer = me})
+      local none, why, running = trace.processes(w, "all", {tracer = me, replace = false})
+      -- Another session's number stops nothing; its own stops it.
+      local other = trace.stop(session + 1)
+      local own = trace.stop(session)
+      local stop = collect()
+      mb.exit(w, "kill")
+      return {n, tracer == me, none, why, running == me, other, own, stop}
+    end)
+    assert.same({1, true, nil, "a trace is already running", true, false, true,
+                 {{"stopped", "stopped", 0}}}, got)
   end)
 
   it("refuses unknown flags and a dead tracer with clear errors", function()

@@ -136,9 +136,12 @@ end
 -- @param opts optional: max (messages before the trace stops, default
 --   DEFAULT_MAX; math.huge for none), rate ({Max, Ms}: more than Max
 --   messages within Ms stops it), tracer (a local pid that gets the
---   events; default: a process that prints each as a line, see format)
+--   events; default: a process that prints each as a line, see format),
+--   replace (false: leave a running trace alone, and fail)
 -- @return the number of processes traced (when none, the trace stops at
---   once), and the tracer's pid
+--   once), the tracer's pid and the session's number; or, with replace =
+--   false while a trace runs, nil, "a trace is already running" and its
+--   tracer
 function M.processes(spec, flags, opts)
   opts = opts or {}
   flags = flag_list(flags)
@@ -150,23 +153,27 @@ function M.processes(spec, flags, opts)
   end
   local max = opts.max or M.DEFAULT_MAX
   if max == math.huge then max = nil end
-  local ok, err = pcall(mb.trace_start, tracer, {max = max, rate = opts.rate})
-  if not ok then
+  local ok, session, why, running = pcall(mb.trace_start, tracer,
+    {max = max, rate = opts.rate, replace = opts.replace ~= false})
+  if not ok or session == nil then
     if opts.tracer == nil then mb.exit(tracer, "kill") end
-    error(err, 2)
+    if not ok then error(session, 2) end
+    return nil, why, running
   end
   local n = 0
   for _, pid in ipairs(pids) do
     if mb.trace_process(pid, flags) then n = n + 1 end
   end
   -- Nothing to trace: the trace ends at once, and its tracer with it.
-  if n == 0 then mb.trace_stop() end
-  return n, tracer
+  if n == 0 then mb.trace_stop(session) end
+  return n, tracer, session
 end
 
 --- Stop the running trace; its tracer gets {trace_stopped, stopped, Count}.
--- @return true if a trace was running
-function M.stop() return mb.trace_stop() end
+-- @param session optional: stop it only if it is this one (the number
+--   processes returned)
+-- @return true if a trace was running (that one)
+function M.stop(session) return mb.trace_stop(session) end
 
 --- Wait until the printing tracer that this process started last has
 -- ended (the trace stopped), so that a remote shell shows its lines as
