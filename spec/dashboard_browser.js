@@ -63,6 +63,17 @@ async function main() {
     }
     console.log("ok " + step);
 
+    step = "trace the counter from its page, see a send, and stop";
+    await page.click("#trace-start");
+    await page.waitForSelector("#trace-stop:not([hidden])");
+    // The page asks the counter for its state: it receives the request
+    // and sends the answer.
+    await page.evaluate((p) => fetch("/api/state?pid=" + encodeURIComponent(p)), pid);
+    await page.waitForSelector("#trace-lines .line:has-text('" + pid + " send ')");
+    await page.click("#trace-stop");
+    await page.waitForSelector("#trace-lines .line.stopped:has-text('trace stopped: stopped')");
+    console.log("ok " + step);
+
     step = "see the supervision tree";
     await page.click("#tab-apps");
     await page.waitForSelector(".tree li[data-id=demo] li[data-id=counter]");

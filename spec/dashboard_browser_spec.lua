@@ -1,9 +1,10 @@
 -- The dashboard in a real browser: a node started with the dashboard, and
 -- headless Chromium (Debian's chromium, driven by playwright-core, which
 -- the build installs with npm) that loads the page, sorts the process
--- table, opens a process and sees the function it waits in, sees a
--- supervision tree, kills a process after confirming, and follows its
--- crash in the live log (spec/dashboard_browser.js).  The screenshot is written to a temporary
+-- table, opens a process and sees the function it waits in, traces it
+-- from its page, sees a supervision tree, kills a process after
+-- confirming, and follows its crash in the live log
+-- (spec/dashboard_browser.js).  The screenshot is written to a temporary
 -- directory, removed at the end; set MB_DASHBOARD_SCREENSHOT to a file
 -- name to keep a copy there.  Every OS process started here is stopped by
 -- its pid (the browser by playwright, when the script ends or is killed).
@@ -32,7 +33,7 @@ describe("the dashboard in headless Chromium", function()
     return
   end
 
-  it("loads the page, sorts processes, opens one, shows a tree, and follows a crash in the log", function()
+  it("loads the page, sorts processes, opens and traces one, shows a tree, and follows a crash in the log", function()
     local job = H.start({"start", "spec/fixtures/dashboard/demo.app.lua",
                          "--dashboard", "127.0.0.1:0"})
     assert(job:wait_output("Application demo started", 20), job:stderr())
@@ -52,6 +53,7 @@ describe("the dashboard in headless Chromium", function()
         "ok sort the process table by reductions",
         "ok open the process registered as counter",
         "ok see the function the counter waits in, and its stack",
+        "ok trace the counter from its page, see a send, and stop",
         "ok see the supervision tree",
         "ok kill the process, confirmed, and follow the crash in the log",
         "ok take a screenshot",

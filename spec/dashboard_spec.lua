@@ -187,6 +187,118 @@ describe("the dashboard's API", function()
   end)
 end)
 
+describe("tracing from the dashboard", function()
+  local trace_helpers = [[
+    local function post(port, path, header)
+      return raw(port, "POST " .. path .. " HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+        .. (header or "x-moonbeam-dashboard: 1\r\n") .. "\r\n")
+    end
+
+    -- The tracer's id from a start's answer (JSON writes < as \u003c).
+    local function id_of(body) return (field(body, "id"):gsub("\\u003c", "<")) end
+
+    -- Open the trace's event stream; its socket.
+    local function follow(port, id)
+      local s = assert(gen_tcp.connect("127.0.0.1", port, {active = false}, 5000))
+      gen_tcp.send(s, "GET /events?trace=" .. id .. " HTTP/1.1\r\nhost: x\r\n\r\n")
+      return s
+    end
+
+    -- Read the stream until `text` is in it (bounded); all read so far,
+    -- with JSON's \u003c as <.
+    local function read_until(s, text, got)
+      got = got or ""
+      for _ = 1, 30 do
+        if got:find(text, 1, true) then break end
+        local d = gen_tcp.recv(s, 0, 10000)
+        if not d then break end
+        got = (got .. d):gsub("\\u003c", "<")
+      end
+      return got
+    end
+
+    local echo = function()
+      while true do
+        local m = mb.receive()
+        mb.send(m, "pong")
+      end
+    end
+  ]]
+
+  it("starts a trace of a process, streams its events, and stops it", function()
+    assert.same({200, "1", true, true, 409, 200, true}, {run(trace_helpers .. [[
+      local port = start()
+      local me = mb.self()
+      local w = mb.spawn(echo)
+      local st, _, body = post(port, "/api/trace?pid=" .. tostring(w) .. "&flags=send,receive&max=10")
+      local s = follow(port, id_of(body))
+      mb.send(w, me)
+      assert(mb.receive(5000) == "pong")
+      local text = read_until(s, 'send \\"pong\\" to ' .. tostring(me)) -- as JSON writes it
+      -- One session at a time: a second start is refused, the first goes on.
+      local st2 = post(port, "/api/trace?pid=" .. tostring(w))
+      local st3 = post(port, "/api/trace/stop")
+      text = read_until(s, "event: stopped", text)
+      gen_tcp.close(s)
+      mb.exit(w, "kill")
+      stop()
+      return st, field(body, "traced"),
+        text:find("event: trace\ndata: \"[%d:.]+ " .. tostring(w) .. " receive " .. tostring(me)) ~= nil
+          and text:find('send \\"pong\\" to ' .. tostring(me), 1, true) ~= nil,
+        text:find("event: stopped\ndata: \"trace stopped: stopped after 2 messages\"", 1, true) ~= nil,
+        st2, st3, mb.whereis("dashboard_tracer") == nil
+    ]])})
+  end)
+
+  it("ends the trace when the page that follows it goes away", function()
+    assert.same({200, true, 1}, {run(trace_helpers .. [[
+      local port = start()
+      local w = mb.spawn(echo)
+      local st, _, body = post(port, "/api/trace?pid=" .. tostring(w) .. "&flags=receive")
+      local s = follow(port, id_of(body))
+      read_until(s, "text/event-stream")
+      local ref = mb.monitor(mb.whereis("dashboard_tracer"))
+      gen_tcp.close(s)
+      -- The stream sees its client gone at its next write (within 2 s).
+      local down = mb.receive(function(m) return mb.typeof(m) == "tuple" and m[2] == ref end, 10000)
+      -- No trace runs: one that must not replace another starts.
+      local n = require("moonbeam.trace").processes(w, "send", {tracer = mb.self(), replace = false})
+      require("moonbeam.trace").stop()
+      mb.receive(function(m) return mb.typeof(m) == "tuple" and m[1] == mb.atom.trace_stopped end, 5000)
+      mb.exit(w, "kill")
+      stop()
+      return st, down ~= nil, n
+    ]])})
+  end)
+
+  it("answers 400 to bad parameters or a missing header, 404 to an unknown process, 409 to a running trace", function()
+    assert.same({400, 400, 400, 400, 400, 404, 404, 409, 404, 404}, {run(trace_helpers .. [[
+      local port = start()
+      local w = mb.spawn(echo)
+      local path = "/api/trace?pid=" .. tostring(w)
+      local out = {
+        post(port, path, ""), -- no x-moonbeam-dashboard header
+        post(port, path .. "&flags=sends"),
+        post(port, path .. "&max=0"),
+        post(port, path .. "&rate=100000"),
+        post(port, "/api/trace?match=%25"), -- a malformed pattern
+        post(port, "/api/trace?pid=%3C0.99999.0%3E"),
+        (post(port, "/api/trace?match=^no_such_name$")),
+      }
+      -- A trace started elsewhere (a shell, say) is not replaced.
+      require("moonbeam.trace").processes(w, "send", {tracer = mb.self()})
+      out[#out + 1] = (post(port, path))
+      require("moonbeam.trace").stop()
+      out[#out + 1] = (post(port, "/api/trace/stop")) -- none from the dashboard
+      local st = get(port, "/events?trace=%3C0.1.0%3E")
+      out[#out + 1] = st
+      mb.exit(w, "kill")
+      stop()
+      return table.unpack(out)
+    ]])})
+  end)
+end)
+
 describe("the dashboard's /health", function()
   it("answers 200 while every permanent application runs, 503 once one does not", function()
     assert.same({200, "ok", 503, "unavailable", "false"}, {run([[

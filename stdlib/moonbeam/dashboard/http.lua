@@ -14,8 +14,11 @@
 --   GET  /api/cluster          data.cluster()
 --   GET  /api/log?after=N      data.log()
 --   POST /api/kill?pid=P       data.kill()
+--   POST /api/trace?pid=P&...  start a trace (see moonbeam.dashboard.tracer)
+--   POST /api/trace/stop       stop it
 --   GET  /events               server-sent events: a sample and the new
 --                              log lines each second
+--   GET  /events?trace=ID      the trace's events, as they come
 --
 -- Bad input gets an HTTP error and closes that connection only: an
 -- unknown process 404, a request line longer than MAX_URI 414, headers
@@ -31,6 +34,7 @@ local ds = require "moonbeam.dynamic_supervisor"
 local logger = require "moonbeam.logger"
 local json = require "moonbeam.dashboard.json"
 local data = require "moonbeam.dashboard.data"
+local tracer = require "moonbeam.dashboard.tracer"
 
 local format, concat = string.format, table.concat
 local tostring, tonumber, pcall, type, ipairs = tostring, tonumber, pcall, type, ipairs
@@ -47,6 +51,7 @@ local EVENT_MS = 1000
 
 local REASONS = {[200] = "OK", [204] = "No Content", [302] = "Found", [400] = "Bad Request",
                  [401] = "Unauthorized", [404] = "Not Found", [405] = "Method Not Allowed",
+                 [409] = "Conflict",
                  [408] = "Request Timeout", [413] = "Payload Too Large",
                  [414] = "URI Too Long", [431] = "Request Header Fields Too Large",
                  [500] = "Internal Server Error", [502] = "Bad Gateway",
@@ -313,6 +318,26 @@ POSTS["/api/kill"] = function(req)
   return 200, json.encode({killed = req.query.pid})
 end
 
+-- Tracing is for this node: its tracer must be a process of the traced
+-- node, and the events come to this one's streams.
+local function local_node(req)
+  local node = req.query.node
+  return node == nil or node == "" or node == tostring(mb.node())
+end
+
+POSTS["/api/trace"] = function(req)
+  if not local_node(req) then
+    return json_error(400, "tracing from the dashboard is for the node that serves it")
+  end
+  local t, status, why = tracer.start(req.query)
+  if not t then return json_error(status, why) end
+  return 200, json.encode(t)
+end
+POSTS["/api/trace/stop"] = function()
+  if not tracer.stop() then return json_error(404, "no trace from the dashboard is running") end
+  return 200, json.encode({stopping = true})
+end
+
 -- ---------------------------------------------------------------------------
 -- Server-sent events
 
@@ -320,10 +345,40 @@ local function event(s, name, value)
   return gen_tcp.send(s, "event: " .. name .. "\ndata: " .. json.encode(value) .. "\n\n")
 end
 
+-- A trace's stream: each event as it comes, a comment each second
+-- meanwhile (a client that went is seen when a write fails: this process
+-- ends, and the tracer, which monitors it, stops the trace), and
+-- "stopped" last.
+local function trace_events(s, req)
+  local t, ref = tracer.attach(req.query.trace)
+  if not t then
+    send_response(s, 404, json.encode({error = ref}), TYPES.json, nil, true)
+    return
+  end
+  if not gen_tcp.send(s, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+      .. "cache-control: no-store\r\nconnection: close\r\n\r\n") then
+    return
+  end
+  while true do
+    local m = mb.receive(EVENT_MS)
+    if m == nil then
+      if not gen_tcp.send(s, ": waiting\n\n") then return end
+    elseif type(m) == "table" and m[1] == tracer.LINE then
+      if not event(s, "trace", m[2]) then return end
+    elseif type(m) == "table" and m[1] == tracer.STOPPED then
+      event(s, "stopped", m[2])
+      return
+    elseif mb.typeof(m) == "tuple" and m[1] == mb.atom.DOWN and m[2] == ref then
+      return
+    end
+  end
+end
+
 -- The stream: a sample (the latest of the sampler's history, with the
 -- node's counts) and the new log lines, each second, until the client
 -- goes.
 local function events(s, req)
+  if req.query.trace then return trace_events(s, req) end
   local node = req.query.node
   local level = req.query.level
   if not gen_tcp.send(s, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"

@@ -4,7 +4,7 @@
 "use strict";
 
 const state = { node: "", sort: "memory", view: "node", pid: null, logLevel: "info",
-                logAfter: 0, history: [], charts: null, source: null, timer: null };
+                logAfter: 0, history: [], charts: null, source: null, timer: null, trace: null };
 const LEVELS = ["debug", "info", "notice", "warning", "error"];
 const $ = (sel) => document.querySelector(sel);
 
@@ -187,6 +187,65 @@ async function killProcess() {
   loadProcess();
 }
 
+// ---- tracing a process ----
+
+// Closing the stream ends the trace on the node (its tracer sees the
+// stream go).
+function closeTrace() {
+  if (state.trace) state.trace.close();
+  state.trace = null;
+  $("#trace-start").hidden = false;
+  $("#trace-stop").hidden = true;
+}
+
+function traceLine(text, cls) {
+  const box = $("#trace-lines");
+  box.append(el("div", { class: "line " + (cls || "") }, text));
+  while (box.childElementCount > 2000) box.firstChild.remove();
+  box.scrollTop = box.scrollHeight;
+}
+
+async function startTrace(e) {
+  e.preventDefault();
+  closeTrace();
+  const kinds = [...document.querySelectorAll("#trace-form input[name=kind]:checked")]
+    .map((i) => i.value);
+  let t;
+  try {
+    t = await api("/api/trace", { pid: state.pid, flags: kinds.join(","),
+                                  max: $("#trace-max").value, rate: $("#trace-rate").value }, "POST");
+  } catch (err) {
+    $("#trace-status").textContent = "Cannot trace: " + err.message;
+    return;
+  }
+  $("#trace-lines").replaceChildren();
+  $("#trace-status").textContent = "Tracing " + t.traced + (t.traced === 1 ? " process" : " processes");
+  const src = new EventSource("/events?" + new URLSearchParams({ trace: t.id }));
+  state.trace = src;
+  $("#trace-start").hidden = true;
+  $("#trace-stop").hidden = false;
+  src.addEventListener("trace", (ev) => traceLine(JSON.parse(ev.data)));
+  src.addEventListener("stopped", (ev) => {
+    const text = JSON.parse(ev.data);
+    traceLine(text, "stopped");
+    $("#trace-status").textContent = text;
+    closeTrace();
+  });
+  src.addEventListener("error", () => {
+    if (state.trace !== src) return;
+    $("#trace-status").textContent = "The trace's stream ended.";
+    closeTrace();
+  });
+}
+
+async function stopTrace() {
+  try {
+    await api("/api/trace/stop", {}, "POST");
+  } catch (err) {
+    $("#trace-status").textContent = err.message;
+  }
+}
+
 // ---- applications ----
 
 function treeNode(n) {
@@ -276,11 +335,13 @@ const LOADERS = { node: loadNode, processes: loadProcesses, process: loadProcess
                   apps: loadApps, cluster: loadCluster, log: async () => {} };
 
 function route() {
+  const shown = state.view + " " + state.pid;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   let view = parts[0] || "node";
   if (view === "process") state.pid = decodeURIComponent(parts.slice(1).join("/"));
   if (!LOADERS[view]) view = "node";
   state.view = view;
+  if (state.trace && state.view + " " + state.pid !== shown) closeTrace();
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + view);
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", a.id === "tab-" + (view === "process" ? "processes" : view));
@@ -299,6 +360,8 @@ document.addEventListener("DOMContentLoaded", () => {
     th.addEventListener("click", () => { state.sort = th.dataset.sort; loadProcesses(); });
   }
   $("#kill-button").addEventListener("click", killProcess);
+  $("#trace-form").addEventListener("submit", startTrace);
+  $("#trace-stop").addEventListener("click", stopTrace);
   $("#node-select").addEventListener("change", (e) => selectNode(e.target.value));
   $("#log-level").addEventListener("change", (e) => { state.logLevel = e.target.value; connect(); });
   loadCluster().catch(() => {});
