@@ -500,6 +500,12 @@ typedef struct {
   bool more; /* there were more than MB_STACK_FRAMES */
   mb__frame_t f[MB_STACK_FRAMES];
 } mb__stack_t;
+/* Take p's Lua state and the fields its owner thread keeps (its queue)
+ * for reading, for a few microseconds: 0; MB_ESTATE while a scheduler
+ * runs it; MB_ENOPROC once it ends.  Nothing may be allocated in its state
+ * meanwhile. */
+int mb__proc_hold_read(mb_proc_t *p);
+void mb__proc_release_read(mb_proc_t *p);
 /* Copy the frames of p (alive; the caller holds a counted ref), or of the
  * calling process when p is self and L its state.  0; MB_ESTATE while p
  * runs on another thread; MB_ENOPROC once it ends. */

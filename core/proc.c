@@ -1266,31 +1266,57 @@ static int mb_msg_decode_lua(lua_State *L) {
   return 1;
 }
 
-/* Copies of the first messages (at most max) in p's inbox, linked. */
-static mb_msg_t *inbox_copies(mb_proc_t *p, int max, bool *nomem) {
-  mb_msg_t *first = NULL, **tail = &first;
-  int n = 0;
-  uv_mutex_lock(&p->lock);
-  for (mb_msg_t *m = atomic_load(&p->inbox_head); m && n < max; m = m->next) {
+/* At most this many bytes of messages are copied for process_messages,
+ * part of it while the process is held. */
+#define MAX_COPY_BYTES (1u << 20)
+
+typedef struct {
+  mb_msg_t *first, **tail;
+  int n, max;
+  size_t bytes;
+  bool nomem;
+} copies_t;
+
+/* Append copies of the messages from m on, within c's bounds. */
+static void copy_messages(copies_t *c, const mb_msg_t *m) {
+  for (; m && c->n < c->max && c->bytes < MAX_COPY_BYTES; m = m->next) {
     if (m->kind != MB_SIG_MSG)
       continue;
-    mb_msg_t *c = mb__msg_new(m->len);
-    if (c == NULL) {
-      *nomem = true;
-      break;
+    mb_msg_t *copy = mb__msg_new(m->len);
+    if (copy == NULL) {
+      c->nomem = true;
+      return;
     }
-    memcpy(c->data, m->data, m->len);
-    c->len = m->len;
-    c->kind = m->kind;
-    c->flags = m->flags;
-    c->has_refs = m->has_refs;
-    c->from = m->from;
-    *tail = c;
-    tail = &c->next;
-    n++;
+    memcpy(copy->data, m->data, m->len);
+    copy->len = m->len;
+    copy->kind = m->kind;
+    copy->flags = m->flags;
+    copy->has_refs = m->has_refs;
+    copy->from = m->from;
+    *c->tail = copy;
+    c->tail = &copy->next;
+    c->n++;
+    c->bytes += m->len;
   }
+}
+
+/* Copies of the first messages (at most c->max) in p's queue.  While p is
+ * not running it is held (see stack.c), and its whole queue is there to
+ * read but for what a selective receive looked at and left, which is
+ * decoded in its state: *skipped says how many those are, and the copies
+ * begin after them.  While it runs, only its inbox (what arrived since it
+ * last ran) is read, and *skipped is -1. */
+static void queue_copies(mb_proc_t *p, copies_t *c, lua_Integer *skipped) {
+  bool held = mb__proc_hold_read(p) == 0;
+  *skipped = held ? p->sq_tail - p->sq_head : -1;
+  uv_mutex_lock(&p->lock);
+  if (held)
+    copy_messages(c, p->q_head);
+  if (!c->nomem)
+    copy_messages(c, atomic_load(&p->inbox_head));
   uv_mutex_unlock(&p->lock);
-  return first;
+  if (held)
+    mb__proc_release_read(p);
 }
 
 static void free_copies(mb_msg_t *m) {
@@ -1320,11 +1346,14 @@ static int push_copies(lua_State *L) {
 }
 
 /* process_messages(pid, [max]) -> the first messages (at most max, 10 by
- * default) in the mailbox of a process of this node, as copies; nil if it
- * is not alive.  For the calling process, its whole queue.  For another,
- * only what arrived since it last ran: a process moves what arrived into
- * a queue that only its own thread reads each time it runs, so another
- * process asks it (sys.get_messages does, for GenServers). */
+ * default, and at most MAX_COPY_BYTES of them) in the mailbox of a
+ * process of this node, as copies, and how many messages come before
+ * them that are not shown; nil if it is not alive.  For the calling
+ * process, its whole queue (0 not shown).  For another that is not
+ * running, its queue but for the messages a selective receive looked at
+ * and left, which are decoded in its own state (how many: the second
+ * value).  For one that runs at that moment, only what arrived since it
+ * last ran, and false. */
 int mb_lua_process_messages(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
@@ -1334,25 +1363,34 @@ int mb_lua_process_messages(lua_State *L) {
   if (lp->node != 0)
     return 0;
   mb_proc_t *self = MB_PROC(L);
-  if (self != NULL && self->pid == lp->id)
-    return mb__proc_peek_self(L, self, (int)max);
+  if (self != NULL && self->pid == lp->id) {
+    mb__proc_peek_self(L, self, (int)max);
+    lua_pushinteger(L, 0);
+    return 2;
+  }
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;
-  bool nomem = false;
-  mb_msg_t *copies = inbox_copies(p, (int)max, &nomem);
+  copies_t c = {.max = (int)max};
+  c.tail = &c.first;
+  lua_Integer skipped;
+  queue_copies(p, &c, &skipped);
   mb__proc_unref(p);
-  if (nomem) {
-    free_copies(copies);
+  if (c.nomem) {
+    free_copies(c.first);
     return mb_lua_error(L, "process_messages", MB_ENOMEM, NULL);
   }
   lua_pushcfunction(L, push_copies);
-  lua_pushlightuserdata(L, copies);
+  lua_pushlightuserdata(L, c.first);
   int status = lua_pcall(L, 1, 1, 0);
-  free_copies(copies);
+  free_copies(c.first);
   if (status != LUA_OK)
     return lua_error(L);
-  return 1;
+  if (skipped < 0)
+    lua_pushboolean(L, 0);
+  else
+    lua_pushinteger(L, skipped);
+  return 2;
 }
 
 /* One row of process_table, read under the process's lock. */

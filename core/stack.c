@@ -68,16 +68,27 @@ static void copy_frames(lua_State *L, int level, mb__stack_t *out) {
   }
 }
 
+int mb__proc_hold_read(mb_proc_t *p) {
+  int none = MB_HOLD_NONE;
+  if (!atomic_compare_exchange_strong(&p->hold, &none, MB_HOLD_READ))
+    return atomic_load(&p->state) == MB_PS_EXITING ? MB_ENOPROC : MB_ESTATE;
+  return 0;
+}
+
+void mb__proc_release_read(mb_proc_t *p) {
+  atomic_store(&p->hold, MB_HOLD_NONE);
+}
+
 int mb__stack_read(lua_State *L, mb_proc_t *p, mb__stack_t *out) {
   if (L != NULL && MB_PROC(L) == p) {
     copy_frames(L, 1, out); /* level 0 is the C function asking */
     return 0;
   }
-  int none = MB_HOLD_NONE;
-  if (!atomic_compare_exchange_strong(&p->hold, &none, MB_HOLD_READ))
-    return atomic_load(&p->state) == MB_PS_EXITING ? MB_ENOPROC : MB_ESTATE;
+  int err = mb__proc_hold_read(p);
+  if (err != 0)
+    return err;
   copy_frames(p->L, 0, out);
-  atomic_store(&p->hold, MB_HOLD_NONE);
+  mb__proc_release_read(p);
   return 0;
 }
 

@@ -118,6 +118,34 @@ describe("the dashboard's API", function()
     ]])})
   end)
 
+  it("shows the mailbox head of a waiting process, and says what it cannot show", function()
+    assert.same({200, true, true}, {run([[
+      local port = start()
+      local me = mb.self()
+      local p = mb.spawn(function()
+        mb.receive(function(m) return m == "go" end)
+        mb.sleep(60000)
+      end)
+      mb.send(p, "left by a selective receive")
+      mb.send(p, "go")
+      mb.send(p, "not yet looked at")
+      mb.link(p)
+      -- Until it has handled the link, and the messages before it, and
+      -- waits again (asleep).
+      for _ = 1, 2000 do
+        local info = mb.process_info(p)
+        if info.links[1] == me and info.status == "waiting" then break end
+        mb.sleep(1)
+      end
+      local st, _, proc = get(port, "/api/process?pid=" .. tostring(p))
+      mb.unlink(p)
+      mb.exit(p, "kill")
+      stop()
+      return st, proc:find('"messages":["\\"not yet looked at\\""]', 1, true) ~= nil,
+        proc:find('"messages_note":"1 message that a selective receive looked at', 1, true) ~= nil
+    ]])})
+  end)
+
   it("shows the head of a GenServer's mailbox and its state", function()
     assert.same({200, true, true}, {run([[
       local port = start()

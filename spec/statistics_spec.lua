@@ -109,6 +109,42 @@ describe("mb.process_messages", function()
     end)})
   end)
 
+  it("copies another process's queue while it waits, after what a selective receive left", function()
+    assert.same({{"a", "b", "c"}, 0, {"z"}, 2}, {in_process(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      -- Until p has handled the link (and so moved what came before it
+      -- out of its inbox) and waits again.
+      local function settled(p)
+        for _ = 1, 2000 do
+          local info = mb.process_info(p)
+          if info.links[1] == me and info.status == "waiting" then return end
+          mb.sleep(1)
+        end
+        error("never settled")
+      end
+      -- A sleeper's messages wait, undecoded, in its own queue.
+      local sleeper = mb.spawn(function() mb.sleep(60000) end)
+      for _, m in ipairs({"a", "b", "c"}) do mb.send(sleeper, m) end
+      mb.link(sleeper)
+      settled(sleeper)
+      local head, skipped = mb.process_messages(sleeper, 10)
+      -- A selective receive decodes what it looks at and leaves.
+      local picky = mb.spawn(function() mb.receive(function(m) return m == "go" end) end)
+      mb.send(picky, "x")
+      mb.send(picky, "y")
+      mb.link(picky)
+      settled(picky)
+      mb.send(picky, "z")
+      local head2, skipped2 = mb.process_messages(picky, 10)
+      for _, p in ipairs({sleeper, picky}) do
+        mb.unlink(p)
+        mb.exit(p, "kill")
+      end
+      return head, skipped, head2, skipped2
+    end)})
+  end)
+
   it("is nil for a process that is not alive, and raises for a bad count", function()
     assert.same({true, false}, {in_process(function()
       local mb = require "moonbeam"

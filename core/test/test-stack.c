@@ -1,9 +1,9 @@
 /* Reading the stack of a process that is not running (mb_proc_stack,
- * process_info's current_function and current_stacktrace): a process
- * waiting in receive inside a known function is read, from the host's
- * thread and from processes on four schedulers, while others send to it
- * and wake it; every read finds it there or running, and no message or
- * wake-up is lost. */
+ * process_info's current_function and current_stacktrace), and its queue
+ * (process_messages): a process waiting in receive inside a known
+ * function is read, from the host's thread and from processes on four
+ * schedulers, while others send to it and wake it; every read finds it
+ * there or running, and no message or wake-up is lost. */
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -102,6 +102,10 @@ TEST_IMPL(reads_a_waiting_process_while_others_wake_it) {
       "        local t = mb.process_info(w, 'current_stacktrace')\n"
       "        assert(t == 'running' or t[1] == \"[C] in function "
       "'receive'\" or t[1]:find(\"in function 'wait_here'$\"), t[1])\n"
+      "        local head, skipped = mb.process_messages(w, 5)\n"
+      "        assert(skipped == false or skipped == 0, skipped)\n"
+      "        for _, m in ipairs(head) do assert(math.type(m) == 'integer') "
+      "end\n"
       "      end\n"
       "      mb.send(me, {'read', found})\n"
       "    end)\n"

@@ -11,7 +11,8 @@
 --                        {total, sort, columns, rows = {{...}}}, with
 --                        each one's current function
 --   process(pid)         one process: its info, links, monitors, current
---                        function and stack, the head of its mailbox
+--                        function and stack, the head of its mailbox (and
+--                        what of it cannot be shown, messages_note)
 --   state(pid)           a GenServer's state (sys.get_state), as text
 --   applications()       the running applications and their supervision
 --                        trees
@@ -137,7 +138,15 @@ function M.process(text)
   local info = p and mb.process_info(p)
   if not info then return nil end
   local messages = {}
-  for i, m in ipairs(mb.process_messages(p, 10) or {}) do messages[i] = show(m) end
+  local head, skipped = mb.process_messages(p, 10)
+  for i, m in ipairs(head or {}) do messages[i] = show(m) end
+  local note = ""
+  if skipped == false then
+    note = "It was running: only what arrived since it last ran."
+  elseif skipped and skipped > 0 then
+    note = format("%d message%s that a selective receive looked at and left come first, "
+      .. "in the process's own memory: not shown.", skipped, skipped == 1 and "" or "s")
+  end
   local stack = mb.process_info(p, "current_stacktrace")
   return {
     current_function = current_function(p),
@@ -146,7 +155,7 @@ function M.process(text)
     memory = info.memory, max_heap = info.max_heap, reductions = info.reductions,
     message_queue_len = info.message_queue_len, trap_exit = info.trap_exit,
     links = texts(info.links), monitors = texts(info.monitors),
-    monitored_by = texts(info.monitored_by), messages = messages,
+    monitored_by = texts(info.monitored_by), messages = messages, messages_note = note,
   }
 end
 

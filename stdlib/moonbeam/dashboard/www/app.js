@@ -166,12 +166,14 @@ async function loadProcess() {
   $("#process-messages").replaceChildren(...(p.messages.length
     ? p.messages.map((m) => el("li", {}, el("code", {}, m)))
     : [el("li", { class: "note" }, "empty")]));
+  $("#messages-note").textContent = p.messages_note || "";
   $("#process-state").textContent = "…";
   api("/api/state", { pid }).then((s) => {
     $("#process-state").textContent = s.state;
     // A GenServer shows its whole mailbox's head, which it reads itself.
     if (s.messages.length) {
       $("#process-messages").replaceChildren(...s.messages.map((m) => el("li", {}, el("code", {}, m))));
+      $("#messages-note").textContent = "";
     }
   }, (e) => { $("#process-state").textContent = e.message; });
 }
