@@ -30,6 +30,12 @@ async function main() {
     await page.waitForSelector("#charts .uplot");
     console.log("ok " + step);
 
+    step = "reload a module from the node view";
+    await page.fill("#reload-module", "demo_sup");
+    await page.click("#reload-button");
+    await page.waitForFunction(() => /^demo_sup: version \d+$/.test(document.querySelector("#reload-result").textContent));
+    console.log("ok " + step);
+
     step = "sort the process table by reductions";
     await page.click("#tab-processes");
     await page.waitForSelector("#proc-table tbody tr");

@@ -1,9 +1,9 @@
 -- The dashboard in a real browser: a node started with the dashboard, and
 -- headless Chromium (Debian's chromium, driven by playwright-core, which
--- the build installs with npm) that loads the page, sorts the process
--- table, opens a process and sees the function it waits in, traces it
--- from its page, sees a supervision tree, kills a process after
--- confirming, and follows its crash in the live log
+-- the build installs with npm) that loads the page, reloads a module,
+-- sorts the process table, opens a process and sees the function it waits
+-- in, traces it from its page, sees a supervision tree, kills a process
+-- after confirming, and follows its crash in the live log
 -- (spec/dashboard_browser.js).  The screenshot is written to a temporary
 -- directory, removed at the end; set MB_DASHBOARD_SCREENSHOT to a file
 -- name to keep a copy there.  Every OS process started here is stopped by
@@ -50,6 +50,7 @@ describe("the dashboard in headless Chromium", function()
       assert.same({
         "ok load the page",
         "ok see the charts",
+        "ok reload a module from the node view",
         "ok sort the process table by reductions",
         "ok open the process registered as counter",
         "ok see the function the counter waits in, and its stack",

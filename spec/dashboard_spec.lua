@@ -327,6 +327,34 @@ describe("tracing from the dashboard", function()
   end)
 end)
 
+describe("reloading a module from the dashboard", function()
+  it("loads a module again on POST /api/reload, only with its header, and says why not", function()
+    assert.same({400, 200, true, 404, 400, 422}, {run([[
+      local port = start()
+      local code = require "moonbeam.code"
+      local function post(path, header)
+        return (raw(port, "POST " .. path .. " HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+          .. (header or "x-moonbeam-dashboard: 1\r\n") .. "\r\n"))
+      end
+      -- A module of the node, from a file on its path.
+      require "spec.spec_helper_greeter"
+      local before = code.version("spec.spec_helper_greeter")
+      local st = post("/api/reload?module=spec.spec_helper_greeter", "")
+      local st2, _, body = raw(port, "POST /api/reload?module=spec.spec_helper_greeter HTTP/1.1\r\n"
+        .. "host: x\r\nconnection: close\r\nx-moonbeam-dashboard: 1\r\n\r\n")
+      local reloaded = tonumber(field(body, "version")) == before + 1
+        and code.version("spec.spec_helper_greeter") == before + 1
+      -- One loaded from a string has no file to load again.
+      local name = "dashboard_spec_from_string_" .. os.time()
+      code.load(name, "return {}")
+      local out = {st, st2, reloaded, post("/api/reload?module=no_such_module_here"),
+        post("/api/reload?module=os.execute('x')"), post("/api/reload?module=" .. name)}
+      stop()
+      return table.unpack(out)
+    ]])})
+  end)
+end)
+
 describe("the dashboard's /health", function()
   it("answers 200 while every permanent application runs, 503 once one does not", function()
     assert.same({200, "ok", 503, "unavailable", "false"}, {run([[

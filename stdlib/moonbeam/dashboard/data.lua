@@ -20,6 +20,7 @@
 --                        their kind
 --   log(after, level)    the log's lines after a sequence number
 --   kill(pid)            exit(pid, kill)
+--   reload(module)       load a module again from its file (code.reload)
 local mb = require "moonbeam"
 local inspect = require "moonbeam.inspect"
 
@@ -246,5 +247,16 @@ function M.kill(text)
   return true
 end
 
+--- Load a module again from the file package.path finds for it, as
+-- moonbeam.code.reload does (a new current version; the processes that
+-- hold a version older than the one it replaces are killed).
+-- @return {module, version}, or {module, error, not_loaded = true when
+--   the node has no version of it}
+function M.reload(name)
+  local code = require "moonbeam.code"
+  local version, err = code.reload(tostring(name))
+  if version then return {module = name, version = version} end
+  return {module = name, error = tostring(err), not_loaded = err == "not_loaded"}
+end
 
 return M

@@ -16,6 +16,7 @@
 --   POST /api/kill?pid=P       data.kill()
 --   POST /api/trace?pid=P&...  start a trace (see moonbeam.dashboard.tracer)
 --   POST /api/trace/stop       stop it
+--   POST /api/reload?module=M  data.reload()
 --   GET  /events               server-sent events: a sample and the new
 --                              log lines each second
 --   GET  /events?trace=ID      the trace's events, as they come
@@ -51,7 +52,7 @@ local EVENT_MS = 1000
 
 local REASONS = {[200] = "OK", [204] = "No Content", [302] = "Found", [400] = "Bad Request",
                  [401] = "Unauthorized", [404] = "Not Found", [405] = "Method Not Allowed",
-                 [409] = "Conflict",
+                 [409] = "Conflict", [422] = "Unprocessable Content",
                  [408] = "Request Timeout", [413] = "Payload Too Large",
                  [414] = "URI Too Long", [431] = "Request Header Fields Too Large",
                  [500] = "Internal Server Error", [502] = "Bad Gateway",
@@ -316,6 +317,18 @@ POSTS["/api/kill"] = function(req)
   if not ok then return json_error(502, tostring(killed)) end
   if not killed then return json_error(404, "no such process") end
   return 200, json.encode({killed = req.query.pid})
+end
+
+POSTS["/api/reload"] = function(req)
+  local name = req.query.module or ""
+  if #name > 128 or not name:match("^[%a_][%w_.]*$") then
+    return json_error(400, "module: a module's name, as require takes it, expected")
+  end
+  local ok, r = fetch(req.query.node, "reload", name)
+  if not ok then return json_error(502, tostring(r)) end
+  if r.not_loaded then return json_error(404, "the node has no module " .. name) end
+  if r.error then return json_error(422, r.error) end
+  return 200, json.encode(r)
 end
 
 -- Tracing is for this node: its tracer must be a process of the traced

@@ -103,6 +103,18 @@ async function loadNode() {
   if (state.view === "node") drawCharts();
 }
 
+async function reloadModule(e) {
+  e.preventDefault();
+  const name = $("#reload-module").value.trim();
+  $("#reload-result").textContent = "…";
+  try {
+    const r = await api("/api/reload", { module: name }, "POST");
+    $("#reload-result").textContent = r.module + ": version " + r.version;
+  } catch (err) {
+    $("#reload-result").textContent = name + ": " + err.message;
+  }
+}
+
 // ---- processes ----
 
 function showProcesses(data) {
@@ -363,6 +375,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   $("#kill-button").addEventListener("click", killProcess);
   $("#trace-form").addEventListener("submit", startTrace);
+  $("#reload-form").addEventListener("submit", reloadModule);
   $("#trace-stop").addEventListener("click", stopTrace);
   $("#node-select").addEventListener("change", (e) => selectNode(e.target.value));
   $("#log-level").addEventListener("change", (e) => { state.logLevel = e.target.value; connect(); });
