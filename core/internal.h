@@ -376,9 +376,10 @@ struct mb_proc_s {
   _Atomic uint32_t trace;
   atomic_bool poked;  /* the watchdog ended its slice */
   atomic_bool on_cpu; /* running now (for process_info) */
-  /* Who holds the Lua state (mb__hold_t), changed by compare-and-swap: a
-   * scheduler from the start of a slice to its end (and for good once the
-   * process ends), or a reader of its stack (stack.c) for a few
+  /* Who holds the Lua state and the fields owned by the thread running
+   * the process (mb__hold_t), changed by compare-and-swap: a scheduler
+   * from the start of a slice to its end (and for good once the process
+   * ends), or a reader of its stack or queue (stack.c) for a few
    * microseconds, during which a scheduler that wants to run it waits. */
   _Atomic int hold;
 
@@ -420,7 +421,7 @@ struct mb_proc_s {
 typedef enum {
   MB_HOLD_NONE, /* suspended: queued, waiting, or not started */
   MB_HOLD_RUN,  /* a scheduler runs it, or it has ended */
-  MB_HOLD_READ  /* a reader copies its frames (stack.c) */
+  MB_HOLD_READ  /* a reader copies its frames or queue (stack.c) */
 } mb__hold_t;
 
 /* The process whose state L is (or a coroutine of), or NULL for any other

@@ -890,9 +890,10 @@ static void add_reductions(mb_proc_t *p, uint64_t n) {
   atomic_store_explicit(&p->reductions, r + n, memory_order_relaxed);
 }
 
-/* Take the Lua state from a reader of its stack (stack.c), who gives it
- * back within microseconds: it copies a bounded number of frames, and
- * neither allocates nor takes a lock meanwhile. */
+/* Take the Lua state from a reader (stack.c), who gives it back within
+ * microseconds: it copies a bounded number of frames, or of queued
+ * messages (under the process's lock, as a sender takes it), and touches
+ * nothing in the state meanwhile. */
 static void hold_for_run(mb_proc_t *p) {
   int none = MB_HOLD_NONE;
   while (!atomic_compare_exchange_weak(&p->hold, &none, MB_HOLD_RUN)) {

@@ -1,6 +1,6 @@
 /* Reading the stack of another process (process_info's current_function
  * and current_stacktrace), as observer and recon show what a process is
- * doing.
+ * doing; and the hold that also lets process_messages read its queue.
  *
  * A process's Lua state is touched by one thread at a time.  One that is
  * not running is suspended in a yield (waiting in receive, or preempted
