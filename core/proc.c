@@ -1151,14 +1151,7 @@ static int push_info(lua_State *L) {
  * "current_stacktrace") -> a list of such lines, innermost first.  Both
  * "running" while the process runs on another thread (see stack.c), nil
  * if it is not alive. */
-static int process_info_item(lua_State *L, mb_proc_t *p, const char *item) {
-  bool all = strcmp(item, "current_stacktrace") == 0;
-  if (!all && strcmp(item, "current_function") != 0) {
-    mb__proc_unref(p);
-    return luaL_argerror(L, 2,
-                         "current_function or current_stacktrace "
-                         "expected");
-  }
+static int process_info_item(lua_State *L, mb_proc_t *p, bool all) {
   mb__stack_t s;
   int err = mb__stack_read(L, p, &s);
   mb__proc_unref(p);
@@ -1197,14 +1190,25 @@ int mb_lua_process_info(lua_State *L) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
   if (lp == NULL)
     return luaL_typeerror(L, 1, "pid");
-  const char *item = luaL_optstring(L, 2, NULL);
+  static const char *const items[] = {"current_function", "current_stacktrace",
+                                      NULL};
+  int item = -1;
+  if (!lua_isnoneornil(L, 2)) {
+    const char *name = luaL_checkstring(L, 2);
+    for (item = 0; items[item] && strcmp(items[item], name) != 0; item++)
+      ;
+    if (items[item] == NULL)
+      return luaL_argerror(L, 2,
+                           "current_function or current_stacktrace "
+                           "expected");
+  }
   if (lp->node != 0)
     return 0; /* not a process of this node */
   mb_proc_t *p = mb__proc_lookup(lp->id);
   if (p == NULL)
     return 0;
-  if (item != NULL)
-    return process_info_item(L, p, item);
+  if (item >= 0)
+    return process_info_item(L, p, item == 1);
   info_t info = {0};
   bool ok = info_take(p, &info);
   mb__proc_unref(p);
