@@ -12,6 +12,9 @@
 --   pattern    the same through moonbeam.receive's string pattern
 --   call       gen_server.call round trip to an echo server
 --   gen_start  gen_server.start of an idle server, until its init ran
+--   stack_read       process_info(pid, "current_function") of a process
+--                    waiting in receive
+--   stacktrace_read  process_info(pid, "current_stacktrace") of it
 local mb = require "moonbeam"
 local gen_server = require "moonbeam.gen_server"
 local receive = require "moonbeam.receive"
@@ -90,6 +93,30 @@ function ops.gen_start()
   local first = assert(gen_server.start(echo, 0)) -- loads what a start needs
   gen_server.stop(first)
   for _ = 1, n do gen_server.start(echo, 0) end
+end
+
+-- A process waiting in receive, two Lua frames deep, once it waits.
+local function waiting()
+  local function wait_here() return mb.receive() end
+  local p = mb.spawn(function()
+    mb.send(me, "ready")
+    wait_here()
+  end)
+  mb.receive()
+  while mb.process_info(p, "current_function") == "running" do mb.sleep(1) end
+  return p
+end
+
+function ops.stack_read()
+  local p = waiting()
+  for _ = 1, n do mb.process_info(p, "current_function") end
+  mb.exit(p, "kill")
+end
+
+function ops.stacktrace_read()
+  local p = waiting()
+  for _ = 1, n do mb.process_info(p, "current_stacktrace") end
+  mb.exit(p, "kill")
 end
 
 assert(ops[op], "unknown operation")()

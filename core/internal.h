@@ -508,9 +508,10 @@ typedef struct {
 int mb__proc_hold_read(mb_proc_t *p);
 void mb__proc_release_read(mb_proc_t *p);
 /* Copy the frames of p (alive; the caller holds a counted ref), or of the
- * calling process when p is self and L its state.  0; MB_ESTATE while p
- * runs on another thread; MB_ENOPROC once it ends. */
-int mb__stack_read(lua_State *L, mb_proc_t *p, mb__stack_t *out);
+ * calling process when p is self and L its state; with `current`, only
+ * up to the one mb__stack_current finds.  0; MB_ESTATE while p runs on
+ * another thread; MB_ENOPROC once it ends. */
+int mb__stack_read(lua_State *L, mb_proc_t *p, bool current, mb__stack_t *out);
 /* One frame as text, "file.lua:42 in function 'loop'", into buf. */
 void mb__frame_text(const mb__frame_t *f, char *buf, size_t cap);
 /* The frame an operator asks about: the innermost Lua frame (the

@@ -1153,7 +1153,7 @@ static int push_info(lua_State *L) {
  * if it is not alive. */
 static int process_info_item(lua_State *L, mb_proc_t *p, bool all) {
   mb__stack_t s;
-  int err = mb__stack_read(L, p, &s);
+  int err = mb__stack_read(L, p, !all, &s);
   mb__proc_unref(p);
   if (err == MB_ENOPROC)
     return 0;

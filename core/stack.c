@@ -48,8 +48,10 @@ static void copy_src(char *dst, size_t cap, const lua_Debug *ar) {
     memcpy(dst, from, len + 1);
 }
 
-/* Copy the frames of L from `level` on. */
-static void copy_frames(lua_State *L, int level, mb__stack_t *out) {
+/* Copy the frames of L from `level` on; with `current`, only up to the
+ * first Lua frame (what mb__stack_current looks for). */
+static void copy_frames(lua_State *L, int level, bool current,
+                        mb__stack_t *out) {
   lua_Debug ar;
   out->n = 0;
   out->more = false;
@@ -65,6 +67,8 @@ static void copy_frames(lua_State *L, int level, mb__stack_t *out) {
     f->line = ar.currentline;
     f->defined = ar.linedefined;
     f->what = ar.what[0] == 'C' ? 'C' : ar.what[0] == 'm' ? 'm' : 'L';
+    if (current && f->what != 'C')
+      return;
   }
 }
 
@@ -79,15 +83,15 @@ void mb__proc_release_read(mb_proc_t *p) {
   atomic_store(&p->hold, MB_HOLD_NONE);
 }
 
-int mb__stack_read(lua_State *L, mb_proc_t *p, mb__stack_t *out) {
+int mb__stack_read(lua_State *L, mb_proc_t *p, bool current, mb__stack_t *out) {
   if (L != NULL && MB_PROC(L) == p) {
-    copy_frames(L, 1, out); /* level 0 is the C function asking */
+    copy_frames(L, 1, current, out); /* level 0 is the C function asking */
     return 0;
   }
   int err = mb__proc_hold_read(p);
   if (err != 0)
     return err;
-  copy_frames(p->L, 0, out);
+  copy_frames(p->L, 0, current, out);
   mb__proc_release_read(p);
   return 0;
 }
@@ -119,7 +123,7 @@ int mb_proc_stack(mb_pid_t pid, char *buf, size_t cap) {
   if (p == NULL)
     return MB_ENOPROC;
   mb__stack_t s;
-  int err = mb__stack_read(NULL, p, &s);
+  int err = mb__stack_read(NULL, p, false, &s);
   mb__proc_unref(p);
   if (err != 0)
     return err;
