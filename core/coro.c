@@ -27,12 +27,14 @@ static int resume(lua_State *L, lua_State *co, int narg) {
   int nres;
   mb__proc_coro_hook(co);
   p->co_depth++;
+  p->co_top = co;
   status = lua_resume(co, L, narg, &nres);
   p->co_depth--;
   if (status == LUA_YIELD && p->sched_yield) {
     lua_pop(co, nres);
     return -2;
   }
+  p->co_top = L == p->L ? NULL : L;
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {
       lua_pop(co, nres);

@@ -403,6 +403,9 @@ struct mb_proc_s {
   mb__yield_kind_t yield_kind;
   bool sched_yield; /* a coroutine yielded to the scheduler, not its resumer */
   int co_depth;     /* coroutines being resumed by coro.c */
+  /* The innermost coroutine coro.c resumes (kept while it waits for the
+   * scheduler), NULL for none: where a reader's stack starts (stack.c). */
+  lua_State *co_top;
   size_t max_mem;
   bool started, mem_exceeded;
   mb_msg_t *exit_reason; /* set when an exit signal or exit() ends it */

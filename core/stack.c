@@ -48,17 +48,16 @@ static void copy_src(char *dst, size_t cap, const lua_Debug *ar) {
     memcpy(dst, from, len + 1);
 }
 
-/* Copy the frames of L from `level` on; with `current`, only up to the
- * first Lua frame (what mb__stack_current looks for). */
-static void copy_frames(lua_State *L, int level, bool current,
+/* Append the frames of L from `level` on; with `current`, only up to the
+ * first Lua frame (what mb__stack_current looks for).  True once that is
+ * found, or there is no more room. */
+static bool copy_frames(lua_State *L, int level, bool current,
                         mb__stack_t *out) {
   lua_Debug ar;
-  out->n = 0;
-  out->more = false;
   while (lua_getstack(L, level++, &ar)) {
     if (out->n == MB_STACK_FRAMES) {
       out->more = true;
-      return;
+      return true;
     }
     mb__frame_t *f = &out->f[out->n++];
     lua_getinfo(L, "Sln", &ar);
@@ -68,8 +67,24 @@ static void copy_frames(lua_State *L, int level, bool current,
     f->defined = ar.linedefined;
     f->what = ar.what[0] == 'C' ? 'C' : ar.what[0] == 'm' ? 'm' : 'L';
     if (current && f->what != 'C')
-      return;
+      return true;
   }
+  return false;
+}
+
+/* The frames of a process: those of the coroutine it runs or waits in
+ * (`top`, from `level` on), then its main thread's.  A coroutine that
+ * resumed that one, between the two, is left out. */
+static void copy_stack(mb_proc_t *p, lua_State *top, int level, bool current,
+                       mb__stack_t *out) {
+  out->n = 0;
+  out->more = false;
+  if (top != NULL && top != p->L) {
+    if (copy_frames(top, level, current, out))
+      return;
+    level = 0;
+  }
+  copy_frames(p->L, level, current, out);
 }
 
 int mb__proc_hold_read(mb_proc_t *p) {
@@ -85,13 +100,13 @@ void mb__proc_release_read(mb_proc_t *p) {
 
 int mb__stack_read(lua_State *L, mb_proc_t *p, bool current, mb__stack_t *out) {
   if (L != NULL && MB_PROC(L) == p) {
-    copy_frames(L, 1, current, out); /* level 0 is the C function asking */
+    copy_stack(p, L, 1, current, out); /* level 0: the C function asking */
     return 0;
   }
   int err = mb__proc_hold_read(p);
   if (err != 0)
     return err;
-  copy_frames(p->L, 0, current, out);
+  copy_stack(p, p->co_top, 0, current, out);
   mb__proc_release_read(p);
   return 0;
 }

@@ -98,10 +98,8 @@ describe("the dashboard's API", function()
       local function wait_for_orders() return mb.receive() end
       local p = mb.spawn(function() wait_for_orders() end)
       mb.register("order_desk", p)
-      local f
       for _ = 1, 1000 do -- until it waits in receive
-        f = mb.process_info(p, "current_function")
-        if f and f ~= "running" then break end
+        if mb.process_info(p).status == "waiting" then break end
         mb.sleep(1)
       end
       local st, _, procs = get(port, "/api/processes?sort=pid&limit=2000")

@@ -164,5 +164,54 @@ TEST_IMPL(reads_its_own_stack) {
   test_node_stop();
 }
 
+/* A process that waits inside a coroutine is read from that coroutine's
+ * frames on, then its main thread's; once the coroutine has yielded to
+ * its resumer, from the main thread's again. */
+TEST_IMPL(reads_a_process_waiting_in_a_coroutine) {
+  test_node_start(2);
+  long long n = 0;
+  ASSERT(test_run(
+      "local mb = require 'moonbeam'\n"
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local function in_coroutine() return mb.receive() end\n"
+      "  local function on_main() return mb.receive() end\n"
+      "  local p = mb.spawn(function()\n"
+      "    local co = coroutine.wrap(function()\n"
+      "      mb.send(me, 'waiting')\n"
+      "      in_coroutine()\n"
+      "      coroutine.yield()\n"
+      "    end)\n"
+      "    co()\n"
+      "    mb.send(me, 'back')\n"
+      "    on_main()\n"
+      "  end)\n"
+      "  local function settle(text)\n"
+      "    assert(mb.receive(5000) == text)\n"
+      "    -- Once it waits, nothing wakes it until the next message.\n"
+      "    for _ = 1, 5000 do\n"
+      "      if mb.process_info(p).status == 'waiting' then\n"
+      "        return mb.process_info(p, 'current_stacktrace')\n"
+      "      end\n"
+      "      mb.sleep(1)\n"
+      "    end\n"
+      "    error('never waited')\n"
+      "  end\n"
+      "  local t = settle('waiting')\n"
+      "  assert(t[2]:find(\":4 in function 'in_coroutine'$\"), t[2])\n"
+      "  assert(t[4] == \"[C] in function 'co'\", t[4])\n"
+      "  assert(mb.process_info(p, 'current_function') == t[2])\n"
+      "  mb.send(p, 'go on')\n"
+      "  t = settle('back')\n"
+      "  assert(t[2]:find(\":5 in function 'on_main'$\"), t[2])\n"
+      "  mb.exit(p, 'kill')\n"
+      "  return #t\n"
+      "end\n",
+      &n));
+  ASSERT(n >= 3);
+  test_node_stop();
+}
+
 TEST_LIST(TEST_ENTRY(reads_a_waiting_process_while_others_wake_it),
-          TEST_ENTRY(reads_its_own_stack))
+          TEST_ENTRY(reads_its_own_stack),
+          TEST_ENTRY(reads_a_process_waiting_in_a_coroutine))
