@@ -80,6 +80,18 @@ async function main() {
     await page.waitForSelector("#trace-lines .line.stopped:has-text('trace stopped: stopped')");
     console.log("ok " + step);
 
+    step = "trace the processes whose names match a pattern, from the process table";
+    await page.click("#tab-processes");
+    await page.waitForSelector("#view-processes #trace-block #trace-match");
+    await page.fill("#trace-match", "^counter$");
+    await page.click("#trace-start");
+    await page.waitForFunction(() => /^Tracing 1 process$/.test(document.querySelector("#trace-status").textContent));
+    await page.evaluate(() => fetch("/api/state?pid=counter"));
+    await page.waitForSelector("#trace-lines .line:has-text('" + pid + " receive ')");
+    await page.click("#trace-stop");
+    await page.waitForSelector("#trace-lines .line.stopped");
+    console.log("ok " + step);
+
     step = "see the supervision tree";
     await page.click("#tab-apps");
     await page.waitForSelector(".tree li[data-id=demo] li[data-id=counter]");

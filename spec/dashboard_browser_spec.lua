@@ -2,9 +2,9 @@
 -- headless Chromium (Debian's chromium, driven by playwright-core, which
 -- the build installs with npm) that loads the page, reloads a module,
 -- sorts the process table, opens a process and sees the function it waits
--- in, traces it from its page, sees a supervision tree, kills a process
--- after confirming, and follows its crash in the live log
--- (spec/dashboard_browser.js).  The screenshot is written to a temporary
+-- in, traces it from its page and by a name pattern from the process
+-- table, sees a supervision tree, kills a process after confirming, and
+-- follows its crash in the live log (spec/dashboard_browser.js).  The screenshot is written to a temporary
 -- directory, removed at the end; set MB_DASHBOARD_SCREENSHOT to a file
 -- name to keep a copy there.  Every OS process started here is stopped by
 -- its pid (the browser by playwright, when the script ends or is killed).
@@ -55,6 +55,7 @@ describe("the dashboard in headless Chromium", function()
         "ok open the process registered as counter",
         "ok see the function the counter waits in, and its stack",
         "ok trace the counter from its page, see a send, and stop",
+        "ok trace the processes whose names match a pattern, from the process table",
         "ok see the supervision tree",
         "ok kill the process, confirmed, and follow the crash in the log",
         "ok take a screenshot",

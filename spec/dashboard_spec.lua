@@ -276,6 +276,21 @@ describe("tracing from the dashboard", function()
     ]])})
   end)
 
+  it("traces the processes whose registered names match a pattern", function()
+    assert.same({200, "2", 200}, {run(trace_helpers .. [[
+      local port = start()
+      local a, b, c = mb.spawn(echo), mb.spawn(echo), mb.spawn(echo)
+      mb.register("trace_me_a", a)
+      mb.register("trace_me_b", b)
+      mb.register("not_me", c)
+      local st, _, body = post(port, "/api/trace?match=^trace_me_&flags=receive")
+      local st2 = post(port, "/api/trace/stop")
+      for _, p in ipairs({a, b, c}) do mb.exit(p, "kill") end
+      stop()
+      return st, field(body, "traced"), st2
+    ]])})
+  end)
+
   it("ends the trace when the page that follows it goes away", function()
     assert.same({200, true, 1}, {run(trace_helpers .. [[
       local port = start()

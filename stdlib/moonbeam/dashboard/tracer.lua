@@ -101,9 +101,13 @@ end
 local function serve(session, parent)
   local DOWN, EXIT = atom.DOWN, atom.EXIT
   local function is(m, tag) return type(m) == "table" and m[1] == tag end
-  local attach = mb.receive(function(m) return is(m, ATTACH) end, M.ATTACH_MS)
-  if not attach then
-    trace.stop(session)
+  local function from_parent(m) return typeof(m) == "tuple" and m[1] == EXIT and m[2] == parent end
+  -- The events wait in the mailbox meanwhile (at most max of them).
+  local attach = mb.receive(function(m)
+    return is(m, ATTACH) or is(m, "stop") or from_parent(m)
+  end, M.ATTACH_MS)
+  if not is(attach, ATTACH) then
+    trace.stop(session) -- no stream came, or a stop or the dashboard's end did first
     return
   end
   local stream = attach[2]
@@ -118,7 +122,7 @@ local function serve(session, parent)
     elseif kind == atom.trace_stopped then
       mb.send(stream, {STOPPED, line_of(m)})
       return
-    elseif kind == DOWN and m[2] == ref or kind == EXIT and m[2] == parent then
+    elseif kind == DOWN and m[2] == ref or from_parent(m) then
       trace.stop(session) -- the page went, or the dashboard stops
       return
     elseif is(m, "stop") and not stopping then

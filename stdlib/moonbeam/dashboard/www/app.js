@@ -224,9 +224,12 @@ async function startTrace(e) {
   closeTrace();
   const kinds = [...document.querySelectorAll("#trace-form input[name=kind]:checked")]
     .map((i) => i.value);
+  // On a process's page, that process; on the process table, those whose
+  // registered names match the pattern.
+  const target = state.view === "processes" ? { match: $("#trace-match").value } : { pid: state.pid };
   let t;
   try {
-    t = await api("/api/trace", { pid: state.pid, flags: kinds.join(","),
+    t = await api("/api/trace", { ...target, flags: kinds.join(","),
                                   max: $("#trace-max").value, rate: $("#trace-rate").value }, "POST");
   } catch (err) {
     $("#trace-status").textContent = "Cannot trace: " + err.message;
@@ -250,6 +253,17 @@ async function startTrace(e) {
     $("#trace-status").textContent = "The trace's stream ended.";
     closeTrace();
   });
+}
+
+// The trace form goes with the view: under a process's page, or under
+// the process table with a name pattern.
+function placeTrace() {
+  const block = $("#trace-block");
+  const table = state.view === "processes";
+  $("#trace-match-label").hidden = !table;
+  $("#trace-match").required = table;
+  if (table) $("#view-processes").append(block);
+  else $("#kill-button").parentElement.before(block);
 }
 
 async function stopTrace() {
@@ -356,6 +370,7 @@ function route() {
   if (!LOADERS[view]) view = "node";
   state.view = view;
   if (state.trace && state.view + " " + state.pid !== shown) closeTrace();
+  placeTrace();
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === "view-" + view);
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", a.id === "tab-" + (view === "process" ? "processes" : view));
