@@ -131,7 +131,11 @@ end
 -- member waiting in receive (the rings wait for "go"), in ns of CPU.
 local function stack_read_ns(item)
   local p = heads[1]
-  assert(mb.process_info(p, item) ~= "running")
+  for _ = 1, 10000 do -- until it has made its ring and waits for "go"
+    if mb.process_info(p).status == "waiting" then break end
+    mb.sleep(1)
+  end
+  assert(mb.process_info(p).status == "waiting")
   local n, c0 = 200000, cpu()
   for _ = 1, n do mb.process_info(p, item) end
   return (cpu() - c0) / n * 1e9
