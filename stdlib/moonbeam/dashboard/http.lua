@@ -365,7 +365,8 @@ end
 local function trace_events(s, req)
   local t, ref = tracer.attach(req.query.trace)
   if not t then
-    send_response(s, 404, json.encode({error = ref}), TYPES.json, nil, true)
+    local why = ref
+    send_response(s, 404, json.encode({error = why}), TYPES.json, nil, true)
     return
   end
   if not gen_tcp.send(s, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"

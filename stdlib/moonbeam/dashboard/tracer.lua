@@ -188,7 +188,7 @@ end
 --- Attach the calling process (a connection's event stream) to the
 -- tracer whose id is `id`: it then gets {LINE, text} for each event and
 -- {STOPPED, text} last.
--- @return the tracer's pid, or nil and why
+-- @return the tracer's pid and the ref of a monitor of it, or nil and why
 function M.attach(id)
   local t = mb.whereis(NAME)
   if not t or tostring(t) ~= id then return nil, "no such trace" end
