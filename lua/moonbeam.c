@@ -65,11 +65,14 @@ static cli_t cli;
 static lua_State *L; /* settings, arguments and results are built here */
 static int stopping;
 
+/* The node's schedulers still run processes here: the launcher leaves
+ * with _exit, after flushing its own output, so that no library's exit
+ * handler (OpenSSL's, stdio's teardown) runs under them. */
 static void finish(int status) {
   console_restore();
   fflush(stdout);
   fflush(stderr);
-  exit(status);
+  _exit(status);
 }
 
 /* ---- processes the launcher starts ---- */
