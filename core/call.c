@@ -11,7 +11,10 @@
  * A message from another node (in the external term format) that could
  * be the reply is decoded to be looked at and left in the queue as it
  * was.  Everything the primitive does not take on (another node's
- * server, a traced caller) it hands back to the Lua path. */
+ * server, a traced caller) it hands back to the Lua path.
+ *
+ * The server's side has one primitive here too, mb_lua_reply: the reply
+ * {Tag, Reply} written as one message, without a tuple built in Lua. */
 #include <math.h>
 
 #include <lauxlib.h>
@@ -216,4 +219,44 @@ int mb_lua_call(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)ref);
   lua_pushinteger(L, wait);
   return call_k(L, LUA_OK, 0);
+}
+
+/* mb_lua_reply(L, from, value): send {Tag, Reply} to From = {Pid, Tag} at
+ * `from`, Reply being the value at `value`, to Tag as an alias, as
+ * send_alias(Pid, Tag, tuple(Tag, Reply)) does: 1 once sent, or 0, having
+ * sent nothing, where the caller is to send it itself: From is not this
+ * node's pid and ref, the server is traced, or Reply cannot be sent (the
+ * caller's send_alias then raises the error, as it did before). */
+int mb_lua_reply(lua_State *L, int from, int value) {
+  mb_proc_t *p = MB_PROC(L);
+  if (p == NULL || lua_type(L, from) != LUA_TTABLE ||
+      MB__TRACING(p, MB_TRACE_SEND | MB_TRACE_RECEIVE | MB_TRACE_CALL))
+    return 0;
+  value = lua_absindex(L, value);
+  lua_rawgeti(L, from, 1);
+  lua_rawgeti(L, from, 2);
+  mb__lpid_t *lp = mb__to_pid(L, -2);
+  mb__lref_t *r = mb__to_ref(L, -1);
+  bool local = lp != NULL && lp->node == 0 && r != NULL && r->node == 0;
+  mb_pid_t to = local ? lp->id : 0;
+  uint64_t ref = local ? r->id : 0;
+  lua_pop(L, 2);
+  if (!local)
+    return 0;
+  char err[600]; /* unused: send_alias says what is wrong */
+  mb_msg_t *m = mb__tuple_new(2);
+  int e = m == NULL || mb__tuple_ref(&m, ref)
+              ? MB_ENOMEM
+              : mb__tuple_lua(L, value, "msg[2]", &m, err, sizeof err);
+  if (e == 0 && mb__tuple_end(&m, 2))
+    e = MB_ENOMEM;
+  if (e != 0) {
+    mb_msg_free(m);
+    return 0;
+  }
+  m->kind = MB_SIG_ALIAS;
+  m->ref = ref;
+  m->from = p->pid;
+  mb__signal(to, m);
+  return 1;
 }

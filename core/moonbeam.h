@@ -415,6 +415,12 @@ void mb_lua_push_ref(lua_State *L, uint64_t ref);
 const char *mb_lua_tostring(lua_State *L, int idx, size_t *len);
 /* Is the value at idx a tuple (moonbeam.tuple)? */
 int mb_lua_is_tuple(lua_State *L, int idx);
+/* A GenServer's reply: send {Tag, Reply} to From = {Pid, Tag} at `from`,
+ * Reply being the value at `value`, as send_alias(Pid, Tag, {Tag, Reply})
+ * does; 1 once sent, or 0 (nothing sent) where From is not this node's
+ * pid and ref, the process is traced or Reply cannot be sent, and the
+ * caller sends it (and raises what is wrong). */
+int mb_lua_reply(lua_State *L, int from, int value);
 
 /* clang-format off */
 #define MB_LUA_ENTRY_POINTS(XX) \

@@ -185,8 +185,12 @@ static int noreply(lua_State *L) {
 }
 
 /* Send {Tag, Reply} to From = {Pid, Tag}: to Tag as an alias when it is a
- * ref, as gen.reply does. */
+ * ref, as gen.reply does.  A reply to this node is written in C; one to
+ * another node (an Erlang caller's tag need not be a ref) or from a traced
+ * server goes as gen.reply sends it. */
 static void reply(lua_State *L, int from, int value) {
+  if (mb_lua_reply(L, from, value))
+    return;
   int top = lua_gettop(L);
   lua_rawgeti(L, from, 1); /* pid */
   lua_rawgeti(L, from, 2); /* tag */

@@ -111,6 +111,48 @@ TEST_IMPL(hot_returns_stay_in_c) {
       "end\n");
 }
 
+/* The reply {Tag, Reply} written in C is the message gen.reply sends:
+ * pids, atoms, tuples and tables in Reply come as they were, a ref that
+ * is no monitor's alias is a tag like any other, and a Reply that cannot
+ * be sent ends the server with send_alias's error, naming msg[2]. */
+TEST_IMPL(replies_are_the_messages_gen_reply_sends) {
+  run(1, PRELUDE
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local pid = start({\n"
+      "    handle_call = function(req, from, n)\n"
+      "      if req == 'bad' then return 'reply', coroutine.create(print), n "
+      "end\n"
+      "      return 'reply', {mb.self(), mb.atom.x, mb.tuple(n, {a = req}),\n"
+      "        from}, n + 1 end,\n"
+      "  }, 0)\n"
+      "  local tag = mb.make_ref()\n"
+      "  local r = call(pid, 'a', tag)\n"
+      "  assert(mb.typeof(r) == 'table' and r[1] == pid and r[2] == "
+      "mb.atom.x)\n"
+      "  assert(mb.typeof(r[3]) == 'tuple' and r[3][1] == 0 and r[3][2].a == "
+      "'a')\n"
+      "  assert(mb.typeof(r[4]) == 'tuple' and r[4][1] == me and r[4][2] == "
+      "tag)\n"
+      "  r = call(pid, 'b')\n"
+      "  assert(r[3][1] == 1 and r[4][1] == me)\n"
+      "  local ref = mb.monitor(pid)\n"
+      "  mb.send(pid, mb.tuple(mb.atom['$gen_call'], mb.tuple(me, ref), "
+      "'bad'))\n"
+      "  local down = expect(function(m)\n"
+      "    return mb.typeof(m) == 'tuple' and m[2] == ref end)\n"
+      "  assert(down[1] == mb.atom.DOWN, tostring(down[1]))\n"
+      "  local why = down[5][1]\n"
+      "  assert(why:find('^send_alias: cannot send a coroutine at msg%[2%]'), "
+      "why)\n"
+      "  assert(mb.receive(function(m)\n"
+      "    return mb.typeof(m) == 'tuple' and m[1] == ref end, 0) == nil,\n"
+      "    'a reply came that could not be sent')\n"
+      "  no_event()\n"
+      "  return 1\n"
+      "end\n");
+}
+
 /* An error in a callback reaches Lua as gen.pack(xpcall(...)) would give
  * it, {false, {Error, Traceback}}, the traceback from the failing
  * function up; the loop goes on after the event, with the state. */
@@ -376,6 +418,7 @@ TEST_IMPL(memory_limit_inside_a_callback) {
 }
 
 TEST_LIST(TEST_ENTRY(hot_returns_stay_in_c),
+          TEST_ENTRY(replies_are_the_messages_gen_reply_sends),
           TEST_ENTRY(callback_error_goes_to_lua_with_a_traceback),
           TEST_ENTRY(timeout_goes_to_handle_info),
           TEST_ENTRY(other_returns_go_to_lua_whole),
