@@ -159,6 +159,11 @@ bool mb__msg_first_is_ref(const mb_msg_t *m, uint64_t ref);
 /* Push element i of the table message m, decoding no more of m than it
  * has to. */
 void mb__msg_decode_field(lua_State *L, const mb_msg_t *m, lua_Integer i);
+/* Is m (in moonbeam's format) the tuple {Label, From, Request}?  If so,
+ * push From and Request, decoded without the tuple around them, and
+ * return true; otherwise push nothing. */
+bool mb__msg_call_fields(lua_State *L, const mb_msg_t *m,
+                         const mb__atom_t *label);
 mb_msg_t *mb__msg_atom(const mb__atom_t *a);
 mb_msg_t *mb__msg_dup(const mb_msg_t *m);
 bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);

@@ -334,8 +334,10 @@ static bool matches_saved(lua_State *L, int t, lua_Integer i) {
   return ok;
 }
 
-/* Try to take a message: pushes it and returns true, or pushes nothing. */
-static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
+/* Try to take a message: pushes it and returns 1, or pushes nothing and
+ * returns 0.  With a GenServer's call label at slot 4 (receive_call), a
+ * queued {Label, From, Request} is pushed as Label, From, Request: 3. */
+static int take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
   bool has_matcher = !lua_isnil(L, 1);
   if (p->saved_ref != LUA_NOREF && p->sq_head + *scanned < p->sq_tail) {
     prefilter_t pf;
@@ -348,7 +350,7 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
           lua_rawgeti(L, t, i);
           saved_remove(L, p, t, i);
           lua_remove(L, t);
-          return true;
+          return 1;
         }
         ++*scanned;
       }
@@ -362,7 +364,7 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       if (!has_matcher || matches(L)) {
         saved_remove(L, p, t, i);
         lua_remove(L, t);
-        return true;
+        return 1;
       }
       lua_pop(L, 1);
       ++*scanned;
@@ -383,11 +385,21 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       if (p->q_tail == NULL)
         p->q_tail = m;
       p->q_len++;
-      mb_msg_decode(L, m);
+      /* A traced process's trace events show the message whole. */
+      const mb__atom_t *label = MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL)
+                                    ? NULL
+                                    : mb__to_atom(L, 4);
+      int n = label != NULL && mb__msg_call_fields(L, m, label) ? 3 : 1;
+      if (n == 3) {
+        mb__push_atom(L, label);
+        lua_rotate(L, -3, 1);
+      } else {
+        mb_msg_decode(L, m);
+      }
       q_pop(p);
       mb__proc_uncount(p, m);
       mb_msg_free(m);
-      return true;
+      return n;
     }
     mb_msg_decode(L, m);
     mb__proc_uncount(p, m);
@@ -401,12 +413,12 @@ static bool take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       push_saved(L, p);
       saved_remove(L, p, lua_gettop(L), p->sq_tail - 1);
       lua_pop(L, 1);
-      return true;
+      return 1;
     }
     lua_pop(L, 1);
     ++*scanned;
   }
-  return false;
+  return 0;
 }
 
 void mb__proc_took(mb_proc_t *p) {
@@ -424,12 +436,13 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   lua_Integer scanned = (lua_Integer)ctx;
   if (mb__proc_handle_signals(p))
     return mb__proc_yield(L, MB_YIELD_EXIT, ctx, receive_k);
-  if (take(L, p, &scanned)) {
+  int n = take(L, p, &scanned);
+  if (n > 0) {
     if (MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL))
       mb__trace_receive(p, L);
     mb__proc_took(p);
     mb__proc_timer_disarm(p);
-    return 1;
+    return n;
   }
   publish_len(p);
   lua_Integer timeout = lua_tointeger(L, 2);
@@ -453,19 +466,8 @@ mb_proc_t *mb__proc_self(lua_State *L, const char *fname) {
   return p;
 }
 
-/* receive([matcher, [timeout_ms, [prefilter]]]) or receive(timeout_ms)
- *   -> message | nil, "timeout" */
-int mb_lua_receive(lua_State *L) {
-  mb_proc_t *p = mb__proc_self(L, "receive");
-  int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
-  if (targ == 1) {
-    lua_settop(L, 1);
-    lua_pushnil(L);
-    lua_insert(L, 1);
-  }
-  lua_settop(L, 3);
-  if (!lua_isnil(L, 3))
-    luaL_checktype(L, 3, LUA_TTABLE);
+/* The timeout at slot 2 (argument targ), in ms: -1 for none. */
+static int check_timeout(lua_State *L, int targ) {
   if (!lua_isnil(L, 2)) {
     if (!lua_isnumber(L, 2))
       return luaL_typeerror(L, targ, "number");
@@ -480,7 +482,41 @@ int mb_lua_receive(lua_State *L) {
     lua_pushinteger(L, -1);
   }
   lua_replace(L, 2);
-  (void)p;
+  return 0;
+}
+
+/* receive([matcher, [timeout_ms, [prefilter]]]) or receive(timeout_ms)
+ *   -> message | nil, "timeout" */
+int mb_lua_receive(lua_State *L) {
+  mb__proc_self(L, "receive");
+  int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
+  if (targ == 1) {
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    lua_insert(L, 1);
+  }
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  check_timeout(L, targ);
+  return receive_k(L, LUA_OK, 0);
+}
+
+/* receive_call(timeout_ms, label) -> message | nil, "timeout" |
+ * Label, From, Request: receive() for a GenServer's loop, which takes a
+ * call {Label, From, Request} that was queued undecoded as its three
+ * values, without the tuple around them (a traced process gets it whole,
+ * as its trace events show it). */
+int mb_lua_receive_call(lua_State *L) {
+  mb__proc_self(L, "receive");
+  if (mb__to_atom(L, 2) == NULL)
+    return luaL_typeerror(L, 2, "atom");
+  lua_settop(L, 2);
+  lua_pushnil(L); /* no matcher */
+  lua_insert(L, 1);
+  lua_pushnil(L); /* no prefilter */
+  lua_insert(L, 3);
+  check_timeout(L, 1);
   return receive_k(L, LUA_OK, 0);
 }
 

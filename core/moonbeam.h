@@ -421,6 +421,11 @@ int mb_lua_is_tuple(lua_State *L, int idx);
  * pid and ref, the process is traced or Reply cannot be sent, and the
  * caller sends it (and raises what is wrong). */
 int mb_lua_reply(lua_State *L, int from, int value);
+/* receive_call(timeout_ms, label) -> message | nil, "timeout" | Label,
+ * From, Request: receive(timeout_ms) for a GenServer's loop, which gives a
+ * queued call {Label, From, Request} as its three values, without
+ * decoding the tuple around them (whole to a traced process). */
+int mb_lua_receive_call(lua_State *L);
 
 /* clang-format off */
 #define MB_LUA_ENTRY_POINTS(XX) \

@@ -914,8 +914,9 @@ static void dec_value(dec_t *d) {
 }
 
 /* Push the value encoded from p on (bytes after it are not read). */
-static void decode_from(lua_State *L, const mb_msg_t *m,
-                        const unsigned char *p) {
+/* Push the value encoded at p in m; returns where the next one starts. */
+static const unsigned char *decode_from(lua_State *L, const mb_msg_t *m,
+                                        const unsigned char *p) {
   dec_t d;
   d.L = L;
   d.p = p;
@@ -936,6 +937,7 @@ static void decode_from(lua_State *L, const mb_msg_t *m,
     lua_remove(L, d.fslot);
   if (d.objs)
     lua_remove(L, d.objs);
+  return d.p;
 }
 
 int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
@@ -1019,6 +1021,21 @@ void mb__msg_decode_field(lua_State *L, const mb_msg_t *m, lua_Integer i) {
   mb_msg_decode(L, m);
   lua_rawgeti(L, -1, i);
   lua_remove(L, -2);
+}
+
+bool mb__msg_call_fields(lua_State *L, const mb_msg_t *m,
+                         const mb__atom_t *label) {
+  uint64_t n;
+  const unsigned char *p = first_element(m, &n);
+  /* The tuple's own table is never pointed back to by a shared one; with
+   * shared tables, the two fields are decoded with the whole message. */
+  if (p == NULL || m->has_refs || m->data[1] != MB_KIND_TUPLE || n != 3 ||
+      m->data + m->len - p < (long)scalar_size(T_ATOM) || p[0] != T_ATOM ||
+      memcmp(p + 1, &label->index, sizeof label->index) != 0)
+    return false;
+  p = decode_from(L, m, p + scalar_size(T_ATOM));
+  decode_from(L, m, p);
+  return true;
 }
 
 /* ---- building tuples in C ----

@@ -13,13 +13,16 @@
  *
  * with the returns "reply", Reply, State [, Timeout] (the reply goes to
  * From as {Tag, Reply}, as gen.reply sends it) and "noreply", State
- * [, Timeout].  Everything else is rare, and goes to the Lua side of the
- * behaviour, loaded when it happens: system messages, $gen_stop, the
- * parent's 'EXIT', a message without handle_info, {continue = x}, any
- * other return, an error in a callback, a new version of the code.  The
- * Lua side handles it as the whole loop in Lua would, and returns here;
- * the modules it loaded are then dropped from package.loaded again, so
- * that their prototypes can be collected.
+ * [, Timeout].  A call is received taken apart (receive_call: From and
+ * Request decoded without the tuple around them) and its reply written
+ * as one message in C (mb_lua_reply); the Lua side and traced servers
+ * see calls and replies whole, as they were.  Everything else is rare,
+ * and goes to the Lua side of the behaviour, loaded when it happens:
+ * system messages, $gen_stop, the parent's 'EXIT', a message without
+ * handle_info, {continue = x}, any other return, an error in a callback,
+ * a new version of the code.  The Lua side handles it as the whole loop
+ * in Lua would, and returns here; the modules it loaded are then dropped
+ * from package.loaded again, so that their prototypes can be collected.
  *
  * Callbacks run in lua_pcallk with a continuation, as receive does: they
  * may block (a call to another server), be preempted or run out of
@@ -48,8 +51,10 @@ enum {
   A_TIMEOUT,
   A_REPLY,
   A_NOREPLY,
-  LAST /* the message being handled (or the atom timeout); above it, a
-        * receive's or a callback's results */
+  CALL_FROM, /* a call taken apart by receive_call: From and Request */
+  CALL_REQ,
+  LAST /* the message being handled (or the atom timeout; false for a call
+        * taken apart); above it, a receive's or a callback's results */
 };
 
 /* What the continuation resumes. */
@@ -184,6 +189,27 @@ static int noreply(lua_State *L) {
   return 1;
 }
 
+/* The call {'$gen_call', From, Request} from Label, From, Request on top,
+ * for the Lua side, which gets messages whole. */
+static void whole_call(lua_State *L) {
+  lua_pushcfunction(L, mb_lua_tuple);
+  lua_insert(L, -4);
+  lua_call(L, 3, 1);
+}
+
+/* The call being handled as a message, at LAST, if receive_call took it
+ * apart. */
+static void make_whole(lua_State *L) {
+  if (lua_type(L, LAST) == LUA_TTABLE)
+    return;
+  luaL_checkstack(L, 4, "gen_serve");
+  lua_pushvalue(L, A_CALL);
+  lua_pushvalue(L, CALL_FROM);
+  lua_pushvalue(L, CALL_REQ);
+  whole_call(L);
+  lua_replace(L, LAST);
+}
+
 /* Send {Tag, Reply} to From = {Pid, Tag}: to Tag as an alias when it is a
  * ref, as gen.reply does.  A reply to this node is written in C; one to
  * another node (an Erlang caller's tag need not be a ref) or from a traced
@@ -220,7 +246,10 @@ static int replied(lua_State *L) {
     return 0;
   if (!plain_timeout(L, tag + 3))
     return 0;
-  lua_rawgeti(L, LAST, 2); /* From */
+  if (lua_type(L, LAST) == LUA_TTABLE)
+    lua_rawgeti(L, LAST, 2); /* From */
+  else
+    lua_pushvalue(L, CALL_FROM);
   if (lua_type(L, -1) != LUA_TTABLE) {
     lua_pop(L, 1);
     return 0;
@@ -238,9 +267,14 @@ static int replied(lua_State *L) {
   return 1;
 }
 
-/* Wait for the next message, as the Lua loop did: mb.receive(s.timeout). */
+/* Wait for the next message, as the Lua loop did: mb.receive(s.timeout),
+ * with a call taken apart (receive_call). */
 static int wait(lua_State *L) {
   lua_settop(L, LAST - 1);
+  lua_pushnil(L); /* the last call's From and Request, not kept idle */
+  lua_replace(L, CALL_FROM);
+  lua_pushnil(L);
+  lua_replace(L, CALL_REQ);
   int cont = lua_getfield(L, S, "continue") != LUA_TNIL;
   lua_pop(L, 1);
   if (cont) {
@@ -250,9 +284,10 @@ static int wait(lua_State *L) {
     return rare(L, "continue");
   }
   lua_pushnil(L); /* LAST */
-  lua_pushcfunction(L, mb_lua_receive);
+  lua_pushcfunction(L, mb_lua_receive_call);
   lua_getfield(L, S, "timeout");
-  lua_callk(L, 1, 2, K_RECEIVED, serve_k);
+  lua_pushvalue(L, A_CALL);
+  lua_callk(L, 2, LUA_MULTRET, K_RECEIVED, serve_k);
   return serve_k(L, LUA_OK, K_RECEIVED);
 }
 
@@ -269,9 +304,31 @@ static int code_changed(lua_State *L) {
   return changed;
 }
 
-/* The message (at LAST + 1, with receive's second result above it):
- * handled here, or handed to the Lua side. */
+/* A call receive_call took apart (Label, From, Request above LAST):
+ * handle_call(Request, From, State), with From and Request kept below
+ * LAST and LAST false, for what follows the callback. */
+static int dispatch_call(lua_State *L) {
+  if (code_changed(L)) {
+    whole_call(L);
+    lua_pushnil(L);
+    return rare(L, "message");
+  }
+  lua_replace(L, CALL_REQ);
+  lua_replace(L, CALL_FROM);
+  lua_settop(L, LAST - 1);
+  lua_pushboolean(L, 0); /* LAST */
+  lua_pushvalue(L, CALL_REQ);
+  lua_pushvalue(L, CALL_FROM);
+  lua_getfield(L, S, "state");
+  return call_back(L, "handle_call", 3, K_CALLED);
+}
+
+/* What receive_call gave (above LAST): handled here, or handed to the Lua
+ * side. */
 static int dispatch(lua_State *L) {
+  if (lua_gettop(L) - LAST == 3)
+    return dispatch_call(L);
+  lua_settop(L, LAST + 2); /* the message and receive's second result */
   int msg = LAST + 1;
   if (code_changed(L))
     return rare(L, "message");
@@ -341,6 +398,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   case K_CALLED:
     if (ok && (replied(L) || noreply(L)))
       return wait(L);
+    make_whole(L);
     pack_results(L, ok);
     return rare(L, "call");
   case K_NOREPLIED:
@@ -390,7 +448,8 @@ int mb_lgen_serve(lua_State *L) {
     push_atom(L, atoms[i]);
   /* Room for a call's message and results (4 at most, or they go to
    * pack_results) and what replied() and reply() push on top of them; no
-   * more, as the stack of an idle server keeps what its frames reserve. */
+   * more, as the stack of an idle server keeps what its frames reserve.
+   * LAST counts the slots below the message. */
   luaL_checkstack(L, LAST + 4 + 4 + 10 - lua_gettop(L), "gen_serve");
   forget(L);
   lua_gc(L, LUA_GCCOLLECT);

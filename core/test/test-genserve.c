@@ -153,6 +153,53 @@ TEST_IMPL(replies_are_the_messages_gen_reply_sends) {
       "end\n");
 }
 
+/* A queued call reaches handle_call without the tuple around it being
+ * decoded: Request and From come as sent (a table shared inside Request
+ * stays one table); where the call goes to Lua (a bad return), Lua gets
+ * the message whole; a call a callback's selective receive passed over
+ * comes whole from where it was kept, and is handled in C all the same. */
+TEST_IMPL(calls_taken_apart_are_whole_for_lua) {
+  run(1, PRELUDE
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local pid = start({\n"
+      "    handle_call = function(req, from, n)\n"
+      "      if req == 'bogus' then return 'bogus', n end\n"
+      "      if req == 'wait' then\n"
+      "        return 'reply', mb.receive(function(m) return m == 'go on' "
+      "end), n\n"
+      "      end\n"
+      "      if type(req) == 'table' then return 'reply', req[1] == req[2], n "
+      "end\n"
+      "      return 'reply', {req, mb.typeof(from), from[1], from[2]}, n end,\n"
+      "  }, 0)\n"
+      "  local t = {1}\n"
+      "  assert(call(pid, {t, t}) == true, 'a shared table became two')\n"
+      "  local r = call(pid, 'a', 'tg')\n"
+      "  assert(r[1] == 'a' and r[2] == 'tuple' and r[3] == me and r[4] == "
+      "'tg')\n"
+      "  mb.send(pid, mb.tuple(mb.atom['$gen_call'], mb.tuple(me, 'b'), "
+      "'bogus'))\n"
+      "  local kind, msg, res = event()\n"
+      "  assert(kind == 'call' and mb.typeof(msg) == 'tuple', kind)\n"
+      "  assert(msg[1] == mb.atom['$gen_call'] and msg[3] == 'bogus')\n"
+      "  assert(mb.typeof(msg[2]) == 'tuple' and msg[2][1] == me and "
+      "msg[2][2] == 'b')\n"
+      "  assert(res[1] == true and res[2] == 'bogus')\n"
+      "  go(pid)\n"
+      "  mb.send(pid, mb.tuple(mb.atom['$gen_call'], mb.tuple(me, 'w'), "
+      "'wait'))\n"
+      "  mb.send(pid, mb.tuple(mb.atom['$gen_call'], mb.tuple(me, 'k'), "
+      "'kept'))\n"
+      "  mb.send(pid, 'go on')\n"
+      "  assert(reply_to('w') == 'go on')\n"
+      "  assert(reply_to('k')[1] == 'kept')\n"
+      "  no_event()\n"
+      "  mb.exit(pid, 'kill')\n"
+      "  return 1\n"
+      "end\n");
+}
+
 /* An error in a callback reaches Lua as gen.pack(xpcall(...)) would give
  * it, {false, {Error, Traceback}}, the traceback from the failing
  * function up; the loop goes on after the event, with the state. */
@@ -419,6 +466,7 @@ TEST_IMPL(memory_limit_inside_a_callback) {
 
 TEST_LIST(TEST_ENTRY(hot_returns_stay_in_c),
           TEST_ENTRY(replies_are_the_messages_gen_reply_sends),
+          TEST_ENTRY(calls_taken_apart_are_whole_for_lua),
           TEST_ENTRY(callback_error_goes_to_lua_with_a_traceback),
           TEST_ENTRY(timeout_goes_to_handle_info),
           TEST_ENTRY(other_returns_go_to_lua_whole),
