@@ -398,10 +398,10 @@ struct mb_proc_s {
    * saved entry i, so that a prefilter turns them away without Lua. */
   struct mb__sq_key_s *sq_keys;
   lua_Integer sq_base, sq_cap;
-  int cache_ref; /* registry ref of interned pids/refs */
   /* This state's metatables of tuples, lists, maps, pids and refs, by
-   * mb__mt_t: registry refs to push them and addresses to recognise them,
-   * 0 and NULL until value.c first meets them (see value.c). */
+   * mb__mt_t: registry refs to push them (pids' and refs' are kept by
+   * their cache instead, their ref stays 0) and addresses to recognise
+   * them, 0 and NULL until value.c first meets them (see value.c). */
   int mt_ref[MB__MT_COUNT];
   const void *mt_ptr[MB__MT_COUNT];
   uint64_t timer_id; /* armed timer, 0 = none */

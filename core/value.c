@@ -89,8 +89,23 @@ void mb__push_weak_table(lua_State *L, const void *key, const char *mode) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
 
+/* Push this state's cache of interned pids and refs, weak-valued so that
+ * a pid no longer used goes.  The cache's metatable also holds this
+ * state's pid and ref metatables (slots 1 and 2, see set_mt): they live as
+ * long as the cache, so a process's state needs no registry ref of its
+ * own for them, and a spawned process, which makes a pid first thing,
+ * does not grow its registry for one. */
 static void push_cache(lua_State *L) {
-  mb__push_weak_table(L, &cache_key, "v");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TTABLE)
+    return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, MB__MT_REF - MB__MT_PID + 1, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
 }
 
 /* The metamethods tell pids and refs by address (mb__to_pid): a
@@ -244,8 +259,8 @@ static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
 /* Make the metatable of pids or refs, sized for its fields at once
  * (luaL_newmetatable's table would grow twice as they are set), and, in a
  * state that is not a process's, register it by name.  A process's state
- * knows it by address (mt_remember) and does not pay for a registry entry
- * by name: a spawned process makes the pid one first thing. */
+ * keeps it in its cache's metatable and knows it by address (set_mt): a
+ * spawned process makes the pid one first thing. */
 static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
   bool pid = k == MB__MT_PID;
   lua_createtable(L, 0, pid ? 5 : 4);
@@ -267,20 +282,29 @@ static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
   }
 }
 
-/* Give the value on top this state's metatable `k` (pid or ref). */
+/* Give the value on top, with the cache (push_cache) under it, this
+ * state's metatable `k` (pid or ref). */
 static void set_mt(lua_State *L, mb__mt_t k) {
   mb_proc_t *p = MB_PROC(L);
-  if (mt_push_known(L, p, k)) {
+  if (p == NULL) {
+    if (luaL_getmetatable(L, mt_names[k]) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      new_mt(L, NULL, k);
+    }
     lua_setmetatable(L, -2);
     return;
   }
-  if (p != NULL || luaL_getmetatable(L, mt_names[k]) != LUA_TTABLE) {
-    if (p == NULL)
-      lua_pop(L, 1);
+  lua_Integer slot = k - MB__MT_PID + 1;
+  lua_getmetatable(L, -2);
+  if (lua_rawgeti(L, -1, slot) != LUA_TTABLE) {
+    lua_pop(L, 1);
     new_mt(L, p, k);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, slot);
+    p->mt_ptr[k] = lua_topointer(L, -1);
   }
-  mt_remember(L, p, k);
-  lua_setmetatable(L, -2);
+  lua_setmetatable(L, -3);
+  lua_pop(L, 1);
 }
 
 void mb__push_pid(lua_State *L, mb_pid_t pid) {
