@@ -4,6 +4,7 @@
  * binding's own (the host side: starting a node, running a process,
  * spawning, logging, starting distribution) alike.  The friendly layer
  * lives in stdlib/. */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,9 +603,18 @@ static int l_names(lua_State *L) {
   return 1;
 }
 
+/* Set once the node knows the preloads below: a process opening the
+ * module again (every spawned one that uses it) then skips them, as
+ * there is nothing of its own state to set up for them. */
+static atomic_bool preloaded;
+
 int luaopen_moonbeam(lua_State *L) {
-  mb_node_preload("moonbeam", luaopen_moonbeam);
-  mb_lsocket_register(L);
+  if (!atomic_load_explicit(&preloaded, memory_order_acquire) ||
+      mb_lua_self_pid(L) == 0) {
+    mb_node_preload("moonbeam", luaopen_moonbeam);
+    mb_lsocket_register(L);
+    atomic_store_explicit(&preloaded, true, memory_order_release);
+  }
   lua_createtable(L, 0, 0);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_field);
