@@ -54,4 +54,15 @@ function M.percentile(sorted, p)
   return sorted[i]
 end
 
+--- The output of a shell command.
+function M.sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- s quoted for the shell.
+function M.quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
 return M

@@ -34,14 +34,8 @@ local limit = math.tointeger(tonumber(os.getenv("BENCH_TIMEOUT"))) or 120
 local epmd_port = math.tointeger(tonumber(os.getenv("ERL_EPMD_PORT")))
   or 47000 + math.random(0, 999)
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local bench = require "bench"
+local sh, quote = bench.sh, bench.quote
 
 local bench_dir = arg[0]:match("^(.*)/[^/]*$") or "."
 local peer_script = bench_dir .. "/cluster_peer.lua"

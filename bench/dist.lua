@@ -51,14 +51,7 @@ local epmd_port = math.tointeger(tonumber(os.getenv("ERL_EPMD_PORT")))
 local A = mb.atom
 local send, receive, tuple = mb.send, mb.receive, mb.tuple
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local sh, quote = bench.sh, bench.quote
 
 local function random_word()
   local f = assert(io.open("/dev/urandom", "rb"))

@@ -385,10 +385,11 @@ static int take(lua_State *L, mb_proc_t *p, lua_Integer *scanned) {
       if (p->q_tail == NULL)
         p->q_tail = m;
       p->q_len++;
-      /* A traced process's trace events show the message whole. */
-      const mb__atom_t *label = MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL)
-                                    ? NULL
-                                    : mb__to_atom(L, 4);
+      /* A traced process's trace events show the message whole.  A plain
+       * receive has no label: one type test. */
+      const mb__atom_t *label = mb__to_atom(L, 4);
+      if (label != NULL && MB__TRACING(p, MB_TRACE_RECEIVE | MB_TRACE_CALL))
+        label = NULL;
       int n = label != NULL && mb__msg_call_fields(L, m, label) ? 3 : 1;
       if (n == 3) {
         mb__push_atom(L, label);

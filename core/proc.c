@@ -90,6 +90,33 @@ int mb__proc_init(void) {
   return 0;
 }
 
+/* Call fn on every live process, each shard under its lock (fn must not
+ * block or call back into the table). */
+static void each_proc(void (*fn)(mb_proc_t *p, void *ctx), void *ctx) {
+  for (int i = 0; i < SHARDS; i++) {
+    shard_t *s = &shards[i];
+    uv_mutex_lock(&s->lock);
+    size_t it = 0;
+    uint64_t key;
+    void *val;
+    while (mb__map_next(&s->map, &it, &key, &val))
+      fn(val, ctx);
+    uv_mutex_unlock(&s->lock);
+  }
+}
+
+/* Pids gathered by each_proc, at most cap of them. */
+typedef struct {
+  mb_pid_t *pids;
+  size_t n, cap;
+} pid_list_t;
+
+static void add_pid(mb_proc_t *p, void *ctx) {
+  pid_list_t *l = ctx;
+  if (l->n < l->cap)
+    l->pids[l->n++] = p->pid;
+}
+
 const mb_config_t *mb__config(void) { return &config; }
 
 void mb__proc_config(const mb_config_t *cfg) {
@@ -1227,43 +1254,28 @@ int mb_lua_process_info(lua_State *L) {
   return 1;
 }
 
-/* processes() -> list of every live pid. */
+/* processes() -> list of every live pid (those started while it runs may
+ * be left out). */
 int mb_lua_processes(lua_State *L) {
-  lua_createtable(L, (int)mb_proc_count(), 0);
-  int n = 0;
-  for (int i = 0; i < SHARDS; i++) {
-    shard_t *s = &shards[i];
-    uv_mutex_lock(&s->lock);
-    size_t cap = s->map.cap, k = 0, it = 0;
-    mb_pid_t *pids = cap ? malloc(cap * sizeof *pids) : NULL;
-    uint64_t key;
-    void *val;
-    while (pids != NULL && mb__map_next(&s->map, &it, &key, &val))
-      pids[k++] = (mb_pid_t)key;
-    uv_mutex_unlock(&s->lock);
-    for (size_t j = 0; j < k; j++) {
-      mb__push_pid(L, pids[j]);
-      lua_rawseti(L, -2, ++n);
-    }
-    free(pids);
+  /* The pids, in memory that Lua frees should a push below raise. */
+  pid_list_t l = {.cap = mb_proc_count() + 64};
+  l.pids = lua_newuserdatauv(L, l.cap * sizeof *l.pids, 0);
+  each_proc(add_pid, &l);
+  lua_createtable(L, (int)l.n, 0);
+  for (size_t j = 0; j < l.n; j++) {
+    mb__push_pid(L, l.pids[j]);
+    lua_rawseti(L, -2, (lua_Integer)j + 1);
   }
   return 1;
 }
 
+static void add_mem(mb_proc_t *p, void *ctx) {
+  *(size_t *)ctx += atomic_load_explicit(&p->mem, memory_order_relaxed);
+}
+
 void mb__proc_totals(size_t *mem) {
   *mem = 0;
-  for (int i = 0; i < SHARDS; i++) {
-    shard_t *s = &shards[i];
-    uv_mutex_lock(&s->lock);
-    size_t it = 0;
-    uint64_t key;
-    void *val;
-    while (mb__map_next(&s->map, &it, &key, &val)) {
-      mb_proc_t *p = val;
-      *mem += atomic_load_explicit(&p->mem, memory_order_relaxed);
-    }
-    uv_mutex_unlock(&s->lock);
-  }
+  each_proc(add_mem, mem);
 }
 
 static int mb_msg_decode_lua(lua_State *L) {
@@ -1407,6 +1419,17 @@ typedef struct {
   uint64_t reductions;
 } row_t;
 
+typedef struct {
+  row_t *rows;
+  size_t n, cap;
+} row_list_t;
+
+static void add_row(mb_proc_t *p, void *ctx) {
+  row_list_t *l = ctx;
+  if (l->n < l->cap)
+    l->rows[l->n++].pid = p->pid;
+}
+
 /* Read p's row; false if it is exiting. */
 static bool row_take(mb_proc_t *p, row_t *r) {
   uv_mutex_lock(&p->lock);
@@ -1499,16 +1522,9 @@ int mb_lua_process_table(lua_State *L) {
   /* The rows, in memory that Lua frees should a push below raise. */
   row_t *rows = lua_newuserdatauv(L, cap * sizeof *rows, 0);
   int keep = lua_gettop(L);
-  for (int i = 0; i < SHARDS; i++) {
-    shard_t *s = &shards[i];
-    uv_mutex_lock(&s->lock);
-    size_t it = 0;
-    uint64_t key;
-    void *val;
-    while (n < cap && mb__map_next(&s->map, &it, &key, &val))
-      rows[n++].pid = (mb_pid_t)key;
-    uv_mutex_unlock(&s->lock);
-  }
+  row_list_t l = {.rows = rows, .cap = cap};
+  each_proc(add_row, &l);
+  n = l.n;
   size_t live = 0;
   for (size_t j = 0; j < n; j++) {
     mb_proc_t *p = mb__proc_lookup(rows[j].pid);

@@ -110,6 +110,28 @@ static int spawn_launcher(const char *function, mb_msg_t *args,
   return mb_proc_spawn_opts(&o, NULL);
 }
 
+/* Run moonbeam.launcher.<function>(args) before the node's main work and
+ * wait for it (PRELUDE_TIMEOUT_MS at most): 0 when it returned, else -1
+ * with "cannot <what>" said. */
+static int run_launcher(const char *function, mb_msg_t *args,
+                        const char *what) {
+  mb_waiter_t *w = NULL;
+  mb_msg_t *result = NULL;
+  int normal = 0;
+  int err = spawn_launcher(function, args, &w);
+  if (err == 0)
+    err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
+  if (w != NULL)
+    mb_waiter_free(w);
+  mb_msg_free(result);
+  if (err != 0 || !normal) {
+    cli_say("cannot %s%s%s", what, err ? ": " : "",
+            err ? mb_strerror(err) : "");
+    return -1;
+  }
+  return 0;
+}
+
 static void wait_thread(void *arg) {
   watch_t *w = arg;
   mb_waiter_wait(w->waiter, -1, &w->result, &w->normal);
@@ -364,21 +386,7 @@ static int join_cluster(void) {
   mb_msg_t *args = encode_args(3);
   if (args == NULL)
     return 1;
-  mb_waiter_t *w = NULL;
-  mb_msg_t *result = NULL;
-  int normal = 0;
-  int err = spawn_launcher("join", args, &w);
-  if (err == 0)
-    err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
-  if (w != NULL)
-    mb_waiter_free(w);
-  mb_msg_free(result);
-  if (err != 0 || !normal) {
-    cli_say("cannot start the cluster topologies%s%s", err ? ": " : "",
-            err ? mb_strerror(err) : "");
-    return 1;
-  }
-  return 0;
+  return run_launcher("join", args, "start the cluster topologies") ? 1 : 0;
 }
 
 /* epmd-names: what the EPMD of this host knows, as `epmd -names` prints. */
@@ -521,21 +529,7 @@ static int prelude(void) {
   mb_msg_t *args = encode_args(1);
   if (args == NULL)
     return -1;
-  mb_waiter_t *w = NULL;
-  int err = spawn_launcher("set_env", args, &w);
-  mb_msg_t *result = NULL;
-  int normal = 0;
-  if (err == 0)
-    err = mb_waiter_wait(w, PRELUDE_TIMEOUT_MS, &result, &normal);
-  if (w != NULL)
-    mb_waiter_free(w);
-  mb_msg_free(result);
-  if (err != 0 || !normal) {
-    cli_say("cannot set the application environment%s%s", err ? ": " : "",
-            err ? mb_strerror(err) : "");
-    return -1;
-  }
-  return 0;
+  return run_launcher("set_env", args, "set the application environment");
 }
 
 /* Push {n = count, ...} of the command's arguments, with `zero` at [0]

@@ -4,17 +4,8 @@
 -- 127.0.0.1; every OS process started here is stopped by its pid.
 local H = require "spec.launcher_helper"
 
-local have_curl = os.execute("command -v curl > /dev/null 2>&1") == true
+local have_curl, curl = H.have_curl, H.curl
 local APP = "spec/fixtures/dashboard/demo.app.lua"
-
--- curl, bounded: the status code and the body.
-local function curl(args)
-  local p = assert(io.popen("env -u LD_PRELOAD curl -s -m 10 -w '\\n%{http_code}' " .. args))
-  local out = p:read("a")
-  p:close()
-  local body, code = out:match("^(.*)\n(%d+)$")
-  return tonumber(code), body
-end
 
 -- Start the demo application with the dashboard; the job and the port
 -- the dashboard listens on.

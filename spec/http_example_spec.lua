@@ -3,7 +3,7 @@
 -- started here is stopped by its pid; only 127.0.0.1.
 local H = require "spec.launcher_helper"
 
-local have_curl = os.execute("command -v curl > /dev/null 2>&1") == true
+local have_curl = H.have_curl
 
 local function start_http(args)
   local argv = {"start", "examples/http/http.app.lua"}
@@ -14,15 +14,7 @@ local function start_http(args)
   return job, port
 end
 
--- curl, bounded: the status code and the body.
-local function curl(args)
-  -- LD_PRELOAD (the sanitizer runtime of .ci/test) is not curl's to have.
-  local p = assert(io.popen("env -u LD_PRELOAD curl -s -m 10 -w '\\n%{http_code}' " .. args))
-  local out = p:read("a")
-  p:close()
-  local body, code = out:match("^(.*)\n(%d+)$")
-  return tonumber(code), body
-end
+local curl = H.curl
 
 -- Every example leaves no process of the node behind.
 require("spec.leak_helper").no_process_left_behind(before_each, after_each)

@@ -195,4 +195,17 @@ function Job:cleanup()
   H.remove(self.dir)
 end
 
+-- Is curl installed?
+H.have_curl = os.execute("command -v curl > /dev/null 2>&1") == true
+
+--- curl `args` (shell words), bounded at 10 s: the status code and the
+-- body.  LD_PRELOAD (the sanitizer runtime of .ci/test) is not curl's.
+function H.curl(args)
+  local p = assert(io.popen("env -u LD_PRELOAD curl -s -m 10 -w '\\n%{http_code}' " .. args))
+  local out = p:read("a")
+  p:close()
+  local body, code = out:match("^(.*)\n(%d+)$")
+  return tonumber(code), body
+end
+
 return H

@@ -24,7 +24,7 @@ M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
 local FLUSH = {flush = true}
 
 -- What a behaviour's process needs (see moonbeam.gen_base): reply, ack,
--- register_name, callback_module, tag and pack.
+-- register_name, take_name, callback_module, tag and pack.
 for k, f in pairs(base) do M[k] = f end
 
 --- The address of a server: a pid, a registered name (string or atom),

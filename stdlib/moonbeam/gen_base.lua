@@ -60,6 +60,17 @@ function M.register_name(name)
   return false, tuple(atom.already_started, mb.whereis(name))
 end
 
+--- In a new process's init_it: take `name` (see register_name); when it
+-- is taken already, unlink from the parent, tell the starter why and
+-- return false, as OTP's proc_lib does.
+function M.take_name(starter, ref, parent, name)
+  local ok, why = M.register_name(name)
+  if ok then return true end
+  if parent then mb.unlink(parent) end
+  M.ack(starter, ref, false, why)
+  return false
+end
+
 --- The callback module: a table, or the name of a module to require.
 function M.callback_module(module)
   if type(module) == "string" then return require(module) end

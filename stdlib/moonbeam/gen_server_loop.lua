@@ -166,12 +166,7 @@ end
 
 --- Entry point of a new server process (see gen.start); not for users.
 function M.init_it(starter, ref, parent, name, module, args)
-  local ok, why = gen.register_name(name)
-  if not ok then
-    if parent then mb.unlink(parent) end
-    gen.ack(starter, ref, false, why)
-    return
-  end
+  if not gen.take_name(starter, ref, parent, name) then return end
   local s = {name = name, parent = parent,
     modname = type(module) == "string" and module or nil}
   local r = gen.pack(xpcall(function()

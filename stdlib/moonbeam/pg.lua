@@ -414,12 +414,7 @@ end
 
 --- Entry point of a scope process (see gen.start); not for users.
 function M.init_it(starter, ref, parent, name)
-  local ok, why = gen.register_name(name)
-  if not ok then
-    if parent then mb.unlink(parent) end
-    gen.ack(starter, ref, false, why)
-    return
-  end
+  if not gen.take_name(starter, ref, parent, name) then return end
   gen.ack(starter, ref, true)
   return serve(name)
 end
