@@ -14,7 +14,8 @@
  * server, a traced caller) it hands back to the Lua path.
  *
  * The server's side has one primitive here too, mb_lua_reply: the reply
- * {Tag, Reply} written as one message, without a tuple built in Lua. */
+ * {Tag, Reply} written as one message, without a tuple built in Lua; and
+ * so is a server's acknowledgement of its start, mb_lua_gen_ack. */
 #include <math.h>
 
 #include <lauxlib.h>
@@ -258,5 +259,44 @@ int mb_lua_reply(lua_State *L, int from, int value) {
   m->ref = ref;
   m->from = p->pid;
   mb__signal(to, m);
+  return 1;
+}
+
+/* The atom '$gen_ack', interned once: atoms live as long as the OS
+ * process (atom.c). */
+static const mb__atom_t *_Atomic gen_ack;
+
+int mb_lua_gen_ack(lua_State *L, int starter, int ref) {
+  mb_proc_t *p = MB_PROC(L);
+  if (p == NULL || MB__TRACING(p, MB_TRACE_SEND))
+    return 0;
+  starter = lua_absindex(L, starter);
+  ref = lua_absindex(L, ref);
+  mb__lpid_t *lp = mb__to_pid(L, starter);
+  mb__lref_t *r = mb__to_ref(L, ref);
+  if (lp == NULL || lp->node != 0 || r == NULL || r->node != 0)
+    return 0;
+  const mb__atom_t *a = atomic_load_explicit(&gen_ack, memory_order_acquire);
+  if (a == NULL) {
+    if (mb__atom_intern("$gen_ack", 8, &a) != 0)
+      return 0;
+    atomic_store_explicit(&gen_ack, a, memory_order_release);
+  }
+  char err[600]; /* unused: true and nil always encode */
+  mb_msg_t *m = mb__tuple_new(4);
+  int e = m == NULL || mb__tuple_atom(&m, a) || mb__tuple_ref(&m, r->id);
+  lua_pushboolean(L, 1);
+  lua_pushnil(L);
+  if (e == 0)
+    e = mb__tuple_lua(L, -2, "msg[3]", &m, err, sizeof err) ||
+        mb__tuple_lua(L, -1, "msg[4]", &m, err, sizeof err) ||
+        mb__tuple_end(&m, 4);
+  lua_pop(L, 2);
+  if (e != 0) {
+    mb_msg_free(m);
+    return 0;
+  }
+  m->from = p->pid;
+  mb_proc_send(lp->id, m);
   return 1;
 }

@@ -401,7 +401,7 @@ static int l_held(lua_State *L) {
   return 1;
 }
 
-static int l_generation(lua_State *L) {
+int mb_lua_code_generation(lua_State *L) {
   lua_pushinteger(L, atomic_load_explicit(&generation, memory_order_relaxed));
   return 1;
 }
@@ -413,7 +413,7 @@ static int open_codecache(lua_State *L) {
                                    {"load", l_load},
                                    {"hold", l_hold},
                                    {"held", l_held},
-                                   {"generation", l_generation},
+                                   {"generation", mb_lua_code_generation},
                                    {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;

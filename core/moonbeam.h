@@ -421,11 +421,20 @@ int mb_lua_is_tuple(lua_State *L, int idx);
  * pid and ref, the process is traced or Reply cannot be sent, and the
  * caller sends it (and raises what is wrong). */
 int mb_lua_reply(lua_State *L, int from, int value);
+/* A GenServer's start acknowledged: {'$gen_ack', Ref, true, nil} sent to
+ * the pid at `starter`, Ref being the ref at `ref`, as gen.ack(starter,
+ * ref, true) sends it; 1 once sent, or 0 (nothing sent) where they are
+ * not this node's pid and ref or the process is traced, and the caller
+ * sends it. */
+int mb_lua_gen_ack(lua_State *L, int starter, int ref);
 /* receive_call(timeout_ms, label) -> message | nil, "timeout" | Label,
  * From, Request: receive(timeout_ms) for a GenServer's loop, which gives a
  * queued call {Label, From, Request} as its three values, without
  * decoding the tuple around them (whole to a traced process). */
 int mb_lua_receive_call(lua_State *L);
+/* generation() -> the node's code generation, which every new version of
+ * a module bumps (moonbeam.codecache.generation). */
+int mb_lua_code_generation(lua_State *L);
 
 /* clang-format off */
 #define MB_LUA_ENTRY_POINTS(XX) \

@@ -29,6 +29,7 @@
  * memory, as in a loop written in Lua.  The loop's own state is the
  * server table `s` (mod, state, timeout, continue, gen), so that the Lua
  * side sees and changes exactly what it did before. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -70,10 +71,44 @@ static int on_error(lua_State *L) {
   return 1;
 }
 
-static void push_atom(lua_State *L, const char *name) {
+/* The atoms the loop (in the order of its slots A_CALL..A_NOREPLY) and
+ * the start use.  Each is the same light userdata in every process, for
+ * as long as the OS process lives (core/value.c, core/atom.c), so it is
+ * looked up by name once. */
+enum {
+  AT_CALL,
+  AT_CAST,
+  AT_STOP,
+  AT_SYSTEM,
+  AT_EXIT,
+  AT_TIMEOUT,
+  AT_REPLY,
+  AT_NOREPLY,
+  AT_OK,
+  AT_GEN_ACK,
+  AT_COUNT
+};
+static const char *const atom_names[AT_COUNT] = {
+    "$gen_call", "$gen_cast", "$gen_stop", "system", "EXIT",
+    "timeout",   "reply",     "noreply",   "ok",     "$gen_ack"};
+static void *_Atomic atom_values[AT_COUNT];
+
+static void push_atom(lua_State *L, int which) {
+  void *v = atomic_load_explicit(&atom_values[which], memory_order_relaxed);
+  if (v != NULL) {
+    lua_pushlightuserdata(L, v);
+    /* The atoms' metatable is set by the first atom a state makes. */
+    if (lua_getmetatable(L, -1)) {
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 1);
+  }
   lua_pushcfunction(L, mb_lua_atom);
-  lua_pushstring(L, name);
+  lua_pushstring(L, atom_names[which]);
   lua_call(L, 1, 1);
+  atomic_store_explicit(&atom_values[which], lua_touserdata(L, -1),
+                        memory_order_relaxed);
 }
 
 /* Is the value at idx the tag `atom_idx` names, as a string or an atom? */
@@ -85,22 +120,43 @@ static int is_tag(lua_State *L, int idx, int atom_idx, const char *name) {
   return len == strlen(name) && memcmp(s, name, len) == 0;
 }
 
-/* Drop the Lua side and what it loaded (FORGET: names between spaces)
- * from package.loaded. */
-static void forget(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  lua_setfield(L, -2, lua_tostring(L, RARE));
+/* Is the value at idx the name of the Lua side (RARE) or of one of the
+ * modules in FORGET (names between spaces)? */
+static int forgotten(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return 0;
+  size_t len, rlen;
+  const char *name = lua_tolstring(L, idx, &len);
+  const char *rare = lua_tolstring(L, RARE, &rlen);
+  if (len == rlen && memcmp(name, rare, len) == 0)
+    return 1;
   for (const char *p = lua_tostring(L, FORGET); *p != '\0';) {
     size_t n = strcspn(p, " ");
-    if (n > 0) {
-      lua_pushlstring(L, p, n);
-      lua_pushnil(L);
-      lua_rawset(L, -3);
-    }
+    if (n == len && memcmp(p, name, n) == 0)
+      return 1;
     p += n + (p[n] == ' ');
   }
+  return 0;
+}
+
+/* Drop the Lua side and what it loaded (FORGET) from package.loaded;
+ * true if any of them was there.  The names are compared with the keys
+ * there, not made into strings of this state. */
+static int forget(lua_State *L) {
+  int dropped = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    if (forgotten(L, -1)) {
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, -4); /* clearing a field while traversing is allowed */
+      dropped = 1;
+    }
+  }
   lua_pop(L, 1);
+  return dropped;
 }
 
 static int serve_k(lua_State *L, int status, lua_KContext ctx);
@@ -431,27 +487,220 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
  *   "call", msg, r          handle_call's outcome r, as gen.pack(xpcall())
  *   "noreply", last, r      handle_cast's, handle_info's
  *
- * `forget` names the modules (separated by spaces) dropped from
- * package.loaded, with `rare`, before the loop starts and after each
- * event; a full collection follows
- * the first drop, so that an idle server keeps only what it needs. */
+ * generation nil stands for moonbeam.codecache's.  `forget` names the
+ * modules (separated by spaces) dropped from package.loaded, with `rare`,
+ * before the loop starts and after each event; when the first drop finds
+ * any of them loaded (a start that went through Lua), a full collection
+ * follows, so that an idle server keeps only what it needs. */
 int mb_lgen_serve(lua_State *L) {
   luaL_checktype(L, S, LUA_TTABLE);
   luaL_checkstring(L, RARE);
   luaL_checkstring(L, FORGET);
   lua_settop(L, FORGET);
   lua_pushcfunction(L, on_error);
-  static const char *const atoms[] = {"$gen_call", "$gen_cast", "$gen_stop",
-                                      "system",    "EXIT",      "timeout",
-                                      "reply",     "noreply"};
-  for (size_t i = 0; i < sizeof atoms / sizeof atoms[0]; i++)
-    push_atom(L, atoms[i]);
+  for (int a = AT_CALL; a <= AT_NOREPLY; a++)
+    push_atom(L, a);
   /* Room for a call's message and results (4 at most, or they go to
    * pack_results) and what replied() and reply() push on top of them; no
    * more, as the stack of an idle server keeps what its frames reserve.
    * LAST counts the slots below the message. */
   luaL_checkstack(L, LAST + 4 + 4 + 10 - lua_gettop(L), "gen_serve");
-  forget(L);
-  lua_gc(L, LUA_GCCOLLECT);
+  if (lua_isnil(L, GEN_FN)) {
+    lua_pushcfunction(L, mb_lua_code_generation);
+    lua_replace(L, GEN_FN);
+  }
+  if (forget(L))
+    lua_gc(L, LUA_GCCOLLECT);
   return wait(L);
+}
+
+/* ---- gen_init: a GenServer's start, in the new process ----
+ *
+ * What gen_server.start asks of the new process (OTP's init_it): take the
+ * name, run init(Args) in a protected call, tell the starter how it went
+ * ({'$gen_ack', Ref, true, nil}) and go on to the loop.  Written in Lua,
+ * that code is loaded from the node's code cache by every server it
+ * starts, which was most of the cost of a start.  Here the common case
+ * runs in C: no name or a local one that is free, and init returning
+ * "ok", State [, Timeout | {continue = x}].  Anything else (a global or
+ * via name, a name taken, init raising or returning ignore, stop or a
+ * bad value) goes to the Lua side, moonbeam.gen_server_event, which
+ * handles it as the whole start in Lua does. */
+
+/* The stack of gen_init. */
+enum {
+  I_STARTER = 1,
+  I_REF,
+  I_PARENT,
+  I_NAME,
+  I_MODULE,
+  I_ARGS,
+  I_S,    /* the server table */
+  I_MSGH, /* the message handler of init */
+  I_TOP   /* init's results from here */
+};
+
+/* What init_body's continuation resumes. */
+enum { B_MODULE, B_INIT };
+
+/* init_body(s, module, args) -> init's results: the callback module (a
+ * table, or the name of a module to require) in s.mod, the code
+ * generation in s.gen if it was named, then s.mod.init(args), all inside
+ * the protected call so that a module that cannot be loaded fails the
+ * start as init raising does. */
+static int init_body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx == B_INIT)
+    return lua_gettop(L) - 4;
+  lua_pushvalue(L, 4); /* the module */
+  lua_setfield(L, 1, "mod");
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    mb_lua_code_generation(L);
+    lua_setfield(L, 1, "gen");
+  }
+  lua_getfield(L, 4, "init");
+  lua_pushvalue(L, 3);
+  lua_callk(L, 1, LUA_MULTRET, B_INIT, init_body_k);
+  return init_body_k(L, LUA_OK, B_INIT);
+}
+
+static int init_body(lua_State *L) {
+  lua_settop(L, 3);
+  if (lua_type(L, 2) != LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    return init_body_k(L, LUA_OK, B_MODULE);
+  }
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, 2);
+  lua_callk(L, 1, 1, B_MODULE, init_body_k);
+  return init_body_k(L, LUA_OK, B_MODULE);
+}
+
+/* init's results (above I_MSGH) as a start: "ok", State [, Timeout |
+ * {continue = x}] kept in s, true; or false for the Lua side. */
+static int started(lua_State *L) {
+  int n = lua_gettop(L) - I_MSGH;
+  int tag = I_TOP, action = I_TOP + 2;
+  if (n < 1 || n > 3)
+    return 0;
+  if (lua_type(L, tag) == LUA_TSTRING) {
+    if (strcmp(lua_tostring(L, tag), "ok") != 0)
+      return 0;
+  } else {
+    push_atom(L, AT_OK);
+    int ok = lua_rawequal(L, tag, -1);
+    lua_pop(L, 1);
+    if (!ok)
+      return 0;
+  }
+  int t = n < 3 ? LUA_TNIL : lua_type(L, action);
+  if (t == LUA_TTABLE) { /* {continue = x}: a table with a metatable is
+                          * the Lua side's, where x.continue is read */
+    if (lua_getmetatable(L, action)) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    if (lua_getfield(L, action, "continue") == LUA_TNIL) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_setfield(L, I_S, "continue");
+  } else if (t == LUA_TNUMBER) {
+    lua_pushvalue(L, action);
+    lua_setfield(L, I_S, "timeout");
+  } else if (t != LUA_TNIL) {
+    return 0;
+  }
+  if (n < 2)
+    lua_pushnil(L);
+  else
+    lua_pushvalue(L, tag + 1);
+  lua_setfield(L, I_S, "state");
+  return 1;
+}
+
+/* Tell the starter that init is done: {'$gen_ack', Ref, true, nil}, as
+ * gen.ack sends it (written in C unless the process is traced). */
+static void ack(lua_State *L) {
+  if (mb_lua_gen_ack(L, I_STARTER, I_REF))
+    return;
+  lua_pushcfunction(L, mb_lua_send);
+  lua_pushvalue(L, I_STARTER);
+  lua_pushcfunction(L, mb_lua_tuple);
+  push_atom(L, AT_GEN_ACK);
+  lua_pushvalue(L, I_REF);
+  lua_pushboolean(L, 1);
+  lua_pushnil(L);
+  lua_call(L, 4, 1);
+  lua_call(L, 2, 0);
+}
+
+static int init_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  int ok = status == LUA_OK || status == LUA_YIELD;
+  if (ok && started(L)) {
+    ack(L);
+    lua_settop(L, I_S);
+    return 1;
+  }
+  /* s and init's outcome, {n = N, ok, results...} as gen.pack(xpcall())
+   * gives it, for the Lua side. */
+  int n = lua_gettop(L) - I_MSGH;
+  lua_createtable(L, n + 1, 1);
+  lua_pushboolean(L, ok);
+  lua_rawseti(L, -2, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, I_MSGH + i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, n + 1);
+  lua_setfield(L, -2, "n");
+  lua_pushvalue(L, I_S);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* gen_init(starter, ref, parent, name, module, args) -> s | s, r |
+ * nothing: a GenServer's start, in its process (see above).  s: started
+ * and acknowledged, the server table for gen_serve.  s, r: the name is
+ * taken and init ran, its outcome r (as gen.pack(xpcall()) gives it) not
+ * a plain start.  Nothing: the name is not one this takes (global, via)
+ * or another process has it; nothing was done. */
+int mb_lgen_init(lua_State *L) {
+  lua_settop(L, I_ARGS);
+  int t = lua_type(L, I_NAME);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TSTRING && t != LUA_TLIGHTUSERDATA)
+      return 0;
+    lua_pushcfunction(L, mb_lua_register);
+    lua_pushvalue(L, I_NAME);
+    mb_lua_push_pid(L, mb_lua_self_pid(L));
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+      return 0;
+  }
+  int named = lua_type(L, I_MODULE) == LUA_TSTRING;
+  lua_createtable(L, 0,
+                  (t != LUA_TNIL) + !lua_isnil(L, I_PARENT) + 2 * named + 2);
+  if (t != LUA_TNIL) {
+    lua_pushvalue(L, I_NAME);
+    lua_setfield(L, I_S, "name");
+  }
+  if (!lua_isnil(L, I_PARENT)) {
+    lua_pushvalue(L, I_PARENT);
+    lua_setfield(L, I_S, "parent");
+  }
+  if (named) {
+    lua_pushvalue(L, I_MODULE);
+    lua_setfield(L, I_S, "modname");
+  }
+  lua_pushcfunction(L, on_error); /* I_MSGH */
+  lua_pushcfunction(L, init_body);
+  lua_pushvalue(L, I_S);
+  lua_pushvalue(L, I_MODULE);
+  lua_pushvalue(L, I_ARGS);
+  lua_pcallk(L, 3, LUA_MULTRET, I_MSGH, 0, init_k);
+  return init_k(L, LUA_OK, 0);
 }

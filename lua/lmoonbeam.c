@@ -528,6 +528,7 @@ static const luaL_Reg funcs[] = {
     {"schedulers", l_schedulers},
     {"run", l_run},
     {"gen_serve", mb_lgen_serve},
+    {"gen_init", mb_lgen_init},
     {NULL, NULL}};
 #undef mb_lua_send
 

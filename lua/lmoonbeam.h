@@ -23,6 +23,9 @@ int mb_lsocket_port_send(lua_State *L);
 /* gen_serve(s, generation, rare, forget): a GenServer's receive-and-
  * dispatch loop (lgenserve.c). */
 int mb_lgen_serve(lua_State *L);
+/* gen_init(starter, ref, parent, name, module, args): a GenServer's start
+ * in its own process, up to the loop (lgenserve.c). */
+int mb_lgen_init(lua_State *L);
 
 /* start_distribution(settings): the one place that starts distribution,
  * for Lua code and for the launcher alike.  Raises on failure. */

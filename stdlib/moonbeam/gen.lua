@@ -22,6 +22,10 @@ local DOWN, ACK = atom.DOWN, atom["$gen_ack"]
 M.GEN_CALL, M.GEN_CAST = GEN_CALL, GEN_CAST
 -- The options of every call's demonitor (read, never kept or changed).
 local FLUSH = {flush = true}
+-- What a start waits for: the first elements its receive decodes (read,
+-- never changed), and spawn_opt's options when there is no max_heap.
+local START_LABELS = {[ACK] = true, [DOWN] = true}
+local SPAWN_LINKED, SPAWN_ALONE = {link = true}, {link = false}
 
 -- What a behaviour's process needs (see moonbeam.gen_base): reply, ack,
 -- register_name, take_name, callback_module, tag and pack.
@@ -138,28 +142,39 @@ end
 
 --- Start a process running `behaviour.init_it(starter, ref, parent, ...)`
 -- and wait until it acknowledges (gen.ack) that its init is done.
--- @param behaviour module name of the behaviour (e.g. "moonbeam.gen_server")
+-- @param behaviour module name of the behaviour (e.g. "moonbeam.pg"), or
+--   its init_it function itself, spawned with its code (a module the new
+--   process then need not load)
 -- @param link whether to link the new process to the caller
 -- @param opts table: name (register under it), timeout (ms, default
 --   infinity), max_heap
 -- @return pid, or nil and the reason
 function M.start(behaviour, link, opts, ...)
-  opts = opts or {}
+  local name, timeout, max_heap
+  if opts then name, timeout, max_heap = opts.name, opts.timeout, opts.max_heap end
   local me = mb.self()
   local ref = mb.make_ref()
-  local pid = mb.spawn_opt({link = link, max_heap = opts.max_heap},
-    behaviour, "init_it", me, ref, link and me or nil, opts.name, ...)
+  local spawn_opts = max_heap and {link = link, max_heap = max_heap}
+    or link and SPAWN_LINKED or SPAWN_ALONE
+  local pid
+  if type(behaviour) == "function" then
+    pid = mb.spawn_opt(spawn_opts, behaviour, me, ref, link and me or nil,
+      name, ...)
+  else
+    pid = mb.spawn_opt(spawn_opts, behaviour, "init_it", me, ref,
+      link and me or nil, name, ...)
+  end
   local mon = mb.monitor(pid)
   local msg, why = mb.receive(function(m)
     return m[2] == ref or m[2] == mon
-  end, opts.timeout, {[ACK] = true, [DOWN] = true})
+  end, timeout, START_LABELS)
   if why == "timeout" then
     if link then mb.unlink(pid) end
     mb.exit(pid, "kill")
-    mb.demonitor(mon, {flush = true})
+    mb.demonitor(mon, FLUSH)
     return nil, atom.timeout
   end
-  mb.demonitor(mon, {flush = true})
+  mb.demonitor(mon, FLUSH)
   if msg[1] == DOWN then return nil, msg[5] end
   if msg[3] == true then return pid end
   return nil, msg[4]

@@ -50,6 +50,8 @@
 -- its callback module and its state (see docs/behaviours.md, Costs).
 local mb = require "moonbeam"
 local gen = require "moonbeam.gen"
+-- The function a server process runs (spawned as it is: see there).
+local init_it = require("moonbeam.gen_server_loop").init_it
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
 local type = type
@@ -69,13 +71,13 @@ local NORMAL, TIMEOUT = atom.normal, atom.timeout
 -- @return pid, or nil and the reason (init's stop reason, ignore,
 --   {already_started, Pid})
 function M.start(module, args, opts)
-  return gen.start("moonbeam.gen_server_loop", false, opts, module, args)
+  return gen.start(init_it, false, opts, module, args)
 end
 
 --- Start a server linked to the caller; returns once init has finished.
 -- @see start
 function M.start_link(module, args, opts)
-  return gen.start("moonbeam.gen_server_loop", true, opts, module, args)
+  return gen.start(init_it, true, opts, module, args)
 end
 
 --- Call a server and wait for its reply (default timeout 5000 ms).
@@ -118,10 +120,10 @@ function M.stop(server, reason, timeout)
 end
 
 --- Entry point of a new server process (see gen.start); not for users.
--- The server side lives in moonbeam.gen_server_loop, which a server loads
--- without this module.
+-- The server side lives in moonbeam.gen_server_loop, whose init_it
+-- gen_server.start spawns without this module.
 function M.init_it(...)
-  return require("moonbeam.gen_server_loop").init_it(...)
+  return init_it(...)
 end
 
 return M

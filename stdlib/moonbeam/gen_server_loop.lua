@@ -1,209 +1,36 @@
---- The server side of moonbeam.gen_server: what runs in every server
--- process, from init_it to the handling of each message.  gen_server.start
--- spawns the server with this module alone, so that a server carries
--- neither the client side (moonbeam.gen_server, moonbeam.gen) nor the rare
--- paths: ending the server (terminate, the crash report, a bad return)
--- loads moonbeam.gen_server_stop when it happens, and a code change or a
--- system message loads moonbeam.gen_server_sys.
---
--- Once init has run, the server waits and dispatches in mb.gen_serve (C):
--- calls, casts, infos and timeouts whose callbacks return "reply" or
--- "noreply" never leave it.  What it does not handle (system messages,
--- $gen_stop, the parent's 'EXIT', {continue = x}, stop, a bad return, an
--- error in a callback, a new version of the module) it hands to M.event
--- below, loading this module again for it; this module and the ones it
--- loads are dropped from package.loaded before the loop starts and after
--- each event, so that an idle server keeps only the loop, its table, the
--- callback module and the state.  The callback contract is at the top of
+--- The server side of moonbeam.gen_server: the function every server
+-- process runs, from its start to the loop.  gen_server.start spawns
+-- M.init_it itself, its code copied into the new process with the spawn
+-- (as any spawned function), so that a server loads no module of its own
+-- to start: the start is mb.gen_init and the loop mb.gen_serve, both in
+-- C.  What they leave to Lua (a start that is not the common one, a stop,
+-- an error, a system message, a code change...) is in
+-- moonbeam.gen_server_event, loaded when that happens and dropped from
+-- package.loaded again after, with the modules it loads (see
+-- docs/behaviours.md, Costs).  The callback contract is at the top of
 -- moonbeam.gen_server.
 local mb = require "moonbeam"
-local gen = require "moonbeam.gen_base"
-
-local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
-local type, xpcall, require = type, xpcall, require
 
 local M = {}
 
--- atom(name) rather than atom[name]: the table form keeps each atom in
--- mb.atom, where the server would keep it after this module is dropped.
-local GEN_CALL, GEN_CAST = atom("$gen_call"), atom("$gen_cast")
-local EXIT, STOP, SYSTEM = atom("EXIT"), atom("$gen_stop"), atom("system")
-local TIMEOUT = atom("timeout")
-local generation = require("moonbeam.codecache").generation
-
--- The rare paths, loaded when they happen (moonbeam.gen_server_stop).
-local function stop_paths() return require "moonbeam.gen_server_stop" end
-
--- The code change and system messages (moonbeam.gen_server_sys), loaded
--- the same way.
-local function sys_paths() return require "moonbeam.gen_server_sys" end
-
-local function terminate(s, reason, last, from, reply)
-  return stop_paths().terminate(s, reason, last, from, reply)
-end
-
-local function bad_return(s, r, last)
-  return stop_paths().bad_return(s, r, last)
-end
-
-local function default_info(msg, state)
-  return stop_paths().default_info(msg, state)
-end
-
--- An error in a callback becomes the reason {Error, Traceback}, as a
--- process that raises gets.  The debug library is looked up here, when a
--- callback fails, so that a server that never fails does not carry it.
-local function on_error(e) return tuple(e, debug.traceback(nil, 2)) end
-
--- Run a callback; an error in it ends the server.
-local function run(s, last, fn, ...)
-  local r = gen.pack(xpcall(fn, on_error, ...))
-  if not r[1] then terminate(s, r[2], last) end
-  return r
-end
-
--- Apply the timeout-or-continue part of a return.
-local function next_action(s, x)
-  if x == nil then s.timeout = nil return true end
-  if type(x) == "number" then s.timeout = x return true end
-  if type(x) == "table" and x.continue ~= nil then
-    s.timeout = nil
-    s.continue = {x.continue}
-    return true
-  end
-  return false
-end
-
--- handle_cast / handle_info / handle_continue results: noreply or stop.
-local function handle_noreply(s, r, last)
-  local tag = gen.tag(r[2])
-  if tag == "noreply" and r.n <= 4 then
-    s.state = r[3]
-    if next_action(s, r[4]) then return end
-  elseif tag == "stop" and r.n == 4 then
-    s.state = r[4]
-    terminate(s, r[3], last)
-  end
-  bad_return(s, r, last)
-end
-
--- What handle_call returned (r, from run), for the call msg.
-local function call_result(s, msg, r)
-  local from = msg[2]
-  local tag = gen.tag(r[2])
-  if tag == "reply" and r.n <= 5 then
-    gen.reply(from, r[3])
-    s.state = r[4]
-    if next_action(s, r[5]) then return end
-  elseif tag == "stop" and r.n == 5 then
-    s.state = r[5]
-    terminate(s, r[3], msg, from, r[4])
-  elseif tag == "noreply" or tag == "stop" then
-    return handle_noreply(s, r, msg)
-  end
-  bad_return(s, r, msg)
-end
-
-local function handle_call(s, msg)
-  return call_result(s, msg, run(s, msg, s.mod.handle_call, msg[3], msg[2], s.state))
-end
-
-local function dispatch(s, msg)
-  local kind = typeof(msg) == "tuple" and msg[1] or nil
-  if kind == GEN_CALL then
-    return handle_call(s, msg)
-  elseif kind == GEN_CAST then
-    local cb = s.mod.handle_cast or function(_, st) return "noreply", st end
-    return handle_noreply(s, run(s, msg, cb, msg[2], s.state), msg)
-  elseif kind == STOP then
-    return terminate(s, msg[2], msg)
-  elseif kind == EXIT and msg[2] == s.parent then
-    return terminate(s, msg[3], msg)
-  elseif kind == SYSTEM then
-    return sys_paths().system(s, msg)
-  end
-  local cb = s.mod.handle_info or default_info
-  return handle_noreply(s, run(s, msg, cb, msg, s.state), msg)
-end
-
--- A message or receive's timeout (why), as mb.receive gave them.
-local function message(s, msg, why)
-  if s.gen and s.gen ~= generation() then sys_paths().upgrade(s) end
-  if why == "timeout" and s.timeout then
-    s.timeout = nil
-    local cb = s.mod.handle_info or default_info
-    return handle_noreply(s, run(s, TIMEOUT, cb, TIMEOUT, s.state), TIMEOUT)
-  end
-  return dispatch(s, msg)
-end
-
---- What mb.gen_serve hands to Lua (see its comment in lua/lgenserve.c);
--- not for users.
--- @param kind "message" (a: the message, b: why), "continue", "call" (a:
---   the call, b: handle_call's outcome as run gives it) or "noreply" (a:
---   the message, b: the outcome of handle_cast or handle_info)
-function M.event(s, kind, a, b)
-  if kind == "message" then return message(s, a, b) end
-  if kind == "continue" then
-    local c = s.continue[1]
-    s.continue = nil
-    return handle_noreply(s, run(s, c, s.mod.handle_continue, c, s.state), c)
-  end
-  if not b[1] then terminate(s, b[2], a) end
-  if kind == "call" then return call_result(s, a, b) end
-  return handle_noreply(s, b, a)
-end
-
-local serve = mb.gen_serve
-
--- The loop (not a tail call, so that tracebacks of callbacks name it).
--- It drops this module and the others it names from package.loaded (one
--- string constant: a table of names would cost an idle server more).
-local function loop(s)
-  serve(s, generation, "moonbeam.gen_server_loop", "moonbeam.gen_base \z
-    moonbeam.gen_server_stop moonbeam.gen_server_sys moonbeam.codecache")
-end
-
 --- Entry point of a new server process (see gen.start); not for users.
+-- Its one upvalue is moonbeam, which a spawn sends by name; it stays
+-- below mb.gen_serve while the server lives (not a tail call), so that
+-- tracebacks of callbacks name it.
 function M.init_it(starter, ref, parent, name, module, args)
-  if not gen.take_name(starter, ref, parent, name) then return end
-  local s = {name = name, parent = parent,
-    modname = type(module) == "string" and module or nil}
-  local r = gen.pack(xpcall(function()
-    s.mod = gen.callback_module(module)
-    s.gen = s.modname and generation()
-    return s.mod.init(args)
-  end, on_error))
-  local tag = r[1] and gen.tag(r[2])
-  if tag == "ok" and r.n <= 4 then
-    s.state = r[3]
-    if next_action(s, r[4]) then
-      gen.ack(starter, ref, true)
-      -- What starting left behind (the loaded chunks, init's results) is
-      -- garbage that an idle server would otherwise keep until its heap
-      -- doubles: mb.gen_serve drops the modules and makes one full
-      -- collection before it waits, after the ack so that the starter does
-      -- not wait for it.
-      r = nil
-      return loop(s)
-    end
+  local s, r = mb.gen_init(starter, ref, parent, name, module, args)
+  if s == nil or r ~= nil then
+    s = require("moonbeam.gen_server_event").init_it(starter, ref, parent,
+      name, module, args, s, r)
+    if s == nil then return end
   end
-  -- init failed: the starter hears why, and (as OTP 26 does) is not
-  -- brought down by the exit that follows.
-  local reason
-  if not r[1] then
-    reason = r[2]
-  elseif tag == "ignore" and r.n == 2 then
-    reason = atom.ignore
-  elseif tag == "stop" and r.n == 3 then
-    reason = r[3]
-  else
-    reason = tuple(atom.bad_return_value, stop_paths().returned(r))
-  end
-  if parent then mb.unlink(parent) end
-  gen.ack(starter, ref, false, reason)
-  if reason == atom.ignore then return end
-  mb.exit(reason)
+  -- Kept by this frame while the server lives otherwise.
+  starter, ref, parent, name, module, args, r = nil
+  -- The loop drops the Lua side and the modules it loads from
+  -- package.loaded (one string constant: a table of names would cost an
+  -- idle server more).
+  mb.gen_serve(s, nil, "moonbeam.gen_server_event", "moonbeam.gen_base \z
+    moonbeam.gen_server_stop moonbeam.gen_server_sys moonbeam.codecache")
 end
 
 return M
