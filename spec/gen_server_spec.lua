@@ -114,6 +114,145 @@ describe("gen_server.start_link", function()
   end)
 end)
 
+describe("gen_server.start, in the new process", function()
+  it("runs init without loading the behaviour's Lua side", function()
+    local loaded = in_process(function()
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local me = mb.self()
+      local pid = assert(gs.start({
+        init = function(parent)
+          local mb = require "moonbeam"
+          local got = {}
+          for _, m in ipairs({"moonbeam.gen_base", "moonbeam.gen_server_loop",
+              "moonbeam.gen_server_event", "moonbeam.gen", "moonbeam.gen_server"}) do
+            got[m] = debug.getregistry()._LOADED[m] ~= nil
+          end
+          mb.send(parent, got)
+          return "ok", 0
+        end,
+      }, me))
+      local got = mb.receive(function(m) return type(m) == "table" end, 5000)
+      gs.stop(pid)
+      return got
+    end)
+    assert.same({["moonbeam.gen_base"] = false, ["moonbeam.gen_server_loop"] = false,
+      ["moonbeam.gen_server_event"] = false, ["moonbeam.gen"] = false,
+      ["moonbeam.gen_server"] = false}, loaded)
+  end)
+
+  it("registers a name given as an atom, and refuses it once taken", function()
+    assert.same({true, 3, "already_started", true}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = assert(gs.start(cb, 3, {name = mb.atom.atom_named}))
+      local none, why = gs.start(cb, 0, {name = mb.atom.atom_named})
+      local r = {mb.whereis("atom_named") == pid, gs.call(mb.atom.atom_named, "get"),
+        none == nil and tostring(why[1]), why[2] == pid}
+      gs.stop(pid)
+      return table.unpack(r)
+    end, counter)})
+  end)
+
+  it("registers a {via, Module, Name} name through the module, and refuses it once taken", function()
+    assert.same({true, 4, "already_started", true, true}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local via = {"via", "spec.fixtures.via_names", "v1"}
+      local pid = assert(gs.start_link(cb, 4, {name = via}))
+      local none, why = gs.start_link(cb, 0, {name = via})
+      local r = {mb.whereis("via_names.v1") == pid, gs.call(via, "get"),
+        none == nil and tostring(why[1]), why[2] == pid}
+      gs.stop(pid)
+      r[5] = mb.whereis("via_names.v1") == nil
+      return table.unpack(r)
+    end, counter)})
+  end)
+
+  it("keeps none of the Lua side once started through it", function()
+    assert.same({false, false}, {in_process(function()
+      local gs = require "moonbeam.gen_server"
+      local pid = assert(gs.start({
+        init = function() return "ok", 0 end,
+        handle_call = function(_, _, n)
+          local loaded = debug.getregistry()._LOADED
+          return "reply", {loaded["moonbeam.gen_server_event"] ~= nil,
+            loaded["moonbeam.gen_base"] ~= nil}, n
+        end,
+      }, nil, {name = {"via", "spec.fixtures.via_names", "lua_side"}}))
+      local r = gs.call(pid, "loaded")
+      gs.stop(pid)
+      return table.unpack(r)
+    end)})
+  end)
+
+  it("loads a callback module given by name, and fails the start when it cannot", function()
+    assert.same({7, true, true}, {in_process(function()
+      local gs = require "moonbeam.gen_server"
+      local pid = assert(gs.start("spec.fixtures.global_support", 7))
+      local n = gs.call(pid, "get")
+      gs.stop(pid)
+      local none, why = gs.start("spec.fixtures.no_such_module_here", 0)
+      return n, none == nil and tostring(why[1]):find("no_such_module_here", 1, true) ~= nil,
+        tostring(why[2]):find("stack traceback", 1, true) ~= nil
+    end)})
+  end)
+
+  it("takes init's tag as a string or an atom, with or without a state", function()
+    assert.same({5, true}, {in_process(function()
+      local gs = require "moonbeam.gen_server"
+      local get = function(_, _, n) return "reply", n, n end
+      local a = assert(gs.start({
+        init = function(n) return require("moonbeam").atom.ok, n end,
+        handle_call = get}, 5))
+      local b = assert(gs.start({init = function() return "ok" end, handle_call = get}))
+      local r = {gs.call(a, "get"), gs.call(b, "get") == nil}
+      gs.stop(a)
+      gs.stop(b)
+      return table.unpack(r)
+    end)})
+  end)
+
+  it("runs handle_continue for a {continue = x} table with a metatable", function()
+    assert.equal(10, in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      cb.init = function()
+        return "ok", 0, setmetatable({}, {__index = {continue = "bump"}})
+      end
+      local pid = assert(gs.start(cb))
+      local n = gs.call(pid, "get")
+      gs.stop(pid)
+      return n
+    end, counter))
+  end)
+
+  it("fails the start with bad_return_value for an init timeout it does not know", function()
+    assert.same({"bad_return_value", true}, {in_process(function(cb)
+      local gs = require "moonbeam.gen_server"
+      cb.init = function() return "ok", 0, "hibernate" end
+      local none, why = gs.start_link(cb)
+      return tostring(why[1]), none == nil
+    end, counter)})
+  end)
+
+  it("waits in a function of moonbeam/gen_server_loop.lua once idle", function()
+    local fn = in_process(function()
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid = assert(gs.start({init = function() return "ok", 0 end}))
+      local f
+      for _ = 1, 1000 do -- until the server waits in its loop
+        f = mb.process_info(pid, "current_function")
+        if f ~= "running" then break end
+        mb.sleep(1)
+      end
+      gs.stop(pid)
+      return f
+    end)
+    assert.matches("^moonbeam/gen_server_loop%.lua:%d+ in function ", fn)
+  end)
+end)
+
 describe("gen_server.call", function()
   it("returns the reply and lets handle_call change the state", function()
     assert.same({1, 2, 2}, {in_process(function(cb)

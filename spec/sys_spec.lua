@@ -246,7 +246,7 @@ describe("a GenServer's system-message handling", function()
           local loaded = {}
           for _, m in ipairs({"moonbeam.gen_server_sys", "moonbeam.gen_server_stop",
               "moonbeam.gen", "moonbeam.code_swap", "moonbeam.gen_server_loop",
-              "moonbeam.gen_base"}) do
+              "moonbeam.gen_base", "moonbeam.gen_server_event"}) do
             loaded[m] = package.loaded[m] ~= nil
           end
           return "reply", loaded, n
@@ -260,7 +260,8 @@ describe("a GenServer's system-message handling", function()
     end)}
     local none = {["moonbeam.gen_server_sys"] = false, ["moonbeam.gen_server_stop"] = false,
       ["moonbeam.gen"] = false, ["moonbeam.code_swap"] = false,
-      ["moonbeam.gen_server_loop"] = false, ["moonbeam.gen_base"] = false}
+      ["moonbeam.gen_server_loop"] = false, ["moonbeam.gen_base"] = false,
+      ["moonbeam.gen_server_event"] = false}
     assert.same({none, 1, none}, r)
   end)
 end)

@@ -108,6 +108,28 @@ describe("moonbeam.trace", function()
     assert.same({42, "send", 42, true, {"stopped", "stopped", 1}}, got)
   end)
 
+  it("reports a GenServer's acknowledgement of its start as a send when its init traces it", function()
+    local got = in_process(function()
+      local mb = require "moonbeam"
+      local gen_server = require "moonbeam.gen_server"
+      local trace = require "moonbeam.trace"
+      local pid = assert(gen_server.start({
+        init = function(tracer)
+          local mb = require "moonbeam"
+          require("moonbeam.trace").processes(mb.self(), {"send"}, {tracer = tracer})
+          return "ok", 0
+        end,
+      }, mb.self()))
+      trace.stop()
+      local got = collect()
+      gen_server.stop(pid)
+      local ack = got[1][2]
+      return {got[1][1], mb.typeof(ack) == "tuple" and tostring(ack[1]), ack[3], ack.n,
+        got[1][3] == mb.self(), got[2]}
+    end)
+    assert.same({"send", "$gen_ack", true, 4, true, {"stopped", "stopped", 1}}, got)
+  end)
+
   it("traces the processes whose registered name matches a pattern, and no others", function()
     local got = in_process(function()
       local mb = require "moonbeam"
