@@ -25,7 +25,8 @@ local FLUSH = {flush = true}
 -- What a start waits for: the first elements its receive decodes (read,
 -- never changed), and spawn_opt's options when there is no max_heap.
 local START_LABELS = {[ACK] = true, [DOWN] = true}
-local SPAWN_LINKED, SPAWN_ALONE = {link = true}, {link = false}
+local SPAWN_LINKED = {link = true, monitor = true}
+local SPAWN_ALONE = {link = false, monitor = true}
 
 -- What a behaviour's process needs (see moonbeam.gen_base): reply, ack,
 -- register_name, take_name, callback_module, tag and pack.
@@ -154,17 +155,16 @@ function M.start(behaviour, link, opts, ...)
   if opts then name, timeout, max_heap = opts.name, opts.timeout, opts.max_heap end
   local me = mb.self()
   local ref = mb.make_ref()
-  local spawn_opts = max_heap and {link = link, max_heap = max_heap}
+  local spawn_opts = max_heap and {link = link, monitor = true, max_heap = max_heap}
     or link and SPAWN_LINKED or SPAWN_ALONE
-  local pid
+  local pid, mon
   if type(behaviour) == "function" then
-    pid = mb.spawn_opt(spawn_opts, behaviour, me, ref, link and me or nil,
-      name, ...)
+    pid, mon = mb.spawn_opt(spawn_opts, behaviour, me, ref,
+      link and me or nil, name, ...)
   else
-    pid = mb.spawn_opt(spawn_opts, behaviour, "init_it", me, ref,
+    pid, mon = mb.spawn_opt(spawn_opts, behaviour, "init_it", me, ref,
       link and me or nil, name, ...)
   end
-  local mon = mb.monitor(pid)
   local msg, why = mb.receive(function(m)
     return m[2] == ref or m[2] == mon
   end, timeout, START_LABELS)
