@@ -464,6 +464,154 @@ TEST_IMPL(memory_limit_inside_a_callback) {
                  "end\n");
 }
 
+/* mb.gen_init, a GenServer's start in its own process: init(args) with
+ * "ok" (a string or an atom), State and an optional timeout or {continue
+ * = x} is kept in s and acknowledged to the starter as gen.ack does;
+ * every other outcome comes back as s, r without an acknowledgement; a
+ * name it does not take (global, via, taken) comes back as nothing, with
+ * init not run.  init(args) runs with a continuation: it may block. */
+#define INIT_PRELUDE                                                           \
+  "local mb = require 'moonbeam'\n"                                            \
+  "local ACK = mb.atom['$gen_ack']\n"                                          \
+  "local function expect(pred)\n"                                              \
+  "  return assert(mb.receive(pred, 10000), 'nothing came')\n"                 \
+  "end\n"                                                                      \
+  "-- starts a process running setup(), if any, then gen_init; it sends\n"     \
+  "-- back what gen_init returned, then waits for 'stop'.  Returns its\n"      \
+  "-- pid and the ref.\n"                                                      \
+  "local function init(mod, args, name, linked, setup)\n"                      \
+  "  local me, ref = mb.self(), mb.make_ref()\n"                               \
+  "  local pid = mb.spawn(function()\n"                                        \
+  "    if setup then setup() end\n"                                            \
+  "    local s, r = mb.gen_init(me, ref, linked and me or nil, name, mod, "    \
+  "args)\n"                                                                    \
+  "    mb.send(me, {'init', ref, s == nil and 'nothing' or s, r})\n"           \
+  "    mb.receive(function(m) return m == 'stop' end)\n"                       \
+  "  end)\n"                                                                   \
+  "  return pid, ref\n"                                                        \
+  "end\n"                                                                      \
+  "local function result(ref)\n"                                               \
+  "  local m = expect(function(m)\n"                                           \
+  "    return type(m) == 'table' and m[1] == 'init' and m[2] == ref end)\n"    \
+  "  return m[3], m[4]\n"                                                      \
+  "end\n"                                                                      \
+  "local function acked(ref)\n"                                                \
+  "  return mb.receive(function(m)\n"                                          \
+  "    return mb.typeof(m) == 'tuple' and m[1] == ACK and m[2] == ref end, "   \
+  "0)\n"                                                                       \
+  "end\n"
+
+TEST_IMPL(gen_init_takes_the_common_start) {
+  run(1, INIT_PRELUDE
+      "return function()\n"
+      "  local mod = {init = function(a) return 'ok', a * 2, 50 end}\n"
+      "  local pid, ref = init(mod, 21, 'gi_named')\n"
+      "  local s, r = result(ref)\n"
+      "  assert(type(s) == 'table' and r == nil)\n"
+      "  assert(s.state == 42 and s.timeout == 50 and s.name == 'gi_named')\n"
+      "  assert(s.mod.init and s.gen == nil and s.continue == nil)\n"
+      "  assert(mb.whereis('gi_named') == pid)\n"
+      "  local a = assert(acked(ref), 'no ack')\n"
+      "  assert(a[3] == true and a[4] == nil and a.n == 4)\n"
+      "  mb.send(pid, 'stop')\n"
+      "  mod = {init = function() return mb.atom.ok, 's', {continue = 7} end}\n"
+      "  pid, ref = init(mod, nil, mb.atom.gi_atom, true)\n"
+      "  s, r = result(ref)\n"
+      "  assert(s.state == 's' and s.continue[1] == 7 and s.timeout == nil)\n"
+      "  assert(s.parent == mb.self() and mb.whereis('gi_atom') == pid)\n"
+      "  assert(acked(ref))\n"
+      "  mb.send(pid, 'stop')\n"
+      "  pid, ref = init('gi_by_name', nil, nil, false, function()\n"
+      "    package.preload.gi_by_name = function()\n"
+      "      return {init = function() return 'ok' end}\n"
+      "    end\n"
+      "  end)\n"
+      "  s, r = result(ref)\n"
+      "  assert(s.modname == 'gi_by_name' and math.type(s.gen) == 'integer')\n"
+      "  assert(s.state == nil and acked(ref))\n"
+      "  mb.send(pid, 'stop')\n"
+      "  return 1\n"
+      "end\n");
+}
+
+TEST_IMPL(gen_init_leaves_the_rest_to_lua) {
+  run(1, INIT_PRELUDE
+      "return function()\n"
+      "  local cases = {\n"
+      "    {function() error('no') end, false},\n"
+      "    {function() return 'ignore' end, true, 'ignore'},\n"
+      "    {function() return 'stop', 'why' end, true, 'stop'},\n"
+      "    {function() return 'ok', 1, 'hibernate' end, true, 'ok'},\n"
+      "    {function() return 'ok', 1, setmetatable({}, {}) end, true, "
+      "'ok'},\n"
+      "    {function() return 'ok', 1, 2, 3 end, true, 'ok'},\n"
+      "    {function() end, true},\n"
+      "  }\n"
+      "  for i, c in ipairs(cases) do\n"
+      "    local pid, ref = init({init = c[1]}, nil, 'gi_rest' .. i)\n"
+      "    local s, r = result(ref)\n"
+      "    assert(type(s) == 'table' and type(r) == 'table', i)\n"
+      "    assert(r[1] == c[2] and r[2] == c[3] or not c[2], i)\n"
+      "    if not c[2] then\n"
+      "      assert(mb.typeof(r[2]) == 'tuple', i)\n"
+      "      assert(tostring(r[2][1]):find('no', 1, true), i)\n"
+      "      assert(r[2][2]:find('stack traceback', 1, true), i)\n"
+      "    end\n"
+      "    assert(mb.whereis('gi_rest' .. i) == pid, i)\n"
+      "    assert(acked(ref) == nil, i)\n"
+      "    mb.send(pid, 'stop')\n"
+      "  end\n"
+      "  local pid, ref = init('gi_no_such_module')\n"
+      "  local s, r = result(ref)\n"
+      "  assert(r[1] == false and "
+      "tostring(r[2][1]):find('gi_no_such_module'))\n"
+      "  mb.send(pid, 'stop')\n"
+      "  -- names it does not take: init does not run\n"
+      "  local ran = {init = function() error('ran') end}\n"
+      "  mb.register('gi_taken', mb.self())\n"
+      "  for _, name in ipairs({'gi_taken', {'global', 'g'}, "
+      "mb.tuple(mb.atom.via, 'm', 'n')}) do\n"
+      "    pid, ref = init(ran, nil, name)\n"
+      "    assert(result(ref) == 'nothing')\n"
+      "    assert(acked(ref) == nil)\n"
+      "    mb.send(pid, 'stop')\n"
+      "  end\n"
+      "  assert(mb.whereis('gi_taken') == mb.self())\n"
+      "  return 1\n"
+      "end\n");
+}
+
+/* Starts on four schedulers at once, with inits that block until told to
+ * go: every start is acknowledged once, to its own starter. */
+TEST_IMPL(gen_init_blocks_and_runs_on_all_schedulers) {
+  run(4, INIT_PRELUDE
+      "return function()\n"
+      "  local me = mb.self()\n"
+      "  local mod = {init = function(n)\n"
+      "    mb.receive(function(m) return m == 'go' end)\n"
+      "    return 'ok', n\n"
+      "  end}\n"
+      "  local starters = {}\n"
+      "  for k = 1, 8 do\n"
+      "    starters[k] = mb.spawn(function()\n"
+      "      local pids = {}\n"
+      "      for i = 1, 50 do\n"
+      "        local pid, ref = init(mod, i)\n"
+      "        mb.send(pid, 'go')\n"
+      "        local s = result(ref)\n"
+      "        assert(s.state == i)\n"
+      "        assert(acked(ref) and not acked(ref))\n"
+      "        pids[#pids + 1] = pid\n"
+      "      end\n"
+      "      for _, p in ipairs(pids) do mb.send(p, 'stop') end\n"
+      "      mb.send(me, 'done')\n"
+      "    end)\n"
+      "  end\n"
+      "  for k = 1, 8 do expect(function(m) return m == 'done' end) end\n"
+      "  return 1\n"
+      "end\n");
+}
+
 TEST_LIST(TEST_ENTRY(hot_returns_stay_in_c),
           TEST_ENTRY(replies_are_the_messages_gen_reply_sends),
           TEST_ENTRY(calls_taken_apart_are_whole_for_lua),
@@ -473,4 +621,7 @@ TEST_LIST(TEST_ENTRY(hot_returns_stay_in_c),
           TEST_ENTRY(messages_wait_while_lua_handles_an_event),
           TEST_ENTRY(code_change_goes_to_lua),
           TEST_ENTRY(callbacks_block_and_are_preempted),
-          TEST_ENTRY(memory_limit_inside_a_callback))
+          TEST_ENTRY(memory_limit_inside_a_callback),
+          TEST_ENTRY(gen_init_takes_the_common_start),
+          TEST_ENTRY(gen_init_leaves_the_rest_to_lua),
+          TEST_ENTRY(gen_init_blocks_and_runs_on_all_schedulers))
