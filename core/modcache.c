@@ -4,9 +4,11 @@
  * source again (about half a millisecond for gen_server and what it
  * needs); here the first process compiles it and keeps the bytecode, and
  * the others load that.  The bytecode keeps its debug information, so
- * that tracebacks name the file and line of every frame; for the modules
- * a GenServer loads to start (moonbeam.gen_base, moonbeam.gen_server_loop) it
- * is about 1.9 KB of their 5.7 KB of bytecode.
+ * that tracebacks name the file and line of every frame.  Loading is
+ * still dear next to a spawn: the 5.7 KB that a GenServer used to load
+ * for its start (its Lua side and moonbeam.gen_base) took about 200,000
+ * instructions, 35 a byte, which is why a GenServer now starts without
+ * loading a module (lua/lgenserve.c).
  *
  * The cache is a searcher put before Lua's own file searcher in each
  * process's package.searchers.  It is keyed by module name, as Erlang's
