@@ -40,14 +40,16 @@
 -- sys.change_code passes. A code_change that raises or returns anything
 -- else leaves the server on the old version with its old state.
 --
--- The server side: a server process runs moonbeam.gen_server_loop (init,
--- then the loop), never this module.  The loop is mb.gen_serve, in C: it
--- waits for each message and runs handle_call, handle_cast and
--- handle_info itself, with their "reply" and "noreply" returns; whatever
--- else happens (stop, {continue = x}, an error, a bad return, a system
--- message, a code change) it hands to moonbeam.gen_server_loop, loaded
--- for that and dropped again, so that an idle server keeps only the loop,
--- its callback module and its state (see docs/behaviours.md, Costs).
+-- The server side: a server process runs the init_it of
+-- moonbeam.gen_server_loop, spawned with its code, never this module.
+-- Its start is mb.gen_init and its loop mb.gen_serve, both in C: they
+-- take a local name, run init, and run handle_call, handle_cast and
+-- handle_info with their "reply" and "noreply" returns; whatever else
+-- happens (global and via names, init failing, stop, {continue = x}, an
+-- error, a bad return, a system message, a code change) they hand to
+-- moonbeam.gen_server_event, loaded for that and dropped again, so that
+-- an idle server keeps only the loop, its callback module and its state
+-- (see docs/behaviours.md, Costs).
 local mb = require "moonbeam"
 local gen = require "moonbeam.gen"
 -- The function a server process runs (spawned as it is: see there).

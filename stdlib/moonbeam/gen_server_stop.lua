@@ -1,4 +1,4 @@
---- The rare paths of a GenServer (see moonbeam.gen_server_loop): ending
+--- The rare paths of a GenServer (see moonbeam.gen_server_event): ending
 -- the server, with terminate and the crash report, a callback's bad
 -- return, an unexpected message.  A server loads this module the first
 -- time one of them happens, so that an idle server does not carry it.

@@ -1,5 +1,5 @@
 --- The code change and system messages of a GenServer (see
--- moonbeam.gen_server_loop): moving to a new version of the callback
+-- moonbeam.gen_server_event): moving to a new version of the callback
 -- module between two messages, and OTP's {system, From, Request} as
 -- moonbeam.sys sends them.  A server loads this module the first time its
 -- module changes or a system message comes, so that an idle server does
