@@ -114,6 +114,35 @@ describe("gen_server.start_link", function()
   end)
 end)
 
+describe("gen_server.start_monitor", function()
+  it("returns the pid and a monitor that reports the server's end", function()
+    assert.same({"down", "server_done", false}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local pid, mon = gs.start_monitor(cb, 1)
+      assert(mb.typeof(mon) == "ref" and gs.call(pid, "get") == 1)
+      -- not linked: the caller does not trap exits and survives the stop
+      gs.stop(pid, "server_done")
+      local down = mb.receive(function(m)
+        return m[1] == mb.atom.DOWN and m[2] == mon
+      end, 5000)
+      return down and "down", tostring(down[5]), mb.is_alive(pid)
+    end, counter)})
+  end)
+
+  it("leaves no monitor and no 'DOWN' behind when init fails", function()
+    assert.same({"init_said_no", "init blew up", "nothing queued"}, {in_process(function(cb)
+      local mb = require "moonbeam"
+      local gs = require "moonbeam.gen_server"
+      local none, r1 = gs.start_monitor(cb, "stop")
+      assert(none == nil)
+      local _, r2 = gs.start_monitor(cb, "crash")
+      return r1, tostring(r2[1]):match("init blew up"),
+        mb.receive(100) == nil and "nothing queued"
+    end, counter)})
+  end)
+end)
+
 describe("gen_server.start, in the new process", function()
   it("runs init without loading the behaviour's Lua side", function()
     local loaded = in_process(function()

@@ -146,13 +146,16 @@ end
 -- @param behaviour module name of the behaviour (e.g. "moonbeam.pg"), or
 --   its init_it function itself, spawned with its code (a module the new
 --   process then need not load)
--- @param link whether to link the new process to the caller
+-- @param link whether to link the new process to the caller, or "monitor"
+--   to keep the monitor of the start (OTP's start_monitor)
 -- @param opts table: name (register under it), timeout (ms, default
 --   infinity), max_heap
--- @return pid, or nil and the reason
+-- @return pid (and the monitor's ref for "monitor"), or nil and the reason
 function M.start(behaviour, link, opts, ...)
   local name, timeout, max_heap
   if opts then name, timeout, max_heap = opts.name, opts.timeout, opts.max_heap end
+  local keep_monitor = link == "monitor"
+  link = link == true
   local me = mb.self()
   local ref = mb.make_ref()
   local spawn_opts = max_heap and {link = link, monitor = true, max_heap = max_heap}
@@ -174,9 +177,13 @@ function M.start(behaviour, link, opts, ...)
     mb.demonitor(mon, FLUSH)
     return nil, atom.timeout
   end
+  if msg[1] ~= DOWN and msg[3] == true then
+    if keep_monitor then return pid, mon end
+    mb.demonitor(mon, FLUSH)
+    return pid
+  end
   mb.demonitor(mon, FLUSH)
   if msg[1] == DOWN then return nil, msg[5] end
-  if msg[3] == true then return pid end
   return nil, msg[4]
 end
 

@@ -82,6 +82,14 @@ function M.start_link(module, args, opts)
   return gen.start(init_it, true, opts, module, args)
 end
 
+--- Start a server, not linked to the caller, and monitor it (OTP's
+-- start_monitor): the monitor is made with the process, before init runs.
+-- @return pid and the monitor's ref, or nil and the reason (then no
+--   monitor is left, and no 'DOWN' of it is queued)
+function M.start_monitor(module, args, opts)
+  return gen.start(init_it, "monitor", opts, module, args)
+end
+
 --- Call a server and wait for its reply (default timeout 5000 ms).
 -- Raises {noproc, ...} if the server is dead or unknown, {timeout, ...} if
 -- no reply comes in time, {Reason, ...} if the server dies meanwhile.
