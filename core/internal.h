@@ -16,10 +16,12 @@
  * Sanitizer builds use the C library's allocator, which they can see. */
 #ifdef MB_USE_MIMALLOC
 #include <mimalloc.h>
+#define mb__mem_alloc mi_malloc
 #define mb__mem_realloc mi_realloc
 #define mb__mem_free mi_free
 #else
 #include <stdlib.h>
+#define mb__mem_alloc malloc
 #define mb__mem_realloc realloc
 #define mb__mem_free free
 #endif

@@ -80,7 +80,7 @@ typedef struct {
 /* ---- buffer ---- */
 
 mb_msg_t *mb__msg_new(size_t cap) {
-  mb_msg_t *m = mb__mem_realloc(NULL, sizeof *m + cap);
+  mb_msg_t *m = mb__mem_alloc(sizeof *m + cap);
   if (m == NULL)
     return NULL;
   memset(m, 0, sizeof *m);

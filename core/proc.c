@@ -221,7 +221,8 @@ static void *proc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     p->mem_exceeded = true;
     return NULL;
   }
-  void *n = mb__mem_realloc(ptr, nsize);
+  /* A new block takes the allocator's fast path, not realloc's. */
+  void *n = ptr == NULL ? mb__mem_alloc(nsize) : mb__mem_realloc(ptr, nsize);
   if (n != NULL)
     atomic_store_explicit(&p->mem, mem + nsize - osize, memory_order_relaxed);
   return n;
@@ -573,7 +574,7 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
     mb_msg_free(o->args);
     return MB_ELIMIT;
   }
-  mb_proc_t *p = mb__mem_realloc(NULL, sizeof *p);
+  mb_proc_t *p = mb__mem_alloc(sizeof *p);
   if (p != NULL)
     memset(p, 0, sizeof *p);
   if (p == NULL) {
