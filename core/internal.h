@@ -135,6 +135,14 @@ mb_msg_t *mb__signal_new(mb__sig_kind_t kind, mb_pid_t from, uint64_t ref);
 /* Encode value `idx` of L; `root` names the value in error paths. */
 int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
                    char *err, size_t errlen);
+/* Encode the n values of L from `first` on as the table {n = n, ...} they
+ * would make (as spawn's arguments travel), in one pass, without making
+ * it. */
+int mb__msg_encode_seq(lua_State *L, int first, int n, const char *root,
+                       mb_msg_t **out, char *err, size_t errlen);
+/* Push the values of such a table, not the table, and return how many;
+ * -1 (nothing pushed) for a message of another shape. */
+int mb__msg_decode_seq(lua_State *L, const mb_msg_t *m);
 
 void mb__require(lua_State *L, const char *name); /* proc.c */
 /* A standard or preloaded library that mb__require opens without the

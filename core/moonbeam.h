@@ -397,6 +397,11 @@ int mb_lua_error(lua_State *L, const char *fname, int err, const char *detail);
  * "fname: cannot send ... at root.path". */
 mb_msg_t *mb_lua_encode(lua_State *L, int idx, const char *root,
                         const char *fname);
+/* Encode the n values from idx `first` on into a new message, the table
+ * {n = n, ...} that mb_proc_spawn takes as arguments, or raise as
+ * mb_lua_encode ("... at root[i]..."). */
+mb_msg_t *mb_lua_encode_args(lua_State *L, int first, int n, const char *root,
+                             const char *fname);
 /* The calling process's pid, or 0 outside a process. */
 mb_pid_t mb_lua_self_pid(lua_State *L);
 /* The calling process's pid, or a Lua error naming `fname` outside a

@@ -547,36 +547,82 @@ static int enc_scalar(enc_t *e, int idx) {
   }
 }
 
+static void enc_init(enc_t *e, lua_State *L, mb_msg_t *m) {
+  e->L = L;
+  e->m = m;
+  e->frames = e->small_frames;
+  e->nframes = 0;
+  e->cap = SMALL_FRAMES;
+  e->nobj = 0;
+  mb__map_init(&e->seen);
+  e->what = NULL;
+  e->as_key = false;
+  mb__path_reset(&e->path);
+}
+
+/* Free what the encoder took, give back the message and turn r into the
+ * result: 0, or MB_EBADTERM with the error's text in err. */
+static int enc_done(enc_t *e, int r, const char *root, mb_msg_t **m, char *err,
+                    size_t errlen) {
+  mb__map_free(&e->seen);
+  if (e->frames != e->small_frames)
+    free(e->frames);
+  *m = e->m;
+  if (r == 0)
+    return 0;
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "cannot send %s%s at %s%s",
+             e->what ? e->what : "a value", e->as_key ? " used as a key" : "",
+             root, mb__path_str(&e->path));
+  return MB_EBADTERM;
+}
+
 /* Encode value idx of L at the end of *m (which may move); on failure *m
  * keeps what it had, perhaps with part of the value after it. */
 static int encode_into(lua_State *L, int idx, const char *root, mb_msg_t **m,
                        char *err, size_t errlen) {
   enc_t e;
-  e.L = L;
-  e.m = *m;
-  e.frames = e.small_frames;
-  e.nframes = 0;
-  e.cap = SMALL_FRAMES;
-  e.nobj = 0;
-  mb__map_init(&e.seen);
-  e.what = NULL;
-  e.as_key = false;
-  mb__path_reset(&e.path);
+  enc_init(&e, L, *m);
   idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
   int r = enc_value(&e, idx);
   lua_settop(L, top);
-  mb__map_free(&e.seen);
-  if (e.frames != e.small_frames)
-    free(e.frames);
-  *m = e.m;
+  return enc_done(&e, r, root, m, err, errlen);
+}
+
+int mb__msg_encode_seq(lua_State *L, int first, int n, const char *root,
+                       mb_msg_t **out, char *err, size_t errlen) {
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL)
+    return MB_ENOMEM;
+  enc_t e;
+  enc_init(&e, L, m);
+  int top = lua_gettop(L);
+  /* The table's head, its array part one value after the other (sharing
+   * the objects seen, as the table's would), then its hash part: "n". */
+  int r = put1(&e, T_TABLE) || put1(&e, MB_KIND_PLAIN) ||
+          put_varint(&e, (uint64_t)n);
+  for (int i = 0; r == 0 && i < n; i++) {
+    r = enc_value(&e, first + i);
+    if (r != 0)
+      mb__path_index(&e.path, i + 1);
+  }
+  uint32_t nhash = 1;
   if (r == 0)
-    return 0;
-  if (err != NULL && errlen > 0)
-    snprintf(err, errlen, "cannot send %s%s at %s%s",
-             e.what ? e.what : "a value", e.as_key ? " used as a key" : "",
-             root, mb__path_str(&e.path));
-  return MB_EBADTERM;
+    r = put(&e, &nhash, sizeof nhash) || put1(&e, T_STR) || put1(&e, 1) ||
+        put1(&e, 'n');
+  if (r == 0) {
+    lua_pushinteger(L, n);
+    r = enc_scalar(&e, -1);
+  }
+  lua_settop(L, top);
+  r = enc_done(&e, r, root, &m, err, errlen);
+  if (r != 0) {
+    mb_msg_free(m);
+    return r;
+  }
+  *out = m;
+  return 0;
 }
 
 int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
@@ -913,31 +959,69 @@ static void dec_value(dec_t *d) {
   }
 }
 
-/* Push the value encoded from p on (bytes after it are not read). */
+/* Read from p to end of m; the table of objects met (for backrefs) goes
+ * on the stack if m has backrefs. */
+static void dec_init(dec_t *d, lua_State *L, const mb_msg_t *m,
+                     const unsigned char *p, const unsigned char *end) {
+  d->L = L;
+  d->p = p;
+  d->end = end;
+  d->objs = 0;
+  d->nobj = 0;
+  if (m->has_refs) {
+    lua_newtable(L);
+    d->objs = lua_gettop(L);
+  }
+}
+
+/* Push the next value, on top of the stack. */
+static void dec_next(dec_t *d) {
+  d->base = lua_gettop(d->L) + 1;
+  d->fslot = 0;
+  d->frames = d->small;
+  d->nframes = 0;
+  d->cap = 16;
+  dec_value(d);
+  if (d->fslot)
+    lua_remove(d->L, d->fslot);
+}
+
 /* Push the value encoded at p in m; returns where the next one starts. */
 static const unsigned char *decode_from(lua_State *L, const mb_msg_t *m,
                                         const unsigned char *p) {
   dec_t d;
-  d.L = L;
-  d.p = p;
-  d.end = m->data + m->len;
-  d.objs = 0;
-  d.nobj = 0;
-  if (m->has_refs) {
-    lua_newtable(L);
-    d.objs = lua_gettop(L);
-  }
-  d.base = lua_gettop(L) + 1;
-  d.fslot = 0;
-  d.frames = d.small;
-  d.nframes = 0;
-  d.cap = 16;
-  dec_value(&d);
-  if (d.fslot)
-    lua_remove(L, d.fslot);
+  dec_init(&d, L, m, p, m->data + m->len);
+  dec_next(&d);
   if (d.objs)
     lua_remove(L, d.objs);
   return d.p;
+}
+
+int mb__msg_decode_seq(lua_State *L, const mb_msg_t *m) {
+  const unsigned char *p = m->data;
+  /* What mb__msg_encode_seq writes for fewer than 128 values: the head
+   * {T_TABLE, plain, n}, the values, and the hash part {n = n}. */
+  uint32_t nhash = 1;
+  unsigned char tail[sizeof nhash + 5] = {0, 0, 0, 0, T_STR, 1, 'n', T_INT8};
+  if ((m->flags & MB_MSGF_ETF) || m->len < 3 + sizeof tail || p[0] != T_TABLE ||
+      p[1] != MB_KIND_PLAIN || p[2] > 0x7f)
+    return -1;
+  int n = p[2];
+  memcpy(tail, &nhash, sizeof nhash);
+  tail[sizeof tail - 1] = (unsigned char)n;
+  const unsigned char *end = p + m->len - sizeof tail;
+  if (memcmp(end, tail, sizeof tail) != 0)
+    return -1;
+  luaL_checkstack(L, n + 1, "too many arguments");
+  dec_t d;
+  dec_init(&d, L, m, p + 3, end);
+  for (int i = 0; i < n; i++)
+    dec_next(&d);
+  if (d.p != end)
+    luaL_error(L, "corrupt message");
+  if (d.objs)
+    lua_remove(L, d.objs);
+  return n;
 }
 
 int mb_msg_decode(lua_State *L, const mb_msg_t *m) {

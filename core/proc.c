@@ -666,6 +666,12 @@ static int main_k(lua_State *L, int status, lua_KContext ctx) {
 static int push_args(lua_State *L, mb_proc_t *p, bool as_arg_global) {
   if (p->start_args == NULL)
     return 0;
+  int nargs = as_arg_global ? -1 : mb__msg_decode_seq(L, p->start_args);
+  if (nargs >= 0) {
+    mb_msg_free(p->start_args);
+    p->start_args = NULL;
+    return nargs;
+  }
   mb_msg_decode(L, p->start_args);
   mb_msg_free(p->start_args);
   p->start_args = NULL;

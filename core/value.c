@@ -791,6 +791,16 @@ mb_msg_t *mb_lua_encode(lua_State *L, int idx, const char *root,
   return m;
 }
 
+mb_msg_t *mb_lua_encode_args(lua_State *L, int first, int n, const char *root,
+                             const char *fname) {
+  char err[600];
+  mb_msg_t *m;
+  int r = mb__msg_encode_seq(L, first, n, root, &m, err, sizeof err);
+  if (r != 0)
+    mb_lua_error(L, fname, r, r == MB_EBADTERM ? err : NULL);
+  return m;
+}
+
 void mb_lua_push_pid(lua_State *L, mb_pid_t pid) { mb__push_pid(L, pid); }
 
 mb_pid_t mb_lua_check_pid(lua_State *L, int idx) {

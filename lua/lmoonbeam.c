@@ -58,17 +58,7 @@ static mb_msg_t *encode_args(lua_State *L, int first, const char *fname) {
   int top = lua_gettop(L);
   if (first > top)
     return NULL;
-  int n = top - first + 1;
-  lua_createtable(L, n, 1);
-  for (int i = 0; i < n; i++) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_pushinteger(L, n);
-  lua_setfield(L, -2, "n");
-  mb_msg_t *m = mb_lua_encode(L, -1, "args", fname);
-  lua_pop(L, 1);
-  return m;
+  return mb_lua_encode_args(L, first, top - first + 1, "args", fname);
 }
 
 /* ---- processes ---- */

@@ -42,6 +42,20 @@ describe("a process", function()
     end, 7)})
   end)
 
+  it("gets its arguments as given: their count, nils in place, a table given twice as one", function()
+    local t = {k = "v"}
+    assert.same({6, 1, true, "x", true, true}, {mb.run(function(...)
+      local n, a, b, u, x, v, c = select("#", ...), ...
+      return n, a, b == nil and c == nil, x, u == v, u.k == "v"
+    end, 1, nil, t, "x", t, nil)})
+  end)
+
+  it("refuses an argument it cannot copy, naming its place", function()
+    local ok, err = pcall(mb.spawn, function() end, 1, {x = coroutine.create(print)})
+    assert.is_false(ok)
+    assert.matches("spawn: cannot send a coroutine at args[2].x", err, 1, true)
+  end)
+
   it("gets the standard libraries on first use", function()
     assert.same({"HELLO", 3, "table"}, {mb.run(function()
       return string.upper("hello"), math.max(1, 3), type(table)

@@ -190,7 +190,94 @@ TEST_IMPL(decodes_one_field_of_a_table_message) {
   lua_close(L);
 }
 
+/* Spawn's arguments: values encoded one after the other are the message
+ * of the table {n = n, ...} they would make, and come out as those values
+ * again, nils in place, a table given twice still one table. */
+TEST_IMPL(encodes_values_as_the_table_they_would_make) {
+  lua_State *a = luaL_newstate(), *b = luaL_newstate();
+  luaL_openlibs(b);
+  char err[256];
+  mb_msg_t *seq, *table;
+  ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {k = 'v'}\n"
+                                     "return 1, 'x', t, t"));
+  ASSERT_EQ(0, mb__msg_encode_seq(a, 1, 4, "args", &seq, err, sizeof err));
+  ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {k = 'v'}\n"
+                                     "return {1, 'x', t, t, n = 4}"));
+  ASSERT_EQ(0, mb_msg_encode(a, -1, &table, err, sizeof err));
+  ASSERT_EQ(mb_msg_size(table), mb_msg_size(seq));
+  ASSERT_EQ(0, memcmp(table->data, seq->data, seq->len));
+  mb_msg_free(seq);
+  lua_settop(a, 0);
+  ASSERT_EQ(LUA_OK, luaL_dostring(a, "local t = {k = 'v'}\n"
+                                     "return 1, nil, t, 'x', t, nil"));
+  ASSERT_EQ(0, mb__msg_encode_seq(a, 1, 6, "args", &seq, err, sizeof err));
+  ASSERT_EQ(LUA_OK,
+            luaL_loadstring(b, "local n = select('#', ...)\n"
+                               "local a, b, t, x, u, c = ...\n"
+                               "assert(n == 6 and a == 1 and b == nil)\n"
+                               "assert(x == 'x' and c == nil)\n"
+                               "assert(t == u and t.k == 'v')"));
+  ASSERT_EQ(6, mb__msg_decode_seq(b, seq));
+  if (lua_pcall(b, 6, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(b, -1));
+    abort();
+  }
+  mb_msg_free(seq);
+  mb_msg_free(table);
+  lua_close(a);
+  lua_close(b);
+}
+
+/* Any other table, or not a table, is left for mb_msg_decode. */
+TEST_IMPL(decodes_as_values_only_a_table_of_its_shape) {
+  static const char *others[] = {"return {1, 2}", "return {1, 2, n = 3}",
+                                 "return {1, 2, n = 2, m = 1}",
+                                 "return mb_tuple", "return 'x'"};
+  lua_State *a = luaL_newstate(), *b = luaL_newstate();
+  char err[256];
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+    if (strcmp(others[i], "return mb_tuple") == 0) {
+      mb_msg_t *t = mb__tuple_new(2);
+      ASSERT(t != NULL);
+      ASSERT_EQ(0, mb__tuple_int(&t, 1));
+      ASSERT_EQ(0, mb__tuple_int(&t, 2));
+      ASSERT_EQ(0, mb__tuple_end(&t, 2));
+      ASSERT_EQ(-1, mb__msg_decode_seq(b, t));
+      mb_msg_free(t);
+      continue;
+    }
+    mb_msg_t *m;
+    ASSERT_EQ(LUA_OK, luaL_dostring(a, others[i]));
+    ASSERT_EQ(0, mb_msg_encode(a, -1, &m, err, sizeof err));
+    ASSERT_EQ(-1, mb__msg_decode_seq(b, m));
+    ASSERT_EQ(0, lua_gettop(b));
+    mb_msg_free(m);
+  }
+  lua_close(a);
+  lua_close(b);
+}
+
+/* A value that cannot be sent is named by its place among the values. */
+TEST_IMPL(names_a_value_it_cannot_send_by_its_place) {
+  lua_State *a = luaL_newstate();
+  luaL_openlibs(a);
+  char err[256];
+  mb_msg_t *m;
+  ASSERT_EQ(LUA_OK,
+            luaL_dostring(a, "return 1, {x = coroutine.create(print)}"));
+  ASSERT_EQ(MB_EBADTERM,
+            mb__msg_encode_seq(a, 1, 2, "args", &m, err, sizeof err));
+  ASSERT(strstr(err, "cannot send a coroutine at args[2].x") != NULL);
+  ASSERT_EQ(MB_EBADTERM,
+            mb__msg_encode_seq(a, 2, 1, "args", &m, err, sizeof err));
+  ASSERT(strstr(err, "cannot send a coroutine at args[1].x") != NULL);
+  lua_close(a);
+}
+
 TEST_LIST(
+    TEST_ENTRY(encodes_values_as_the_table_they_would_make),
+    TEST_ENTRY(decodes_as_values_only_a_table_of_its_shape),
+    TEST_ENTRY(names_a_value_it_cannot_send_by_its_place),
     TEST_ENTRY(decodes_to_an_equal_value_in_another_state),
     TEST_ENTRY(refuses_a_coroutine_with_its_path),
     TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more),
