@@ -397,10 +397,21 @@ static void ensure_base(lua_State *L) {
   lua_pop(L, 2);
 }
 
+/* Push package.loaded, made with room for the first module (most
+ * processes load one: moonbeam), not a rehash when it comes. */
+static void push_loaded(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE)
+    return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+}
+
 /* Push module `name`, opening standard and preloaded libraries directly and
  * anything else through require. */
 void mb__require(lua_State *L, const char *name) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  push_loaded(L);
   if (lua_getfield(L, -1, name) != LUA_TNIL) {
     lua_remove(L, -2);
     return;

@@ -606,7 +606,8 @@ int luaopen_moonbeam(lua_State *L) {
     mb_lsocket_register(L);
     atomic_store_explicit(&preloaded, true, memory_order_release);
   }
-  lua_createtable(L, 0, 0);
+  /* Room for the first function used (lazy_field), not a rehash. */
+  lua_createtable(L, 0, 1);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_field);
   lua_setfield(L, -2, "__index");
