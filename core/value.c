@@ -89,21 +89,33 @@ void mb__push_weak_table(lua_State *L, const void *key, const char *mode) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
 
+static void fill_mt(lua_State *L, mb__mt_t k);
+
 /* Push this state's cache of interned pids and refs, weak-valued so that
- * a pid no longer used goes.  The cache's metatable also holds this
- * state's pid and ref metatables (slots 1 and 2, see set_mt): they live as
- * long as the cache, so a process's state needs no registry ref of its
- * own for them, and a spawned process, which makes a pid first thing,
- * does not grow its registry for one. */
+ * a pid no longer used goes.  In a process's state the cache's metatable
+ * is the state's pid metatable itself (its __mode is no metamethod of a
+ * userdata), with the ref metatable in its slot 1 (see set_mt): they live
+ * as long as the cache, the state needs no registry ref for them, and a
+ * spawned process, which makes a pid first thing, makes one table fewer.
+ * The cache gets that metatable before its __gc is set, so the cache is
+ * not marked for finalization (Lua marks an object only if its metatable
+ * has __gc when it is set). */
 static void push_cache(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TTABLE)
     return;
   lua_pop(L, 1);
+  mb_proc_t *p = MB_PROC(L);
   lua_createtable(L, 0, 1);
-  lua_createtable(L, MB__MT_REF - MB__MT_PID + 1, 1);
+  lua_createtable(L, 0, p != NULL ? 6 : 1);
   lua_pushliteral(L, "v");
   lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setmetatable(L, -3);
+  if (p != NULL) {
+    fill_mt(L, MB__MT_PID);
+    p->mt_ptr[MB__MT_PID] = lua_topointer(L, -1);
+  }
+  lua_pop(L, 1);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
 }
@@ -200,6 +212,8 @@ static int ref_le(lua_State *L) {
  * the process table; the reference goes when the pid is collected. */
 static int pid_gc(lua_State *L) {
   mb__lpid_t *p = lua_touserdata(L, 1);
+  if (p == NULL) /* not a pid: see push_cache */
+    return 0;
   if (p->proc != NULL)
     mb__proc_unref(p->proc);
   p->proc = NULL;
@@ -256,14 +270,9 @@ static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
   return is;
 }
 
-/* Make the metatable of pids or refs, sized for its fields at once
- * (luaL_newmetatable's table would grow twice as they are set), and, in a
- * state that is not a process's, register it by name.  A process's state
- * keeps it in its cache's metatable and knows it by address (set_mt): a
- * spawned process makes the pid one first thing. */
-static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
+/* Set the fields of the metatable of pids or refs on top. */
+static void fill_mt(lua_State *L, mb__mt_t k) {
   bool pid = k == MB__MT_PID;
-  lua_createtable(L, 0, pid ? 5 : 4);
   if (pid) {
     lua_pushcfunction(L, pid_gc);
     lua_setfield(L, -2, "__gc");
@@ -276,6 +285,15 @@ static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
   lua_setfield(L, -2, "__le");
   lua_pushstring(L, mt_names[k]);
   lua_setfield(L, -2, "__name");
+}
+
+/* Make the metatable of pids or refs, sized for its fields at once
+ * (luaL_newmetatable's table would grow twice as they are set), and, in a
+ * state that is not a process's, register it by name.  A process's state
+ * keeps them with its cache (push_cache) and knows them by address. */
+static void new_mt(lua_State *L, mb_proc_t *p, mb__mt_t k) {
+  lua_createtable(L, 0, k == MB__MT_PID ? 5 : 4);
+  fill_mt(L, k);
   if (p == NULL) {
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, mt_names[k]);
@@ -294,17 +312,20 @@ static void set_mt(lua_State *L, mb__mt_t k) {
     lua_setmetatable(L, -2);
     return;
   }
-  lua_Integer slot = k - MB__MT_PID + 1;
-  lua_getmetatable(L, -2);
-  if (lua_rawgeti(L, -1, slot) != LUA_TTABLE) {
+  lua_getmetatable(L, -2); /* the pid metatable */
+  if (k == MB__MT_REF && lua_rawgeti(L, -1, 1) != LUA_TTABLE) {
     lua_pop(L, 1);
     new_mt(L, p, k);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, slot);
+    lua_rawseti(L, -3, 1);
     p->mt_ptr[k] = lua_topointer(L, -1);
   }
-  lua_setmetatable(L, -3);
-  lua_pop(L, 1);
+  if (k == MB__MT_PID) {
+    lua_setmetatable(L, -2);
+  } else {
+    lua_setmetatable(L, -3);
+    lua_pop(L, 1);
+  }
 }
 
 void mb__push_pid(lua_State *L, mb_pid_t pid) {
