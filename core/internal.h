@@ -357,12 +357,16 @@ struct mb_proc_s {
   atomic_int refs;  /* the process table holds one while alive */
   size_t mem_limit; /* max_heap, for senders (max_mem below may move) */
 
+  /* The inbox: a stack of messages and signals, newest first, that
+   * senders push onto by compare-and-swap without the lock (mailbox.c).
+   * The process takes it whole, and closes it (MB__INBOX_CLOSED) as it
+   * ends, under `lock`, so that readers from other threads walk it under
+   * `lock` (mb__inbox_peek) while nothing in it is freed. */
+  _Atomic(mb_msg_t *) inbox_head;
   /* Under `lock`: what other threads hand to the process.  `state`,
    * `inbox_head` and `timed_out` are also read without the lock, to decide
    * who wakes a waiting process (see mb__proc_wake). */
   uv_mutex_t lock;
-  _Atomic(mb_msg_t *) inbox_head;
-  mb_msg_t *inbox_tail;
   _Atomic int state;     /* mb__proc_state_t */
   uint32_t timer_gen;    /* generation of the armed timer */
   atomic_bool timed_out; /* the armed timer fired */
@@ -463,6 +467,12 @@ void mb__proc_wake(mb_proc_t *p);
 /* Append a message or signal to p's inbox; false (and m freed) if p is
  * exiting. */
 bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m);
+/* The inbox of a process that has ended: nothing is pushed onto it. */
+#define MB__INBOX_CLOSED ((mb_msg_t *)(uintptr_t)1)
+/* Close p's inbox as it ends (under p->lock): what it held, oldest first. */
+mb_msg_t *mb__inbox_close(mb_proc_t *p);
+/* Under p->lock: p's inbox, newest first; NULL if empty or closed. */
+mb_msg_t *mb__inbox_peek(mb_proc_t *p);
 /* The owner took m out of its queue (decoded or dropped it): its bytes no
  * longer count against the limit. */
 void mb__proc_uncount(mb_proc_t *p, const mb_msg_t *m);

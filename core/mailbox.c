@@ -1,6 +1,19 @@
-/* Mailboxes.  Senders append to the inbox under the process lock; the
- * process moves the whole inbox to its private queue in one step and works
- * on that without locking.  Messages a selective receive skipped are kept,
+/* Mailboxes.  Senders push onto the inbox without a lock: the inbox is an
+ * intrusive stack of messages, newest first, that a sender extends with
+ * one compare-and-swap, so a hundred senders to one process never wait on
+ * each other's lock.  The process takes the whole stack in one exchange,
+ * reverses it into arrival order and works on that, its private queue,
+ * without locking.  The order of the compare-and-swaps is the order of
+ * arrival, so two messages from one sender stay in the order sent, as
+ * Erlang promises for signals between a pair of processes.  An ending
+ * process swaps in a closed mark (MB__INBOX_CLOSED) under its lock: a
+ * sender that meets the mark frees its message and reports the process
+ * gone, and nothing is pushed after the process's last look.  Readers
+ * from other threads (process_info, the process table) walk the stack
+ * under the process lock, which the process also takes to empty it, so
+ * that no message they walk is freed under them.
+ *
+ * Messages a selective receive skipped are kept,
  * decoded and in arrival order, in a Lua table (the save queue), so each
  * message is decoded once.  Next to the save queue, a C array keeps the
  * first element of each saved message (its identity, when it is an atom, a
@@ -54,40 +67,76 @@ static void end_over_limit(mb_proc_t *p) {
   mb__proc_deliver(p, m);
 }
 
-bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
-  m->next = NULL;
-  size_t size = queued_size(p, m);
-  uv_mutex_lock(&p->lock);
-  if (atomic_load(&p->state) == MB_PS_EXITING) {
-    uv_mutex_unlock(&p->lock);
-    mb_msg_free(m);
+/* Count m's bytes against p's limit; false if they would take p over it.
+ * Senders add before they look, so two of them cannot both pass on the
+ * same last bytes. */
+static bool count_queued(mb_proc_t *p, mb_msg_t *m, size_t size) {
+  size_t before = atomic_fetch_add(&p->mq_bytes, size);
+  if (atomic_load_explicit(&p->mem, memory_order_relaxed) + before + size >
+      p->mem_limit) {
+    atomic_fetch_sub(&p->mq_bytes, size);
     return false;
   }
-  if (size != 0 && atomic_load_explicit(&p->mem, memory_order_relaxed) +
-                           atomic_load(&p->mq_bytes) + size >
-                       p->mem_limit) {
+  m->flags |= MB_MSGF_COUNTED;
+  return true;
+}
+
+/* Push m onto p's inbox; false if the inbox is closed. */
+static bool inbox_push(mb_proc_t *p, mb_msg_t *m) {
+  mb_msg_t *head = atomic_load_explicit(&p->inbox_head, memory_order_relaxed);
+  do {
+    if (head == MB__INBOX_CLOSED)
+      return false;
+    m->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &p->inbox_head, &head, m, memory_order_seq_cst, memory_order_relaxed));
+  return true;
+}
+
+bool mb__proc_deliver(mb_proc_t *p, mb_msg_t *m) {
+  size_t size = queued_size(p, m);
+  if (size != 0 && atomic_load(&p->inbox_head) != MB__INBOX_CLOSED &&
+      !count_queued(p, m, size)) {
     /* Dropped, as a message to a process that is ending. */
     bool first = !atomic_exchange(&p->mq_over, true);
-    uv_mutex_unlock(&p->lock);
     mb_msg_free(m);
     if (first)
       end_over_limit(p);
     return true;
   }
-  if (size != 0) {
-    m->flags |= MB_MSGF_COUNTED;
-    atomic_fetch_add(&p->mq_bytes, size);
+  bool signal = m->kind != MB_SIG_MSG;
+  if (!inbox_push(p, m)) {
+    mb__proc_uncount(p, m);
+    mb_msg_free(m);
+    return false;
   }
-  if (p->inbox_tail)
-    p->inbox_tail->next = m;
-  else
-    atomic_store(&p->inbox_head, m);
-  p->inbox_tail = m;
-  if (m->kind != MB_SIG_MSG)
+  /* After the push: the process clears the flag before it takes the
+   * inbox, so it never clears the flag of a signal it has not taken. */
+  if (signal)
     atomic_store(&p->sig_pending, true);
-  uv_mutex_unlock(&p->lock);
   mb__proc_wake(p);
   return true;
+}
+
+/* The messages of a stack taken from an inbox, in arrival order. */
+static mb_msg_t *reverse(mb_msg_t *m) {
+  mb_msg_t *out = NULL;
+  while (m != NULL) {
+    mb_msg_t *next = m->next;
+    m->next = out;
+    out = m;
+    m = next;
+  }
+  return out;
+}
+
+mb_msg_t *mb__inbox_close(mb_proc_t *p) {
+  return reverse(atomic_exchange(&p->inbox_head, MB__INBOX_CLOSED));
+}
+
+mb_msg_t *mb__inbox_peek(mb_proc_t *p) {
+  mb_msg_t *m = atomic_load(&p->inbox_head);
+  return m == MB__INBOX_CLOSED ? NULL : m;
 }
 
 int mb__signal(mb_pid_t to, mb_msg_t *m) {
@@ -116,12 +165,14 @@ static void publish_len(mb_proc_t *p) {
 }
 
 static void drain_inbox(mb_proc_t *p) {
-  uv_mutex_lock(&p->lock);
-  mb_msg_t *m = atomic_load(&p->inbox_head);
-  atomic_store(&p->inbox_head, NULL);
-  p->inbox_tail = NULL;
   atomic_store(&p->sig_pending, false);
-  uv_mutex_unlock(&p->lock);
+  mb_msg_t *m = NULL;
+  if (atomic_load(&p->inbox_head) != NULL) {
+    /* The lock keeps readers (process_info) off the messages taken. */
+    uv_mutex_lock(&p->lock);
+    m = reverse(atomic_exchange(&p->inbox_head, NULL));
+    uv_mutex_unlock(&p->lock);
+  }
   while (m != NULL) {
     mb_msg_t *next = m->next;
     mb__link_handle(p, m);

@@ -3,8 +3,9 @@
  *
  * Threads: a process's Lua state and the fields under "owned by the thread
  * running the process" are touched by one scheduler thread at a time (the
- * one that took it from a run queue).  Other threads reach a process only
- * through its lock: they append to the inbox, wake it, or wait for it. */
+ * one that took it from a run queue).  Other threads push onto its inbox
+ * without a lock (mailbox.c) and wake it; everything else they do to it
+ * (wait for it, read its links or queue) goes through its lock. */
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -892,9 +893,7 @@ static void proc_exit(mb_proc_t *p, int status, int nres) {
   atomic_store(&p->state, MB_PS_EXITING);
   mb__waitlink_t *waiters = p->waiters;
   p->waiters = NULL;
-  mb_msg_t *inbox = atomic_load(&p->inbox_head);
-  atomic_store(&p->inbox_head, NULL);
-  p->inbox_tail = NULL;
+  mb_msg_t *inbox = mb__inbox_close(p);
   p->timer_gen++;
   uv_mutex_unlock(&p->lock);
 
@@ -1136,7 +1135,7 @@ static bool info_take(mb_proc_t *p, info_t *info) {
                      ? "running"
                      : state_name((mb__proc_state_t)state);
   size_t inbox = 0;
-  for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
+  for (mb_msg_t *m = mb__inbox_peek(p); m; m = m->next)
     inbox += m->kind == MB_SIG_MSG;
   info->queue_len =
       inbox + atomic_load_explicit(&p->mq_len, memory_order_relaxed);
@@ -1312,27 +1311,60 @@ typedef struct {
   bool nomem;
 } copies_t;
 
+/* Whether c has room for more copies. */
+static bool copies_room(const copies_t *c) {
+  return !c->nomem && c->n < c->max && c->bytes < MAX_COPY_BYTES;
+}
+
+/* Append a copy of m, if it is a message, to c. */
+static void copy_message(copies_t *c, const mb_msg_t *m) {
+  if (m->kind != MB_SIG_MSG)
+    return;
+  mb_msg_t *copy = mb__msg_new(m->len);
+  if (copy == NULL) {
+    c->nomem = true;
+    return;
+  }
+  memcpy(copy->data, m->data, m->len);
+  copy->len = m->len;
+  copy->kind = m->kind;
+  copy->flags = m->flags;
+  copy->has_refs = m->has_refs;
+  copy->from = m->from;
+  *c->tail = copy;
+  c->tail = &copy->next;
+  c->n++;
+  c->bytes += m->len;
+}
+
 /* Append copies of the messages from m on, within c's bounds. */
 static void copy_messages(copies_t *c, const mb_msg_t *m) {
-  for (; m && c->n < c->max && c->bytes < MAX_COPY_BYTES; m = m->next) {
-    if (m->kind != MB_SIG_MSG)
-      continue;
-    mb_msg_t *copy = mb__msg_new(m->len);
-    if (copy == NULL) {
-      c->nomem = true;
-      return;
-    }
-    memcpy(copy->data, m->data, m->len);
-    copy->len = m->len;
-    copy->kind = m->kind;
-    copy->flags = m->flags;
-    copy->has_refs = m->has_refs;
-    copy->from = m->from;
-    *c->tail = copy;
-    c->tail = &copy->next;
-    c->n++;
-    c->bytes += m->len;
+  for (; m && copies_room(c); m = m->next)
+    copy_message(c, m);
+}
+
+/* Append copies of the messages of p's inbox (under p->lock), oldest
+ * first: the inbox is a stack, newest first, so it is walked backwards
+ * through an array of its messages. */
+static void copy_inbox(copies_t *c, mb_proc_t *p) {
+  /* Senders may push meanwhile: what lies under `top` stays as it is. */
+  const mb_msg_t *top = mb__inbox_peek(p);
+  size_t n = 0;
+  for (const mb_msg_t *m = top; m; m = m->next)
+    n++;
+  if (n == 0)
+    return;
+  const mb_msg_t **all = malloc(n * sizeof *all);
+  if (all == NULL) {
+    c->nomem = true;
+    return;
   }
+  size_t i = n;
+  for (const mb_msg_t *m = top; m; m = m->next)
+    all[--i] = m;
+  for (i = 0; i < n && copies_room(c); i++)
+    copy_message(c, all[i]);
+  free(all);
 }
 
 /* Copies of the first messages (at most c->max) in p's queue.  While p is
@@ -1348,7 +1380,7 @@ static void queue_copies(mb_proc_t *p, copies_t *c, lua_Integer *skipped) {
   if (held)
     copy_messages(c, p->q_head);
   if (!c->nomem)
-    copy_messages(c, atomic_load(&p->inbox_head));
+    copy_inbox(c, p);
   uv_mutex_unlock(&p->lock);
   if (held)
     mb__proc_release_read(p);
@@ -1453,7 +1485,7 @@ static bool row_take(mb_proc_t *p, row_t *r) {
   uv_mutex_lock(&p->lock);
   int state = atomic_load(&p->state);
   size_t inbox = 0;
-  for (mb_msg_t *m = atomic_load(&p->inbox_head); m; m = m->next)
+  for (mb_msg_t *m = mb__inbox_peek(p); m; m = m->next)
     inbox += m->kind == MB_SIG_MSG;
   r->queue_len = inbox + atomic_load_explicit(&p->mq_len, memory_order_relaxed);
   r->name = p->name;
