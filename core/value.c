@@ -257,7 +257,11 @@ static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
   if (!lua_getmetatable(L, idx))
     return false;
   bool is;
-  if (p != NULL && p->mt_ptr[k] != NULL) {
+  /* A process's pid and ref metatables are known by address from the
+   * moment they are made (set_mt), never by name: until its first ref, no
+   * value of its state is one (a send to a pid asks first whether the
+   * destination is a socket, a ref). */
+  if (p != NULL && (p->mt_ptr[k] != NULL || k >= MB__MT_PID)) {
     is = lua_topointer(L, -1) == p->mt_ptr[k];
   } else {
     luaL_getmetatable(L, mt_names[k]);
