@@ -24,6 +24,9 @@
  * only while its state is RUNNABLE. */
 #include <sched.h>
 #include <stdlib.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "internal.h"
 
@@ -383,10 +386,20 @@ static void sample_busy(void) {
           memory_order_relaxed);
 }
 
+/* Linux lets a sleep of this thread end up to its timer slack (50 us by
+ * default) late, so that wake-ups can be batched: a 100 us tick took 170
+ * us, and a slice 0.85 ms instead of 0.5.  The watchdog asks for none. */
+static void tick_on_time(void) {
+#ifdef __linux__
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+#endif
+}
+
 static void watchdog_main(void *arg) {
   (void)arg;
   int idle_ticks = 0;
   wd_last_ns = 0;
+  tick_on_time();
   while (!atomic_load(&stopping)) {
     bool busy = false;
     sample_busy();
