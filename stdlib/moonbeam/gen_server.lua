@@ -104,6 +104,64 @@ function M.cast(server, request) gen.cast(server, request) end
 -- @param from the from handed to handle_call
 function M.reply(from, reply) gen.reply(from, reply) end
 
+-- ---------------------------------------------------------------------------
+-- Asynchronous requests (OTP's send_request and its responses): see
+-- moonbeam.gen_request for the Lua shape of a response. Loaded on first
+-- use, so that a call's path does not carry it.
+
+local function request() return require "moonbeam.gen_request" end
+
+--- Send a call's request without waiting: the request id, whose response
+-- receive_response, wait_response or check_response takes later. With a
+-- label and a collection (reqids_new), the id is added to the collection
+-- under the label and the collection is returned instead.
+function M.send_request(server, req, label, coll)
+  local r = request()
+  local id = r.send_request(server, req)
+  if coll == nil then return id end
+  return r.reqids_add(id, label, coll)
+end
+
+--- Wait up to `timeout` ms ("infinity" or nil: no limit) for a request's
+-- response: "reply", Reply | "error", {Reason, Server} | "timeout" (the
+-- request stays). Given a collection: the response to any of its
+-- requests, with its label and the collection (`delete`: without the
+-- request), or "timeout", or "no_request" when it is empty.
+function M.wait_response(req, timeout, delete)
+  local r = request()
+  if r.is_collection(req) then return r.wait_response_coll(req, timeout, delete) end
+  return r.wait_response(req, timeout)
+end
+
+--- As wait_response, but on timeout the request (for a collection, every
+-- request in it) is abandoned: a reply that comes later is dropped.
+function M.receive_response(req, timeout, delete)
+  local r = request()
+  if r.is_collection(req) then return r.receive_response_coll(req, timeout, delete) end
+  return r.receive_response(req, timeout)
+end
+
+--- Whether a message taken from the mailbox is the response to a
+-- request (or to one of a collection's): the response as wait_response
+-- returns it, or "no_reply" (or "no_request" for an empty collection).
+function M.check_response(msg, req, delete)
+  local r = request()
+  if r.is_collection(req) then return r.check_response_coll(msg, req, delete) end
+  return r.check_response(msg, req)
+end
+
+--- An empty collection of request ids.
+function M.reqids_new() return request().reqids_new() end
+
+--- Add a request id to a collection under a label; returns the collection.
+function M.reqids_add(req, label, coll) return request().reqids_add(req, label, coll) end
+
+--- How many request ids a collection holds.
+function M.reqids_size(coll) return request().reqids_size(coll) end
+
+--- A collection's {req_id, label} pairs, as a list.
+function M.reqids_to_list(coll) return request().reqids_to_list(coll) end
+
 --- Stop a server: terminate(reason) runs, then the server exits; returns
 -- when it has. Raises noproc if there is no such server, timeout if it does
 -- not stop in time (default infinity).

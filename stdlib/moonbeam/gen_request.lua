@@ -1,0 +1,254 @@
+--- Asynchronous requests, as OTP's gen:send_request and its receive,
+-- wait and check functions: a call split into sending the request and
+-- taking its response later, alone or from a collection of requests.
+--
+-- The request is the call's own message, {'$gen_call', {From, Tag},
+-- Request}, Tag being the caller's monitor ref of the server, so the
+-- server side is a call's: the reply goes to Tag as an alias and is
+-- dropped once the request is abandoned. Loaded by moonbeam.gen_server
+-- when first used, so that a call's path does not carry it.
+--
+-- A response, in Lua:
+--   "reply", Reply                 OTP's {reply, Reply}
+--   "error", {Reason, ServerRef}   OTP's {error, {Reason, ServerRef}}
+--                                  (the server died, or was not there:
+--                                  Reason noproc; a tuple)
+--   "timeout"                      no response in time
+--   "no_reply"                     (check) the message is not the response
+--   "no_request"                   (collections) the collection is empty
+-- With a collection, a response comes with its label and the collection:
+--   "reply", Reply, Label, Collection (and "error" likewise).
+local mb = require "moonbeam"
+local gen = require "moonbeam.gen"
+
+local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
+local type, pairs, next, pcall, error = type, pairs, next, pcall, error
+local setmetatable, getmetatable = setmetatable, getmetatable
+
+local M = {}
+
+local GEN_CALL, DOWN = gen.GEN_CALL, atom.DOWN
+local NOPROC, PROCESS, INFINITY = atom.noproc, atom.process, atom.infinity
+local FLUSH = {flush = true}
+
+-- A request id: {Ref, ServerRef}, a tuple (it can be sent, compared and
+-- kept as any term); ServerRef is the server as the request named it.
+-- A collection: a table of this metatable, Ref -> {Label, ServerRef}.
+local ReqIds = {}
+ReqIds.__index = ReqIds
+M.ReqIds = ReqIds
+
+local function is_collection(x)
+  return type(x) == "table" and getmetatable(x) == ReqIds
+end
+M.is_collection = is_collection
+
+local function is_reqid(x)
+  return typeof(x) == "tuple" and typeof(x[1]) == "ref" and x.n == 2
+end
+
+-- A wait's timeout: milliseconds, math.huge, "infinity" (or the atom) or
+-- nil for no limit, as mb.receive takes it.
+local function wait_time(timeout, n, fname)
+  if timeout == nil or timeout == INFINITY or timeout == "infinity"
+    or timeout == math.huge then
+    return nil
+  end
+  if type(timeout) ~= "number" or timeout < 0 then
+    gen.argerror(n, fname, "timeout expected (milliseconds or \"infinity\")", 2)
+  end
+  return timeout
+end
+
+--- Send a call's request to `server` without waiting for the reply.
+-- A server that is not there gives the response "error", {noproc,
+-- server}, as OTP does.
+-- @param server pid, registered name, {Name, Node}, {"global", Name} or
+--   {"via", Module, Name}
+-- @param request any sendable value
+-- @return the request id
+function M.send_request(server, request, label)
+  local pid, me = gen.whereis(server), mb.self()
+  local ref
+  if pid == nil then
+    -- As OTP: the 'DOWN' the monitor of a missing process would bring.
+    ref = mb.make_ref()
+    mb.send(me, tuple(DOWN, ref, PROCESS, server, NOPROC))
+    return tuple(ref, server)
+  end
+  ref = mb.monitor(pid)
+  local sent, err = pcall(mb.send, pid, tuple(label or GEN_CALL, tuple(me, ref),
+    request))
+  if not sent then -- an unsendable request: no monitor left behind
+    mb.demonitor(ref, FLUSH)
+    error(err, 2)
+  end
+  return tuple(ref, server)
+end
+
+-- The response a received message (a reply or the 'DOWN') makes.
+local function response(msg, ref, server)
+  if msg[1] == DOWN then return "error", tuple(msg[5], server) end
+  mb.demonitor(ref, FLUSH)
+  return "reply", msg[2]
+end
+
+-- Abandon a request: no 'DOWN' and no reply of it comes after this (the
+-- alias ends with the monitor; a reply already queued is dropped).
+local function abandon(ref)
+  mb.demonitor(ref, FLUSH)
+  mb.receive(function(m) return m[1] == ref end, 0, {[ref] = true})
+end
+
+local function check_reqid(req, fname)
+  if not is_reqid(req) then
+    gen.argerror(1, fname, "request id expected, got " .. typeof(req), 3)
+  end
+end
+
+--- Wait up to `timeout` for the response to one request; on timeout the
+-- request stays, to be waited for again.
+function M.wait_response(req, timeout)
+  check_reqid(req, "wait_response")
+  timeout = wait_time(timeout, 2, "wait_response")
+  local ref = req[1]
+  local msg, why = mb.receive(function(m)
+    return m[1] == ref or m[2] == ref
+  end, timeout, {[ref] = true, [DOWN] = true})
+  if why == "timeout" then return "timeout" end
+  return response(msg, ref, req[2])
+end
+
+--- As wait_response, but on timeout the request is abandoned: its monitor
+-- is taken down and a reply that comes later is dropped.
+function M.receive_response(req, timeout)
+  check_reqid(req, "receive_response")
+  timeout = wait_time(timeout, 2, "receive_response")
+  local ref = req[1]
+  local msg, why = mb.receive(function(m)
+    return m[1] == ref or m[2] == ref
+  end, timeout, {[ref] = true, [DOWN] = true})
+  if why == "timeout" then
+    abandon(ref)
+    return "timeout"
+  end
+  return response(msg, ref, req[2])
+end
+
+-- Whether msg is the reply or the 'DOWN' of the request with `ref`.
+local function answers(msg, ref)
+  local t = typeof(msg)
+  if t ~= "tuple" and t ~= "table" then return false end
+  return msg[1] == ref or (msg[1] == DOWN and msg[2] == ref)
+end
+
+--- Whether a message taken from the mailbox is the response to `req`.
+-- @return the response, or "no_reply"
+function M.check_response(msg, req)
+  check_reqid(req, "check_response")
+  if not answers(msg, req[1]) then return "no_reply" end
+  return response(msg, req[1], req[2])
+end
+
+-- ---------------------------------------------------------------------------
+-- Collections of requests (OTP 25)
+
+--- An empty collection of request ids.
+function M.reqids_new()
+  return setmetatable({}, ReqIds)
+end
+
+local function check_collection(coll, n, fname)
+  if not is_collection(coll) then
+    gen.argerror(n, fname, "request id collection expected, got " .. typeof(coll), 3)
+  end
+end
+
+--- Add a request id to a collection under a label (any value); the
+-- collection is changed and returned. Raises if the id is in it already.
+function M.reqids_add(req, label, coll)
+  check_reqid(req, "reqids_add")
+  check_collection(coll, 3, "reqids_add")
+  if coll[req[1]] then gen.argerror(1, "reqids_add", "request id already in the collection", 2) end
+  coll[req[1]] = {label, req[2]}
+  return coll
+end
+
+--- How many request ids the collection holds.
+function M.reqids_size(coll)
+  check_collection(coll, 1, "reqids_size")
+  local n = 0
+  for _ in pairs(coll) do n = n + 1 end
+  return n
+end
+
+--- The collection as a list of {req_id, label} pairs.
+function M.reqids_to_list(coll)
+  check_collection(coll, 1, "reqids_to_list")
+  local list = {}
+  for ref, e in pairs(coll) do list[#list + 1] = {tuple(ref, e[2]), e[1]} end
+  return list
+end
+
+-- The response to whichever request of coll `msg` answers, with its label
+-- and the collection (the request taken out if `delete`).
+local function coll_response(msg, coll, delete)
+  local ref = msg[1] == DOWN and msg[2] or msg[1]
+  local e = coll[ref]
+  if delete then coll[ref] = nil end
+  local tag, value = response(msg, ref, e[2])
+  return tag, value, e[1], coll
+end
+
+local function coll_receive(coll, timeout)
+  local labels = {[DOWN] = true}
+  for ref in pairs(coll) do labels[ref] = true end
+  return mb.receive(function(m)
+    local r = m[1]
+    if r == DOWN then r = m[2] end
+    return typeof(r) == "ref" and coll[r] ~= nil
+  end, timeout, labels)
+end
+
+-- wait_response and receive_response for a collection.
+local function coll_wait(coll, timeout, delete, fname, abandon_all)
+  timeout = wait_time(timeout, 2, fname)
+  if next(coll) == nil then return "no_request" end
+  local msg, why = coll_receive(coll, timeout)
+  if why == "timeout" then
+    if abandon_all then
+      for ref in pairs(coll) do abandon(ref) end
+    end
+    return "timeout"
+  end
+  return coll_response(msg, coll, delete)
+end
+
+--- Wait for the response to any request of a collection.
+-- @param delete whether to take the answered request out of the collection
+-- @return response, label, collection; or "timeout" (the requests stay)
+--   or "no_request"
+function M.wait_response_coll(coll, timeout, delete)
+  return coll_wait(coll, timeout, delete, "wait_response", false)
+end
+
+--- As wait_response_coll, but on timeout every request of the collection
+-- is abandoned.
+function M.receive_response_coll(coll, timeout, delete)
+  return coll_wait(coll, timeout, delete, "receive_response", true)
+end
+
+--- Whether a message is the response to a request of the collection.
+-- @return response, label, collection; or "no_reply" or "no_request"
+function M.check_response_coll(msg, coll, delete)
+  if next(coll) == nil then return "no_request" end
+  local t = typeof(msg)
+  if t ~= "tuple" and t ~= "table" then return "no_reply" end
+  local r = msg[1] == DOWN and msg[2] or msg[1]
+  if typeof(r) ~= "ref" or coll[r] == nil or not answers(msg, r) then
+    return "no_reply"
+  end
+  return coll_response(msg, coll, delete)
+end
+
+return M
