@@ -22,7 +22,8 @@ local mb = require "moonbeam"
 local gen = require "moonbeam.gen"
 
 local atom, tuple, typeof = mb.atom, mb.tuple, mb.typeof
-local type, pairs, next, pcall, error = type, pairs, next, pcall, error
+local type, pairs, ipairs, next, pcall, error = type, pairs, ipairs, next, pcall, error
+local tostring, math, table = tostring, math, table
 local setmetatable, getmetatable = setmetatable, getmetatable
 
 local M = {}
@@ -249,6 +250,79 @@ function M.check_response_coll(msg, coll, delete)
     return "no_reply"
   end
   return coll_response(msg, coll, delete)
+end
+
+-- ---------------------------------------------------------------------------
+-- Many nodes at once: multi_call and abcast
+
+local GEN_CAST = gen.GEN_CAST
+local LONELY = atom["nonode@nohost"]
+
+-- The nodes as atoms: `nodes`, or this node and every node it is
+-- connected to.
+local function node_list(nodes)
+  if nodes == nil then
+    nodes = {mb.node()}
+    for _, n in ipairs(mb.nodes()) do nodes[#nodes + 1] = n end
+    return nodes
+  end
+  local list = {}
+  for i = 1, #nodes do
+    local n = nodes[i]
+    list[i] = type(n) == "string" and atom(n) or n
+  end
+  return list
+end
+
+local function by_name(a, b) return tostring(a) < tostring(b) end
+
+--- Call the server registered as `name` on each node, all at once, and
+-- wait up to `timeout` for their replies, as OTP's multi_call.
+-- @return replies, a list of {node, reply} tuples, and bad_nodes, the
+--   list of nodes whose server did not reply (not there, ended, no
+--   connection, or not in time); both sorted by node name
+function M.multi_call(nodes, name, request, timeout)
+  timeout = wait_time(timeout, 4, "multi_call")
+  nodes = node_list(nodes)
+  local here = mb.node()
+  local coll, bad, replies = M.reqids_new(), {}, {}
+  for _, node in ipairs(nodes) do
+    if node == here then
+      M.reqids_add(M.send_request(name, request), node, coll)
+    elseif here == LONELY then
+      bad[#bad + 1] = node -- no distribution: no other node to reach
+    else
+      M.reqids_add(M.send_request(tuple(name, node), request), node, coll)
+    end
+  end
+  local deadline = timeout and mb.monotonic_time() + timeout * 1e6
+  while true do
+    local left = deadline and math.max(0, (deadline - mb.monotonic_time()) / 1e6)
+    local tag, value, node = coll_wait(coll, left, true, "multi_call", true)
+    if tag == "no_request" then break end
+    if tag == "timeout" then
+      for _, e in pairs(coll) do bad[#bad + 1] = e[1] end
+      break
+    end
+    if tag == "reply" then replies[#replies + 1] = tuple(node, value)
+    else bad[#bad + 1] = node end
+  end
+  table.sort(replies, function(a, b) return by_name(a[1], b[1]) end)
+  table.sort(bad, by_name)
+  return replies, bad
+end
+
+--- Cast `request` to the server registered as `name` on each node, as
+-- OTP's abcast; never fails.
+function M.abcast(nodes, name, request)
+  local here = mb.node()
+  for _, node in ipairs(node_list(nodes)) do
+    if node == here then
+      gen.cast(name, request)
+    elseif here ~= LONELY then
+      pcall(mb.send, tuple(name, node), tuple(GEN_CAST, request))
+    end
+  end
 end
 
 return M

@@ -162,6 +162,32 @@ function M.reqids_size(coll) return request().reqids_size(coll) end
 --- A collection's {req_id, label} pairs, as a list.
 function M.reqids_to_list(coll) return request().reqids_to_list(coll) end
 
+-- multi_call's and abcast's first argument, the nodes, may be left out.
+local function nodes_first(first, ...)
+  local t = typeof(first)
+  if t == "table" or t == "list" then return first, ... end
+  return nil, first, ...
+end
+
+--- Call the server registered locally as `name` on each of `nodes` (left
+-- out: this node and every node connected to it) and wait up to
+-- `timeout` ms (default: no limit) for the replies, as OTP's multi_call.
+-- @return replies, a list of {node, reply} tuples, and bad_nodes, the
+--   nodes whose server did not reply (it was not there, ended, or did
+--   not reply in time)
+function M.multi_call(...)
+  local nodes, name, req, timeout = nodes_first(...)
+  return request().multi_call(nodes, name, req, timeout)
+end
+
+--- Cast `request` to the server registered locally as `name` on each of
+-- `nodes` (left out: this node and every node connected to it), as OTP's
+-- abcast; never fails.
+function M.abcast(...)
+  local nodes, name, req = nodes_first(...)
+  request().abcast(nodes, name, req)
+end
+
 --- Stop a server: terminate(reason) runs, then the server exits; returns
 -- when it has. Raises noproc if there is no such server, timeout if it does
 -- not stop in time (default infinity).
