@@ -258,7 +258,7 @@ describe("gen_server.start, in the new process", function()
   it("fails the start with bad_return_value for an init timeout it does not know", function()
     assert.same({"bad_return_value", true}, {in_process(function(cb)
       local gs = require "moonbeam.gen_server"
-      cb.init = function() return "ok", 0, "hibernate" end
+      cb.init = function() return "ok", 0, "doze" end
       local none, why = gs.start_link(cb)
       return tostring(why[1]), none == nil
     end, counter)})

@@ -6,7 +6,10 @@
 --
 --   gen_server.start / start_link  ->  init(args)
 --   gen_server.call                ->  handle_call(request, from, state)
---   gen_server.cast                ->  handle_cast(request, state)
+--   gen_server.send_request,
+--   multi_call                     ->  handle_call(request, from, state)
+--   gen_server.cast, abcast        ->  handle_cast(request, state)
+--   gen_server.enter_loop          ->  (no init: the state is given)
 --   any other message, timeouts    ->  handle_info(msg, state)
 --   a {continue = x} return        ->  handle_continue(x, state)
 --   gen_server.stop, a stop return,
@@ -24,7 +27,9 @@
 --   handle_continue
 --
 -- A timeout (milliseconds) makes handle_info receive the atom `timeout`
--- when no message comes in that time. Any other return stops the server
+-- when no message comes in that time; in the same place, "hibernate"
+-- runs a full garbage collection before the server waits (OTP's
+-- hibernation), with no timeout. Any other return stops the server
 -- with reason {bad_return_value, Text}, Text naming the values returned
 -- ("nothing" for none). handle_cast, handle_info,
 -- handle_continue and terminate are optional.
@@ -211,6 +216,36 @@ function M.stop(server, reason, timeout)
     gen.fail(got, "gen_server", server, "stop")
   end
   return true
+end
+
+--- Make the calling process a server, as OTP's enter_loop: it runs the
+-- loop of `module` with `state`, as if init had returned "ok", state
+-- [, action], and never returns. The process was started some other way
+-- (mb.spawn, say) and did its own initialisation.
+-- @param module callback module (table or module name)
+-- @param opts table (no option is read yet; may be nil)
+-- @param state the server's state
+-- @param name optional: the name the process is registered under already
+--   (local, {"global", N} or {"via", M, N}); the process exits with
+--   process_not_registered if it is not registered under it
+-- @param action optional: a timeout (ms), "hibernate" or {continue = x}
+function M.enter_loop(module, opts, state, name, action)
+  if opts ~= nil and type(opts) ~= "table" then
+    gen.argerror(2, "enter_loop", "table expected, got " .. typeof(opts), 1)
+  end
+  if action == nil and (type(name) == "number" or name == "hibernate"
+    or name == atom.hibernate or (type(name) == "table" and name.continue ~= nil)) then
+    name, action = nil, name
+  end
+  if name ~= nil and gen.whereis(name) ~= mb.self() then
+    mb.exit(atom.process_not_registered) -- as OTP, which exits with it
+  end
+  local s, bad = require("moonbeam.gen_server_event").enter(module, name, state, action)
+  if s == nil then
+    gen.argerror(5, "enter_loop", "timeout, \"hibernate\" or {continue = x} expected, got "
+      .. typeof(bad), 1)
+  end
+  require("moonbeam.gen_server_loop").serve(s)
 end
 
 --- Entry point of a new server process (see gen.start); not for users.

@@ -26,7 +26,7 @@ local M = {}
 -- mb.atom, where the server would keep it after this module is dropped.
 local GEN_CALL, GEN_CAST = atom("$gen_call"), atom("$gen_cast")
 local EXIT, STOP, SYSTEM = atom("EXIT"), atom("$gen_stop"), atom("system")
-local TIMEOUT = atom("timeout")
+local TIMEOUT, HIBERNATE = atom("timeout"), atom("hibernate")
 local generation = require("moonbeam.codecache").generation
 
 -- The rare paths, loaded when they happen (moonbeam.gen_server_stop).
@@ -60,10 +60,17 @@ local function run(s, last, fn, ...)
   return r
 end
 
--- Apply the timeout-or-continue part of a return.
+-- Apply the timeout-or-continue part of a return.  "hibernate" is OTP's
+-- garbage collection before the wait: here a full collection of the
+-- server's Lua state, then a wait with no timeout.
 local function next_action(s, x)
   if x == nil then s.timeout = nil return true end
   if type(x) == "number" then s.timeout = x return true end
+  if x == "hibernate" or x == HIBERNATE then
+    s.timeout = nil
+    collectgarbage("collect")
+    return true
+  end
   if type(x) == "table" and x.continue ~= nil then
     s.timeout = nil
     s.continue = {x.continue}
@@ -150,6 +157,18 @@ function M.event(s, kind, a, b)
   if not b[1] then terminate(s, b[2], a) end
   if kind == "call" then return call_result(s, a, b) end
   return handle_noreply(s, b, a)
+end
+
+--- The server table of a process that becomes a server
+-- (gen_server.enter_loop), its action applied; not for users.
+-- @return s, or nil and what is wrong with the action
+function M.enter(module, name, state, action)
+  local s = {name = name, state = state,
+    modname = type(module) == "string" and module or nil}
+  s.mod = gen.callback_module(module)
+  s.gen = s.modname and generation()
+  if not next_action(s, action) then return nil, action end
+  return s
 end
 
 --- The start of a server that mb.gen_init left to Lua (see

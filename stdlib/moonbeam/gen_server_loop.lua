@@ -33,4 +33,11 @@ function M.init_it(starter, ref, parent, name, module, args)
     moonbeam.gen_server_stop moonbeam.gen_server_sys moonbeam.codecache")
 end
 
+--- The loop of a process that became a server (gen_server.enter_loop),
+-- with its server table; never returns.
+function M.serve(s)
+  mb.gen_serve(s, nil, "moonbeam.gen_server_event", "moonbeam.gen_base \z
+    moonbeam.gen_server_stop moonbeam.gen_server_sys moonbeam.codecache")
+end
+
 return M
