@@ -403,3 +403,49 @@ describe("OTP's documented semantics", function()
     end)})
   end)
 end)
+
+describe("supervisor.get_childspec and check_childspecs", function()
+  it("get_childspec returns a child's spec with the defaults, or not_found", function()
+    assert.same({"w1", "permanent", "worker", 5000, "sup_worker", "nil", "not_found"},
+      {in_process(function(mod)
+        local mb = require "moonbeam"
+        local sv = require "moonbeam.supervisor"
+        local sup = sv.start_link(mod)
+        local spec = sv.get_childspec(sup, "w1")
+        local none, why = sv.get_childspec(sup, "nobody")
+        mb.exit(sup, "shutdown")
+        return spec.id, spec.restart, spec.type, spec.shutdown, spec.start[1],
+          tostring(none), tostring(why)
+      end, sup_module({}, {spec("w1")}))})
+  end)
+
+  it("get_childspec of a simple_one_for_one child, by pid, is its template", function()
+    assert.same({"tmpl", "temporary", "not_found"}, {in_process(function()
+      local mb = require "moonbeam"
+      local sv = require "moonbeam.supervisor"
+      local sup = sv.start_link({init = function()
+        return "ok", {strategy = "simple_one_for_one"},
+          {{id = "tmpl", restart = "temporary", start = {"sup_worker", "start_link", {}}}}
+      end})
+      local a = sv.start_child(sup, {"t1"})
+      local spec = sv.get_childspec(sup, a)
+      local _, why = sv.get_childspec(sup, "tmpl")
+      mb.exit(sup, "shutdown")
+      return spec.id, spec.restart, tostring(why)
+    end)})
+  end)
+
+  it("check_childspecs accepts good specs and names what is wrong with bad ones", function()
+    local sv = require "moonbeam.supervisor"
+    assert.is_true(sv.check_childspecs({spec("a"), spec("b", "temporary")}))
+    assert.is_true(sv.check_childspecs({}))
+    local none, why = sv.check_childspecs({spec("a"), {id = "b"}})
+    assert.is_nil(none)
+    assert.equal("bad_child_spec", tostring(why[1]))
+    assert.truthy(why[2]:find("start must be", 1, true))
+    none, why = sv.check_childspecs({spec("a"), spec("a")})
+    assert.same({"duplicate_child_name", "a"}, {tostring(why[1]), why[2]})
+    none, why = sv.check_childspecs({spec("a", "sometimes")})
+    assert.truthy(why[2]:find("bad restart", 1, true))
+  end)
+end)

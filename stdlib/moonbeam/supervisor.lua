@@ -98,6 +98,12 @@ function M.which_children(sup) return call(sup, {"which_children"}) end
 --- Counts: {specs =, active =, supervisors =, workers =}.
 function M.count_children(sup) return call(sup, {"count_children"}) end
 
+--- The child spec of the child `id` (for simple_one_for_one, a child's
+-- pid: its template), with the defaults filled in, as OTP's
+-- get_childspec.
+-- @return the spec (a table), or nil and not_found
+function M.get_childspec(sup, id) return result(call(sup, {"get_childspec", id})) end
+
 -- ---------------------------------------------------------------------------
 -- Children
 
@@ -121,6 +127,24 @@ local function check_spec(spec)
     return nil, "child spec " .. tostring(spec.id) .. ": bad restart " .. tostring(r)
   end
   return c
+end
+
+--- Check a list of child specs as a supervisor's init would, without
+-- starting anything, as OTP's check_childspecs.
+-- @return true, or nil and {bad_child_spec, "what is wrong"} or
+--   {duplicate_child_name, id}
+function M.check_childspecs(specs)
+  if type(specs) ~= "table" then
+    return nil, tuple(atom.bad_child_spec, "child specs must be a list")
+  end
+  local seen = {}
+  for _, spec in ipairs(specs) do
+    local c, why = check_spec(spec)
+    if not c then return nil, tuple(atom.bad_child_spec, why) end
+    if seen[c.id] then return nil, tuple(atom.duplicate_child_name, c.id) end
+    seen[c.id] = true
+  end
+  return true
 end
 
 -- Call the child's start: returns pid, or nil and a reason.
@@ -412,6 +436,19 @@ function handlers.which_children(s)
     out[#out + 1] = {id = c.id, pid = c.pid, type = c.type}
   end
   return out
+end
+
+-- The spec fields of a child record: what get_childspec returns.
+local SPEC_FIELDS = {"id", "start", "restart", "shutdown", "type", "significant", "modules"}
+
+function handlers.get_childspec(s, key)
+  local c = find(s, key)
+  if not c then return {false, atom.not_found} end
+  -- A simple_one_for_one child's spec is its template's.
+  local from = s.template or c
+  local spec = {}
+  for _, k in ipairs(SPEC_FIELDS) do spec[k] = from[k] end
+  return {true, spec}
 end
 
 function handlers.count_children(s)
