@@ -357,3 +357,146 @@ describe("the task supervisor", function()
     end))
   end)
 end)
+
+describe("task.yield_many", function()
+  it("gives each task's result in the tasks' order, nil for one still running", function()
+    assert.same({"ok", 1, "exit", "gave up", "none", true, "ok", "late"}, {in_process(function()
+      local mb = require "moonbeam"
+      local task = require "moonbeam.task"
+      mb.trap_exit(true)
+      local fast = task.async(function() return 1 end)
+      local bad = task.async(function() require("moonbeam").exit("gave up") end)
+      local slow = task.async(function() return require("moonbeam").receive(5000) end)
+      local r = task.yield_many({fast, bad, slow}, 100)
+      local alive = mb.is_alive(slow.pid)
+      mb.send(slow.pid, "late")
+      local again = task.yield_many({slow}, 5000)
+      assert(r[1][1] == fast and r[3][1] == slow)
+      return r[1][2][1], r[1][2][2], r[2][2][1], tostring(r[2][2][2]),
+        r[3][2] == nil and "none", alive, again[1][2][1], again[1][2][2]
+    end)})
+  end)
+
+  it("shuts down the tasks not done in time with on_timeout kill_task", function()
+    assert.same({"ok", "none", false}, {in_process(function()
+      local mb = require "moonbeam"
+      local task = require "moonbeam.task"
+      local fast = task.async(function() return 1 end)
+      local slow = task.async(function() return require("moonbeam").receive() end)
+      local r = task.yield_many({fast, slow}, {timeout = 50, on_timeout = "kill_task"})
+      return r[1][2][1], r[2][2] == nil and "none", mb.is_alive(slow.pid)
+    end)})
+  end)
+end)
+
+describe("task.async_stream", function()
+  it("maps a list through tasks, results in the input's order", function()
+    assert.same({"ok 2", "ok 4", "ok 6", "ok 8"}, {in_process(function()
+      local task = require "moonbeam.task"
+      local out = {}
+      for tag, v in task.async_stream({1, 2, 3, 4}, function(x) return x * 2 end) do
+        out[#out + 1] = tag .. " " .. v
+      end
+      return table.unpack(out)
+    end)})
+  end)
+
+  it("runs at most max_concurrency tasks at a time, and takes an iterator", function()
+    assert.same({4, 2}, {in_process(function()
+      local mb = require "moonbeam"
+      local task = require "moonbeam.task"
+      -- The gate lets tasks go two at a time, and counts how many were
+      -- in at once at most.
+      local gate = mb.spawn(function()
+        local mb = require "moonbeam"
+        local held, inside, peak = {}, 0, 0
+        while true do
+          local m = mb.receive()
+          if m[1] == "in" then
+            inside = inside + 1
+            if inside > peak then peak = inside end
+            held[#held + 1] = m[2]
+            if #held == 2 then
+              for _, p in ipairs(held) do mb.send(p, "go") end
+              held = {}
+            end
+          elseif m[1] == "out" then
+            inside = inside - 1
+          else
+            mb.send(m[2], peak)
+            return
+          end
+        end
+      end)
+      local i = 0
+      local function input() i = i + 1 if i <= 4 then return i end end
+      local n = 0
+      for tag in task.async_stream(input, function(x)
+        local mb = require "moonbeam"
+        mb.send(gate, {"in", mb.self()})
+        mb.receive(5000)
+        mb.send(gate, {"out"})
+        return x
+      end, {max_concurrency = 2}) do
+        if tag == "ok" then n = n + 1 end
+      end
+      mb.send(gate, {"peak", mb.self()})
+      return n, mb.receive(5000)
+    end)})
+  end)
+
+  it("gives results as they come with ordered = false", function()
+    assert.same({"slow fast", "fast slow"}, {in_process(function()
+      local mb = require "moonbeam"
+      local task = require "moonbeam.task"
+      -- The slow element waits until the fast one's task has ended (its
+      -- result is in the caller's mailbox by then).
+      local function run(ordered)
+        local helper = mb.spawn(function()
+          local mb = require "moonbeam"
+          local who = {}
+          for _ = 1, 2 do local m = mb.receive() who[m[1]] = m[2] end
+          local ref = mb.monitor(who.fast)
+          mb.receive(function(m) return m[2] == ref end)
+          mb.send(who.slow, "go")
+        end)
+        local out = {}
+        for _, v in task.async_stream({"slow", "fast"}, function(x)
+          local mb = require "moonbeam"
+          mb.send(helper, {x, mb.self()})
+          if x == "slow" then mb.receive(5000) end
+          return x
+        end, {ordered = ordered, max_concurrency = 2}) do
+          out[#out + 1] = v
+        end
+        return table.concat(out, " ")
+      end
+      return run(true), run(false)
+    end)})
+  end)
+
+  it("gives exit, timeout for a task that overruns with on_timeout kill_task", function()
+    assert.same({"ok 1", "exit timeout", "ok 3"}, {in_process(function()
+      local task = require "moonbeam.task"
+      local out = {}
+      for tag, v in task.async_stream({1, 2, 3}, function(x)
+        if x == 2 then require("moonbeam").receive() end
+        return x
+      end, {timeout = 50, on_timeout = "kill_task"}) do
+        out[#out + 1] = tag .. " " .. tostring(v)
+      end
+      return table.unpack(out)
+    end)})
+  end)
+
+  it("raises {timeout, {task, async_stream, {timeout}}} by default, leaving no task", function()
+    assert.same({false, "timeout", "async_stream", 50}, {in_process(function()
+      local task = require "moonbeam.task"
+      local ok, err = pcall(function()
+        for _ in task.async_stream({1, 2}, function() require("moonbeam").receive() end,
+          {timeout = 50}) do end
+      end)
+      return ok, tostring(err[1]), tostring(err[2][2]), err[2][3][1]
+    end)})
+  end)
+end)

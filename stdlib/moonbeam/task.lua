@@ -213,6 +213,219 @@ function M.ignore(t)
   return nil, "running"
 end
 
+-- A result as yield_many and async_stream give it: {"ok", value...} (with
+-- n) from a task's message, {"exit", reason} from its 'DOWN'.
+-- (pairs, ipairs and table.pack are not kept as upvalues here: the task
+-- supervisor's callbacks below are copied into its process with theirs.)
+
+-- values i..j of t, after "ok".
+local function ok_result(t, i, j)
+  local r = {"ok", n = j - i + 2}
+  for k = i, j do r[k - i + 2] = t[k] end
+  return r
+end
+
+local function outcome(msg)
+  if msg[1] == DOWN then return {"exit", msg[5], n = 2} end
+  return ok_result(msg, 2, msg.n)
+end
+
+-- The same from what task.ignore or task.shutdown returned (packed): nil
+-- when the task gave no result ("running", "shutdown").
+local function settled(r)
+  if r[1] == nil and r.n == 2 and (r[2] == "running" or r[2] == "shutdown") then
+    return nil
+  end
+  if r[1] == nil and r.n == 3 and r[2] == "exit" then return {"exit", r[3], n = 2} end
+  return ok_result(r, 1, r.n)
+end
+
+-- Nanoseconds left until `deadline` (monotonic), as milliseconds; nil for
+-- no deadline.
+local function ms_left(deadline)
+  if deadline == nil then return nil end
+  return math.max(0, (deadline - mb.monotonic_time()) / 1e6)
+end
+
+local function deadline_of(timeout)
+  if timeout == nil or timeout == huge or timeout == "infinity" then return nil end
+  return mb.monotonic_time() + timeout * 1e6
+end
+
+--- Wait for several tasks at once, up to `timeout` ms for them all
+-- (default 5000), as Elixir's Task.yield_many.
+-- @param tasks a list of tasks of the caller
+-- @param opts the timeout (ms or math.huge), or a table: timeout,
+--   on_timeout ("nothing": the tasks not done go on running, the default;
+--   "ignore": they are ignored, see task.ignore; "kill_task": they are shut
+--   down with brutal_kill)
+-- @return a list in the order of `tasks`: for each, {task, result} where
+--   result is {"ok", value...} (n set), {"exit", reason}, or nil when the
+--   task had not finished in time
+function M.yield_many(tasks, opts)
+  if type(tasks) ~= "table" then
+    gen.argerror(1, "yield_many", "list of tasks expected, got " .. typeof(tasks), 1)
+  end
+  local timeout, on_timeout = opts, "nothing"
+  if type(opts) == "table" then timeout, on_timeout = opts.timeout, opts.on_timeout or "nothing" end
+  if on_timeout ~= "nothing" and on_timeout ~= "ignore" and on_timeout ~= "kill_task" then
+    gen.argerror(2, "yield_many", "on_timeout must be \"nothing\", \"ignore\" or \"kill_task\"", 1)
+  end
+  local deadline = deadline_of(timeout == nil and 5000 or timeout)
+  local pending, left, labels = {}, 0, {[DOWN] = true}
+  local out = {}
+  for i, t in ipairs(tasks) do
+    check_task(t, "yield_many")
+    out[i] = {t}
+    pending[t.ref], labels[t.ref] = i, true
+    left = left + 1
+  end
+  local function ours(m)
+    local r = m[1] == DOWN and m[2] or m[1]
+    return typeof(r) == "ref" and pending[r] ~= nil
+  end
+  while left > 0 do
+    local m = mb.receive(ours, ms_left(deadline), labels)
+    if m == nil then break end
+    local ref = m[1] == DOWN and m[2] or m[1]
+    local i = pending[ref]
+    if m[1] ~= DOWN then mb.demonitor(ref, {flush = true}) end
+    out[i][2] = outcome(m)
+    pending[ref] = nil
+    left = left - 1
+  end
+  if left > 0 and on_timeout ~= "nothing" then
+    for _, i in pairs(pending) do
+      local t = out[i][1]
+      -- What came meanwhile is the task's result after all.
+      out[i][2] = settled(on_timeout == "ignore" and table.pack(M.ignore(t))
+        or table.pack(M.shutdown(t, "brutal_kill")))
+    end
+  end
+  return out
+end
+
+--- Run `fn(x)` in a task for each element x of `input`, at most
+-- `max_concurrency` at a time, as Elixir's Task.async_stream: an iterator
+-- giving, for each element, "ok", value (fn's first result) or "exit",
+-- reason:
+--
+--   for tag, v in task.async_stream({1, 2, 3}, function(x) return x * 2 end) do
+--
+-- The tasks are linked to the caller, as task.async's. Elements are taken
+-- from `input` only as tasks are started.
+-- @param input a list, or an iterator function giving one element a call
+--   (nil at the end)
+-- @param fn a Lua function, copied into each task
+-- @param opts optional table: max_concurrency (default mb.schedulers()),
+--   ordered (default true: results in the order of the input; false: as
+--   they come), timeout (ms each task may run, default 5000, or math.huge),
+--   on_timeout ("exit", the default: every task is shut down and the
+--   caller raises {timeout, {task, async_stream, {timeout}}}; "kill_task":
+--   the task is shut down and its element gives "exit", timeout)
+function M.async_stream(input, fn, opts)
+  check_fn(fn, "async_stream", 2)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    gen.argerror(3, "async_stream", "table expected, got " .. typeof(opts), 1)
+  end
+  local next_input
+  if type(input) == "function" then
+    next_input = input
+  elseif type(input) == "table" then
+    local i = 0
+    next_input = function() i = i + 1 return input[i] end
+  else
+    gen.argerror(1, "async_stream", "list or iterator expected, got " .. typeof(input), 1)
+  end
+  local max = opts.max_concurrency or mb.schedulers()
+  if type(max) ~= "number" or max < 1 then
+    gen.argerror(3, "async_stream", "max_concurrency must be a number of at least 1", 1)
+  end
+  local ordered = opts.ordered ~= false
+  local timeout = opts.timeout == nil and 5000 or opts.timeout
+  local on_timeout = opts.on_timeout or "exit"
+  if on_timeout ~= "exit" and on_timeout ~= "kill_task" then
+    gen.argerror(3, "async_stream", "on_timeout must be \"exit\" or \"kill_task\"", 1)
+  end
+  -- running: ref -> {i =, t =, deadline =}; ready: results by index
+  -- (ordered) or in arrival order.
+  local running, nrunning, started, exhausted = {}, 0, 0, false
+  local ready, next_out, queue, qhead, qtail = {}, 1, {}, 1, 0
+  local function fill()
+    while not exhausted and nrunning < max do
+      local x = next_input()
+      if x == nil then exhausted = true return end
+      started = started + 1
+      local t = M.async(fn, x)
+      running[t.ref] = {i = started, t = t, deadline = deadline_of(timeout)}
+      nrunning = nrunning + 1
+    end
+  end
+  local function done(e, tag, value)
+    running[e.t.ref] = nil
+    nrunning = nrunning - 1
+    if ordered then
+      ready[e.i] = {tag, value}
+    else
+      qtail = qtail + 1
+      queue[qtail] = {tag, value}
+    end
+  end
+  local function ours(m)
+    local r = m[1] == DOWN and m[2] or m[1]
+    return typeof(r) == "ref" and running[r] ~= nil
+  end
+  local function timed_out()
+    local now = mb.monotonic_time()
+    for _, e in pairs(running) do
+      if e.deadline and e.deadline <= now then
+        if on_timeout == "exit" then
+          for _, o in pairs(running) do M.shutdown(o.t, "brutal_kill") end
+          running, nrunning, exhausted = {}, 0, true
+          error(tuple(atom.timeout, tuple(atom.task, atom.async_stream, tuple(timeout))), 0)
+        end
+        local r = settled(table.pack(M.shutdown(e.t, "brutal_kill")))
+        if r == nil or r[1] == "exit" then
+          done(e, "exit", atom.timeout)
+        else
+          done(e, "ok", r[2])
+        end
+      end
+    end
+  end
+  return function()
+    while true do
+      if ordered and ready[next_out] then
+        local r = ready[next_out]
+        ready[next_out], next_out = nil, next_out + 1
+        return r[1], r[2]
+      elseif not ordered and queue[qhead] then
+        local r = queue[qhead]
+        queue[qhead], qhead = nil, qhead + 1
+        return r[1], r[2]
+      end
+      fill()
+      if nrunning == 0 then return nil end
+      local first
+      local labels = {[DOWN] = true}
+      for ref, e in pairs(running) do
+        labels[ref] = true
+        if e.deadline and (first == nil or e.deadline < first) then first = e.deadline end
+      end
+      local m = mb.receive(ours, ms_left(first), labels)
+      if m == nil then
+        timed_out()
+      else
+        local ref = m[1] == DOWN and m[2] or m[1]
+        if m[1] ~= DOWN then mb.demonitor(ref, {flush = true}) end
+        local r = outcome(m)
+        done(running[ref], r[1], r[2])
+      end
+    end
+  end
+end
+
 --- Start `fn(...)` in a process that nobody waits for (fire and forget).
 -- @return the pid
 function M.start(fn, ...)
