@@ -95,10 +95,11 @@ local function response(msg, ref, server)
 end
 
 -- Abandon a request: no 'DOWN' and no reply of it comes after this (the
--- alias ends with the monitor; a reply already queued is dropped).
+-- alias ends with the monitor). A reply that came meanwhile is taken out
+-- of the mailbox and returned.
 local function abandon(ref)
   mb.demonitor(ref, FLUSH)
-  mb.receive(function(m) return m[1] == ref end, 0, {[ref] = true})
+  return mb.receive(function(m) return m[1] == ref end, 0, {[ref] = true})
 end
 
 local function check_reqid(req, fname)
@@ -130,7 +131,9 @@ function M.receive_response(req, timeout)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})
   if why == "timeout" then
-    abandon(ref)
+    -- As OTP: a reply that came as the wait ended is the response still.
+    local late = abandon(ref)
+    if late ~= nil then return "reply", late[2] end
     return "timeout"
   end
   return response(msg, ref, req[2])
