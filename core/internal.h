@@ -182,7 +182,8 @@ bool mb__msg_is_atom(const mb_msg_t *m, const mb__atom_t *a);
  * table never keeps the core from naming them). */
 typedef struct {
   const mb__atom_t *normal, *kill, *killed, *noproc, *EXIT, *DOWN, *process,
-      *memory_limit, *shutdown, *out_of_memory, *empty, *nonode, *timeout;
+      *memory_limit, *shutdown, *out_of_memory, *empty, *nonode, *timeout,
+      *noconnection;
 } mb__atoms_t;
 extern mb__atoms_t mb__atoms;
 int mb__atoms_init(void);

@@ -29,16 +29,17 @@ int mb__atoms_init(void) {
              {&mb__atoms.out_of_memory, "out_of_memory"},
              {&mb__atoms.empty, ""},
              {&mb__atoms.nonode, "nonode@nohost"},
-             {&mb__atoms.timeout, "timeout"}};
+             {&mb__atoms.timeout, "timeout"},
+             {&mb__atoms.noconnection, "noconnection"}};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     int err = mb__atom_intern(all[i].name, strlen(all[i].name), all[i].slot);
     if (err)
       return err;
   }
   /* Named by the distribution layer when it writes signals. */
-  static const char *const dist[] = {"monitor",     "noconnection", "noreply",
-                                     "spawn_reply", "system_limit", "ok",
-                                     "error",       "nodeup",       "nodedown"};
+  static const char *const dist[] = {"monitor",      "noreply", "spawn_reply",
+                                     "system_limit", "ok",      "error",
+                                     "nodeup",       "nodedown"};
   for (size_t i = 0; i < sizeof dist / sizeof dist[0]; i++) {
     const mb__atom_t *a;
     int err = mb__atom_intern(dist[i], strlen(dist[i]), &a);
@@ -340,20 +341,49 @@ mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref) {
   return (mb_pid_t)table_del(p, &p->monitors, ref);
 }
 
+/* {'DOWN', Ref, process, {Name, Node}, Reason} for a monitor of a name
+ * that has no process: queued as a message, not as a DOWN signal (there is
+ * no monitor to end), marked so that demonitor's flush finds it. */
+static void down_of_name(mb_proc_t *p, uint64_t ref, const mb__atom_t *name,
+                         const mb__atom_t *node, const mb__atom_t *why) {
+  mb_msg_t *m = mb__tuple_new(5);
+  if (m == NULL || mb__tuple_atom(&m, mb__atoms.DOWN) ||
+      mb__tuple_ref(&m, ref) || mb__tuple_atom(&m, mb__atoms.process) ||
+      mb__tuple_open(&m, 2) || mb__tuple_atom(&m, name) ||
+      mb__tuple_atom(&m, node) || mb__tuple_end(&m, 2) ||
+      mb__tuple_atom(&m, why) || mb__tuple_end(&m, 5)) {
+    mb_msg_free(m);
+    return;
+  }
+  m->kind = MB_SIG_MSG;
+  m->flags |= MB_SIGF_DOWN;
+  m->ref = ref;
+  mb__proc_deliver(p, m);
+}
+
 /* monitor(pid or {Name, Node}) -> ref.  A dead or unknown process gives
- * 'DOWN' with noproc at once. */
+ * 'DOWN' with noproc at once; a name of another node while this one is not
+ * distributed gives noconnection (as OTP). */
 int mb_lua_monitor(lua_State *L) {
   mb_proc_t *p = mb__proc_self(L, "monitor");
   const mb__atom_t *rname, *rnode;
   mb_pid_t to;
   uint64_t ref = mb__ref_next() | MB_REF_ALIAS;
-  if (mb__to_remote_name(L, 1, &rname, &rnode))
+  if (mb__to_remote_name(L, 1, &rname, &rnode)) {
     to = mb__dist_resolve(rname, rnode);
-  else
+    if (to == 0) {
+      bool away = mb__dist_node() == NULL && rnode != mb__atoms.nonode;
+      down_of_name(p, ref, rname, rnode,
+                   away ? mb__atoms.noconnection : mb__atoms.noproc);
+      mb__push_ref(L, ref);
+      return 1;
+    }
+  } else {
     to = mb_lua_check_pid(L, 1);
+  }
   table_put(p, &p->monitors, ref, to);
   mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
-  if (m == NULL || to == 0 || mb__signal(to, m) != 0) {
+  if (m == NULL || mb__signal(to, m) != 0) {
     mb_msg_t *reason = mb__msg_atom(mb__atoms.noproc);
     mb_msg_t *down = reason ? down_message(ref, to, reason) : NULL;
     mb_msg_free(reason);

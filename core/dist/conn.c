@@ -56,7 +56,9 @@ const mb__atom_t *mb__dist_node(void) {
 
 mb_pid_t mb__dist_resolve(const mb__atom_t *name, const mb__atom_t *peer) {
   const mb__atom_t *self = mb__dist_node();
-  if (self == NULL || peer == self)
+  if (self == NULL) /* only nonode@nohost is this node; no other is reachable */
+    return peer == mb__atoms.nonode ? mb__registry_whereis(name) : 0;
+  if (peer == self)
     return mb__registry_whereis(name);
   return mb__dist_name_key(name, peer);
 }
