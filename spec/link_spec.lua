@@ -266,41 +266,49 @@ describe("monitors", function()
     assert.is_true(shape)
   end)
 
+  -- In a launcher of its own: the specs' node may have been made
+  -- distributed by an earlier spec.
   it("of {Name, Node} on a node that is not distributed: noconnection for another node, the local name for nonode@nohost", function()
+    local H = require "spec.launcher_helper"
+    local dir = H.tmpdir()
+    H.write(dir .. "/names.lua", [=[
+      local mb = require "moonbeam"
+      assert(tostring(mb.node()) == "nonode@nohost")
+      local me = mb.self()
+      local local_one = mb.spawn(function()
+        local m = mb.receive(5000)
+        mb.send(me, {"got", m})
+        mb.receive(5000)
+      end)
+      mb.register("named_here", local_one)
+      -- the same name on another node is not this process
+      local ref = mb.monitor({"named_here", "other@elsewhere"})
+      local down = mb.receive(function(m) return m[2] == ref end, 5000)
+      local ok, err = pcall(mb.send, {"named_here", "other@elsewhere"}, "wrong")
+      assert(not ok)
+      -- the process got nothing, and still runs
+      local stray = mb.receive(200)
+      -- nonode@nohost is this node
+      local mon = mb.monitor({"named_here", "nonode@nohost"})
+      mb.send({"named_here", "nonode@nohost"}, "hello")
+      local got = mb.receive(function(m) return m[1] == "got" end, 5000)
+      mb.send(local_one, "stop")
+      local gone = mb.receive(function(m) return m[2] == mon end, 5000)
+      -- a name with no process: noproc at once, the name in the DOWN
+      local none = mb.monitor({"nobody", "nonode@nohost"})
+      local nodown = mb.receive(function(m) return m[2] == none end, 5000)
+      print(tostring(down[5]), tostring(down[4][1]) .. " " .. tostring(down[4][2]),
+        tostring(err):match("not distributed"),
+        stray == nil and "nothing" or "something", got[2],
+        gone and tostring(gone[5]) == "normal" and "stopped",
+        tostring(nodown[5]), tostring(nodown[4][1]) .. " " .. tostring(nodown[4][2]))
+    ]=])
+    local status, out, err = H.run({dir .. "/names.lua"})
+    H.remove(dir)
+    assert.equal(0, status, err)
     assert.same({"noconnection", "named_here other@elsewhere", "not distributed", "nothing",
       "hello", "stopped", "noproc", "nobody nonode@nohost"},
-      {in_process(function()
-        local mb = require "moonbeam"
-        assert(tostring(mb.node()) == "nonode@nohost")
-        local me = mb.self()
-        local local_one = mb.spawn(function()
-          local m = mb.receive(5000)
-          mb.send(me, {"got", m})
-          mb.receive(5000)
-        end)
-        mb.register("named_here", local_one)
-        -- the same name on another node is not this process
-        local ref = mb.monitor({"named_here", "other@elsewhere"})
-        local down = mb.receive(function(m) return m[2] == ref end, 5000)
-        local ok, err = pcall(mb.send, {"named_here", "other@elsewhere"}, "wrong")
-        assert(not ok)
-        -- the process got nothing, and still runs
-        local stray = mb.receive(200)
-        -- nonode@nohost is this node
-        local mon = mb.monitor({"named_here", "nonode@nohost"})
-        mb.send({"named_here", "nonode@nohost"}, "hello")
-        local got = mb.receive(function(m) return m[1] == "got" end, 5000)
-        mb.send(local_one, "stop")
-        local gone = mb.receive(function(m) return m[2] == mon end, 5000)
-        -- a name with no process: noproc at once, the name in the DOWN
-        local none = mb.monitor({"nobody", "nonode@nohost"})
-        local nodown = mb.receive(function(m) return m[2] == none end, 5000)
-        return tostring(down[5]), tostring(down[4][1]) .. " " .. tostring(down[4][2]),
-          tostring(err):match("not distributed"),
-          stray == nil and "nothing" or "something", got[2],
-          gone and tostring(gone[5]) == "normal" and "stopped",
-          tostring(nodown[5]), tostring(nodown[4][1]) .. " " .. tostring(nodown[4][2])
-      end)})
+      H.lines((out:gsub("\t", "\n"))))
   end)
 
   it("deliver DOWN with noproc at once for a dead process", function()
