@@ -409,6 +409,18 @@ static void push_loaded(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
 }
 
+/* With package.loaded on top, which has no module `name`: open it with
+ * `open` and leave it in package.loaded[name] and, in its place, on top
+ * (luaL_requiref without looking package.loaded and the name up again). */
+static void open_loaded(lua_State *L, const char *name, lua_CFunction open) {
+  lua_pushcfunction(L, open);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, name);
+  lua_remove(L, -2);
+}
+
 /* Push module `name`, opening standard and preloaded libraries directly and
  * anything else through require. */
 void mb__require(lua_State *L, const char *name) {
@@ -417,19 +429,22 @@ void mb__require(lua_State *L, const char *name) {
     lua_remove(L, -2);
     return;
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1); /* package.loaded stays for a preload (open_loaded) */
   if (strcmp(name, LUA_GNAME) == 0) {
+    lua_pop(L, 1);
     ensure_base(L);
     lua_pushglobaltable(L);
     return;
   }
   if (strcmp(name, LUA_LOADLIBNAME) == 0) {
+    lua_pop(L, 1);
     open_package(L);
     lua_getglobal(L, LUA_LOADLIBNAME);
     return;
   }
   lua_CFunction open = stdlib_opener(name);
   if (open != NULL) {
+    lua_pop(L, 1);
     luaL_requiref(L, name, open, 1);
     if (open == luaopen_coroutine)
       mb__coro_patch(L);
@@ -437,9 +452,10 @@ void mb__require(lua_State *L, const char *name) {
   }
   lua_CFunction pre = find_preload(name);
   if (pre != NULL) {
-    luaL_requiref(L, name, pre, 0);
+    open_loaded(L, name, pre);
     return;
   }
+  lua_pop(L, 1);
   lua_getglobal(L, "require");
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
