@@ -99,12 +99,23 @@ static void fill_mt(lua_State *L, mb__mt_t k);
  * spawned process, which makes a pid first thing, makes one table fewer.
  * The cache gets that metatable before its __gc is set, so the cache is
  * not marked for finalization (Lua marks an object only if its metatable
- * has __gc when it is set). */
+ * has __gc when it is set).  A process's state keeps the cache as the
+ * registry's metatable, not under a key of the registry, whose hash part
+ * a new state makes empty: the key would cost it a rehash, and each
+ * lookup a hash lookup.  The cache's keys are integers and binary pid
+ * and ref encodings, never a metamethod's name, so the registry's own
+ * (non-raw) lookups are unchanged; other states (the launcher's, a host
+ * Lua's) keep it under a key. */
 static void push_cache(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TTABLE)
-    return;
-  lua_pop(L, 1);
   mb_proc_t *p = MB_PROC(L);
+  if (p != NULL) {
+    if (lua_getmetatable(L, LUA_REGISTRYINDEX))
+      return;
+  } else {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TTABLE)
+      return;
+    lua_pop(L, 1);
+  }
   lua_createtable(L, 0, 1);
   lua_createtable(L, 0, p != NULL ? 6 : 1);
   lua_pushliteral(L, "v");
@@ -117,7 +128,10 @@ static void push_cache(lua_State *L) {
   }
   lua_pop(L, 1);
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
+  if (p != NULL)
+    lua_setmetatable(L, LUA_REGISTRYINDEX);
+  else
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
 }
 
 /* The metamethods tell pids and refs by address (mb__to_pid): a
