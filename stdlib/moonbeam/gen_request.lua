@@ -108,15 +108,22 @@ local function check_reqid(req, fname)
   end
 end
 
---- Wait up to `timeout` for the response to one request; on timeout the
--- request stays, to be waited for again.
-function M.wait_response(req, timeout)
-  check_reqid(req, "wait_response")
-  timeout = wait_time(timeout, 2, "wait_response")
+-- Wait up to `timeout` for the reply or the 'DOWN' of one request: the
+-- message, or nil and "timeout"; and the request's ref.
+local function await(req, timeout, fname)
+  check_reqid(req, fname)
+  timeout = wait_time(timeout, 2, fname)
   local ref = req[1]
   local msg, why = mb.receive(function(m)
     return m[1] == ref or m[2] == ref
   end, timeout, {[ref] = true, [DOWN] = true})
+  return msg, why, ref
+end
+
+--- Wait up to `timeout` for the response to one request; on timeout the
+-- request stays, to be waited for again.
+function M.wait_response(req, timeout)
+  local msg, why, ref = await(req, timeout, "wait_response")
   if why == "timeout" then return "timeout" end
   return response(msg, ref, req[2])
 end
@@ -124,12 +131,7 @@ end
 --- As wait_response, but on timeout the request is abandoned: its monitor
 -- is taken down and a reply that comes later is dropped.
 function M.receive_response(req, timeout)
-  check_reqid(req, "receive_response")
-  timeout = wait_time(timeout, 2, "receive_response")
-  local ref = req[1]
-  local msg, why = mb.receive(function(m)
-    return m[1] == ref or m[2] == ref
-  end, timeout, {[ref] = true, [DOWN] = true})
+  local msg, why, ref = await(req, timeout, "receive_response")
   if why == "timeout" then
     -- As OTP: a reply that came as the wait ended is the response still.
     local late = abandon(ref)
