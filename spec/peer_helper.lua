@@ -74,8 +74,12 @@ function M.new(opts)
     log = log or "/dev/null"
     local st = ("%s/exit.%d"):format(P.tmp, #P.started + 1)
     -- erl and elixir exec their way down to the VM, which keeps this pid
-    local p = io.popen(("{ (ERL_EPMD_PORT=%d exec %s > %s 2>&1) & echo $!; exec > /dev/null 2>&1; "
-      .. "wait $!; echo $? > %s; } &"):format(P.epmd_port, cmd, log, st))
+    -- A VM that ends in a crash writes its dump into P.tmp (removed with
+    -- it, kept with MB_PEER_KEEP), not into the working directory.
+    local dump = ("%s/erl_crash.%d.dump"):format(P.ptmp, #P.started + 1)
+    local p = io.popen(("{ (ERL_EPMD_PORT=%d ERL_CRASH_DUMP=%s exec %s > %s 2>&1) & echo $!; "
+      .. "exec > /dev/null 2>&1; wait $!; echo $? > %s; } &"):format(P.epmd_port, dump, cmd,
+      log, st))
     local pid = p:read("l")
     p:close()
     status_file[pid] = st
