@@ -663,6 +663,9 @@ void mb__log_keep(int level, uint64_t unix_ms, const char *pid,
                   const char *text, size_t len);
 /* Count a message taken by the process running on this thread. */
 void mb__sched_note_message(void);
+/* The process is ready to run its slice: from now on the watchdog may poke
+ * it (called once its state is held and cleared of an earlier poke). */
+void mb__sched_enter(mb_proc_t *p);
 /* The running process is about to end: the watchdog must let it be. */
 void mb__sched_leave(void);
 

@@ -978,6 +978,7 @@ void mb__proc_run(mb_proc_t *p) {
   atomic_store(&p->poked, false);
   atomic_store_explicit(&p->on_cpu, true, memory_order_relaxed);
   lua_sethook(L, NULL, 0, 0);
+  mb__sched_enter(p); /* a poke from now on ends this slice */
   if (!p->started) {
     p->started = true;
     lua_pushcfunction(L, proc_main);

@@ -272,15 +272,25 @@ static void wake_watchdog(void) {
   uv_mutex_unlock(&wd_lock);
 }
 
+/* `running` is published only once the process is ready to be poked: a
+ * poke that came between it and the process clearing its hook for the
+ * new slice would be undone, with the slice marked spent, so that the
+ * watchdog never poked it again and it ran on for good. */
+void mb__sched_enter(mb_proc_t *p) {
+  sched_t *s = current;
+  atomic_store(&s->running, p);
+  wake_watchdog();
+}
+
 static void run(sched_t *s, mb_proc_t *p, bool new_slice) {
   if (new_slice)
     atomic_fetch_add_explicit(&s->slice, 1, memory_order_relaxed);
   atomic_store_explicit(
       &s->runs, atomic_load_explicit(&s->runs, memory_order_relaxed) + 1,
       memory_order_relaxed);
-  atomic_store(&s->running, p);
-  wake_watchdog();
-  mb__proc_run(p); /* calls mb__sched_leave as soon as the slice ends */
+  /* Calls mb__sched_enter once it may be poked, and mb__sched_leave as
+   * soon as the slice ends. */
+  mb__proc_run(p);
 }
 
 void mb__sched_note_message(void) {

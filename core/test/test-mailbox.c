@@ -1,6 +1,7 @@
 /* Mailboxes under concurrency: many senders on many threads, per-sender
  * order kept, nothing lost, a waiting receiver always woken; messages to a
- * process that has ended; selective receive skips and keeps. */
+ * process that has ended, and a receiver that ends while senders push;
+ * selective receive skips and keeps. */
 #include <stdatomic.h>
 
 #include <uv.h>
@@ -150,6 +151,61 @@ TEST_IMPL(messages_to_a_process_that_has_ended_are_freed) {
   test_node_stop();
 }
 
+/* Receivers that end while 8 senders on 4 schedulers push to them as fast
+ * as they can: each sender sees the receiver's 'DOWN' (normal), and what
+ * was pushed after the receiver's last look is freed with it, not left
+ * behind (ASan's leak check, in CI, sees every message).  The senders
+ * never wait: only the watchdog's pokes let the receiver run, so a poke
+ * lost as a slice starts left a sender running for good ahead of it, and
+ * the round never ended. */
+TEST_IMPL(a_receiver_ending_while_senders_push_frees_every_message) {
+  test_node_start(4);
+  long long n = 0;
+  ASSERT(test_run(
+      "local mb = require 'moonbeam'\n"
+      "return function()\n"
+      "  local me, downs = mb.self(), 0\n"
+      "  for round = 1, 30 do\n"
+      "    local r = mb.spawn(function()\n"
+      "      local last = {}\n"
+      "      for _ = 1, 300 do\n"
+      "        local m = assert(mb.receive(30000))\n"
+      "        assert(m[2] > (last[m[1]] or 0), 'order')\n"
+      "        last[m[1]] = m[2]\n"
+      "      end\n"
+      "    end)\n"
+      "    for s = 1, 8 do\n"
+      "      mb.spawn(function()\n"
+      "        local ref, i = mb.monitor(r), 0\n"
+      "        while true do\n"
+      "          i = i + 1\n"
+      "          mb.send(r, {s, i})\n"
+      "          local d = i % 16 == 0 and mb.receive(0)\n"
+      "          if d then\n"
+      "            -- noproc: it ended before this monitor reached it.\n"
+      "            local why = tostring(d[5])\n"
+      "            assert(d[2] == ref and (why == 'normal' or why == "
+      "'noproc'), why)\n"
+      "            mb.send(r, {s, i + 1}) -- to a process that has ended\n"
+      "            mb.send(me, 'down')\n"
+      "            return\n"
+      "          end\n"
+      "        end\n"
+      "      end)\n"
+      "    end\n"
+      "    for _ = 1, 8 do\n"
+      "      assert(mb.receive(30000) == 'down', 'no DOWN')\n"
+      "      downs = downs + 1\n"
+      "    end\n"
+      "    assert(mb.process_info(r) == nil)\n"
+      "  end\n"
+      "  return downs\n"
+      "end\n",
+      &n));
+  ASSERT_EQ(30 * 8, n);
+  test_node_stop();
+}
+
 TEST_IMPL(selective_receive_skips_and_keeps) {
   test_node_start(4);
   long long n = 0;
@@ -251,5 +307,6 @@ TEST_IMPL(prefilters_take_what_the_matcher_would) {
 TEST_LIST(TEST_ENTRY(keeps_each_senders_order_and_loses_nothing),
           TEST_ENTRY(wakes_a_waiting_receiver_and_keeps_order_with_signals),
           TEST_ENTRY(messages_to_a_process_that_has_ended_are_freed),
+          TEST_ENTRY(a_receiver_ending_while_senders_push_frees_every_message),
           TEST_ENTRY(selective_receive_skips_and_keeps),
           TEST_ENTRY(prefilters_take_what_the_matcher_would))
