@@ -156,6 +156,7 @@ describe("moonbeam.trace", function()
       local trace = require "moonbeam.trace"
       local me = mb.self()
       local w = mb.spawn(function()
+        mb.receive() -- "go", once it is traced
         for i = 1, 10 do mb.send(me, i) end
       end)
       -- Three messages within a minute: more than two passes the rate.
