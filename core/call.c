@@ -63,19 +63,6 @@ static bool etf_is_reply(lua_State *L, const mb_msg_t *m, uint64_t ref) {
   return yes;
 }
 
-/* Take message m out of the private queue; `prev` is the one before it
- * (NULL: m is the first). */
-static void unqueue(mb_proc_t *p, mb_msg_t *prev, mb_msg_t *m) {
-  if (prev != NULL)
-    prev->next = m->next;
-  else
-    p->q_head = m->next;
-  if (p->q_tail == m)
-    p->q_tail = prev;
-  p->q_len--;
-  mb__proc_uncount(p, m);
-}
-
 typedef enum { NOTHING, REPLY, DOWN } outcome_t;
 
 /* Look for the reply or the 'DOWN' among the queued messages after
@@ -96,7 +83,7 @@ static outcome_t take_reply(lua_State *L, mb_proc_t *p, uint64_t ref,
       continue;
     /* Decoded while still queued: an error raised here loses nothing. */
     mb__msg_decode_field(L, m, o == REPLY ? 2 : 5);
-    unqueue(p, prev, m);
+    mb__queue_remove(p, prev, m);
     mb_msg_free(m);
     mb__proc_took(p);
     return o;
@@ -118,14 +105,7 @@ static void end_monitor(lua_State *L, mb_proc_t *p, uint64_t ref) {
     mb__proc_deliver(lp->proc, sig);
   else if (sig != NULL)
     mb__signal(target, sig);
-  for (mb_msg_t *prev = NULL, *m = p->q_head; m != NULL;
-       prev = m, m = m->next) {
-    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
-      unqueue(p, prev, m);
-      mb_msg_free(m);
-      break;
-    }
-  }
+  mb__queue_drop_down(p, ref);
 }
 
 static int call_k(lua_State *L, int status, lua_KContext ctx) {

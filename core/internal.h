@@ -508,6 +508,12 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
                           mb_pid_t *out);
 /* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref);
+/* Take m out of p's private queue (prev: the one before it, or NULL) and
+ * off its memory count; m is not freed.  Owner only. */
+void mb__queue_remove(mb_proc_t *p, mb_msg_t *prev, mb_msg_t *m);
+/* Drop the queued 'DOWN' of monitor ref, if one is in p's private queue
+ * (not decoded yet): true if one was.  Owner only. */
+bool mb__queue_drop_down(mb_proc_t *p, uint64_t ref);
 /* Push the first `max` messages of p's own queue (p runs L). */
 int mb__proc_peek_self(lua_State *L, mb_proc_t *p, int max);
 /* The calling process, or a Lua error naming `fname`. */

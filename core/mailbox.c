@@ -595,22 +595,35 @@ int mb_lua_sleep(lua_State *L) {
 }
 
 /* Remove a queued {'DOWN', ref, ...} message (demonitor with flush). */
+void mb__queue_remove(mb_proc_t *p, mb_msg_t *prev, mb_msg_t *m) {
+  if (prev != NULL)
+    prev->next = m->next;
+  else
+    p->q_head = m->next;
+  if (p->q_tail == m)
+    p->q_tail = prev;
+  p->q_len--;
+  mb__proc_uncount(p, m);
+}
+
+bool mb__queue_drop_down(mb_proc_t *p, uint64_t ref) {
+  /* Undecoded messages remember whether they came as that DOWN. */
+  for (mb_msg_t *prev = NULL, *m = p->q_head; m != NULL;
+       prev = m, m = m->next) {
+    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
+      mb__queue_remove(p, prev, m);
+      mb_msg_free(m);
+      return true;
+    }
+  }
+  return false;
+}
+
 int mb__proc_flush_down(lua_State *L, mb_proc_t *p, uint64_t ref) {
   drain_inbox(p);
-  /* Undecoded messages remember whether they came as that DOWN. */
-  for (mb_msg_t **pp = &p->q_head, *prev = NULL; *pp;
-       prev = *pp, pp = &(*pp)->next) {
-    mb_msg_t *m = *pp;
-    if ((m->flags & MB_SIGF_DOWN) && m->ref == ref) {
-      *pp = m->next;
-      if (p->q_tail == m)
-        p->q_tail = prev;
-      p->q_len--;
-      mb__proc_uncount(p, m);
-      mb_msg_free(m);
-      publish_len(p);
-      return 0;
-    }
+  if (mb__queue_drop_down(p, ref)) {
+    publish_len(p);
+    return 0;
   }
   if (p->saved_ref == LUA_NOREF || p->sq_head == p->sq_tail)
     return 0;
