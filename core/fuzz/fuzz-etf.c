@@ -86,8 +86,11 @@ static void round_trip(lua_State *L, const uint8_t *data, size_t size) {
   lua_settop(L, 0);
   if (mb__etf_decode(L, data, size, err, sizeof err) != 0) {
     CHECK(lua_gettop(L) == 0 && safe != 0);
-    /* Only decoding finds map keys Lua takes as equal. */
-    CHECK(!skips || strstr(err, "key twice") != NULL);
+    /* Only decoding finds map keys Lua takes as equal, and atoms of up to
+     * 255 characters that take more than the atom table's 255 bytes in
+     * UTF-8 (valid terms, refused here). */
+    CHECK(!skips || strstr(err, "key twice") != NULL ||
+          strstr(err, "(unsupported here)") != NULL);
     return;
   }
   CHECK(skips && lua_gettop(L) == 1);
