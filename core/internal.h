@@ -484,6 +484,12 @@ int mb__signal(mb_pid_t to, mb_msg_t *m);
 bool mb__proc_handle_signals(mb_proc_t *p);
 void mb__proc_shutdown_all(void);
 int mb__proc_init(void);
+/* Make one blank state for the spawns to come, if the pool has room;
+ * false when it is full.  Drained when the schedulers have stopped. */
+bool mb__proc_pool_fill(void);
+int mb__proc_pool_size(void);
+size_t mb__proc_pool_taken(void); /* states spawns took, all told */
+void mb__proc_pool_drain(void);
 /* Called by the process's own thread: the timer of a receive, armed when
  * it is about to wait (it sets timed_out when it fires). */
 void mb__proc_timer_arm(mb_proc_t *p, uint64_t ms);
@@ -650,6 +656,9 @@ void mb__sched_enqueue(mb_proc_t *p);
 /* Make a process woken by a message runnable: on a scheduler thread it
  * runs next, in what is left of the waker's time slice. */
 void mb__sched_wake(mb_proc_t *p);
+/* Wake a sleeping scheduler, if there is one, for work of its own (it
+ * refills the pool of blank states). */
+void mb__sched_wake_idle(void);
 int mb__sched_count(void);
 /* Counters of scheduler i, read without locks (see stats.c). */
 typedef struct {

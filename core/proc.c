@@ -511,6 +511,76 @@ static lua_State *new_state(mb_proc_t *p) {
   return L;
 }
 
+/* Blank states made ahead of demand: a scheduler with nothing to run
+ * makes a process structure and its bare state (lua_newstate and the
+ * globals' metatable, about a third of a spawn's instructions, and the
+ * first touch of fresh memory), and a spawn takes one instead of making
+ * it.  The pool is refilled only while a scheduler idles, so it takes no
+ * time from processes; a spawn that finds it empty makes its own. */
+#define POOL_MAX 64
+static uv_mutex_t pool_lock = MB__MUTEX_INIT;
+static mb_proc_t *pool[POOL_MAX];
+static atomic_int npool; /* written under pool_lock */
+static atomic_size_t ntaken;
+
+static mb_proc_t *blank_new(void) {
+  mb_proc_t *p = mb__mem_alloc(sizeof *p);
+  if (p == NULL)
+    return NULL;
+  memset(p, 0, sizeof *p);
+  if ((p->L = new_state(p)) == NULL) {
+    mb__mem_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static mb_proc_t *pool_take(void) {
+  if (atomic_load_explicit(&npool, memory_order_relaxed) == 0)
+    return NULL;
+  uv_mutex_lock(&pool_lock);
+  mb_proc_t *p = npool > 0 ? pool[--npool] : NULL;
+  bool low = npool == POOL_MAX / 2;
+  uv_mutex_unlock(&pool_lock);
+  if (p != NULL)
+    atomic_fetch_add_explicit(&ntaken, 1, memory_order_relaxed);
+  if (low) /* a scheduler that sleeps may refill it */
+    mb__sched_wake_idle();
+  return p;
+}
+
+bool mb__proc_pool_fill(void) {
+  if (atomic_load_explicit(&npool, memory_order_relaxed) >= POOL_MAX)
+    return false;
+  mb_proc_t *p = blank_new();
+  if (p == NULL)
+    return false;
+  uv_mutex_lock(&pool_lock);
+  bool kept = npool < POOL_MAX;
+  if (kept)
+    pool[npool++] = p;
+  uv_mutex_unlock(&pool_lock);
+  if (!kept) {
+    lua_close(p->L);
+    mb__mem_free(p);
+  }
+  return kept;
+}
+
+int mb__proc_pool_size(void) { return atomic_load(&npool); }
+
+size_t mb__proc_pool_taken(void) { return atomic_load(&ntaken); }
+
+void mb__proc_pool_drain(void) {
+  uv_mutex_lock(&pool_lock);
+  while (npool > 0) {
+    mb_proc_t *p = pool[--npool];
+    lua_close(p->L);
+    mb__mem_free(p);
+  }
+  uv_mutex_unlock(&pool_lock);
+}
+
 /* Preemption.  A process runs without a hook (a count hook makes the Lua
  * VM trace every instruction, which halves its speed).  When its time
  * slice is over, the scheduler's watchdog thread pokes it: it sets a count
@@ -602,8 +672,8 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
     mb_msg_free(o->args);
     return MB_ELIMIT;
   }
-  mb_proc_t *p = mb__mem_alloc(sizeof *p);
-  if (p != NULL)
+  mb_proc_t *p = pool_take();
+  if (p == NULL && (p = mb__mem_alloc(sizeof *p)) != NULL)
     memset(p, 0, sizeof *p);
   if (p == NULL) {
     count_remove();
@@ -620,7 +690,10 @@ int mb__proc_spawn_remote(mb_spawn_opts_t *o, const mb__spawn_remote_t *r,
   p->start_fn = o->fn;
   p->start_args = o->args;
   int err = set_start(p, o);
-  if (err == 0 && (p->L = new_state(p)) == NULL)
+  if (err == 0 && p->L == NULL && (p->L = new_state(p)) == NULL)
+    err = MB_ENOMEM;
+  /* A blank state bigger than the limit: as lua_newstate would refuse. */
+  if (err == 0 && p->max_mem != 0 && p->mem > p->max_mem)
     err = MB_ENOMEM;
   if (err == 0 && o->waiter != NULL && (p->waiters = waitlink_new()) == NULL)
     err = MB_ENOMEM;

@@ -179,6 +179,12 @@ void mb__sched_wake(mb_proc_t *p) {
     push_local(s, old);
 }
 
+void mb__sched_wake_idle(void) {
+  sched_t *sleeper = find_sleeper();
+  if (sleeper != NULL)
+    wake(sleeper);
+}
+
 /* Does another scheduler's queue hold a process it will not run soon? */
 static bool stealable(sched_t *s) {
   size_t len = atomic_load(&s->len);
@@ -224,6 +230,8 @@ static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
     p = pop(s);
     if (p == NULL)
       p = steal(s);
+    if (p == NULL && !atomic_load(&stopping) && mb__proc_pool_fill())
+      continue; /* idle time made a state for a later spawn: look again */
     for (int i = 0; p == NULL && i < SPIN_ROUNDS; i++) {
       sched_yield();
       p = pop(s);
@@ -463,6 +471,7 @@ void mb__sched_stop(void) {
   for (int i = 0; i < nscheds; i++)
     uv_thread_join(&scheds[i].thread);
   uv_thread_join(&watchdog);
+  mb__proc_pool_drain();
 }
 
 uint64_t mb__sched_uptime_ns(void) {
