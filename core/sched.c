@@ -208,6 +208,24 @@ static mb_proc_t *steal(sched_t *self) {
   return NULL;
 }
 
+/* The head of a queue longer than this scheduler's, when there is one:
+ * busy processes spread evenly over the schedulers, so that none waits
+ * behind more of them than it would elsewhere (an idle scheduler steals,
+ * but one that is never idle must balance as it goes). */
+static mb_proc_t *balance(sched_t *self) {
+  size_t own = atomic_load(&self->len);
+  for (int i = 1; i < nscheds; i++) {
+    sched_t *v = &scheds[(self->index + i) % nscheds];
+    size_t len = atomic_load(&v->len);
+    if (len >= 2 && len > own + 1) {
+      mb_proc_t *p = pop(v);
+      if (p != NULL)
+        return p;
+    }
+  }
+  return NULL;
+}
+
 static bool any_work(sched_t *self) {
   for (int i = 0; i < nscheds; i++)
     if (&scheds[i] == self ? atomic_load(&self->len) > 0
@@ -227,7 +245,9 @@ static mb_proc_t *next_proc(sched_t *s, bool *new_slice) {
     push_local(s, p); /* its slice is spent: to the back of the queue */
   }
   for (;;) {
-    p = pop(s);
+    p = nscheds > 1 ? balance(s) : NULL;
+    if (p == NULL)
+      p = pop(s);
     if (p == NULL)
       p = steal(s);
     if (p == NULL && !atomic_load(&stopping) && mb__proc_pool_fill())
@@ -406,11 +426,20 @@ static void sample_busy(void) {
 
 /* Linux lets a sleep of this thread end up to its timer slack (50 us by
  * default) late, so that wake-ups can be batched: a 100 us tick took 170
- * us, and a slice 0.85 ms instead of 0.5.  The watchdog asks for none. */
+ * us, and a slice 0.85 ms instead of 0.5.  The watchdog asks for none.
+ * And while every scheduler thread runs a busy process, the watchdog is
+ * one more thread than there are cores: the OS may let it wait several
+ * milliseconds for a core, and no slice ends meanwhile.  Where the node
+ * may (root, CAP_SYS_NICE or an RLIMIT_RTPRIO above 0), the watchdog takes
+ * the lowest real-time priority, so that its tick preempts a scheduler
+ * thread at once; it sleeps between ticks and runs a few microseconds in
+ * each.  Elsewhere it stays an ordinary thread. */
 static void tick_on_time(void) {
 #ifdef __linux__
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 #endif
+  struct sched_param sp = {.sched_priority = sched_get_priority_min(SCHED_FIFO)};
+  (void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
 }
 
 static void watchdog_main(void *arg) {
