@@ -256,6 +256,8 @@ typedef struct {
   unsigned char bytes[]; /* the ETF encoding, tag included, without 131 */
 } mb__lterm_t;
 #define MB_TERM_MT "moonbeam.term"
+/* Make, in a process's blank state, what its first pid needs. */
+void mb__value_prepare(lua_State *L);
 void mb__push_pid(lua_State *L, mb_pid_t pid);
 void mb__push_ref(lua_State *L, uint64_t ref);
 void mb__push_atom(lua_State *L, const mb__atom_t *a);

@@ -532,6 +532,7 @@ static mb_proc_t *blank_new(void) {
     mb__mem_free(p);
     return NULL;
   }
+  mb__value_prepare(p->L);
   return p;
 }
 

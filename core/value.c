@@ -134,6 +134,19 @@ static void push_cache(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
 }
 
+/* A blank state made ahead of demand gets its cache and pid metatable
+ * then, in idle time: nearly every process makes a pid first thing. */
+static int prepare(lua_State *L) {
+  push_cache(L);
+  return 0;
+}
+
+void mb__value_prepare(lua_State *L) {
+  lua_pushcfunction(L, prepare);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+    lua_pop(L, 1); /* out of memory: the process makes them when it needs */
+}
+
 /* The metamethods tell pids and refs by address (mb__to_pid): a
  * process's state does not register their metatables by name. */
 static mb__lpid_t *check_pid(lua_State *L, int idx) {
