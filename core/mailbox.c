@@ -541,6 +541,12 @@ static int check_timeout(lua_State *L, int targ) {
  *   -> message | nil, "timeout" */
 int mb_lua_receive(lua_State *L) {
   mb__proc_self(L, "receive");
+  if (lua_gettop(L) == 0) { /* receive(): no matcher, no timeout */
+    lua_pushnil(L);
+    lua_pushinteger(L, -1);
+    lua_pushnil(L);
+    return receive_k(L, LUA_OK, 0);
+  }
   int targ = lua_type(L, 1) == LUA_TFUNCTION ? 2 : 1;
   if (targ == 1) {
     lua_settop(L, 1);
