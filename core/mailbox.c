@@ -165,7 +165,10 @@ static void publish_len(mb_proc_t *p) {
 }
 
 static void drain_inbox(mb_proc_t *p) {
-  atomic_store(&p->sig_pending, false);
+  /* Down before the inbox is taken (a signal pushed later keeps it up);
+   * not written when it is down already, as it mostly is. */
+  if (atomic_load_explicit(&p->sig_pending, memory_order_relaxed))
+    atomic_store(&p->sig_pending, false);
   mb_msg_t *m = NULL;
   if (atomic_load(&p->inbox_head) != NULL) {
     /* The lock keeps readers (process_info) off the messages taken. */
@@ -701,8 +704,12 @@ static int traced_send(lua_State *L) {
 }
 
 /* send(dest, msg): dest is a pid, a registered name or {Name, Node}. */
-int mb_lua_send(lua_State *L) {
+int mb_lua_send(lua_State *L) { return mb_lua_send_or(L, NULL); }
+
+int mb_lua_send_or(lua_State *L, lua_CFunction other) {
   mb__lpid_t *lp = mb__to_pid(L, 1);
+  if (lp == NULL && other != NULL && other(L))
+    return 0;
   if (lp != NULL && lp->node != 0) {
     luaL_checkany(L, 2);
     send_remote(L, mb__pid_key(lp));

@@ -489,6 +489,10 @@ int mb_lua_code_generation(lua_State *L);
 #define XX(name) int mb_lua_##name(lua_State *L);
 MB_LUA_ENTRY_POINTS(XX)
 #undef XX
+/* mb.send, where a destination that is not a pid goes to `other` first,
+ * which returns 1 when it took the message (a binding's ports), 0 for the
+ * send to go on with a name. */
+int mb_lua_send_or(lua_State *L, lua_CFunction other);
 
 /* Logging. */
 typedef enum {

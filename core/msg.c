@@ -137,14 +137,20 @@ static int reserve(enc_t *e, size_t n) {
 }
 
 static int put(enc_t *e, const void *p, size_t n) {
-  if (reserve(e, n))
+  if (n > e->m->cap - e->m->len && reserve(e, n))
     return -1;
   memcpy(e->m->data + e->m->len, p, n);
   e->m->len += n;
   return 0;
 }
 
-static int put1(enc_t *e, unsigned char c) { return put(e, &c, 1); }
+static inline int put1(enc_t *e, unsigned char c) {
+  if (e->m->len < e->m->cap) {
+    e->m->data[e->m->len++] = c;
+    return 0;
+  }
+  return put(e, &c, 1);
+}
 
 static int put_varint(enc_t *e, uint64_t v) {
   unsigned char b[10];
@@ -630,6 +636,25 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
   mb_msg_t *m = mb__msg_new(64);
   if (m == NULL)
     return MB_ENOMEM;
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN ||
+      t == LUA_TNIL) {
+    /* A scalar, as most messages are: no frames, no objects seen, no
+     * path; it can fail only for want of memory. */
+    enc_t e;
+    e.L = L;
+    e.m = m;
+    if (enc_scalar(&e, idx) == 0) {
+      *out = e.m;
+      return 0;
+    }
+    m = e.m;
+    enc_init(&e, L, m); /* for the error's text, as any other */
+    e.what = "out of memory";
+    int r = enc_done(&e, -1, root, &m, err, errlen);
+    mb_msg_free(m);
+    return r;
+  }
   int r = encode_into(L, idx, root, &m, err, errlen);
   if (r != 0) {
     mb_msg_free(m);
@@ -1029,6 +1054,16 @@ int mb_msg_decode(lua_State *L, const mb_msg_t *m) {
     char err[200];
     if (mb__etf_decode(L, m->data, m->len, err, sizeof err) != 0)
       luaL_error(L, "a message from another node could not be read: %s", err);
+    return 0;
+  }
+  if ((m->len == 2 && m->data[0] == T_INT8) ||
+      (m->len == 1 + sizeof(lua_Integer) && m->data[0] == T_INT)) {
+    /* An integer alone, as counters and tokens are: no decoder. */
+    lua_Integer v = (int8_t)m->data[1];
+    if (m->len > 2)
+      memcpy(&v, m->data + 1, sizeof v);
+    luaL_checkstack(L, 1, "message");
+    lua_pushinteger(L, v);
     return 0;
   }
   decode_from(L, m, m->data);

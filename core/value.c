@@ -588,16 +588,16 @@ mb__lterm_t *mb__to_term(lua_State *L, int idx) {
   return luaL_testudata(L, idx, MB_TERM_MT);
 }
 
+/* (lua_touserdata is NULL for what is no userdata; an atom, a light
+ * userdata, has a metatable of its own.) */
 mb__lpid_t *mb__to_pid(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA || !has_mt(L, idx, MB__MT_PID))
-    return NULL;
-  return lua_touserdata(L, idx);
+  void *u = lua_touserdata(L, idx);
+  return u != NULL && has_mt(L, idx, MB__MT_PID) ? u : NULL;
 }
 
 mb__lref_t *mb__to_ref(lua_State *L, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA || !has_mt(L, idx, MB__MT_REF))
-    return NULL;
-  return lua_touserdata(L, idx);
+  void *u = lua_touserdata(L, idx);
+  return u != NULL && has_mt(L, idx, MB__MT_REF) ? u : NULL;
 }
 
 /* ---- tuples, lists, maps ---- */

@@ -45,6 +45,35 @@ TEST_IMPL(decodes_to_an_equal_value_in_another_state) {
   lua_close(b);
 }
 
+/* A scalar alone takes the short ways through encoding and decoding: each
+ * comes back as it went, integers (small, large, at the limits) as
+ * integers and floats as floats. */
+TEST_IMPL(a_scalar_alone_comes_back_as_it_went) {
+  static const char *values[] = {
+      "return 0",      "return -128",           "return 127",
+      "return 128",    "return -129",           "return math.maxinteger",
+      "return math.mininteger", "return 2.0",   "return -0.5",
+      "return 1/0",    "return 'abc'",          "return ('x'):rep(300)",
+      "return ''",     "return true",           "return false",
+      "return nil"};
+  lua_State *b = luaL_newstate();
+  luaL_openlibs(b);
+  for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+    mb_msg_t *m;
+    char err[256];
+    ASSERT_EQ(0, encode(values[i], &m, err, sizeof err));
+    ASSERT_EQ(LUA_OK, luaL_dostring(b, values[i]));
+    mb_msg_decode(b, m);
+    mb_msg_free(m);
+    ASSERT(lua_rawequal(b, -1, -2) ||
+           (lua_isnil(b, -1) && lua_isnil(b, -2)));
+    ASSERT_EQ(lua_isinteger(b, -2), lua_isinteger(b, -1));
+    ASSERT_EQ(lua_type(b, -2), lua_type(b, -1));
+    lua_pop(b, 2);
+  }
+  lua_close(b);
+}
+
 TEST_IMPL(refuses_a_coroutine_with_its_path) {
   mb_msg_t *m;
   char err[256];
@@ -279,6 +308,7 @@ TEST_LIST(
     TEST_ENTRY(decodes_as_values_only_a_table_of_its_shape),
     TEST_ENTRY(names_a_value_it_cannot_send_by_its_place),
     TEST_ENTRY(decodes_to_an_equal_value_in_another_state),
+    TEST_ENTRY(a_scalar_alone_comes_back_as_it_went),
     TEST_ENTRY(refuses_a_coroutine_with_its_path),
     TEST_ENTRY(copies_nesting_to_the_limit_and_refuses_one_level_more),
     TEST_ENTRY(knows_each_kind_by_its_metatable),
