@@ -633,14 +633,15 @@ int mb__msg_encode_seq(lua_State *L, int first, int n, const char *root,
 
 int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
                    char *err, size_t errlen) {
-  mb_msg_t *m = mb__msg_new(64);
-  if (m == NULL)
-    return MB_ENOMEM;
   int t = lua_type(L, idx);
   if (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN ||
       t == LUA_TNIL) {
     /* A scalar, as most messages are: no frames, no objects seen, no
-     * path; it can fail only for want of memory. */
+     * path, and a buffer of its size (a tag, a length, the bytes); it can
+     * fail only for want of memory. */
+    mb_msg_t *m = mb__msg_new(t == LUA_TSTRING ? lua_rawlen(L, idx) + 11 : 16);
+    if (m == NULL)
+      return MB_ENOMEM;
     enc_t e;
     e.L = L;
     e.m = m;
@@ -655,6 +656,9 @@ int mb__msg_encode(lua_State *L, int idx, const char *root, mb_msg_t **out,
     mb_msg_free(m);
     return r;
   }
+  mb_msg_t *m = mb__msg_new(64);
+  if (m == NULL)
+    return MB_ENOMEM;
   int r = encode_into(L, idx, root, &m, err, errlen);
   if (r != 0) {
     mb_msg_free(m);
