@@ -99,12 +99,8 @@ static void end_monitor(lua_State *L, mb_proc_t *p, uint64_t ref) {
   mb_pid_t target = mb__link_monitor_del(p, ref);
   if (target == 0)
     return; /* its 'DOWN' came */
-  mb_msg_t *sig = mb__signal_new(MB_SIG_DEMONITOR, p->pid, ref);
   mb__lpid_t *lp = mb__to_pid(L, ARG_DEST);
-  if (sig != NULL && lp != NULL && lp->proc != NULL)
-    mb__proc_deliver(lp->proc, sig);
-  else if (sig != NULL)
-    mb__signal(target, sig);
+  mb__link_unwatch(lp->proc, ref); /* set by mb__link_watch */
   mb__queue_drop_down(p, ref);
 }
 
@@ -181,15 +177,15 @@ int mb_lua_call(lua_State *L) {
   }
   if (lp->proc == NULL)
     lp->proc = mb__proc_lookup(lp->id);
-  mb_msg_t *mon = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
-  if (mon == NULL) {
+  /* The monitor is set on the server's side at once (mb__link_watch), as
+   * its signal would be before the request is read, and ended the same
+   * way: the server, waiting for its next message, is not woken to forget
+   * it. */
+  int w = lp->proc == NULL ? MB_ENOPROC : mb__link_watch(lp->proc, ref, p->pid);
+  if (w != 0) {
     mb_msg_free(m);
-    return mb_lua_error(L, "monitor", MB_ENOMEM, NULL);
-  }
-  if (lp->proc == NULL || !mb__proc_deliver(lp->proc, mon)) {
-    if (lp->proc == NULL)
-      mb_msg_free(mon);
-    mb_msg_free(m);
+    if (w == MB_ENOMEM)
+      return mb_lua_error(L, "monitor", MB_ENOMEM, NULL);
     lua_pushboolean(L, 0);
     mb__push_atom(L, mb__atoms.noproc);
     return 2;

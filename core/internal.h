@@ -571,6 +571,13 @@ void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target);
 /* Forget it: returns its target, or 0 if the process held no such
  * monitor (its 'DOWN' came, or it was never set up). */
 mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref);
+/* The watched side of a monitor of a process of this node, set or ended
+ * by the watcher itself, under the process's lock, not by a signal through
+ * its inbox (a call's monitor: no signal to wake a server that waits).
+ * watch: 0, or MB_ENOPROC if the process has ended, or MB_ENOMEM, having
+ * set nothing. */
+int mb__link_watch(mb_proc_t *target, uint64_t ref, mb_pid_t watcher);
+void mb__link_unwatch(mb_proc_t *target, uint64_t ref);
 /* Set up a link or monitor with a process that has not started yet. */
 int mb__link_new_child(mb_proc_t *parent, mb_proc_t *child, bool link,
                        uint64_t monitor_ref);

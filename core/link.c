@@ -341,6 +341,24 @@ mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref) {
   return (mb_pid_t)table_del(p, &p->monitors, ref);
 }
 
+/* The process ends with its inbox closed, then takes monitored_by under
+ * its lock (mb__link_exit): an entry put while the inbox is open is found
+ * there, and gets its 'DOWN'. */
+int mb__link_watch(mb_proc_t *target, uint64_t ref, mb_pid_t watcher) {
+  uv_mutex_lock(&target->lock);
+  int err = atomic_load(&target->inbox_head) == MB__INBOX_CLOSED ? MB_ENOPROC
+            : mb__map_put(&target->monitored_by, ref,
+                          (void *)(uintptr_t)watcher) != 0
+                ? MB_ENOMEM
+                : 0;
+  uv_mutex_unlock(&target->lock);
+  return err;
+}
+
+void mb__link_unwatch(mb_proc_t *target, uint64_t ref) {
+  table_del(target, &target->monitored_by, ref);
+}
+
 /* {'DOWN', Ref, process, {Name, Node}, Reason} for a monitor of a name
  * that has no process: queued as a message, not as a DOWN signal (there is
  * no monitor to end), marked so that demonitor's flush finds it. */

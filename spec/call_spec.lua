@@ -181,4 +181,28 @@ describe("mb.call", function()
       return ok, tostring(err):find("cannot send a coroutine at msg[3].co", 1, true) ~= nil, monitors
     end)})
   end)
+  it("shows the caller in the server's monitored_by while it waits, and forgets it after the reply or the timeout", function()
+    assert.same({true, true, 0, false, "timeout", 0}, {in_process(function()
+      local mb = require "moonbeam"
+      local gen = require "moonbeam.gen"
+      local me = mb.self()
+      local server = mb.spawn(function()
+        for _ = 1, 2 do
+          local m = mb.receive()
+          local by = mb.process_info(mb.self()).monitored_by
+          mb.send(me, mb.tuple(mb.atom.watched, #by == 1 and by[1] == me))
+          if m[3] == "answer" then gen.reply(m[2], true) end
+        end
+        mb.receive()
+      end)
+      local ok = mb.call(server, mb.atom["$gen_call"], "answer", 5000)
+      local seen = mb.receive(function(m) return m[1] == mb.atom.watched end, 5000)[2]
+      local after = #mb.process_info(server).monitored_by
+      local ok2, why = mb.call(server, mb.atom["$gen_call"], "silence", 20)
+      mb.receive(function(m) return m[1] == mb.atom.watched end, 5000)
+      local after2 = #mb.process_info(server).monitored_by
+      mb.exit(server, "kill")
+      return ok, seen, after, ok2, tostring(why), after2
+    end)})
+  end)
 end)
