@@ -181,6 +181,7 @@ describe("mb.call", function()
       return ok, tostring(err):find("cannot send a coroutine at msg[3].co", 1, true) ~= nil, monitors
     end)})
   end)
+
   it("shows the caller in the server's monitored_by while it waits, and forgets it after the reply or the timeout", function()
     assert.same({true, true, 0, false, "timeout", 0}, {in_process(function()
       local mb = require "moonbeam"
