@@ -491,7 +491,7 @@ static int l_names(lua_State *L);
 /* send(dest, msg): a port or a socket takes Erlang's port messages
  * (lsocket.c); any other destination goes to the core's send. */
 static int l_send(lua_State *L) {
-  return mb_lsocket_port_send(L) ? 0 : mb_lua_send(L);
+  return mb_lua_send_or(L, mb_lsocket_port_send);
 }
 
 /* Every Lua function of the module: the core's entry points (send through
