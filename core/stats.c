@@ -58,7 +58,8 @@ static void set_num(lua_State *L, const char *field, lua_Integer v) {
   lua_setfield(L, -2, field);
 }
 
-/* statistics() -> {uptime_ms, processes, process_limit, atoms, memory =
+/* statistics() -> {uptime_ms, processes, process_limit, atoms, blank_states
+ * (made ahead for spawns: see proc.c), memory =
  * {total (the resident set), processes (their Lua states), other (the
  * rest: the runtime, messages, sockets)}, schedulers = {{busy_ns, messages, runs,
  * run_queue}, ...}}.  Counters only grow: a rate is the difference of two
@@ -68,11 +69,12 @@ int mb_lua_statistics(lua_State *L) {
   mb__proc_totals(&mem);
   if (uv_resident_set_memory(&rss) != 0)
     rss = 0;
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 8);
   set_num(L, "uptime_ms", (lua_Integer)(mb__sched_uptime_ns() / 1000000));
   set_num(L, "processes", (lua_Integer)mb_proc_count());
   set_num(L, "process_limit", (lua_Integer)mb_node_process_limit());
   set_num(L, "atoms", (lua_Integer)mb__atom_count());
+  set_num(L, "blank_states", (lua_Integer)mb__proc_pool_size());
   lua_createtable(L, 0, 3);
   set_num(L, "total", (lua_Integer)rss);
   set_num(L, "processes", (lua_Integer)mem);

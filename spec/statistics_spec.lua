@@ -36,6 +36,24 @@ describe("mb.statistics", function()
     end)})
   end)
 
+  it("counts the blank states made ahead for spawns, which idle time refills", function()
+    assert.same({true, true}, {in_process(function()
+      local mb = require "moonbeam"
+      local function full()
+        for _ = 1, 1000 do
+          if mb.statistics().blank_states == 64 then return true end
+          mb.sleep(5)
+        end
+        return false
+      end
+      local before = full()
+      local me = mb.self()
+      for _ = 1, 100 do mb.spawn(function() mb.send(me, 1) end) end
+      for _ = 1, 100 do mb.receive() end
+      return before, full()
+    end)})
+  end)
+
   it("sums the memory of the processes' states", function()
     assert.same({true, true}, {in_process(function()
       local mb = require "moonbeam"
