@@ -412,6 +412,23 @@ int mb_lua_monitor(lua_State *L) {
   return 1;
 }
 
+/* The watched side of monitor ref, ended at once on a process of this
+ * node that has taken its monitor (it is in its monitored_by, under its
+ * lock): no signal then wakes a process that waits, as a server after
+ * its start.  False where the monitor's own signal is still on its way,
+ * or the process is another node's or has ended: the demonitor goes as a
+ * signal, after the monitor's. */
+static bool unwatched(mb_pid_t target, uint64_t ref) {
+  if (MB_PID_IS_REMOTE(target))
+    return false;
+  mb_proc_t *t = mb__proc_lookup(target);
+  if (t == NULL)
+    return false;
+  bool gone = table_del(t, &t->monitored_by, ref) != 0;
+  mb__proc_unref(t);
+  return gone;
+}
+
 /* demonitor(ref, [{flush = true}]) -> true.  After it, no 'DOWN' for ref
  * arrives; with flush, one already queued is removed. */
 int mb_lua_demonitor(lua_State *L) {
@@ -426,7 +443,7 @@ int mb_lua_demonitor(lua_State *L) {
     lua_pop(L, 1);
   }
   mb_pid_t target = (mb_pid_t)table_del(p, &p->monitors, r->id);
-  if (target != 0) {
+  if (target != 0 && !unwatched(target, r->id)) {
     mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, p->pid, r->id);
     if (m != NULL)
       mb__signal(target, m);

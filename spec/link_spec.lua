@@ -338,6 +338,34 @@ describe("monitors", function()
     end)})
   end)
 
+  it("leave the watched process's monitored_by at once on demonitor, or once the monitor's own signal is taken", function()
+    assert.same({1, 0, 0, true}, {in_process(function()
+      local mb = require "moonbeam"
+      local me = mb.self()
+      local p = mb.spawn(function()
+        while true do
+          local m = mb.receive()
+          if m == "count" then mb.send(me, #mb.process_info(mb.self()).monitored_by) end
+        end
+      end)
+      -- Taken by p: its answer comes after the monitor's signal.
+      local ref = mb.monitor(p)
+      mb.send(p, "count")
+      local during = mb.receive(5000)
+      mb.demonitor(ref)
+      local after = #mb.process_info(p).monitored_by
+      -- Ended before p could take it: a signal after the monitor's.
+      local refs = {}
+      for i = 1, 100 do refs[i] = mb.monitor(p) end
+      for i = 1, 100 do mb.demonitor(refs[i]) end
+      mb.send(p, "count")
+      local later = mb.receive(5000)
+      mb.exit(p, "kill")
+      local _, none = mb.receive(100)
+      return during, after, later, none == "timeout"
+    end)})
+  end)
+
   it("come with spawn_monitor before the process runs", function()
     assert.is_true(in_process(function()
       local mb = require "moonbeam"
