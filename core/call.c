@@ -177,10 +177,8 @@ int mb_lua_call(lua_State *L) {
   }
   if (lp->proc == NULL)
     lp->proc = mb__proc_lookup(lp->id);
-  /* The monitor is set on the server's side at once (mb__link_watch), as
-   * its signal would be before the request is read, and ended the same
-   * way: the server, waiting for its next message, is not woken to forget
-   * it. */
+  /* The monitor's watched side, set and ended at once as mb.monitor's
+   * (mb__link_watch, mb__link_unwatch), through the server found above. */
   int w = lp->proc == NULL ? MB_ENOPROC : mb__link_watch(lp->proc, ref, p->pid);
   if (w != 0) {
     mb_msg_free(m);

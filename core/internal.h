@@ -573,9 +573,9 @@ void mb__link_monitor_add(mb_proc_t *p, uint64_t ref, mb_pid_t target);
 mb_pid_t mb__link_monitor_del(mb_proc_t *p, uint64_t ref);
 /* The watched side of a monitor of a process of this node, set or ended
  * by the watcher itself, under the process's lock, not by a signal through
- * its inbox (a call's monitor: no signal to wake a server that waits).
- * watch: 0, or MB_ENOPROC if the process has ended, or MB_ENOMEM, having
- * set nothing. */
+ * its inbox (no signal wakes a process that waits, as a server between
+ * calls).  watch: 0, or MB_ENOPROC if the process has ended, or
+ * MB_ENOMEM, having set nothing. */
 int mb__link_watch(mb_proc_t *target, uint64_t ref, mb_pid_t watcher);
 void mb__link_unwatch(mb_proc_t *target, uint64_t ref);
 /* Set up a link or monitor with a process that has not started yet. */

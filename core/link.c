@@ -379,6 +379,39 @@ static void down_of_name(mb_proc_t *p, uint64_t ref, const mb__atom_t *name,
   mb__proc_deliver(p, m);
 }
 
+/* The watched side of monitor ref: set at once on a process of this node
+ * (mb__link_watch: it is not woken, and it answers a monitor set before
+ * its end with a 'DOWN' all the same), by a signal on another node's.
+ * False if the process has ended or memory ran out. */
+static bool watch(mb_pid_t to, uint64_t ref, mb_pid_t watcher) {
+  if (MB_PID_IS_REMOTE(to)) {
+    mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, watcher, ref);
+    return m != NULL && mb__signal(to, m) == 0;
+  }
+  mb_proc_t *t = mb__proc_lookup(to);
+  if (t == NULL)
+    return false;
+  bool ok = mb__link_watch(t, ref, watcher) == 0;
+  mb__proc_unref(t);
+  return ok;
+}
+
+/* And ended the same way: at once here, by a signal after the monitor's
+ * on another node. */
+static void unwatch(mb_pid_t target, uint64_t ref, mb_pid_t watcher) {
+  if (MB_PID_IS_REMOTE(target)) {
+    mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, watcher, ref);
+    if (m != NULL)
+      mb__signal(target, m);
+    return;
+  }
+  mb_proc_t *t = mb__proc_lookup(target);
+  if (t != NULL) { /* else it has ended, and its monitors with it */
+    mb__link_unwatch(t, ref);
+    mb__proc_unref(t);
+  }
+}
+
 /* monitor(pid or {Name, Node}) -> ref.  A dead or unknown process gives
  * 'DOWN' with noproc at once; a name of another node while this one is not
  * distributed gives noconnection (as OTP). */
@@ -400,8 +433,7 @@ int mb_lua_monitor(lua_State *L) {
     to = mb_lua_check_pid(L, 1);
   }
   table_put(p, &p->monitors, ref, to);
-  mb_msg_t *m = mb__signal_new(MB_SIG_MONITOR, p->pid, ref);
-  if (m == NULL || mb__signal(to, m) != 0) {
+  if (!watch(to, ref, p->pid)) {
     mb_msg_t *reason = mb__msg_atom(mb__atoms.noproc);
     mb_msg_t *down = reason ? down_message(ref, to, reason) : NULL;
     mb_msg_free(reason);
@@ -410,23 +442,6 @@ int mb_lua_monitor(lua_State *L) {
   }
   mb__push_ref(L, ref);
   return 1;
-}
-
-/* The watched side of monitor ref, ended at once on a process of this
- * node that has taken its monitor (it is in its monitored_by, under its
- * lock): no signal then wakes a process that waits, as a server after
- * its start.  False where the monitor's own signal is still on its way,
- * or the process is another node's or has ended: the demonitor goes as a
- * signal, after the monitor's. */
-static bool unwatched(mb_pid_t target, uint64_t ref) {
-  if (MB_PID_IS_REMOTE(target))
-    return false;
-  mb_proc_t *t = mb__proc_lookup(target);
-  if (t == NULL)
-    return false;
-  bool gone = table_del(t, &t->monitored_by, ref) != 0;
-  mb__proc_unref(t);
-  return gone;
 }
 
 /* demonitor(ref, [{flush = true}]) -> true.  After it, no 'DOWN' for ref
@@ -443,11 +458,8 @@ int mb_lua_demonitor(lua_State *L) {
     lua_pop(L, 1);
   }
   mb_pid_t target = (mb_pid_t)table_del(p, &p->monitors, r->id);
-  if (target != 0 && !unwatched(target, r->id)) {
-    mb_msg_t *m = mb__signal_new(MB_SIG_DEMONITOR, p->pid, r->id);
-    if (m != NULL)
-      mb__signal(target, m);
-  }
+  if (target != 0)
+    unwatch(target, r->id, p->pid);
   if (flush)
     mb__proc_flush_down(L, p, r->id);
   lua_pushboolean(L, 1);

@@ -131,15 +131,18 @@ static sched_t *find_sleeper(void) {
   return NULL;
 }
 
+void mb__sched_wake_idle(void) {
+  sched_t *sleeper = find_sleeper();
+  if (sleeper != NULL)
+    wake(sleeper);
+}
+
 /* Queue on this scheduler; a second waiting process is work another core
  * could do now, so wake a sleeping scheduler to steal it. */
 static void push_local(sched_t *s, mb_proc_t *p) {
   push(s, p);
-  if (atomic_load(&s->len) >= 2) {
-    sched_t *sleeper = find_sleeper();
-    if (sleeper != NULL)
-      wake(sleeper);
-  }
+  if (atomic_load(&s->len) >= 2)
+    mb__sched_wake_idle();
   /* Queued by a scheduler running no process (one that ends a process,
    * maybe to stall in its finalizers): the watchdog must look. */
   wake_watchdog();
@@ -179,12 +182,6 @@ void mb__sched_wake(mb_proc_t *p) {
     push_local(s, old);
 }
 
-void mb__sched_wake_idle(void) {
-  sched_t *sleeper = find_sleeper();
-  if (sleeper != NULL)
-    wake(sleeper);
-}
-
 /* Does another scheduler's queue hold a process it will not run soon? */
 static bool stealable(sched_t *s) {
   size_t len = atomic_load(&s->len);
@@ -208,12 +205,15 @@ static mb_proc_t *steal(sched_t *self) {
   return NULL;
 }
 
-/* The head of a queue longer than this scheduler's, when there is one:
- * busy processes spread evenly over the schedulers, so that none waits
- * behind more of them than it would elsewhere (an idle scheduler steals,
- * but one that is never idle must balance as it goes). */
+/* The head of a queue longer than this busy scheduler's, when there is
+ * one: busy processes spread evenly over the schedulers, so that none
+ * waits behind more of them than it would elsewhere (an idle scheduler,
+ * whose queue is empty, steals instead; one that is never idle must
+ * balance as it goes). */
 static mb_proc_t *balance(sched_t *self) {
   size_t own = atomic_load(&self->len);
+  if (own == 0)
+    return NULL;
   for (int i = 1; i < nscheds; i++) {
     sched_t *v = &scheds[(self->index + i) % nscheds];
     size_t len = atomic_load(&v->len);
@@ -362,9 +362,7 @@ static void watch_stall(sched_t *s) {
     return;
   if (atomic_exchange(&s->stalled, true))
     return;
-  sched_t *sleeper = find_sleeper();
-  if (sleeper != NULL)
-    wake(sleeper);
+  mb__sched_wake_idle();
 }
 
 /* One watchdog tick for scheduler s; true if a process runs or waits

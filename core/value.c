@@ -286,8 +286,7 @@ static bool has_mt(lua_State *L, int idx, mb__mt_t k) {
   bool is;
   /* A process's pid and ref metatables are known by address from the
    * moment they are made (set_mt), never by name: until its first ref, no
-   * value of its state is one (a send to a pid asks first whether the
-   * destination is a socket, a ref). */
+   * value of its state is one, and no lookup by name is needed to say so. */
   if (p != NULL && (p->mt_ptr[k] != NULL || k >= MB__MT_PID)) {
     is = lua_topointer(L, -1) == p->mt_ptr[k];
   } else {

@@ -42,7 +42,6 @@ M.ReqIds = ReqIds
 local function is_collection(x)
   return type(x) == "table" and getmetatable(x) == ReqIds
 end
-M.is_collection = is_collection
 
 local function is_reqid(x)
   return typeof(x) == "tuple" and typeof(x[1]) == "ref" and x.n == 2
@@ -120,17 +119,18 @@ local function await(req, timeout, fname)
   return msg, why, ref
 end
 
---- Wait up to `timeout` for the response to one request; on timeout the
--- request stays, to be waited for again.
-function M.wait_response(req, timeout)
+-- wait_response for one request: on timeout the request stays, to be
+-- waited for again.
+local function wait_one(req, timeout)
   local msg, why, ref = await(req, timeout, "wait_response")
   if why == "timeout" then return "timeout" end
   return response(msg, ref, req[2])
 end
 
---- As wait_response, but on timeout the request is abandoned: its monitor
--- is taken down and a reply that comes later is dropped.
-function M.receive_response(req, timeout)
+-- receive_response for one request: as wait_one, but on timeout the
+-- request is abandoned: its monitor is taken down and a reply that comes
+-- later is dropped.
+local function receive_one(req, timeout)
   local msg, why, ref = await(req, timeout, "receive_response")
   if why == "timeout" then
     -- As OTP: a reply that came as the wait ended is the response still.
@@ -148,9 +148,8 @@ local function answers(msg, ref)
   return msg[1] == ref or (msg[1] == DOWN and msg[2] == ref)
 end
 
---- Whether a message taken from the mailbox is the response to `req`.
--- @return the response, or "no_reply"
-function M.check_response(msg, req)
+-- check_response for one request: the response, or "no_reply".
+local function check_one(msg, req)
   check_reqid(req, "check_response")
   if not answers(msg, req[1]) then return "no_reply" end
   return response(msg, req[1], req[2])
@@ -230,23 +229,9 @@ local function coll_wait(coll, timeout, delete, fname, abandon_all)
   return coll_response(msg, coll, delete)
 end
 
---- Wait for the response to any request of a collection.
--- @param delete whether to take the answered request out of the collection
--- @return response, label, collection; or "timeout" (the requests stay)
---   or "no_request"
-function M.wait_response_coll(coll, timeout, delete)
-  return coll_wait(coll, timeout, delete, "wait_response", false)
-end
-
---- As wait_response_coll, but on timeout every request of the collection
--- is abandoned.
-function M.receive_response_coll(coll, timeout, delete)
-  return coll_wait(coll, timeout, delete, "receive_response", true)
-end
-
---- Whether a message is the response to a request of the collection.
--- @return response, label, collection; or "no_reply" or "no_request"
-function M.check_response_coll(msg, coll, delete)
+-- check_response for a collection: response, label, collection; or
+-- "no_reply" or "no_request".
+local function check_coll(msg, coll, delete)
   if next(coll) == nil then return "no_request" end
   local t = typeof(msg)
   if t ~= "tuple" and t ~= "table" then return "no_reply" end
@@ -255,6 +240,38 @@ function M.check_response_coll(msg, coll, delete)
     return "no_reply"
   end
   return coll_response(msg, coll, delete)
+end
+
+-- ---------------------------------------------------------------------------
+-- The responses: each of these takes one request id or a collection.
+
+--- Wait up to `timeout` for the response to a request (the request stays
+-- on timeout), or to any request of a collection (`delete`: take the
+-- answered one out).
+-- @return the response; for a collection with its label and the
+--   collection; or "timeout", or "no_request" for an empty collection
+function M.wait_response(req, timeout, delete)
+  if is_collection(req) then
+    return coll_wait(req, timeout, delete, "wait_response", false)
+  end
+  return wait_one(req, timeout)
+end
+
+--- As wait_response, but on timeout the request (every request of a
+-- collection) is abandoned: a reply that comes later is dropped.
+function M.receive_response(req, timeout, delete)
+  if is_collection(req) then
+    return coll_wait(req, timeout, delete, "receive_response", true)
+  end
+  return receive_one(req, timeout)
+end
+
+--- Whether a message taken from the mailbox is the response to a request
+-- (or to one of a collection's).
+-- @return as wait_response, or "no_reply" (or "no_request")
+function M.check_response(msg, req, delete)
+  if is_collection(req) then return check_coll(msg, req, delete) end
+  return check_one(msg, req)
 end
 
 -- ---------------------------------------------------------------------------

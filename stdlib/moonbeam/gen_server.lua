@@ -133,26 +133,20 @@ end
 -- requests, with its label and the collection (`delete`: without the
 -- request), or "timeout", or "no_request" when it is empty.
 function M.wait_response(req, timeout, delete)
-  local r = request()
-  if r.is_collection(req) then return r.wait_response_coll(req, timeout, delete) end
-  return r.wait_response(req, timeout)
+  return request().wait_response(req, timeout, delete)
 end
 
 --- As wait_response, but on timeout the request (for a collection, every
 -- request in it) is abandoned: a reply that comes later is dropped.
 function M.receive_response(req, timeout, delete)
-  local r = request()
-  if r.is_collection(req) then return r.receive_response_coll(req, timeout, delete) end
-  return r.receive_response(req, timeout)
+  return request().receive_response(req, timeout, delete)
 end
 
 --- Whether a message taken from the mailbox is the response to a
 -- request (or to one of a collection's): the response as wait_response
 -- returns it, or "no_reply" (or "no_request" for an empty collection).
 function M.check_response(msg, req, delete)
-  local r = request()
-  if r.is_collection(req) then return r.check_response_coll(msg, req, delete) end
-  return r.check_response(msg, req)
+  return request().check_response(msg, req, delete)
 end
 
 --- An empty collection of request ids.
